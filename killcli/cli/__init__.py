@@ -1,0 +1,1 @@
+"""The `killsync` command line: parse, call one service, render."""

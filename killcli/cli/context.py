@@ -1,0 +1,75 @@
+"""The application object every command receives through ``ctx.obj``.
+
+Built once by the root callback; resources (database, clients) are opened on first use
+and closed when the command ends. There is no module-level state.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from killcli.config import Settings
+from killcli.db import Database
+
+JSON_SCHEMA_VERSION = 1
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    console: Console
+    debug: bool = False
+    verbosity: int = 0
+    _db: Database | None = field(default=None, repr=False)
+    _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    def database(self, *, check_schema: bool = True) -> Database:
+        """The process's database, schema checked (and created on an empty SQLite)."""
+        if self._db is None:
+            self._db = Database(self.settings.database_url)
+            self._closers.append(self._db.close)
+            if check_schema:
+                self._db.ensure_schema()
+        return self._db
+
+    def on_close(self, closer: Callable[[], None]) -> None:
+        self._closers.append(closer)
+
+    def close(self) -> None:
+        while self._closers:
+            self._closers.pop()()
+
+    def info(self, message: str) -> None:
+        """A human message on stderr (hidden by --quiet)."""
+        if self.verbosity >= 0:
+            self.console.print(message)
+
+    def detail(self, message: str) -> None:
+        """A message shown only with -v."""
+        if self.verbosity > 0:
+            self.console.print(message)
+
+
+def app_context(ctx: typer.Context) -> AppContext:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, AppContext), "root callback did not run"
+    return obj
+
+
+def print_json(kind: str, data: Any) -> None:
+    """The versioned ``--json`` envelope, on stdout."""
+    envelope = {"kind": kind, "version": JSON_SCHEMA_VERSION, "data": data}
+    sys.stdout.write(json.dumps(envelope, ensure_ascii=False, default=str, indent=2) + "\n")
+
+
+def examples(*lines: str) -> str:
+    """The ``Examples:`` epilog every command's help ends with."""
+    body = "\n\n".join(f"  $ {line}" for line in lines)
+    return f"Examples:\n\n{body}"

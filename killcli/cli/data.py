@@ -1,0 +1,104 @@
+"""`killsync import` and `killsync export`: killmails in and out as ESI bodies."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from killcli.cli.context import app_context, examples, print_json
+from killcli.console import is_interactive
+from killcli.errors import ExitCode, UsageError
+from killcli.exporter import ExportFormat, export_killmails
+from killcli.importer import import_killmails
+
+
+def register(app: typer.Typer) -> None:
+    app.command("import", epilog=examples(
+        "killsync import killmails/",
+        "killsync import killmails-2024-07-24.tar.bz2 killmails-2024-07-25.tar.bz2",
+        "killsync import backup.jsonl --json",
+    ))(import_cmd)
+    app.command("export", epilog=examples(
+        "killsync export --output all.jsonl",
+        "killsync export --character 2112345678 --since 2026-01-01 --format json",
+    ))(export_cmd)
+
+
+def import_cmd(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(
+        help=".json/.jsonl files (optionally .gz/.bz2), EVE Ref .tar.bz2 archives, directories.",
+        show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+) -> None:
+    """Import ESI killmail bodies (backfill beyond ESI's 90 days)."""
+    app_ctx = app_context(ctx)
+    db = app_ctx.database()
+    show = is_interactive() and not no_progress and app_ctx.verbosity >= 0
+    columns = (TextColumn("{task.description}"), BarColumn(),
+               TextColumn("{task.completed} saved"), TimeElapsedColumn())
+    with Progress(*columns, console=app_ctx.console, disable=not show) as progress:
+        task = progress.add_task("importing", total=None)
+        result = import_killmails(
+            db, paths,
+            on_file=lambda p: progress.update(task, description=p.name),
+            on_batch=lambda n: progress.advance(task, n),
+        )
+    for error in result.errors:
+        app_ctx.console.print(f"rejected: {error}")
+    if result.rejected > len(result.errors):
+        app_ctx.console.print(f"... and {result.rejected - len(result.errors)} more rejected")
+    summary = {"read": result.read, "new": result.new, "already_present": result.already,
+               "rejected": result.rejected}
+    if as_json:
+        print_json("import", summary)
+    else:
+        app_ctx.info("imported: " + ", ".join(f"{k.replace('_', ' ')} {v}"
+                                              for k, v in summary.items()))
+    if result.rejected:
+        raise typer.Exit(int(ExitCode.PARTIAL))
+
+
+def _parse_since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise UsageError(f"--since: not a date (YYYY-MM-DD or ISO date-time): {value!r}") from exc
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+def export_cmd(
+    ctx: typer.Context,
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="jsonl (one body per line) or json.")
+                   ] = "jsonl",
+    character: Annotated[int | None, typer.Option("--character", help="Only killmails this "
+                                                  "tracked character received.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only killmails at or after this "
+                                              "date (UTC).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default "
+                                                "stdout).")] = None,
+) -> None:
+    """Export stored killmails as ESI bodies, exactly as ESI sent them."""
+    app_ctx = app_context(ctx)
+    since_at = _parse_since(since)
+    db = app_ctx.database()
+    if output is None:
+        count = export_killmails(db, sys.stdout, fmt=fmt, character_id=character, since=since_at)
+    else:
+        partial = output.with_name(output.name + ".partial")
+        try:
+            with partial.open("w", encoding="utf-8") as fh:
+                count = export_killmails(db, fh, fmt=fmt, character_id=character, since=since_at)
+            partial.replace(output)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise UsageError(f"{output}: cannot write: {exc.strerror or exc}") from exc
+    app_ctx.info(f"exported {count} killmails")

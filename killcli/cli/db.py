@@ -1,0 +1,38 @@
+"""`killsync db`: schema migrations."""
+
+from __future__ import annotations
+
+import typer
+
+from killcli.cli.context import app_context, examples, print_json
+
+app = typer.Typer(name="db", help="Create or migrate the database schema.", no_args_is_help=True)
+
+
+@app.command("upgrade", epilog=examples(
+    "killsync db upgrade",
+    "KILLSYNC_DATABASE_URL=postgresql://killsync@db/killsync killsync db upgrade",
+))
+def upgrade(ctx: typer.Context) -> None:
+    """Migrate the database to the newest schema (safe to run again)."""
+    app_ctx = app_context(ctx)
+    before, after = app_ctx.database(check_schema=False).upgrade()
+    if before == after:
+        app_ctx.info(f"database schema is up to date ({after})")
+    else:
+        app_ctx.info(f"database schema upgraded: {before or 'empty'} -> {after}")
+
+
+@app.command("status", epilog=examples("killsync db status", "killsync db status --json"))
+def status(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show the schema version of the database and the one this killsync needs."""
+    db = app_context(ctx).database(check_schema=False)
+    current, head = db.current_revision(), db.head_revision()
+    if as_json:
+        print_json("db.status", {"current": current, "head": head, "up_to_date": current == head})
+        return
+    state = "up to date" if current == head else "out of date: run `killsync db upgrade`"
+    typer.echo(f"schema {current or 'none'} (needs {head}): {state}")

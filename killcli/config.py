@@ -1,0 +1,240 @@
+"""Settings: flag > ``KILLSYNC_*`` environment variable > config file > default.
+
+The config file is TOML with the same keys as the environment variables, lower-case and
+without the prefix (``database_url = "postgresql+psycopg://..."``). It lives at
+``$KILLSYNC_CONFIG``, else ``$KILLSYNC_HOME/config.toml``, else the user config directory.
+Settings are resolved once, by the CLI's root callback, and passed down: there are no
+module-level globals.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import platformdirs
+
+from killcli.errors import ConfigError
+
+ENV_PREFIX = "KILLSYNC_"
+APP_NAME = "killsync"
+DEFAULT_ESI_BASE_URL = "https://esi.evetech.net"
+DEFAULT_SSO_BASE_URL = "https://login.eveonline.com"
+DEFAULT_CALLBACK_URL = "http://127.0.0.1:8765/callback"
+DEFAULT_QUEUE_NAME = "esi_user_killmails_queue"
+SECRET_KEY_FILE = "secret.key"  # noqa: S105 - a file name, not a secret
+
+Source = Literal["flag", "env", "file", "default"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings. Build with :func:`load_settings`; never mutate."""
+
+    home: Path
+    database_url: str
+    broker_url: str | None
+    esi_base_url: str = DEFAULT_ESI_BASE_URL
+    sso_base_url: str = DEFAULT_SSO_BASE_URL
+    client_id: str = "killsync-local"
+    client_secret: str | None = None
+    callback_url: str = DEFAULT_CALLBACK_URL
+    contact: str | None = None
+    secret_key: str | None = None
+    queue_name: str = DEFAULT_QUEUE_NAME
+    config_file: Path | None = None
+    sources: Mapping[str, Source] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def uses_rabbitmq(self) -> bool:
+        return self.broker_url is not None and self.broker_url.startswith(("amqp://", "amqps://"))
+
+    @property
+    def is_pkce_app(self) -> bool:
+        """No client secret: a native application authenticating with PKCE."""
+        return not self.client_secret
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """How one setting is named, documented and checked."""
+
+    key: str
+    help: str
+    secret: bool = False
+    check: Callable[[str, str], str] | None = None
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.key.upper()
+
+
+def _check_database_url(key: str, value: str) -> str:
+    from sqlalchemy.engine import make_url  # noqa: PLC0415 - keep `--help` fast
+    from sqlalchemy.exc import ArgumentError  # noqa: PLC0415
+
+    try:
+        url = make_url(value)
+    except ArgumentError as exc:
+        raise ConfigError(f"{key}: not a database URL: {value!r}") from exc
+    if url.get_backend_name() not in {"sqlite", "postgresql"}:
+        raise ConfigError(
+            f"{key}: unsupported database {url.get_backend_name()!r} (sqlite or postgresql)"
+        )
+    return value
+
+
+def _check_http_url(key: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(f"{key}: not an http(s) URL: {value!r}")
+    return value.rstrip("/")
+
+
+def _check_broker_url(key: str, value: str) -> str:
+    if value in {"", "database"}:
+        return "database"
+    parts = urlsplit(value)
+    if parts.scheme not in {"amqp", "amqps"} or not parts.hostname:
+        raise ConfigError(f"{key}: expected 'database' or an amqp:// URL, got {value!r}")
+    return value
+
+
+def _check_queue_name(key: str, value: str) -> str:
+    if not value or len(value) > 200 or not value.isprintable():
+        raise ConfigError(f"{key}: a queue name is 1-200 printable characters")
+    return value
+
+
+SPECS: tuple[SettingSpec, ...] = (
+    SettingSpec("home", "Data directory (SQLite file, generated secret key)."),
+    SettingSpec("database_url", "SQLAlchemy URL; default a SQLite file in the data directory.",
+                secret=True, check=_check_database_url),
+    SettingSpec("broker_url", "'database' (embedded queue, default) or amqp://user:pass@host/vhost.",
+                secret=True, check=_check_broker_url),
+    SettingSpec("esi_base_url", "ESI base URL.", check=_check_http_url),
+    SettingSpec("sso_base_url", "EVE SSO base URL.", check=_check_http_url),
+    SettingSpec("client_id", "SSO application client id."),
+    SettingSpec("client_secret", "SSO client secret; absent for a PKCE (native) application.",
+                secret=True),
+    SettingSpec("callback_url", "SSO callback URL registered for the application.",
+                check=_check_http_url),
+    SettingSpec("contact", "Operator contact (email) sent in the User-Agent, as CCP asks."),
+    SettingSpec("secret_key", "Fernet key(s) encrypting tokens at rest, comma-separated, newest "
+                "first; default generated once into the data directory.", secret=True),
+    SettingSpec("queue_name", "Job queue name.", check=_check_queue_name),
+)
+SPEC_BY_KEY = {spec.key: spec for spec in SPECS}
+
+
+def env_var(key: str) -> str:
+    """The environment variable of a setting, for `--help` texts."""
+    return SPEC_BY_KEY[key].env
+
+
+def default_home(environ: Mapping[str, str]) -> Path:
+    home = environ.get(env_var("home"))
+    return Path(home).expanduser() if home else Path(platformdirs.user_data_dir(APP_NAME))
+
+
+def config_file_path(environ: Mapping[str, str]) -> Path:
+    """Where the config file is read from (it need not exist)."""
+    explicit = environ.get(ENV_PREFIX + "CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    if environ.get(env_var("home")):
+        return default_home(environ) / "config.toml"
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+def read_config_file(path: Path) -> dict[str, str]:
+    """Parse the TOML config file; a missing file is an empty config."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path}: cannot read: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: not valid TOML: {exc}") from exc
+    values: dict[str, str] = {}
+    for key, value in raw.items():
+        if key not in SPEC_BY_KEY:
+            raise ConfigError(f"config file {path}: unknown key {key!r}")
+        if not isinstance(value, str | int):
+            raise ConfigError(f"config file {path}: {key} must be a string")
+        values[key] = str(value)
+    return values
+
+
+def load_settings(
+    flags: Mapping[str, str | None] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve every setting from flags, environment, config file and defaults."""
+    environ = os.environ if environ is None else environ
+    flags = dict(flags or {})
+    path = config_file_path(environ)
+    from_file = read_config_file(path)
+    layers: tuple[tuple[Source, Mapping[str, str | None], bool], ...] = (
+        ("flag", flags, False), ("env", environ, True), ("file", from_file, False))
+    values: dict[str, str] = {}
+    sources: dict[str, Source] = {}
+    for spec in SPECS:
+        sources[spec.key] = "default"
+        for source, layer, by_env in layers:
+            raw = layer.get(spec.env if by_env else spec.key)
+            if raw:
+                values[spec.key] = spec.check(spec.env, raw) if spec.check else raw
+                sources[spec.key] = source
+                break
+    home = Path(values.pop("home")).expanduser() if "home" in values else default_home({})
+    database_url = values.pop("database_url", None) or f"sqlite:///{home / 'killsync.db'}"
+    broker = values.pop("broker_url", "database")
+    return Settings(
+        home=home,
+        database_url=database_url,
+        broker_url=None if broker == "database" else broker,
+        config_file=path,
+        sources=sources,
+        **values,
+    )
+
+
+def masked(spec: SettingSpec, value: object) -> str:
+    """A value as `config show` prints it: secrets hidden, URL passwords hidden."""
+    if value is None:
+        return "-"
+    text = str(value)
+    if spec.key in {"database_url", "broker_url"}:
+        parts = urlsplit(text)
+        if parts.password:
+            return text.replace(f":{parts.password}@", ":***@", 1)
+        return text
+    return "***" if spec.secret else text
+
+
+def secret_keys(settings: Settings) -> list[str]:
+    """Fernet keys, newest first; generate and keep one (mode 0600) when none is configured."""
+    if settings.secret_key:
+        return [k.strip() for k in settings.secret_key.split(",") if k.strip()]
+    key_file = settings.home / SECRET_KEY_FILE
+    if not key_file.exists():
+        from cryptography.fernet import Fernet  # noqa: PLC0415
+
+        settings.home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(Fernet.generate_key().decode("ascii") + "\n")
+    return [k.strip() for k in key_file.read_text(encoding="ascii").split(",") if k.strip()]
+
+
+def new_token() -> str:
+    """A random URL-safe token (state values, job ids)."""
+    return secrets.token_urlsafe(24)

@@ -1,0 +1,28 @@
+"""The one place Rich is configured.
+
+Everything but data goes to stderr; markup and emoji are off so that a character or
+corporation name such as ``[b]Boss[/b]`` is printed verbatim, never interpreted.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+
+
+def make_console(*, stderr: bool = True, quiet: bool = False) -> Console:
+    """A console for human output (stderr by default)."""
+    return Console(
+        stderr=stderr,
+        markup=False,
+        emoji=False,
+        highlight=False,
+        quiet=quiet,
+        soft_wrap=True,  # one message, one line: never wrap at the terminal width
+    )
+
+
+def is_interactive() -> bool:
+    """True when a person is watching stderr (progress bars make sense)."""
+    return sys.stderr.isatty()

@@ -1,0 +1,141 @@
+"""Engine and session factory, schema checks and migrations.
+
+SQLite is tuned for a tool that several processes use at once: WAL journal, a busy
+timeout, foreign keys on, and ``BEGIN IMMEDIATE`` transactions so that two writers
+queue on the lock instead of failing half-way with "database is locked".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from killcli.errors import DatabaseError, SchemaOutOfDate
+
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see _sqlite_on_begin)
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA foreign_keys = ON")
+    cur.execute("PRAGMA journal_mode = WAL")
+    cur.execute("PRAGMA synchronous = NORMAL")
+    cur.close()
+
+
+def _sqlite_on_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for a SQLite or PostgreSQL URL (``postgresql://`` means psycopg 3)."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+class Database:
+    """One engine and session factory per process, built once and passed around."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on error."""
+        try:
+            with self.sessions.begin() as session:
+                yield session
+        except OperationalError as exc:
+            raise DatabaseError(f"database error: {_short(exc)}") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- schema -----------------------------------------------------------------
+
+    def current_revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext  # noqa: PLC0415
+
+        with self._connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def head_revision(self) -> str:
+        from alembic.script import ScriptDirectory  # noqa: PLC0415
+
+        head = ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+        assert head is not None
+        return head
+
+    def upgrade(self) -> tuple[str | None, str]:
+        """Migrate to the newest schema; idempotent. Returns (before, after)."""
+        from alembic import command  # noqa: PLC0415
+
+        before = self.current_revision()
+        with self._connect() as conn:
+            cfg = self._alembic_config()
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+            conn.commit()
+        return before, self.head_revision()
+
+    def ensure_schema(self) -> None:
+        """Check the schema is current; create it on an empty SQLite database."""
+        current, head = self.current_revision(), self.head_revision()
+        if current == head:
+            return
+        if current is None and self.dialect == "sqlite" and not self._has_tables():
+            self.upgrade()
+            return
+        raise SchemaOutOfDate(current, head)
+
+    def _has_tables(self) -> bool:
+        with self._connect() as conn:
+            return bool(inspect(conn).get_table_names())
+
+    @contextmanager
+    def _connect(self) -> Iterator[Any]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise DatabaseError(f"cannot reach the database: {_short(exc)}") from exc
+
+    def _alembic_config(self) -> Any:
+        from alembic.config import Config  # noqa: PLC0415
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+        return cfg
+
+
+def _short(exc: SQLAlchemyError) -> str:
+    """The driver's first line, without SQL or bound parameters."""
+    orig = getattr(exc, "orig", None) or exc
+    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__

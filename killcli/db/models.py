@@ -1,0 +1,263 @@
+"""SQLAlchemy 2 typed models: the killsync schema.
+
+Every EVE id is a BIGINT. Killmails are stored losslessly in normalized tables:
+the victim's fields live on ``killmails``; attackers keep their ESI order in
+``position``; items keep their ESI order in ``position`` with ``parent_position`` pointing
+at the container row they sat in. Fields ESI may add in the future land in ``extra``
+(JSON) so that an export reproduces the body exactly even across schema changes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from killcli.db.types import BigIntPK, Double, UTCDateTime, utcnow
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+CHARACTER_STATUSES = ("active", "needs_login", "disabled")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        int: BigInteger,
+        datetime: UTCDateTime,
+        dict[str, Any]: JSON,
+    }
+
+
+class Killmail(Base):
+    __tablename__ = "killmails"
+
+    killmail_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    killmail_hash: Mapped[str | None] = mapped_column(String(64))
+    killmail_time: Mapped[datetime] = mapped_column(index=True)
+    solar_system_id: Mapped[int]
+    moon_id: Mapped[int | None]
+    war_id: Mapped[int | None]
+    victim_character_id: Mapped[int | None] = mapped_column(index=True)
+    victim_corporation_id: Mapped[int | None] = mapped_column(index=True)
+    victim_alliance_id: Mapped[int | None] = mapped_column(index=True)
+    victim_faction_id: Mapped[int | None]
+    victim_ship_type_id: Mapped[int]
+    victim_damage_taken: Mapped[int]
+    position_x: Mapped[float | None] = mapped_column(Double)
+    position_y: Mapped[float | None] = mapped_column(Double)
+    position_z: Mapped[float | None] = mapped_column(Double)
+    # ESI sends `items` even when empty; keep whether it was there.
+    victim_has_items: Mapped[bool] = mapped_column(Boolean)
+    attacker_count: Mapped[int] = mapped_column(Integer)
+    final_blow_character_id: Mapped[int | None] = mapped_column(index=True)
+    # Unknown fields: {"killmail": {...}, "victim": {...}, "position": {...}}.
+    extra: Mapped[dict[str, Any] | None]
+    saved_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Attacker(Base):
+    __tablename__ = "killmail_attackers"
+    __table_args__ = (Index(None, "character_id", "killmail_id"),)
+
+    killmail_id: Mapped[int] = mapped_column(
+        ForeignKey("killmails.killmail_id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    character_id: Mapped[int | None]
+    corporation_id: Mapped[int | None]
+    alliance_id: Mapped[int | None]
+    faction_id: Mapped[int | None]
+    damage_done: Mapped[int]
+    final_blow: Mapped[bool] = mapped_column(Boolean)
+    security_status: Mapped[float] = mapped_column(Double)
+    ship_type_id: Mapped[int | None]
+    weapon_type_id: Mapped[int | None]
+    extra: Mapped[dict[str, Any] | None]
+
+
+class Item(Base):
+    __tablename__ = "killmail_items"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["killmail_id", "parent_position"],
+            ["killmail_items.killmail_id", "killmail_items.position"],
+            ondelete="CASCADE",
+        ),
+    )
+
+    killmail_id: Mapped[int] = mapped_column(
+        ForeignKey("killmails.killmail_id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    parent_position: Mapped[int | None] = mapped_column(Integer)
+    item_type_id: Mapped[int]
+    flag: Mapped[int]
+    singleton: Mapped[int]
+    quantity_destroyed: Mapped[int | None]
+    quantity_dropped: Mapped[int | None]
+    has_children: Mapped[bool] = mapped_column(Boolean)
+    extra: Mapped[dict[str, Any] | None]
+
+
+class Character(Base):
+    """A character that logged in through EVE SSO and is being synced."""
+
+    __tablename__ = "characters"
+
+    character_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(100))
+    owner_hash: Mapped[str] = mapped_column(String(200))
+    scopes: Mapped[str] = mapped_column(Text, default="")
+    refresh_token_enc: Mapped[str | None] = mapped_column(Text)
+    access_token_enc: Mapped[str | None] = mapped_column(Text)
+    access_expires_at: Mapped[datetime | None]
+    token_version: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(20), default="active", index=True)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    status_changed_at: Mapped[datetime | None]
+    list_etag: Mapped[str | None] = mapped_column(String(200))
+    list_expires_at: Mapped[datetime | None] = mapped_column(index=True)
+    last_sync_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class CharacterKillmail(Base):
+    """Which tracked character received which killmail (its ESI list held it)."""
+
+    __tablename__ = "character_killmails"
+
+    character_id: Mapped[int] = mapped_column(
+        ForeignKey("characters.character_id", ondelete="CASCADE"), primary_key=True
+    )
+    killmail_id: Mapped[int] = mapped_column(primary_key=True, index=True)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PendingKillmail(Base):
+    """A listed killmail whose body could not be fetched yet; retried with backoff."""
+
+    __tablename__ = "pending_killmails"
+
+    killmail_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    killmail_hash: Mapped[str] = mapped_column(String(64))
+    character_id: Mapped[int] = mapped_column(index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class Name(Base):
+    """Names cache for /universe/names (characters, corporations, types, systems...)."""
+
+    __tablename__ = "names"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    name: Mapped[str | None] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(String(40))
+    fetched_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set for ids ESI could not resolve: ask again only after this time.
+    retry_after: Mapped[datetime | None]
+
+
+class EsiCacheEntry(Base):
+    """ETag, Expires and Last-Modified per URL."""
+
+    __tablename__ = "esi_cache"
+
+    url: Mapped[str] = mapped_column(String(500), primary_key=True)
+    etag: Mapped[str | None] = mapped_column(String(200))
+    expires_at: Mapped[datetime | None]
+    last_modified: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SyncRun(Base):
+    """One sync of one character, with its figures."""
+
+    __tablename__ = "sync_runs"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    character_id: Mapped[int] = mapped_column(index=True)
+    started_at: Mapped[datetime] = mapped_column(index=True)
+    finished_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(20))
+    figures: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Job(Base):
+    """The database job queue (the embedded default broker)."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index(None, "queue", "available_at", "priority"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(64), unique=True)
+    queue: Mapped[str] = mapped_column(String(200))
+    character_id: Mapped[int] = mapped_column(index=True)
+    payload: Mapped[dict[str, Any]]
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    available_at: Mapped[datetime]
+    locked_by: Mapped[str | None] = mapped_column(String(200))
+    locked_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DeadLetter(Base):
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(64), index=True)
+    queue: Mapped[str] = mapped_column(String(200))
+    character_id: Mapped[int | None]
+    payload: Mapped[dict[str, Any] | None]
+    raw: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    failed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Lease(Base):
+    """Named leases across processes and hosts (a character's sync, the queue run)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime]
+
+
+class Event(Base):
+    """The events outbox (embedded default): `killmail.saved` and friends."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    event_type: Mapped[str] = mapped_column(String(50))
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -1,0 +1,101 @@
+"""The write path on SQLite and PostgreSQL: idempotent, concurrent-safe, lossless."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+
+from killcli.db import Database
+from killcli.db.models import Attacker, Character, Item, Killmail
+from killcli.db.store import (
+    existing_killmail_ids,
+    iter_killmail_bodies,
+    link_characters,
+    save_killmails,
+)
+from killcli.killmail import parse_killmail
+from tests.factories import killmail
+
+
+def rows(*ids: int, **options: object) -> list:  # type: ignore[type-arg]
+    return [parse_killmail(killmail(i, **options)) for i in ids]  # type: ignore[arg-type]
+
+
+def counts(db: Database) -> tuple[int, int, int]:
+    with db.session() as s:
+        return tuple(  # type: ignore[return-value]
+            s.scalar(select(func.count()).select_from(m)) for m in (Killmail, Attacker, Item)
+        )
+
+
+def test_save_is_idempotent(db: Database) -> None:
+    with db.session() as s:
+        first = save_killmails(s, rows(1, 2, 3))
+    with db.session() as s:
+        second = save_killmails(s, rows(2, 3, 4) + rows(4))
+    assert first.new_ids == (1, 2, 3)
+    assert second.new_ids == (4,)
+    assert set(second.already_ids) == {2, 3}
+    assert second.duplicates_in_batch == 1
+    assert counts(db) == (4, 40, 4 * 25 + 4 * 3 * 3)
+
+
+def test_concurrent_saves_of_the_same_killmails(db: Database) -> None:
+    batch = list(range(100, 160))
+    results: list[int] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            with db.session() as s:
+                results.append(save_killmails(s, rows(*batch, attackers=3, items=5)).new)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sum(results) == len(batch)
+    assert counts(db)[0:2] == (60, 180)
+
+
+def test_export_by_character_and_since(db: Database) -> None:
+    with db.session() as s:
+        s.add(Character(character_id=2**31 + 1, name="[b]Boss[/b]", owner_hash="x"))
+        s.flush()
+        save_killmails(s, rows(10, 11, 12))
+        link_characters(s, [(2**31 + 1, 11), (2**31 + 1, 12), (2**31 + 1, 12)])
+    with db.session() as s:
+        mine = [b["killmail_id"] for b in iter_killmail_bodies(s, character_id=2**31 + 1)]
+        since = datetime(2026, 12, 1, tzinfo=UTC)
+        recent = [b["killmail_id"] for b in iter_killmail_bodies(s, since=since)]
+        assert existing_killmail_ids(s, [10, 13, 12]) == {10, 12}
+    assert mine == [11, 12]
+    assert recent == [11]  # 11 -> December, 10 -> November, 12 -> January
+
+
+def test_export_reads_in_chunks_in_id_order(db: Database) -> None:
+    ids = [2**40 + i for i in range(0, 70, 3)]
+    with db.session() as s:
+        save_killmails(s, rows(*reversed(ids), attackers=2, items=2))
+    with db.session() as s:
+        out = list(iter_killmail_bodies(s, chunk=7))
+    assert [b["killmail_id"] for b in out] == ids
+    assert out[5] == killmail(ids[5], attackers=2, items=2)
+
+
+def test_times_are_utc_aware(db: Database) -> None:
+    with db.session() as s:
+        save_killmails(s, rows(20))
+    with db.session() as s:
+        stored = s.get(Killmail, 20)
+        assert stored is not None
+        assert stored.killmail_time.tzinfo is not None
+        assert stored.killmail_time.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
