@@ -42,7 +42,7 @@ class Settings:
     broker_url: str | None
     esi_base_url: str = DEFAULT_ESI_BASE_URL
     sso_base_url: str = DEFAULT_SSO_BASE_URL
-    client_id: str = "killsync-local"
+    client_id: str | None = None
     client_secret: str | None = None
     callback_url: str = DEFAULT_CALLBACK_URL
     contact: str | None = None

@@ -141,3 +141,41 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
         return CliResult(code, out.out, out.err)
 
     return run
+
+
+# -- the ESI simulator and a runtime wired to it ---------------------------------------
+
+
+@pytest.fixture
+def start_sim() -> Iterator[Callable[..., object]]:
+    """Start simulators (``start_sim("smoke", page_size=7)``); all stopped after the test."""
+    import dataclasses
+
+    from killcli.sim import Scenario, SimServer
+
+    servers: list[SimServer] = []
+
+    def start(name: str = "smoke", *, seed: int = 1, **overrides: object) -> SimServer:
+        scenario = dataclasses.replace(Scenario.named(name, seed=seed), **overrides)
+        server = SimServer(scenario, port=0).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def sim_environ(sim: object, home: Path, database_url: str) -> dict[str, str]:
+    """The KILLSYNC_* variables that point killsync at a simulator."""
+    env = {
+        "KILLSYNC_HOME": str(home),
+        "KILLSYNC_DATABASE_URL": database_url,
+        "KILLSYNC_ESI_BASE_URL": sim.esi_url,  # type: ignore[attr-defined]
+        "KILLSYNC_SSO_BASE_URL": sim.sso_url,  # type: ignore[attr-defined]
+        "KILLSYNC_CLIENT_ID": sim.client_id,  # type: ignore[attr-defined]
+        "KILLSYNC_CONTACT": "tests@killsync.invalid",
+    }
+    if sim.client_secret:  # type: ignore[attr-defined]
+        env["KILLSYNC_CLIENT_SECRET"] = sim.client_secret  # type: ignore[attr-defined]
+    return env

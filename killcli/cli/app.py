@@ -13,6 +13,8 @@ from killcli import __version__
 from killcli.cli import data as data_cmds
 from killcli.cli import db as db_cmds
 from killcli.cli import settings as config_cmds
+from killcli.cli import sync as sync_cmds
+from killcli.cli import users as users_cmds
 from killcli.cli.context import AppContext, examples
 from killcli.config import load_settings
 from killcli.console import make_console
@@ -30,6 +32,8 @@ app = typer.Typer(
 )
 app.add_typer(db_cmds.app)
 app.add_typer(config_cmds.app)
+users_cmds.register(app)
+sync_cmds.register(app)
 data_cmds.register(app)
 
 

@@ -261,3 +261,22 @@ class Event(Base):
     event_type: Mapped[str] = mapped_column(String(50))
     payload: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # Set once the event went out to the broker's fanout exchange (fleet deployments).
+    published_at: Mapped[datetime | None]
+
+
+class Webhook(Base):
+    """A Discord or Slack webhook that receives fresh `killmail.saved` events."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    url_enc: Mapped[str] = mapped_column(Text)  # webhook URLs carry a secret: encrypted
+    character_id: Mapped[int | None]
+    max_age_s: Mapped[int] = mapped_column(Integer, default=3600)
+    cursor_event_id: Mapped[int] = mapped_column(default=0)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    blocked_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

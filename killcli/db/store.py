@@ -59,11 +59,16 @@ class SaveTotals:
         self.new_ids.extend(result.new_ids)
 
 
-def insert_ignore(session: Session, table: Table) -> Any:
-    """The dialect's ``INSERT .. ON CONFLICT DO NOTHING`` for a table."""
+def dialect_insert(session: Session, table: Table) -> Any:
+    """The dialect's own ``INSERT`` (it has ``on_conflict_do_nothing/do_update``)."""
     dialect = session.get_bind().dialect.name
     module = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(table).on_conflict_do_nothing()
+    return module.insert(table)
+
+
+def insert_ignore(session: Session, table: Table) -> Any:
+    """``INSERT .. ON CONFLICT DO NOTHING`` for a table."""
+    return dialect_insert(session, table).on_conflict_do_nothing()
 
 
 def save_killmails(session: Session, batch: Sequence[KillmailRows]) -> SaveResult:

@@ -85,6 +85,7 @@ def upgrade() -> None:
         sa.Column("event_type", sa.String(length=50), nullable=False),
         sa.Column("payload", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_events")),
     )
     with op.batch_alter_table("events", schema=None) as batch_op:
@@ -229,6 +230,25 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_sync_runs_started_at"), ["started_at"], unique=False)
 
     op.create_table(
+        "webhooks",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("kind", sa.String(length=20), nullable=False),
+        sa.Column("url_enc", sa.Text(), nullable=False),
+        sa.Column("character_id", sa.BigInteger(), nullable=True),
+        sa.Column("max_age_s", sa.Integer(), nullable=False),
+        sa.Column("cursor_event_id", sa.BigInteger(), nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("blocked_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhooks")),
+    )
+    op.create_table(
         "character_killmails",
         sa.Column("character_id", sa.BigInteger(), nullable=False),
         sa.Column("killmail_id", sa.BigInteger(), nullable=False),
@@ -317,6 +337,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_character_killmails_killmail_id"))
 
     op.drop_table("character_killmails")
+    op.drop_table("webhooks")
     with op.batch_alter_table("sync_runs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_sync_runs_started_at"))
         batch_op.drop_index(batch_op.f("ix_sync_runs_character_id"))

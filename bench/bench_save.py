@@ -1,0 +1,171 @@
+"""Save-path throughput: killsync's import/save vs a raw driver executemany.
+
+Measures, on SQLite and PostgreSQL, killmails/s for
+  * `import`: `killsync import` of a JSON-lines file (parse + validate + batched save), with
+    bodies shaped like the real samples in ../shared/esi/killmails (cycled, new ids), and
+  * `save`: `save_killmails` of realistic parsed killmails (10 attackers, 25 items, some nested),
+  * `raw`: the same rows through the DB-API driver's executemany in one transaction per batch,
+and prints the ratio save/raw. Usage:
+
+    .venv/bin/python bench/bench_save.py [--count 5000] [--pg postgresql+psycopg://postgres@127.0.0.1/test]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from killcli.db import Database  # noqa: E402
+from killcli.db.store import ATTACKERS, ITEMS, KILLMAILS, save_killmails  # noqa: E402
+from killcli.importer import import_killmails  # noqa: E402
+from killcli.killmail import KillmailRows, parse_killmail  # noqa: E402
+from tests.factories import killmail  # noqa: E402
+
+BATCH = 500
+
+
+def sample_bodies(count: int) -> list[dict[str, Any]]:
+    shared = ROOT.parent / "shared" / "esi" / "killmails"
+    samples = [json.loads(p.read_text()) for p in sorted(shared.glob("*.json"))]
+    if not samples:
+        raise SystemExit(f"no samples in {shared}")
+    out = []
+    for i in range(count):
+        body = dict(samples[i % len(samples)])
+        body["killmail_id"] = 10_000_000 + i
+        out.append(body)
+    return out
+
+
+def realistic_rows(count: int) -> list[KillmailRows]:
+    return [parse_killmail(killmail(20_000_000 + i, seed=i % 97)) for i in range(count)]
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_import(db: Database, count: int, workdir: Path) -> float:
+    path = workdir / f"import-{db.dialect}.jsonl"
+    with path.open("w") as fh:
+        for body in sample_bodies(count):
+            fh.write(json.dumps(body) + "\n")
+    return count / timed(lambda: import_killmails(db, [path]))
+
+
+def bench_save(db: Database, rows: list[KillmailRows]) -> float:
+    def run() -> None:
+        for start in range(0, len(rows), BATCH):
+            with db.session() as session:
+                save_killmails(session, rows[start : start + BATCH])
+    return len(rows) / timed(run)
+
+
+def bench_raw(db: Database, rows: list[KillmailRows]) -> float:
+    """DB-API executemany of the same rows: the floor any ORM layer adds to."""
+    def insert_sql(table: Any) -> tuple[str, list[str]]:
+        cols = [c.name for c in table.columns]
+        mark = "?" if db.dialect == "sqlite" else "%s"
+        sql = f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join([mark] * len(cols))})"
+        return sql, cols
+
+    def values(row: dict[str, Any], cols: list[str]) -> tuple[Any, ...]:
+        out = []
+        for col in cols:
+            value = row.get(col)
+            if col in {"extra", "payload"} and value is not None:
+                value = json.dumps(value)
+            if col == "killmail_time" and db.dialect == "sqlite":
+                value = value.replace(tzinfo=None)
+            if col == "saved_at":
+                value = row["killmail_time"] if db.dialect != "sqlite" else row["killmail_time"].replace(tzinfo=None)
+            out.append(value)
+        return tuple(out)
+
+    statements = [insert_sql(t) for t in (KILLMAILS, ATTACKERS, ITEMS)]
+    shifted = [KillmailRows({**r.killmail, "killmail_id": r.killmail_id + 10**9},
+                            [{**a, "killmail_id": r.killmail_id + 10**9} for a in r.attackers],
+                            [{**i, "killmail_id": r.killmail_id + 10**9} for i in r.items])
+               for r in rows]
+
+    def run() -> None:
+        raw = db.engine.raw_connection()
+        try:
+            for start in range(0, len(shifted), BATCH):
+                batch = shifted[start : start + BATCH]
+                cur = raw.cursor()
+                if db.dialect == "sqlite":
+                    cur.execute("BEGIN IMMEDIATE")
+                for (sql, cols), getter in zip(statements, (
+                        lambda r: [r.killmail], lambda r: r.attackers, lambda r: r.items), strict=True):
+                    cur.executemany(sql, [values(x, cols) for r in batch for x in getter(r)])
+                raw.commit()
+                cur.close()
+        finally:
+            raw.close()
+    return len(rows) / timed(run)
+
+
+def fresh_pg(admin_url: str) -> tuple[str, Callable[[], None]]:
+    admin = make_url(admin_url)
+    name = f"killsync_bench_{secrets.token_hex(3)}"
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+    return admin.set(database=name).render_as_string(hide_password=False), drop
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=5000)
+    parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    rows = realistic_rows(args.count)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        targets = [("sqlite", f"sqlite:///{tmp}/bench.db", lambda: None), ("postgresql", *fresh_pg(args.pg))]
+        for kind, url, cleanup in targets:
+            db = Database(url)
+            db.upgrade()
+            try:
+                imported = bench_import(db, args.count, Path(tmp))
+                saved = bench_save(db, rows)
+                raw = bench_raw(db, rows)
+            finally:
+                db.close()
+                cleanup()
+            results.append({"database": kind, "killmails": args.count,
+                            "import_per_s": round(imported), "save_per_s": round(saved),
+                            "raw_executemany_per_s": round(raw), "save_to_raw": round(saved / raw, 2)})
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(f"{'database':<11}{'killmails':>10}{'import/s':>10}{'save/s':>9}{'raw/s':>9}{'save/raw':>10}")
+    for r in results:
+        print(f"{r['database']:<11}{r['killmails']:>10}{r['import_per_s']:>10}{r['save_per_s']:>9}"
+              f"{r['raw_executemany_per_s']:>9}{r['save_to_raw']:>10}")
+
+
+if __name__ == "__main__":
+    main()

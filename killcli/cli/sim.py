@@ -1,0 +1,129 @@
+"""`killsync sim`: run the ESI + EVE SSO simulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from killcli.cli.context import examples, print_json
+from killcli.console import make_console
+from killcli.errors import KillsyncError
+from killcli.sim import Scenario, SimServer
+from killcli.sim.server import Provisioned
+
+app = typer.Typer(
+    name="sim",
+    help="Run the ESI + EVE SSO simulator that tests, benchmarks and the demo use.",
+    no_args_is_help=True,
+    epilog=examples("killsync sim serve", "killsync sim serve --scenario fleet --port 8080"),
+)
+
+
+@app.command("serve", epilog=examples(
+    "killsync sim serve",
+    "killsync sim serve --scenario chaos --seed 7 --port 8080",
+    "killsync sim serve --scenario my-world.toml --tokens-file tokens.json",
+))
+def serve(
+    port: Annotated[int, typer.Option("--port", help="TCP port on 127.0.0.1 (0: any free).")] = 0,
+    scenario: Annotated[str, typer.Option(
+        "--scenario", help=f"Scenario name ({', '.join(Scenario.names())}) or TOML file.")
+    ] = "smoke",
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the generated world.",
+                                             show_default=False)] = None,
+    tokens_file: Annotated[Path | None, typer.Option(
+        "--tokens-file", help="Write URLs, client and refresh tokens to this JSON file "
+        "instead of stdout.", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the details as JSON.")] = False,
+) -> None:
+    """Serve ESI at / and the SSO at /sso until Ctrl-C or SIGTERM.
+
+    Prints the ESI URL, the SSO URL, the client id and a refresh token for every
+    simulated character (lines KEY=value, then id, token and name per character).
+    """
+    console = make_console()
+    chosen = Scenario.load(scenario, seed=seed)
+    stop = threading.Event()
+    with SimServer(chosen, port=port) as sim:
+        details = sim.provision()
+        if tokens_file is not None:
+            _write_tokens(tokens_file, details)
+            console.print(f"refresh tokens written to {tokens_file}")
+        _print_details(details, as_json=as_json, with_tokens=tokens_file is None)
+        console.print(f"simulating {chosen.describe()}")
+        console.print(f"ESI at {sim.esi_url}, SSO at {sim.sso_url}; Ctrl-C to stop")
+        restore = _stop_on_signals(stop)
+        try:
+            stop.wait()
+        finally:
+            restore()
+    console.print("simulator stopped")
+
+
+def _print_details(details: Provisioned, *, as_json: bool, with_tokens: bool) -> None:
+    data = details.to_dict()
+    if not with_tokens:
+        data["characters"] = [{k: v for k, v in c.items() if k != "refresh_token"}
+                              for c in data["characters"]]
+    if as_json:
+        print_json("sim.serve", data)
+    else:
+        lines = [f"KILLSYNC_ESI_BASE_URL={details.esi_url}",
+                 f"KILLSYNC_SSO_BASE_URL={details.sso_url}",
+                 f"KILLSYNC_CLIENT_ID={details.client_id}"]
+        if details.client_secret is not None:
+            lines.append(f"KILLSYNC_CLIENT_SECRET={details.client_secret}")
+        for char in data["characters"]:
+            token = char.get("refresh_token", "-")
+            lines.append(f"{char['character_id']}\t{token}\t{char['name']}")
+        typer.echo("\n".join(lines))
+    sys.stdout.flush()  # a supervising process reads the URLs before we block
+
+
+def _write_tokens(path: Path, details: Provisioned) -> None:
+    data = json.dumps(details.to_dict(), ensure_ascii=False, indent=2) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(data)
+
+
+def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
+    """SIGINT and SIGTERM set ``stop``; the returned function restores the old handlers."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run ``killsync sim`` on its own: ``python -m killcli.cli.sim serve``."""
+    try:
+        app(args=argv, prog_name="killsync sim", standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # usage errors: Typer prints usage and the reason
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KillsyncError as exc:
+        make_console().print(f"killsync sim: error: {exc}")
+        sys.exit(int(exc.exit_code))
+
+
+if __name__ == "__main__":
+    main()

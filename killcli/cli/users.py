@@ -1,0 +1,187 @@
+"""`killsync users`, `login` and `refresh-token`: the characters killsync syncs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from killcli.accounts import DEFAULT_SCOPES, Accounts, AddResult, info_as_dict
+from killcli.cli.context import AppContext, app_context, examples, print_json
+from killcli.console import make_console
+from killcli.errors import ExitCode, InputError, KillsyncError, UsageError
+from killcli.runtime import make_accounts
+from killcli.sso.login import run_login
+
+app = typer.Typer(name="users", help="Add, list and remove the characters killsync syncs.",
+                  no_args_is_help=True)
+
+
+def _accounts(app_ctx: AppContext) -> Accounts:
+    accounts = make_accounts(app_ctx.settings, app_ctx.database())
+    app_ctx.on_close(accounts.sso.close)
+    return accounts
+
+
+def _read_secret(source: str) -> str:
+    """A token from stdin (`-`) or a file: never from argv, where `ps` shows it."""
+    try:
+        return sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{source}: cannot read: {exc.strerror or exc}") from exc
+
+
+def _report_added(app_ctx: AppContext, result: AddResult) -> None:
+    verb = "added" if result.created else "updated"
+    app_ctx.info(f"{verb} {result.name} ({result.character_id})")
+    if result.owner_changed:
+        app_ctx.console.print(f"warning: {result.name} has a new owner (character transfer): "
+                              "the previous owner's token was discarded")
+
+
+@app.command("add", epilog=examples(
+    "killsync users add --refresh-token - < token.txt",
+    "killsync users add --refresh-token /run/secrets/eve_refresh_token",
+))
+def add(ctx: typer.Context, refresh_token: Annotated[str, typer.Option(
+        "--refresh-token", help="'-' to read the token from stdin, or a file holding it.")],
+        ) -> None:
+    """Add a character from its refresh token (validated by one refresh)."""
+    app_ctx = app_context(ctx)
+    _report_added(app_ctx, _accounts(app_ctx).add_refresh_token(_read_secret(refresh_token)))
+
+
+def _tokens_in(text: str) -> list[tuple[int, str]]:
+    tokens = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        token = raw.strip()
+        if not token or token.startswith("#"):
+            continue
+        if token.startswith("{"):
+            try:
+                token = str(json.loads(token)["refresh_token"])
+            except (ValueError, KeyError, TypeError):
+                token = ""  # rejected below with its line number
+        tokens.append((number, token))
+    return tokens
+
+
+@app.command("import", epilog=examples(
+    "killsync users import tokens.txt",
+    "killsync users import old-system-export.jsonl --json",
+))
+def import_tokens(ctx: typer.Context, path: Annotated[str, typer.Argument(
+        help="One refresh token per line, or JSON lines with a refresh_token field; '-' "
+             "for stdin.")],
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Add many characters at once (migrating from another system)."""
+    app_ctx = app_context(ctx)
+    accounts = _accounts(app_ctx)
+    counts = {"added": 0, "updated": 0, "rejected": 0}
+    for number, token in _tokens_in(_read_secret(path)):
+        try:
+            result = accounts.add_refresh_token(token)
+        except KillsyncError as exc:
+            counts["rejected"] += 1
+            app_ctx.console.print(f"line {number}: rejected: {exc}")
+            continue
+        counts["added" if result.created else "updated"] += 1
+    if as_json:
+        print_json("users.import", counts)
+    else:
+        app_ctx.info(", ".join(f"{k} {v}" for k, v in counts.items()))
+    if counts["rejected"]:
+        raise typer.Exit(int(ExitCode.PARTIAL))
+
+
+@app.command("list", epilog=examples("killsync users list", "killsync users list --json"))
+def list_users(ctx: typer.Context, as_json: Annotated[bool, typer.Option(
+        "--json", help="Print JSON.")] = False) -> None:
+    """Tracked characters: status, scopes, token expiry, last sync, killmails, errors."""
+    app_ctx = app_context(ctx)
+    infos = _accounts(app_ctx).list()
+    if as_json:
+        print_json("users", [info_as_dict(i) for i in infos])
+        return
+    table = Table("id", "name", "status", "token expires", "last sync", "killmails", "pending",
+                  "last error")
+    for i in infos:
+        status = i.status if not i.status_reason else f"{i.status} ({i.status_reason})"
+        table.add_row(str(i.character_id), i.name, status, _when(i.access_expires_at),
+                      _when(i.last_sync_at), str(i.killmails), str(i.pending),
+                      (i.last_error or "")[:60])
+    make_console(stderr=False).print(table)
+
+
+def _when(value: object) -> str:
+    return "-" if value is None else str(value)[:19]
+
+
+@app.command("remove", epilog=examples("killsync users remove 2112345678 --revoke"))
+def remove(ctx: typer.Context,
+           character_id: Annotated[int, typer.Argument(help="The character's id.")],
+           revoke: Annotated[bool, typer.Option("--revoke", help="Also revoke its refresh "
+                                                "token at the SSO.")] = False) -> None:
+    """Stop syncing a character (its killmails stay in the database)."""
+    app_ctx = app_context(ctx)
+    name = _accounts(app_ctx).remove(character_id, revoke=revoke)
+    app_ctx.info(f"removed {name} ({character_id})" + (", token revoked" if revoke else ""))
+
+
+def login(ctx: typer.Context,
+          no_browser: Annotated[bool, typer.Option("--no-browser", help="Print the URL "
+                                                   "instead of opening a browser.")] = False,
+          scopes: Annotated[list[str] | None, typer.Option("--scopes", help="Scopes to ask "
+                                                           "for (repeatable).")] = None,
+          timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait for "
+                                                   "the callback.")] = 300.0) -> None:
+    """Log a character in through EVE SSO (authorization code + PKCE) and track it."""
+    app_ctx = app_context(ctx)
+    accounts = _accounts(app_ctx)
+    tokens = run_login(accounts.sso, app_ctx.settings.callback_url,
+                       scopes or list(DEFAULT_SCOPES), open_browser=not no_browser,
+                       timeout_s=timeout_s,
+                       on_url=lambda url: app_ctx.console.print(f"Open this URL to log in: {url}"))
+    _report_added(app_ctx, accounts.store_login(tokens))
+
+
+def refresh_token(
+    ctx: typer.Context,
+    character_ids: Annotated[list[int] | None, typer.Argument(help="Characters to refresh.",
+                                                              show_default=False)] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every active character.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Refresh access tokens now and report each character (ok / needs login)."""
+    app_ctx = app_context(ctx)
+    accounts = _accounts(app_ctx)
+    if all_:
+        ids = [i.character_id for i in accounts.list() if i.status == "active"]
+    elif character_ids:
+        ids = list(character_ids)
+    else:
+        raise UsageError("name characters to refresh, or --all")
+    results = [accounts.refresh(cid) for cid in ids]
+    if as_json:
+        print_json("refresh", [{"character_id": r.character_id, "name": r.name, "ok": r.ok,
+                                "expires_at": r.expires_at, "reason": r.reason}
+                               for r in results])
+    else:
+        for r in results:
+            state = f"ok, expires {_when(r.expires_at)}" if r.ok else f"NEEDS LOGIN: {r.reason}"
+            typer.echo(f"{r.character_id}\t{r.name}\t{state}")
+    if not all(r.ok for r in results):
+        raise typer.Exit(int(ExitCode.NEEDS_LOGIN))
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app)
+    root.command("login", epilog=examples(
+        "killsync login", "killsync login --no-browser --timeout 120"))(login)
+    root.command("refresh-token", epilog=examples(
+        "killsync refresh-token --all", "killsync refresh-token 2112345678 --json"))(
+            refresh_token)

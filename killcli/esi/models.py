@@ -1,0 +1,129 @@
+"""Typed results of the ESI calls the sync engine makes, and their minimal validation.
+
+Validation checks only what the caller relies on (types of IDs, a killmail's own ID) and
+ignores unknown fields: ESI adds fields over time and a killmail body is stored as sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from killcli.esi.exceptions import MalformedResponse
+
+
+class KillmailRef(NamedTuple):
+    """One row of a recent-killmails list."""
+
+    killmail_id: int
+    killmail_hash: str
+
+
+@dataclass(frozen=True)
+class EsiResponse:
+    """A final (non-retried) ESI answer: 2xx with its decoded JSON, or a 304 without body."""
+
+    status: int
+    url: str
+    body: Any
+    group: str | None
+    etag: str | None
+    expires: datetime | None
+    last_modified: datetime | None
+    pages: int | None
+    headers: Mapping[str, str] = field(repr=False)
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
+
+
+@dataclass(frozen=True)
+class ListPageResult:
+    """One page of a recent-killmails list; ``items`` is empty on a 304."""
+
+    status: int
+    page: int
+    pages: int
+    items: tuple[KillmailRef, ...]
+    etag: str | None
+    expires: datetime | None
+    last_modified: datetime | None
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
+
+
+@dataclass(frozen=True)
+class NameResult:
+    """One entry of ``POST /universe/names``."""
+
+    id: int
+    name: str
+    category: str
+
+
+@dataclass(frozen=True)
+class StatusResult:
+    """``GET /status``: whether Tranquility is up and how busy it is."""
+
+    players: int
+    server_version: str
+    start_time: datetime
+    vip: bool
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_killmail_refs(url: str, body: Any) -> tuple[KillmailRef, ...]:
+    """A list page's JSON as refs; raise :class:`MalformedResponse` on a wrong shape."""
+    if not isinstance(body, list):
+        raise MalformedResponse(url, "expected a JSON array of killmail refs")
+    refs = []
+    for row in body:
+        if not (isinstance(row, dict) and _is_int(row.get("killmail_id"))
+                and isinstance(row.get("killmail_hash"), str)):
+            raise MalformedResponse(url, "a row lacks an integer killmail_id or a hash")
+        refs.append(KillmailRef(row["killmail_id"], row["killmail_hash"]))
+    return tuple(refs)
+
+
+def check_killmail(url: str, body: Any, killmail_id: int) -> dict[str, Any]:
+    """A killmail body, checked to be an object carrying the ID that was asked for."""
+    if not isinstance(body, dict):
+        raise MalformedResponse(url, "expected a JSON object")
+    if body.get("killmail_id") != killmail_id or not _is_int(body.get("killmail_id")):
+        raise MalformedResponse(url, f"killmail_id is not {killmail_id}")
+    return body
+
+
+def parse_names(url: str, body: Any) -> list[NameResult]:
+    """``/universe/names`` rows; rows of an unexpected shape are a malformed answer."""
+    if not isinstance(body, list):
+        raise MalformedResponse(url, "expected a JSON array of names")
+    names = []
+    for row in body:
+        if not (isinstance(row, dict) and _is_int(row.get("id"))
+                and isinstance(row.get("name"), str) and isinstance(row.get("category"), str)):
+            raise MalformedResponse(url, "a name row lacks id, name or category")
+        names.append(NameResult(row["id"], row["name"], row["category"]))
+    return names
+
+
+def parse_status(url: str, body: Any) -> StatusResult:
+    """``/status`` body as a :class:`StatusResult`."""
+    try:
+        start = datetime.fromisoformat(str(body["start_time"]))
+        return StatusResult(
+            players=int(body["players"]),
+            server_version=str(body["server_version"]),
+            start_time=start if start.tzinfo else start.replace(tzinfo=UTC),
+            vip=bool(body.get("vip", False)),
+        )
+    except (TypeError, KeyError, ValueError) as exc:
+        raise MalformedResponse(url, f"status body: {exc}") from exc

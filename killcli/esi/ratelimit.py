@@ -1,0 +1,294 @@
+"""The process-wide ESI rate limiter: token buckets per group and the global error limit.
+
+One :class:`RateLimiter` is built per process and shared by every sync and thread. Each
+request asks :meth:`RateLimiter.acquire` for permission before it is sent and reports its
+response with :meth:`RateLimiter.release`. Everything it knows comes from response headers:
+
+* **Buckets** (``X-Ratelimit-*``): see :mod:`killcli.esi.buckets` for the model. A request
+  goes out as soon as the bucket can pay for a success (2 tokens) and still keep the safety
+  margin; otherwise the limiter sleeps exactly until enough of our own spent tokens come
+  back. A bucket we have never heard from lets one request through (a probe) to learn its
+  size; the others wait for that answer.
+* **429**: the bucket is closed until ``Retry-After``.
+* **Error limit** (``X-ESI-Error-Limit-Remain/-Reset``): on a 420, or when the errors left
+  fall to the threshold, *every* request of the process waits for the window reset.
+
+Waits are observable: ``on_wait`` is called before each sleep with a :class:`WaitEvent`
+whose ``message`` reads like "waiting 41 s for ESI killmail budget", and
+:attr:`RateLimiter.wait_reason` / :meth:`RateLimiter.snapshot` describe the current state.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import defaultdict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal
+
+from killcli.errors import EsiUnavailable
+from killcli.esi.buckets import NEVER, Bucket, BucketKey, BucketSnapshot
+from killcli.esi.clock import Clock
+from killcli.esi.headers import ErrorLimitInfo, RateLimitInfo, token_cost
+from killcli.esi.routes import ROUTE_GROUP_HINTS
+
+WaitReason = Literal["bucket", "retry_after", "error_limit", "in_flight"]
+_CAPPED: frozenset[WaitReason] = frozenset({"retry_after", "error_limit"})
+
+
+@dataclass(frozen=True)
+class WaitEvent:
+    """A wait the limiter imposed on one request before sending it."""
+
+    reason: WaitReason
+    wait_s: float
+    key: BucketKey | None
+    message: str
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Permission to send one request; hand it back with ``release`` or ``cancel``."""
+
+    route: str
+    owner: int | None
+    key: BucketKey | None
+    tokens: int
+    probe: bool
+
+
+@dataclass(frozen=True)
+class SpendResult:
+    """What one response cost, and from which bucket (``None``: a route without buckets)."""
+
+    key: BucketKey | None
+    tokens: int
+
+
+@dataclass(frozen=True)
+class LimiterSnapshot:
+    """Everything the CLI may show about rate limiting at one instant."""
+
+    buckets: tuple[BucketSnapshot, ...]
+    error_limit_remain: int | None
+    paused_for_s: float
+    wait_count: int
+    waited_s: Mapping[str, float]
+    recent_waits: tuple[WaitEvent, ...]
+    wait_reason: str | None
+
+
+def describe_wait(reason: WaitReason, key: BucketKey | None, wait_s: float) -> str:
+    """One human line for a wait, e.g. ``waiting 41 s for ESI killmail budget``."""
+    seconds = math.ceil(wait_s)
+    if reason == "error_limit":
+        return f"waiting {seconds} s for the ESI error limit to reset"
+    target = "ESI" if key is None else f"ESI {key.group}"
+    whose = "" if key is None or key.owner is None else f" (character {key.owner})"
+    if reason == "retry_after":
+        return f"waiting {seconds} s: {target} answered 429, retrying after{whose}"
+    if reason == "in_flight":
+        return f"waiting for requests in flight to {target}{whose}"
+    return f"waiting {seconds} s for {target} budget{whose}"
+
+
+class RateLimiter:
+    """Thread-safe, header-driven gate in front of every ESI request (see module docs)."""
+
+    def __init__(
+        self,
+        *,
+        safety_margin_tokens: int = 2,
+        reserve_tokens: int = 2,
+        error_limit_threshold: int = 10,
+        error_limit_grace_s: float = 1.0,
+        fallback_wait_s: float = 60.0,
+        max_wait_s: float = 900.0,
+        in_flight_poll_s: float = 0.05,
+        route_groups: Mapping[str, str] = ROUTE_GROUP_HINTS,
+        clock: Clock | None = None,
+        on_wait: Callable[[WaitEvent], None] | None = None,
+    ) -> None:
+        self._margin = safety_margin_tokens
+        self._reserve = reserve_tokens
+        self._error_threshold = error_limit_threshold
+        self._error_grace_s = error_limit_grace_s
+        self._fallback_wait_s = fallback_wait_s
+        self._max_wait_s = max_wait_s
+        self._poll_s = in_flight_poll_s
+        self._clock = clock or Clock()
+        self._on_wait = on_wait
+        self._lock = threading.Lock()
+        self._route_groups = dict(route_groups)
+        self._buckets: dict[BucketKey, Bucket] = {}
+        self._paused_until_s = NEVER
+        self._error_remain: int | None = None
+        self._error_capacity = 0  # the most errors left we saw: the window's size
+        self._active: dict[int, tuple[float, WaitEvent]] = {}
+        self._waited_s: defaultdict[str, float] = defaultdict(float)
+        self._wait_count = 0
+        self._recent: deque[WaitEvent] = deque(maxlen=32)
+
+    def group_of(self, route: str, group_hint: str | None = None) -> str | None:
+        """The group a route template belongs to: learned from ESI, else hinted."""
+        with self._lock:
+            return self._route_groups.get(route, group_hint)
+
+    def acquire(self, route: str, owner: int | None = None,
+                group_hint: str | None = None) -> Reservation:
+        """Block until a request to ``route`` may go out.
+
+        Raises ``EsiUnavailable`` when ESI asks for a pause longer than ``max_wait_s`` (a
+        huge ``Retry-After``). Budget waits are never longer than the bucket's window, and
+        several in a row are fine: other threads are being served meanwhile.
+        """
+        while True:
+            with self._lock:
+                now_s = self._clock.monotonic()
+                decision = self._decide(route, owner, group_hint, now_s)
+                if isinstance(decision, Reservation):
+                    self._active.pop(threading.get_ident(), None)
+                    return decision
+                self._note_wait(decision, now_s)
+            if decision.reason in _CAPPED and decision.wait_s > self._max_wait_s:
+                raise EsiUnavailable(f"gave up {decision.message} (over {self._max_wait_s:.0f} s)")
+            if self._on_wait is not None and decision.reason != "in_flight":
+                self._on_wait(decision)
+            self._clock.sleep(decision.wait_s)
+
+    def release(self, reservation: Reservation, *, status: int, headers: Mapping[str, str],
+                retry_after_s: float | None = None) -> SpendResult:
+        """Book a response: free the reservation, learn the group, record cost and limits."""
+        info = RateLimitInfo.from_headers(headers)
+        errors = ErrorLimitInfo.from_headers(headers)
+        with self._lock:
+            now_s = self._clock.monotonic()
+            self._unreserve(reservation)
+            self._note_error_limit(status, errors, retry_after_s, now_s)
+            key = reservation.key
+            if info.group is not None:
+                self._route_groups[reservation.route] = info.group
+                key = BucketKey(info.group, reservation.owner)
+            if key is None:
+                return SpendResult(None, 0)
+            spent = info.used if info.used is not None else token_cost(status)
+            bucket = self._bucket(key)
+            limit = (None if info.limit_tokens is None or info.window_s is None
+                     else (info.limit_tokens, info.window_s))
+            bucket.record(now_s, spent=spent, limit=limit, remaining=info.remaining)
+            if status == 429:
+                bucket.block(now_s, self._fallback_wait_s if retry_after_s is None
+                             else retry_after_s)
+            return SpendResult(key, spent)
+
+    def cancel(self, reservation: Reservation) -> None:
+        """Give a reservation back unused (the request got no response at all)."""
+        with self._lock:
+            self._unreserve(reservation)
+
+    @property
+    def wait_reason(self) -> str | None:
+        """Why a request is waiting right now (the longest current wait), or ``None``."""
+        with self._lock:
+            return self._current_reason(self._clock.monotonic())
+
+    def snapshot(self) -> LimiterSnapshot:
+        """Bucket states, the error-limit pause and the waits imposed so far."""
+        with self._lock:
+            now_s = self._clock.monotonic()
+            return LimiterSnapshot(
+                buckets=tuple(b.snapshot(now_s) for _, b in sorted(self._buckets.items())),
+                error_limit_remain=self._error_remain,
+                paused_for_s=max(0.0, self._paused_until_s - now_s),
+                wait_count=self._wait_count,
+                waited_s=MappingProxyType(dict(self._waited_s)),
+                recent_waits=tuple(self._recent),
+                wait_reason=self._current_reason(now_s),
+            )
+
+    # -- internals; every method below runs under self._lock ---------------------------
+
+    def _decide(self, route: str, owner: int | None, group_hint: str | None,
+                now_s: float) -> Reservation | WaitEvent:
+        if self._paused_until_s > now_s:
+            return self._wait("error_limit", self._paused_until_s - now_s, None)
+        group = self._route_groups.get(route, group_hint)
+        if group is None:  # not rate limited as far as we know: ESI will tell us if it is
+            return Reservation(route, owner, None, 0, probe=False)
+        return self._decide_in(self._bucket(BucketKey(group, owner)), route, now_s)
+
+    def _decide_in(self, bucket: Bucket, route: str, now_s: float) -> Reservation | WaitEvent:
+        if bucket.blocked_until_s > now_s:
+            return self._wait("retry_after", bucket.blocked_until_s - now_s, bucket.key)
+        if not bucket.known:
+            if bucket.probing:
+                return self._wait("in_flight", self._poll_s, bucket.key)
+            bucket.probing = True
+            return self._reserve_in(bucket, route, probe=True)
+        limit = bucket.limit_tokens or 0
+        margin = min(self._margin, max(0, limit - self._reserve))
+        wait_s = bucket.seconds_until(self._reserve + margin, now_s)
+        if wait_s == 0.0:
+            return self._reserve_in(bucket, route, probe=False)
+        if wait_s is None:
+            return self._wait("in_flight", self._poll_s, bucket.key)
+        return self._wait("bucket", wait_s, bucket.key)
+
+    def _reserve_in(self, bucket: Bucket, route: str, *, probe: bool) -> Reservation:
+        bucket.reserved_tokens += self._reserve
+        return Reservation(route, bucket.key.owner, bucket.key, self._reserve, probe=probe)
+
+    def _unreserve(self, reservation: Reservation) -> None:
+        if reservation.key is None:
+            return
+        bucket = self._bucket(reservation.key)
+        bucket.reserved_tokens = max(0, bucket.reserved_tokens - reservation.tokens)
+        if reservation.probe:
+            bucket.probing = False
+
+    def _note_error_limit(self, status: int, errors: ErrorLimitInfo,
+                          retry_after_s: float | None, now_s: float) -> None:
+        if errors.remain is not None:
+            self._error_remain = errors.remain
+            self._error_capacity = max(self._error_capacity, errors.remain)
+        if status == 420:
+            pause_s = next(s for s in (errors.reset_s, retry_after_s, self._fallback_wait_s)
+                           if s is not None)
+        elif self._errors_running_low(errors.remain):
+            pause_s = self._fallback_wait_s if errors.reset_s is None else errors.reset_s
+        else:
+            return
+        # The reset header is whole seconds: a little grace avoids waking just before it.
+        until_s = now_s + pause_s + self._error_grace_s
+        self._paused_until_s = max(self._paused_until_s, until_s)
+
+    def _errors_running_low(self, remain: int | None) -> bool:
+        # Never more than half the window's size (the most errors left we saw): with a
+        # small error limit, a fresh window must not look "low" before anything failed.
+        threshold = min(self._error_threshold, self._error_capacity // 2)
+        return remain is not None and remain <= threshold
+
+    def _bucket(self, key: BucketKey) -> Bucket:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = Bucket(key)
+        return bucket
+
+    def _wait(self, reason: WaitReason, wait_s: float, key: BucketKey | None) -> WaitEvent:
+        return WaitEvent(reason, wait_s, key, describe_wait(reason, key, wait_s))
+
+    def _note_wait(self, event: WaitEvent, now_s: float) -> None:
+        self._active[threading.get_ident()] = (now_s + event.wait_s, event)
+        if event.reason != "in_flight":
+            self._wait_count += 1
+            self._recent.append(event)
+        self._waited_s[event.reason] += event.wait_s
+
+    def _current_reason(self, now_s: float) -> str | None:
+        live = [(end_s, event) for end_s, event in self._active.values() if end_s > now_s]
+        if not live:
+            return None
+        end_s, event = max(live, key=lambda item: item[0])
+        return describe_wait(event.reason, event.key, end_s - now_s)

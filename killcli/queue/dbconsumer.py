@@ -1,0 +1,163 @@
+"""The consume loop of the database queue: N worker threads and one heartbeat thread.
+
+Each worker thread claims one job, runs the handler, settles the job, and claims the next;
+an idle thread polls every ``poll_interval_s`` (or returns, when draining). The heartbeat
+thread extends the claims of running jobs and keeps this consumer's ``consumer:`` lease,
+which :meth:`DatabaseBroker.stats` counts.
+
+A database outage while claiming is waited out with backoff for ``outage_timeout_s``;
+past that the consumer stops and :meth:`run` raises :class:`QueueUnavailable`. A job
+that cannot be settled during an outage is simply claimed again after its visibility
+timeout (handlers are idempotent).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from killcli.errors import QueueUnavailable
+from killcli.queue.base import ConsumeResult, Handler, check_concurrency
+from killcli.queue.policy import Budget, Tally, Ticker, run_handler
+
+if TYPE_CHECKING:
+    from killcli.queue.dbqueue import DatabaseBroker, Delivery
+
+logger = logging.getLogger(__name__)
+
+MAX_OUTAGE_WAIT_S = 10.0
+
+
+class _InFlight:
+    """The deliveries being handled now, shared with the heartbeat thread."""
+
+    def __init__(self) -> None:
+        self._items: set[Delivery] = set()
+        self._lock = threading.Lock()
+
+    def add(self, delivery: Delivery) -> None:
+        with self._lock:
+            self._items.add(delivery)
+
+    def discard(self, delivery: Delivery) -> None:
+        with self._lock:
+            self._items.discard(delivery)
+
+    def snapshot(self) -> list[Delivery]:
+        with self._lock:
+            return list(self._items)
+
+
+class DatabaseConsumer:
+    """One :meth:`DatabaseBroker.consume` call."""
+
+    def __init__(
+        self,
+        broker: DatabaseBroker,
+        handler: Handler,
+        *,
+        concurrency: int,
+        stop: threading.Event | None,
+        drain: bool,
+        max_jobs: int | None,
+    ) -> None:
+        self._broker = broker
+        self._handler = handler
+        self._concurrency = check_concurrency(concurrency)
+        self._stop = stop or threading.Event()
+        self._drain = drain
+        self._budget = Budget(max_jobs)
+        self._tally = Tally()
+        self._inflight = _InFlight()
+        self._abort = threading.Event()  # set when the outage outlasted its timeout
+        self._error: QueueUnavailable | None = None
+        self._lock = threading.Lock()
+        self._failing_since: float | None = None
+
+    def run(self) -> ConsumeResult:
+        lease_ttl_s = self._broker.heartbeat_s * 3
+        self._broker.register_consumer(lease_ttl_s)  # also checks the database is there
+        try:
+            with Ticker(self._broker.heartbeat_s, lambda: self._beat(lease_ttl_s),
+                        "killsync-queue-heartbeat"):
+                threads = [threading.Thread(target=self._work, name=f"killsync-job-{i}")
+                           for i in range(self._concurrency)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+        finally:
+            try:
+                self._broker.unregister_consumer()
+            except QueueUnavailable:
+                logger.warning("could not unregister consumer; its lease will expire")
+        if self._error is not None:
+            raise self._error
+        return self._tally.result()
+
+    def _halted(self) -> bool:
+        return self._stop.is_set() or self._abort.is_set()
+
+    def _work(self) -> None:
+        while not self._halted() and self._budget.take():
+            try:
+                batch, poisoned = self._broker.claim(1)
+            except QueueUnavailable as exc:
+                self._budget.give_back()
+                self._wait_out(exc)
+                continue
+            self._recovered()
+            self._tally.add("poisoned", poisoned)
+            if batch:
+                self._process(batch[0])
+                continue
+            self._budget.give_back()
+            if self._drain and not poisoned:
+                return
+            self._stop.wait(self._broker.poll_interval_s)
+
+    def _process(self, delivery: Delivery) -> None:
+        self._inflight.add(delivery)
+        try:
+            outcome = run_handler(self._handler, delivery.job)
+            self._tally.add("handled")
+            settlement = self._broker.policy.settle(
+                outcome, tries=delivery.tries, rng=self._broker.rng)
+            try:
+                settled = self._broker.settle(delivery, settlement)
+            except QueueUnavailable:
+                logger.warning("could not settle job %s; it will run again after the "
+                               "visibility timeout", delivery.job.job_id, exc_info=True)
+                return
+            if settled:
+                self._tally.settled(settlement.action)
+            else:
+                logger.warning("job %s was claimed by another worker meanwhile (heartbeats "
+                               "missed the visibility timeout)", delivery.job.job_id)
+        finally:
+            self._inflight.discard(delivery)
+
+    def _beat(self, lease_ttl_s: float) -> None:
+        self._broker.extend(self._inflight.snapshot())
+        self._broker.register_consumer(lease_ttl_s)
+
+    def _wait_out(self, exc: QueueUnavailable) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if self._failing_since is None:
+                self._failing_since = now
+            failing_for = now - self._failing_since
+        if failing_for >= self._broker.outage_timeout_s:
+            with self._lock:
+                self._error = self._error or exc
+            self._abort.set()
+            return
+        logger.warning("job queue unavailable for %.0f s, waiting: %s", failing_for, exc)
+        wait = min(MAX_OUTAGE_WAIT_S, max(self._broker.poll_interval_s, failing_for / 2))
+        self._stop.wait(min(wait, self._broker.outage_timeout_s - failing_for))
+
+    def _recovered(self) -> None:
+        with self._lock:
+            self._failing_since = None

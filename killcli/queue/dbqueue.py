@@ -1,0 +1,373 @@
+"""The database job queue: the embedded default, on SQLite or PostgreSQL.
+
+One row in ``jobs`` per job that is queued, delayed or running; acknowledging deletes it,
+burying moves it to ``dead_letters``. So "the character has a job queued or running" is
+simply "the character has a row in ``jobs``".
+
+* **Order**: higher ``priority`` first, then earlier ``available_at`` (then insertion).
+* **Claim**: PostgreSQL ``SELECT .. FOR UPDATE SKIP LOCKED`` then ``UPDATE`` in one
+  transaction, so concurrent workers never block on or take the same row; SQLite runs the
+  same statements under ``BEGIN IMMEDIATE``, which serializes writers.
+* **Visibility timeout**: a claim sets ``locked_until = now + visibility_timeout_s`` and a
+  fresh ``locked_by`` token; heartbeats extend it while the handler runs. A worker that is
+  SIGKILLed stops heartbeating and its job is claimable again after the timeout. Settling
+  checks the token, so a worker that lost its claim cannot delete a job another one holds.
+* **Attempts**: ``jobs.attempt`` counts claims, so a job that keeps killing its workers is
+  counted too and buried once it was lost more than ``max_attempts`` times.
+* **Delays**: a retry clears the lock and sets ``available_at = now + backoff``.
+* **One job per character**: publishers of a queue are serialized (a transaction-scoped
+  ``pg_advisory_xact_lock`` on PostgreSQL, the ``BEGIN IMMEDIATE`` write lock on SQLite);
+  inside that, inserting only characters without a row is atomic. (A unique index on
+  ``jobs (queue, character_id)`` would make this a plain ``ON CONFLICT DO NOTHING``; the
+  insert already uses it, so adding the index later needs no code change.)
+
+All times come from the injected clock (``now``): hosts sharing a database need NTP time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import socket
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, Table, delete, func, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from killcli.config import DEFAULT_QUEUE_NAME, new_token
+from killcli.db import Database
+from killcli.db.models import DeadLetter, Job as JobRow
+from killcli.db.store import insert_ignore
+from killcli.db.types import utcnow
+from killcli.errors import DatabaseError, QueueUnavailable, SchemaOutOfDate
+from killcli.queue.base import (
+    Broker,
+    ConsumeResult,
+    DeadLetterInfo,
+    Handler,
+    QueueStats,
+    RequeueResult,
+    check_priority,
+    unique_by_character,
+)
+from killcli.queue.dbconsumer import DatabaseConsumer
+from killcli.queue.jobs import Job, PoisonMessage, from_dict
+from killcli.queue.leases import Leases, Now, consumer_lease, lease_scope
+from killcli.queue.policy import Action, RetryPolicy, Settlement, new_rng
+
+logger = logging.getLogger(__name__)
+
+JOBS: Table = JobRow.__table__  # type: ignore[assignment]
+DEAD: Table = DeadLetter.__table__  # type: ignore[assignment]
+CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A claimed job; settle it with the token it was claimed under."""
+
+    job: Job
+    row_id: int
+    token: str
+    priority: int
+
+    @property
+    def tries(self) -> int:
+        """Which try this is (1 for the first)."""
+        return self.job.attempt + 1
+
+
+def default_consumer_id() -> str:
+    """``host:pid:random``, to tell workers apart in locks and statistics."""
+    import os  # noqa: PLC0415 - only here
+
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{new_token()[:6]}"
+
+
+class DatabaseBroker(Broker):
+    """The job queue in the ``jobs`` and ``dead_letters`` tables.
+
+    ``visibility_timeout_s`` bounds how long a crashed worker's job stays invisible;
+    heartbeats every ``heartbeat_s`` (default a quarter of it) keep a long job claimed.
+    Idle consumers poll every ``poll_interval_s``.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        queue_name: str = DEFAULT_QUEUE_NAME,
+        policy: RetryPolicy | None = None,
+        visibility_timeout_s: float = 300.0,
+        heartbeat_s: float | None = None,
+        poll_interval_s: float = 1.0,
+        outage_timeout_s: float = 60.0,
+        now: Now = utcnow,
+        rng: random.Random | None = None,
+        consumer_id: str | None = None,
+    ) -> None:
+        self.db = db
+        self.queue_name = queue_name
+        self.policy = policy or RetryPolicy()
+        self.visibility_timeout_s = visibility_timeout_s
+        self.heartbeat_s = heartbeat_s or visibility_timeout_s / 4
+        self.poll_interval_s = poll_interval_s
+        self.outage_timeout_s = outage_timeout_s
+        self.now = now
+        self.rng = rng or new_rng()
+        self.consumer_id = consumer_id or default_consumer_id()
+        self.leases = Leases(db, now=now)
+
+    # -- publishing ------------------------------------------------------------------
+
+    def publish(self, jobs: Sequence[Job], *, priority: int = 0) -> int:
+        check_priority(priority)
+        fresh = unique_by_character(jobs)
+        if not fresh:
+            return 0
+        now = self.now()
+        with self._session() as session:
+            self._serialize_publishers(session)
+            taken = self._queued_among(session, fresh)
+            rows = [self._row(job, priority, now) for cid, job in fresh.items() if cid not in taken]
+            if not rows:
+                return 0
+            stmt = insert_ignore(session, JOBS).returning(JOBS.c.id)
+            return len(session.scalars(stmt, rows).all())
+
+    def _row(self, job: Job, priority: int, now: datetime) -> dict[str, Any]:
+        return {
+            "job_id": job.job_id, "queue": self.queue_name, "character_id": job.character_id,
+            "payload": job.to_dict(), "priority": priority, "attempt": job.attempt,
+            "available_at": now, "created_at": now,
+        }
+
+    def _serialize_publishers(self, session: Session) -> None:
+        # SQLite already holds the database write lock (BEGIN IMMEDIATE). On PostgreSQL
+        # READ COMMITTED, "check then insert" races without it; the lock ends with the
+        # transaction, so a crashed publisher never leaves it behind.
+        if self.db.dialect == "postgresql":
+            session.execute(select(func.pg_advisory_xact_lock(self._lock_key())))
+
+    def _lock_key(self) -> int:
+        digest = hashlib.blake2b(f"killsync.jobs:{self.queue_name}".encode(), digest_size=8)
+        return int.from_bytes(digest.digest(), "big", signed=True)
+
+    def _queued_among(self, session: Session, character_ids: Iterable[int]) -> set[int]:
+        wanted = list(character_ids)
+        found: set[int] = set()
+        for start in range(0, len(wanted), CHUNK):
+            found.update(session.scalars(select(JOBS.c.character_id).where(
+                JOBS.c.queue == self.queue_name,
+                JOBS.c.character_id.in_(wanted[start : start + CHUNK]))))
+        return found
+
+    # -- claiming and settling (the pull API under consume) -----------------------------
+
+    def reserve(self, limit: int = 1) -> list[Delivery]:
+        """Claim up to ``limit`` ready jobs (poison found on the way is buried)."""
+        return self.claim(limit)[0]
+
+    def claim(self, limit: int) -> tuple[list[Delivery], int]:
+        """Claim up to ``limit`` ready jobs; returns them and how many poison were buried."""
+        now = self.now()
+        token = f"{self.consumer_id}/{new_token()[:10]}"
+        with self._session() as session:
+            ids = list(session.scalars(
+                self._ready_ids(now).limit(limit).with_for_update(skip_locked=True)))
+            if not ids:
+                return [], 0
+            rows = session.execute(
+                update(JOBS).where(JOBS.c.id.in_(ids))
+                .values(locked_by=token, attempt=JOBS.c.attempt + 1,
+                        locked_until=now + timedelta(seconds=self.visibility_timeout_s))
+                .returning(JOBS.c.id, JOBS.c.job_id, JOBS.c.character_id, JOBS.c.payload,
+                           JOBS.c.attempt, JOBS.c.priority, JOBS.c.last_error)
+            ).all()
+            deliveries = [d for row in rows if (d := self._delivery(session, row, token, now))]
+        deliveries.sort(key=lambda d: (-d.priority, d.row_id))
+        return deliveries, len(rows) - len(deliveries)
+
+    def _ready_ids(self, now: datetime) -> Select[tuple[int]]:
+        return (
+            select(JOBS.c.id)
+            .where(JOBS.c.queue == self.queue_name, JOBS.c.available_at <= now,
+                   or_(JOBS.c.locked_until.is_(None), JOBS.c.locked_until <= now))
+            .order_by(JOBS.c.priority.desc(), JOBS.c.available_at, JOBS.c.id)
+        )
+
+    def _delivery(self, session: Session, row: Any, token: str, now: datetime) -> Delivery | None:
+        try:
+            job = replace(from_dict(row.payload), attempt=row.attempt - 1)
+        except PoisonMessage as exc:
+            logger.warning("job row %s is poison: %s", row.id, exc)
+            self._bury_row(session, row, f"poison: {exc}", row.attempt, now)
+            return None
+        if row.attempt > self.policy.max_attempts:
+            # Claimed max_attempts times and never settled: it keeps killing workers.
+            reason = (f"lost by {row.attempt - 1} workers (no ack within the visibility "
+                      f"timeout); last error: {row.last_error or 'none'}")
+            self._bury_row(session, row, reason, row.attempt - 1, now)
+            return None
+        return Delivery(job, row.id, token, row.priority)
+
+    def ack(self, delivery: Delivery) -> bool:
+        """Delete a finished job; False if the claim was lost (the job runs again)."""
+        with self._session() as session:
+            return bool(session.execute(delete(JOBS).where(*self._mine(delivery))).rowcount)
+
+    def retry(self, delivery: Delivery, reason: str, delay_s: float) -> bool:
+        """Release a failed job, available again after ``delay_s``."""
+        now = self.now()
+        with self._session() as session:
+            return bool(session.execute(
+                update(JOBS).where(*self._mine(delivery)).values(
+                    available_at=now + timedelta(seconds=delay_s), locked_by=None,
+                    locked_until=None, last_error=reason)
+            ).rowcount)
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> bool:
+        """Move a job to the dead letters with the reason."""
+        with self._session() as session:
+            row = session.execute(
+                delete(JOBS).where(*self._mine(delivery))
+                .returning(JOBS.c.job_id, JOBS.c.character_id, JOBS.c.payload)
+            ).first()
+            if row is None:
+                return False
+            payload = delivery.job.to_dict()
+            session.execute(insert(DEAD).values(
+                job_id=row.job_id, queue=self.queue_name, character_id=row.character_id,
+                payload=payload, raw=json.dumps(payload), reason=reason,
+                attempts=delivery.tries, failed_at=self.now()))
+            return True
+
+    def settle(self, delivery: Delivery, settlement: Settlement) -> bool:
+        """Apply a :class:`Settlement`; False if the claim was lost meanwhile."""
+        if settlement.action is Action.ACK:
+            return self.ack(delivery)
+        if settlement.action is Action.RETRY:
+            return self.retry(delivery, settlement.reason, settlement.delay_s)
+        return self.dead_letter(delivery, settlement.reason)
+
+    def extend(self, deliveries: Iterable[Delivery]) -> int:
+        """Heartbeat: push the visibility timeout of running jobs forward."""
+        claimed = [(d.row_id, d.token) for d in deliveries]
+        if not claimed:
+            return 0
+        until = self.now() + timedelta(seconds=self.visibility_timeout_s)
+        with self._session() as session:
+            return sum(session.execute(update(JOBS).where(
+                JOBS.c.id == row_id, JOBS.c.locked_by == token).values(locked_until=until)
+            ).rowcount for row_id, token in claimed)
+
+    def _mine(self, delivery: Delivery) -> tuple[Any, ...]:
+        return JOBS.c.id == delivery.row_id, JOBS.c.locked_by == delivery.token
+
+    def _bury_row(self, session: Session, row: Any, reason: str, attempts: int,
+                  now: datetime) -> None:
+        payload = row.payload if isinstance(row.payload, dict) else None
+        session.execute(insert(DEAD).values(
+            job_id=row.job_id, queue=self.queue_name, character_id=row.character_id,
+            payload=payload, raw=json.dumps(row.payload), reason=reason,
+            attempts=attempts, failed_at=now))
+        session.execute(delete(JOBS).where(JOBS.c.id == row.id))
+
+    # -- consuming -------------------------------------------------------------------
+
+    def consume(
+        self,
+        handler: Handler,
+        *,
+        concurrency: int = 1,
+        stop: threading.Event | None = None,
+        drain: bool = False,
+        max_jobs: int | None = None,
+    ) -> ConsumeResult:
+        return DatabaseConsumer(self, handler, concurrency=concurrency, stop=stop,
+                                drain=drain, max_jobs=max_jobs).run()
+
+    # -- operators -------------------------------------------------------------------
+
+    def stats(self) -> QueueStats:
+        now = self.now()
+        running = JOBS.c.locked_until > now
+        idle = or_(JOBS.c.locked_until.is_(None), JOBS.c.locked_until <= now)
+        with self._session() as session:
+            ready, delayed, busy = session.execute(select(
+                func.count().filter(idle, JOBS.c.available_at <= now),
+                func.count().filter(idle, JOBS.c.available_at > now),
+                func.count().filter(running),
+            ).where(JOBS.c.queue == self.queue_name)).one()
+            dead = session.scalar(select(func.count()).select_from(DEAD).where(
+                DEAD.c.queue == self.queue_name))
+        consumers = self.leases.count(f"consumer:{lease_scope(self.queue_name)}:")
+        return QueueStats(ready=ready, delayed=delayed, running=busy,
+                          dead_letters=int(dead or 0), consumers=consumers)
+
+    def dead_letters(self, limit: int = 50) -> list[DeadLetterInfo]:
+        with self._session() as session:
+            rows = session.execute(select(DEAD).where(DEAD.c.queue == self.queue_name)
+                                   .order_by(DEAD.c.id.desc()).limit(limit)).all()
+        return [DeadLetterInfo(job_id=r.job_id, character_id=r.character_id, reason=r.reason,
+                               attempts=r.attempts, failed_at=r.failed_at, raw=r.raw or "")
+                for r in rows]
+
+    def purge_dead_letters(self) -> int:
+        with self._session() as session:
+            return session.execute(delete(DEAD).where(DEAD.c.queue == self.queue_name)).rowcount
+
+    def requeue_dead_letters(self) -> RequeueResult:
+        now = self.now()
+        with self._session() as session:
+            self._serialize_publishers(session)
+            dead = session.execute(select(DEAD.c.id, DEAD.c.payload).where(
+                DEAD.c.queue == self.queue_name).order_by(DEAD.c.id)).all()
+            jobs: dict[int, Job] = {}
+            handled: list[int] = []
+            for row_id, payload in dead:
+                try:
+                    job = replace(from_dict(payload), attempt=0)
+                except PoisonMessage:
+                    continue  # nothing to requeue: it stays for an operator to read
+                jobs.setdefault(job.character_id, job)
+                handled.append(row_id)
+            queued = self._queued_among(session, jobs)
+            rows = [self._row(job, 0, now) for cid, job in jobs.items() if cid not in queued]
+            if rows:
+                session.execute(insert_ignore(session, JOBS), rows)
+            for start in range(0, len(handled), CHUNK):
+                session.execute(delete(DEAD).where(DEAD.c.id.in_(handled[start : start + CHUNK])))
+        return RequeueResult(requeued=len(rows), dropped=len(handled) - len(rows),
+                             kept=len(dead) - len(handled))
+
+    def queued_character_ids(self) -> set[int]:
+        with self._session() as session:
+            return set(session.scalars(select(JOBS.c.character_id).distinct().where(
+                JOBS.c.queue == self.queue_name)))
+
+    def register_consumer(self, ttl_s: float) -> bool:
+        """Announce (or keep announcing) this consumer for :meth:`stats`."""
+        name = consumer_lease(self.queue_name, self.consumer_id)
+        return self.leases.acquire(name, self.consumer_id, ttl_s)
+
+    def unregister_consumer(self) -> None:
+        self.leases.release(consumer_lease(self.queue_name, self.consumer_id), self.consumer_id)
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        try:
+            with self.db.session() as session:
+                yield session
+        except SchemaOutOfDate:
+            raise
+        except DatabaseError as exc:
+            raise QueueUnavailable(f"the database job queue is unavailable: {exc}") from exc
+

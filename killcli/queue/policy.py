@@ -1,0 +1,175 @@
+"""Retry policy and the consumer plumbing both backends share.
+
+Backoff is exponential with "equal jitter": the n-th failure waits between half and all
+of ``min(cap_s, base_s * 2**(n-1))``, so waits grow steadily while workers that failed
+together (ESI downtime) spread out instead of coming back in one burst.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from types import TracebackType
+
+from killcli.queue.base import ConsumeResult, Handler, Outcome, OutcomeKind
+from killcli.queue.jobs import Job
+
+logger = logging.getLogger(__name__)
+
+MAX_REASON_CHARS = 1000
+
+
+class Action(StrEnum):
+    ACK = "ack"
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """How a broker settles a job: acknowledge, retry after ``delay_s``, or bury."""
+
+    action: Action
+    reason: str = ""
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries: ``max_attempts`` tries in all, then the dead letters."""
+
+    max_attempts: int = 5
+    base_s: float = 10.0
+    cap_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or self.base_s < 0 or self.cap_s < self.base_s:
+            raise ValueError(f"invalid retry policy {self}")
+
+    def backoff_s(self, failures: int, rng: random.Random) -> float:
+        """The wait after the ``failures``-th failure (1-based), jittered."""
+        ceiling = min(self.cap_s, self.base_s * 2 ** min(max(failures, 1) - 1, 60))
+        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+    def settle(self, outcome: Outcome, *, tries: int, rng: random.Random) -> Settlement:
+        """The settlement of a job whose ``tries``-th try ended with ``outcome``."""
+        if outcome.kind is OutcomeKind.DONE:
+            return Settlement(Action.ACK)
+        reason = one_line(outcome.reason) or "no reason given"
+        if outcome.kind is OutcomeKind.DEAD:
+            return Settlement(Action.DEAD, reason)
+        if tries >= self.max_attempts:
+            return Settlement(Action.DEAD, f"gave up after {tries} attempts: {reason}")
+        delay = outcome.delay_s if outcome.delay_s is not None else self.backoff_s(tries, rng)
+        return Settlement(Action.RETRY, reason, delay)
+
+
+def new_rng() -> random.Random:
+    return random.Random()  # noqa: S311 - backoff jitter, not cryptography
+
+
+def one_line(text: str) -> str:
+    """A reason as stored and shown: one line, bounded."""
+    return " ".join(text.split())[:MAX_REASON_CHARS]
+
+
+def describe(exc: BaseException) -> str:
+    return one_line(f"{type(exc).__name__}: {exc}")
+
+
+def run_handler(handler: Handler, job: Job) -> Outcome:
+    """Run a handler; an exception becomes a retry, so one bad job cannot kill a worker."""
+    try:
+        outcome = handler(job)
+    except Exception as exc:  # noqa: BLE001 - any failure of a job is that job's retry
+        logger.warning("job %s (character %s) failed", job.job_id, job.character_id,
+                       exc_info=True)
+        return Outcome.retry(describe(exc))
+    if not isinstance(outcome, Outcome):
+        return Outcome.retry(f"handler returned {type(outcome).__name__}, not an Outcome")
+    return outcome
+
+
+class Budget:
+    """At most ``limit`` handler runs (``None``: unlimited), shared by worker threads."""
+
+    def __init__(self, limit: int | None) -> None:
+        self._left = limit
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self._left is None:
+                return True
+            if self._left <= 0:
+                return False
+            self._left -= 1
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            if self._left is not None:
+                self._left += 1
+
+    @property
+    def exhausted(self) -> bool:
+        with self._lock:
+            return self._left is not None and self._left <= 0
+
+
+class Tally:
+    """Thread-safe counters that become a :class:`ConsumeResult`."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] = self._counts.get(name, 0) + n
+
+    def settled(self, action: Action) -> None:
+        self.add({Action.ACK: "done", Action.RETRY: "retried",
+                  Action.DEAD: "dead_lettered"}[action])
+
+    def result(self) -> ConsumeResult:
+        with self._lock:
+            return ConsumeResult(**self._counts)
+
+
+class Ticker:
+    """Calls ``tick`` every ``interval_s`` on a thread of its own, for heartbeats.
+
+    A failing tick is logged and retried on the next interval: a heartbeat that misses
+    once is harmless as long as the lease it extends is a few intervals long.
+    """
+
+    def __init__(self, interval_s: float, tick: Callable[[], None], name: str) -> None:
+        self._interval_s = interval_s
+        self._tick = tick
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def __enter__(self) -> Ticker:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._interval_s):
+            try:
+                self._tick()
+            except Exception:  # noqa: BLE001 - next tick tries again; see class docstring
+                logger.warning("heartbeat failed", exc_info=True)

@@ -1,0 +1,67 @@
+"""The long-lived objects of a process, built once from the settings and passed down.
+
+One ESI client (and its rate limiter) and one body-fetch pool are shared by every sync a
+process runs, so that concurrent syncs spend one budget and never fetch a body twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from killcli.accounts import Accounts
+from killcli.config import Settings, secret_keys
+from killcli.db import Database
+from killcli.errors import ConfigError
+from killcli.esi import EsiClient, RateLimiter, user_agent
+from killcli.esi.ratelimit import WaitEvent
+from killcli.sso.client import SsoClient
+from killcli.sso.crypto import TokenCipher
+from killcli.sync import SyncEngine
+
+DEFAULT_BODY_CONCURRENCY = 16
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    esi: EsiClient
+    sso: SsoClient
+    accounts: Accounts
+    engine: SyncEngine
+    pool: ThreadPoolExecutor
+    _closed: bool = field(default=False, repr=False)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.esi.close()
+            self.sso.close()
+
+
+def make_sso(settings: Settings) -> SsoClient:
+    if not settings.client_id:
+        raise ConfigError("KILLSYNC_CLIENT_ID is not set",
+                          hint="register an application at developers.eveonline.com")
+    return SsoClient(settings.sso_base_url, settings.client_id, settings.client_secret,
+                     user_agent=user_agent(settings.contact))
+
+
+def make_accounts(settings: Settings, db: Database) -> Accounts:
+    return Accounts(db, make_sso(settings), TokenCipher(secret_keys(settings)))
+
+
+def build_runtime(settings: Settings, db: Database, *,
+                  body_concurrency: int = DEFAULT_BODY_CONCURRENCY,
+                  on_wait: Callable[[WaitEvent], None] | None = None) -> Runtime:
+    """Everything a sync needs; close it when done."""
+    accounts = make_accounts(settings, db)
+    limiter = RateLimiter(on_wait=on_wait)
+    esi = EsiClient(settings.esi_base_url, user_agent=user_agent(settings.contact),
+                    limiter=limiter, max_connections=max(8, body_concurrency * 2))
+    pool = ThreadPoolExecutor(max_workers=body_concurrency, thread_name_prefix="killsync-body")
+    engine = SyncEngine(db, esi, accounts, pool)
+    return Runtime(settings, db, esi, accounts.sso, accounts, engine, pool)

@@ -1,0 +1,71 @@
+"""An ESI + EVE SSO simulator for tests, benchmarks and ``killsync demo``.
+
+It serves ESI at the root and the SSO under ``/sso`` of one port on 127.0.0.1, over
+real HTTP/1.1 with keep-alive, and behaves like the real services as described in the
+project's ESI notes: token buckets with a floating window, the per-IP error limit,
+list caches with ``Last-Modified``/``ETag``/``X-Pages``, rotating refresh tokens, JWTs
+signed with RS256 or ES256, and faults on demand. ::
+
+    from killcli.sim import Scenario, SimServer
+
+    scenario = Scenario.named("smoke", seed=1)      # or Scenario.from_file("s.toml")
+    with SimServer(scenario, port=0) as sim:
+        sim.esi_url, sim.sso_url                    # "http://127.0.0.1:PORT", ".../sso"
+        sim.client_id, sim.client_secret            # secret is None for a PKCE app
+        char = sim.world.characters[0].character_id
+        token = sim.issue_refresh_token(char)       # scopes default to read_killmails
+        truth = sim.world.ground_truth()            # {character_id: {killmail_id: hash}}
+        body = sim.world.body(next(iter(truth[char])))   # the exact ESI JSON
+        new_id = sim.world.add_kill(victim=char)    # listed once the list cache refreshes
+        sim.faults.refresh_list(char)               # ... which this forces
+        sim.faults.fail_body(new_id, status=500, times=1)
+        sim.revoke(char)                            # its refresh tokens: invalid_grant
+        sim.stats.snapshot().count("/killmails/{killmail_id}/{killmail_hash}", 200)
+
+Pass ``clock=ManualClock()`` to move time by hand (``clock.advance(900)``) and
+``keys=SigningKeys.generate()`` made once to share signing keys between servers.
+``python -m killcli.sim.bench`` measures the server's sustained requests per second.
+"""
+
+from __future__ import annotations
+
+from killcli.sim.clock import Clock, ManualClock, SystemClock
+from killcli.sim.faults import Faults
+from killcli.sim.keys import ES256_KID, RS256_KID, SigningKeys
+from killcli.sim.scenario import (
+    ESI_BUCKETS,
+    READ_CORP_KILLMAILS,
+    READ_KILLMAILS,
+    FaultPlan,
+    Scenario,
+    format_limit,
+    min_sync_time_s,
+    parse_limit,
+)
+from killcli.sim.server import SimServer
+from killcli.sim.stats import Stats, StatsSnapshot
+from killcli.sim.world import WorkloadSummary, World, ids_in_body
+
+__all__ = [
+    "ES256_KID",
+    "ESI_BUCKETS",
+    "READ_CORP_KILLMAILS",
+    "READ_KILLMAILS",
+    "RS256_KID",
+    "Clock",
+    "FaultPlan",
+    "Faults",
+    "ManualClock",
+    "Scenario",
+    "SigningKeys",
+    "SimServer",
+    "Stats",
+    "StatsSnapshot",
+    "SystemClock",
+    "WorkloadSummary",
+    "World",
+    "format_limit",
+    "ids_in_body",
+    "min_sync_time_s",
+    "parse_limit",
+]

@@ -1,0 +1,290 @@
+"""ESI over HTTP: routing, authentication, rate limits, faults and conditional requests.
+
+Order of checks for one request: route (404/405), error limit (420), bearer token
+(401/403), token bucket (429), downtime (503), latency, injected fault (stall -> 504,
+5xx), the route's answer, ``If-None-Match`` (304), malformed/truncated body. Then the
+bucket is charged for the final status and the error limit counts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from killcli.sim.clock import Clock
+from killcli.sim.esi_routes import Answer, EsiData
+from killcli.sim.faults import Fault, Faults
+from killcli.sim.http import Request, Response
+from killcli.sim.keys import SigningKeys
+from killcli.sim.ratelimit import BucketReport, ErrorLimiter, Ticket, TokenBuckets, key_text
+from killcli.sim.scenario import READ_KILLMAILS
+from killcli.sim.stats import Stats
+
+log = logging.getLogger(__name__)
+UNKNOWN_ROUTE = "/{unknown}"
+_ERROR_420 = ("This software has exceeded the error limit for ESI. If you are a user, please "
+              "contact the maker of this software. If you are the maker of this software, "
+              "please fix your code.")
+_STATUS_TEXT = {500: "Internal Server Error", 502: "Bad Gateway",
+                503: "The datasource tranquility is temporarily unavailable",
+                504: "Timeout contacting tranquility",
+                422: "Invalid killmail_id and/or killmail_hash"}
+
+
+@dataclass(frozen=True)
+class Route:
+    """One ESI route: its short name, template, rate-limit group and required scope."""
+
+    name: str
+    method: str
+    template: str
+    group: str | None = None
+    scope: str | None = None
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        regex = re.sub(r"\{killmail_hash\}", r"(?P<killmail_hash>[^/]+)", self.template)
+        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>\\d+)", regex)
+        return re.compile(f"^{regex}/?$")
+
+
+ROUTES = (
+    Route("list", "GET", "/characters/{character_id}/killmails/recent", "char-killmail",
+          READ_KILLMAILS),
+    Route("body", "GET", "/killmails/{killmail_id}/{killmail_hash}", "killmail"),
+    Route("names", "POST", "/universe/names"),
+    Route("affiliation", "POST", "/characters/affiliation"),
+    Route("character", "GET", "/characters/{character_id}"),
+    Route("corporation", "GET", "/corporations/{corporation_id}"),
+    Route("alliance", "GET", "/alliances/{alliance_id}"),
+    Route("type", "GET", "/universe/types/{type_id}"),
+    Route("system", "GET", "/universe/systems/{system_id}"),
+    Route("status", "GET", "/status", "status"),
+)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: verified token claims (if any) and the answer when refused."""
+
+    claims: dict[str, Any] | None
+    refusal: Response | None = None
+
+    @property
+    def character_id(self) -> int | None:
+        sub = str((self.claims or {}).get("sub", ""))
+        prefix, _, number = sub.rpartition(":")
+        return int(number) if prefix == "CHARACTER:EVE" and number.isdigit() else None
+
+    @property
+    def application(self) -> str | None:
+        return None if self.claims is None else str(self.claims.get("azp", ""))
+
+
+def _scopes(claims: dict[str, Any]) -> set[str]:
+    scp = claims.get("scp")
+    if isinstance(scp, str):
+        return {scp}
+    return {str(s) for s in scp} if isinstance(scp, list) else set()
+
+
+class EsiApp:
+    """Answers every ESI request (everything not under ``/sso``)."""
+
+    def __init__(self, *, data: EsiData, keys: SigningKeys, buckets: TokenBuckets,
+                 errors: ErrorLimiter, faults: Faults, stats: Stats, clock: Clock,
+                 stop: threading.Event) -> None:
+        self._data = data
+        self._keys = keys
+        self._buckets = buckets
+        self._errors = errors
+        self._faults = faults
+        self._stats = stats
+        self._clock = clock
+        self._stop = stop
+        self._routes = [(route, route.pattern) for route in ROUTES]
+
+    # -- routing --------------------------------------------------------------------------
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | Response:
+        """The route and path parameters, or the 404/405 answer."""
+        if path.startswith("/latest/"):
+            path = path[len("/latest"):]
+        wrong_method = False
+        for route, pattern in self._routes:
+            found = pattern.match(path)
+            if found is None:
+                continue
+            if route.method == method:
+                return route, found.groupdict()
+            wrong_method = True
+        return Response.error(405 if wrong_method else 404, "Method not allowed"
+                              if wrong_method else "Not found")
+
+    def route_template(self, request: Request) -> str:
+        matched = self.match(request.method, request.path)
+        return matched[0].template if isinstance(matched, tuple) else UNKNOWN_ROUTE
+
+    # -- the pipeline -------------------------------------------------------------------------
+
+    def __call__(self, request: Request) -> Response:
+        ip = request.client_ip
+        matched = self.match(request.method, request.path)
+        if isinstance(matched, Response):
+            return self._finish(matched, ip, None)
+        route, params = matched
+        error_state = self._errors.state(ip)
+        if error_state.blocked:
+            response = Response.error(420, _ERROR_420)
+            response.headers.update(error_state.headers())
+            return response
+        caller = self._authenticate(route, request, params)
+        ticket: Ticket | None = None
+        key = self._bucket_key(route, caller, ip)
+        if key is not None and route.group is not None:
+            admitted = self._buckets.admit(route.group, key)
+            if isinstance(admitted, BucketReport):
+                response = Response.error(429, "Too many requests")
+                response.headers.update(admitted.headers())
+                return self._finish(response, ip, None)
+            ticket = admitted
+        response, counted = self._answer(route, request, params, caller, ip)
+        return self._finish(response, ip, ticket, counted=counted)
+
+    def _finish(self, response: Response, ip: str, ticket: Ticket | None, *,
+                counted: bool = False) -> Response:
+        if ticket is not None:
+            report = self._buckets.settle(ticket, response.status)
+            response.headers.update(report.headers())
+            self._stats.tokens(ticket.group, key_text(ticket.key), report.used)
+        state = self._errors.state(ip) if counted else self._errors.record(ip, response.status)
+        response.headers.update(state.headers())
+        response.headers["X-Esi-Request-Id"] = str(uuid.uuid4())
+        return response
+
+    def _bucket_key(self, route: Route, caller: Caller, ip: str) -> Hashable | None:
+        if route.group is None or not self._buckets.has(route.group):
+            return None
+        if route.scope is not None:  # authenticated route: (application, character)
+            if caller.claims is None:
+                return None
+            return (caller.application, caller.character_id)
+        return ip if caller.claims is None else (ip, caller.application)
+
+    # -- authentication -------------------------------------------------------------------------
+
+    def _authenticate(self, route: Route, request: Request, params: dict[str, str]) -> Caller:
+        header = request.header("authorization") or ""
+        token = header[7:].strip() if header.lower().startswith("bearer ") else None
+        claims: dict[str, Any] | None = None
+        if token:
+            try:
+                claims = self._keys.verify(token)
+            except jwt.InvalidTokenError:
+                claims = None
+        if route.scope is None:
+            return Caller(claims)
+        if claims is None:
+            message = "authentication failure" if token else "authorization not provided"
+            return Caller(None, Response.error(401, message))
+        return Caller(claims, self._authorize(route, claims, params))
+
+    def _authorize(self, route: Route, claims: dict[str, Any],
+                   params: dict[str, str]) -> Response | None:
+        if int(claims.get("exp", 0)) <= self._clock.now().timestamp():
+            return Response.error(403, "token is expired")
+        if route.scope not in _scopes(claims):
+            return Response.error(403, f"token not valid for scope(s): {route.scope}")
+        if Caller(claims).character_id != int(params["character_id"]):
+            return Response.error(403, "token not valid for this character")
+        return None
+
+    # -- answering -----------------------------------------------------------------------------
+
+    def _answer(self, route: Route, request: Request, params: dict[str, str], caller: Caller,
+                ip: str) -> tuple[Response, bool]:
+        """The response and whether the error limit already counted it."""
+        if caller.refusal is not None:
+            return caller.refusal, False
+        if self._faults.in_downtime():
+            return Response.error(503, _STATUS_TEXT[503]), False
+        fault, latency_s = self._faults.decide(route.name, _resource(route, request, params))
+        if latency_s > 0:
+            self._stop.wait(latency_s)
+        if fault is not None and fault.kind == "stall":
+            return self._stall(fault, ip), True
+        if fault is not None and fault.kind == "status":
+            return Response.error(fault.status, _STATUS_TEXT.get(fault.status, "Error")), False
+        response = self._respond(route, request, params)
+        if route.name == "body":
+            self._stats.body(int(params["killmail_id"]), response.status)
+        return _corrupt(_conditional(response, request), fault), False
+
+    def _stall(self, fault: Fault, ip: str) -> Response:
+        # The client times out long before the answer: ESI counts that as an error now.
+        self._stats.stall()
+        self._errors.record(ip, 504)
+        self._stop.wait(fault.stall_s)
+        return Response.error(504, _STATUS_TEXT[504])
+
+    def _respond(self, route: Route, request: Request, params: dict[str, str]) -> Response:
+        try:
+            status, body, headers = self._dispatch(route, request, params)
+        except Exception:  # a simulator bug must show as a 500, not a dropped connection
+            log.exception("simulator error on %s %s", request.method, request.path)
+            self._stats.internal_error()
+            return Response.error(500, "Internal Server Error (simulator bug)")
+        return Response(status, body, headers)
+
+    def _dispatch(self, route: Route, request: Request, params: dict[str, str]) -> Answer:
+        d = self._data
+        handlers: dict[str, Callable[[], Answer]] = {
+            "list": lambda: d.recent(int(params["character_id"]), request.param("page")),
+            "body": lambda: d.killmail(int(params["killmail_id"]), params["killmail_hash"]),
+            "names": lambda: d.names(request.body),
+            "affiliation": lambda: d.affiliation(request.body),
+            "status": d.status,
+        }
+        if route.name in handlers:
+            return handlers[route.name]()
+        return d.entity(route.name, int(next(iter(params.values()))))
+
+
+def _resource(route: Route, request: Request, params: dict[str, str]) -> Hashable:
+    """What a fault decision is keyed by: the killmail, the list page, else the path."""
+    if route.name == "body":
+        return int(params["killmail_id"])
+    if route.name == "list":
+        page = request.param("page") or "1"
+        return (int(params["character_id"]), int(page) if page.isdigit() else page)
+    return request.path
+
+
+def _conditional(response: Response, request: Request) -> Response:
+    """304 without a body when ``If-None-Match`` names the current ETag."""
+    etag = response.headers.get("ETag")
+    wanted = request.header("if-none-match")
+    if response.status != 200 or etag is None or wanted is None:
+        return response
+    tags = {t.strip().removeprefix("W/") for t in wanted.split(",")}
+    if etag in tags or "*" in tags:
+        headers = {k: v for k, v in response.headers.items() if k != "Content-Type"}
+        return Response(304, b"", headers)
+    return response
+
+
+def _corrupt(response: Response, fault: Fault | None) -> Response:
+    if fault is None or response.status != 200 or not response.body:
+        return response
+    if fault.kind == "malformed":
+        response.body = response.body[: max(1, len(response.body) * 2 // 3)]
+    elif fault.kind == "truncated":
+        response.truncate = True
+    return response

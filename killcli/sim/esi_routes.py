@@ -1,0 +1,201 @@
+"""ESI's data routes: what each answers, with its caching headers.
+
+Limits, authentication and faults are applied around these by :mod:`killcli.sim.esi`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+from killcli.killmail import format_time
+from killcli.sim.bodies import encode
+from killcli.sim.clock import Clock
+from killcli.sim.lists import ListCache
+from killcli.sim.world import World
+
+JSON = "application/json; charset=utf-8"
+MAX_IDS = 1000
+NAMES_404 = "Ensure all IDs are valid before resolving."
+#: Cache ages (x-cache-age in the OpenAPI documents) of the routes served here.
+CACHE_AGE_S = {"character": 86_400, "corporation": 3_600, "alliance": 3_600, "type": 86_400,
+               "system": 86_400, "status": 30, "affiliation": 3_600}
+
+
+def http_date(value: datetime) -> str:
+    return format_datetime(value, usegmt=True)
+
+
+def _etag(data: bytes) -> str:
+    return '"' + hashlib.sha256(data).hexdigest()[:40] + '"'
+
+
+def _error(status: int, message: str) -> tuple[int, bytes, dict[str, str]]:
+    return status, encode({"error": message}), {"Content-Type": JSON}
+
+
+Answer = tuple[int, bytes, dict[str, str]]
+
+
+class EsiData:
+    """The answers of the data routes (status, body, headers)."""
+
+    def __init__(self, world: World, lists: ListCache, clock: Clock, body_cache_s: int) -> None:
+        self._world = world
+        self._lists = lists
+        self._clock = clock
+        self._body_cache_s = body_cache_s
+        self._started = clock.now().replace(microsecond=0)
+
+    def _ok(self, data: bytes, cache_s: int, *, private: bool = False,
+            last_modified: datetime | None = None) -> Answer:
+        now = self._clock.now().replace(microsecond=0)
+        headers = {
+            "Content-Type": JSON, "ETag": _etag(data),
+            "Cache-Control": f"{'private' if private else 'public'}, max-age={cache_s}",
+            "Expires": http_date(now + timedelta(seconds=cache_s)),
+            "Last-Modified": http_date(last_modified or now),
+        }
+        return 200, data, headers
+
+    # -- killmails -------------------------------------------------------------------------
+
+    def recent(self, character_id: int, page_text: str | None) -> Answer:
+        """``GET /characters/{id}/killmails/recent`` (authentication already checked)."""
+        try:
+            page = int(page_text) if page_text is not None else 1
+        except ValueError:
+            page = 0
+        if page < 1:
+            return _error(400, "page must be an integer of at least 1")
+        version = self._lists.get(character_id)
+        if page > version.pages:
+            return _error(404, "Requested page does not exist!")
+        data = encode(version.page(page))
+        max_age_s = max(0, int((version.expires - self._clock.now()).total_seconds()))
+        headers = {
+            "Content-Type": JSON, "ETag": version.etag(page), "X-Pages": str(version.pages),
+            "Cache-Control": f"private, max-age={max_age_s}",
+            "Expires": http_date(version.expires),
+            "Last-Modified": http_date(version.last_modified),
+        }
+        return 200, data, headers
+
+    def killmail(self, killmail_id: int, killmail_hash: str) -> Answer:
+        """``GET /killmails/{id}/{hash}``."""
+        record = self._world.record(killmail_id)
+        data = self._world.body_bytes(killmail_id)
+        if record is None or data is None:
+            return _error(404, "Killmail not found")
+        if killmail_hash != record.killmail_hash:
+            return _error(422, "Invalid killmail_id and/or killmail_hash")
+        return self._ok(data, self._body_cache_s, last_modified=record.killmail_time)
+
+    # -- bulk lookups ------------------------------------------------------------------------
+
+    def _id_list(self, body: bytes) -> list[int] | Answer:
+        try:
+            ids = json.loads(body or b"null")
+        except (ValueError, UnicodeDecodeError):
+            return _error(400, "Request body is not valid JSON")
+        if not isinstance(ids, list) or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            return _error(400, "Request body must be a list of integer ids")
+        if not ids or len(ids) > MAX_IDS:
+            return _error(400, f"Request body must hold 1 to {MAX_IDS} ids, got {len(ids)}")
+        if len(set(ids)) != len(ids):
+            return _error(400, "Request body must not contain duplicate ids")
+        return ids
+
+    def names(self, body: bytes) -> Answer:
+        """``POST /universe/names``: one unknown id fails the whole call with 404."""
+        ids = self._id_list(body)
+        if isinstance(ids, tuple):
+            return ids
+        rows: list[dict[str, Any]] = []
+        for entity_id in ids:
+            found = self._world.name(entity_id)
+            if found is None:
+                return _error(404, NAMES_404)
+            rows.append({"category": found[1], "id": entity_id, "name": found[0]})
+        return 200, encode(rows), {"Content-Type": JSON}
+
+    def affiliation(self, body: bytes) -> Answer:
+        """``POST /characters/affiliation``."""
+        ids = self._id_list(body)
+        if isinstance(ids, tuple):
+            return ids
+        rows: list[dict[str, Any]] = []
+        for character_id in ids:
+            char = self._world.character(character_id)
+            if char is None:
+                return _error(404, NAMES_404)
+            row: dict[str, Any] = {"character_id": character_id,
+                                   "corporation_id": char.corporation_id}
+            if char.alliance_id is not None:
+                row["alliance_id"] = char.alliance_id
+            rows.append(row)
+        return self._ok(encode(rows), CACHE_AGE_S["affiliation"])
+
+    # -- entities ------------------------------------------------------------------------------
+
+    def entity(self, kind: str, entity_id: int) -> Answer:
+        """``GET /characters|corporations|alliances|universe/types|universe/systems/{id}``."""
+        payload = self._entity_payload(kind, entity_id)
+        if payload is None:
+            return _error(404, f"{kind.capitalize()} not found")
+        return self._ok(encode(payload), CACHE_AGE_S[kind])
+
+    def _entity_payload(self, kind: str, entity_id: int) -> Mapping[str, Any] | None:
+        w = self._world
+        if kind == "character":
+            char = w.character(entity_id)
+            return None if char is None else _without_none({
+                "alliance_id": char.alliance_id, "birthday": format_time(char.birthday),
+                "bloodline_id": char.bloodline_id, "corporation_id": char.corporation_id,
+                "description": "", "gender": char.gender, "name": char.name,
+                "race_id": char.race_id, "security_status": char.security_status})
+        if kind == "corporation":
+            corp = w.corporation(entity_id)
+            return None if corp is None else _without_none({
+                "alliance_id": corp.alliance_id, "ceo_id": corp.ceo_id,
+                "creator_id": corp.creator_id, "description": "",
+                "date_founded": format_time(corp.date_founded) if corp.date_founded else None,
+                "faction_id": corp.faction_id, "member_count": corp.member_count,
+                "name": corp.name, "tax_rate": corp.tax_rate, "ticker": corp.ticker, "url": ""})
+        if kind == "alliance":
+            ally = w.alliance(entity_id)
+            return None if ally is None else {
+                "creator_corporation_id": ally.creator_corporation_id,
+                "creator_id": ally.creator_id, "date_founded": format_time(ally.date_founded),
+                "executor_corporation_id": ally.executor_corporation_id, "name": ally.name,
+                "ticker": ally.ticker}
+        return self._static_payload(kind, entity_id)
+
+    def _static_payload(self, kind: str, entity_id: int) -> Mapping[str, Any] | None:
+        if kind == "type":
+            info = self._world.item_type(entity_id)
+            return None if info is None else {
+                "description": f"{info.name} (simulated)", "group_id": info.group_id,
+                "name": info.name, "published": True, "type_id": info.type_id}
+        system = self._world.system(entity_id)
+        if system is None:
+            return None
+        x, y, z = system.position
+        return {"constellation_id": system.constellation_id, "name": system.name,
+                "position": {"x": x, "y": y, "z": z},
+                "security_status": system.security_status, "system_id": system.system_id}
+
+    def status(self) -> Answer:
+        """``GET /status``."""
+        payload = {"players": 23_456, "server_version": "3001234",
+                   "start_time": format_time(self._started)}
+        return self._ok(encode(payload), CACHE_AGE_S["status"])
+
+
+def _without_none(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}

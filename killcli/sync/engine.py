@@ -1,0 +1,402 @@
+"""Sync one character's killmails from ESI: every killmail, once, as fast as ESI allows.
+
+1. Walk the recent list: page 1 with ``If-None-Match`` (a 304 costs one token and ends the
+   walk), then pages to ``X-Pages``; stop at the first page whose killmails this character
+   already has (``full`` walks everything). A refresh mid-walk restarts it.
+2. Plan: link what the database already holds, drop what another sync in this process is
+   fetching right now (and wait for its outcome), add pending bodies that are due.
+3. Fetch bodies newest first on the process's shared pool, through the client's limiter.
+4. Save in batches, one transaction each: killmails, links, pending rows cleared, one
+   ``killmail.saved`` outbox event per new killmail. A body that fails becomes pending with
+   its reason and a backoff, and is retried on later runs even when the list answers 304.
+5. Only then store the list's ETag and expiry, so a crash never hides a killmail behind a 304.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, Future, as_completed
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import Table, delete, select
+
+from killcli.db import Database
+from killcli.db.models import Character, CharacterKillmail, PendingKillmail, SyncRun
+from killcli.db.store import dialect_insert, existing_killmail_ids, link_characters, save_killmails
+from killcli.db.types import utcnow
+from killcli.errors import EsiError, NeedsLogin, UsageError
+from killcli.esi.client import EsiClient
+from killcli.esi.models import KillmailRef, ListPageResult
+from killcli.esi.pagination import walk_list
+from killcli.killmail import KillmailError, KillmailRows, parse_killmail
+from killcli.sync.events import killmail_saved_events, save_events
+from killcli.sync.inflight import InflightBodies
+from killcli.sync.names import NameResolver, ids_to_name
+
+KILLMAIL_SCOPE = "esi-killmails.read_killmails.v1"
+PENDING: Table = PendingKillmail.__table__  # type: ignore[assignment]
+LINKS: Table = CharacterKillmail.__table__  # type: ignore[assignment]
+PENDING_BACKOFF_S = 300.0
+PENDING_BACKOFF_CAP_S = 86_400.0
+
+
+class PendingBody(Exception):
+    """Another sync's fetch of a body we share failed; the body is pending."""
+
+
+class TokenProvider(Protocol):
+    """A valid access token for a character, refreshed if needed; NeedsLogin when gone."""
+
+    def access_token(self, character_id: int) -> str: ...
+
+
+class SyncProgress(Protocol):
+    """What a sync reports while it runs (the CLI draws bars from it)."""
+
+    def pages(self, read: int, total: int) -> None: ...
+
+    def bodies(self, done: int, total: int) -> None: ...
+
+
+class _NoProgress:
+    def pages(self, read: int, total: int) -> None:
+        pass
+
+    def bodies(self, done: int, total: int) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    full: bool = False  # walk every page instead of stopping at known killmails
+    force: bool = False  # fetch the list even before its cache expires
+    batch_size: int = 100
+
+
+@dataclass
+class SyncFigures:
+    """Per-run figures, stored on the sync run and printed by `sync-user --json`."""
+
+    pages: int = 0
+    not_modified: int = 0
+    list_restarts: int = 0
+    found: int = 0
+    new: int = 0
+    already: int = 0
+    linked: int = 0
+    fetched: int = 0
+    shared_inflight: int = 0
+    pending: int = 0
+    pending_retried: int = 0
+    names_resolved: int = 0
+    skipped_cache: bool = False
+    tokens: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    def spend(self, bucket: str, tokens: int) -> None:
+        self.tokens[bucket] = self.tokens.get(bucket, 0) + tokens
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    character_id: int
+    character_name: str
+    status: str  # ok | not_modified | cached | partial
+    figures: SyncFigures
+    pending_reasons: tuple[str, ...] = ()
+    new_killmail_ids: tuple[int, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["new_killmail_ids"] = list(self.new_killmail_ids)[:1000]
+        return data
+
+
+@dataclass
+class _Run:
+    """Mutable state of one sync while it runs."""
+
+    character: Character
+    options: SyncOptions
+    figures: SyncFigures = field(default_factory=SyncFigures)
+    new_ids: list[int] = field(default_factory=list)
+    pending: dict[int, str] = field(default_factory=dict)  # killmail id -> reason
+
+    @property
+    def pending_reasons(self) -> list[str]:
+        return [f"{kid}: {reason}" for kid, reason in self.pending.items()]
+
+
+class SyncEngine:
+    """Shared by every sync of a process: one ESI client, one pool, one in-flight registry."""
+
+    def __init__(self, db: Database, esi: EsiClient, tokens: TokenProvider, pool: Executor,
+                 *, inflight: InflightBodies | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.db = db
+        self.esi = esi
+        self.tokens = tokens
+        self.pool = pool
+        self.inflight = inflight or InflightBodies()
+        self.names = NameResolver(db, esi)
+        self._clock = clock
+
+    # -- entry point --------------------------------------------------------------------
+
+    def sync_character(self, character_id: int, options: SyncOptions | None = None,
+                       progress: SyncProgress | None = None) -> SyncResult:
+        options = options or SyncOptions()
+        progress = progress or _NoProgress()
+        started, started_at = self._clock(), utcnow()
+        run = _Run(self._load_character(character_id), options)
+        try:
+            status = self._sync(run, progress)
+        except NeedsLogin:
+            raise
+        except Exception as exc:
+            run.figures.elapsed_s = round(self._clock() - started, 3)
+            self._finish(run, started_at, "failed", error=str(exc))
+            raise
+        run.figures.elapsed_s = round(self._clock() - started, 3)
+        self._finish(run, started_at, status)
+        return SyncResult(character_id, run.character.name, status, run.figures,
+                          tuple(run.pending_reasons), tuple(run.new_ids))
+
+    def _load_character(self, character_id: int) -> Character:
+        with self.db.session() as session:
+            character = session.get(Character, character_id)
+        if character is None:
+            raise UsageError(f"character {character_id} is not tracked",
+                             hint="see `killsync users list`")
+        if character.status != "active":
+            raise NeedsLogin(f"character {character_id} ({character.name}) is "
+                             f"{character.status.replace('_', ' ')}: "
+                             f"{character.status_reason or 'no reason recorded'}",
+                             reason=character.status, character_id=character_id)
+        if KILLMAIL_SCOPE not in character.scopes.split():
+            raise UsageError(f"character {character_id} did not grant {KILLMAIL_SCOPE}",
+                             hint="log in again with that scope")
+        return character
+
+    def _sync(self, run: _Run, progress: SyncProgress) -> str:
+        character, options = run.character, run.options
+        due_pending = self._due_pending(character.character_id)
+        expires = character.list_expires_at
+        if not (options.force or options.full) and expires is not None and expires > utcnow():
+            run.figures.skipped_cache = True
+            refs: list[KillmailRef] = []
+            list_result = None
+        else:
+            list_result = self._walk(run, progress)
+            refs = list(list_result[0])
+        self._fetch_and_save(run, refs, due_pending, progress)
+        if list_result is not None:
+            self._store_list_cache(character.character_id, list_result[1])
+        if run.pending:
+            return "partial"
+        if run.figures.skipped_cache:
+            return "cached"
+        return "not_modified" if run.figures.not_modified and not refs else "ok"
+
+    # -- 1. the list walk ---------------------------------------------------------------
+
+    def _walk(self, run: _Run, progress: SyncProgress
+              ) -> tuple[Sequence[KillmailRef], ListPageResult | None]:
+        character_id = run.character.character_id
+        token = self.tokens.access_token(character_id)
+        etag = None if run.options.full else run.character.list_etag
+        first: list[ListPageResult] = []
+
+        def fetch_page(page: int, *, conditional: bool = True) -> ListPageResult:
+            result = self.esi.fetch_killmail_list_page(
+                character_id, token, page, etag=etag if page == 1 else None,
+                conditional=conditional and etag is not None)
+            run.figures.pages += 1
+            run.figures.spend("char-killmail", 1 if result.not_modified else 2)
+            if page == 1:
+                first[:] = [result]
+            progress.pages(page, result.pages)
+            return result
+
+        def all_known(page: ListPageResult) -> bool:
+            if run.options.full or not page.items:
+                return False
+            ids = [ref.killmail_id for ref in page.items]
+            return len(self._linked(character_id, ids)) == len(set(ids))
+
+        walk = walk_list(fetch_page, stop_when=all_known, label=f"character {character_id}'s list")
+        run.figures.list_restarts = walk.restarts
+        if walk.not_modified:
+            run.figures.not_modified += 1
+        run.figures.found = len(walk.items)
+        return walk.items, (first[0] if first else None)
+
+    def _linked(self, character_id: int, ids: Iterable[int]) -> set[int]:
+        with self.db.session() as session:
+            return set(session.scalars(select(LINKS.c.killmail_id).where(
+                LINKS.c.character_id == character_id, LINKS.c.killmail_id.in_(list(ids)))))
+
+    def _store_list_cache(self, character_id: int, first: ListPageResult | None) -> None:
+        if first is None:
+            return
+        with self.db.session() as session:
+            character = session.get(Character, character_id)
+            if character is None:  # removed while syncing
+                return
+            if first.etag:
+                character.list_etag = first.etag
+            character.list_expires_at = first.expires
+
+    # -- 2. the plan --------------------------------------------------------------------
+
+    def _due_pending(self, character_id: int) -> list[KillmailRef]:
+        with self.db.session() as session:
+            rows = session.execute(select(PENDING.c.killmail_id, PENDING.c.killmail_hash).where(
+                PENDING.c.character_id == character_id, PENDING.c.next_attempt_at <= utcnow()))
+            return [KillmailRef(r.killmail_id, r.killmail_hash) for r in rows]
+
+    def _plan(self, run: _Run, refs: Sequence[KillmailRef]) -> list[KillmailRef]:
+        """Link what is stored; return what must be fetched (newest first)."""
+        unique = {ref.killmail_id: ref for ref in refs}
+        with self.db.session() as session:
+            stored = existing_killmail_ids(session, unique)
+            link_characters(session, [(run.character.character_id, k) for k in stored])
+            session.execute(delete(PENDING).where(PENDING.c.killmail_id.in_(list(stored))))
+        run.figures.already += len(stored)
+        run.figures.linked += len(stored)
+        return sorted((r for k, r in unique.items() if k not in stored),
+                      key=lambda r: r.killmail_id, reverse=True)
+
+    # -- 3 + 4. fetch and save ----------------------------------------------------------
+
+    def _fetch_and_save(self, run: _Run, refs: Sequence[KillmailRef],
+                        due_pending: Sequence[KillmailRef], progress: SyncProgress) -> None:
+        run.figures.pending_retried = len({r.killmail_id for r in due_pending} -
+                                          {r.killmail_id for r in refs})
+        wanted = self._plan(run, [*refs, *due_pending])
+        ours: dict[int, tuple[KillmailRef, Future[None]]] = {}
+        theirs: list[tuple[KillmailRef, Future[None]]] = []
+        for ref in wanted:
+            mine, future = self.inflight.claim(ref.killmail_id)
+            if mine:
+                ours[ref.killmail_id] = (ref, future)
+            else:
+                theirs.append((ref, future))
+        try:
+            self._fetch_ours(run, {k: ref for k, (ref, _) in ours.items()}, progress,
+                             total=len(wanted))
+        finally:
+            for killmail_id, (_, future) in ours.items():
+                self.inflight.release(killmail_id)
+                reason = run.pending.get(killmail_id)
+                if reason is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(PendingBody(reason))
+        self._adopt_theirs(run, theirs)
+
+    def _fetch_ours(self, run: _Run, ours: dict[int, KillmailRef], progress: SyncProgress,
+                    total: int) -> None:
+        # Another sync may have saved some of these between our plan and our claim.
+        with self.db.session() as session:
+            stored = existing_killmail_ids(session, ours)
+            link_characters(session, [(run.character.character_id, k) for k in stored])
+        run.figures.already += len(stored)
+        todo = [ref for kid, ref in ours.items() if kid not in stored]
+        futures = {self.pool.submit(self.esi.fetch_killmail, *ref): ref for ref in todo}
+        batch: list[KillmailRows] = []
+        done = len(stored)
+        progress.bodies(done, total)
+        for future in as_completed(futures):
+            rows = self._outcome(run, futures[future], future)
+            if rows is not None:
+                batch.append(rows)
+            if len(batch) >= run.options.batch_size:
+                self._save_batch(run, batch)
+                batch = []
+            done += 1
+            progress.bodies(done, total)
+        self._save_batch(run, batch)
+
+    def _outcome(self, run: _Run, ref: KillmailRef, future: Future[dict[str, Any]]
+                 ) -> KillmailRows | None:
+        run.figures.fetched += 1
+        try:
+            body = future.result()
+            run.figures.spend("killmail", 2)
+            return parse_killmail(body, killmail_hash=ref.killmail_hash)
+        except (EsiError, KillmailError) as exc:
+            self._record_pending(run, ref, str(exc))
+            return None
+
+    def _adopt_theirs(self, run: _Run, theirs: list[tuple[KillmailRef, Future[None]]]) -> None:
+        """Killmails another sync fetched: once it saved them, link them to us too."""
+        reasons: dict[int, str] = {}
+        for ref, future in theirs:
+            run.figures.shared_inflight += 1
+            try:
+                future.result()
+            except PendingBody as exc:
+                reasons[ref.killmail_id] = str(exc)
+        with self.db.session() as session:
+            stored = existing_killmail_ids(session, [ref.killmail_id for ref, _ in theirs])
+            link_characters(session, [(run.character.character_id, k) for k in stored])
+        run.figures.already += len(stored)
+        for ref, _ in theirs:
+            if ref.killmail_id not in stored:
+                reason = reasons.get(ref.killmail_id, "fetched by another sync, not saved")
+                self._record_pending(run, ref, reason)
+
+    def _save_batch(self, run: _Run, batch: list[KillmailRows]) -> None:
+        if not batch:
+            return
+        names, resolved = self.names.resolve(set().union(*map(ids_to_name, batch)))
+        run.figures.names_resolved += resolved
+        character_id = run.character.character_id
+        ids = [rows.killmail_id for rows in batch]
+        with self.db.session() as session:
+            result = save_killmails(session, batch)
+            link_characters(session, [(character_id, kid) for kid in ids])
+            session.execute(delete(PENDING).where(PENDING.c.killmail_id.in_(ids)))
+            new = set(result.new_ids)
+            save_events(session, killmail_saved_events(
+                [rows for rows in batch if rows.killmail_id in new], character_id, names))
+        run.figures.new += result.new
+        run.figures.already += result.already
+        run.figures.linked += len(batch)
+        run.new_ids.extend(result.new_ids)
+
+    def _record_pending(self, run: _Run, ref: KillmailRef, reason: str) -> None:
+        run.figures.pending += 1
+        run.pending[ref.killmail_id] = reason
+        now = utcnow()
+        with self.db.session() as session:
+            existing = session.get(PendingKillmail, ref.killmail_id)
+            attempts = 1 if existing is None else existing.attempts + 1
+            delay = min(PENDING_BACKOFF_S * 2 ** (attempts - 1), PENDING_BACKOFF_CAP_S)
+            values = {"killmail_id": ref.killmail_id, "killmail_hash": ref.killmail_hash,
+                      "character_id": run.character.character_id, "reason": reason[:2000],
+                      "attempts": attempts, "first_seen_at": now,
+                      "next_attempt_at": now + timedelta(seconds=delay)}
+            stmt = dialect_insert(session, PENDING).values(values)
+            session.execute(stmt.on_conflict_do_update(
+                index_elements=[PENDING.c.killmail_id],
+                set_={k: stmt.excluded[k] for k in ("reason", "attempts", "next_attempt_at")}))
+
+    # -- 5. the run record --------------------------------------------------------------
+
+    def _finish(self, run: _Run, started_at: datetime, status: str,
+                error: str | None = None) -> None:
+        with self.db.session() as session:
+            session.add(SyncRun(character_id=run.character.character_id, started_at=started_at,
+                                finished_at=utcnow(), status=status,
+                                figures=asdict(run.figures), error=error))
+            character = session.get(Character, run.character.character_id)
+            if character is not None:
+                character.last_sync_at = utcnow()
+                character.last_error = error or (run.pending_reasons[0]
+                                                 if run.pending_reasons else None)
+

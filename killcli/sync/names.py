@@ -1,0 +1,97 @@
+"""Names for the ids in killmails, cached in the database so no id is asked for twice.
+
+Unknown ids (ESI answers 404 for them) are cached too, with a time after which they may be
+asked again. Resolution is serialized inside a process so that two concurrent syncs never
+ask ESI for the same id at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Table, or_, select
+
+from killcli.db import Database
+from killcli.db.models import Name
+from killcli.db.store import dialect_insert
+from killcli.db.types import utcnow
+from killcli.errors import EsiError
+from killcli.esi.names import NamesApi, fetch_names
+from killcli.killmail import KillmailRows
+
+NAMES: Table = Name.__table__  # type: ignore[assignment]
+UNKNOWN_RETRY = timedelta(days=1)
+READ_CHUNK = 500
+PARTY_KEYS = ("character_id", "corporation_id", "alliance_id", "faction_id")
+
+
+def ids_to_name(rows: KillmailRows) -> set[int]:
+    """Characters, corporations, alliances, factions, ship/weapon/item types and the system."""
+    km = rows.killmail
+    ids = {km["solar_system_id"], km["victim_ship_type_id"]}
+    ids.update(km[f"victim_{key}"] for key in PARTY_KEYS)
+    for attacker in rows.attackers:
+        ids.update(attacker[key] for key in (*PARTY_KEYS, "ship_type_id", "weapon_type_id"))
+    ids.update(item["item_type_id"] for item in rows.items)
+    ids.discard(None)
+    return ids
+
+
+class NameResolver:
+    """Resolve ids through the cache, asking ESI only for what it has never answered."""
+
+    def __init__(self, db: Database, esi: NamesApi) -> None:
+        self._db = db
+        self._esi = esi
+        self._lock = threading.Lock()
+
+    def cached(self, ids: Iterable[int]) -> dict[int, str | None]:
+        """Names the cache knows (None for ids ESI could not resolve, still within retry)."""
+        wanted = list(set(ids))
+        now = utcnow()
+        found: dict[int, str | None] = {}
+        with self._db.session() as session:
+            for start in range(0, len(wanted), READ_CHUNK):
+                chunk = wanted[start : start + READ_CHUNK]
+                rows = session.execute(select(NAMES.c.id, NAMES.c.name).where(
+                    NAMES.c.id.in_(chunk),
+                    or_(NAMES.c.retry_after.is_(None), NAMES.c.retry_after > now),
+                ))
+                found.update({row.id: row.name for row in rows})
+        return found
+
+    def resolve(self, ids: Iterable[int]) -> tuple[dict[int, str | None], int]:
+        """All names for ``ids`` and how many ESI resolved now. ESI errors leave gaps."""
+        wanted = set(ids)
+        with self._lock:
+            known = self.cached(wanted)
+            missing = sorted(wanted - known.keys())
+            if not missing:
+                return known, 0
+            try:
+                result = fetch_names(self._esi, missing)
+            except EsiError:
+                return known, 0  # names are decoration: the next batch or run asks again
+            self._store(result.names, result.unknown_ids)
+        known.update({n.id: n.name for n in result.names})
+        known.update(dict.fromkeys(result.unknown_ids))
+        return known, len(result.names)
+
+    def _store(self, names: Iterable[Any], unknown: Iterable[int]) -> None:
+        now = utcnow()
+        rows = [{"id": n.id, "name": n.name, "category": n.category, "fetched_at": now,
+                 "retry_after": None} for n in names]
+        rows += [{"id": i, "name": None, "category": None, "fetched_at": now,
+                  "retry_after": now + UNKNOWN_RETRY} for i in unknown]
+        if not rows:
+            return
+        with self._db.session() as session:
+            stmt = dialect_insert(session, NAMES)
+            session.execute(stmt.on_conflict_do_update(
+                index_elements=[NAMES.c.id],
+                set_={k: stmt.excluded[k] for k in ("name", "category", "fetched_at",
+                                                    "retry_after")},
+            ), rows)

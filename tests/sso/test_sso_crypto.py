@@ -1,0 +1,54 @@
+"""Tokens at rest: Fernet round trip, key rotation, clear errors that never echo a key."""
+
+from __future__ import annotations
+
+import pytest
+
+from killcli.errors import ConfigError, InputError
+from killcli.sso import TokenCipher, generate_key
+
+
+def test_round_trip() -> None:
+    cipher = TokenCipher([generate_key()])
+    ciphertext = cipher.encrypt("refresh-token-value")
+    assert "refresh-token-value" not in ciphertext
+    assert cipher.decrypt(ciphertext) == "refresh-token-value"
+
+
+def test_old_keys_still_decrypt_and_rotate_moves_to_the_newest() -> None:
+    old, new = generate_key(), generate_key()
+    stored = TokenCipher([old]).encrypt("tok")
+    both = TokenCipher([new, old])
+    assert both.decrypt(stored) == "tok"
+    rotated = both.rotate(stored)
+    assert TokenCipher([new]).decrypt(rotated) == "tok"
+    with pytest.raises(InputError, match="cannot be decrypted"):
+        TokenCipher([old]).decrypt(rotated)
+
+
+def test_a_bad_key_is_a_config_error_that_names_its_position_not_its_value() -> None:
+    bad = "not-a-fernet-key-but-maybe-a-password"
+    with pytest.raises(ConfigError) as caught:
+        TokenCipher([generate_key(), bad])
+    assert "key #2" in str(caught.value)
+    assert bad not in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_non_ascii_key_and_no_key() -> None:
+    with pytest.raises(ConfigError, match="key #1"):
+        TokenCipher(["clé"])
+    with pytest.raises(ConfigError, match="no encryption key"):
+        TokenCipher([])
+
+
+def test_garbage_ciphertext_is_an_input_error() -> None:
+    with pytest.raises(InputError):
+        TokenCipher([generate_key()]).decrypt("garbage")
+    with pytest.raises(InputError):
+        TokenCipher([generate_key()]).rotate("garbage")
+
+
+def test_repr_hides_keys() -> None:
+    key = generate_key()
+    assert key not in repr(TokenCipher([key]))
