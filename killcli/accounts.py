@@ -143,7 +143,7 @@ class Accounts:
 
     def _fresh_access_token(self, character_id: int) -> str | None:
         with self.db.session() as session:
-            character = self._require(session, character_id)
+            character = require_character(session, character_id)
             return self._usable(character)
 
     def _usable(self, character: Character) -> str | None:
@@ -155,7 +155,7 @@ class Accounts:
     def _refresh_locked(self, character_id: int, *, force: bool = False) -> _Fresh:
         failure: NeedsLogin | None = None
         with self.db.session() as session:
-            character = self._require(session, character_id, lock=True)
+            character = require_character(session, character_id, lock=True)
             if character.status != "active" or not character.refresh_token_enc:
                 raise NeedsLogin(f"{character.name} ({character_id}) needs to log in again: "
                                  f"{character.status_reason or character.status}",
@@ -196,34 +196,16 @@ class Accounts:
 
     # -- listing and removal ------------------------------------------------------------
 
-    def list(self) -> list[CharacterInfo]:
-        with self.db.session() as session:
-            killmails = dict(session.execute(
-                select(CharacterKillmail.character_id, func.count())
-                .group_by(CharacterKillmail.character_id)).all())
-            pending = dict(session.execute(
-                select(PendingKillmail.character_id, func.count())
-                .group_by(PendingKillmail.character_id)).all())
-            rows = session.scalars(select(Character).order_by(Character.name)).all()
-            return [CharacterInfo(c.character_id, c.name, c.status, c.status_reason,
-                                  tuple(c.scopes.split()), c.access_expires_at, c.last_sync_at,
-                                  killmails.get(c.character_id, 0),
-                                  pending.get(c.character_id, 0), c.last_error) for c in rows]
-
     def remove(self, character_id: int, *, revoke: bool = False) -> str:
         """Stop tracking a character (its killmails stay); optionally revoke its token."""
-        with self.db.session() as session:
-            character = self._require(session, character_id, lock=True)
-            name = character.name
-            refresh_enc = character.refresh_token_enc
-            session.delete(character)
+        name, refresh_enc = remove_character(self.db, character_id)
         if revoke and refresh_enc:
             self.sso.revoke(self.cipher.decrypt(refresh_enc))
         return name
 
     def set_status(self, character_id: int, status: str, reason: str | None = None) -> None:
         with self.db.session() as session:
-            character = self._require(session, character_id, lock=True)
+            character = require_character(session, character_id, lock=True)
             character.status, character.status_reason = status, reason
             character.status_changed_at = utcnow()
 
@@ -235,15 +217,41 @@ class Accounts:
 
     def _name(self, character_id: int) -> str:
         with self.db.session() as session:
-            return self._require(session, character_id).name
+            return require_character(session, character_id).name
 
-    @staticmethod
-    def _require(session: Session, character_id: int, *, lock: bool = False) -> Character:
-        character = session.get(Character, character_id, with_for_update=lock)
-        if character is None:
-            raise UsageError(f"character {character_id} is not tracked",
-                             hint="see `killsync users list`")
-        return character
+
+def require_character(session: Session, character_id: int, *, lock: bool = False
+                      ) -> Character:
+    """The tracked character, or a usage error naming the id."""
+    character = session.get(Character, character_id, with_for_update=lock)
+    if character is None:
+        raise UsageError(f"character {character_id} is not tracked",
+                         hint="see `killsync users list`")
+    return character
+
+
+def remove_character(db: Database, character_id: int) -> tuple[str, str | None]:
+    """Delete a tracked character; returns its name and encrypted refresh token."""
+    with db.session() as session:
+        character = require_character(session, character_id, lock=True)
+        session.delete(character)
+        return character.name, character.refresh_token_enc
+
+
+def list_characters(db: Database) -> list[CharacterInfo]:
+    """Every tracked character with its killmail and pending counts (no SSO needed)."""
+    with db.session() as session:
+        killmails = dict(session.execute(
+            select(CharacterKillmail.character_id, func.count())
+            .group_by(CharacterKillmail.character_id)).all())
+        pending = dict(session.execute(
+            select(PendingKillmail.character_id, func.count())
+            .group_by(PendingKillmail.character_id)).all())
+        rows = session.scalars(select(Character).order_by(Character.name)).all()
+        return [CharacterInfo(c.character_id, c.name, c.status, c.status_reason,
+                              tuple(c.scopes.split()), c.access_expires_at, c.last_sync_at,
+                              killmails.get(c.character_id, 0),
+                              pending.get(c.character_id, 0), c.last_error) for c in rows]
 
 
 def info_as_dict(info: CharacterInfo) -> dict[str, Any]:

@@ -10,11 +10,16 @@ import sys
 
 from rich.console import Console
 
+PIPE_WIDTH = 160
+
 
 def make_console(*, stderr: bool = True, quiet: bool = False) -> Console:
     """A console for human output (stderr by default)."""
+    stream = sys.stderr if stderr else sys.stdout
     return Console(
         stderr=stderr,
+        # Piped or under cron there is no terminal width: do not squeeze tables to 80.
+        width=None if stream.isatty() else PIPE_WIDTH,
         markup=False,
         emoji=False,
         highlight=False,

@@ -21,6 +21,7 @@ from killcli.sso.crypto import TokenCipher
 from killcli.sync import SyncEngine
 
 DEFAULT_BODY_CONCURRENCY = 16
+DEFAULT_READ_TIMEOUT_S = 20.0
 
 
 @dataclass
@@ -56,12 +57,14 @@ def make_accounts(settings: Settings, db: Database) -> Accounts:
 
 def build_runtime(settings: Settings, db: Database, *,
                   body_concurrency: int = DEFAULT_BODY_CONCURRENCY,
+                  read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
                   on_wait: Callable[[WaitEvent], None] | None = None) -> Runtime:
     """Everything a sync needs; close it when done."""
     accounts = make_accounts(settings, db)
     limiter = RateLimiter(on_wait=on_wait)
     esi = EsiClient(settings.esi_base_url, user_agent=user_agent(settings.contact),
-                    limiter=limiter, max_connections=max(8, body_concurrency * 2))
+                    limiter=limiter, max_connections=max(8, body_concurrency * 2),
+                    read_timeout_s=read_timeout_s)
     pool = ThreadPoolExecutor(max_workers=body_concurrency, thread_name_prefix="killsync-body")
     engine = SyncEngine(db, esi, accounts, pool)
     return Runtime(settings, db, esi, accounts.sso, accounts, engine, pool)

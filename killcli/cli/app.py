@@ -12,6 +12,8 @@ import typer
 from killcli import __version__
 from killcli.cli import data as data_cmds
 from killcli.cli import db as db_cmds
+from killcli.cli import demo as demo_cmds
+from killcli.cli import ops as ops_cmds
 from killcli.cli import settings as config_cmds
 from killcli.cli import sync as sync_cmds
 from killcli.cli import users as users_cmds
@@ -32,6 +34,8 @@ app = typer.Typer(
 )
 app.add_typer(db_cmds.app)
 app.add_typer(config_cmds.app)
+demo_cmds.register(app)
+ops_cmds.register(app)
 users_cmds.register(app)
 sync_cmds.register(app)
 data_cmds.register(app)

@@ -24,8 +24,14 @@ app = typer.Typer(
     name="sim",
     help="Run the ESI + EVE SSO simulator that tests, benchmarks and the demo use.",
     no_args_is_help=True,
+    add_completion=False,
     epilog=examples("killsync sim serve", "killsync sim serve --scenario fleet --port 8080"),
 )
+
+
+@app.callback()
+def sim() -> None:
+    """Run the ESI + EVE SSO simulator that tests, benchmarks and the demo use."""
 
 
 @app.command("serve", epilog=examples(
@@ -118,7 +124,11 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.TyperException as exc:  # usage errors: Typer prints usage and the reason
-        exc.show()
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            make_console().print(f"killsync sim: error: {exc.format_message()}")
         sys.exit(exc.exit_code)
     except KillsyncError as exc:
         make_console().print(f"killsync sim: error: {exc}")

@@ -10,7 +10,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from killcli.accounts import DEFAULT_SCOPES, Accounts, AddResult, info_as_dict
+from killcli.accounts import (
+    DEFAULT_SCOPES,
+    Accounts,
+    AddResult,
+    info_as_dict,
+    list_characters,
+    remove_character,
+)
 from killcli.cli.context import AppContext, app_context, examples, print_json
 from killcli.console import make_console
 from killcli.errors import ExitCode, InputError, KillsyncError, UsageError
@@ -103,7 +110,7 @@ def list_users(ctx: typer.Context, as_json: Annotated[bool, typer.Option(
         "--json", help="Print JSON.")] = False) -> None:
     """Tracked characters: status, scopes, token expiry, last sync, killmails, errors."""
     app_ctx = app_context(ctx)
-    infos = _accounts(app_ctx).list()
+    infos = list_characters(app_ctx.database())
     if as_json:
         print_json("users", [info_as_dict(i) for i in infos])
         return
@@ -128,7 +135,10 @@ def remove(ctx: typer.Context,
                                                 "token at the SSO.")] = False) -> None:
     """Stop syncing a character (its killmails stay in the database)."""
     app_ctx = app_context(ctx)
-    name = _accounts(app_ctx).remove(character_id, revoke=revoke)
+    if revoke:
+        name = _accounts(app_ctx).remove(character_id, revoke=True)
+    else:
+        name, _ = remove_character(app_ctx.database(), character_id)
     app_ctx.info(f"removed {name} ({character_id})" + (", token revoked" if revoke else ""))
 
 
@@ -160,7 +170,8 @@ def refresh_token(
     app_ctx = app_context(ctx)
     accounts = _accounts(app_ctx)
     if all_:
-        ids = [i.character_id for i in accounts.list() if i.status == "active"]
+        ids = [i.character_id for i in list_characters(app_ctx.database())
+               if i.status == "active"]
     elif character_ids:
         ids = list(character_ids)
     else:

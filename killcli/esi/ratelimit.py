@@ -80,6 +80,11 @@ class LimiterSnapshot:
     wait_reason: str | None
 
 
+def _definitive(status: int) -> bool:
+    """A success: errors (a 401 before the bucket, a 5xx, a deep 429) prove nothing."""
+    return status < 400
+
+
 def describe_wait(reason: WaitReason, key: BucketKey | None, wait_s: float) -> str:
     """One human line for a wait, e.g. ``waiting 41 s for ESI killmail budget``."""
     seconds = math.ceil(wait_s)
@@ -121,7 +126,8 @@ class RateLimiter:
         self._clock = clock or Clock()
         self._on_wait = on_wait
         self._lock = threading.Lock()
-        self._route_groups = dict(route_groups)
+        # route template -> group; None once ESI answered it without any bucket headers
+        self._route_groups: dict[str, str | None] = dict(route_groups)
         self._buckets: dict[BucketKey, Bucket] = {}
         self._paused_until_s = NEVER
         self._error_remain: int | None = None
@@ -134,7 +140,7 @@ class RateLimiter:
     def group_of(self, route: str, group_hint: str | None = None) -> str | None:
         """The group a route template belongs to: learned from ESI, else hinted."""
         with self._lock:
-            return self._route_groups.get(route, group_hint)
+            return self._group_of(route, group_hint)
 
     def acquire(self, route: str, owner: int | None = None,
                 group_hint: str | None = None) -> Reservation:
@@ -167,16 +173,13 @@ class RateLimiter:
             now_s = self._clock.monotonic()
             self._unreserve(reservation)
             self._note_error_limit(status, errors, retry_after_s, now_s)
-            key = reservation.key
-            if info.group is not None:
-                self._route_groups[reservation.route] = info.group
-                key = BucketKey(info.group, reservation.owner)
+            key = self._learn_key(reservation, info.group, status)
             if key is None:
                 return SpendResult(None, 0)
             spent = info.used if info.used is not None else token_cost(status)
-            bucket = self._bucket(key)
             limit = (None if info.limit_tokens is None or info.window_s is None
                      else (info.limit_tokens, info.window_s))
+            bucket = self._bucket(key)
             bucket.record(now_s, spent=spent, limit=limit, remaining=info.remaining)
             if status == 429:
                 bucket.block(now_s, self._fallback_wait_s if retry_after_s is None
@@ -214,7 +217,7 @@ class RateLimiter:
                 now_s: float) -> Reservation | WaitEvent:
         if self._paused_until_s > now_s:
             return self._wait("error_limit", self._paused_until_s - now_s, None)
-        group = self._route_groups.get(route, group_hint)
+        group = self._group_of(route, group_hint)
         if group is None:  # not rate limited as far as we know: ESI will tell us if it is
             return Reservation(route, owner, None, 0, probe=False)
         return self._decide_in(self._bucket(BucketKey(group, owner)), route, now_s)
@@ -227,14 +230,28 @@ class RateLimiter:
                 return self._wait("in_flight", self._poll_s, bucket.key)
             bucket.probing = True
             return self._reserve_in(bucket, route, probe=True)
+        # The margin never makes a small bucket unusable, nor a request bigger than it.
         limit = bucket.limit_tokens or 0
-        margin = min(self._margin, max(0, limit - self._reserve))
-        wait_s = bucket.seconds_until(self._reserve + margin, now_s)
+        need = min(limit, self._reserve + min(self._margin, max(0, limit - self._reserve)))
+        wait_s = bucket.seconds_until(need, now_s)
         if wait_s == 0.0:
             return self._reserve_in(bucket, route, probe=False)
         if wait_s is None:
             return self._wait("in_flight", self._poll_s, bucket.key)
         return self._wait("bucket", wait_s, bucket.key)
+
+    def _learn_key(self, reservation: Reservation, group: str | None,
+                   status: int) -> BucketKey | None:
+        """The bucket a response was charged to, per its headers; remembers the route's group."""
+        if group is not None:
+            self._route_groups[reservation.route] = group
+            return BucketKey(group, reservation.owner)
+        if reservation.key is not None and _definitive(status):
+            # A hinted route that ESI does not (or no longer) limit: without this, every
+            # request would stay a probe and the route would run one at a time.
+            self._route_groups[reservation.route] = None
+            return None
+        return reservation.key
 
     def _reserve_in(self, bucket: Bucket, route: str, *, probe: bool) -> Reservation:
         bucket.reserved_tokens += self._reserve
@@ -263,6 +280,11 @@ class RateLimiter:
         # The reset header is whole seconds: a little grace avoids waking just before it.
         until_s = now_s + pause_s + self._error_grace_s
         self._paused_until_s = max(self._paused_until_s, until_s)
+
+    def _group_of(self, route: str, group_hint: str | None) -> str | None:
+        if route in self._route_groups:
+            return self._route_groups[route]
+        return group_hint
 
     def _errors_running_low(self, remain: int | None) -> bool:
         # Never more than half the window's size (the most errors left we saw): with a

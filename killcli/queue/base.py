@@ -152,7 +152,7 @@ class Broker(ABC):
 
     @abstractmethod
     def dead_letters(self, limit: int = 50) -> list[DeadLetterInfo]:
-        """Dead jobs, up to ``limit`` (they stay dead)."""
+        """Dead jobs in the order they died, up to ``limit`` (they stay dead)."""
 
     @abstractmethod
     def purge_dead_letters(self) -> int:

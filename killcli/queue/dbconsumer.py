@@ -73,6 +73,7 @@ class DatabaseConsumer:
         self._inflight = _InFlight()
         self._abort = threading.Event()  # set when the outage outlasted its timeout
         self._error: QueueUnavailable | None = None
+        self._failure: Exception | None = None
         self._lock = threading.Lock()
         self._failing_since: float | None = None
 
@@ -93,6 +94,8 @@ class DatabaseConsumer:
                 self._broker.unregister_consumer()
             except QueueUnavailable:
                 logger.warning("could not unregister consumer; its lease will expire")
+        if self._failure is not None:
+            raise self._failure
         if self._error is not None:
             raise self._error
         return self._tally.result()
@@ -101,6 +104,15 @@ class DatabaseConsumer:
         return self._stop.is_set() or self._abort.is_set()
 
     def _work(self) -> None:
+        try:
+            self._claim_loop()
+        except Exception as exc:  # a bug: stop every thread and raise it from run()
+            logger.exception("consumer thread failed")
+            with self._lock:
+                self._failure = self._failure or exc
+            self._abort.set()
+
+    def _claim_loop(self) -> None:
         while not self._halted() and self._budget.take():
             try:
                 batch, poisoned = self._broker.claim(1)

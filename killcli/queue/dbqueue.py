@@ -43,7 +43,8 @@ from sqlalchemy.orm import Session
 
 from killcli.config import DEFAULT_QUEUE_NAME, new_token
 from killcli.db import Database
-from killcli.db.models import DeadLetter, Job as JobRow
+from killcli.db.models import DeadLetter
+from killcli.db.models import Job as JobRow
 from killcli.db.store import insert_ignore
 from killcli.db.types import utcnow
 from killcli.errors import DatabaseError, QueueUnavailable, SchemaOutOfDate
@@ -59,7 +60,7 @@ from killcli.queue.base import (
 )
 from killcli.queue.dbconsumer import DatabaseConsumer
 from killcli.queue.jobs import Job, PoisonMessage, from_dict
-from killcli.queue.leases import Leases, Now, consumer_lease, lease_scope
+from killcli.queue.leases import Leases, Now, consumer_lease, lease_scope, rowcount
 from killcli.queue.policy import Action, RetryPolicy, Settlement, new_rng
 
 logger = logging.getLogger(__name__)
@@ -221,17 +222,17 @@ class DatabaseBroker(Broker):
     def ack(self, delivery: Delivery) -> bool:
         """Delete a finished job; False if the claim was lost (the job runs again)."""
         with self._session() as session:
-            return bool(session.execute(delete(JOBS).where(*self._mine(delivery))).rowcount)
+            return bool(rowcount(session.execute(delete(JOBS).where(*self._mine(delivery)))))
 
     def retry(self, delivery: Delivery, reason: str, delay_s: float) -> bool:
         """Release a failed job, available again after ``delay_s``."""
         now = self.now()
         with self._session() as session:
-            return bool(session.execute(
+            return bool(rowcount(session.execute(
                 update(JOBS).where(*self._mine(delivery)).values(
                     available_at=now + timedelta(seconds=delay_s), locked_by=None,
                     locked_until=None, last_error=reason)
-            ).rowcount)
+            )))
 
     def dead_letter(self, delivery: Delivery, reason: str) -> bool:
         """Move a job to the dead letters with the reason."""
@@ -264,9 +265,9 @@ class DatabaseBroker(Broker):
             return 0
         until = self.now() + timedelta(seconds=self.visibility_timeout_s)
         with self._session() as session:
-            return sum(session.execute(update(JOBS).where(
+            return sum(rowcount(session.execute(update(JOBS).where(
                 JOBS.c.id == row_id, JOBS.c.locked_by == token).values(locked_until=until)
-            ).rowcount for row_id, token in claimed)
+            )) for row_id, token in claimed)
 
     def _mine(self, delivery: Delivery) -> tuple[Any, ...]:
         return JOBS.c.id == delivery.row_id, JOBS.c.locked_by == delivery.token
@@ -315,14 +316,15 @@ class DatabaseBroker(Broker):
     def dead_letters(self, limit: int = 50) -> list[DeadLetterInfo]:
         with self._session() as session:
             rows = session.execute(select(DEAD).where(DEAD.c.queue == self.queue_name)
-                                   .order_by(DEAD.c.id.desc()).limit(limit)).all()
+                                   .order_by(DEAD.c.id).limit(limit)).all()
         return [DeadLetterInfo(job_id=r.job_id, character_id=r.character_id, reason=r.reason,
                                attempts=r.attempts, failed_at=r.failed_at, raw=r.raw or "")
                 for r in rows]
 
     def purge_dead_letters(self) -> int:
         with self._session() as session:
-            return session.execute(delete(DEAD).where(DEAD.c.queue == self.queue_name)).rowcount
+            return rowcount(session.execute(
+                delete(DEAD).where(DEAD.c.queue == self.queue_name)))
 
     def requeue_dead_letters(self) -> RequeueResult:
         now = self.now()

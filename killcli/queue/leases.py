@@ -27,9 +27,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, or_, select, tuple_, update
+from sqlalchemy import CursorResult, Table, delete, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from killcli.db import Database
@@ -109,8 +109,13 @@ def _by_pairs(session: Session, owners: Mapping[str, str], build: Callable[[Any]
     count = 0
     for start in range(0, len(pairs), CHUNK):
         where = tuple_(LEASES.c.name, LEASES.c.owner).in_(pairs[start : start + CHUNK])
-        count += session.execute(build(where)).rowcount
+        count += rowcount(session.execute(build(where)))
     return count
+
+
+def rowcount(result: Any) -> int:
+    """How many rows an UPDATE or DELETE touched."""
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 class Leases:
@@ -154,9 +159,8 @@ class Leases:
     def holder(self, name: str) -> str | None:
         """The owner of an unexpired lease, or None."""
         with self._db.session() as session:
-            owner = session.scalar(select(LEASES.c.owner).where(
+            return session.scalar(select(LEASES.c.owner).where(
                 LEASES.c.name == name, LEASES.c.expires_at > self._now()))
-        return owner
 
     def active(self, prefix: str) -> dict[str, str]:
         """Unexpired leases whose name starts with ``prefix``: ``{name: owner}``."""
@@ -164,7 +168,7 @@ class Leases:
             rows = session.execute(select(LEASES.c.name, LEASES.c.owner).where(
                 LEASES.c.name.startswith(prefix, autoescape=True),
                 LEASES.c.expires_at > self._now()))
-            return {name: owner for name, owner in rows}
+            return {str(name): str(owner) for name, owner in rows}
 
     def count(self, prefix: str) -> int:
         """How many unexpired leases start with ``prefix``."""
@@ -177,4 +181,4 @@ class Leases:
         """Delete expired leases (housekeeping; expired rows are harmless otherwise)."""
         with self._db.session() as session:
             stmt = delete(LEASES).where(LEASES.c.expires_at <= self._now())
-            return session.execute(stmt).rowcount
+            return rowcount(session.execute(stmt))

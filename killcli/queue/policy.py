@@ -53,7 +53,7 @@ class RetryPolicy:
     def backoff_s(self, failures: int, rng: random.Random) -> float:
         """The wait after the ``failures``-th failure (1-based), jittered."""
         ceiling = min(self.cap_s, self.base_s * 2 ** min(max(failures, 1) - 1, 60))
-        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+        return float(ceiling / 2 + rng.uniform(0, ceiling / 2))
 
     def settle(self, outcome: Outcome, *, tries: int, rng: random.Random) -> Settlement:
         """The settlement of a job whose ``tries``-th try ended with ``outcome``."""
@@ -85,7 +85,7 @@ def run_handler(handler: Handler, job: Job) -> Outcome:
     """Run a handler; an exception becomes a retry, so one bad job cannot kill a worker."""
     try:
         outcome = handler(job)
-    except Exception as exc:  # noqa: BLE001 - any failure of a job is that job's retry
+    except Exception as exc:  # any failure of a job is that job's retry
         logger.warning("job %s (character %s) failed", job.job_id, job.character_id,
                        exc_info=True)
         return Outcome.retry(describe(exc))
@@ -171,5 +171,5 @@ class Ticker:
         while not self._stopped.wait(self._interval_s):
             try:
                 self._tick()
-            except Exception:  # noqa: BLE001 - next tick tries again; see class docstring
+            except Exception:  # the next tick tries again; see the class docstring
                 logger.warning("heartbeat failed", exc_info=True)

@@ -26,6 +26,7 @@ share one TTL they expire in order. A retry's (jittered) delay is rounded down t
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ from killcli.queue.base import MAX_PRIORITY
 
 MIN_TIER_EXP, MAX_TIER_EXP = 6, 22  # delay tiers 64 ms .. 4194304 ms
 PRECONDITION_FAILED = 406
+PERSISTENT = 2  # AMQP delivery mode: written to disk by durable queues
 # What a lost connection or channel looks like; the consumer reconnects on these.
 LINK_ERRORS: tuple[type[Exception], ...] = (
     pika.exceptions.AMQPConnectionError,
@@ -102,7 +104,7 @@ class Topology:
                 f"declares ({exc.reply_text})",
                 hint="delete that queue or choose another KILLSYNC_QUEUE_NAME",
             ) from exc
-        return int(frame.method.message_count)
+        return int(frame.method.message_count or 0)
 
     def counts(self, channel: BlockingChannel) -> tuple[int, int, int, int]:
         """``(ready, consumers, delayed, dead)`` message and consumer counts."""
@@ -111,8 +113,8 @@ class Topology:
         delayed = sum(self.declare_one(channel, q, args) for q, args in self.queues().items()
                       if q not in {self.name, self.dead})
         dead = self.declare_one(channel, self.dead, {})
-        return (int(main.method.message_count), int(main.method.consumer_count), delayed,
-                dead)
+        return (int(main.method.message_count or 0), int(main.method.consumer_count or 0),
+                delayed, dead)
 
     def delete(self, channel: BlockingChannel) -> None:
         """Delete every queue, messages included (tests and decommissioning)."""
@@ -148,10 +150,8 @@ def close_quietly(connection: BlockingConnection | None) -> None:
     """Close a connection that may already be broken."""
     if connection is None or connection.is_closed:
         return
-    try:
+    with contextlib.suppress(pika.exceptions.AMQPError):  # it was going away anyway
         connection.close()
-    except pika.exceptions.AMQPError:
-        pass  # it was going away anyway
 
 
 def describe_amqp(exc: BaseException) -> str:
@@ -159,12 +159,12 @@ def describe_amqp(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def job_properties(job_id: str, priority: int, headers: dict[str, Any] | None = None
+def job_properties(job_id: str | None, priority: int, headers: dict[str, Any] | None = None
                    ) -> pika.BasicProperties:
     """Persistent JSON message properties."""
     return pika.BasicProperties(
         content_type="application/json",
-        delivery_mode=pika.DeliveryMode.Persistent,
+        delivery_mode=PERSISTENT,
         priority=priority,
         message_id=job_id,
         headers=headers,

@@ -23,7 +23,7 @@ MAX_IDS = 1000
 NAMES_404 = "Ensure all IDs are valid before resolving."
 #: Cache ages (x-cache-age in the OpenAPI documents) of the routes served here.
 CACHE_AGE_S = {"character": 86_400, "corporation": 3_600, "alliance": 3_600, "type": 86_400,
-               "system": 86_400, "status": 30, "affiliation": 3_600}
+               "system": 86_400, "status": 30, "affiliation": 3_600, "names": 3_600}
 
 
 def http_date(value: datetime) -> str:
@@ -122,7 +122,7 @@ class EsiData:
             if found is None:
                 return _error(404, NAMES_404)
             rows.append({"category": found[1], "id": entity_id, "name": found[0]})
-        return 200, encode(rows), {"Content-Type": JSON}
+        return self._ok(encode(rows), CACHE_AGE_S["names"])
 
     def affiliation(self, body: bytes) -> Answer:
         """``POST /characters/affiliation``."""
@@ -138,6 +138,8 @@ class EsiData:
                                    "corporation_id": char.corporation_id}
             if char.alliance_id is not None:
                 row["alliance_id"] = char.alliance_id
+            if char.faction_id is not None:
+                row["faction_id"] = char.faction_id
             rows.append(row)
         return self._ok(encode(rows), CACHE_AGE_S["affiliation"])
 
@@ -148,7 +150,10 @@ class EsiData:
         payload = self._entity_payload(kind, entity_id)
         if payload is None:
             return _error(404, f"{kind.capitalize()} not found")
-        return self._ok(encode(payload), CACHE_AGE_S[kind])
+        status, data, headers = self._ok(encode(payload), CACHE_AGE_S[kind])
+        if kind in ("type", "system"):  # localised routes say which language they answer in
+            headers["Content-Language"] = "en"
+        return status, data, headers
 
     def _entity_payload(self, kind: str, entity_id: int) -> Mapping[str, Any] | None:
         w = self._world
@@ -157,7 +162,8 @@ class EsiData:
             return None if char is None else _without_none({
                 "alliance_id": char.alliance_id, "birthday": format_time(char.birthday),
                 "bloodline_id": char.bloodline_id, "corporation_id": char.corporation_id,
-                "description": "", "gender": char.gender, "name": char.name,
+                "description": "", "faction_id": char.faction_id, "gender": char.gender,
+                "name": char.name,
                 "race_id": char.race_id, "security_status": char.security_status})
         if kind == "corporation":
             corp = w.corporation(entity_id)

@@ -127,13 +127,21 @@ class Faults:
     def _random_fault(self, route: str, key: Hashable, attempt: int) -> Fault | None:
         plan = self._plan
         applies = route in plan.routes
-        if applies and self._roll("stall", route, key, attempt) < plan.stall_rate:
+
+        def hit(kind: str, rate: float) -> float | None:
+            """The roll when it falls under ``rate`` (no hashing for a zero rate)."""
+            if rate <= 0:
+                return None
+            roll = self._roll(kind, route, key, attempt)
+            return roll if roll < rate else None
+
+        if applies and hit("stall", plan.stall_rate) is not None:
             return Fault("stall", stall_s=plan.stall_s)
-        roll = self._roll("5xx", route, key, attempt)
-        if roll < plan.server_error_rate.get(route, 0.0):
+        roll = hit("5xx", plan.server_error_rate.get(route, 0.0))
+        if roll is not None:
             return Fault("status", _SERVER_ERRORS[int(roll * 1e6) % len(_SERVER_ERRORS)])
-        if applies and self._roll("malformed", route, key, attempt) < plan.malformed_rate:
+        if applies and hit("malformed", plan.malformed_rate) is not None:
             return Fault("malformed")
-        if applies and self._roll("truncated", route, key, attempt) < plan.truncated_rate:
+        if applies and hit("truncated", plan.truncated_rate) is not None:
             return Fault("truncated")
         return None

@@ -35,6 +35,7 @@ def seeded(label: str) -> random.Random:
 _CHARACTER_POOLS = ((90_000_000, 98_999_999), (2_112_000_000, 2_147_000_000),
                     (2_148_000_000, 2_199_999_999))
 _POOL_WEIGHTS = (0.35, 0.5, 0.15)
+_MILITIAS = (500001, 500002, 500003, 500004)
 
 
 @dataclass
@@ -55,7 +56,7 @@ class Universe:
     def pilot(self, character_id: int) -> Pilot:
         """The killmail side of a character: ids and security status."""
         char = self.characters[character_id]
-        return Pilot(char.character_id, char.corporation_id, char.alliance_id,
+        return Pilot(char.character_id, char.corporation_id, char.alliance_id, char.faction_id,
                      security_status=char.security_status)
 
 
@@ -125,7 +126,8 @@ class UniverseBuilder:
             char_id, name or self.names.character(), corp_id, corp.alliance_id,
             birthday=self._date(2004), security_status=round(self.rng.uniform(-10, 5), 1),
             gender=self.rng.choice(["female", "male"]), race_id=self.rng.choice([1, 2, 4, 8]),
-            bloodline_id=self.rng.randint(1, 14), simulated=simulated)
+            bloodline_id=self.rng.randint(1, 14), simulated=simulated,
+            faction_id=self.rng.choice(_MILITIAS) if self.rng.random() < 0.1 else None)
         (self.universe.simulated if simulated else self.universe.outsiders).append(char_id)
         return char_id
 

@@ -71,6 +71,9 @@ App = Callable[[Request], Response]
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = IDLE_TIMEOUT_S
+    # Headers and body go out in separate writes: without TCP_NODELAY the body would wait
+    # for the client's delayed ACK (40 ms) on every keep-alive request.
+    disable_nagle_algorithm = True
     server: SimHTTPServer
 
     def handle(self) -> None:

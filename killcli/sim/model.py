@@ -20,6 +20,7 @@ class Character:
     race_id: int
     bloodline_id: int
     simulated: bool = False
+    faction_id: int | None = None  #: enlisted in factional warfare
 
 
 @dataclass(frozen=True)

@@ -57,13 +57,38 @@ class BucketReport:
 
 
 class _Spend:
-    """One request's entry in a bucket's ledger (mutable until settled)."""
+    """One request's entry in a bucket's ledger (its price changes once, when settled)."""
 
     __slots__ = ("at_s", "tokens")
 
     def __init__(self, at_s: float, tokens: int) -> None:
         self.at_s = at_s
         self.tokens = tokens
+
+
+class _Ledger:
+    """The spends of one bucket still inside the window, with their running total."""
+
+    __slots__ = ("spends", "total")
+
+    def __init__(self) -> None:
+        self.spends: deque[_Spend] = deque()
+        self.total = 0
+
+    def used(self, now_s: float, window_s: int) -> int:
+        """Tokens in use at ``now_s`` (drops spends older than one window)."""
+        while self.spends and self.spends[0].at_s + window_s <= now_s:
+            self.total -= self.spends.popleft().tokens
+        return self.total
+
+    def add(self, spend: _Spend) -> None:
+        self.spends.append(spend)
+        self.total += spend.tokens
+
+    def reprice(self, spend: _Spend, tokens: int, now_s: float, window_s: int) -> None:
+        if spend.at_s + window_s > now_s:  # still counted: adjust the total too
+            self.total += tokens - spend.tokens
+        spend.tokens = tokens
 
 
 @dataclass(frozen=True)
@@ -84,48 +109,45 @@ class TokenBuckets:
         self._limit_headers = dict(limit_headers)
         self._clock = clock
         self._lock = threading.Lock()
-        self._ledgers: dict[tuple[str, Hashable], deque[_Spend]] = {}
+        self._ledgers: dict[tuple[str, Hashable], _Ledger] = {}
 
     def has(self, group: str) -> bool:
         return group in self._groups
-
-    def _used(self, ledger: deque[_Spend], now_s: float, window_s: int) -> int:
-        while ledger and ledger[0].at_s + window_s <= now_s:
-            ledger.popleft()
-        return sum(s.tokens for s in ledger)
 
     def admit(self, group: str, key: Hashable) -> Ticket | BucketReport:
         """A ticket when the bucket has tokens, else the 429 report with Retry-After."""
         limit, window_s = self._groups[group]
         now_s = self._clock.monotonic()
         with self._lock:
-            ledger = self._ledgers.setdefault((group, key), deque())
-            used = self._used(ledger, now_s, window_s)
+            ledger = self._ledgers.setdefault((group, key), _Ledger())
+            used = ledger.used(now_s, window_s)
             if used < limit:
                 spend = _Spend(now_s, ADMISSION_COST)
-                ledger.append(spend)
+                ledger.add(spend)
                 return Ticket(group, key, spend)
             retry = self._retry_after_s(ledger, used - limit, window_s, now_s)
         return BucketReport(group, self._limit_headers[group], 0, 0, retry)
 
     @staticmethod
-    def _retry_after_s(ledger: deque[_Spend], excess: int, window_s: int, now_s: float) -> int:
+    def _retry_after_s(ledger: _Ledger, excess: int, window_s: int, now_s: float) -> int:
         """Seconds until more than ``excess`` tokens have come back."""
         released = 0
-        for spend in ledger:
+        for spend in ledger.spends:
             released += spend.tokens
             if released > excess:
                 return max(1, math.ceil(spend.at_s + window_s - now_s))
-        return max(1, window_s)  # only reached with pending zero-cost spends
+        return max(1, window_s)  # not reached: the ledger holds more than the excess
 
     def settle(self, ticket: Ticket, status: int) -> BucketReport:
         """Charge the status's price; the headers for the response."""
         limit, window_s = self._groups[ticket.group]
         cost = token_cost(status)
+        now_s = self._clock.monotonic()
         with self._lock:
-            ticket.spend.tokens = cost
             ledger = self._ledgers[(ticket.group, ticket.key)]
-            used = self._used(ledger, self._clock.monotonic(), window_s)
+            ledger.used(now_s, window_s)  # drop expired spends first: reprice needs that
+            ledger.reprice(ticket.spend, cost, now_s, window_s)
+            used = ledger.total
         return BucketReport(ticket.group, self._limit_headers[ticket.group],
                             max(0, limit - used), cost)
 
@@ -135,7 +157,7 @@ class TokenBuckets:
         out: dict[str, dict[str, int]] = {}
         with self._lock:
             for (group, key), ledger in self._ledgers.items():
-                used = self._used(ledger, now_s, self._groups[group][1])
+                used = ledger.used(now_s, self._groups[group][1])
                 out.setdefault(group, {})[key_text(key)] = used
         return out
 

@@ -169,9 +169,10 @@ class SimServer:
         return Provisioned(self.esi_url, self.sso_url, self.client_id, self.client_secret, logins)
 
     def access_token(self, character_id: int, scopes: Sequence[str] = (READ_KILLMAILS,),
-                     lifetime_s: int | None = None) -> str:
-        """A signed access token without the token endpoint (for ESI-only tests)."""
-        grant = Grant(character_id, self.client_id, tuple(scopes))
+                     lifetime_s: int | None = None, client_id: str | None = None) -> str:
+        """A signed access token without the token endpoint (for ESI-only tests);
+        ``client_id`` makes it another application's token."""
+        grant = Grant(character_id, client_id or self.client_id, tuple(scopes))
         return self._sso_state.access_token(
             grant, lifetime_s or self.scenario.access_token_lifetime_s)
 

@@ -8,7 +8,7 @@ old key. Error messages name a key by its position, never by its value.
 from __future__ import annotations
 
 import binascii
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -48,20 +48,19 @@ class TokenCipher:
 
     def decrypt(self, ciphertext: str) -> str:
         """The plaintext; ``InputError`` if no configured key opens it."""
-        try:
-            return self._fernet.decrypt(ciphertext.encode("ascii")).decode("utf-8")
-        except (InvalidToken, UnicodeError):
-            raise InputError(
-                "a stored token cannot be decrypted with the configured secret key(s)",
-                hint="was KILLSYNC_SECRET_KEY changed without keeping the old key?",
-            ) from None
+        return self._open(self._fernet.decrypt, ciphertext).decode("utf-8")
 
     def rotate(self, ciphertext: str) -> str:
         """Re-encrypt ``ciphertext`` under the newest key (after a key rotation)."""
+        return self._open(self._fernet.rotate, ciphertext).decode("ascii")
+
+    @staticmethod
+    def _open(operation: Callable[[bytes], bytes], ciphertext: str) -> bytes:
         try:
-            return self._fernet.rotate(ciphertext.encode("ascii")).decode("ascii")
+            return operation(ciphertext.encode("ascii"))
         except (InvalidToken, UnicodeError):
             raise InputError(
-                "a stored token cannot be re-encrypted: no configured key opens it",
-                hint="keep the old key in KILLSYNC_SECRET_KEY until rotation is done",
+                "a stored token cannot be decrypted with the configured secret key(s)",
+                hint="keep old keys in KILLSYNC_SECRET_KEY, after the new one, until every "
+                     "token is rotated",
             ) from None

@@ -220,3 +220,33 @@ def test_budget_waits_are_never_capped_they_end_within_the_window() -> None:
         spend_list_page(limiter, remaining=30 - 2 * n)
     limiter.acquire(LIST, 7)
     assert clock.sleeps == [900.0]
+
+
+def test_a_hinted_route_answered_without_bucket_headers_is_not_serialized() -> None:
+    clock = ManualClock()
+    limiter, _ = make(clock)
+    probe = limiter.acquire(KILLMAIL)
+    assert probe.probe
+    spend = limiter.release(probe, status=200, headers=httpx.Headers())
+    assert spend.key is None
+    assert limiter.group_of(KILLMAIL) is None
+    held = [limiter.acquire(KILLMAIL) for _ in range(5)]  # concurrent, none waits
+    assert all(r.key is None for r in held) and clock.sleeps == []
+
+
+def test_a_5xx_without_headers_proves_nothing_and_the_next_request_probes() -> None:
+    clock = ManualClock()
+    limiter, _ = make(clock)
+    limiter.release(limiter.acquire(KILLMAIL), status=503, headers=httpx.Headers())
+    assert limiter.group_of(KILLMAIL) == "killmail"
+    assert limiter.acquire(KILLMAIL).probe
+
+
+def test_a_bucket_smaller_than_margin_plus_cost_is_still_usable() -> None:
+    clock = ManualClock()
+    limiter, _ = make(clock)
+    route = "/tiny/{id}"
+    first = limiter.acquire(route, group_hint="tiny")
+    limiter.release(first, status=200, headers=bucket_headers("tiny", "3/10s", 1, 2))
+    limiter.acquire(route, group_hint="tiny")  # 1 left < 2: wait for our 2 to come back
+    assert clock.sleeps == [10.0]

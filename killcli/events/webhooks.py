@@ -1,0 +1,416 @@
+"""Discord and Slack webhooks: configure them, and deliver fresh `killmail.saved` events.
+
+Delivery (:func:`deliver_pending`, one round over every due webhook):
+
+* each webhook follows the outbox with its own ``cursor_event_id``, starting at the newest
+  event when it is added (adding one never replays history);
+* only kills younger than ``max_age_s`` **by killmail time** are posted; older ones (a
+  backfill of months) are skipped and the cursor moves past them, so a channel is never
+  flooded; with ``character_id`` set, only kills involving that character are posted;
+* one deliverer per webhook at a time, through the lease ``webhook:<id>``;
+* after each successful post the cursor moves and is committed. **At least once**: a
+  process that dies between Discord's 204 and that commit posts the event again when it
+  comes back (a window of milliseconds);
+* a 429 stores ``blocked_until`` from ``retry_after``/``Retry-After``, and so does an empty
+  ``X-RateLimit-Remaining`` bucket after a success: the webhook rests until then, whatever
+  process delivers next;
+* 5xx and network errors are retried a few times with backoff, then the webhook rests
+  ``cooldown_s`` with the error in ``last_error``; 401/403/404/410 disable it; another 4xx
+  skips that one message (recorded in ``last_error``) so it cannot jam the webhook.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import httpx
+from sqlalchemy import Row, case, delete, insert, select, update
+
+from killcli.db import Database
+from killcli.errors import InputError, UsageError
+from killcli.esi.clock import Clock
+from killcli.events.hookpost import (
+    DEFAULT_POLICY,
+    PostResult,
+    PostStatus,
+    RetryPolicy,
+    post_message,
+)
+from killcli.events.hookurl import mask_url, parse_kind, validate_url
+from killcli.events.outbox import WEBHOOKS, OutboxEvent, iter_events, latest_event_id
+from killcli.events.render import involves, killmail_time, webhook_body
+from killcli.queue.leases import Leases
+from killcli.sso.crypto import TokenCipher
+from killcli.sync.events import KILLMAIL_SAVED
+
+DEFAULT_MAX_AGE_S = 3600
+EVENTS_PER_ROUND = 50
+LEASE_TTL_S = 120.0
+TEST_PREFIX = "killsync test message: "
+
+
+@dataclass(frozen=True)
+class WebhookInfo:
+    """A webhook as users see it: the URL masked."""
+
+    id: int
+    kind: str
+    url: str
+    character_id: int | None
+    max_age_s: int
+    cursor_event_id: int
+    enabled: bool
+    blocked_until: datetime | None
+    last_error: str | None
+    created_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _info(row: Row[Any], cipher: TokenCipher) -> WebhookInfo:
+    try:
+        url = mask_url(row.kind, cipher.decrypt(row.url_enc))
+    except InputError:
+        url = "<cannot decrypt: secret key changed?>"
+    return WebhookInfo(id=row.id, kind=row.kind, url=url, character_id=row.character_id,
+                       max_age_s=row.max_age_s, cursor_event_id=row.cursor_event_id,
+                       enabled=row.enabled, blocked_until=row.blocked_until,
+                       last_error=row.last_error, created_at=row.created_at)
+
+
+def add_webhook(db: Database, cipher: TokenCipher, kind: str, url: str, *,
+                character_id: int | None = None, max_age_s: int = DEFAULT_MAX_AGE_S,
+                allow_insecure: bool = False) -> WebhookInfo:
+    """Validate, encrypt and store a webhook; it starts after the newest event."""
+    webhook_kind = parse_kind(kind)
+    clean = validate_url(webhook_kind, url, allow_insecure=allow_insecure)
+    if max_age_s <= 0:
+        raise UsageError(f"--max-age must be a positive number of seconds, got {max_age_s}")
+    cursor = latest_event_id(db)
+    with db.session() as session:
+        new_id = session.execute(insert(WEBHOOKS).values(
+            kind=webhook_kind.value, url_enc=cipher.encrypt(clean), character_id=character_id,
+            max_age_s=max_age_s, cursor_event_id=cursor, enabled=True,
+        ).returning(WEBHOOKS.c.id)).scalar_one()
+    return get_webhook(db, cipher, new_id)
+
+
+def list_webhooks(db: Database, cipher: TokenCipher) -> list[WebhookInfo]:
+    with db.session() as session:
+        rows = session.execute(select(WEBHOOKS).order_by(WEBHOOKS.c.id)).all()
+    return [_info(row, cipher) for row in rows]
+
+
+def _find(db: Database, webhook_id: int) -> Row[Any] | None:
+    with db.session() as session:
+        return session.execute(select(WEBHOOKS).where(WEBHOOKS.c.id == webhook_id)).first()
+
+
+def _row(db: Database, webhook_id: int) -> Row[Any]:
+    row = _find(db, webhook_id)
+    if row is None:
+        raise UsageError(f"no webhook with id {webhook_id}", hint="see `killsync webhooks list`")
+    return row
+
+
+def get_webhook(db: Database, cipher: TokenCipher, webhook_id: int) -> WebhookInfo:
+    return _info(_row(db, webhook_id), cipher)
+
+
+def remove_webhook(db: Database, webhook_id: int) -> None:
+    """Delete a webhook; ``UsageError`` when there is none with that id."""
+    with db.session() as session:
+        deleted = session.connection().execute(
+            delete(WEBHOOKS).where(WEBHOOKS.c.id == webhook_id)).rowcount
+    if not deleted:
+        raise UsageError(f"no webhook with id {webhook_id}", hint="see `killsync webhooks list`")
+
+
+def _save(db: Database, webhook_id: int, cursor: int | None = None, **values: Any) -> None:
+    """Update a webhook; the cursor only ever moves forward."""
+    if cursor is not None:
+        values["cursor_event_id"] = case((WEBHOOKS.c.cursor_event_id < cursor, cursor),
+                                         else_=WEBHOOKS.c.cursor_event_id)
+    with db.session() as session:
+        session.execute(update(WEBHOOKS).where(WEBHOOKS.c.id == webhook_id).values(**values))
+
+
+def _decrypt(db: Database, cipher: TokenCipher, row: Row[Any]) -> str | None:
+    try:
+        return cipher.decrypt(row.url_enc)
+    except InputError as exc:
+        _save(db, row.id, last_error=str(exc))
+        return None
+
+
+def _after(now: datetime, seconds: float | None) -> datetime | None:
+    return None if seconds is None else now + timedelta(seconds=seconds)
+
+
+def _record(db: Database, row: Row[Any], result: PostResult, now: datetime) -> None:
+    """Persist what a post (of a test message) says about the webhook itself."""
+    if result.status is PostStatus.GONE:
+        _save(db, row.id, enabled=False, last_error=f"{result.detail}; disabled")
+    elif result.status in {PostStatus.RATE_LIMITED, PostStatus.FAILED}:
+        _save(db, row.id, blocked_until=_after(now, result.wait_s), last_error=result.detail)
+    elif result.status is PostStatus.OK:
+        _save(db, row.id, blocked_until=_after(now, result.wait_s), last_error=None)
+
+
+def sample_payload(now: datetime) -> dict[str, Any]:
+    """A made-up fresh kill for ``webhooks test``."""
+    victim = {"character_id": None, "character_name": "Test Pilot", "ship_type_id": 670,
+              "ship_type_name": "Capsule"}
+    final = {"character_id": None, "character_name": "killsync", "ship_type_id": 587,
+             "ship_type_name": "Rifter"}
+    return {"killmail_id": None, "killmail_time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "solar_system_id": 30000142, "solar_system_name": "Jita",
+            "victim": victim, "final_blow": final, "attacker_count": 1}
+
+
+def send_test_message(db: Database, cipher: TokenCipher, http: httpx.Client, webhook_id: int, *,
+                 clock: Clock | None = None, policy: RetryPolicy = DEFAULT_POLICY
+                 ) -> PostResult:
+    """Post one sample message now (unless the webhook must rest) and record the outcome:
+    a deleted webhook is disabled, a 429 makes it rest, a success clears ``last_error``."""
+    clock = clock or Clock()
+    row, now = _row(db, webhook_id), clock.now()
+    if row.blocked_until is not None and row.blocked_until > now:
+        wait_s = (row.blocked_until - now).total_seconds()
+        return PostResult(PostStatus.RATE_LIMITED, "resting after a rate limit", wait_s, 0)
+    url = _decrypt(db, cipher, row)
+    if url is None:
+        return PostResult(PostStatus.FAILED, "cannot decrypt the stored URL", None, 0)
+    body = webhook_body(row.kind, sample_payload(now), prefix=TEST_PREFIX)
+    result = post_message(http, url, body, policy=policy, sleep=clock.sleep)
+    _record(db, row, result, clock.now())
+    return result
+
+
+# -- delivery ------------------------------------------------------------------------------
+
+
+class RoundOutcome(StrEnum):
+    DONE = "done"  # caught up with the outbox
+    MORE = "more"  # stopped at the per-round limit: call again
+    RESTING = "resting"  # rate limited or cooling down after errors
+    DISABLED = "disabled"
+    ERROR = "error"  # URL cannot be decrypted
+    BUSY = "busy"  # another process is delivering to it
+
+
+@dataclass(frozen=True)
+class WebhookRound:
+    """What one round did for one webhook."""
+
+    webhook_id: int
+    outcome: RoundOutcome
+    posted: int = 0
+    skipped: int = 0
+    detail: str = ""
+    blocked_until: datetime | None = None
+    last_status: PostStatus | None = None  # of the last post this round, if any
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """One :func:`deliver_pending` round over every due webhook."""
+
+    rounds: tuple[WebhookRound, ...] = ()
+
+    @property
+    def posted(self) -> int:
+        return sum(r.posted for r in self.rounds)
+
+    @property
+    def skipped(self) -> int:
+        return sum(r.skipped for r in self.rounds)
+
+    @property
+    def more(self) -> bool:
+        return any(r.outcome is RoundOutcome.MORE for r in self.rounds)
+
+    def count(self, outcome: RoundOutcome) -> int:
+        return sum(r.outcome is outcome for r in self.rounds)
+
+    @property
+    def failed(self) -> int:
+        """Webhooks that could not be served: errors after retries, undecryptable URLs."""
+        return sum(r.outcome is RoundOutcome.ERROR or r.last_status is PostStatus.FAILED
+                   for r in self.rounds)
+
+
+@dataclass
+class _Run:
+    """The state of one webhook's round (mutable; internal)."""
+
+    row: Row[Any]
+    url: str
+    cursor: int
+    now: datetime
+    posted: int = 0
+    skipped: int = 0
+    seen: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Deps:
+    db: Database
+    http: httpx.Client
+    clock: Clock
+    policy: RetryPolicy
+    leases: Leases
+    owner: str
+    limit: int
+
+
+def _deliverable(event: OutboxEvent, row: Row[Any], now: datetime) -> bool:
+    if event.event_type != KILLMAIL_SAVED:
+        return False
+    if row.character_id is not None and not involves(event.payload, row.character_id):
+        return False
+    when = killmail_time(event.payload)
+    # No readable time: cannot tell a fresh kill from a backfill, so do not announce it.
+    return when is not None and when >= now - timedelta(seconds=row.max_age_s)
+
+
+def _finish(deps: _Deps, run: _Run, outcome: RoundOutcome, result: PostResult | None = None
+            ) -> WebhookRound:
+    now = deps.clock.now()
+    values: dict[str, Any] = {}
+    if result is not None and result.status is PostStatus.GONE:
+        values = {"enabled": False, "last_error": f"{result.detail}; disabled"}
+    elif result is not None and result.wait_s is not None:
+        values = {"blocked_until": _after(now, result.wait_s)}
+        if result.status is not PostStatus.OK:
+            values["last_error"] = result.detail
+    _save(deps.db, run.row.id, run.cursor, **values)
+    return WebhookRound(run.row.id, outcome, run.posted, run.skipped,
+                        result.detail if result else "", values.get("blocked_until"),
+                        result.status if result else None)
+
+
+def _post_event(deps: _Deps, run: _Run, event: OutboxEvent) -> PostResult:
+    body = webhook_body(run.row.kind, event.payload)
+    result = post_message(deps.http, run.url, body, policy=deps.policy, sleep=deps.clock.sleep)
+    if result.status is PostStatus.OK:
+        run.cursor, run.posted = event.id, run.posted + 1
+        _save(deps.db, run.row.id, run.cursor, last_error=None, blocked_until=None)
+    elif result.status is PostStatus.REJECTED:
+        run.cursor, run.skipped = event.id, run.skipped + 1
+        _save(deps.db, run.row.id, run.cursor,
+              last_error=f"event {event.id}: {result.detail}; skipped")
+    return result
+
+
+_STOPS = {PostStatus.RATE_LIMITED: RoundOutcome.RESTING, PostStatus.FAILED: RoundOutcome.RESTING,
+          PostStatus.GONE: RoundOutcome.DISABLED}
+
+
+def _drain(deps: _Deps, run: _Run) -> WebhookRound:
+    events = list(iter_events(deps.db, run.cursor, deps.limit, now=run.now))
+    for event in events:
+        if not _deliverable(event, run.row, run.now):
+            run.cursor, run.skipped = event.id, run.skipped + 1
+            continue
+        result = _post_event(deps, run, event)
+        if result.status in _STOPS:
+            return _finish(deps, run, _STOPS[result.status], result)
+        if result.wait_s is not None:  # posted, and the bucket is empty: rest until reset
+            return _finish(deps, run, RoundOutcome.RESTING, result)
+        lease = f"webhook:{run.row.id}"
+        if not deps.leases.renew(lease, deps.owner, LEASE_TTL_S):
+            return _finish(deps, run, RoundOutcome.BUSY)  # taken over: stop posting
+    more = len(events) >= deps.limit
+    return _finish(deps, run, RoundOutcome.MORE if more else RoundOutcome.DONE)
+
+
+def _deliver_one(deps: _Deps, cipher: TokenCipher, webhook_id: int) -> WebhookRound:
+    lease = f"webhook:{webhook_id}"
+    if not deps.leases.acquire(lease, deps.owner, LEASE_TTL_S):
+        return WebhookRound(webhook_id, RoundOutcome.BUSY)
+    try:
+        row = _find(deps.db, webhook_id)  # re-read under the lease: the cursor may have moved
+        now = deps.clock.now()
+        if row is None:
+            return WebhookRound(webhook_id, RoundOutcome.DISABLED, detail="removed")
+        if not row.enabled or (row.blocked_until is not None and row.blocked_until > now):
+            return WebhookRound(webhook_id, RoundOutcome.RESTING, blocked_until=row.blocked_until)
+        url = _decrypt(deps.db, cipher, row)
+        if url is None:
+            return WebhookRound(webhook_id, RoundOutcome.ERROR, detail="cannot decrypt URL")
+        return _drain(deps, _Run(row, url, row.cursor_event_id, now))
+    finally:
+        deps.leases.release(lease, deps.owner)
+
+
+def due_webhook_ids(db: Database, now: datetime) -> list[int]:
+    """Enabled webhooks that are not resting."""
+    resting = WEBHOOKS.c.blocked_until.is_not(None) & (WEBHOOKS.c.blocked_until > now)
+    with db.session() as session:
+        return list(session.scalars(select(WEBHOOKS.c.id).where(
+            WEBHOOKS.c.enabled.is_(True), ~resting).order_by(WEBHOOKS.c.id)))
+
+
+def deliver_pending(db: Database, cipher: TokenCipher, http: httpx.Client,
+                    clock: Clock | None = None, *, policy: RetryPolicy = DEFAULT_POLICY,
+                    limit: int = EVENTS_PER_ROUND) -> DeliveryResult:
+    """One delivery round over every due webhook (see the module docstring).
+
+    Never sleeps for a rate limit (it records ``blocked_until`` and moves on); only 5xx
+    and network retries wait, a few seconds at most. Call it after each job and on a
+    timer; :func:`run_delivery` is the loop ``killsync webhooks deliver`` runs.
+    """
+    clock = clock or Clock()
+    deps = _Deps(db, http, clock, policy, Leases(db, now=clock.now),
+                 f"deliver-{secrets.token_hex(8)}", limit)
+    return DeliveryResult(tuple(_deliver_one(deps, cipher, webhook_id)
+                                for webhook_id in due_webhook_ids(db, clock.now())))
+
+
+def next_wake_s(db: Database, now: datetime, poll_s: float) -> float:
+    """Seconds until the next resting webhook may post again, at most ``poll_s``."""
+    with db.session() as session:
+        soonest: datetime | None = session.scalar(select(WEBHOOKS.c.blocked_until).where(
+            WEBHOOKS.c.enabled.is_(True), WEBHOOKS.c.blocked_until > now)
+            .order_by(WEBHOOKS.c.blocked_until).limit(1))
+    if soonest is None:
+        return poll_s
+    return max(0.0, min(poll_s, (soonest - now).total_seconds()))
+
+
+@dataclass(frozen=True)
+class DeliveryTotals:
+    """What :func:`run_delivery` did over all its rounds."""
+
+    rounds: int
+    posted: int
+    skipped: int
+    disabled: int
+    failed: int
+
+
+def run_delivery(db: Database, cipher: TokenCipher, http: httpx.Client, *,
+                 wait: Callable[[float], bool], once: bool = False, poll_s: float = 5.0,
+                 clock: Clock | None = None, policy: RetryPolicy = DEFAULT_POLICY,
+                 on_round: Callable[[DeliveryResult], None] | None = None) -> DeliveryTotals:
+    """Deliver rounds until ``wait`` returns True (``threading.Event.wait``: stop was
+    requested) or after one round with ``once``. Between rounds it waits until the next
+    webhook stops resting, or ``poll_s`` for new events."""
+    clock = clock or Clock()
+    rounds = posted = skipped = disabled = failed = 0
+    while True:
+        result = deliver_pending(db, cipher, http, clock, policy=policy)
+        rounds, posted, skipped = rounds + 1, posted + result.posted, skipped + result.skipped
+        disabled, failed = disabled + result.count(RoundOutcome.DISABLED), failed + result.failed
+        if on_round is not None:
+            on_round(result)
+        pause = 0.0 if result.more else next_wake_s(db, clock.now(), poll_s)
+        if once or wait(pause):
+            return DeliveryTotals(rounds, posted, skipped, disabled, failed)

@@ -1,0 +1,420 @@
+"""The consume loop of the RabbitMQ broker.
+
+pika's ``BlockingConnection`` is not thread-safe, so one thread owns it (the thread that
+called :meth:`RabbitBroker.consume`): it pumps ``process_data_events`` every fraction of a
+second, which also keeps AMQP heartbeats flowing however long a job runs, takes
+deliveries (``basic_qos(prefetch_count=N)``) and hands them to N worker threads. A worker
+thread never touches pika: it queues its result and wakes the connection thread with
+``add_callback_threadsafe``; the connection thread then publishes the retry or dead
+letter (with a publisher confirm) and only then acks the delivery.
+
+On a lost connection (broker restart, network drop, forced close) the broker requeues
+every unacked delivery; the loop reconnects with backoff and redeclares the topology.
+Handlers still running keep running, and when their job is redelivered here it is tied to
+the running handler, or settled at once with the result it already produced, so a job
+is not run twice by this worker. A redelivery to another worker does run again, which
+is why handlers must be idempotent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime
+from queue import Empty, SimpleQueue
+
+import pika.spec
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+
+from killcli.db import Database
+from killcli.errors import KillsyncError, QueueUnavailable
+from killcli.queue.base import ConsumeResult, Handler, Outcome, check_concurrency
+from killcli.queue.jobs import Job, PoisonMessage, decode, peek_ids
+from killcli.queue.leases import (
+    Now,
+    acquire_in,
+    queued_lease,
+    release_in,
+    renew_in,
+    running_lease,
+)
+from killcli.queue.policy import (
+    Action,
+    Budget,
+    RetryPolicy,
+    Tally,
+    Ticker,
+    describe,
+    run_handler,
+)
+from killcli.queue.rabbit_topology import (
+    ATTEMPTS_HEADER,
+    FAILED_AT_HEADER,
+    LINK_ERRORS,
+    REASON_HEADER,
+    Topology,
+    close_quietly,
+    describe_amqp,
+    job_properties,
+    publish,
+)
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[str, int]  # (job_id, attempt): one try of one job
+MAX_RECONNECT_WAIT_S = 30.0
+
+
+class LeaseBook:
+    """The ``queued:`` and ``running:`` leases of the jobs this consumer runs.
+
+    ``start`` takes the character's ``queued:`` lease for this job (re-entrant: it is this
+    job's since publishing) and the ``running:`` lease; it fails when the character's
+    ``queued:`` lease belongs to another job, which makes this delivery a duplicate.
+    A ticker renews both while the job runs; ``finish`` drops them (keeping ``queued:``
+    for a retry).
+    """
+
+    def __init__(self, db: Database, queue: str, *, now: Now, queued_ttl_s: float,
+                 running_ttl_s: float) -> None:
+        self._db = db
+        self._queue = queue
+        self._now = now
+        self.queued_ttl_s = queued_ttl_s
+        self.running_ttl_s = running_ttl_s
+        self._active: dict[str, Job] = {}
+        self._lock = threading.Lock()
+
+    def _names(self, job: Job) -> tuple[str, str]:
+        return (queued_lease(self._queue, job.character_id),
+                running_lease(self._queue, job.character_id))
+
+    def start(self, job: Job) -> bool:
+        queued, running = self._names(job)
+        with self._db.session() as session:
+            now = self._now()
+            if not acquire_in(session, {queued: job.job_id}, self.queued_ttl_s, now):
+                return False
+            acquire_in(session, {running: job.job_id}, self.running_ttl_s, now)
+        with self._lock:
+            self._active[job.job_id] = job
+        return True
+
+    def finish(self, job: Job, *, still_queued: bool) -> None:
+        with self._lock:
+            self._active.pop(job.job_id, None)
+        queued, running = self._names(job)
+        try:
+            with self._db.session() as session:
+                release_in(session, {running: job.job_id})
+                if still_queued:
+                    renew_in(session, {queued: job.job_id}, self.queued_ttl_s, self._now())
+                else:
+                    release_in(session, {queued: job.job_id})
+        except KillsyncError:
+            logger.warning("could not release the leases of job %s; they expire",
+                           job.job_id, exc_info=True)
+
+    def forget(self, raw: bytes) -> None:
+        """Release the ``queued:`` lease of a poison message, if it names its job."""
+        job_id, character_id = peek_ids(raw)
+        if job_id is None or character_id is None or character_id <= 0:
+            return
+        with self._db.session() as session:
+            release_in(session, {queued_lease(self._queue, character_id): job_id})
+
+    def beat(self) -> None:
+        with self._lock:
+            jobs = list(self._active.values())
+        if not jobs:
+            return
+        with self._db.session() as session:
+            now = self._now()
+            renew_in(session, {self._names(j)[1]: j.job_id for j in jobs},
+                     self.running_ttl_s, now)
+            renew_in(session, {self._names(j)[0]: j.job_id for j in jobs},
+                     self.queued_ttl_s, now)
+
+
+@dataclass
+class _Run:
+    """A job handed to a worker thread, and the delivery to settle it with."""
+
+    job: Job
+    priority: int
+    generation: int  # which connection the delivery tag belongs to
+    tag: int
+
+
+@dataclass(frozen=True)
+class _Finished:
+    key: Key
+    outcome: Outcome
+    skipped: bool = False  # a duplicate: settle without counting or leases
+
+
+@dataclass(frozen=True)
+class ConsumerOptions:
+    concurrency: int
+    drain: bool
+    max_jobs: int | None
+    reconnect_timeout_s: float
+    poll_s: float = 0.2
+
+
+class RabbitConsumer:
+    """One :meth:`RabbitBroker.consume` call."""
+
+    def __init__(self, *, connect: Callable[[], BlockingConnection], topology: Topology,
+                 book: LeaseBook, policy: RetryPolicy, rng: random.Random, now: Now,
+                 handler: Handler, stop: threading.Event | None,
+                 options: ConsumerOptions) -> None:
+        self._connect, self._topology, self._book = connect, topology, book
+        self._policy, self._rng, self._now, self._handler = policy, rng, now, handler
+        self._stop = stop or threading.Event()
+        self._options = replace(options, concurrency=check_concurrency(options.concurrency))
+        self._budget, self._tally = Budget(options.max_jobs), Tally()
+        self._runs: dict[Key, _Run] = {}  # owned by the connection thread
+        self._orphans: dict[Key, _Finished] = {}  # results whose delivery was lost
+        self._finished: SimpleQueue[_Finished] = SimpleQueue()
+        self._generation = 0
+        self._conn: BlockingConnection | None = None
+        self._chan: BlockingChannel | None = None
+        self._consumer_tag: str | None = None
+        self._drained = False
+        self._pool: ThreadPoolExecutor | None = None
+        self._ledger: ThreadPoolExecutor | None = None
+
+    def run(self) -> ConsumeResult:
+        self._open()  # a broker that is down at startup: QueueUnavailable, nothing started
+        workers = ThreadPoolExecutor(self._options.concurrency, "killsync-job")
+        ledger = ThreadPoolExecutor(1, "killsync-leases")
+        beat_s = self._book.running_ttl_s / 3
+        with workers, ledger, Ticker(beat_s, self._book.beat, "killsync-lease-heartbeat"):
+            self._pool, self._ledger = workers, ledger
+            try:
+                self._loop()
+            finally:
+                self._close()  # unacked deliveries go back to the queue
+        return self._tally.result()
+
+    def _stopping(self) -> bool:
+        return self._stop.is_set() or self._budget.exhausted
+
+    # -- the connection thread ---------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self._serve()
+            except LINK_ERRORS as exc:
+                self._lost(exc)
+                # Stopping: the lost deliveries are requeued already; just let the running
+                # handlers finish (the executor waits for them).
+                if self._stopping() or not self._reopen():
+                    return
+            else:
+                return
+
+    def _serve(self) -> None:
+        assert self._conn is not None
+        while True:
+            self._conn.process_data_events(time_limit=self._options.poll_s)  # type: ignore[arg-type]  # stubs say int; pika takes float
+            self._settle_finished()
+            if self._stopping() or self._drained:
+                self._cancel()
+            elif self._options.drain and not self._runs:
+                self._drained = self._queue_empty()
+            if (self._stopping() or self._drained) and not self._runs:
+                return
+
+    def _queue_empty(self) -> bool:
+        assert self._chan is not None
+        assert self._conn is not None
+        frame = self._chan.queue_declare(self._topology.name, passive=True)
+        if frame.method.message_count:
+            return False
+        self._conn.process_data_events(time_limit=0)  # deliveries sent before that answer
+        return not self._runs
+
+    def _on_message(self, channel: BlockingChannel, method: pika.spec.Basic.Deliver,
+                    properties: pika.spec.BasicProperties, body: bytes) -> None:
+        tag = int(method.delivery_tag or 0)
+        try:
+            job = decode(body)
+        except PoisonMessage as exc:
+            self._bury_poison(tag, body, str(exc))
+            return
+        run = _Run(job, int(properties.priority or 0), self._generation, tag)
+        key = (job.job_id, job.attempt)
+        if key in self._orphans:
+            self._settle(run, self._orphans.pop(key))  # finished here before the link broke
+        elif key in self._runs:
+            self._adopt(key, run)
+        elif self._stopping() or self._drained or not self._budget.take():
+            channel.basic_reject(tag, requeue=True)
+        else:
+            assert self._pool is not None
+            self._runs[key] = run
+            self._pool.submit(self._execute, key, job)
+
+    def _adopt(self, key: Key, run: _Run) -> None:
+        running = self._runs[key]
+        if running.generation != self._generation:
+            self._runs[key] = replace(running, generation=run.generation, tag=run.tag)
+        else:  # the same try published twice; one run is enough
+            assert self._chan is not None
+            self._chan.basic_ack(run.tag)
+            self._tally.add("skipped")
+
+    def _settle_finished(self) -> None:
+        while True:
+            try:
+                finished = self._finished.get_nowait()
+            except Empty:
+                return
+            run = self._runs.pop(finished.key)
+            if run.generation == self._generation:
+                self._settle(run, finished)
+            else:  # the broker requeued it when the link broke: settle the redelivery
+                self._orphans[finished.key] = finished
+
+    def _settle(self, run: _Run, finished: _Finished) -> None:
+        try:
+            self._apply(run, finished)
+        except LINK_ERRORS:
+            self._orphans[finished.key] = finished
+            raise
+
+    def _apply(self, run: _Run, finished: _Finished) -> None:
+        assert self._chan is not None
+        assert self._ledger is not None
+        job = run.job
+        if finished.skipped:
+            self._chan.basic_ack(run.tag)
+            self._tally.add("skipped")
+            return
+        settlement = self._policy.settle(finished.outcome, tries=job.attempt + 1, rng=self._rng)
+        if settlement.action is Action.RETRY:
+            queue = self._topology.delay_queue(self._topology.tier_for(settlement.delay_s))
+            publish(self._chan, queue, job.next_attempt().encode(),
+                    job_properties(job.job_id, run.priority))
+        elif settlement.action is Action.DEAD:
+            headers = self._dead_headers(settlement.reason, job.attempt + 1)
+            publish(self._chan, self._topology.dead, job.encode(),
+                    job_properties(job.job_id, run.priority, headers))
+        self._chan.basic_ack(run.tag)  # only now: the retry or dead letter is confirmed
+        self._tally.settled(settlement.action)
+        self._ledger.submit(self._book.finish, job,
+                            still_queued=settlement.action is Action.RETRY)
+
+    def _bury_poison(self, tag: int, body: bytes, reason: str) -> None:
+        assert self._chan is not None
+        assert self._ledger is not None
+        logger.warning("poison message on %s: %s", self._topology.name, reason)
+        job_id, _ = peek_ids(body)
+        publish(self._chan, self._topology.dead, body,
+                job_properties(job_id, 0, self._dead_headers(f"poison: {reason}", 0)))
+        self._chan.basic_ack(tag)
+        self._tally.add("poisoned")
+        self._ledger.submit(self._forget, body)
+
+    def _forget(self, body: bytes) -> None:
+        try:
+            self._book.forget(body)
+        except KillsyncError:
+            logger.warning("could not release the lease of a poison message", exc_info=True)
+
+    def _dead_headers(self, reason: str, attempts: int) -> dict[str, object]:
+        failed_at: datetime = self._now()
+        return {REASON_HEADER: reason, ATTEMPTS_HEADER: attempts,
+                FAILED_AT_HEADER: failed_at.isoformat()}
+
+    # -- worker threads ---------------------------------------------------------------
+
+    def _execute(self, key: Key, job: Job) -> None:
+        try:
+            finished = self._attempt(key, job)
+        except Exception as exc:  # never leave a delivery unsettled, or the loop waits forever
+            logger.exception("job %s: bookkeeping failed", job.job_id)
+            finished = _Finished(key, Outcome.retry(f"bookkeeping failed: {describe(exc)}"))
+        self._finished.put(finished)
+        conn = self._conn
+        if conn is not None:
+            # A closed connection: the connection thread is reconnecting and will look.
+            with contextlib.suppress(*LINK_ERRORS):
+                conn.add_callback_threadsafe(_wake_up)
+
+    def _attempt(self, key: Key, job: Job) -> _Finished:
+        if not self._book.start(job):
+            # The character's queued lease names another job: that one will sync it.
+            return _Finished(key, Outcome.done(), skipped=True)
+        self._tally.add("handled")
+        return _Finished(key, run_handler(self._handler, job))
+
+    # -- connection lifecycle ---------------------------------------------------------
+
+    def _open(self) -> None:
+        conn = self._connect()
+        try:
+            chan = conn.channel()
+            chan.confirm_delivery()
+            self._topology.declare(chan)
+            chan.basic_qos(prefetch_count=self._options.concurrency)
+            tag = None if self._stopping() else chan.basic_consume(
+                self._topology.name, self._on_message)
+        except QueueUnavailable:
+            close_quietly(conn)
+            raise
+        except LINK_ERRORS as exc:
+            close_quietly(conn)
+            raise QueueUnavailable(f"RabbitMQ: {describe_amqp(exc)}") from exc
+        self._generation += 1
+        self._conn, self._chan, self._consumer_tag = conn, chan, tag
+
+    def _lost(self, exc: Exception) -> None:
+        logger.warning("lost the RabbitMQ connection (%s); reconnecting", describe_amqp(exc))
+        close_quietly(self._conn)
+        self._conn = self._chan = None
+        self._consumer_tag = None
+
+    def _reopen(self) -> bool:
+        """Reconnect with backoff; False when asked to stop meanwhile."""
+        deadline = time.monotonic() + self._options.reconnect_timeout_s
+        wait_s = 0.5
+        while not self._stopping():
+            try:
+                self._open()
+            except QueueUnavailable as exc:
+                if time.monotonic() + wait_s > deadline:
+                    raise QueueUnavailable(
+                        f"lost RabbitMQ and could not reconnect within "
+                        f"{self._options.reconnect_timeout_s:.0f} s: {exc}") from exc
+                logger.warning("reconnecting to RabbitMQ in %.1f s: %s", wait_s, exc)
+                self._stop.wait(wait_s * (0.5 + self._rng.random() / 2))
+                wait_s = min(MAX_RECONNECT_WAIT_S, wait_s * 2)
+            else:
+                self._tally.add("reconnects")
+                return True
+        return False
+
+    def _cancel(self) -> None:
+        if self._consumer_tag is not None and self._chan is not None:
+            self._chan.basic_cancel(self._consumer_tag)  # pending deliveries are requeued
+            self._consumer_tag = None
+
+    def _close(self) -> None:
+        with contextlib.suppress(*LINK_ERRORS):  # closing anyway
+            self._cancel()
+        close_quietly(self._conn)
+        self._conn = self._chan = None
+
+
+def _wake_up() -> None:
+    """Scheduled on the connection thread only to end its wait early."""

@@ -1,0 +1,144 @@
+"""`killsync worker`: consume jobs, sync characters, settle each job after its last commit.
+
+N syncs run at once in one process and share one ESI client (one rate limiter, one body
+pool, one in-flight registry). A per-character lease in the database keeps two workers, on
+any host, from syncing one character at once (its list budget is per character). How a
+job ends:
+
+============================  =========================================================
+sync ok / not modified        done
+bodies left pending           done (pending bodies are retried by the next runs)
+character needs login         done (marked; `killsync queue` skips it until login)
+character gone / no scope     dead letter with the reason
+lease held elsewhere          retry in a short while
+ESI/SSO down, database down   retry with the broker's exponential backoff
+anything else                 retry; after the broker's max attempts, dead letter
+============================  =========================================================
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from killcli.errors import DatabaseError, EsiError, KillsyncError, NeedsLogin, UsageError
+from killcli.metrics import WorkerMetrics
+from killcli.queue.base import Broker, ConsumeResult, Outcome
+from killcli.queue.jobs import Job
+from killcli.queue.leases import Leases, character_lease
+from killcli.runtime import Runtime
+from killcli.sync import SyncOptions, SyncResult
+
+LEASE_TTL_S = 120.0
+LEASE_BUSY_RETRY_S = 30.0
+
+
+@dataclass(frozen=True)
+class JobReport:
+    """One line per job for logs and the live view."""
+
+    job_id: str
+    character_id: int
+    name: str
+    outcome: str  # done | retry | dead
+    status: str  # the sync's status, or the error kind
+    new: int
+    pending: int
+    elapsed_s: float
+    reason: str = ""
+
+    def line(self) -> str:
+        text = (f"{self.character_id} {self.name!r}: {self.status}, new {self.new}, "
+                f"pending {self.pending}, {self.elapsed_s:.1f} s -> {self.outcome}")
+        return f"{text} ({self.reason})" if self.reason else text
+
+
+class Worker:
+    """Turns jobs into syncs; one per process."""
+
+    def __init__(self, runtime: Runtime, broker: Broker, *,
+                 on_report: Callable[[JobReport], None] | None = None,
+                 after_job: Callable[[], None] | None = None,
+                 metrics: WorkerMetrics | None = None,
+                 lease_ttl_s: float = LEASE_TTL_S) -> None:
+        self.runtime = runtime
+        self.broker = broker
+        self.leases = Leases(runtime.db)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.on_report = on_report or (lambda report: None)
+        self.after_job = after_job
+        self.metrics = metrics
+        self.lease_ttl_s = lease_ttl_s
+
+    def run(self, *, concurrency: int, stop: threading.Event, drain: bool = False,
+            max_jobs: int | None = None) -> ConsumeResult:
+        return self.broker.consume(self.handle, concurrency=concurrency, stop=stop,
+                                   drain=drain, max_jobs=max_jobs)
+
+    def handle(self, job: Job) -> Outcome:
+        started = time.monotonic()
+        lease = character_lease(job.character_id)
+        owner = f"{self.owner}:{job.job_id}"
+        if not self.leases.acquire(lease, owner, self.lease_ttl_s):
+            holder = self.leases.holder(lease) or "another worker"
+            return self._settle(job, Outcome.retry(f"being synced by {holder}",
+                                                   delay_s=LEASE_BUSY_RETRY_S),
+                                "busy", started)
+        renewer = _Renewer(self.leases, lease, owner, self.lease_ttl_s)
+        try:
+            result = self.runtime.engine.sync_character(job.character_id,
+                                                        SyncOptions(full=job.full))
+        except NeedsLogin as exc:
+            return self._settle(job, Outcome.done(), "needs_login", started, reason=exc.message)
+        except UsageError as exc:
+            return self._settle(job, Outcome.dead(str(exc)), "refused", started)
+        except (EsiError, DatabaseError, KillsyncError) as exc:
+            return self._settle(job, Outcome.retry(str(exc)), type(exc).__name__, started)
+        finally:
+            renewer.stop()
+            self.leases.release(lease, owner)
+        return self._settle(job, Outcome.done(), result.status, started, result=result)
+
+    def _settle(self, job: Job, outcome: Outcome, status: str, started: float, *,
+                result: SyncResult | None = None, reason: str = "") -> Outcome:
+        elapsed = time.monotonic() - started
+        figures = result.figures if result else None
+        report = JobReport(job.job_id, job.character_id, result.character_name if result else "",
+                           outcome.kind.value, status, figures.new if figures else 0,
+                           figures.pending if figures else 0, elapsed, reason or outcome.reason)
+        if self.metrics is not None:
+            self.metrics.jobs.labels(outcome.kind.value).inc()
+            self.metrics.sync_seconds.observe(elapsed)
+            if figures:
+                self.metrics.killmails_saved.inc(figures.new)
+                self.metrics.pending.inc(figures.pending)
+            self.metrics.observe_client(self.runtime.esi.stats, self.runtime.esi.limiter)
+        self.on_report(report)
+        if self.after_job is not None:
+            self.after_job()
+        return outcome
+
+
+class _Renewer:
+    """Keeps a lease alive while a long sync runs (a daemon thread)."""
+
+    def __init__(self, leases: Leases, name: str, owner: str, ttl_s: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(leases, name, owner, ttl_s),
+                                        name="killsync-lease", daemon=True)
+        self._thread.start()
+
+    def _run(self, leases: Leases, name: str, owner: str, ttl_s: float) -> None:
+        while not self._stop.wait(ttl_s / 3):
+            try:
+                leases.renew(name, owner, ttl_s)
+            except KillsyncError:
+                continue  # the database blinked; the next beat tries again
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()

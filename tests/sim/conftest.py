@@ -1,0 +1,70 @@
+"""Fixtures for the simulator's tests: servers on port 0, HTTP clients, OpenAPI schemas.
+
+The ESI OpenAPI documents live in the shared folder beside the repository. Locally a
+missing folder skips the tests that need it; under ``CI=true`` it fails them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from killcli.sim import ManualClock, Scenario, SigningKeys, SimServer
+from tests.sim.sim_helpers import (
+    CLIENT_HEADERS,
+    OPENAPI_JSON,
+    OpenApi,
+    SimFactory,
+    esi_file,
+    openapi_doc,
+)
+
+
+@pytest.fixture(scope="session")
+def openapi() -> OpenApi:
+    return OpenApi(openapi_doc(esi_file(OPENAPI_JSON)))
+
+
+@pytest.fixture(scope="session")
+def keys() -> SigningKeys:
+    """One set of signing keys for the whole session (RSA generation is slow)."""
+    return SigningKeys.generate()
+
+
+@pytest.fixture
+def make_sim(keys: SigningKeys) -> Iterator[SimFactory]:
+    """Start simulators (``make_sim(scenario, clock=...)``); all are stopped afterwards."""
+    started: list[SimServer] = []
+
+    def make(scenario: Scenario | str = "smoke", *, clock: ManualClock | None = None,
+             seed: int = 1) -> SimServer:
+        chosen = Scenario.named(scenario, seed=seed) if isinstance(scenario, str) else scenario
+        sim = SimServer(chosen, port=0, clock=clock, keys=keys).start()
+        started.append(sim)
+        return sim
+
+    yield make
+    for sim in started:
+        sim.stop()
+    for sim in started:
+        assert sim.stats.snapshot().internal_errors == 0, "the simulator hit a bug (see log)"
+
+
+@pytest.fixture
+def sim(make_sim: SimFactory) -> SimServer:
+    """The smoke scenario on the real clock."""
+    return make_sim("smoke")
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    """An HTTP client that behaves like killsync's (user agent, compatibility date)."""
+    with httpx.Client(headers=CLIENT_HEADERS, timeout=10.0) as client:
+        yield client

@@ -1,0 +1,264 @@
+"""queue -> worker -> stats against the simulator, on both brokers and both databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+
+from killcli.config import Settings, load_settings
+from killcli.db import Database
+from killcli.db.models import Attacker, Job as JobRow, Killmail, Lease, PendingKillmail
+from killcli.db.store import iter_killmail_bodies
+from killcli.db.types import utcnow
+from killcli.killmail import canonical_json
+from killcli.queue import Broker, Job, open_broker
+from killcli.runtime import Runtime, build_runtime
+from killcli.scheduler import run_queue
+from killcli.sim import FaultPlan, SimServer
+from killcli.worker import Worker
+from tests.conftest import REPO, CliResult, DbTarget, sim_environ, unavailable
+
+RABBIT_URL = os.environ.get("KILLSYNC_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+Cli = Callable[..., CliResult]
+
+
+@pytest.fixture(params=["database", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "database":
+        return "database"
+    import pika
+
+    try:
+        pika.BlockingConnection(pika.URLParameters(RABBIT_URL)).close()
+    except Exception as exc:  # noqa: BLE001 - any failure means unreachable
+        unavailable(f"RabbitMQ at {RABBIT_URL} ({exc})")
+    return RABBIT_URL
+
+
+class Pipeline:
+    """Settings, runtime and broker for one simulator, closed after the test."""
+
+    def __init__(self, sim: SimServer, db: Database, settings: Settings) -> None:
+        self.sim, self.db, self.settings = sim, db, settings
+        self.runtime: Runtime = build_runtime(settings, db, read_timeout_s=3.0)
+        self.broker: Broker = open_broker(settings, db)
+
+    def add_characters(self) -> list[int]:
+        ids = list(self.sim.world.ground_truth())
+        for cid in ids:
+            self.runtime.accounts.add_refresh_token(self.sim.issue_refresh_token(cid))
+        return ids
+
+    def drain(self, concurrency: int = 4) -> Any:
+        return Worker(self.runtime, self.broker).run(concurrency=concurrency,
+                                                     stop=threading.Event(), drain=True)
+
+    def close(self) -> None:
+        if self.settings.uses_rabbitmq:
+            self.broker.purge_dead_letters()
+        self.broker.close()
+        self.runtime.close()
+
+
+@pytest.fixture
+def pipeline(start_sim: Any, db: Database, db_target: DbTarget, broker_url: str,
+             tmp_path: Path) -> Iterator[Callable[..., Pipeline]]:
+    made: list[Pipeline] = []
+
+    def make(scenario: str = "smoke", **overrides: Any) -> Pipeline:
+        sim = start_sim(scenario, **overrides)
+        env = sim_environ(sim, tmp_path / "home", db_target.url)
+        env["KILLSYNC_BROKER_URL"] = broker_url
+        env["KILLSYNC_QUEUE_NAME"] = f"killsync-test-{os.getpid()}-{time.monotonic_ns()}"
+        made.append(Pipeline(sim, db, load_settings(environ=env)))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.close()
+
+
+def assert_ground_truth_stored_once(sim: SimServer, db: Database) -> None:
+    truth = sim.world.ground_truth()
+    unique = set().union(*map(set, truth.values()))
+    with db.session() as s:
+        stored = {b["killmail_id"]: b for b in iter_killmail_bodies(s)}
+        attackers = s.scalar(select(func.count()).select_from(Attacker))
+        killmails = s.scalar(select(func.count()).select_from(Killmail))
+    assert set(stored) == unique
+    assert killmails == len(unique)
+    assert attackers == sum(len(b["attackers"]) for b in stored.values())
+    for kid, body in stored.items():
+        assert canonical_json(body) == canonical_json(sim.world.body(kid))
+
+
+def test_queue_then_worker_stores_everything_once(pipeline: Any, db: Database) -> None:
+    p = pipeline("smoke")
+    ids = p.add_characters()
+    first = run_queue(db, p.broker)
+    second = run_queue(db, p.broker)  # a second cron run before the worker: nothing new
+    assert first.published == len(ids)
+    assert {c.reason for c in first.due} == {"new"}
+    assert second.published == 0
+    assert p.broker.stats().ready == len(ids)
+    result = p.drain()
+    assert result.done == len(ids)
+    assert_ground_truth_stored_once(p.sim, db)
+    assert max(p.sim.stats.snapshot().body_fetches.values()) == 1
+    assert run_queue(db, p.broker).published == 0  # lists are cached: nobody is due
+    assert p.broker.stats().ready == 0
+
+
+def test_removed_character_job_is_dead_lettered(pipeline: Any, db: Database) -> None:
+    p = pipeline("smoke", characters=2, killmails=20)
+    ids = p.add_characters()
+    p.broker.publish([Job.new(999_999)])
+    p.drain()
+    dead = p.broker.dead_letters()
+    assert [d.character_id for d in dead] == [999_999]
+    assert "not tracked" in dead[0].reason
+    assert_ground_truth_stored_once(p.sim, db) if not ids else None
+
+
+def test_revoked_character_is_not_retried_and_not_queued_again(pipeline: Any, db: Database
+                                                               ) -> None:
+    p = pipeline("smoke", characters=2, killmails=20)
+    ids = p.add_characters()
+    p.sim.revoke(ids[0])
+    with db.session() as s:  # its access token is stale: the sync must refresh
+        s.execute(update(__import__("killcli.db.models", fromlist=["Character"]).Character)
+                  .values(access_expires_at=utcnow()))
+    run_queue(db, p.broker)
+    result = p.drain()
+    assert result.done == 2 and result.retried == 0
+    due = run_queue(db, p.broker, dry_run=True)
+    assert ids[0] not in {c.character_id for c in due.due}
+
+
+def test_one_character_is_never_synced_twice_at_once(pipeline: Any, db: Database) -> None:
+    p = pipeline("smoke", characters=2, killmails=60,
+                 faults=FaultPlan(latency_ms=30))
+    cid = p.add_characters()[0]
+    worker_a, worker_b = Worker(p.runtime, p.broker), Worker(p.runtime, p.broker)
+    outcomes: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def run(worker: Worker) -> None:
+        barrier.wait()
+        outcomes.append(worker.handle(Job.new(cid)).kind.value)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in (worker_a, worker_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["done", "retry"]
+
+
+def test_chaos_run_ends_with_every_killmail_once(pipeline: Any, db: Database) -> None:
+    p = pipeline("chaos", killmails=120,
+                 faults=replace(FaultPlan(), server_error_rate={"list": 0.05, "body": 0.1},
+                                latency_ms=5, jitter_ms=5, stall_rate=0.01, stall_s=4,
+                                malformed_rate=0.03, truncated_rate=0.03, downtime_s=(1.0, 2.5)))
+    p.add_characters()
+    for _ in range(6):
+        run_queue(db, p.broker)
+        p.drain()
+        with db.session() as s:  # pretend the pending backoff and list cache have passed
+            s.execute(update(PendingKillmail).values(next_attempt_at=utcnow()))
+            if not s.scalar(select(func.count()).select_from(PendingKillmail)):
+                break
+        time.sleep(0.1)
+    stats = p.sim.stats.snapshot()
+    assert stats.count(status=420) == 0
+    assert_ground_truth_stored_once(p.sim, db)
+
+
+# -- the worker process: signals and crashes -----------------------------------------------
+
+
+def worker_process(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "killcli", "worker", *args], cwd=REPO,
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigkill_mid_job_loses_and_duplicates_nothing(start_sim: Any, db: Database,
+                                                      db_target: DbTarget, tmp_path: Path,
+                                                      cli: Cli) -> None:
+    sim = start_sim("smoke", characters=3, killmails=150, faults=FaultPlan(latency_ms=40))
+    env = sim_environ(sim, tmp_path / "home", db_target.url)
+    settings = load_settings(environ=env)
+    runtime = build_runtime(settings, db)
+    try:
+        for cid in sim.world.ground_truth():
+            runtime.accounts.add_refresh_token(sim.issue_refresh_token(cid))
+    finally:
+        runtime.close()
+    with open_broker(settings, db) as broker:
+        run_queue(db, broker)
+    proc = worker_process(env, "--concurrency", "1")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # wait until it is inside a sync
+        with db.session() as s:
+            if s.scalar(select(func.count()).select_from(Killmail)):
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=10)
+    with db.session() as s:
+        saved_before = s.scalar(select(func.count()).select_from(Killmail))
+        locked = s.scalar(select(func.count()).select_from(JobRow)
+                          .where(JobRow.locked_until.is_not(None)))
+        assert locked == 1  # killed inside a job: it is still claimed, not lost
+        # time passes: the dead worker's visibility timeout and lease run out
+        s.execute(update(JobRow).values(locked_until=utcnow()))
+        s.execute(update(Lease).values(expires_at=utcnow()))
+    assert 0 < saved_before < 150
+    again = worker_process(env, "--drain", "--concurrency", "2")
+    out, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err
+    assert_ground_truth_stored_once(sim, db)
+
+
+def test_first_sigterm_finishes_running_jobs_and_exits_zero(start_sim: Any, db: Database,
+                                                            db_target: DbTarget,
+                                                            tmp_path: Path) -> None:
+    sim = start_sim("smoke", characters=2, killmails=60, faults=FaultPlan(latency_ms=30))
+    env = sim_environ(sim, tmp_path / "home", db_target.url)
+    settings = load_settings(environ=env)
+    runtime = build_runtime(settings, db)
+    try:
+        for cid in sim.world.ground_truth():
+            runtime.accounts.add_refresh_token(sim.issue_refresh_token(cid))
+    finally:
+        runtime.close()
+    with open_broker(settings, db) as broker:
+        run_queue(db, broker)
+    proc = worker_process(env, "--concurrency", "2")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with db.session() as s:
+            if s.scalar(select(func.count()).select_from(Killmail)):
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "finishing running jobs" in err
+    with db.session() as s:  # the jobs it was running finished and were settled
+        assert s.scalar(select(func.count()).select_from(JobRow)) == 0
+    assert_ground_truth_stored_once(sim, db)
+    assert json.dumps(out) is not None
