@@ -15,6 +15,7 @@ from killcli.cli import db as db_cmds
 from killcli.cli import demo as demo_cmds
 from killcli.cli import ops as ops_cmds
 from killcli.cli import settings as config_cmds
+from killcli.cli import sim as sim_cmds
 from killcli.cli import sync as sync_cmds
 from killcli.cli import users as users_cmds
 from killcli.cli.context import AppContext, examples
@@ -34,6 +35,7 @@ app = typer.Typer(
 )
 app.add_typer(db_cmds.app)
 app.add_typer(config_cmds.app)
+app.add_typer(sim_cmds.app)
 demo_cmds.register(app)
 ops_cmds.register(app)
 users_cmds.register(app)

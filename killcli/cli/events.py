@@ -153,7 +153,8 @@ def test(ctx: typer.Context, webhook_id: Annotated[int, typer.Argument(help="Its
         app_ctx.info(f"webhook {webhook_id}: test message posted")
         return
     wait = f", retry in {result.wait_s:.0f} s" if result.wait_s else ""
-    app_ctx.console.print(f"webhook {webhook_id}: test failed: {result.detail}{wait}")
+    gone = "; webhook disabled" if result.status is PostStatus.GONE else ""
+    app_ctx.console.print(f"webhook {webhook_id}: test failed: {result.detail}{wait}{gone}")
     bad = result.status in {PostStatus.GONE, PostStatus.REJECTED}
     raise typer.Exit(int(ExitCode.USAGE if bad else ExitCode.PARTIAL))
 

@@ -51,8 +51,9 @@ def queue_cmd(
     if result.skipped_lock:
         app_ctx.info("another `killsync queue` is running: nothing queued")
         return
-    rows = [{"character_id": c.character_id, "name": c.name, "reason": c.reason,
-             "priority": c.priority} for c in result.due]
+    rows: list[dict[str, Any]] = [
+        {"character_id": c.character_id, "name": c.name, "reason": c.reason,
+         "priority": c.priority} for c in result.due]
     summary = {"due": len(result.due), "queued": result.published,
                "already_queued": result.already_queued, "dry_run": dry_run}
     if as_json:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -212,7 +213,11 @@ class Job(Base):
     """The database job queue (the embedded default broker)."""
 
     __tablename__ = "jobs"
-    __table_args__ = (Index(None, "queue", "available_at", "priority"),)
+    __table_args__ = (
+        # One job per character and queue: queued, delayed or running.
+        UniqueConstraint("queue", "character_id"),
+        Index(None, "queue", "priority", "available_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(String(64), unique=True)

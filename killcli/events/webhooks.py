@@ -145,7 +145,7 @@ def _decrypt(db: Database, cipher: TokenCipher, row: Row[Any]) -> str | None:
     try:
         return cipher.decrypt(row.url_enc)
     except InputError as exc:
-        _save(db, row.id, last_error=str(exc))
+        _save(db, row.id, last_error=_stamp(Clock().now(), str(exc)))
         return None
 
 
@@ -153,14 +153,28 @@ def _after(now: datetime, seconds: float | None) -> datetime | None:
     return None if seconds is None else now + timedelta(seconds=seconds)
 
 
-def _record(db: Database, row: Row[Any], result: PostResult, now: datetime) -> None:
-    """Persist what a post (of a test message) says about the webhook itself."""
+def _stamp(now: datetime, text: str) -> str:
+    """``last_error`` text with its time: it stays until the next error or test."""
+    return f"{now:%Y-%m-%d %H:%M:%S}Z {text}"
+
+
+def _state(result: PostResult, now: datetime) -> dict[str, Any]:
+    """The columns a post's outcome sets on its webhook (cursor aside)."""
     if result.status is PostStatus.GONE:
-        _save(db, row.id, enabled=False, last_error=f"{result.detail}; disabled")
-    elif result.status in {PostStatus.RATE_LIMITED, PostStatus.FAILED}:
-        _save(db, row.id, blocked_until=_after(now, result.wait_s), last_error=result.detail)
-    elif result.status is PostStatus.OK:
-        _save(db, row.id, blocked_until=_after(now, result.wait_s), last_error=None)
+        return {"enabled": False, "last_error": _stamp(now, f"{result.detail}; disabled")}
+    values: dict[str, Any] = {"blocked_until": _after(now, result.wait_s)}
+    if result.status is PostStatus.FAILED:
+        values["last_error"] = _stamp(now, result.detail)
+    return values
+
+
+def _record(db: Database, row: Row[Any], result: PostResult, now: datetime) -> None:
+    """Persist what a test message says about the webhook (a success clears errors)."""
+    values = _state(result, now)
+    if result.status is PostStatus.OK:
+        values["last_error"] = None
+    if result.status is not PostStatus.REJECTED:
+        _save(db, row.id, **values)
 
 
 def sample_payload(now: datetime) -> dict[str, Any]:
@@ -282,14 +296,7 @@ def _deliverable(event: OutboxEvent, row: Row[Any], now: datetime) -> bool:
 
 def _finish(deps: _Deps, run: _Run, outcome: RoundOutcome, result: PostResult | None = None
             ) -> WebhookRound:
-    now = deps.clock.now()
-    values: dict[str, Any] = {}
-    if result is not None and result.status is PostStatus.GONE:
-        values = {"enabled": False, "last_error": f"{result.detail}; disabled"}
-    elif result is not None and result.wait_s is not None:
-        values = {"blocked_until": _after(now, result.wait_s)}
-        if result.status is not PostStatus.OK:
-            values["last_error"] = result.detail
+    values = {} if result is None else _state(result, deps.clock.now())
     _save(deps.db, run.row.id, run.cursor, **values)
     return WebhookRound(run.row.id, outcome, run.posted, run.skipped,
                         result.detail if result else "", values.get("blocked_until"),
@@ -301,11 +308,11 @@ def _post_event(deps: _Deps, run: _Run, event: OutboxEvent) -> PostResult:
     result = post_message(deps.http, run.url, body, policy=deps.policy, sleep=deps.clock.sleep)
     if result.status is PostStatus.OK:
         run.cursor, run.posted = event.id, run.posted + 1
-        _save(deps.db, run.row.id, run.cursor, last_error=None, blocked_until=None)
+        _save(deps.db, run.row.id, run.cursor, blocked_until=None)
     elif result.status is PostStatus.REJECTED:
         run.cursor, run.skipped = event.id, run.skipped + 1
         _save(deps.db, run.row.id, run.cursor,
-              last_error=f"event {event.id}: {result.detail}; skipped")
+              last_error=_stamp(run.now, f"event {event.id}: {result.detail}; skipped"))
     return result
 
 

@@ -72,7 +72,7 @@ def acquire_in(
 ) -> set[str]:
     """Take every free, expired or already owned lease of ``{name: owner}`` in the
     caller's transaction; returns the names taken."""
-    names = list(owners)
+    names = sorted(owners)  # one lock order for every writer: no deadlocks between them
     taken: set[str] = set()
     for start in range(0, len(names), CHUNK):
         rows = [
@@ -105,7 +105,7 @@ def release_in(session: Session, owners: Mapping[str, str]) -> int:
 
 
 def _by_pairs(session: Session, owners: Mapping[str, str], build: Callable[[Any], Any]) -> int:
-    pairs = list(owners.items())
+    pairs = sorted(owners.items())  # the same lock order as acquire_in
     count = 0
     for start in range(0, len(pairs), CHUNK):
         where = tuple_(LEASES.c.name, LEASES.c.owner).in_(pairs[start : start + CHUNK])

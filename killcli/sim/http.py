@@ -11,6 +11,7 @@ import contextlib
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import format_datetime
@@ -119,36 +120,54 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class SimHTTPServer(ThreadingHTTPServer):
-    """The threading server with connection tracking for a clean stop."""
+    """The threading server, tracking connections and handler threads for a clean stop.
+
+    Handler threads are daemons (a stuck client never blocks interpreter exit), so the
+    standard library does not join them; :meth:`close_connections` and
+    :meth:`join_handlers` do.
+    """
 
     daemon_threads = True
-    block_on_close = True  # server_close() joins every handler thread
 
     def __init__(self, address: tuple[str, int], app: App, clock: Clock) -> None:
         self.app = app
         self.clock = clock
         self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
+        self._handlers: list[threading.Thread] = []
+        self._track_lock = threading.Lock()
         super().__init__(address, _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
+        thread = threading.Thread(target=self.process_request_thread,
+                                  args=(request, client_address),
+                                  name="killsync-sim-connection", daemon=True)
+        with self._track_lock:
             self._connections.add(request)
-        super().process_request(request, client_address)
+            self._handlers = [t for t in self._handlers if t.is_alive()]
+            self._handlers.append(thread)
+        thread.start()
 
     def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
+        with self._track_lock:
             self._connections.discard(request)
         super().shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # Errors are the app's to report; a dropped connection is not worth a traceback.
+        # The app answers its own errors; a dropped connection is not worth a traceback.
         return None
 
     def close_connections(self) -> None:
         """Wake every handler blocked on a keep-alive connection."""
-        with self._connections_lock:
+        with self._track_lock:
             connections = list(self._connections)
         for conn in connections:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
+
+    def join_handlers(self, timeout_s: float = 5.0) -> None:
+        """Wait for every handler thread to finish (they do once connections are closed)."""
+        with self._track_lock:
+            handlers = list(self._handlers)
+        deadline = time.monotonic() + timeout_s
+        for thread in handlers:
+            thread.join(max(0.0, deadline - time.monotonic()))

@@ -109,8 +109,9 @@ class SimServer:
             return
         self._stop.set()
         self._httpd.shutdown()
-        self._httpd.close_connections()
         self._httpd.server_close()
+        self._httpd.close_connections()
+        self._httpd.join_handlers()
         if self._thread is not None:
             self._thread.join()
         self._httpd = None

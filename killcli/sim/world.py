@@ -75,7 +75,9 @@ class World:
 
     def _store(self, spec: KillSpec) -> KillmailRecord:
         data = encode(self._bodies.body(spec))
-        digest = hashlib.sha1(f"{self.scenario.seed}:".encode() + data, usedforsecurity=False)
+        # The hash depends on seed and id only, so it is the same whenever the world is made.
+        digest = hashlib.sha1(f"killmail:{self.scenario.seed}:{spec.killmail_id}".encode(),
+                              usedforsecurity=False)
         record = KillmailRecord(spec.killmail_id, digest.hexdigest(), spec.killmail_time,
                                 recipients(spec, set(self._universe.simulated)))
         with self._lock:

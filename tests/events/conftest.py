@@ -118,7 +118,7 @@ def bind_queue(rabbit: Any) -> BindQueue:
         rabbit.queue_bind(queue, exchange_name)
 
         def drain() -> list[tuple[Any, Any]]:
-            messages = []
+            messages: list[tuple[Any, Any]] = []
             while True:
                 method, props, body = rabbit.basic_get(queue, auto_ack=True)
                 if method is None:

@@ -77,7 +77,7 @@ def test_a_long_lived_relay_reconnects_after_losing_its_connection(
     with EventRelay(rabbit_url, exchange=exchange) as relay:
         add_events(db, [make_payload(1, now)])
         assert relay.relay_pending(db).published == 1
-        relay._connection.close()  # type: ignore[union-attr] - the broker went away
+        relay._connection.close()  # type: ignore[union-attr]  # the broker went away
         add_events(db, [make_payload(2, now)])
         assert relay.relay_pending(db).published == 1
     assert [json.loads(b)["payload"]["killmail_id"] for _p, b in drain()] == [1, 2]

@@ -167,7 +167,7 @@ def test_error_limit_gives_420_everywhere_until_the_window_resets(
     assert recovered.status_code == 200
     assert recovered.headers["X-ESI-Error-Limit-Remain"] == "5"
     # the 420s cost no tokens: two /status answers so far
-    assert _limits(recovered)[2] == 600 - 3 * 2
+    assert _limits(recovered)[2] == 600 - 2 * 2
 
 
 def test_429s_count_against_the_error_limit(make_sim: SimFactory, clock: ManualClock,

@@ -112,12 +112,13 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
         sa.UniqueConstraint("job_id", name=op.f("uq_jobs_job_id")),
+        sa.UniqueConstraint("queue", "character_id", name=op.f("uq_jobs_queue_character_id")),
     )
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_jobs_character_id"), ["character_id"], unique=False)
         batch_op.create_index(
-            batch_op.f("ix_jobs_queue_available_at_priority"),
-            ["queue", "available_at", "priority"],
+            batch_op.f("ix_jobs_queue_priority_available_at"),
+            ["queue", "priority", "available_at"],
             unique=False,
         )
 
@@ -359,7 +360,7 @@ def downgrade() -> None:
 
     op.drop_table("killmails")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_jobs_queue_available_at_priority"))
+        batch_op.drop_index(batch_op.f("ix_jobs_queue_priority_available_at"))
         batch_op.drop_index(batch_op.f("ix_jobs_character_id"))
 
     op.drop_table("jobs")
