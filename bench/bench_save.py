@@ -73,15 +73,19 @@ def bench_save(db: Database, rows: list[KillmailRows]) -> float:
         for start in range(0, len(rows), BATCH):
             with db.session() as session:
                 save_killmails(session, rows[start : start + BATCH])
+
     return len(rows) / timed(run)
 
 
 def bench_raw(db: Database, rows: list[KillmailRows]) -> float:
     """DB-API executemany of the same rows: the floor any ORM layer adds to."""
+
     def insert_sql(table: Any) -> tuple[str, list[str]]:
         cols = [c.name for c in table.columns]
         mark = "?" if db.dialect == "sqlite" else "%s"
-        sql = f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join([mark] * len(cols))})"
+        sql = (
+            f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join([mark] * len(cols))})"
+        )
         return sql, cols
 
     def values(row: dict[str, Any], cols: list[str]) -> tuple[Any, ...]:
@@ -93,15 +97,23 @@ def bench_raw(db: Database, rows: list[KillmailRows]) -> float:
             if col == "killmail_time" and db.dialect == "sqlite":
                 value = value.replace(tzinfo=None)
             if col == "saved_at":
-                value = row["killmail_time"] if db.dialect != "sqlite" else row["killmail_time"].replace(tzinfo=None)
+                value = (
+                    row["killmail_time"]
+                    if db.dialect != "sqlite"
+                    else row["killmail_time"].replace(tzinfo=None)
+                )
             out.append(value)
         return tuple(out)
 
     statements = [insert_sql(t) for t in (KILLMAILS, ATTACKERS, ITEMS)]
-    shifted = [KillmailRows({**r.killmail, "killmail_id": r.killmail_id + 10**9},
-                            [{**a, "killmail_id": r.killmail_id + 10**9} for a in r.attackers],
-                            [{**i, "killmail_id": r.killmail_id + 10**9} for i in r.items])
-               for r in rows]
+    shifted = [
+        KillmailRows(
+            {**r.killmail, "killmail_id": r.killmail_id + 10**9},
+            [{**a, "killmail_id": r.killmail_id + 10**9} for a in r.attackers],
+            [{**i, "killmail_id": r.killmail_id + 10**9} for i in r.items],
+        )
+        for r in rows
+    ]
 
     def run() -> None:
         raw = db.engine.raw_connection()
@@ -111,13 +123,17 @@ def bench_raw(db: Database, rows: list[KillmailRows]) -> float:
                 cur = raw.cursor()
                 if db.dialect == "sqlite":
                     cur.execute("BEGIN IMMEDIATE")
-                for (sql, cols), getter in zip(statements, (
-                        lambda r: [r.killmail], lambda r: r.attackers, lambda r: r.items), strict=True):
+                for (sql, cols), getter in zip(
+                    statements,
+                    (lambda r: [r.killmail], lambda r: r.attackers, lambda r: r.items),
+                    strict=True,
+                ):
                     cur.executemany(sql, [values(x, cols) for r in batch for x in getter(r)])
                 raw.commit()
                 cur.close()
         finally:
             raw.close()
+
     return len(rows) / timed(run)
 
 
@@ -132,6 +148,7 @@ def fresh_pg(admin_url: str) -> tuple[str, Callable[[], None]]:
         with engine.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         engine.dispose()
+
     return admin.set(database=name).render_as_string(hide_password=False), drop
 
 
@@ -144,7 +161,10 @@ def main() -> None:
     rows = realistic_rows(args.count)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        targets = [("sqlite", f"sqlite:///{tmp}/bench.db", lambda: None), ("postgresql", *fresh_pg(args.pg))]
+        targets = [
+            ("sqlite", f"sqlite:///{tmp}/bench.db", lambda: None),
+            ("postgresql", *fresh_pg(args.pg)),
+        ]
         for kind, url, cleanup in targets:
             db = Database(url)
             db.upgrade()
@@ -155,16 +175,27 @@ def main() -> None:
             finally:
                 db.close()
                 cleanup()
-            results.append({"database": kind, "killmails": args.count,
-                            "import_per_s": round(imported), "save_per_s": round(saved),
-                            "raw_executemany_per_s": round(raw), "save_to_raw": round(saved / raw, 2)})
+            results.append(
+                {
+                    "database": kind,
+                    "killmails": args.count,
+                    "import_per_s": round(imported),
+                    "save_per_s": round(saved),
+                    "raw_executemany_per_s": round(raw),
+                    "save_to_raw": round(saved / raw, 2),
+                }
+            )
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    print(f"{'database':<11}{'killmails':>10}{'import/s':>10}{'save/s':>9}{'raw/s':>9}{'save/raw':>10}")
+    print(
+        f"{'database':<11}{'killmails':>10}{'import/s':>10}{'save/s':>9}{'raw/s':>9}{'save/raw':>10}"
+    )
     for r in results:
-        print(f"{r['database']:<11}{r['killmails']:>10}{r['import_per_s']:>10}{r['save_per_s']:>9}"
-              f"{r['raw_executemany_per_s']:>9}{r['save_to_raw']:>10}")
+        print(
+            f"{r['database']:<11}{r['killmails']:>10}{r['import_per_s']:>10}{r['save_per_s']:>9}"
+            f"{r['raw_executemany_per_s']:>9}{r['save_to_raw']:>10}"
+        )
 
 
 if __name__ == "__main__":

@@ -53,34 +53,42 @@ LIST = "/characters/{character_id}/killmails/recent"
 
 def _sim_main(name: str, seed: int, conn: Connection) -> None:
     with SimServer(Scenario.named(name, seed=seed), port=0) as sim:
-        conn.send({"provisioned": sim.provision().to_dict(),
-                   "summary": dataclasses.asdict(sim.world.summary()),
-                   "list_cache_s": sim.scenario.list_cache_s,
-                   "buckets": dict(sim.scenario.buckets)})
+        conn.send(
+            {
+                "provisioned": sim.provision().to_dict(),
+                "summary": dataclasses.asdict(sim.world.summary()),
+                "list_cache_s": sim.scenario.list_cache_s,
+                "buckets": dict(sim.scenario.buckets),
+            }
+        )
         while True:
             command, arg = conn.recv()
             if command == "stop":
                 return
             if command == "stats":
                 s = sim.stats.snapshot()
-                conn.send({"requests": {f"{r} {st}": n for (r, st), n in s.requests.items()},
-                           "body_fetches_max": max(s.body_fetches.values(), default=0),
-                           "bodies_fetched_twice": sum(1 for n in s.body_fetches.values()
-                                                       if n > 1),
-                           "peak_concurrent": s.peak_concurrent,
-                           "tokens_spent": {g: sum(v.values())
-                                            for g, v in s.tokens_spent.items()}})
+                conn.send(
+                    {
+                        "requests": {f"{r} {st}": n for (r, st), n in s.requests.items()},
+                        "body_fetches_max": max(s.body_fetches.values(), default=0),
+                        "bodies_fetched_twice": sum(1 for n in s.body_fetches.values() if n > 1),
+                        "peak_concurrent": s.peak_concurrent,
+                        "tokens_spent": {g: sum(v.values()) for g, v in s.tokens_spent.items()},
+                    }
+                )
             elif command == "add_kills":
                 victims = [c.character_id for c in sim.world.characters]
-                conn.send([sim.world.add_kill(victim=victims[i % len(victims)])
-                           for i in range(arg)])
+                conn.send(
+                    [sim.world.add_kill(victim=victims[i % len(victims)]) for i in range(arg)]
+                )
 
 
 class SimProcess:
     def __init__(self, name: str, seed: int) -> None:
         self.conn, child = mp.Pipe()
-        self.process = mp.get_context("fork").Process(target=_sim_main, args=(name, seed, child),
-                                                       daemon=True)
+        self.process = mp.get_context("fork").Process(
+            target=_sim_main, args=(name, seed, child), daemon=True
+        )
         self.process.start()
         self.info: dict[str, Any] = self.conn.recv()
 
@@ -109,6 +117,7 @@ def fresh_database(kind: str, tmp: Path, pg_admin: str) -> tuple[str, Any]:
         with engine.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         engine.dispose()
+
     return admin.set(database=name).render_as_string(hide_password=False), drop
 
 
@@ -119,15 +128,21 @@ def sync_all(db: Database, broker: Any, worker: Worker, concurrency: int) -> flo
     return time.monotonic() - start
 
 
-def run_scenario(name: str, *, database: str, concurrency: int, pg_admin: str, seed: int = 1,
-                 new_kills: int = 5) -> dict[str, Any]:
+def run_scenario(
+    name: str, *, database: str, concurrency: int, pg_admin: str, seed: int = 1, new_kills: int = 5
+) -> dict[str, Any]:
     sim = SimProcess(name, seed)
     prov = sim.info["provisioned"]
     with tempfile.TemporaryDirectory() as tmp:
         url, cleanup = fresh_database(database, Path(tmp), pg_admin)
-        env = {"KILLSYNC_HOME": tmp, "KILLSYNC_DATABASE_URL": url,
-               "KILLSYNC_ESI_BASE_URL": prov["esi_url"], "KILLSYNC_SSO_BASE_URL": prov["sso_url"],
-               "KILLSYNC_CLIENT_ID": prov["client_id"], "KILLSYNC_CONTACT": "bench@killsync.invalid"}
+        env = {
+            "KILLSYNC_HOME": tmp,
+            "KILLSYNC_DATABASE_URL": url,
+            "KILLSYNC_ESI_BASE_URL": prov["esi_url"],
+            "KILLSYNC_SSO_BASE_URL": prov["sso_url"],
+            "KILLSYNC_CLIENT_ID": prov["client_id"],
+            "KILLSYNC_CONTACT": "bench@killsync.invalid",
+        }
         if prov["client_secret"]:
             env["KILLSYNC_CLIENT_SECRET"] = prov["client_secret"]
         settings = load_settings(environ=env)
@@ -143,8 +158,9 @@ def run_scenario(name: str, *, database: str, concurrency: int, pg_admin: str, s
                 first = sim.ask("stats")
                 result = figures(name, sim.info, wall, first)
                 if name == "incremental":
-                    result["incremental"] = incremental(sim, db, broker, worker, concurrency,
-                                                        first, new_kills)
+                    result["incremental"] = incremental(
+                        sim, db, broker, worker, concurrency, first, new_kills
+                    )
         finally:
             runtime.close()
             db.close()
@@ -157,13 +173,14 @@ def run_scenario(name: str, *, database: str, concurrency: int, pg_admin: str, s
 
 
 def count(stats: dict[str, Any], route: str, status: int | None = None) -> int:
-    return sum(n for key, n in stats["requests"].items()
-               if key.rsplit(" ", 1)[0] == route
-               and (status is None or key.endswith(f" {status}")))
+    return sum(
+        n
+        for key, n in stats["requests"].items()
+        if key.rsplit(" ", 1)[0] == route and (status is None or key.endswith(f" {status}"))
+    )
 
 
-def figures(name: str, info: dict[str, Any], wall: float, stats: dict[str, Any]
-            ) -> dict[str, Any]:
+def figures(name: str, info: dict[str, Any], wall: float, stats: dict[str, Any]) -> dict[str, Any]:
     summary = info["summary"]
     bound = summary["min_sync_time_s"]
     by_status: dict[str, int] = {}
@@ -171,20 +188,31 @@ def figures(name: str, info: dict[str, Any], wall: float, stats: dict[str, Any]
         status = key.rsplit(" ", 1)[1]
         by_status[status] = by_status.get(status, 0) + n
     return {
-        "scenario": name, "characters": summary["characters"],
-        "unique_killmails": summary["listed_killmails"], "list_pages": summary["list_pages"],
-        "wall_s": round(wall, 2), "lower_bound_s": round(bound, 2),
+        "scenario": name,
+        "characters": summary["characters"],
+        "unique_killmails": summary["listed_killmails"],
+        "list_pages": summary["list_pages"],
+        "wall_s": round(wall, 2),
+        "lower_bound_s": round(bound, 2),
         "ratio": round(wall / bound, 3) if bound else None,
         "requests_by_status": dict(sorted(by_status.items())),
-        "429": by_status.get("429", 0), "420": by_status.get("420", 0),
+        "429": by_status.get("429", 0),
+        "420": by_status.get("420", 0),
         "bodies_fetched_twice": stats["bodies_fetched_twice"],
         "bodies_per_s": round(count(stats, BODY, 200) / wall, 1) if wall else None,
         "peak_concurrent_requests": stats["peak_concurrent"],
     }
 
 
-def incremental(sim: SimProcess, db: Database, broker: Any, worker: Worker, concurrency: int,
-                before: dict[str, Any], k: int) -> dict[str, Any]:
+def incremental(
+    sim: SimProcess,
+    db: Database,
+    broker: Any,
+    worker: Worker,
+    concurrency: int,
+    before: dict[str, Any],
+    k: int,
+) -> dict[str, Any]:
     time.sleep(sim.info["list_cache_s"] + 1)
     sync_all(db, broker, worker, concurrency)
     quiet = sim.ask("stats")
@@ -202,15 +230,19 @@ def incremental(sim: SimProcess, db: Database, broker: Any, worker: Worker, conc
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    head = (f"{'scenario':<12}{'db':<11}{'chars':>6}{'kms':>7}{'wall s':>9}{'bound s':>9}"
-            f"{'ratio':>7}{'429':>5}{'420':>5}{'twice':>6}{'bodies/s':>10}{'RSS MiB':>9}")
+    head = (
+        f"{'scenario':<12}{'db':<11}{'chars':>6}{'kms':>7}{'wall s':>9}{'bound s':>9}"
+        f"{'ratio':>7}{'429':>5}{'420':>5}{'twice':>6}{'bodies/s':>10}{'RSS MiB':>9}"
+    )
     print(head)
     for r in results:
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        print(f"{r['scenario']:<12}{r['database']:<11}{r['characters']:>6}"
-              f"{r['unique_killmails']:>7}{r['wall_s']:>9.2f}{r['lower_bound_s']:>9.2f}"
-              f"{ratio:>7}{r['429']:>5}{r['420']:>5}{r['bodies_fetched_twice']:>6}"
-              f"{r['bodies_per_s'] or 0:>10.1f}{r['peak_rss_mib']:>9.1f}")
+        print(
+            f"{r['scenario']:<12}{r['database']:<11}{r['characters']:>6}"
+            f"{r['unique_killmails']:>7}{r['wall_s']:>9.2f}{r['lower_bound_s']:>9.2f}"
+            f"{ratio:>7}{r['429']:>5}{r['420']:>5}{r['bodies_fetched_twice']:>6}"
+            f"{r['bodies_per_s'] or 0:>10.1f}{r['peak_rss_mib']:>9.1f}"
+        )
         if "incremental" in r:
             print(f"  incremental: {json.dumps(r['incremental'])}")
         print(f"  requests by status: {json.dumps(r['requests_by_status'])}")
@@ -224,8 +256,10 @@ def main() -> None:
     parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    results = [run_scenario(name, database=args.database, concurrency=args.concurrency,
-                            pg_admin=args.pg) for name in args.scenarios]
+    results = [
+        run_scenario(name, database=args.database, concurrency=args.concurrency, pg_admin=args.pg)
+        for name in args.scenarios
+    ]
     if args.json:
         print(json.dumps(results, indent=2))
     else:

@@ -69,7 +69,7 @@ def test_add_validates_and_stores_identity(sim: SimServer, accounts_for: Any) ->
 
 def test_missing_scope_and_bad_tokens_are_refused(sim: SimServer, accounts_for: Any) -> None:
     cid = first_character(sim)
-    with pytest.raises(UsageError, match="did not grant esi-killmails.read_killmails.v1"):
+    with pytest.raises(UsageError, match=r"did not grant esi-killmails\.read_killmails\.v1"):
         accounts_for().add_refresh_token(sim.issue_refresh_token(cid, scopes=["publicData"]))
     with pytest.raises(InputError, match="SSO refused the refresh token"):
         accounts_for().add_refresh_token("not-a-token-the-sso-knows")
@@ -104,7 +104,8 @@ def test_rotation_survives_concurrent_refreshes(sim: SimServer, accounts_for: An
         tokens: list[str] = []
         errors: list[BaseException] = []
 
-        def run(accounts: Accounts) -> None:
+        def run(accounts: Accounts, barrier: threading.Barrier = barrier,
+                tokens: list[str] = tokens, errors: list[BaseException] = errors) -> None:
             try:
                 barrier.wait()
                 tokens.append(accounts.access_token(cid))

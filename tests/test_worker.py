@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -19,7 +18,8 @@ from sqlalchemy import func, select, update
 
 from killcli.config import Settings, load_settings
 from killcli.db import Database
-from killcli.db.models import Attacker, Job as JobRow, Killmail, Lease, PendingKillmail
+from killcli.db.models import Attacker, Character, Killmail, Lease, PendingKillmail
+from killcli.db.models import Job as JobRow
 from killcli.db.store import iter_killmail_bodies
 from killcli.db.types import utcnow
 from killcli.killmail import canonical_json
@@ -129,7 +129,8 @@ def test_removed_character_job_is_dead_lettered(pipeline: Any, db: Database) -> 
     dead = p.broker.dead_letters()
     assert [d.character_id for d in dead] == [999_999]
     assert "not tracked" in dead[0].reason
-    assert_ground_truth_stored_once(p.sim, db) if not ids else None
+    assert len(ids) == 2
+    assert p.broker.stats().dead_letters == 1
 
 
 def test_revoked_character_is_not_retried_and_not_queued_again(pipeline: Any, db: Database
@@ -138,8 +139,7 @@ def test_revoked_character_is_not_retried_and_not_queued_again(pipeline: Any, db
     ids = p.add_characters()
     p.sim.revoke(ids[0])
     with db.session() as s:  # its access token is stale: the sync must refresh
-        s.execute(update(__import__("killcli.db.models", fromlist=["Character"]).Character)
-                  .values(access_expires_at=utcnow()))
+        s.execute(update(Character).values(access_expires_at=utcnow()))
     run_queue(db, p.broker)
     result = p.drain()
     assert result.done == 2 and result.retried == 0
@@ -228,7 +228,7 @@ def test_sigkill_mid_job_loses_and_duplicates_nothing(start_sim: Any, db: Databa
         s.execute(update(Lease).values(expires_at=utcnow()))
     assert 0 < saved_before < 150
     again = worker_process(env, "--drain", "--concurrency", "2")
-    out, err = again.communicate(timeout=120)
+    _, err = again.communicate(timeout=120)
     assert again.returncode == 0, err
     assert_ground_truth_stored_once(sim, db)
 
@@ -261,4 +261,4 @@ def test_first_sigterm_finishes_running_jobs_and_exits_zero(start_sim: Any, db: 
     with db.session() as s:  # the jobs it was running finished and were settled
         assert s.scalar(select(func.count()).select_from(JobRow)) == 0
     assert_ground_truth_stored_once(sim, db)
-    assert json.dumps(out) is not None
+    assert out == ""  # no data on stdout: the log lines are on stderr

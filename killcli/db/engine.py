@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from killcli.errors import DatabaseError, SchemaOutOfDate
+from killcli.errors import ConfigError, DatabaseError, SchemaOutOfDate
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -50,7 +50,11 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
-    return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    try:
+        return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"KILLSYNC_DATABASE_URL: the driver for {parsed.drivername} is not "
+                          "installed", hint="pip install 'killsync[postgres]'") from exc
 
 
 class Database:

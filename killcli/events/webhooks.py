@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -141,11 +141,11 @@ def _save(db: Database, webhook_id: int, cursor: int | None = None, **values: An
         session.execute(update(WEBHOOKS).where(WEBHOOKS.c.id == webhook_id).values(**values))
 
 
-def _decrypt(db: Database, cipher: TokenCipher, row: Row[Any]) -> str | None:
+def _decrypt(db: Database, cipher: TokenCipher, row: Row[Any], now: datetime) -> str | None:
     try:
         return cipher.decrypt(row.url_enc)
     except InputError as exc:
-        _save(db, row.id, last_error=_stamp(Clock().now(), str(exc)))
+        _save(db, row.id, last_error=_stamp(now, str(exc)))
         return None
 
 
@@ -188,9 +188,9 @@ def sample_payload(now: datetime) -> dict[str, Any]:
             "victim": victim, "final_blow": final, "attacker_count": 1}
 
 
-def send_test_message(db: Database, cipher: TokenCipher, http: httpx.Client, webhook_id: int, *,
-                 clock: Clock | None = None, policy: RetryPolicy = DEFAULT_POLICY
-                 ) -> PostResult:
+def send_test_message(db: Database, cipher: TokenCipher, http: httpx.Client,
+                      webhook_id: int, *, clock: Clock | None = None,
+                      policy: RetryPolicy = DEFAULT_POLICY) -> PostResult:
     """Post one sample message now (unless the webhook must rest) and record the outcome:
     a deleted webhook is disabled, a 429 makes it rest, a success clears ``last_error``."""
     clock = clock or Clock()
@@ -198,7 +198,7 @@ def send_test_message(db: Database, cipher: TokenCipher, http: httpx.Client, web
     if row.blocked_until is not None and row.blocked_until > now:
         wait_s = (row.blocked_until - now).total_seconds()
         return PostResult(PostStatus.RATE_LIMITED, "resting after a rate limit", wait_s, 0)
-    url = _decrypt(db, cipher, row)
+    url = _decrypt(db, cipher, row, now)
     if url is None:
         return PostResult(PostStatus.FAILED, "cannot decrypt the stored URL", None, 0)
     body = webhook_body(row.kind, sample_payload(now), prefix=TEST_PREFIX)
@@ -270,7 +270,6 @@ class _Run:
     now: datetime
     posted: int = 0
     skipped: int = 0
-    seen: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -349,7 +348,7 @@ def _deliver_one(deps: _Deps, cipher: TokenCipher, webhook_id: int) -> WebhookRo
             return WebhookRound(webhook_id, RoundOutcome.DISABLED, detail="removed")
         if not row.enabled or (row.blocked_until is not None and row.blocked_until > now):
             return WebhookRound(webhook_id, RoundOutcome.RESTING, blocked_until=row.blocked_until)
-        url = _decrypt(deps.db, cipher, row)
+        url = _decrypt(deps.db, cipher, row, now)
         if url is None:
             return WebhookRound(webhook_id, RoundOutcome.ERROR, detail="cannot decrypt URL")
         return _drain(deps, _Run(row, url, row.cursor_event_id, now))
