@@ -262,3 +262,43 @@ def test_first_sigterm_finishes_running_jobs_and_exits_zero(start_sim: Any, db: 
         assert s.scalar(select(func.count()).select_from(JobRow)) == 0
     assert_ground_truth_stored_once(sim, db)
     assert out == ""  # no data on stdout: the log lines are on stderr
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
+
+
+@pytest.mark.rabbitmq
+def test_worker_survives_a_rabbitmq_restart(start_sim: Any, db: Database, db_target: DbTarget,
+                                            tmp_path: Path) -> None:
+    import shutil
+
+    if shutil.which("rabbitmqctl") is None:
+        unavailable("rabbitmqctl (to restart RabbitMQ)")
+    sim = start_sim("smoke", characters=6, killmails=240, faults=FaultPlan(latency_ms=25))
+    env = sim_environ(sim, tmp_path / "home", db_target.url)
+    env["KILLSYNC_BROKER_URL"] = RABBIT_URL
+    env["KILLSYNC_QUEUE_NAME"] = f"killsync-restart-{os.getpid()}-{time.monotonic_ns()}"
+    p = Pipeline(sim, db, load_settings(environ=env))
+    try:
+        p.add_characters()
+        assert run_queue(db, p.broker).published == 6
+        results: list[Any] = []
+        thread = threading.Thread(target=lambda: results.append(p.drain(concurrency=2)))
+        thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with db.session() as s:
+                if s.scalar(select(func.count()).select_from(Killmail)):
+                    break
+            time.sleep(0.05)
+        rabbitmqctl("stop_app")
+        time.sleep(1)
+        rabbitmqctl("start_app")
+        rabbitmqctl("await_startup")
+        thread.join(timeout=180)
+        assert not thread.is_alive()
+        assert results and results[0].reconnects >= 1
+        assert_ground_truth_stored_once(sim, db)
+    finally:
+        p.close()

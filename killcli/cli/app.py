@@ -13,6 +13,7 @@ from killcli import __version__
 from killcli.cli import data as data_cmds
 from killcli.cli import db as db_cmds
 from killcli.cli import demo as demo_cmds
+from killcli.cli import events as events_cmds
 from killcli.cli import ops as ops_cmds
 from killcli.cli import settings as config_cmds
 from killcli.cli import sim as sim_cmds
@@ -37,6 +38,7 @@ app.add_typer(db_cmds.app)
 app.add_typer(config_cmds.app)
 app.add_typer(sim_cmds.app)
 demo_cmds.register(app)
+events_cmds.register(app)
 ops_cmds.register(app)
 users_cmds.register(app)
 sync_cmds.register(app)

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from killcli.cli.context import AppContext, app_context, examples, print_json
 from killcli.console import is_interactive, make_console
+from killcli.events.pump import EventPump
 from killcli.metrics import WorkerMetrics
 from killcli.queue import open_broker
 from killcli.queue.base import Broker
@@ -134,7 +135,11 @@ def worker_cmd(
     if metrics_port is not None:
         metrics.serve(metrics_port)
     view = _LiveView(app_ctx)
-    worker = Worker(runtime, broker, on_report=view.report, metrics=metrics)
+    pump = EventPump(app_ctx.settings, app_ctx.database(), on_problem=app_ctx.console.print)
+    pump.start()
+    app_ctx.on_close(pump.close)
+    worker = Worker(runtime, broker, on_report=view.report, metrics=metrics,
+                    after_job=pump.pump)
     stop = threading.Event()
     _install_signals(stop, app_ctx)
     if view.live is not None:

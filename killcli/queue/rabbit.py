@@ -257,8 +257,13 @@ class RabbitBroker(Broker):
                 raise QueueUnavailable(f"RabbitMQ: {describe_amqp(exc)}") from exc
 
     def _admin_channel(self) -> BlockingChannel:
-        if self._chan is not None and self._chan.is_open:
-            return self._chan
+        if self._chan is not None and self._chan.is_open and self._conn is not None:
+            try:  # a blocking connection only notices a dropped socket when it does I/O
+                self._conn.process_data_events(time_limit=0)
+            except LINK_ERRORS:
+                self._chan = None
+            else:
+                return self._chan
         close_quietly(self._conn)
         self._conn = connect(self.url, name=self.connection_name("admin"))
         try:

@@ -15,11 +15,13 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from multiprocessing.queues import Queue
+from types import MappingProxyType
 
 from killcli.sim.scenario import Scenario
 from killcli.sim.server import SimServer
 
-_UNLIMITED = {"char-killmail": (10**9, 900), "killmail": (10**9, 900), "status": (10**9, 900)}
+_UNLIMITED = MappingProxyType(
+    dict.fromkeys(("char-killmail", "killmail", "status"), (10**9, 900)))
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class BenchResult:
 
     @property
     def requests_per_s(self) -> float:
+        """Successful answers per second of measured time."""
         return self.requests / self.seconds if self.seconds else 0.0
 
 

@@ -1,6 +1,6 @@
 """ESI over HTTP: routing, authentication, rate limits, faults and conditional requests.
 
-Order of checks for one request: route (404/405), error limit (420), bearer token
+Order of checks for one request: error limit (420), route (404/405), bearer token
 (401/403), token bucket (429), downtime (503), latency, injected fault (stall -> 504,
 5xx), the route's answer, ``If-None-Match`` (304), malformed/truncated body. Then the
 bucket is charged for the final status and the error limit counts it.
@@ -14,6 +14,7 @@ import threading
 import uuid
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import jwt
@@ -32,10 +33,11 @@ UNKNOWN_ROUTE = "/{unknown}"
 _ERROR_420 = ("This software has exceeded the error limit for ESI. If you are a user, please "
               "contact the maker of this software. If you are the maker of this software, "
               "please fix your code.")
-_STATUS_TEXT = {500: "Internal Server Error", 502: "Bad Gateway",
+_STATUS_TEXT = MappingProxyType({
+                500: "Internal Server Error", 502: "Bad Gateway",
                 503: "The datasource tranquility is temporarily unavailable",
                 504: "Timeout contacting tranquility",
-                422: "Invalid killmail_id and/or killmail_hash"}
+                422: "Invalid killmail_id and/or killmail_hash"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Route:
 
     @property
     def pattern(self) -> re.Pattern[str]:
+        """The regular expression matching concrete paths of this route."""
         regex = re.sub(r"\{killmail_hash\}", r"(?P<killmail_hash>[^/]+)", self.template)
         regex = re.sub(r"\{(\w+)\}", r"(?P<\1>\\d+)", regex)
         return re.compile(f"^{regex}/?$")
@@ -79,12 +82,14 @@ class Caller:
 
     @property
     def character_id(self) -> int | None:
+        """The character of the token (``sub``), None without a valid token."""
         sub = str((self.claims or {}).get("sub", ""))
         prefix, _, number = sub.rpartition(":")
         return int(number) if prefix == "CHARACTER:EVE" and number.isdigit() else None
 
     @property
     def application(self) -> str | None:
+        """The client id of the token (``azp``)."""
         return None if self.claims is None else str(self.claims.get("azp", ""))
 
 
@@ -125,10 +130,12 @@ class EsiApp:
             if route.method == method:
                 return route, found.groupdict()
             wrong_method = True
-        return Response.error(405 if wrong_method else 404, "Method not allowed"
-                              if wrong_method else "Not found")
+        if wrong_method:
+            return Response.error(405, "Method not allowed")
+        return Response.error(404, "Not found")
 
     def route_template(self, request: Request) -> str:
+        """The route template a request is counted under in statistics."""
         matched = self.match(request.method, request.path)
         return matched[0].template if isinstance(matched, tuple) else UNKNOWN_ROUTE
 
@@ -136,15 +143,15 @@ class EsiApp:
 
     def __call__(self, request: Request) -> Response:
         ip = request.client_ip
+        error_state = self._errors.state(ip)
+        if error_state.blocked:  # every route, even unknown ones, until the window resets
+            response = Response.error(420, _ERROR_420)
+            response.headers.update(error_state.headers())
+            return response
         matched = self.match(request.method, request.path)
         if isinstance(matched, Response):
             return self._finish(matched, ip, None)
         route, params = matched
-        error_state = self._errors.state(ip)
-        if error_state.blocked:
-            response = Response.error(420, _ERROR_420)
-            response.headers.update(error_state.headers())
-            return response
         caller = self._authenticate(route, request, params)
         ticket: Ticket | None = None
         key = self._bucket_key(route, caller, ip)

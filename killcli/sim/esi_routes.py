@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from email.utils import format_datetime
+from types import MappingProxyType
 from typing import Any
 
 from killcli.killmail import format_time
@@ -22,11 +23,13 @@ JSON = "application/json; charset=utf-8"
 MAX_IDS = 1000
 NAMES_404 = "Ensure all IDs are valid before resolving."
 #: Cache ages (x-cache-age in the OpenAPI documents) of the routes served here.
-CACHE_AGE_S = {"character": 86_400, "corporation": 3_600, "alliance": 3_600, "type": 86_400,
-               "system": 86_400, "status": 30, "affiliation": 3_600, "names": 3_600}
+CACHE_AGE_S = MappingProxyType({
+    "character": 86_400, "corporation": 3_600, "alliance": 3_600, "type": 86_400,
+    "system": 86_400, "status": 30, "affiliation": 3_600, "names": 3_600})
 
 
 def http_date(value: datetime) -> str:
+    """An HTTP date (``Sat, 28 Nov 2026 12:00:00 GMT``)."""
     return format_datetime(value, usegmt=True)
 
 

@@ -43,10 +43,15 @@ class Faults:
         self._forced: dict[tuple[str, Hashable], deque[Fault]] = {}
         self._attempts: Counter[tuple[str, Hashable]] = Counter()
         self._sso_failures: deque[int] = deque()
-        origin = clock.monotonic()
         self._downtime: tuple[float, float] | None = None
-        if plan.downtime_s is not None:
-            self._downtime = (origin + plan.downtime_s[0], origin + plan.downtime_s[1])
+        self.anchor(clock.monotonic())
+
+    def anchor(self, origin_s: float) -> None:
+        """Count the scenario's downtime window from ``origin_s`` (the server's start)."""
+        window = self._plan.downtime_s
+        if window is not None:
+            with self._lock:
+                self._downtime = (origin_s + window[0], origin_s + window[1])
 
     # -- what tests call ---------------------------------------------------------------
 
@@ -93,10 +98,12 @@ class Faults:
     # -- what the server calls -------------------------------------------------------
 
     def in_downtime(self) -> bool:
+        """True while the downtime window is open."""
         window = self._downtime
         return window is not None and window[0] <= self._clock.monotonic() < window[1]
 
     def sso_failure(self) -> int | None:
+        """The status of the next forced token-endpoint failure, if any."""
         with self._lock:
             return self._sso_failures.popleft() if self._sso_failures else None
 

@@ -75,6 +75,7 @@ class _Ids:
                 return value
 
     def character(self, pool: int | None = None) -> int:
+        """A new character id from one of the id ranges (random when ``pool`` is None)."""
         if pool is None:
             pool = self._rng.choices(range(3), weights=_POOL_WEIGHTS)[0]
         return self.take(*_CHARACTER_POOLS[pool])
@@ -99,6 +100,7 @@ class UniverseBuilder:
         return start + timedelta(seconds=self.rng.randint(0, max(span_s, 1)))
 
     def alliance(self, corp_ids: list[int], name: str | None = None) -> int:
+        """Create an alliance led by the first of ``corp_ids``; its id."""
         alliance_id = (self.ids.take(1_000_000_000, 1_999_999_999) if self.rng.random() < 0.1
                        else self.ids.take(99_000_000, 99_014_999))
         name = name or self.names.alliance()
@@ -109,6 +111,7 @@ class UniverseBuilder:
         return alliance_id
 
     def corporation(self, alliance_id: int | None, name: str | None = None) -> int:
+        """Create a player corporation; its id."""
         corp_id = (self.ids.take(100_000_000, 999_999_999) if self.rng.random() < 0.1
                    else self.ids.take(98_000_000, 98_799_999))
         name = name or self.names.corporation()
@@ -120,6 +123,7 @@ class UniverseBuilder:
 
     def character(self, corp_id: int, *, simulated: bool, pool: int | None = None,
                   name: str | None = None) -> int:
+        """Create a character in a corporation; its id."""
         corp = self.universe.corporations[corp_id]
         char_id = self.ids.character(pool)
         self.universe.characters[char_id] = Character(

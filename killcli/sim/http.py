@@ -37,9 +37,11 @@ class Request:
     client_ip: str
 
     def header(self, name: str) -> str | None:
+        """A request header by (any-case) name."""
         return self.headers.get(name.lower())
 
     def param(self, name: str) -> str | None:
+        """The first value of a query parameter."""
         values = self.query.get(name)
         return values[0] if values else None
 
@@ -55,6 +57,7 @@ class Response:
 
     @classmethod
     def json(cls, status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
+        """A JSON response (compact, UTF-8)."""
         data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         out = {"Content-Type": "application/json; charset=utf-8"}
         out.update(headers or {})

@@ -28,9 +28,11 @@ class ListVersion:
 
     @property
     def pages(self) -> int:
+        """The ``X-Pages`` value of this version."""
         return max(1, math.ceil(len(self.rows) / self.page_size))
 
     def page(self, number: int) -> list[dict[str, int | str]]:
+        """The rows of one page (1-based)."""
         start = (number - 1) * self.page_size
         return [{"killmail_hash": h, "killmail_id": k}
                 for k, h in self.rows[start:start + self.page_size]]

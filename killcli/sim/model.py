@@ -25,6 +25,7 @@ class Character:
 
 @dataclass(frozen=True)
 class Corporation:
+    """A player or NPC corporation."""
     corporation_id: int
     name: str
     ticker: str
@@ -40,6 +41,7 @@ class Corporation:
 
 @dataclass(frozen=True)
 class Alliance:
+    """An alliance of player corporations."""
     alliance_id: int
     name: str
     ticker: str
@@ -51,6 +53,7 @@ class Alliance:
 
 @dataclass(frozen=True)
 class SolarSystem:
+    """A solar system with its moons (moon ids appear in some killmails)."""
     system_id: int
     name: str
     constellation_id: int
@@ -71,6 +74,7 @@ class Pilot:
 
     @property
     def is_player(self) -> bool:
+        """True for a character, False for an NPC or a structure."""
         return self.character_id is not None
 
 

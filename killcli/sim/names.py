@@ -122,9 +122,11 @@ class NameMaker:
                             f"{self._word(self._rng.randint(1, 3))}")
 
     def corporation(self) -> str:
+        """A corporation name such as ``Kavel Holdings``."""
         return self._unique(f"{self._word(2)} {self._rng.choice(_CORP_WORDS)}")
 
     def alliance(self) -> str:
+        """An alliance name such as ``Torri Coalition``."""
         return self._unique(f"{self._word(2)} {self._rng.choice(_ALLIANCE_WORDS)}")
 
     def system(self) -> str:

@@ -55,6 +55,7 @@ class KillPlanner:
                 type_id or self.rng.choice(_STRUCTURES))
 
     def ship(self) -> int:
+        """A random victim ship (sometimes a capsule)."""
         return 670 if self.rng.random() < 0.08 else self.rng.choice(self._ships)
 
     def random_sides(self, *, huge: bool) -> Sides:

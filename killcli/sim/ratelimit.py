@@ -49,6 +49,7 @@ class BucketReport:
     retry_after_s: int | None = None
 
     def headers(self) -> dict[str, str]:
+        """The response headers this state stands for."""
         out = {"X-Ratelimit-Group": self.group, "X-Ratelimit-Limit": self.limit,
                "X-Ratelimit-Remaining": str(self.remaining), "X-Ratelimit-Used": str(self.used)}
         if self.retry_after_s is not None:
@@ -112,6 +113,7 @@ class TokenBuckets:
         self._ledgers: dict[tuple[str, Hashable], _Ledger] = {}
 
     def has(self, group: str) -> bool:
+        """True when the scenario limits this group."""
         return group in self._groups
 
     def admit(self, group: str, key: Hashable) -> Ticket | BucketReport:
@@ -178,9 +180,11 @@ class ErrorState:
 
     @property
     def blocked(self) -> bool:
+        """True once the window has no errors left (420 time)."""
         return self.remain <= 0
 
     def headers(self) -> dict[str, str]:
+        """The response headers this state stands for."""
         return {"X-ESI-Error-Limit-Remain": str(self.remain),
                 "X-ESI-Error-Limit-Reset": str(self.reset_s)}
 
@@ -195,6 +199,12 @@ class ErrorLimiter:
         self._origin_s = clock.monotonic()
         self._lock = threading.Lock()
         self._counts: dict[str, tuple[int, int]] = {}  # ip -> (window index, errors)
+
+    def anchor(self, origin_s: float) -> None:
+        """Count windows from ``origin_s`` (the server's start)."""
+        with self._lock:
+            self._origin_s = origin_s
+            self._counts.clear()
 
     def _window(self) -> tuple[int, int]:
         elapsed = self._clock.monotonic() - self._origin_s

@@ -55,7 +55,7 @@ SigningMode = Literal["RS256", "ES256", "alternate"]
 ClientKind = Literal["confidential", "pkce"]
 
 _LIMIT_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*([smh])\s*$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600}
+_UNIT_S = MappingProxyType({"s": 1, "m": 60, "h": 3600})
 
 
 def parse_limit(text: str) -> tuple[int, int]:

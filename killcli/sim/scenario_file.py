@@ -24,8 +24,10 @@ and the key.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from killcli.errors import InputError, UsageError
@@ -89,13 +91,13 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(k.__name__ for k in _as_tuple(kind))
 
 
-_EXPECTED: dict[str, type | tuple[type, ...]] = {
+_EXPECTED: Mapping[str, type | tuple[type, ...]] = MappingProxyType({
     "name": str, "description": str, "client_kind": str, "signing": str,
     "client_id": str, "client_secret": str, "callback_url": str,
     "rotate_refresh_tokens": bool,
     "shared_fraction": (int, float), "npc_final_blow_fraction": (int, float),
     "structure_fraction": (int, float), "app_scopes": list,
-}
+})
 
 
 def _plain(key: str, value: Any) -> Any:

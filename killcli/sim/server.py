@@ -47,6 +47,7 @@ class Provisioned:
     characters: tuple[CharacterLogin, ...]
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-able form (what ``--tokens-file`` writes)."""
         return {"esi_url": self.esi_url, "sso_url": self.sso_url, "client_id": self.client_id,
                 "client_secret": self.client_secret,
                 "characters": [{"character_id": c.character_id, "name": c.name,
@@ -96,6 +97,9 @@ class SimServer:
             raise UsageError(f"cannot listen on {self._address[0]}:{self._address[1]}: "
                              f"{exc.strerror or exc}") from exc
         self._sso_state.issuer = self.sso_url
+        started_s = self.clock.monotonic()  # downtime and error windows count from here
+        self.faults.anchor(started_s)
+        self._errors.anchor(started_s)
         self._sso = SsoApp(self._sso_state, self.keys, self.faults, self.esi_url)
         self._thread = threading.Thread(target=self._httpd.serve_forever,
                                         kwargs={"poll_interval": 0.1},
@@ -132,6 +136,7 @@ class SimServer:
 
     @property
     def port(self) -> int:
+        """The bound TCP port."""
         if self._httpd is None:
             raise RuntimeError("the simulator is not running")
         return int(self._httpd.server_address[1])
@@ -148,6 +153,7 @@ class SimServer:
 
     @property
     def client_id(self) -> str:
+        """The scenario's application (client) id."""
         return self._sso_state.client_id
 
     @property
@@ -192,6 +198,7 @@ class SimServer:
         return self._sso_state.sell_character(character_id, revoke=revoke)
 
     def owner_hash(self, character_id: int) -> str:
+        """The character's current owner hash (the JWT ``owner`` claim)."""
         return self._sso_state.owner_hash(character_id)
 
     # -- dispatch -------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from killcli.sim.sso_state import Grant, OAuthError, SsoState
 
 PREFIX = "/sso"
 FORM = "application/x-www-form-urlencoded"
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def _oauth_error(error: OAuthError) -> Response:

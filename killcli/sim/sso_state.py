@@ -60,6 +60,7 @@ class TokenSet:
     refresh_token: str
 
     def to_json(self) -> dict[str, Any]:
+        """The token endpoint's JSON answer."""
         return {"access_token": self.access_token, "expires_in": self.expires_in,
                 "token_type": "Bearer", "refresh_token": self.refresh_token}
 
@@ -189,6 +190,7 @@ class SsoState:
     # -- authorization codes ------------------------------------------------------------
 
     def new_code(self, grant: Grant, redirect_uri: str, challenge: str | None) -> str:
+        """An authorization code for a grant, valid for five minutes."""
         code = secrets.token_urlsafe(16)
         expires = self._clock.monotonic() + CODE_LIFETIME_S
         with self._lock:

@@ -27,6 +27,7 @@ class StatsSnapshot:
 
     @property
     def total(self) -> int:
+        """Every request counted."""
         return sum(self.requests.values())
 
     def count(self, route: str | None = None, status: int | None = None) -> int:
@@ -36,14 +37,17 @@ class StatsSnapshot:
 
     @property
     def not_modified(self) -> int:
+        """Answers with status 304."""
         return self.count(status=304)
 
     @property
     def error_limited(self) -> int:
+        """Answers with status 420."""
         return self.count(status=420)
 
     @property
     def rate_limited(self) -> int:
+        """Answers with status 429."""
         return self.count(status=429)
 
     def tokens_spent_in(self, group: str) -> int:
@@ -103,6 +107,7 @@ class Stats:
             self._in_flight = self._peak = in_flight
 
     def started(self, *, has_date: bool, has_agent: bool) -> None:
+        """A request arrived (what it sent is noted)."""
         with self._lock:
             self._in_flight += 1
             self._peak = max(self._peak, self._in_flight)
@@ -110,25 +115,30 @@ class Stats:
             self._no_agent += 0 if has_agent else 1
 
     def finished(self, route: str, status: int) -> None:
+        """A request was answered."""
         with self._lock:
             self._in_flight -= 1
             self._requests[(route, status)] += 1
 
     def body(self, killmail_id: int, status: int) -> None:
+        """A killmail body was asked for."""
         with self._lock:
             self._body_fetches[killmail_id] += 1
             if status == 200:
                 self._bodies_served[killmail_id] += 1
 
     def tokens(self, group: str, key: str, cost: int) -> None:
+        """Tokens charged to a bucket."""
         with self._lock:
             self._tokens.setdefault(group, Counter())[key] += cost
 
     def internal_error(self) -> None:
+        """The simulator itself failed (a bug)."""
         with self._lock:
             self._internal_errors += 1
 
     def stall(self) -> None:
+        """A request was made to hang."""
         with self._lock:
             self._stalls += 1
 

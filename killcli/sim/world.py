@@ -134,6 +134,8 @@ class World:
         ``attacker`` is credited with the final blow, or is the last player to do damage
         when ``npc_final_blow``. The kill shows in lists once their cache refreshes.
         """
+        if victim is not None and victim == attacker:
+            raise ValueError("a character cannot kill itself: victim and attacker must differ")
         with self._lock:
             sides = Sides(self._pilot_or_outsider(victim), self._planner.ship(),
                           self._pilot_or_outsider(attacker), npc_final_blow)
@@ -158,6 +160,7 @@ class World:
 
     @property
     def character_ids(self) -> tuple[int, ...]:
+        """The ids of the simulated characters, in creation order."""
         return tuple(self._universe.simulated)
 
     def character(self, character_id: int) -> Character | None:
@@ -165,15 +168,19 @@ class World:
         return self._universe.characters.get(character_id)
 
     def corporation(self, corporation_id: int) -> Corporation | None:
+        """A corporation (player or NPC) by id."""
         return self._universe.corporations.get(corporation_id)
 
     def alliance(self, alliance_id: int) -> Alliance | None:
+        """An alliance by id."""
         return self._universe.alliances.get(alliance_id)
 
     def system(self, system_id: int) -> SolarSystem | None:
+        """A solar system by id."""
         return self._universe.systems.get(system_id)
 
     def item_type(self, type_id: int) -> TypeInfo | None:
+        """An inventory type by id."""
         return self._universe.types.get(type_id)
 
     @property

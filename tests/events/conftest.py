@@ -126,28 +126,3 @@ def bind_queue(rabbit: Any) -> BindQueue:
                 messages.append((props, body))
         return drain
     return bind
-
-
-# -- the CLI: until `killcli.cli.app` registers the events commands, the tests do ---------
-
-ENTRY = """
-from killcli.cli.app import app, main
-from killcli.cli.events import register
-if not any(c.name == "watch" for c in app.registered_commands):
-    register(app)
-main()
-"""
-
-
-@pytest.fixture(autouse=True)
-def _events_cli_registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Register for this test only (on copies of the lists), so that other tests, such as
-    the CLI reference check, see the root command exactly as `killcli.cli.app` builds it."""
-    from killcli.cli.app import app
-    from killcli.cli.events import register
-
-    if any(c.name == "watch" for c in app.registered_commands):
-        return
-    monkeypatch.setattr(app, "registered_commands", list(app.registered_commands))
-    monkeypatch.setattr(app, "registered_groups", list(app.registered_groups))
-    register(app)

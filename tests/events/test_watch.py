@@ -21,7 +21,7 @@ from killcli.events.outbox import OutboxEvent
 from killcli.events.relay import relay_pending
 from killcli.events.watch import StopReason, WatchOptions, watch
 from tests.conftest import REPO, CliResult, DbTarget
-from tests.events.conftest import ENTRY, BindQueue, add_events, make_payload
+from tests.events.conftest import BindQueue, add_events, make_payload
 
 MARKUP_NAME = "[b]Boss[/b] @everyone <@123> :smile:"
 
@@ -171,7 +171,7 @@ def test_watch_stops_when_asked(now: datetime) -> None:
 def watch_process(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     environ = dict(os.environ, KILLSYNC_DATABASE_URL=f"sqlite:///{tmp_path / 'w.db'}",
                    KILLSYNC_HOME=str(tmp_path / "home"))
-    proc = subprocess.Popen([sys.executable, "-c", ENTRY, "watch"], cwd=REPO, env=environ,
+    proc = subprocess.Popen([sys.executable, "-m", "killcli", "watch"], cwd=REPO, env=environ,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     yield proc
     if proc.poll() is None:

@@ -37,7 +37,8 @@ def test_body_route_answers_exact_bytes(sim: SimServer, http: httpx.Client) -> N
     assert response.content == sim.world.body_bytes(killmail_id)
     assert response.json() == sim.world.body(killmail_id)
     assert response.headers["ETag"].startswith('"')
-    again = http.get(body_url(sim, killmail_id), headers={"If-None-Match": response.headers["ETag"]})
+    again = http.get(body_url(sim, killmail_id),
+                     headers={"If-None-Match": response.headers["ETag"]})
     assert (again.status_code, again.content) == (304, b"")
     wrong = http.get(body_url(sim, killmail_id, "0" * 40))
     assert wrong.json() == {"error": "Invalid killmail_id and/or killmail_hash"}
@@ -177,3 +178,5 @@ def test_added_kills_get_new_ids_and_bodies(sim: SimServer) -> None:
     assert {first, second} <= set(sim.world.ground_truth()[char])
     with pytest.raises(KeyError):
         sim.world.add_kill(victim=1)
+    with pytest.raises(ValueError, match="must differ"):
+        sim.world.add_kill(victim=char, attacker=char)

@@ -71,7 +71,8 @@ def test_if_none_match_gives_304_without_body(paged: SimServer, http: httpx.Clie
     char = paged.world.character_ids[0]
     token = bearer(paged.access_token(char))
     first = http.get(list_url(paged, char), headers=token)
-    again = http.get(list_url(paged, char), headers={**token, "If-None-Match": first.headers["ETag"]})
+    again = http.get(list_url(paged, char),
+                     headers={**token, "If-None-Match": first.headers["ETag"]})
     assert again.status_code == 304
     assert again.content == b""
     assert again.headers["ETag"] == first.headers["ETag"]
@@ -93,10 +94,11 @@ def test_new_kills_appear_only_when_the_cache_refreshes(paged: SimServer, clock:
     new_id = paged.world.add_kill(victim=char)
     assert new_id > max(k for k in paged.world.killmails if k != new_id)
     assert new_id in paged.world.ground_truth()[char]
-    cached = http.get(list_url(paged, char), headers={**token, "If-None-Match": first.headers["ETag"]})
+    conditional = {**token, "If-None-Match": first.headers["ETag"]}
+    cached = http.get(list_url(paged, char), headers=conditional)
     assert cached.status_code == 304  # still the cached version
     clock.advance(290)
-    fresh = http.get(list_url(paged, char), headers={**token, "If-None-Match": first.headers["ETag"]})
+    fresh = http.get(list_url(paged, char), headers=conditional)
     assert fresh.status_code == 200
     assert fresh.json()[0]["killmail_id"] == new_id
     assert fresh.headers["ETag"] != first.headers["ETag"]

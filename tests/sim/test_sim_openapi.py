@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from killcli.sim import ESI_BUCKETS, Scenario, SimServer, SystemClock, World, ids_in_body
+from killcli.sim.esi import ROUTES
 from tests.sim.sim_helpers import (
     OPENAPI_YAML,
     OpenApi,
@@ -150,3 +151,11 @@ def test_rate_limit_groups_match_the_2026_document(route: str, group: str,
     assert ESI_BUCKETS[group] == (int(found.group(2)), int(found.group(3)) * 60)
     if cache_s is not None:
         assert f"x-cache-age: {cache_s}" in block
+
+
+def test_every_served_route_is_in_the_document(openapi: OpenApi) -> None:
+    for route in ROUTES:
+        operation = openapi.doc["paths"][route.template][route.method.lower()]
+        assert "200" in operation["responses"]
+        scopes = [s for req in operation.get("security", []) for s in req.get("OAuth2", [])]
+        assert scopes == ([route.scope] if route.scope else [])

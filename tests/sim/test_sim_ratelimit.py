@@ -166,8 +166,9 @@ def test_error_limit_gives_420_everywhere_until_the_window_resets(
     blocked = [http.get(f"{sim.esi_url}/status"),
                http.get(body_url(sim, next(iter(sim.world.killmails)))),
                http.get(list_url(sim, char), headers=bearer(sim.access_token(char))),
-               http.post(f"{sim.esi_url}/universe/names", json=[char])]
-    assert [b.status_code for b in blocked] == [420] * 4
+               http.post(f"{sim.esi_url}/universe/names", json=[char]),
+               http.get(f"{sim.esi_url}/no/such/route")]
+    assert [b.status_code for b in blocked] == [420] * 5
     assert blocked[0].json()["error"].startswith("This software has exceeded the error limit")
     assert blocked[0].headers["X-ESI-Error-Limit-Reset"] == "8"
     clock.advance(7.5)

@@ -29,8 +29,10 @@ CALLBACK = "http://127.0.0.1:8765/callback"
 
 def _token(sim: SimServer, http: httpx.Client, data: dict[str, str], *,
            basic: bool = True) -> httpx.Response:
-    auth = (sim.client_id, sim.client_secret or "") if basic else None
-    return http.post(f"{sim.sso_url}/v2/oauth/token", data=data, auth=auth)
+    url = f"{sim.sso_url}/v2/oauth/token"
+    if not basic:
+        return http.post(url, data=data)
+    return http.post(url, data=data, auth=(sim.client_id, sim.client_secret or ""))
 
 
 def _refresh(sim: SimServer, http: httpx.Client, token: str, **kw: Any) -> httpx.Response:
@@ -116,7 +118,8 @@ def test_revocation(sim: SimServer, http: httpx.Client) -> None:
     assert sim.revoke(first) == 1
     assert _refresh(sim, http, token).json()["error"] == "invalid_grant"
     other = sim.issue_refresh_token(second)
-    revoked = http.post(f"{sim.sso_url}/v2/oauth/revoke", auth=(sim.client_id, sim.client_secret or ""),
+    revoked = http.post(f"{sim.sso_url}/v2/oauth/revoke",
+                        auth=(sim.client_id, sim.client_secret or ""),
                         data={"token": other, "token_type_hint": "refresh_token"})
     assert revoked.status_code == 200
     assert _refresh(sim, http, other).status_code == 400

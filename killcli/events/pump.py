@@ -1,0 +1,68 @@
+"""What a worker does with events after each job: relay them and post webhooks.
+
+Events are already in the outbox (written with their killmails). After each job, and on
+a timer, the worker publishes unpublished rows to the ``killsync.events`` fanout exchange
+(fleets only) and runs one webhook delivery round. Neither may fail a job: problems are
+reported and the rows wait for the next round.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from killcli.config import Settings, secret_keys
+from killcli.db import Database
+from killcli.errors import KillsyncError
+from killcli.events.hookpost import make_client
+from killcli.events.relay import EventRelay
+from killcli.events.webhooks import deliver_pending
+from killcli.sso.crypto import TokenCipher
+
+PUMP_INTERVAL_S = 5.0
+
+
+class EventPump:
+    """Thread-safe: one round at a time, rounds that find another running are skipped."""
+
+    def __init__(self, settings: Settings, db: Database, *,
+                 on_problem: Callable[[str], None] = lambda message: None) -> None:
+        self._db = db
+        broker = settings.broker_url
+        self._relay = EventRelay(broker) if broker and settings.uses_rabbitmq else None
+        self._http = make_client()
+        self._cipher = TokenCipher(secret_keys(settings))
+        self._on_problem = on_problem
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
+
+    def pump(self) -> None:
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            if self._relay is not None:
+                self._relay.relay_pending(self._db)
+            deliver_pending(self._db, self._cipher, self._http)
+        except KillsyncError as exc:
+            self._on_problem(f"events: {exc} (will retry)")
+        finally:
+            self._lock.release()
+
+    def start(self, interval_s: float = PUMP_INTERVAL_S) -> None:
+        """Also pump every ``interval_s`` seconds in a daemon thread, until :meth:`close`."""
+        def loop() -> None:
+            while not self._stop.wait(interval_s):
+                self.pump()
+
+        self._timer = threading.Thread(target=loop, name="killsync-events", daemon=True)
+        self._timer.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._timer is not None:
+            self._timer.join()
+        self.pump()  # what the last jobs saved goes out before the worker exits
+        if self._relay is not None:
+            self._relay.close()
+        self._http.close()
