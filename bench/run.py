@@ -51,8 +51,9 @@ LIST = "/characters/{character_id}/killmails/recent"
 # -- the simulator in its own process ----------------------------------------------------
 
 
-def _sim_main(name: str, seed: int, conn: Connection) -> None:
-    with SimServer(Scenario.named(name, seed=seed), port=0) as sim:
+def _sim_main(name: str, seed: int, overrides: dict[str, Any], conn: Connection) -> None:
+    scenario = dataclasses.replace(Scenario.named(name, seed=seed), **overrides)
+    with SimServer(scenario, port=0) as sim:
         conn.send(
             {
                 "provisioned": sim.provision().to_dict(),
@@ -84,10 +85,10 @@ def _sim_main(name: str, seed: int, conn: Connection) -> None:
 
 
 class SimProcess:
-    def __init__(self, name: str, seed: int) -> None:
+    def __init__(self, name: str, seed: int, overrides: dict[str, Any]) -> None:
         self.conn, child = mp.Pipe()
         self.process = mp.get_context("fork").Process(
-            target=_sim_main, args=(name, seed, child), daemon=True
+            target=_sim_main, args=(name, seed, overrides, child), daemon=True
         )
         self.process.start()
         self.info: dict[str, Any] = self.conn.recv()
@@ -129,9 +130,16 @@ def sync_all(db: Database, broker: Any, worker: Worker, concurrency: int) -> flo
 
 
 def run_scenario(
-    name: str, *, database: str, concurrency: int, pg_admin: str, seed: int = 1, new_kills: int = 5
+    name: str,
+    *,
+    database: str,
+    concurrency: int,
+    pg_admin: str,
+    seed: int = 1,
+    new_kills: int = 5,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    sim = SimProcess(name, seed)
+    sim = SimProcess(name, seed, overrides or {})
     prov = sim.info["provisioned"]
     with tempfile.TemporaryDirectory() as tmp:
         url, cleanup = fresh_database(database, Path(tmp), pg_admin)
@@ -255,9 +263,18 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--killmails", type=int, help="override the scenario's killmails")
+    parser.add_argument("--characters", type=int, help="override the scenario's characters")
     args = parser.parse_args()
+    overrides = {k: v for k in ("killmails", "characters") if (v := getattr(args, k))}
     results = [
-        run_scenario(name, database=args.database, concurrency=args.concurrency, pg_admin=args.pg)
+        run_scenario(
+            name,
+            database=args.database,
+            concurrency=args.concurrency,
+            pg_admin=args.pg,
+            overrides=overrides,
+        )
         for name in args.scenarios
     ]
     if args.json:

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
-
-import pytest
 
 from killcli.esi.routes import ROUTE_GROUP_HINTS
-
-REPO = Path(__file__).resolve().parents[2]
-SPEC = (Path(os.environ.get("KILLSYNC_SHARED_DIR", REPO.parent / "shared"))
-        / "esi" / "esi-openapi-2026-08-18.yaml")
+from tests.conftest import shared_dir
 
 
 def groups_by_path(text: str) -> dict[str, set[str]]:
@@ -32,9 +25,8 @@ def groups_by_path(text: str) -> dict[str, set[str]]:
 
 
 def test_hints_match_the_openapi_x_rate_limit_groups() -> None:
-    if not SPEC.is_file():
-        pytest.skip(f"{SPEC} is not available")
-    groups = groups_by_path(SPEC.read_text(encoding="utf-8"))
+    spec = shared_dir() / "esi" / "esi-openapi-2026-08-18.yaml"
+    groups = groups_by_path(spec.read_text(encoding="utf-8"))
     templates = {path: re.sub(r"\{[a-z_]+_id\}", "{id}", path.replace("{killmail_hash}", "{hash}"))
                  for path in groups}
     by_route = {templates[path]: found for path, found in groups.items()}
