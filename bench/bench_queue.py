@@ -37,11 +37,21 @@ RABBIT = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
 def populate(db: Database, count: int) -> None:
     now = utcnow()
-    rows = [{"character_id": 2_100_000_000 + i, "name": f"Pilot {i}", "owner_hash": "x",
-             "scopes": "esi-killmails.read_killmails.v1", "token_version": 1,
-             "status": "active", "last_sync_at": now - timedelta(minutes=10),
-             "list_expires_at": now - timedelta(minutes=5), "created_at": now,
-             "updated_at": now} for i in range(count)]
+    rows = [
+        {
+            "character_id": 2_100_000_000 + i,
+            "name": f"Pilot {i}",
+            "owner_hash": "x",
+            "scopes": "esi-killmails.read_killmails.v1",
+            "token_version": 1,
+            "status": "active",
+            "last_sync_at": now - timedelta(minutes=10),
+            "list_expires_at": now - timedelta(minutes=5),
+            "created_at": now,
+            "updated_at": now,
+        }
+        for i in range(count)
+    ]
     with db.session() as session:
         for start in range(0, count, 5000):
             session.execute(insert(Character), rows[start : start + 5000])
@@ -58,8 +68,12 @@ def time_queue(db: Database, env: dict[str, str]) -> dict[str, Any]:
         second_s = time.perf_counter() - start
         if settings.uses_rabbitmq:
             broker.delete_topology()  # type: ignore[attr-defined]
-    return {"queued": first.published, "first_run_s": round(first_s, 2),
-            "second_run_queued": second.published, "second_run_s": round(second_s, 2)}
+    return {
+        "queued": first.published,
+        "first_run_s": round(first_s, 2),
+        "second_run_queued": second.published,
+        "second_run_s": round(second_s, 2),
+    }
 
 
 def main() -> None:
@@ -71,8 +85,10 @@ def main() -> None:
     cases = [("sqlite", "database"), ("postgresql", "database")]
     if args.rabbitmq:
         cases.append(("postgresql", RABBIT))
-    print(f"{'database':<11}{'broker':<10}{'characters':>11}{'queued':>8}{'1st run s':>11}"
-          f"{'2nd run s':>11}")
+    print(
+        f"{'database':<11}{'broker':<10}{'characters':>11}{'queued':>8}{'1st run s':>11}"
+        f"{'2nd run s':>11}"
+    )
     for kind, broker in cases:
         with tempfile.TemporaryDirectory() as tmp:
             url, cleanup = fresh_database(kind, Path(tmp), args.pg)
@@ -80,16 +96,21 @@ def main() -> None:
             db.upgrade()
             try:
                 populate(db, args.characters)
-                env = {"KILLSYNC_HOME": tmp, "KILLSYNC_DATABASE_URL": url,
-                       "KILLSYNC_BROKER_URL": broker,
-                       "KILLSYNC_QUEUE_NAME": f"bench-{secrets.token_hex(3)}"}
+                env = {
+                    "KILLSYNC_HOME": tmp,
+                    "KILLSYNC_DATABASE_URL": url,
+                    "KILLSYNC_BROKER_URL": broker,
+                    "KILLSYNC_QUEUE_NAME": f"bench-{secrets.token_hex(3)}",
+                }
                 r = time_queue(db, env)
             finally:
                 db.close()
                 cleanup()
         name = "rabbitmq" if broker != "database" else "database"
-        print(f"{kind:<11}{name:<10}{args.characters:>11}{r['queued']:>8}"
-              f"{r['first_run_s']:>11}{r['second_run_s']:>11}")
+        print(
+            f"{kind:<11}{name:<10}{args.characters:>11}{r['queued']:>8}"
+            f"{r['first_run_s']:>11}{r['second_run_s']:>11}"
+        )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import sys
 import tempfile
 import time
@@ -22,12 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.run import fresh_database  # noqa: E402
 from killcli.db import Database  # noqa: E402
 from killcli.db.store import ATTACKERS, ITEMS, KILLMAILS, save_killmails  # noqa: E402
 from killcli.importer import import_killmails  # noqa: E402
@@ -137,21 +134,6 @@ def bench_raw(db: Database, rows: list[KillmailRows]) -> float:
     return len(rows) / timed(run)
 
 
-def fresh_pg(admin_url: str) -> tuple[str, Callable[[], None]]:
-    admin = make_url(admin_url)
-    name = f"killsync_bench_{secrets.token_hex(3)}"
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
-
-    return admin.set(database=name).render_as_string(hide_password=False), drop
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=5000)
@@ -161,11 +143,8 @@ def main() -> None:
     rows = realistic_rows(args.count)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        targets = [
-            ("sqlite", f"sqlite:///{tmp}/bench.db", lambda: None),
-            ("postgresql", *fresh_pg(args.pg)),
-        ]
-        for kind, url, cleanup in targets:
+        for kind in ("sqlite", "postgresql"):
+            url, cleanup = fresh_database(kind, Path(tmp), args.pg)
             db = Database(url)
             db.upgrade()
             try:

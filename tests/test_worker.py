@@ -201,6 +201,29 @@ def test_chaos_run_ends_with_every_killmail_once(pipeline: Any, db: Database) ->
 # -- the worker process: signals and crashes -----------------------------------------------
 
 
+def queue_everyone(sim: SimServer, db: Database, env: dict[str, str]) -> None:
+    """Add every simulated character and queue them, as an operator would."""
+    settings = load_settings(environ=env)
+    runtime = build_runtime(settings, db)
+    try:
+        for cid in sim.world.ground_truth():
+            runtime.accounts.add_refresh_token(sim.issue_refresh_token(cid))
+    finally:
+        runtime.close()
+    with open_broker(settings, db) as broker:
+        run_queue(db, broker)
+
+
+def wait_for_first_killmail(db: Database, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with db.session() as s:
+            if s.scalar(select(func.count()).select_from(Killmail)):
+                return
+        time.sleep(0.05)
+    raise AssertionError("no killmail was saved in time")
+
+
 def worker_process(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "killcli", "worker", *args], cwd=REPO,
@@ -212,22 +235,9 @@ def test_sigkill_mid_job_loses_and_duplicates_nothing(start_sim: Any, db: Databa
                                                       cli: Cli) -> None:
     sim = start_sim("smoke", characters=3, killmails=150, faults=FaultPlan(latency_ms=40))
     env = sim_environ(sim, tmp_path / "home", db_target.url)
-    settings = load_settings(environ=env)
-    runtime = build_runtime(settings, db)
-    try:
-        for cid in sim.world.ground_truth():
-            runtime.accounts.add_refresh_token(sim.issue_refresh_token(cid))
-    finally:
-        runtime.close()
-    with open_broker(settings, db) as broker:
-        run_queue(db, broker)
+    queue_everyone(sim, db, env)
     proc = worker_process(env, "--concurrency", "1")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # wait until it is inside a sync
-        with db.session() as s:
-            if s.scalar(select(func.count()).select_from(Killmail)):
-                break
-        time.sleep(0.05)
+    wait_for_first_killmail(db)  # it is inside a sync now
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=10)
     with db.session() as s:
@@ -252,22 +262,9 @@ def test_first_sigterm_finishes_running_jobs_and_exits_zero(start_sim: Any, db: 
                                                             tmp_path: Path) -> None:
     sim = start_sim("smoke", characters=2, killmails=60, faults=FaultPlan(latency_ms=30))
     env = sim_environ(sim, tmp_path / "home", db_target.url)
-    settings = load_settings(environ=env)
-    runtime = build_runtime(settings, db)
-    try:
-        for cid in sim.world.ground_truth():
-            runtime.accounts.add_refresh_token(sim.issue_refresh_token(cid))
-    finally:
-        runtime.close()
-    with open_broker(settings, db) as broker:
-        run_queue(db, broker)
+    queue_everyone(sim, db, env)
     proc = worker_process(env, "--concurrency", "2")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with db.session() as s:
-            if s.scalar(select(func.count()).select_from(Killmail)):
-                break
-        time.sleep(0.05)
+    wait_for_first_killmail(db)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
@@ -300,12 +297,7 @@ def test_worker_survives_a_rabbitmq_restart(start_sim: Any, db: Database, db_tar
         results: list[Any] = []
         thread = threading.Thread(target=lambda: results.append(p.drain(concurrency=2)))
         thread.start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with db.session() as s:
-                if s.scalar(select(func.count()).select_from(Killmail)):
-                    break
-            time.sleep(0.05)
+        wait_for_first_killmail(db)
         rabbitmqctl("stop_app")
         time.sleep(1)
         rabbitmqctl("start_app")

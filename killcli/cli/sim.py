@@ -16,7 +16,6 @@ import typer
 
 from killcli.cli.context import examples, print_json
 from killcli.console import make_console
-from killcli.errors import KillsyncError
 from killcli.sim import Scenario, SimServer
 from killcli.sim.server import Provisioned
 
@@ -116,24 +115,3 @@ def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
 
     return restore
 
-
-def main(argv: list[str] | None = None) -> None:
-    """Run ``killsync sim`` on its own: ``python -m killcli.cli.sim serve``."""
-    try:
-        app(args=argv, prog_name="killsync sim", standalone_mode=False)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.TyperException as exc:  # usage errors: Typer prints usage and the reason
-        show = getattr(exc, "show", None)
-        if callable(show):
-            show()
-        else:
-            make_console().print(f"killsync sim: error: {exc.format_message()}")
-        sys.exit(exc.exit_code)
-    except KillsyncError as exc:
-        make_console().print(f"killsync sim: error: {exc}")
-        sys.exit(int(exc.exit_code))
-
-
-if __name__ == "__main__":
-    main()

@@ -58,7 +58,7 @@ def test_statistics(make_sim: SimFactory) -> None:
 
 def _serve(*args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "killcli.cli.sim", "serve", *args],
+    return subprocess.Popen([sys.executable, "-m", "killcli", "sim", "serve", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, cwd=REPO)
 
@@ -119,5 +119,5 @@ def test_serve_rejects_a_bad_scenario_in_one_line() -> None:
     assert proc.returncode == 2
     assert out == ""
     assert err.strip().splitlines() == [
-        "killsync sim: error: unknown scenario 'nope' (one of smoke, fleet, incremental, "
+        "killsync: error: unknown scenario 'nope' (one of smoke, fleet, incremental, "
         "chaos, ratelimit, huge)"]
