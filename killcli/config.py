@@ -194,7 +194,7 @@ def load_settings(
                 values[spec.key] = spec.check(spec.env, raw) if spec.check else raw
                 sources[spec.key] = source
                 break
-    home = Path(values.pop("home")).expanduser() if "home" in values else default_home({})
+    home = default_home({env_var("home"): values.pop("home", "")})
     database_url = values.pop("database_url", None) or f"sqlite:///{home / 'killsync.db'}"
     broker = values.pop("broker_url", "database")
     return Settings(

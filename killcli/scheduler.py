@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import exists, or_, select
 
+from killcli.accounts import KILLMAIL_SCOPE
 from killcli.db import Database
 from killcli.db.models import Character, PendingKillmail
 from killcli.db.types import utcnow
@@ -25,7 +26,6 @@ from killcli.queue.base import Broker, check_priority
 from killcli.queue.jobs import Job
 from killcli.queue.leases import Leases, lease_scope
 
-KILLMAIL_SCOPE = "esi-killmails.read_killmails.v1"
 JITTER_S = 60  # spread due times over a minute, by character id
 RUN_LEASE_TTL_S = 600.0
 NEW_PRIORITY = 8

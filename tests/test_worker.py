@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import func, select, update
 
@@ -308,3 +309,26 @@ def test_worker_survives_a_rabbitmq_restart(start_sim: Any, db: Database, db_tar
         assert_ground_truth_stored_once(sim, db)
     finally:
         p.close()
+
+
+def test_metrics_endpoint_reports_jobs_and_esi(pipeline: Any, db: Database) -> None:
+    import socket
+
+    from killcli.metrics import WorkerMetrics
+
+    p = pipeline("smoke", characters=2, killmails=30)
+    p.add_characters()
+    run_queue(db, p.broker)
+    metrics = WorkerMetrics()
+    Worker(p.runtime, p.broker, metrics=metrics).run(concurrency=2, stop=threading.Event(),
+                                                     drain=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    metrics.serve(port)
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    assert 'killsync_jobs_total{outcome="done"} 2.0' in text
+    saved = len(set().union(*map(set, p.sim.world.ground_truth().values())))
+    assert f"killsync_killmails_saved_total {float(saved)}" in text
+    assert 'killsync_esi_responses{group="killmail",status="200"}' in text
+    assert "killsync_sync_duration_seconds_count 2.0" in text

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from killcli.accounts import (
@@ -19,7 +20,7 @@ from killcli.accounts import (
     remove_character,
 )
 from killcli.cli.context import AppContext, app_context, examples, print_json
-from killcli.console import make_console
+from killcli.console import is_interactive, make_console
 from killcli.errors import ExitCode, InputError, KillsyncError, UsageError
 from killcli.runtime import make_accounts
 from killcli.sso.login import run_login
@@ -176,7 +177,10 @@ def refresh_token(
         ids = list(character_ids)
     else:
         raise UsageError("name characters to refresh, or --all")
-    results = [accounts.refresh(cid) for cid in ids]
+    show = is_interactive() and not as_json and app_ctx.verbosity >= 0 and len(ids) > 1
+    with Progress(TextColumn("refreshing tokens"), BarColumn(), MofNCompleteColumn(),
+                  console=app_ctx.console, disable=not show) as progress:
+        results = [accounts.refresh(cid) for cid in progress.track(ids)]
     if as_json:
         print_json("refresh", [{"character_id": r.character_id, "name": r.name, "ok": r.ok,
                                 "expires_at": r.expires_at, "reason": r.reason}

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Table, delete, select
 
+from killcli.accounts import KILLMAIL_SCOPE, require_character
 from killcli.db import Database
 from killcli.db.models import Character, CharacterKillmail, PendingKillmail, SyncRun
 from killcli.db.store import dialect_insert, existing_killmail_ids, link_characters, save_killmails
@@ -36,7 +37,6 @@ from killcli.sync.events import killmail_saved_events, save_events
 from killcli.sync.inflight import InflightBodies
 from killcli.sync.names import NameResolver, ids_to_name
 
-KILLMAIL_SCOPE = "esi-killmails.read_killmails.v1"
 PENDING: Table = PendingKillmail.__table__  # type: ignore[assignment]
 LINKS: Table = CharacterKillmail.__table__  # type: ignore[assignment]
 PENDING_BACKOFF_S = 300.0
@@ -167,10 +167,7 @@ class SyncEngine:
 
     def _load_character(self, character_id: int) -> Character:
         with self.db.session() as session:
-            character = session.get(Character, character_id)
-        if character is None:
-            raise UsageError(f"character {character_id} is not tracked",
-                             hint="see `killsync users list`")
+            character = require_character(session, character_id)
         if character.status != "active":
             raise NeedsLogin(f"character {character_id} ({character.name}) is "
                              f"{character.status.replace('_', ' ')}: "

@@ -2,45 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from killcli.config import load_settings
 from killcli.db import Database
 from killcli.db.models import Event, Name, PendingKillmail, SyncRun
 from killcli.db.store import iter_killmail_bodies
 from killcli.killmail import canonical_json
-from killcli.runtime import Runtime, build_runtime
 from killcli.sim import SimServer
 from killcli.sync import SyncOptions
 from tests.conftest import DbTarget, sim_environ
 
 KILLMAIL_ROUTE = "/killmails/{killmail_id}/{killmail_hash}"
 LIST_ROUTE = "/characters/{character_id}/killmails/recent"
-
-
-@pytest.fixture
-def wire(db: Database, db_target: DbTarget, tmp_path: Path
-         ) -> Iterator[Callable[[SimServer], Runtime]]:
-    runtimes: list[Runtime] = []
-
-    def make(sim: SimServer) -> Runtime:
-        settings = load_settings(environ=sim_environ(sim, tmp_path / "home", db_target.url))
-        runtime = build_runtime(settings, db)
-        for cid in sim.world.ground_truth():
-            runtime.accounts.add_refresh_token(sim.issue_refresh_token(cid))
-        runtimes.append(runtime)
-        return runtime
-
-    yield make
-    for runtime in runtimes:
-        runtime.close()
 
 
 def exported(db: Database, character_id: int | None = None) -> dict[int, dict[str, Any]]:
@@ -208,3 +188,28 @@ def test_names_with_an_unknown_id_are_split_and_cached(start_sim: Any, wire: Any
                       if route == "/universe/names")
     # one split chain for the bad id, not one call per id, and never an id asked twice
     assert names_calls < 40
+
+
+def test_sync_user_prints_markup_names_verbatim(start_sim: Any, cli: Any, db_target: DbTarget,
+                                                tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    sim = start_sim("smoke")
+    for key, value in sim_environ(sim, tmp_path / "home", db_target.url).items():
+        monkeypatch.setenv(key, value)
+    if db_target.kind == "postgresql":
+        assert cli("db", "upgrade").exit_code == 0
+    boss = next(c for c in sim.world.characters if c.name == "[b]Boss[/b]")
+    assert cli("users", "add", "--refresh-token", "-",
+               stdin=sim.issue_refresh_token(boss.character_id)).exit_code == 0
+    result = cli("sync-user", str(boss.character_id), "--no-progress")
+    assert result.exit_code == 0, result.stderr
+    assert f"[b]Boss[/b] ({boss.character_id}): ok" in result.stdout
+    as_json = cli("sync-user", str(boss.character_id), "--json", "--force")
+    data = json.loads(as_json.stdout)["data"]
+    assert data["character_name"] == "[b]Boss[/b]"
+    assert data["figures"]["not_modified"] == 1
+    stats = json.loads(cli("stats", "--json").stdout)["data"]
+    assert stats["killmails_total"] == len(sim.world.ground_truth()[boss.character_id])
+    assert stats["characters_by_status"] == {"active": 1}
+    assert stats["queue"]["ready"] == 0
+    assert stats["characters"][0]["name"] == "[b]Boss[/b]"
