@@ -308,7 +308,9 @@ class SyncEngine:
         done = len(stored)
         progress.bodies(done, total)
         for future in as_completed(futures):
-            rows = self._outcome(run, futures[future], future)
+            # pop: a finished future holds its body; keeping them all would grow memory
+            # with the size of the character's list instead of the batch.
+            rows = self._outcome(run, futures.pop(future), future)
             if rows is not None:
                 batch.append(rows)
             if len(batch) >= run.options.batch_size:
