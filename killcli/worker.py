@@ -32,6 +32,7 @@ from killcli.queue.jobs import Job
 from killcli.queue.leases import Leases, character_lease
 from killcli.runtime import Runtime
 from killcli.sync import SyncOptions, SyncResult
+from killcli.workerstatus import StatusReporter
 
 LEASE_TTL_S = 120.0
 LEASE_BUSY_RETRY_S = 30.0
@@ -64,6 +65,7 @@ class Worker:
                  on_report: Callable[[JobReport], None] | None = None,
                  after_job: Callable[[], None] | None = None,
                  metrics: WorkerMetrics | None = None,
+                 status: StatusReporter | None = None,
                  lease_ttl_s: float = LEASE_TTL_S) -> None:
         self.runtime = runtime
         self.broker = broker
@@ -72,12 +74,19 @@ class Worker:
         self.on_report = on_report or (lambda report: None)
         self.after_job = after_job
         self.metrics = metrics
+        self.status = status
         self.lease_ttl_s = lease_ttl_s
 
     def run(self, *, concurrency: int, stop: threading.Event, drain: bool = False,
             max_jobs: int | None = None) -> ConsumeResult:
-        return self.broker.consume(self.handle, concurrency=concurrency, stop=stop,
-                                   drain=drain, max_jobs=max_jobs)
+        if self.status is not None:
+            self.status.write()
+        try:
+            return self.broker.consume(self.handle, concurrency=concurrency, stop=stop,
+                                       drain=drain, max_jobs=max_jobs)
+        finally:
+            if self.status is not None:
+                self.status.remove()
 
     def handle(self, job: Job) -> Outcome:
         started = time.monotonic()
@@ -118,6 +127,8 @@ class Worker:
                 self.metrics.pending.inc(figures.pending)
             self.metrics.observe_client(self.runtime.esi.stats, self.runtime.esi.limiter)
         self.on_report(report)
+        if self.status is not None:
+            self.status.job_done()
         if self.after_job is not None:
             self.after_job()
         return outcome

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -332,3 +333,34 @@ def test_metrics_endpoint_reports_jobs_and_esi(pipeline: Any, db: Database) -> N
     assert f"killsync_killmails_saved_total {float(saved)}" in text
     assert 'killsync_esi_responses{group="killmail",status="200"}' in text
     assert "killsync_sync_duration_seconds_count 2.0" in text
+
+
+def test_workers_report_their_view_of_esi_for_stats(pipeline: Any, db: Database,
+                                                    cli: Cli, monkeypatch: pytest.MonkeyPatch
+                                                    ) -> None:
+    from killcli.workerstatus import StatusReporter, live_workers
+
+    p = pipeline("smoke", characters=2, killmails=30)
+    p.add_characters()
+    run_queue(db, p.broker)
+    seen: list[list[dict[str, Any]]] = []
+    reporter = StatusReporter(db, p.runtime.esi.limiter)
+    worker = Worker(p.runtime, p.broker, status=reporter,
+                    after_job=lambda: seen.append(live_workers(db)))
+    worker.run(concurrency=1, stop=threading.Event(), drain=True)
+    reporter.write()  # what a running worker shows (the run removed its row on exit)
+    rows = live_workers(db)
+    assert [r["worker_id"] for r in rows] == [reporter.worker_id]
+    esi = rows[0]["esi"]
+    assert {b["bucket"] for b in esi["buckets"]} >= {"killmail"}
+    assert esi["character_buckets"] == 2
+    assert rows[0]["jobs_handled"] == 2
+    assert seen and seen[0][0]["worker_id"] == reporter.worker_id
+    for key, value in {"KILLSYNC_DATABASE_URL": str(db.engine.url.render_as_string(
+            hide_password=False)), "KILLSYNC_BROKER_URL": p.settings.broker_url or "database",
+            "KILLSYNC_QUEUE_NAME": p.settings.queue_name}.items():
+        monkeypatch.setenv(key, value)
+    stats = json.loads(cli("stats", "--json").stdout)["data"]
+    assert stats["workers"][0]["esi"]["buckets"]
+    reporter.remove()
+    assert live_workers(db) == []

@@ -23,6 +23,7 @@ from killcli.runtime import build_runtime
 from killcli.scheduler import run_queue
 from killcli.stats import collect_stats
 from killcli.worker import JobReport, Worker
+from killcli.workerstatus import StatusReporter, live_workers
 
 
 def _broker(app_ctx: AppContext) -> Broker:
@@ -139,7 +140,8 @@ def worker_cmd(
     pump.start()
     app_ctx.on_close(pump.close)
     worker = Worker(runtime, broker, on_report=view.report, metrics=metrics,
-                    after_job=pump.pump)
+                    after_job=pump.pump,
+                    status=StatusReporter(app_ctx.database(), runtime.esi.limiter))
     stop = threading.Event()
     _install_signals(stop, app_ctx)
     if view.live is not None:
@@ -153,9 +155,24 @@ def worker_cmd(
 
 
 def _stats_data(app_ctx: AppContext) -> dict[str, Any]:
-    data = collect_stats(app_ctx.database()).as_dict()
+    db = app_ctx.database()
+    data = collect_stats(db).as_dict()
     data["queue"] = _broker(app_ctx).stats().__dict__
+    data["workers"] = live_workers(db)
     return data
+
+
+def _esi_line(workers: list[dict[str, Any]]) -> str:
+    """The freshest worker's view of ESI: shared buckets and the error limit."""
+    esi = next((w["esi"] for w in workers if w["esi"]), None)
+    if esi is None:
+        return "no worker reported yet"
+    parts = [f"{b['bucket']} {b['available']}/{b['limit']}" for b in esi["buckets"]]
+    if esi["character_buckets"]:
+        parts.append(f"{esi['character_buckets']} character buckets, lowest "
+                     f"{esi['character_buckets_lowest']}")
+    parts.append(f"error limit {esi['error_limit_remain']}")
+    return ", ".join(parts)
 
 
 def _render_stats(data: dict[str, Any]) -> Table:
@@ -170,6 +187,8 @@ def _render_stats(data: dict[str, Any]) -> Table:
         ("killmails", f"{data['killmails_total']} total, {data['killmails_last_hour']} last "
                       f"hour, {data['killmails_last_day']} last day"),
         ("pending bodies", str(data["pending_total"])),
+        ("workers", str(len(data["workers"]))),
+        ("ESI (last seen)", _esi_line(data["workers"])),
     ]:
         table.add_row(label, value)
     return table

@@ -285,3 +285,17 @@ class Webhook(Base):
     blocked_until: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WorkerStatus(Base):
+    """What each running worker last saw of ESI, for `killsync stats` (one row a worker)."""
+
+    __tablename__ = "worker_status"
+
+    worker_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    updated_at: Mapped[datetime] = mapped_column(index=True)
+    jobs_handled: Mapped[int] = mapped_column(Integer, default=0)
+    esi: Mapped[dict[str, Any] | None]

@@ -250,6 +250,22 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhooks")),
     )
     op.create_table(
+        "worker_status",
+        sa.Column("worker_id", sa.String(length=200), nullable=False),
+        sa.Column("host", sa.String(length=200), nullable=False),
+        sa.Column("pid", sa.Integer(), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("jobs_handled", sa.Integer(), nullable=False),
+        sa.Column("esi", sa.JSON(), nullable=True),
+        sa.PrimaryKeyConstraint("worker_id", name=op.f("pk_worker_status")),
+    )
+    with op.batch_alter_table("worker_status", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_worker_status_updated_at"), ["updated_at"], unique=False
+        )
+
+    op.create_table(
         "character_killmails",
         sa.Column("character_id", sa.BigInteger(), nullable=False),
         sa.Column("killmail_id", sa.BigInteger(), nullable=False),
@@ -338,6 +354,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_character_killmails_killmail_id"))
 
     op.drop_table("character_killmails")
+    with op.batch_alter_table("worker_status", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_worker_status_updated_at"))
+
+    op.drop_table("worker_status")
     op.drop_table("webhooks")
     with op.batch_alter_table("sync_runs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_sync_runs_started_at"))
