@@ -203,12 +203,6 @@ class Accounts:
             self.sso.revoke(self.cipher.decrypt(refresh_enc))
         return name
 
-    def set_status(self, character_id: int, status: str, reason: str | None = None) -> None:
-        with self.db.session() as session:
-            character = require_character(session, character_id, lock=True)
-            character.status, character.status_reason = status, reason
-            character.status_changed_at = utcnow()
-
     # -- helpers ------------------------------------------------------------------------
 
     def _lock_for(self, character_id: int) -> threading.Lock:
@@ -228,6 +222,23 @@ def require_character(session: Session, character_id: int, *, lock: bool = False
         raise UsageError(f"character {character_id} is not tracked",
                          hint="see `killsync users list`")
     return character
+
+
+def set_enabled(db: Database, character_id: int, *, enabled: bool) -> str:
+    """Disable a character (never queued) or enable a disabled one; returns its name.
+
+    A character that needs to log in stays so: only a login gives it a token again.
+    """
+    with db.session() as session:
+        character = require_character(session, character_id, lock=True)
+        if enabled and character.status == "needs_login":
+            raise UsageError(f"{character.name} ({character_id}) needs to log in again, "
+                             "enabling cannot fix that", hint="killsync login")
+        if enabled != (character.status == "active"):
+            character.status = "active" if enabled else "disabled"
+            character.status_reason = None if enabled else "disabled by the operator"
+            character.status_changed_at = utcnow()
+        return character.name
 
 
 def remove_character(db: Database, character_id: int) -> tuple[str, str | None]:

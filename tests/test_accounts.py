@@ -208,6 +208,13 @@ def test_users_commands(cli: Cli, sim: SimServer, db_target: DbTarget, tmp_path:
     assert "NEEDS LOGIN: " in failed.stdout and "invalid_grant" in failed.stdout
     unknown = cli("refresh-token", "999")
     assert unknown.exit_code == 2 and "character 999 is not tracked" in unknown.stderr
+    assert cli("users", "disable", str(ids[0])).exit_code == 0
+    statuses = {r["character_id"]: r["status"]
+                for r in json.loads(cli("users", "list", "--json").stdout)["data"]}
+    assert statuses[ids[0]] == "disabled"
+    assert cli("users", "enable", str(ids[0])).exit_code == 0
+    refused = cli("users", "enable", str(ids[1]))  # revoked above: needs a login, not enable
+    assert refused.exit_code == 2 and "needs to log in again" in refused.stderr
     removed = cli("users", "remove", str(ids[2]))
     assert removed.exit_code == 0
     assert "Traceback" not in unknown.stderr + failed.stderr

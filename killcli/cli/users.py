@@ -18,6 +18,7 @@ from killcli.accounts import (
     info_as_dict,
     list_characters,
     remove_character,
+    set_enabled,
 )
 from killcli.cli.context import AppContext, app_context, examples, print_json
 from killcli.console import is_interactive, make_console
@@ -141,6 +142,24 @@ def remove(ctx: typer.Context,
     else:
         name, _ = remove_character(app_ctx.database(), character_id)
     app_ctx.info(f"removed {name} ({character_id})" + (", token revoked" if revoke else ""))
+
+
+@app.command("disable", epilog=examples("killsync users disable 2112345678"))
+def disable(ctx: typer.Context,
+            character_id: Annotated[int, typer.Argument(help="The character's id.")]) -> None:
+    """Stop syncing a character for now (kept, with its token; `users enable` resumes)."""
+    app_ctx = app_context(ctx)
+    name = set_enabled(app_ctx.database(), character_id, enabled=False)
+    app_ctx.info(f"disabled {name} ({character_id})")
+
+
+@app.command("enable", epilog=examples("killsync users enable 2112345678"))
+def enable(ctx: typer.Context,
+           character_id: Annotated[int, typer.Argument(help="The character's id.")]) -> None:
+    """Resume syncing a disabled character."""
+    app_ctx = app_context(ctx)
+    name = set_enabled(app_ctx.database(), character_id, enabled=True)
+    app_ctx.info(f"enabled {name} ({character_id})")
 
 
 def login(ctx: typer.Context,
