@@ -58,19 +58,20 @@ def serve(
     console = make_console()
     chosen = Scenario.load(scenario, seed=seed)
     stop = threading.Event()
-    with SimServer(chosen, port=port) as sim:
-        details = sim.provision()
-        if tokens_file is not None:
-            _write_tokens(tokens_file, details)
-            console.print(f"refresh tokens written to {tokens_file}")
-        _print_details(details, as_json=as_json, with_tokens=tokens_file is None)
-        console.print(f"simulating {chosen.describe()}")
-        console.print(f"ESI at {sim.esi_url}, SSO at {sim.sso_url}; Ctrl-C to stop")
-        restore = _stop_on_signals(stop)
-        try:
+    # Handlers first: whoever reads the printed URLs may signal us right away.
+    restore = _stop_on_signals(stop)
+    try:
+        with SimServer(chosen, port=port) as sim:
+            details = sim.provision()
+            if tokens_file is not None:
+                _write_tokens(tokens_file, details)
+                console.print(f"refresh tokens written to {tokens_file}")
+            _print_details(details, as_json=as_json, with_tokens=tokens_file is None)
+            console.print(f"simulating {chosen.describe()}")
+            console.print(f"ESI at {sim.esi_url}, SSO at {sim.sso_url}; Ctrl-C to stop")
             stop.wait()
-        finally:
-            restore()
+    finally:
+        restore()
     console.print("simulator stopped")
 
 
