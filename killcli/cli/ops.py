@@ -154,10 +154,10 @@ def worker_cmd(
                  f"retried, {result.dead_lettered} dead)")
 
 
-def _stats_data(app_ctx: AppContext) -> dict[str, Any]:
+def _stats_data(app_ctx: AppContext, broker: Broker) -> dict[str, Any]:
     db = app_ctx.database()
     data = collect_stats(db).as_dict()
-    data["queue"] = _broker(app_ctx).stats().__dict__
+    data["queue"] = broker.stats().__dict__
     data["workers"] = live_workers(db)
     return data
 
@@ -202,12 +202,13 @@ def stats_cmd(
 ) -> None:
     """Queue depth, characters by status, killmail counts, per-character table."""
     app_ctx = app_context(ctx)
+    broker = _broker(app_ctx)  # once: --watch must not open a connection per refresh
     if as_json:
-        print_json("stats", _stats_data(app_ctx))
+        print_json("stats", _stats_data(app_ctx, broker))
         return
     out = make_console(stderr=False)
     while True:
-        data = _stats_data(app_ctx)
+        data = _stats_data(app_ctx, broker)
         out.print(_render_stats(data))
         chars = Table("id", "name", "status", "last sync", "killmails", "pending", "last error")
         for c in data["characters"][:50]:
