@@ -17,6 +17,7 @@ re-syncs again after k new kills (expect k bodies).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import json
 import multiprocessing as mp
@@ -100,6 +101,48 @@ class SimProcess:
     def stop(self) -> None:
         self.conn.send(("stop", None))
         self.process.join(10)
+
+
+# -- a memory timeline (--sample-memory) ------------------------------------------------------
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def _library(name: str) -> Any:
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
+def memory_line(started: float) -> str:
+    """RSS; glibc malloc in use and free; SQLite's allocations; Python's blocks and objects."""
+    mib = 1 << 20
+    parts = [f"{time.monotonic() - started:7.1f}s"]
+    rss_pages = int(Path("/proc/self/statm").read_text().split()[1])
+    parts.append(f"rss {rss_pages * resource.getpagesize() / mib:6.1f}")
+    libc = _library("libc.so.6")
+    if libc is not None and hasattr(libc, "mallinfo2"):
+        libc.mallinfo2.restype = _MallInfo2
+        info = libc.mallinfo2()
+        parts.append(f"malloc used {info.uordblks / mib:5.1f} free {info.fordblks / mib:5.1f}")
+    sqlite = _library("libsqlite3.so.0")
+    if sqlite is not None:
+        sqlite.sqlite3_memory_used.restype = ctypes.c_int64
+        parts.append(f"sqlite {sqlite.sqlite3_memory_used() / mib:5.1f}")
+    parts.append(f"py blocks {sys.getallocatedblocks() / 1000:5.0f}k")
+    parts.append(f"threads {threading.active_count()}")
+    return " ".join(parts) + " MiB"
+
+
+def sample_memory(every_s: float, stop: threading.Event) -> None:
+    started = time.monotonic()
+    while not stop.wait(every_s):
+        print(memory_line(started), file=sys.stderr, flush=True)
 
 
 # -- one run -----------------------------------------------------------------------------
@@ -265,8 +308,14 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--killmails", type=int, help="override the scenario's killmails")
     parser.add_argument("--characters", type=int, help="override the scenario's characters")
+    parser.add_argument("--sample-memory", type=float, metavar="S",
+                        help="print a memory timeline to stderr every S seconds")
     args = parser.parse_args()
     overrides = {k: v for k in ("killmails", "characters") if (v := getattr(args, k))}
+    stop_sampling = threading.Event()
+    if args.sample_memory:
+        threading.Thread(target=sample_memory, args=(args.sample_memory, stop_sampling),
+                         daemon=True).start()
     results = [
         run_scenario(
             name,
@@ -277,6 +326,7 @@ def main() -> None:
         )
         for name in args.scenarios
     ]
+    stop_sampling.set()
     if args.json:
         print(json.dumps(results, indent=2))
     else:

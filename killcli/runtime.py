@@ -1,13 +1,13 @@
 """The long-lived objects of a process, built once from the settings and passed down.
 
-One ESI client (and its rate limiter) and one body-fetch pool are shared by every sync a
-process runs, so that concurrent syncs spend one budget and never fetch a body twice.
+One ESI client (and its rate limiter) and one sync engine (with its body-fetch threads) are
+shared by every sync a process runs, so that concurrent syncs spend one budget and never
+fetch a body twice.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from killcli.accounts import Accounts
@@ -32,13 +32,12 @@ class Runtime:
     sso: SsoClient
     accounts: Accounts
     engine: SyncEngine
-    pool: ThreadPoolExecutor
     _closed: bool = field(default=False, repr=False)
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.engine.close()
             self.esi.close()
             self.sso.close()
 
@@ -65,6 +64,5 @@ def build_runtime(settings: Settings, db: Database, *,
     esi = EsiClient(settings.esi_base_url, user_agent=user_agent(settings.contact),
                     limiter=limiter, max_connections=max(8, body_concurrency * 2),
                     read_timeout_s=read_timeout_s)
-    pool = ThreadPoolExecutor(max_workers=body_concurrency, thread_name_prefix="killsync-body")
-    engine = SyncEngine(db, esi, accounts, pool)
-    return Runtime(settings, db, esi, accounts.sso, accounts, engine, pool)
+    engine = SyncEngine(db, esi, accounts, body_threads=body_concurrency)
+    return Runtime(settings, db, esi, accounts.sso, accounts, engine)

@@ -73,7 +73,10 @@ class Bucket:
         self.reserved_tokens = 0
         self.blocked_until_s = NEVER
         self.probing = False
+        # Our spends in arrival order (so also in the order they come back) and their sum:
+        # the limiter asks for both on every decision, from many waiting threads.
         self._ledger: deque[_Spend] = deque()
+        self._ledger_tokens = 0
 
     @property
     def known(self) -> bool:
@@ -84,8 +87,8 @@ class Bucket:
         """Tokens our own responses spent that have not come back yet."""
         window_s = self.window_s or 0.0
         while self._ledger and self._ledger[0].at_s + window_s <= now_s:
-            self._ledger.popleft()
-        return sum(spend.tokens for spend in self._ledger)
+            self._ledger_tokens -= self._ledger.popleft().tokens
+        return self._ledger_tokens
 
     def others(self, now_s: float) -> int:
         """Tokens spent by others that we still count as gone."""
@@ -103,6 +106,7 @@ class Bucket:
             self.limit_tokens, self.window_s = limit
         if spent > 0:
             self._ledger.append(_Spend(now_s, spent))
+            self._ledger_tokens += spent
         if remaining is None or self.limit_tokens is None or self.window_s is None:
             return
         self.reported_remaining = remaining
@@ -127,13 +131,20 @@ class Bucket:
         if deficit <= 0:
             return 0.0
         window_s = self.window_s or 0.0
-        returns = [(spend.at_s + window_s, spend.tokens) for spend in self._ledger]
-        if self.others(now_s):
-            returns.append((self.others_return_at_s, self.others_tokens))
-        for at_s, tokens in sorted(returns):
-            deficit -= tokens
+        # The ledger comes back in order; the others' tokens come back all at once.
+        others_at_s = self.others_return_at_s if self.others(now_s) else math.inf
+        for spend in self._ledger:
+            back_at_s = spend.at_s + window_s
+            if others_at_s <= back_at_s:
+                deficit -= self.others_tokens
+                if deficit <= 0:
+                    return max(0.0, others_at_s - now_s)
+                others_at_s = math.inf
+            deficit -= spend.tokens
             if deficit <= 0:
-                return max(0.0, at_s - now_s)
+                return max(0.0, back_at_s - now_s)
+        if others_at_s < math.inf and deficit - self.others_tokens <= 0:
+            return max(0.0, others_at_s - now_s)
         return None
 
     def snapshot(self, now_s: float) -> BucketSnapshot:

@@ -45,7 +45,11 @@ class WaitEvent:
     reason: WaitReason
     wait_s: float
     key: BucketKey | None
-    message: str
+
+    @property
+    def message(self) -> str:
+        """One human line, e.g. ``waiting 41 s for ESI killmail budget``."""
+        return describe_wait(self.reason, self.key, self.wait_s)
 
 
 @dataclass(frozen=True)
@@ -299,7 +303,7 @@ class RateLimiter:
         return bucket
 
     def _wait(self, reason: WaitReason, wait_s: float, key: BucketKey | None) -> WaitEvent:
-        return WaitEvent(reason, wait_s, key, describe_wait(reason, key, wait_s))
+        return WaitEvent(reason, wait_s, key)
 
     def _note_wait(self, event: WaitEvent, now_s: float) -> None:
         self._active[threading.get_ident()] = (now_s + event.wait_s, event)

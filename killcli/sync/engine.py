@@ -5,7 +5,9 @@
    already has (``full`` walks everything). A refresh mid-walk restarts it.
 2. Plan: link what the database already holds, drop what another sync in this process is
    fetching right now (and wait for its outcome), add pending bodies that are due.
-3. Fetch bodies newest first on the process's shared pool, through the client's limiter.
+3. Fetch bodies newest first on the process's body threads, through the client's limiter.
+   The threads serve the oldest running sync first and hold a bounded number of bodies
+   per sync (:mod:`killcli.sync.fetcher`), so memory does not grow with a list's length.
 4. Save in batches, one transaction each: killmails, links, pending rows cleared, one
    ``killmail.saved`` outbox event per new killmail. A body that fails becomes pending with
    its reason and a backoff, and is retried on later runs even when the list answers 304.
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Executor, Future, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -34,17 +35,15 @@ from killcli.esi.models import KillmailRef, ListPageResult
 from killcli.esi.pagination import walk_list
 from killcli.killmail import KillmailError, KillmailRows, parse_killmail
 from killcli.sync.events import killmail_saved_events, save_events
-from killcli.sync.inflight import InflightBodies
+from killcli.sync.fetcher import BodyFetcher, Fetched
+from killcli.sync.inflight import Claim, InflightBodies
 from killcli.sync.names import NameResolver, ids_to_name
 
 PENDING: Table = PendingKillmail.__table__  # type: ignore[assignment]
 LINKS: Table = CharacterKillmail.__table__  # type: ignore[assignment]
 PENDING_BACKOFF_S = 300.0
 PENDING_BACKOFF_CAP_S = 86_400.0
-
-
-class PendingBody(Exception):
-    """Another sync's fetch of a body we share failed; the body is pending."""
+DEFAULT_BODY_THREADS = 16
 
 
 class TokenProvider(Protocol):
@@ -131,18 +130,25 @@ class _Run:
 
 
 class SyncEngine:
-    """Shared by every sync of a process: one ESI client, one pool, one in-flight registry."""
+    """Shared by every sync of a process: one ESI client, one body fetcher, one registry."""
 
-    def __init__(self, db: Database, esi: EsiClient, tokens: TokenProvider, pool: Executor,
-                 *, inflight: InflightBodies | None = None,
+    def __init__(self, db: Database, esi: EsiClient, tokens: TokenProvider, *,
+                 body_threads: int = DEFAULT_BODY_THREADS,
+                 inflight: InflightBodies | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.db = db
         self.esi = esi
         self.tokens = tokens
-        self.pool = pool
         self.inflight = inflight or InflightBodies()
+        # One sync may use every thread; twice that leaves room for a save pause.
+        self.fetcher: BodyFetcher[KillmailRef, KillmailRows] = BodyFetcher(
+            self._fetch_body, threads=body_threads, per_stream=2 * body_threads)
         self.names = NameResolver(db, esi)
         self._clock = clock
+
+    def close(self) -> None:
+        """Stop the body threads (after the fetches they are running)."""
+        self.fetcher.close()
 
     # -- entry point --------------------------------------------------------------------
 
@@ -274,79 +280,76 @@ class SyncEngine:
         run.figures.pending_retried = len({r.killmail_id for r in due_pending} -
                                           {r.killmail_id for r in refs})
         wanted = self._plan(run, [*refs, *due_pending])
-        ours: dict[int, tuple[KillmailRef, Future[None]]] = {}
-        theirs: list[tuple[KillmailRef, Future[None]]] = []
-        for ref in wanted:
-            mine, future = self.inflight.claim(ref.killmail_id)
-            if mine:
-                ours[ref.killmail_id] = (ref, future)
-            else:
-                theirs.append((ref, future))
+        claim = Claim()
+        mine, theirs = self.inflight.claim(claim, (ref.killmail_id for ref in wanted))
+        owned = set(mine)
         try:
-            self._fetch_ours(run, {k: ref for k, (ref, _) in ours.items()}, progress,
+            self._fetch_ours(run, [ref for ref in wanted if ref.killmail_id in owned], progress,
                              total=len(wanted))
         finally:
-            for killmail_id, (_, future) in ours.items():
-                self.inflight.release(killmail_id)
-                reason = run.pending.get(killmail_id)
-                if reason is None:
-                    future.set_result(None)
-                else:
-                    future.set_exception(PendingBody(reason))
-        self._adopt_theirs(run, theirs)
+            self.inflight.settle(claim, mine, {k: run.pending[k] for k in mine if k in run.pending})
+        self._adopt_theirs(run, [ref for ref in wanted if ref.killmail_id in theirs], theirs)
 
-    def _fetch_ours(self, run: _Run, ours: dict[int, KillmailRef], progress: SyncProgress,
+    def _fetch_ours(self, run: _Run, ours: list[KillmailRef], progress: SyncProgress,
                     total: int) -> None:
         # Another sync may have saved some of these between our plan and our claim.
         with self.db.session() as session:
-            stored = existing_killmail_ids(session, ours)
+            stored = existing_killmail_ids(session, (ref.killmail_id for ref in ours))
             link_characters(session, [(run.character.character_id, k) for k in stored])
         run.figures.already += len(stored)
-        todo = [ref for kid, ref in ours.items() if kid not in stored]
-        futures = {self.pool.submit(self.esi.fetch_killmail, *ref): ref for ref in todo}
+        todo = [ref for ref in ours if ref.killmail_id not in stored]
         batch: list[KillmailRows] = []
         done = len(stored)
         progress.bodies(done, total)
-        for future in as_completed(futures):
-            # pop: a finished future holds its body; keeping them all would grow memory
-            # with the size of the character's list instead of the batch.
-            rows = self._outcome(run, futures.pop(future), future)
-            if rows is not None:
-                batch.append(rows)
-            if len(batch) >= run.options.batch_size:
-                self._save_batch(run, batch)
-                batch = []
-            done += 1
-            progress.bodies(done, total)
+        with self.fetcher.stream(todo) as bodies:
+            for fetched in bodies:
+                rows = self._outcome(run, fetched)
+                if rows is not None:
+                    batch.append(rows)
+                if len(batch) >= run.options.batch_size:
+                    self._save_batch(run, batch)
+                    batch = []
+                done += 1
+                progress.bodies(done, total)
         self._save_batch(run, batch)
 
-    def _outcome(self, run: _Run, ref: KillmailRef, future: Future[dict[str, Any]]
+    def _fetch_body(self, ref: KillmailRef) -> KillmailRows:
+        """On a body thread: fetch and parse, so only the parsed rows wait for the save."""
+        body = self.esi.fetch_killmail(ref.killmail_id, ref.killmail_hash)
+        return parse_killmail(body, killmail_hash=ref.killmail_hash)
+
+    def _outcome(self, run: _Run, fetched: Fetched[KillmailRef, KillmailRows]
                  ) -> KillmailRows | None:
         run.figures.fetched += 1
+        ref = fetched.key
         try:
-            body = future.result()
-            run.figures.spend("killmail", 2)
-            return parse_killmail(body, killmail_hash=ref.killmail_hash)
-        except (EsiError, KillmailError) as exc:
+            rows = fetched.result()
+        except EsiError as exc:
             self._record_pending(run, ref, str(exc))
             return None
+        except KillmailError as exc:  # fetched (and paid for), but not a killmail we can store
+            run.figures.spend("killmail", 2)
+            self._record_pending(run, ref, str(exc))
+            return None
+        run.figures.spend("killmail", 2)
+        return rows
 
-    def _adopt_theirs(self, run: _Run, theirs: list[tuple[KillmailRef, Future[None]]]) -> None:
+    def _adopt_theirs(self, run: _Run, refs: list[KillmailRef],
+                      owners: dict[int, Claim]) -> None:
         """Killmails another sync fetched: once it saved them, link them to us too."""
-        reasons: dict[int, str] = {}
-        for ref, future in theirs:
-            run.figures.shared_inflight += 1
-            try:
-                future.result()
-            except PendingBody as exc:
-                reasons[ref.killmail_id] = str(exc)
+        if not refs:
+            return
+        run.figures.shared_inflight += len(refs)
+        for owner in {id(c): c for c in owners.values()}.values():
+            owner.wait()
         with self.db.session() as session:
-            stored = existing_killmail_ids(session, [ref.killmail_id for ref, _ in theirs])
+            stored = existing_killmail_ids(session, (ref.killmail_id for ref in refs))
             link_characters(session, [(run.character.character_id, k) for k in stored])
         run.figures.already += len(stored)
-        for ref, _ in theirs:
+        for ref in refs:
             if ref.killmail_id not in stored:
-                reason = reasons.get(ref.killmail_id, "fetched by another sync, not saved")
+                reason = (owners[ref.killmail_id].failure(ref.killmail_id)
+                          or "fetched by another sync, not saved")
                 self._record_pending(run, ref, reason)
 
     def _save_batch(self, run: _Run, batch: list[KillmailRows]) -> None:
