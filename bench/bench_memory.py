@@ -3,7 +3,8 @@
 Runs `bench/run.py fleet --killmails N --json` once per N, each in a fresh process (peak
 RSS is a per-process high-water mark, so runs must not share one), with
 ``MALLOC_ARENA_MAX=2`` as examples/systemd sets it. Prints peak RSS per N, its ratio to the
-first N, and the fleet figures of each run:
+first N, the growth per killmail since the previous N (flat means close to 0 KiB), and
+the fleet figures of each run:
 
     .venv/bin/python bench/bench_memory.py [--killmails 1000,20000,40000] [--database sqlite]
 
@@ -45,7 +46,7 @@ def run_one(killmails: int, database: str, concurrency: int, sample: float | Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--killmails", default="1000,20000",
+    parser.add_argument("--killmails", default="1000,20000,40000",
                         help="comma-separated sizes of the fleet scenario")
     parser.add_argument("--characters", type=int, help="override the scenario's characters")
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
@@ -54,15 +55,19 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(n) for n in args.killmails.split(",")]
     print(f"{'killmails':>10}{'chars':>7}{'wall s':>9}{'ratio':>7}{'429':>5}{'420':>5}"
-          f"{'twice':>6}{'peak RSS MiB':>14}{'vs first':>10}", flush=True)
-    first: float | None = None
+          f"{'twice':>6}{'peak RSS MiB':>14}{'vs first':>10}{'KiB/killmail':>14}", flush=True)
+    first: tuple[int, float] | None = None
+    previous: tuple[int, float] | None = None
     for size in sizes:
         r = run_one(size, args.database, args.concurrency, args.sample, args.characters)
         rss = float(r["peak_rss_mib"])  # type: ignore[arg-type]
-        first = first or rss
-        print(f"{size:>10}{r['characters']:>7}{r['wall_s']:>9}{r['ratio']:>7}{r['429']:>5}"
-              f"{r['420']:>5}{r['bodies_fetched_twice']:>6}{rss:>14.1f}{rss / first:>10.2f}",
-              flush=True)
+        first = first or (size, rss)
+        slope = ("-" if previous is None or size == previous[0]
+                 else f"{(rss - previous[1]) * 1024 / (size - previous[0]):.2f}")
+        print(f"{size:>10}{r['characters']:>7}{r['wall_s']:>9}{r['ratio']!s:>7}{r['429']:>5}"
+              f"{r['420']:>5}{r['bodies_fetched_twice']:>6}{rss:>14.1f}"
+              f"{rss / first[1]:>10.2f}{slope:>14}", flush=True)
+        previous = (size, rss)
 
 
 if __name__ == "__main__":
