@@ -10,12 +10,13 @@ from sqlalchemy import func, select
 from killcli.db import Database
 from killcli.db.models import Attacker, Character, Item, Killmail
 from killcli.db.store import (
+    COPY_MIN_ROWS,
     existing_killmail_ids,
     iter_killmail_bodies,
     link_characters,
     save_killmails,
 )
-from killcli.killmail import parse_killmail
+from killcli.killmail import canonical_json, parse_killmail
 from tests.factories import killmail
 
 
@@ -99,3 +100,24 @@ def test_times_are_utc_aware(db: Database) -> None:
         assert stored is not None
         assert stored.killmail_time.tzinfo is not None
         assert stored.killmail_time.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+
+
+def test_a_large_batch_round_trips_exactly(db: Database) -> None:
+    """Enough children for PostgreSQL's COPY path, with unknown fields and nulls in them."""
+    bodies = [killmail(i, attackers=12, items=30) for i in range(100, 120)]
+    for n, body in enumerate(bodies):
+        body["attackers"][0]["future_field"] = {"nested": [n, None, "ünïcode"]}
+        body["victim"]["items"][1]["new_flag"] = None
+        body["attackers"][1].pop("corporation_id", None)
+    batch = [parse_killmail(body) for body in bodies]
+    assert sum(len(r.attackers) for r in batch) > COPY_MIN_ROWS
+    with db.session() as s:
+        assert save_killmails(s, batch).new == 20
+    with db.session() as s:
+        exported = list(iter_killmail_bodies(s))
+    assert [canonical_json(b) for b in exported] == [canonical_json(b) for b in bodies]
+    # and a second save of the same batch writes no children twice
+    before = counts(db)
+    with db.session() as s:
+        assert save_killmails(s, batch).new == 0
+    assert counts(db) == before

@@ -26,6 +26,7 @@ ATTACKERS: Table = Attacker.__table__  # type: ignore[assignment]
 ITEMS: Table = Item.__table__  # type: ignore[assignment]
 CHARACTER_KILLMAILS: Table = CharacterKillmail.__table__  # type: ignore[assignment]
 READ_CHUNK = 500
+COPY_MIN_ROWS = 100  # below this, an executemany costs no more than setting up a COPY
 
 
 @dataclass(frozen=True)
@@ -80,18 +81,43 @@ def save_killmails(session: Session, batch: Sequence[KillmailRows]) -> SaveResul
         return SaveResult()
     stmt = insert_ignore(session, KILLMAILS).returning(KILLMAILS.c.killmail_id)
     new_ids = set(session.scalars(stmt, [r.killmail for r in unique.values()]).all())
-    attackers = [a for kid in new_ids for a in unique[kid].attackers]
-    items = [i for kid in new_ids for i in unique[kid].items]
-    if attackers:
-        session.execute(ATTACKERS.insert(), attackers)
-    if items:
-        session.execute(ITEMS.insert(), items)
+    _insert_children(session, ATTACKERS, [a for kid in new_ids for a in unique[kid].attackers])
+    _insert_children(session, ITEMS, [i for kid in new_ids for i in unique[kid].items])
     ordered = [kid for kid in unique if kid in new_ids]
     return SaveResult(
         new_ids=tuple(ordered),
         already_ids=tuple(kid for kid in unique if kid not in new_ids),
         duplicates_in_batch=len(batch) - len(unique),
     )
+
+
+def _insert_children(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert attacker or item rows of new killmails: they never conflict.
+
+    Only the transaction whose ``INSERT .. ON CONFLICT`` inserted a killmail writes its
+    children, so on PostgreSQL they go through ``COPY``, several times faster than an
+    executemany of the same rows. Values pass the columns' own bind processors (the JSON
+    ``extra``), so what is stored is exactly what an INSERT would store.
+    """
+    if not rows:
+        return
+    dialect = session.get_bind().dialect
+    if dialect.name != "postgresql" or len(rows) < COPY_MIN_ROWS:
+        session.execute(table.insert(), rows)
+        return
+    columns = list(rows[0])
+    processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+                  for name in columns]
+    quote = dialect.identifier_preparer.quote
+    sql = f"COPY {quote(table.name)} ({', '.join(map(quote, columns))}) FROM STDIN"
+    driver = session.connection().connection.driver_connection
+    assert driver is not None  # a checked-out connection always has one
+    cursor = driver.cursor()
+    with cursor, cursor.copy(sql) as copy:
+        for row in rows:
+            copy.write_row([value if process is None else process(value)
+                            for process, value in zip(processors, map(row.__getitem__, columns),
+                                                      strict=True)])
 
 
 def link_characters(session: Session, pairs: Iterable[tuple[int, int]]) -> None:
