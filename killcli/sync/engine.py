@@ -340,7 +340,7 @@ class SyncEngine:
         if not refs:
             return
         run.figures.shared_inflight += len(refs)
-        for owner in {id(c): c for c in owners.values()}.values():
+        for owner in set(owners.values()):  # each claim once
             owner.wait()
         with self.db.session() as session:
             stored = existing_killmail_ids(session, (ref.killmail_id for ref in refs))
