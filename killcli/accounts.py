@@ -1,11 +1,21 @@
 """Tracked characters and their tokens: add, refresh (once, under a row lock), mark.
 
-Refresh tokens and access tokens are stored encrypted (Fernet). A refresh stores the
-rotated refresh token in the same transaction as the new access token, while holding the
+Refresh tokens and access tokens are stored encrypted (Fernet). A refresh holds the
 character's row lock (``SELECT .. FOR UPDATE`` on PostgreSQL, the write lock of
-``BEGIN IMMEDIATE`` on SQLite): two workers that need the same token at once refresh it
-once, and the second reads the first one's result. ``invalid_grant`` & co mark the
-character *needs login* with the reason and time; it is not refreshed again until it
+``BEGIN IMMEDIATE`` on SQLite) while it spends the refresh token: two workers that need
+the same token at once refresh it once, and the second reads the first one's result.
+
+**The rotated refresh token is durable before anything that can fail.** The SSO kills the
+old refresh token when it answers, so the transaction that holds the lock commits the
+answer (both tokens, encrypted) as soon as it arrives, with no work in between but parsing
+and encrypting. The access token is stored *pending* (no expiry) until it is verified
+(signature, key set, clocks), outside that transaction; a second short transaction then
+records the result. A verification that fails keeps the new tokens and the character
+active, with ``last_error`` saying why (``TokenUnverified``, retried later); a worker that
+finds a pending token verifies it instead of spending the refresh token again.
+
+``invalid_grant`` & co, and a new token without the killmail scope ("scope removed"), mark
+the character *needs login* with the reason and time; it is not refreshed again until it
 logs in again.
 """
 
@@ -23,14 +33,24 @@ from sqlalchemy.orm import Session
 from killcli.db import Database
 from killcli.db.models import Character, CharacterKillmail, PendingKillmail
 from killcli.db.types import utcnow
-from killcli.errors import InputError, NeedsLogin, SsoError, UsageError
+from killcli.errors import (
+    InputError,
+    KillsyncError,
+    NeedsLogin,
+    SsoError,
+    TokenRejected,
+    TokenUnverified,
+    UsageError,
+)
+from killcli.esi.clock import Clock
 from killcli.sso.client import SsoClient
 from killcli.sso.crypto import TokenCipher
-from killcli.sso.models import TokenSet
+from killcli.sso.models import IssuedTokens, TokenSet
 
 KILLMAIL_SCOPE = "esi-killmails.read_killmails.v1"
 DEFAULT_SCOPES = (KILLMAIL_SCOPE,)
 REFRESH_MARGIN_S = 120.0  # refresh this long before expiry, not on a 401
+SCOPE_REMOVED = "scope removed"  # the needs-login reason when a refresh lost the scope
 
 
 @dataclass(frozen=True)
@@ -48,6 +68,15 @@ class RefreshResult:
     ok: bool
     expires_at: datetime | None = None
     reason: str | None = None
+    retryable: bool = False  #: not ok, but the new tokens are kept: a later refresh works
+
+
+@dataclass(frozen=True)
+class _Issued:
+    """A token answer committed as pending, and the token version that commit wrote."""
+
+    tokens: IssuedTokens
+    version: int
 
 
 @dataclass(frozen=True)
@@ -75,10 +104,12 @@ class Accounts:
     """The character and token service; thread-safe, one per process."""
 
     def __init__(self, db: Database, sso: SsoClient, cipher: TokenCipher, *,
-                 refresh_margin_s: float = REFRESH_MARGIN_S) -> None:
+                 refresh_margin_s: float = REFRESH_MARGIN_S, clock: Clock | None = None
+                 ) -> None:
         self.db = db
         self.sso = sso
         self.cipher = cipher
+        self._clock = clock or Clock()  # this host's clock, the one token expiries are on
         self.refresh_margin = timedelta(seconds=refresh_margin_s)
         self._locks: defaultdict[int, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
@@ -102,7 +133,7 @@ class Accounts:
         if KILLMAIL_SCOPE not in claims.scopes:
             raise UsageError(f"{claims.name} ({claims.character_id}) did not grant "
                              f"{KILLMAIL_SCOPE}", hint="log in again and tick that scope")
-        now = utcnow()
+        now = self._clock.now()
         with self.db.session() as session:
             character = session.get(Character, claims.character_id, with_for_update=True)
             created = character is None
@@ -132,13 +163,17 @@ class Accounts:
             return self._refresh_locked(character_id).access_token
 
     def refresh(self, character_id: int) -> RefreshResult:
-        """Refresh now (the `refresh-token` command); needs-login is a result, not a raise."""
+        """Refresh now (the `refresh-token` command); needs-login and a verification that
+        must be retried are results, not raises."""
         with self._lock_for(character_id):
             try:
                 fresh = self._refresh_locked(character_id, force=True)
             except NeedsLogin as exc:
-                name = self._name(character_id)
-                return RefreshResult(character_id, name, ok=False, reason=exc.message)
+                return RefreshResult(character_id, self._name(character_id), ok=False,
+                                     reason=exc.message)
+            except TokenUnverified as exc:
+                return RefreshResult(character_id, self._name(character_id), ok=False,
+                                     reason=exc.message, retryable=True)
             return RefreshResult(character_id, fresh.name, ok=True, expires_at=fresh.expires_at)
 
     def _fresh_access_token(self, character_id: int) -> str | None:
@@ -148,37 +183,146 @@ class Accounts:
 
     def _usable(self, character: Character) -> str | None:
         expires = character.access_expires_at
-        if character.access_token_enc and expires and expires - self.refresh_margin > utcnow():
+        if (character.access_token_enc and expires
+                and expires - self.refresh_margin > self._clock.now()):
             return self.cipher.decrypt(character.access_token_enc)
         return None
 
     def _refresh_locked(self, character_id: int, *, force: bool = False) -> _Fresh:
-        failure: NeedsLogin | None = None
+        step = self._rotate(character_id, force=force)
+        if isinstance(step, _Fresh):
+            return step
+        return self._settle(character_id, step, self._verify(step.tokens))
+
+    def _rotate(self, character_id: int, *, force: bool) -> _Fresh | _Issued:
+        """Under the row lock: a usable or pending token, else spend the refresh token.
+
+        The SSO's answer is committed when this transaction ends, right after it arrived.
+        """
+        outcome: _Fresh | _Issued | KillsyncError
         with self.db.session() as session:
             character = require_character(session, character_id, lock=True)
-            if character.status != "active" or not character.refresh_token_enc:
-                raise NeedsLogin(f"{character.name} ({character_id}) needs to log in again: "
-                                 f"{character.status_reason or character.status}",
-                                 reason=character.status_reason or character.status,
-                                 character_id=character_id)
-            current = None if force else self._usable(character)
-            if current is not None:  # another worker refreshed while we waited for the lock
-                return _Fresh(current, character.access_expires_at, character.name)
-            try:
-                tokens = self.sso.refresh(self.cipher.decrypt(character.refresh_token_enc))
-                if tokens.claims.character_id != character_id:
-                    raise SsoError(f"SSO returned a token for character "
-                                   f"{tokens.claims.character_id}, not {character_id}")
-                self._put_tokens(character, tokens)
-                character.last_error = None
-            except NeedsLogin as exc:
-                failure = exc
-                self._mark_needs_login(character, exc.reason)
-        if failure is not None:
-            raise NeedsLogin(f"{character.name} ({character_id}) needs to log in again: "
-                             f"{failure.reason}", reason=failure.reason,
-                             character_id=character_id) from failure
-        return _Fresh(tokens.access_token, tokens.expires_at, tokens.claims.name)
+            self._require_active(character)
+            stored = None if force else self._stored(character)
+            outcome = stored if stored is not None else self._spend(character)
+        if isinstance(outcome, KillsyncError):
+            raise outcome
+        return outcome
+
+    def _stored(self, character: Character) -> _Fresh | KillsyncError | None:
+        """What the locked row already offers: a usable token (another worker refreshed while
+        we waited), a pending one verified now, or None (spend the refresh token)."""
+        current = self._usable(character)
+        if current is not None:
+            return _Fresh(current, character.access_expires_at, character.name)
+        pending = self._pending(character)
+        if pending is None:
+            return None
+        outcome = self._verify(pending)
+        if isinstance(outcome, TokenRejected) or (
+                isinstance(outcome, TokenSet)
+                and outcome.expires_at - self.refresh_margin <= self._clock.now()):
+            return None  # expired, expiring or bad, unlike the grant behind it: refresh anew
+        return self._apply(character, outcome)
+
+    def _spend(self, character: Character) -> _Issued | NeedsLogin:
+        """Trade the refresh token at the SSO and write the answer, pending verification."""
+        refresh_token = self.cipher.decrypt(character.refresh_token_enc or "")
+        try:
+            issued = self.sso.request_refresh(refresh_token)
+        except NeedsLogin as exc:
+            self._mark_needs_login(character, exc.reason)
+            return self._needs_login(character, exc.reason, cause=exc)
+        # Nothing but encryption between the SSO's answer and the commit (see the module doc).
+        character.refresh_token_enc = self.cipher.encrypt(issued.refresh_token)
+        character.access_token_enc = (None if issued.access_token is None
+                                      else self.cipher.encrypt(issued.access_token))
+        character.access_expires_at = None  # pending: not usable until verified
+        character.token_version = (character.token_version or 0) + 1
+        return _Issued(issued, character.token_version)
+
+    def _verify(self, tokens: IssuedTokens) -> TokenSet | SsoError:
+        """Verify a token answer (may fetch the key set); the failure as a value."""
+        try:
+            return self.sso.verify(tokens)
+        except SsoError as exc:
+            return exc
+
+    def _settle(self, character_id: int, issued: _Issued, outcome: TokenSet | SsoError
+                ) -> _Fresh:
+        """Record a verification on the row it came from (re-locked), unless the row moved on."""
+        result: _Fresh | KillsyncError
+        with self.db.session() as session:
+            character = require_character(session, character_id, lock=True)
+            still_ours = character.token_version == issued.version
+            if still_ours and (character.access_expires_at is None
+                               or not isinstance(outcome, SsoError)):
+                result = self._apply(character, outcome)
+            else:  # refreshed again, or verified by a worker that found it pending
+                result = self._unrecorded(character, outcome)
+        if isinstance(result, KillsyncError):
+            raise result
+        return result
+
+    def _apply(self, character: Character, outcome: TokenSet | SsoError
+               ) -> _Fresh | KillsyncError:
+        """Write a verification's outcome on the locked row; the result or the error."""
+        if isinstance(outcome, SsoError):
+            return self._unverified(character, outcome.message)
+        claims = outcome.claims
+        if claims.character_id != character.character_id:
+            return self._unverified(character, f"the token is for character "
+                                               f"{claims.character_id}")
+        character.scopes = " ".join(sorted(claims.scopes))  # never stale: from each token
+        if KILLMAIL_SCOPE not in claims.scopes:
+            self._mark_needs_login(character, SCOPE_REMOVED)
+            character.last_error = f"SSO: the new token no longer grants {KILLMAIL_SCOPE}"
+            return self._needs_login(character, SCOPE_REMOVED, detail=f"{SCOPE_REMOVED} "
+                                     f"({KILLMAIL_SCOPE} is no longer granted)")
+        character.name = claims.name
+        character.access_expires_at = outcome.expires_at
+        note = self.sso.clock_note()  # a skewed host clock is worth an operator's look
+        character.last_error = None if note is None else f"SSO: {note}"
+        return _Fresh(outcome.access_token, outcome.expires_at, claims.name)
+
+    def _unrecorded(self, character: Character, outcome: TokenSet | SsoError
+                    ) -> _Fresh | KillsyncError:
+        """The result of a verification whose row moved on (nothing is written)."""
+        if isinstance(outcome, TokenSet) and outcome.claims.character_id == character.character_id:
+            return _Fresh(outcome.access_token, outcome.expires_at, outcome.claims.name)
+        current = self._usable(character)
+        if current is not None:
+            return _Fresh(current, character.access_expires_at, character.name)
+        detail = outcome.message if isinstance(outcome, SsoError) else "wrong character"
+        return _unverified_error(character, detail)
+
+    def _unverified(self, character: Character, detail: str) -> TokenUnverified:
+        """Keep the new tokens pending, say why in ``last_error``: a retry can succeed."""
+        character.last_error = (f"SSO: new tokens stored, access token not verified yet "
+                                f"(will retry): {detail}")
+        return _unverified_error(character, detail)
+
+    def _pending(self, character: Character) -> IssuedTokens | None:
+        """A stored access token not verified yet (stored without an expiry), if any."""
+        if not character.access_token_enc or character.access_expires_at is not None:
+            return None
+        return IssuedTokens(
+            access_token=self.cipher.decrypt(character.access_token_enc),
+            refresh_token=self.cipher.decrypt(character.refresh_token_enc or ""),
+            expires_in_s=None, requested_at=self._clock.now())
+
+    def _require_active(self, character: Character) -> None:
+        if character.status != "active" or not character.refresh_token_enc:
+            raise self._needs_login(character, character.status_reason or character.status)
+
+    @staticmethod
+    def _needs_login(character: Character, reason: str, *, detail: str | None = None,
+                     cause: NeedsLogin | None = None) -> NeedsLogin:
+        error = NeedsLogin(f"{character.name} ({character.character_id}) needs to log in "
+                           f"again: {detail or reason}", reason=reason,
+                           character_id=character.character_id)
+        error.__cause__ = cause
+        return error
 
     def _put_tokens(self, character: Character, tokens: TokenSet) -> None:
         character.refresh_token_enc = self.cipher.encrypt(tokens.refresh_token)
@@ -189,7 +333,7 @@ class Accounts:
     def _mark_needs_login(self, character: Character, reason: str) -> None:
         character.status = "needs_login"
         character.status_reason = reason
-        character.status_changed_at = utcnow()
+        character.status_changed_at = self._clock.now()
         character.access_token_enc = None
         character.access_expires_at = None
         character.last_error = f"SSO: {reason}"
@@ -212,6 +356,12 @@ class Accounts:
     def _name(self, character_id: int) -> str:
         with self.db.session() as session:
             return require_character(session, character_id).name
+
+
+def _unverified_error(character: Character, detail: str) -> TokenUnverified:
+    return TokenUnverified(f"{character.name} ({character.character_id}): the SSO's new access "
+                           f"token could not be verified: {detail}",
+                           character_id=character.character_id)
 
 
 def require_character(session: Session, character_id: int, *, lock: bool = False

@@ -9,6 +9,7 @@ module-level globals.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import tomllib
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from killcli.errors import ConfigError
+from killcli.textsafe import mask_url
 
 ENV_PREFIX = "KILLSYNC_"
 APP_NAME = "killsync"
@@ -28,6 +30,7 @@ DEFAULT_ESI_BASE_URL = "https://esi.evetech.net"
 DEFAULT_SSO_BASE_URL = "https://login.eveonline.com"
 DEFAULT_CALLBACK_URL = "http://127.0.0.1:8765/callback"
 DEFAULT_QUEUE_NAME = "esi_user_killmails_queue"
+MAX_CONFIG_BYTES = 1 << 20
 SECRET_KEY_FILE = "secret.key"  # noqa: S105 - a file name, not a secret
 
 Source = Literal["flag", "env", "file", "default"]
@@ -81,8 +84,9 @@ def _check_database_url(key: str, value: str) -> str:
 
     try:
         url = make_url(value)
-    except ArgumentError as exc:
-        raise ConfigError(f"{key}: not a database URL: {value!r}") from exc
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+        raise ConfigError(f"{key}: not a database URL (like postgresql+psycopg://user@host/db"
+                          f"): {mask_url(value)!r}") from exc
     if url.get_backend_name() not in {"sqlite", "postgresql"}:
         raise ConfigError(
             f"{key}: unsupported database {url.get_backend_name()!r} (sqlite or postgresql)"
@@ -92,17 +96,30 @@ def _check_database_url(key: str, value: str) -> str:
 
 def _check_http_url(key: str, value: str) -> str:
     parts = urlsplit(value)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ConfigError(f"{key}: not an http(s) URL: {value!r}")
+    if parts.scheme not in {"http", "https"} or not parts.hostname or not _clean_authority(value):
+        raise ConfigError(f"{key}: not an http(s) URL: {mask_url(value)!r}")
     return value.rstrip("/")
+
+
+def _clean_authority(value: str) -> bool:
+    """The URL's port, if any, is a number in range, and no ``@`` follows its authority
+    (a password with an unencoded ``/``, ``?`` or ``#`` would be read as host and path)."""
+    parts = urlsplit(value)
+    try:
+        _ = parts.port
+    except ValueError:
+        return False
+    return "@" not in value.partition("://")[2].removeprefix(parts.netloc)
 
 
 def _check_broker_url(key: str, value: str) -> str:
     if value in {"", "database"}:
         return "database"
     parts = urlsplit(value)
-    if parts.scheme not in {"amqp", "amqps"} or not parts.hostname:
-        raise ConfigError(f"{key}: expected 'database' or an amqp:// URL, got {value!r}")
+    if parts.scheme not in {"amqp", "amqps"} or not parts.hostname or not _clean_authority(value):
+        raise ConfigError(f"{key}: expected 'database' or an amqp://user:password@host/vhost "
+                          f"URL (percent-encode '/', '?', '#', '@' in the password), got "
+                          f"{mask_url(value)!r}")
     return value
 
 
@@ -153,14 +170,21 @@ def config_file_path(environ: Mapping[str, str]) -> Path:
     return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
 
 
-def read_config_file(path: Path) -> dict[str, str]:
-    """Parse the TOML config file; a missing file is an empty config."""
+def read_config_file(path: Path, *, required: bool = False) -> dict[str, str]:
+    """Parse the TOML config file; a missing file is an empty config unless ``required``.
+
+    ``required`` is for a path the user named (``--config``, ``$KILLSYNC_CONFIG``): a typo
+    there must not silently fall back to the defaults.
+    """
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+        raw = tomllib.loads(_read_small_text(path))
+    except FileNotFoundError as exc:
+        if required:
+            raise ConfigError(f"config file {path} does not exist") from exc
         return {}
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path}: cannot read: {exc}") from exc
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigError(f"config file {path}: cannot read: {reason}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: not valid TOML: {exc}") from exc
     values: dict[str, str] = {}
@@ -173,6 +197,15 @@ def read_config_file(path: Path) -> dict[str, str]:
     return values
 
 
+def _read_small_text(path: Path) -> str:
+    """A UTF-8 text file of at most :data:`MAX_CONFIG_BYTES` (``--config /dev/zero`` ends)."""
+    with path.open("rb") as fh:
+        data = fh.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise OSError(errno.EFBIG, f"larger than {MAX_CONFIG_BYTES} bytes")
+    return data.decode("utf-8")
+
+
 def load_settings(
     flags: Mapping[str, str | None] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -181,7 +214,7 @@ def load_settings(
     environ = os.environ if environ is None else environ
     flags = dict(flags or {})
     path = config_file_path(environ)
-    from_file = read_config_file(path)
+    from_file = read_config_file(path, required=bool(environ.get(ENV_PREFIX + "CONFIG")))
     layers: tuple[tuple[Source, Mapping[str, str | None], bool], ...] = (
         ("flag", flags, False), ("env", environ, True), ("file", from_file, False))
     values: dict[str, str] = {}
@@ -212,27 +245,23 @@ def masked(spec: SettingSpec, value: object) -> str:
     if value is None:
         return "-"
     text = str(value)
-    if spec.key in {"database_url", "broker_url"}:
-        parts = urlsplit(text)
-        if parts.password:
-            return text.replace(f":{parts.password}@", ":***@", 1)
-        return text
+    if spec.key.endswith("_url"):  # userinfo passwords and secret query parameters
+        return mask_url(text)
     return "***" if spec.secret else text
 
 
-def secret_keys(settings: Settings) -> list[str]:
-    """Fernet keys, newest first; generate and keep one (mode 0600) when none is configured."""
-    if settings.secret_key:
-        return [k.strip() for k in settings.secret_key.split(",") if k.strip()]
-    key_file = settings.home / SECRET_KEY_FILE
-    if not key_file.exists():
-        from cryptography.fernet import Fernet  # noqa: PLC0415
+def secret_keys(settings: Settings, *,
+                refuse_new: Callable[[], str | None] = lambda: None) -> list[str]:
+    """Fernet keys, newest first: the setting's, else the key file's (see `killcli.keyfile`).
 
-        settings.home.mkdir(parents=True, exist_ok=True)
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(Fernet.generate_key().decode("ascii") + "\n")
-    return [k.strip() for k in key_file.read_text(encoding="ascii").split(",") if k.strip()]
+    A missing key file is created (atomically, mode 0600) unless ``refuse_new`` gives a
+    reason not to, e.g. encrypted values in the database that a new key could never open.
+    """
+    from killcli import keyfile  # noqa: PLC0415 - cryptography costs `--help` time
+
+    if settings.secret_key:
+        return keyfile.split_keys(settings.secret_key)
+    return keyfile.load_key_file(settings.home / SECRET_KEY_FILE, refuse_new=refuse_new)
 
 
 def new_token() -> str:

@@ -13,7 +13,9 @@
     │   └── EsiUnavailable         ESI_UNAVAILABLE  downtime, timeouts, error limit
     ├── SsoError                   ESI_UNAVAILABLE  SSO unreachable or answering nonsense
     │   ├── TokenRejected          NEEDS_LOGIN      a JWT that does not validate
-    │   └── NeedsLogin             NEEDS_LOGIN      invalid_grant & co: log in again
+    │   ├── TokenUnverified        ESI_UNAVAILABLE  new tokens stored, not verified yet: retry
+    │   ├── NeedsLogin             NEEDS_LOGIN      invalid_grant & co: log in again
+    │   └── LoginRefused           NEEDS_LOGIN      the person refused at EVE SSO
     ├── QueueUnavailable           QUEUE_UNAVAILABLE
     └── PartialFailure             PARTIAL          some work done, some left pending
 
@@ -106,6 +108,15 @@ class TokenRejected(SsoError):
     exit_code = ExitCode.NEEDS_LOGIN
 
 
+class TokenUnverified(SsoError):
+    """The SSO issued new tokens (the rotated refresh token is stored) but their access
+    token could not be verified (key set unreachable, clocks apart): retry later."""
+
+    def __init__(self, message: str, *, character_id: int | None = None) -> None:
+        super().__init__(message, hint="the new refresh token is kept; try again later")
+        self.character_id = character_id
+
+
 class NeedsLogin(SsoError):
     """The SSO grant is gone (invalid_grant, invalid_token, invalid_scope)."""
 
@@ -115,6 +126,12 @@ class NeedsLogin(SsoError):
         super().__init__(message, hint="run `killsync login` for this character")
         self.reason = reason
         self.character_id = character_id
+
+
+class LoginRefused(SsoError):
+    """The person at the browser refused the login (``error=access_denied``)."""
+
+    exit_code = ExitCode.NEEDS_LOGIN
 
 
 class QueueUnavailable(KillsyncError):

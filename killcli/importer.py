@@ -3,25 +3,42 @@
 Sources: ``.json`` (one body or a list of bodies), ``.jsonl`` (one body per line),
 either optionally ``.gz``/``.bz2`` compressed, EVE Ref daily archives
 (``killmails-YYYY-MM-DD.tar.bz2``: one body per member file) and directories of those.
-A malformed record is reported with its file and position and never stops the others;
-each batch is one transaction, so a killmail is either stored whole or not at all.
+
+A malformed record is reported with its file and position and never stops the others; a
+killmail the database refuses costs only itself (the batch is retried one by one). Memory
+is bounded whatever the input: files are streamed (decompressed a bounded chunk at a time),
+and one record (a JSON-lines line, an archive member, an element of a JSON array) may hold
+at most :data:`MAX_RECORD_BYTES`; a larger one ends the reading of its file, since going
+past it would mean decompressing it (a 731-byte archive can hold gigabytes of zeros).
+JSON is parsed strictly (:func:`killcli.killmail.loads_body`).
 """
 
 from __future__ import annotations
 
 import bz2
+import codecs
 import gzip
-import json
+import io
+import re
 import tarfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from killcli.db import Database
 from killcli.db.store import SaveTotals, save_killmails
 from killcli.errors import InputError
-from killcli.killmail import ARCHIVE_KEYS, KillmailError, KillmailRows, parse_killmail
+from killcli.killmail import (
+    ARCHIVE_KEYS,
+    BadJson,
+    KillmailError,
+    KillmailRows,
+    decode_body,
+    loads_body,
+    parse_killmail,
+)
 
 ARCHIVE_SUFFIXES = (".tar.bz2", ".tar.gz", ".tgz", ".tar")
 JSON_SUFFIXES = tuple(
@@ -29,6 +46,18 @@ JSON_SUFFIXES = tuple(
 )
 DEFAULT_BATCH = 500
 MAX_ERRORS_KEPT = 1000
+MAX_RECORD_BYTES = 16 * 2**20  # real killmails are under 1 MiB; parsed, a record takes ~10x
+READ_CHUNK = 2**20
+_NOT_SPACE = re.compile(r"[^ \t\n\r]")
+_READ_ERRORS = (OSError, EOFError, UnicodeDecodeError, tarfile.TarError, zlib.error)
+
+
+class RecordTooLarge(KillmailError):
+    """A record past :data:`MAX_RECORD_BYTES`: its file is not read further."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} larger than {MAX_RECORD_BYTES // 2**20} MiB; "
+                         "rest of the file not read")
 
 
 @dataclass(frozen=True)
@@ -43,6 +72,8 @@ class Record:
 
 @dataclass
 class ImportResult:
+    """Counts of an import and the first :data:`MAX_ERRORS_KEPT` rejections."""
+
     read: int = 0
     new: int = 0
     already: int = 0
@@ -50,6 +81,7 @@ class ImportResult:
     errors: list[str] = field(default_factory=list)
 
     def reject(self, record: Record, reason: str) -> None:
+        """Count a record that was not stored, and keep why (``file:position: reason``)."""
         self.rejected += 1
         if len(self.errors) < MAX_ERRORS_KEPT:
             where = f"{record.source}:{record.position}" if record.position else record.source
@@ -73,25 +105,29 @@ def _known(path: Path) -> bool:
     return path.name.endswith(ARCHIVE_SUFFIXES + JSON_SUFFIXES)
 
 
-def _open_text(path: Path) -> IO[str]:
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    if path.name.endswith(".bz2"):
-        return bz2.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8")
+def _open_binary(path: Path) -> io.BufferedIOBase:
+    """The file's bytes, decompressed as they are read (by content, not by name)."""
+    with path.open("rb") as probe:
+        magic = probe.read(3)
+    if magic[:2] == b"\x1f\x8b":
+        return gzip.open(path, "rb")
+    if magic == b"BZh":
+        return bz2.open(path, "rb")
+    return path.open("rb")
 
 
 def iter_records(path: Path) -> Iterator[Record]:
     """Every body in one file; read errors become records with an error."""
     name = str(path)
     try:
-        if path.name.endswith(ARCHIVE_SUFFIXES):
-            yield from _iter_archive(path)
-        elif ".jsonl" in path.name:
-            yield from _iter_jsonl(path)
-        else:
-            yield from _iter_json(path)
-    except (OSError, EOFError, UnicodeDecodeError, tarfile.TarError) as exc:
+        with _open_binary(path) as fh:
+            if path.name.endswith(ARCHIVE_SUFFIXES):
+                yield from _iter_archive(name, fh)
+            elif ".jsonl" in path.name:
+                yield from _iter_jsonl(name, fh)
+            else:
+                yield from _iter_json(name, fh)
+    except _READ_ERRORS as exc:
         yield Record(name, "", error=f"cannot read: {_reason(exc)}")
 
 
@@ -99,44 +135,143 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _iter_json(path: Path) -> Iterator[Record]:
-    with _open_text(path) as fh:
-        try:
-            data = json.load(fh)
-        except json.JSONDecodeError as exc:
-            yield Record(str(path), f"{exc.lineno}:{exc.colno}", error=f"bad JSON: {exc.msg}")
+def _parsed(source: str, position: str, data: bytes | str) -> Record:
+    try:
+        return Record(source, position, loads_body(data))
+    except KillmailError as exc:
+        return Record(source, position, error=str(exc))
+
+
+def _iter_jsonl(name: str, fh: io.BufferedIOBase) -> Iterator[Record]:
+    number = 0
+    while line := fh.readline(MAX_RECORD_BYTES + 1):
+        number += 1
+        if len(line) > MAX_RECORD_BYTES:
+            yield Record(name, f"line {number}", error=str(RecordTooLarge("line")))
             return
-    if isinstance(data, list):
-        for index, body in enumerate(data):
-            yield Record(str(path), f"[{index}]", body)
-    else:
-        yield Record(str(path), "", data)
+        if line.strip():
+            yield _parsed(name, f"line {number}", line)
 
 
-def _iter_jsonl(path: Path) -> Iterator[Record]:
-    with _open_text(path) as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield Record(str(path), f"line {number}", json.loads(line))
-            except json.JSONDecodeError as exc:
-                yield Record(str(path), f"line {number}", error=f"bad JSON: {exc.msg}")
-
-
-def _iter_archive(path: Path) -> Iterator[Record]:
-    with tarfile.open(path, mode="r|*") as archive:
+def _iter_archive(name: str, fh: io.BufferedIOBase) -> Iterator[Record]:
+    with tarfile.open(fileobj=fh, mode="r|") as archive:
         for member in archive:
             if not member.isfile() or not member.name.endswith(".json"):
                 continue
-            fh = archive.extractfile(member)
-            if fh is None:  # pragma: no cover - isfile() members always have data
+            if member.size > MAX_RECORD_BYTES:
+                yield Record(name, member.name, error=str(RecordTooLarge("member")))
+                return
+            data = archive.extractfile(member)
+            if data is None:  # pragma: no cover - isfile() members always have data
                 continue
-            raw = fh.read()
+            yield _parsed(name, member.name, data.read())
+
+
+def _iter_json(name: str, fh: io.BufferedIOBase) -> Iterator[Record]:
+    """One body, or a JSON array of bodies streamed element by element."""
+    text = _TextBuffer(fh)
+    if text.next_char() != "[":
+        try:
+            yield Record(name, "", loads_body(text.read_rest()))
+        except BadJson as exc:
+            where = f"{exc.line}:{exc.column}" if exc.line is not None else ""
+            yield Record(name, where, error=str(exc))
+        except KillmailError as exc:
+            yield Record(name, "", error=str(exc))
+        return
+    text.skip(1)
+    index = 0
+    while (char := text.next_char()) != "]":
+        try:
+            if index:
+                text.expect(char, ",")
+            yield Record(name, f"[{index}]", text.decode_value())
+        except KillmailError as exc:
+            yield Record(name, f"[{index}]", error=str(exc))
+            return
+        index += 1
+
+
+class _TextBuffer:
+    """A window on a text stream for decoding a JSON array one element at a time.
+
+    Holds the unread rest of one chunk plus at most one element (bounded by
+    :data:`MAX_RECORD_BYTES`); an element cut by the window's end is decoded again with
+    twice as much text, so the work stays linear in the element's size.
+    """
+
+    def __init__(self, stream: io.BufferedIOBase) -> None:
+        self.stream = stream
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.text = ""
+        self.pos = 0
+        self.eof = False
+
+    def _read(self, size: int) -> str:
+        data = self.stream.read(size)
+        self.eof = not data
+        return self.decoder.decode(data, final=self.eof)
+
+    def _more(self, size: int) -> bool:
+        if self.eof:
+            return False
+        self.text = self.text[self.pos:] + self._read(size)
+        self.pos = 0
+        return not self.eof
+
+    def next_char(self) -> str:
+        """The next character that is not JSON white space ("" at the end)."""
+        while True:
+            found = _NOT_SPACE.search(self.text, self.pos)
+            if found is not None:
+                self.pos = found.start()
+                return self.text[self.pos]
+            self.pos = len(self.text)
+            if not self._more(READ_CHUNK):
+                return ""
+
+    def skip(self, count: int) -> None:
+        self.pos += count
+
+    def expect(self, char: str, wanted: str) -> None:
+        """Consume ``wanted`` (the character just seen is ``char``)."""
+        if char != wanted:
+            raise BadJson(f"expected {wanted!r} between array elements, got {char[:1]!r}")
+        self.skip(1)
+        self.next_char()
+
+    def read_rest(self) -> str:
+        """The whole rest of the stream, if it is one record's worth."""
+        parts = [self.text[self.pos:]]
+        size = len(parts[0])
+        while not self.eof and size <= MAX_RECORD_BYTES:
+            parts.append(self._read(READ_CHUNK))
+            size += len(parts[-1])
+        if size > MAX_RECORD_BYTES:
+            raise RecordTooLarge("file")
+        return "".join(parts)
+
+    def decode_value(self) -> Any:
+        """The JSON value at the current position (strict), consumed."""
+        size = READ_CHUNK
+        while True:
             try:
-                yield Record(str(path), member.name, json.loads(raw))
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                yield Record(str(path), member.name, error=f"bad JSON: {_reason(exc)}")
+                value, end = decode_body(self.text, self.pos)
+            except BadJson:
+                if not self._grow(size):
+                    raise
+            else:
+                if end - self.pos > MAX_RECORD_BYTES:
+                    raise RecordTooLarge("array element")
+                if end < len(self.text) or not self._grow(size):
+                    self.pos = end
+                    return value
+            size *= 2
+
+    def _grow(self, size: int) -> bool:
+        if len(self.text) - self.pos > MAX_RECORD_BYTES:
+            raise RecordTooLarge("array element")
+        return self._more(size)
 
 
 def to_rows(body: Any) -> KillmailRows:
@@ -162,14 +297,18 @@ def import_killmails(
     files = expand_paths(paths)
     result = ImportResult()
     totals = SaveTotals()
-    batch: list[KillmailRows] = []
+    batch: list[tuple[KillmailRows, Record]] = []
 
     def flush() -> None:
         if batch:
             with db.session() as session:
-                totals.add(save_killmails(session, batch))
+                saved = save_killmails(session, [rows for rows, _ in batch], isolate=True)
+            totals.add(saved)
+            where = {rows.killmail_id: record for rows, record in reversed(batch)}
+            for refused in saved.rejected:
+                result.reject(where[refused.killmail_id], f"not stored: {refused.reason}")
             if on_batch:
-                on_batch(len(batch))
+                on_batch(len(batch) - len(saved.rejected))
             batch.clear()
 
     for path in files:
@@ -181,7 +320,8 @@ def import_killmails(
                 continue
             result.read += 1
             try:
-                batch.append(to_rows(record.body))
+                where = Record(record.source, record.position)  # without the body
+                batch.append((to_rows(record.body), where))
             except KillmailError as exc:
                 result.reject(record, str(exc))
                 continue

@@ -9,6 +9,8 @@ in the rows' ``extra`` so that nothing ESI sends is ever dropped.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,7 +18,8 @@ from typing import Any
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+MAX_EXTRA_DEPTH = 64  # nesting allowed inside fields this code does not know
+_HASH = re.compile(r"[0-9A-Fa-f]{1,64}")
 
 _ID_KEYS = ("character_id", "corporation_id", "alliance_id", "faction_id")
 _KILLMAIL_KEYS = {"killmail_id", "killmail_time", "solar_system_id", "moon_id", "war_id",
@@ -34,6 +37,16 @@ class KillmailError(ValueError):
     """A body that is not a valid ESI killmail; the message names the field."""
 
 
+class BadJson(KillmailError):
+    """Text that is not strict JSON; ``line``/``column`` locate it when known."""
+
+    def __init__(self, reason: str, *, line: int | None = None, column: int | None = None
+                 ) -> None:
+        super().__init__(f"bad JSON: {reason}")
+        self.line = line
+        self.column = column
+
+
 @dataclass(frozen=True)
 class KillmailRows:
     """One killmail as table rows (dicts keyed by column name)."""
@@ -45,6 +58,51 @@ class KillmailRows:
     @property
     def killmail_id(self) -> int:
         return int(self.killmail["killmail_id"])
+
+
+# -- strict JSON ----------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise BadJson(f"{name} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _bad_json(exc: Exception) -> BadJson:
+    """What :mod:`json` raises on hostile text, as one :class:`BadJson`."""
+    if isinstance(exc, BadJson):
+        return exc
+    if isinstance(exc, json.JSONDecodeError):
+        return BadJson(exc.msg, line=exc.lineno, column=exc.colno)
+    if isinstance(exc, RecursionError):
+        return BadJson("nested too deeply")
+    if isinstance(exc, UnicodeDecodeError):
+        return BadJson(f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+    # ValueError: an integer past the interpreter's 4300-digit limit
+    return BadJson("integer too large" if "digits" in str(exc) else str(exc))
+
+
+def loads_body(data: str | bytes) -> Any:
+    """Parse one JSON text strictly: no ``NaN``/``Infinity``, bounded depth and integers.
+
+    Depth past the interpreter's recursion limit and integers past its digit limit are
+    reported as :class:`BadJson`; the tighter bounds (64-bit integers, finite floats,
+    :data:`MAX_EXTRA_DEPTH`) are checked by :func:`parse_killmail`.
+    """
+    try:
+        return _DECODER.decode(data.decode("utf-8") if isinstance(data, bytes) else data)
+    except (ValueError, RecursionError) as exc:
+        raise _bad_json(exc) from exc
+
+
+def decode_body(text: str, start: int) -> tuple[Any, int]:
+    """The JSON value at ``text[start]`` and where it ends (strict, as :func:`loads_body`)."""
+    try:
+        return _DECODER.raw_decode(text, start)
+    except (ValueError, RecursionError) as exc:
+        raise _bad_json(exc) from exc
 
 
 # -- validation helpers ------------------------------------------------------------
@@ -63,14 +121,26 @@ def _int(obj: Mapping[str, Any], key: str, path: str, *, required: bool = True) 
         return None
     if not isinstance(value, int) or isinstance(value, bool):
         raise KillmailError(f"{path}{key}: expected an integer, got {type(value).__name__}")
-    raise KillmailError(f"{path}{key}: {value} does not fit in 64 bits")
+    raise KillmailError(f"{path}{key}: {_shown(value)} does not fit in 64 bits")
+
+
+def _shown(value: int | float) -> str:
+    """A number for an error line: a 4000-digit integer is cut short."""
+    text = str(value)
+    return text if len(text) <= 30 else f"{text[:20]}... ({len(text)} digits)"
 
 
 def _float(obj: Mapping[str, Any], key: str, path: str) -> float:
     value = obj.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise KillmailError(f"{path}{key}: expected a number")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise KillmailError(f"{path}{key}: {_shown(value)} is not a finite number")
+    return number
 
 
 def _list(obj: Mapping[str, Any], key: str, path: str) -> list[Any]:
@@ -86,11 +156,33 @@ def _dict(value: Any, path: str) -> Mapping[str, Any]:
     return value
 
 
-def _extra(obj: Mapping[str, Any], known: set[str]) -> dict[str, Any] | None:
+def _extra(obj: Mapping[str, Any], known: set[str], path: str = "") -> dict[str, Any] | None:
     if obj.keys() <= known:  # the usual case, checked in C
         return None
     extra = {k: v for k, v in obj.items() if k not in known}
+    for key, value in extra.items():
+        _check_json_value(value, f"{path}{key}")
     return extra or None
+
+
+def _check_json_value(value: Any, path: str) -> None:
+    """An unknown field must store and export as standard JSON: finite, 64-bit, shallow.
+
+    Iterative, so a deep value cannot exhaust the stack while it is being rejected.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_EXTRA_DEPTH:
+                raise KillmailError(f"{path}: nested deeper than {MAX_EXTRA_DEPTH} levels")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise KillmailError(f"{path}: {item} is not a finite number")
+        elif (isinstance(item, int) and not isinstance(item, bool)
+              and not INT64_MIN <= item <= INT64_MAX):
+            raise KillmailError(f"{path}: an integer does not fit in 64 bits")
 
 
 def parse_time(value: Any, path: str = "killmail_time") -> datetime:
@@ -99,17 +191,20 @@ def parse_time(value: Any, path: str = "killmail_time") -> datetime:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise KillmailError(f"{path}: not a date-time: {value!r}") from exc
+        raise KillmailError(f"{path}: not a date-time: {value[:40]!r}") from exc
     if parsed.tzinfo is None:
         raise KillmailError(f"{path}: no time zone in {value!r}")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # 0001-01-01T00:00:00+05:00 is before year 1 in UTC
+        raise KillmailError(f"{path}: {value!r} is out of range in UTC") from exc
 
 
 def format_time(value: datetime) -> str:
-    value = value.astimezone(UTC)
-    if value.microsecond:
-        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return value.strftime(TIME_FORMAT)
+    """ESI's form, ``2026-01-02T03:04:05Z``; four-digit years even before year 1000."""
+    text = value.astimezone(UTC).isoformat(
+        timespec="microseconds" if value.microsecond else "seconds")
+    return text.removesuffix("+00:00") + "Z"
 
 
 # -- body -> rows -------------------------------------------------------------------
@@ -119,14 +214,17 @@ def parse_killmail(body: Any, *, killmail_hash: str | None = None) -> KillmailRo
     """Validate an ESI killmail body and flatten it into rows."""
     km = _dict(body, "killmail")
     killmail_id = _int(km, "killmail_id", "")
+    if killmail_hash is not None and not _HASH.fullmatch(killmail_hash):
+        raise KillmailError("killmail_hash: expected up to 64 hexadecimal digits")
     victim = _dict(km.get("victim"), "victim")
     attackers_in = _list(km, "attackers", "")
     position = victim.get("position")
     pos = _dict(position, "victim.position") if position is not None else None
     extra = {
         "killmail": _extra(km, _KILLMAIL_KEYS),
-        "victim": _extra(victim, _VICTIM_KEYS),
-        "position": _extra(pos, {"x", "y", "z"}) if pos is not None else None,
+        "victim": _extra(victim, _VICTIM_KEYS, "victim."),
+        "position": _extra(pos, {"x", "y", "z"}, "victim.position.") if pos is not None
+        else None,
     }
     attackers = [_attacker_row(killmail_id, i, a) for i, a in enumerate(attackers_in)]
     final_blow = next((a["character_id"] for a in attackers if a["final_blow"]), None)
@@ -170,7 +268,7 @@ def _attacker_row(killmail_id: int | None, index: int, raw: Any) -> dict[str, An
         "security_status": _float(a, "security_status", path),
         "ship_type_id": _int(a, "ship_type_id", path, required=False),
         "weapon_type_id": _int(a, "weapon_type_id", path, required=False),
-        "extra": _extra(a, _ATTACKER_KEYS),
+        "extra": _extra(a, _ATTACKER_KEYS, path),
     }
 
 
@@ -206,7 +304,7 @@ def _item_row(killmail_id: int | None, position: int, parent: int | None,
         "quantity_destroyed": _int(item, "quantity_destroyed", path, required=False),
         "quantity_dropped": _int(item, "quantity_dropped", path, required=False),
         "has_children": "items" in item,
-        "extra": _extra(item, _ITEM_KEYS),
+        "extra": _extra(item, _ITEM_KEYS, path),
     }
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from killcli.errors import UsageError
 from killcli.esi.ratelimit import RateLimiter
 from killcli.esi.stats import ClientStats
 
@@ -40,7 +41,12 @@ class WorkerMetrics:
                                         registry=r)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
-        start_http_server(port, addr=addr, registry=self.registry)
+        """Serve ``/metrics`` on ``addr:port``; a port in use is a usage error (exit 2)."""
+        try:
+            start_http_server(port, addr=addr, registry=self.registry)
+        except OSError as exc:
+            raise UsageError(f"--metrics-port {port}: cannot listen on {addr}:{port}: "
+                             f"{exc.strerror or exc}") from exc
 
     def observe_client(self, stats: ClientStats, limiter: RateLimiter | None) -> None:
         """Copy the ESI client's counters and the limiter's last-seen state."""

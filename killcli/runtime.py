@@ -11,13 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from killcli.accounts import Accounts
-from killcli.config import Settings, secret_keys
+from killcli.config import Settings
 from killcli.db import Database
 from killcli.errors import ConfigError
 from killcli.esi import EsiClient, RateLimiter, user_agent
 from killcli.esi.ratelimit import WaitEvent
+from killcli.secrets import make_cipher
 from killcli.sso.client import SsoClient
-from killcli.sso.crypto import TokenCipher
 from killcli.sync import SyncEngine
 
 DEFAULT_BODY_CONCURRENCY = 16
@@ -51,7 +51,7 @@ def make_sso(settings: Settings) -> SsoClient:
 
 
 def make_accounts(settings: Settings, db: Database) -> Accounts:
-    return Accounts(db, make_sso(settings), TokenCipher(secret_keys(settings)))
+    return Accounts(db, make_sso(settings), make_cipher(settings, db))
 
 
 def build_runtime(settings: Settings, db: Database, *,

@@ -25,7 +25,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from killcli.errors import DatabaseError, EsiError, KillsyncError, NeedsLogin, UsageError
+from killcli.errors import (
+    DatabaseError,
+    EsiError,
+    KillsyncError,
+    NeedsLogin,
+    PartialFailure,
+    UsageError,
+)
 from killcli.metrics import WorkerMetrics
 from killcli.queue.base import Broker, ConsumeResult, Outcome
 from killcli.queue.jobs import Job
@@ -56,6 +63,20 @@ class JobReport:
         text = (f"{self.character_id} {self.name!r}: {self.status}, new {self.new}, "
                 f"pending {self.pending}, {self.elapsed_s:.1f} s -> {self.outcome}")
         return f"{text} ({self.reason})" if self.reason else text
+
+
+def check_settled(result: ConsumeResult) -> None:
+    """Raise :class:`PartialFailure` (exit 3) when a run left jobs unsettled.
+
+    For runs that end by themselves (``--drain``, ``--max-jobs``): a job retried later or
+    dead-lettered is work this run did not do, which cron and CI must be able to see.
+    """
+    left = {"retried": result.retried, "dead-lettered": result.dead_lettered,
+            "unreadable (dead-lettered)": result.poisoned}
+    if any(left.values()):
+        counts = ", ".join(f"{n} {what}" for what, n in left.items() if n)
+        raise PartialFailure(f"{counts} of {result.handled + result.poisoned} jobs",
+                             hint="see `killsync stats` and the worker's log lines")
 
 
 class Worker:

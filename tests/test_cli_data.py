@@ -118,6 +118,7 @@ def test_bad_json_file(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_export_to_unwritable_path_loses_nothing(cli: Cli, tmp_path: Path) -> None:
+    assert cli("db", "upgrade").exit_code == 0
     result = cli("export", "--output", str(tmp_path / "missing-dir" / "x.jsonl"))
     assert result.exit_code == 2
     assert "cannot write" in result.stderr
@@ -169,12 +170,12 @@ def test_db_upgrade_is_idempotent_and_status(cli: Cli, db_target: DbTarget) -> N
 
 def test_out_of_date_schema_says_run_db_upgrade(cli: Cli, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    assert cli("--database-url", url, "export").exit_code == 0  # empty SQLite: created
+    assert cli("--database-url", url, "db", "upgrade").exit_code == 0
     from sqlalchemy import create_engine, text
 
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
+        conn.execute(text("DELETE FROM alembic_version"))
     engine.dispose()
     result = cli("--database-url", url, "export")
     assert result.exit_code == 6

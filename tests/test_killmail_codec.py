@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from killcli.killmail import KillmailError, build_killmail, canonical_json, parse_killmail
+from killcli.killmail import (
+    BadJson,
+    KillmailError,
+    build_killmail,
+    canonical_json,
+    loads_body,
+    parse_killmail,
+)
 from tests.conftest import shared_dir
 from tests.factories import killmail
 
@@ -75,3 +82,60 @@ def test_integral_floats_are_written_like_esi() -> None:
     body = killmail(9)
     body["attackers"][0]["security_status"] = 5.0
     assert '"security_status":5,' in canonical_json(roundtrip(body))
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('{"a": NaN}', "NaN is not a JSON number"),
+    ('{"a": -Infinity}', "-Infinity is not a JSON number"),
+    ("[" * 200_000 + "]" * 200_000, "nested too deeply"),
+    ('{"killmail_id": 1' + "0" * 5000 + "}", "integer too large"),
+    (b'{"a": "\xff"}', "not UTF-8"),
+    ('{"a": 1,', "Expecting property name"),
+])
+def test_strict_json_rejects_hostile_text(text: str | bytes, message: str) -> None:
+    with pytest.raises(BadJson, match=message):
+        loads_body(text)
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda b: b["attackers"][0].update(security_status=float("nan")), "not a finite number"),
+    (lambda b: b["attackers"][0].update(security_status=1e999), "inf is not a finite number"),
+    (lambda b: b["victim"]["position"].update(x=10**400), "is not a finite number"),
+    (lambda b: b.update(killmail_time="0001-01-01T00:00:00+05:00"), "out of range in UTC"),
+    (lambda b: b.update(killmail_time="9999-12-31T23:00:00-05:00"), "out of range in UTC"),
+    (lambda b: b.update(future=_nested(64)), None),
+    (lambda b: b.update(future=_nested(65)), "future: nested deeper than 64 levels"),
+    (lambda b: b["attackers"][2].update(drones=[2**64]), "attackers[2].drones: an integer"),
+    (lambda b: b["victim"].update(mood=float("inf")), "victim.mood: inf is not a finite"),
+])
+def test_values_the_database_or_json_cannot_hold_are_rejected(mutate: Any,
+                                                              message: str | None) -> None:
+    body = killmail(10, items=2)
+    mutate(body)
+    if message is None:
+        assert roundtrip(body) == body
+        return
+    with pytest.raises(KillmailError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_killmail(body)
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_killmail_hash_must_be_hexadecimal() -> None:
+    assert parse_killmail(killmail(11), killmail_hash="0f" * 20).killmail["killmail_hash"]
+    for bad in ("x" * 40, "a" * 65, "ab\x00cd", ""):
+        with pytest.raises(KillmailError, match="killmail_hash"):
+            parse_killmail(killmail(11), killmail_hash=bad)
+
+
+def test_times_before_year_1000_keep_four_digits() -> None:
+    body = killmail(12)
+    body["killmail_time"] = "0999-05-06T07:08:09Z"
+    assert roundtrip(body)["killmail_time"] == "0999-05-06T07:08:09Z"
+    body["killmail_time"] = "2026-05-06T07:08:09.250000Z"
+    assert roundtrip(body)["killmail_time"] == "2026-05-06T07:08:09.250000Z"

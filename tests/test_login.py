@@ -57,21 +57,25 @@ def test_login_stores_the_character(start_sim: Any, tmp_path: Path) -> None:
     assert [r["character_id"] for r in rows] == [character.character_id]
 
 
-def test_callback_with_a_wrong_state_is_refused(start_sim: Any, tmp_path: Path) -> None:
+def test_forged_callbacks_are_ignored_until_the_real_one(start_sim: Any,
+                                                        tmp_path: Path) -> None:
     sim = start_sim("smoke")
-    proc, url = start_login(login_env(sim, tmp_path))
+    env = login_env(sim, tmp_path)
+    proc, url = start_login(env)
     redirect = httpx.get(url, follow_redirects=False, timeout=10)
     assert redirect.status_code == 302
     location = urlsplit(redirect.headers["location"])
     params = {k: v[0] for k, v in parse_qs(location.query).items()}
-    params["state"] = "forged"
-    page = httpx.get(urlunsplit(location._replace(query=urlencode(params))), timeout=10)
-    assert page.status_code == 400
+    for forged in ({**params, "state": "forged"}, {"code": params["code"]}):
+        page = httpx.get(urlunsplit(location._replace(query=urlencode(forged))), timeout=10)
+        assert page.status_code == 400
+        assert "ignored" in page.text
+        assert proc.poll() is None  # still waiting for the real callback
+    page = httpx.get(urlunsplit(location), timeout=10)
+    assert page.status_code == 200
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode != 0
-    assert "state" in err
-    assert len(err.strip().splitlines()) == 1
-    assert "Traceback" not in err
+    assert proc.returncode == 0, err
+    assert f"({sim.world.character_ids[0]})" in err
 
 
 def test_login_times_out_cleanly(start_sim: Any, tmp_path: Path) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from killcli.db import Database
 from killcli.db.models import Attacker, Character, Item, Killmail
@@ -121,3 +123,36 @@ def test_a_large_batch_round_trips_exactly(db: Database) -> None:
     with db.session() as s:
         assert save_killmails(s, batch).new == 0
     assert counts(db) == before
+
+
+def test_one_refused_killmail_costs_only_itself(db: Database) -> None:
+    """isolate=True: the batch fails, is retried one by one, and 60 of 61 are stored."""
+    batch = rows(*range(300, 361), attackers=3, items=2)
+    batch[30].attackers[1]["damage_done"] = None  # NOT NULL on both databases
+    with db.session() as s:
+        result = save_killmails(s, batch, isolate=True)
+        assert existing_killmail_ids(s, [300, 330]) == {300}  # the transaction goes on
+    assert len(result.new_ids) == 60 and 330 not in result.new_ids
+    assert [r.killmail_id for r in result.rejected] == [330]
+    assert "damage_done" in result.rejected[0].reason
+    assert counts(db)[0] == 60
+    with db.session() as s:  # a rerun: the 60 are already there, the bad one refused again
+        again = save_killmails(s, batch, isolate=True)
+    assert again.new == 0 and again.already == 60 and len(again.rejected) == 1
+
+
+def test_without_isolation_a_refused_killmail_fails_the_batch(db: Database) -> None:
+    batch = rows(400, 401)
+    batch[1].attackers[0]["damage_done"] = None
+    with pytest.raises(IntegrityError), db.session() as s:
+        save_killmails(s, batch)
+    assert counts(db)[0] == 0
+
+
+def test_year_one_round_trips(db: Database) -> None:
+    body = killmail(500)
+    body["killmail_time"] = "0001-01-01T00:00:00Z"
+    with db.session() as s:
+        save_killmails(s, [parse_killmail(body)])
+    with db.session() as s:
+        assert next(iter_killmail_bodies(s))["killmail_time"] == "0001-01-01T00:00:00Z"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from killcli import __version__
 from killcli.cli import data as data_cmds
@@ -15,14 +18,16 @@ from killcli.cli import db as db_cmds
 from killcli.cli import demo as demo_cmds
 from killcli.cli import events as events_cmds
 from killcli.cli import ops as ops_cmds
+from killcli.cli import secrets as secrets_cmds
 from killcli.cli import settings as config_cmds
 from killcli.cli import sim as sim_cmds
 from killcli.cli import sync as sync_cmds
 from killcli.cli import users as users_cmds
 from killcli.cli.context import AppContext, examples
 from killcli.config import load_settings
-from killcli.console import make_console
+from killcli.console import install_log_handler, make_console
 from killcli.errors import ExitCode, KillsyncError
+from killcli.textsafe import sanitize
 
 app = typer.Typer(
     name="killsync",
@@ -37,6 +42,7 @@ app = typer.Typer(
 app.add_typer(db_cmds.app)
 app.add_typer(config_cmds.app)
 app.add_typer(sim_cmds.app)
+app.add_typer(secrets_cmds.app)
 demo_cmds.register(app)
 events_cmds.register(app)
 ops_cmds.register(app)
@@ -55,10 +61,12 @@ def _version(value: bool) -> None:
 def root(
     ctx: typer.Context,
     database_url: Annotated[str | None, typer.Option(
-        "--database-url", help="SQLAlchemy URL \\[env: KILLSYNC_DATABASE_URL].",
+        "--database-url", help="SQLAlchemy URL \\[env: KILLSYNC_DATABASE_URL]. With a "
+        "password prefer the env var or the config file: `ps` shows flags.",
         show_default=False)] = None,
     broker_url: Annotated[str | None, typer.Option(
-        "--broker-url", help="'database' or amqp:// URL \\[env: KILLSYNC_BROKER_URL].",
+        "--broker-url", help="'database' or amqp:// URL \\[env: KILLSYNC_BROKER_URL]. With "
+        "a password prefer the env var or the config file: `ps` shows flags.",
         show_default=False)] = None,
     config: Annotated[Path | None, typer.Option(
         "--config", help="Config file \\[env: KILLSYNC_CONFIG].", show_default=False)] = None,
@@ -84,38 +92,110 @@ def _wants_debug(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("KILLSYNC_DEBUG", "") not in ("", "0")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: one clear line and a named exit code on errors."""
-    args = sys.argv[1:] if argv is None else argv
-    if not args:  # no arguments: the help, and success
-        args = ["--help"]
-    console = make_console()
+# A full disk, a closed pipe or a broken terminal behind stdout: the data cannot be
+# delivered. Reported like an unwritable `--output` file (exit 2), never as a crash. Files
+# killsync writes itself wrap their errors; an OSError with these numbers that reaches
+# `main` comes from the output streams.
+_OUTPUT_ERRNOS = frozenset({errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG})
+
+
+def _flush_stdout() -> None:
+    sys.stdout.flush()
+
+
+def _stdout_flushes() -> bool:
+    try:
+        _flush_stdout()
+    except OSError:
+        return False
+    return True
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null so the interpreter's last flush cannot fail again."""
+    try:
+        fileno = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # a test's capture object has no fd
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fileno)
+    os.close(devnull)
+
+
+def _fail(console: Console, line: str, code: int, exc: BaseException, *, debug: bool) -> int:
+    """One line on stderr (with --debug the traceback first); the exit code unchanged."""
+    if debug:  # exception texts may quote ESI: sanitised like every other line
+        sys.stderr.write(sanitize("".join(traceback.format_exception(exc)), keep_newlines=True))
+    console.print(sanitize(line))
+    return code
+
+
+def _run(args: list[str], console: Console, *, debug: bool) -> int:
+    """Run the command; map every way it can end to an exit code."""
+    try:
+        return _invoke(args, console)
+    except KillsyncError as exc:
+        return _fail(console, f"killsync: error: {exc}", int(exc.exit_code), exc, debug=debug)
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_ERRNOS:
+            return _unexpected(console, exc, debug=debug)
+        return _output_failed(console, exc, debug=debug)
+    except Exception as exc:  # noqa: BLE001 - the last resort: one line, exit 1
+        return _unexpected(console, exc, debug=debug)
+
+
+def _invoke(args: list[str], console: Console) -> int:
+    """The command's own exit code; its output flushed to stdout before it counts."""
     try:
         result = app(args=args, prog_name="killsync", standalone_mode=False)
+        _flush_stdout()
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        _flush_stdout()
+        return exc.exit_code
     except typer.TyperException as exc:  # usage errors: Typer prints usage and the reason
         show = getattr(exc, "show", None)
         if callable(show):
             show()
         else:
             console.print(f"killsync: error: {exc.format_message()}")
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except typer.Abort:
         console.print("killsync: aborted")
-        sys.exit(130)
-    except KillsyncError as exc:
-        if _wants_debug(args):
-            raise
-        console.print(f"killsync: error: {exc}")
-        sys.exit(int(exc.exit_code))
+        return 130
     except KeyboardInterrupt:
         console.print("killsync: interrupted")
-        sys.exit(130)
-    except Exception as exc:
-        if _wants_debug(args):
-            raise
-        console.print(f"killsync: unexpected error: {type(exc).__name__}: {exc} "
-                      "(run again with --debug for the traceback)")
-        sys.exit(int(ExitCode.FAILURE))
-    sys.exit(result if isinstance(result, int) else 0)
+        return 130
+    except SystemExit as exc:
+        # Click and Rich answer a closed pipe with a silent exit 1 (sys.exit inside their
+        # `except BrokenPipeError`): report it like every other unwritable output.
+        context = exc.__context__
+        if isinstance(context, OSError) and context.errno == errno.EPIPE:
+            raise context from None
+        raise
+    return result if isinstance(result, int) else 0
+
+
+def _output_failed(console: Console, exc: OSError, *, debug: bool) -> int:
+    """stdout (or a file written without its own error) cannot take the data: exit 2."""
+    if isinstance(exc, BrokenPipeError) or not _stdout_flushes():  # nobody reads any more
+        _silence_stdout()
+    return _fail(console, f"killsync: error: cannot write the output: {exc.strerror or exc}",
+                 int(ExitCode.USAGE), exc, debug=debug)
+
+
+def _unexpected(console: Console, exc: Exception, *, debug: bool) -> int:
+    hint = "" if debug else " (run again with --debug for the traceback)"
+    return _fail(console, f"killsync: unexpected error: {type(exc).__name__}: {exc}{hint}",
+                 int(ExitCode.FAILURE), exc, debug=debug)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: one clear line and a named exit code on errors.
+
+    ``--debug`` (or ``KILLSYNC_DEBUG=1``) adds the traceback and keeps the exit code.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if not args:  # no arguments: the help, and success
+        args = ["--help"]
+    install_log_handler()
+    sys.exit(_run(args, make_console(), debug=_wants_debug(args)))

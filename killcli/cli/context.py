@@ -6,7 +6,6 @@ and closed when the command ends. There is no module-level state.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from rich.console import Console
 
 from killcli.config import Settings
 from killcli.db import Database
+from killcli.textsafe import dumps_for_terminal
 
 JSON_SCHEMA_VERSION = 1
 
@@ -30,13 +30,18 @@ class AppContext:
     _db: Database | None = field(default=None, repr=False)
     _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
-    def database(self, *, check_schema: bool = True) -> Database:
-        """The process's database, schema checked (and created on an empty SQLite)."""
+    def database(self, *, check_schema: bool = True, create: bool = False) -> Database:
+        """The process's database, its schema checked.
+
+        Only commands that bring data in pass ``create=True``: they may create a missing
+        SQLite file (and its directory) and its schema. Every other command reports
+        ``no database at PATH`` (exit 6) instead of leaving an empty database behind.
+        """
         if self._db is None:
-            self._db = Database(self.settings.database_url)
+            self._db = Database(self.settings.database_url, create=create)
             self._closers.append(self._db.close)
             if check_schema:
-                self._db.ensure_schema()
+                self._db.ensure_schema(create=create)
         return self._db
 
     def on_close(self, closer: Callable[[], None]) -> None:
@@ -66,7 +71,7 @@ def app_context(ctx: typer.Context) -> AppContext:
 def print_json(kind: str, data: Any) -> None:
     """The versioned ``--json`` envelope, on stdout."""
     envelope = {"kind": kind, "version": JSON_SCHEMA_VERSION, "data": data}
-    sys.stdout.write(json.dumps(envelope, ensure_ascii=False, default=str, indent=2) + "\n")
+    sys.stdout.write(dumps_for_terminal(envelope, default=str, indent=2) + "\n")
 
 
 def examples(*lines: str) -> str:

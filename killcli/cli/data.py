@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TimeElapsedColumn
 
+from killcli.cli import params
 from killcli.cli.context import app_context, examples, print_json
-from killcli.console import is_interactive
+from killcli.console import PlainTextColumn, is_interactive
 from killcli.errors import ExitCode, UsageError
-from killcli.exporter import ExportFormat, export_killmails
+from killcli.exporter import ExportFormat, export_killmails, open_output
 from killcli.importer import import_killmails
+from killcli.textsafe import sanitize
 
 
 def register(app: typer.Typer) -> None:
@@ -39,10 +40,10 @@ def import_cmd(
 ) -> None:
     """Import ESI killmail bodies (backfill beyond ESI's 90 days)."""
     app_ctx = app_context(ctx)
-    db = app_ctx.database()
+    db = app_ctx.database(create=True)  # bringing killmails in may start a database
     show = is_interactive() and not no_progress and app_ctx.verbosity >= 0
-    columns = (TextColumn("{task.description}"), BarColumn(),
-               TextColumn("{task.completed} saved"), TimeElapsedColumn())
+    columns = (PlainTextColumn("{task.description}"), BarColumn(),
+               PlainTextColumn("{task.completed} saved"), TimeElapsedColumn())
     with Progress(*columns, console=app_ctx.console, disable=not show) as progress:
         task = progress.add_task("importing", total=None)
         result = import_killmails(
@@ -51,7 +52,7 @@ def import_cmd(
             on_batch=lambda n: progress.advance(task, n),
         )
     for error in result.errors:
-        app_ctx.console.print(f"rejected: {error}")
+        app_ctx.console.print(f"rejected: {sanitize(str(error))}")
     if result.rejected > len(result.errors):
         app_ctx.console.print(f"... and {result.rejected - len(result.errors)} more rejected")
     summary = {"read": result.read, "new": result.new, "already_present": result.already,
@@ -80,25 +81,24 @@ def export_cmd(
     fmt: Annotated[ExportFormat, typer.Option("--format", help="jsonl (one body per line) or json.")
                    ] = "jsonl",
     character: Annotated[int | None, typer.Option("--character", help="Only killmails this "
-                                                  "tracked character received.")] = None,
+                                                  "tracked character received.",
+                                                  parser=params.character_id)] = None,
     since: Annotated[str | None, typer.Option("--since", help="Only killmails at or after this "
                                               "date (UTC).")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default "
-                                                "stdout).")] = None,
+                                                "stdout): a regular file is replaced "
+                                                "atomically, a FIFO or device written in "
+                                                "place, a symlink to a file refused.")] = None,
 ) -> None:
     """Export stored killmails as ESI bodies, exactly as ESI sent them."""
     app_ctx = app_context(ctx)
     since_at = _parse_since(since)
     db = app_ctx.database()
-    if output is None:
-        count = export_killmails(db, sys.stdout, fmt=fmt, character_id=character, since=since_at)
-    else:
-        partial = output.with_name(output.name + ".partial")
-        try:
-            with partial.open("w", encoding="utf-8") as fh:
-                count = export_killmails(db, fh, fmt=fmt, character_id=character, since=since_at)
-            partial.replace(output)
-        except OSError as exc:
-            partial.unlink(missing_ok=True)
-            raise UsageError(f"{output}: cannot write: {exc.strerror or exc}") from exc
-    app_ctx.info(f"exported {count} killmails")
+    with open_output(output) as out:
+        result = export_killmails(db, out, fmt=fmt, character_id=character, since=since_at)
+    for reason in result.skipped:
+        app_ctx.console.print(f"skipped: {sanitize(reason)}")
+    app_ctx.info(f"exported {result.written} killmails"
+                 + (f", skipped {result.skipped_count}" if result.skipped_count else ""))
+    if result.skipped_count:
+        raise typer.Exit(int(ExitCode.PARTIAL))

@@ -16,7 +16,7 @@ app = typer.Typer(name="db", help="Create or migrate the database schema.", no_a
 def upgrade(ctx: typer.Context) -> None:
     """Migrate the database to the newest schema (safe to run again)."""
     app_ctx = app_context(ctx)
-    before, after = app_ctx.database(check_schema=False).upgrade()
+    before, after = app_ctx.database(check_schema=False, create=True).upgrade()
     if before == after:
         app_ctx.info(f"database schema is up to date ({after})")
     else:
@@ -31,8 +31,11 @@ def status(
     """Show the schema version of the database and the one this killsync needs."""
     db = app_context(ctx).database(check_schema=False)
     current, head = db.current_revision(), db.head_revision()
+    known = db.is_known_revision(current)
     if as_json:
-        print_json("db.status", {"current": current, "head": head, "up_to_date": current == head})
+        print_json("db.status", {"current": current, "head": head, "up_to_date": current == head,
+                                 "newer_than_killsync": not known})
         return
-    state = "up to date" if current == head else "out of date: run `killsync db upgrade`"
+    state = ("up to date" if current == head else "out of date: run `killsync db upgrade`"
+             if known else "newer than this killsync: upgrade killsync")
     typer.echo(f"schema {current or 'none'} (needs {head}): {state}")

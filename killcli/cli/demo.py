@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from killcli.cli.context import app_context, examples, print_json
-from killcli.console import is_interactive
+from killcli.console import PlainTextColumn, is_interactive
 from killcli.demo import run_demo
 from killcli.worker import JobReport
 
@@ -29,7 +29,7 @@ def demo(
     """Run queue -> worker -> stats against the bundled ESI simulator (no setup needed)."""
     app_ctx = app_context(ctx)
     show = is_interactive() and not as_json and app_ctx.verbosity >= 0
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    columns = (PlainTextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     with Progress(*columns, console=app_ctx.console, disable=not show) as progress:
         task = progress.add_task("characters synced", total=None)

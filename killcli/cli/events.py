@@ -6,7 +6,6 @@ The modules that talk to RabbitMQ are imported inside the commands: ``pika`` cos
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict
 from typing import Annotated
@@ -14,8 +13,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from killcli.cli import params
 from killcli.cli.context import AppContext, app_context, examples, print_json
-from killcli.config import secret_keys
 from killcli.console import make_console
 from killcli.db.types import utcnow
 from killcli.errors import ExitCode, InputError, UsageError
@@ -32,7 +31,9 @@ from killcli.events.webhooks import (
     run_delivery,
     send_test_message,
 )
+from killcli.secrets import make_cipher
 from killcli.sso.crypto import TokenCipher
+from killcli.textsafe import dumps_for_terminal, sanitize
 
 EXCHANGE_HELP = "Fanout exchange on RabbitMQ."
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -47,7 +48,8 @@ def watch(
     from_start: Annotated[bool, typer.Option("--from-start", help="Replay the outbox "
                                              "first instead of starting at the newest.")] = False,
     character: Annotated[int | None, typer.Option("--character", help="Only kills of this "
-                                                  "character.", show_default=False)] = None,
+                                                  "character.", show_default=False,
+                                                  parser=params.character_id)] = None,
     max_events: Annotated[int | None, typer.Option("--max-events", min=1, help="Exit after "
                                                    "N events.", show_default=False)] = None,
     timeout_s: Annotated[float | None, typer.Option("--timeout", min=0, help="Exit after S "
@@ -62,7 +64,7 @@ def watch(
 
     def show(event: OutboxEvent) -> None:
         if as_json:
-            typer.echo(json.dumps(event_json(event), ensure_ascii=False))
+            typer.echo(dumps_for_terminal(event_json(event)))
         else:
             out.print(kill_line(event.payload))
 
@@ -76,7 +78,7 @@ def watch(
 
 
 def _cipher(app_ctx: AppContext) -> TokenCipher:
-    return TokenCipher(secret_keys(app_ctx.settings))
+    return make_cipher(app_ctx.settings, app_ctx.database())
 
 
 def _read_url(source: str) -> str:
@@ -91,16 +93,18 @@ def _read_url(source: str) -> str:
 
 @webhooks_app.command("add", epilog=examples(
     "killsync webhooks add discord - < discord-url.txt",
-    "killsync webhooks add slack https://hooks.slack.com/services/T0/B0/XXXX --max-age 1800",
+    "killsync webhooks add slack - --max-age 1800 < slack-url.txt",
     "killsync webhooks add discord - --character 2112345678"))
 def add(ctx: typer.Context,
         kind: Annotated[str, typer.Argument(help="discord or slack.")],
         url: Annotated[str, typer.Argument(help="The webhook URL, or '-' to read it from "
                                            "stdin (preferred: it is a secret).")],
         character: Annotated[int | None, typer.Option("--character", help="Only kills of "
-                                                      "this character.")] = None,
+                                                      "this character.",
+                                                      parser=params.character_id)] = None,
         max_age_s: Annotated[int, typer.Option("--max-age", help="Post only kills younger "
-                                               "than this, in seconds.")] = DEFAULT_MAX_AGE_S,
+                                               "than this, in seconds.",
+                                               parser=params.age_s)] = DEFAULT_MAX_AGE_S,
         allow_insecure: Annotated[bool, typer.Option("--allow-insecure", help="Accept "
                                                      "http://127.0.0.1 (simulators).")] = False,
         ) -> None:
@@ -128,12 +132,13 @@ def list_cmd(ctx: typer.Context, as_json: JsonFlag = False) -> None:
             and i.blocked_until > utcnow() else "enabled")
         table.add_row(str(i.id), i.kind, i.url, str(i.character_id or "-"),
                       f"{i.max_age_s} s", str(i.cursor_event_id), state,
-                      (i.last_error or "")[:60])
+                      sanitize((i.last_error or "")[:60]))
     make_console(stderr=False).print(table)
 
 
 @webhooks_app.command("remove", epilog=examples("killsync webhooks remove 3"))
-def remove(ctx: typer.Context, webhook_id: Annotated[int, typer.Argument(help="Its id.")]
+def remove(ctx: typer.Context, webhook_id: Annotated[int, typer.Argument(help="Its id.",
+                                                                     parser=params.row_id)]
            ) -> None:
     """Delete a webhook."""
     app_ctx = app_context(ctx)
@@ -142,7 +147,8 @@ def remove(ctx: typer.Context, webhook_id: Annotated[int, typer.Argument(help="I
 
 
 @webhooks_app.command("test", epilog=examples("killsync webhooks test 3"))
-def test(ctx: typer.Context, webhook_id: Annotated[int, typer.Argument(help="Its id.")]
+def test(ctx: typer.Context, webhook_id: Annotated[int, typer.Argument(help="Its id.",
+                                                                     parser=params.row_id)]
          ) -> None:
     """Post one sample message (a 404 disables the webhook, as delivery would)."""
     app_ctx = app_context(ctx)

@@ -13,6 +13,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
+from killcli.cli import params
 from killcli.cli.context import AppContext, app_context, examples, print_json
 from killcli.console import is_interactive, make_console
 from killcli.events.pump import EventPump
@@ -22,7 +23,8 @@ from killcli.queue.base import Broker
 from killcli.runtime import build_runtime
 from killcli.scheduler import run_queue
 from killcli.stats import collect_stats
-from killcli.worker import JobReport, Worker
+from killcli.textsafe import sanitize
+from killcli.worker import JobReport, Worker, check_settled
 from killcli.workerstatus import StatusReporter, live_workers
 
 
@@ -35,11 +37,12 @@ def _broker(app_ctx: AppContext) -> Broker:
 def queue_cmd(
     ctx: typer.Context,
     character: Annotated[list[int] | None, typer.Option(
-        "--character", help="Queue these characters now (repeatable).", show_default=False)
-    ] = None,
+        "--character", help="Queue these characters now (repeatable).", show_default=False,
+        parser=params.character_id)] = None,
     full: Annotated[bool, typer.Option("--full", help="Jobs walk every page.")] = False,
     priority: Annotated[int | None, typer.Option("--priority", help="0-10, higher first.",
-                                                 show_default=False)] = None,
+                                                 show_default=False,
+                                                 parser=params.priority)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what is due, queue "
                                           "nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -67,8 +70,8 @@ def queue_cmd(
         table = Table("id", "name", "why", "priority",
                       title=("due (dry run)" if dry_run else f"queued {result.published}"))
         for row in rows:
-            table.add_row(str(row["character_id"]), row["name"], row["reason"],
-                          str(row["priority"]))
+            table.add_row(str(row["character_id"]), sanitize(row["name"]),
+                          sanitize(row["reason"]), str(row["priority"]))
         make_console(stderr=False).print(table)
 
 
@@ -103,28 +106,32 @@ class _LiveView:
                 self.live.update(self._table())
                 return
         if self.app_ctx.verbosity >= 0:
-            self.app_ctx.console.print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {report.line()}")
+            self.app_ctx.console.print(
+                f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {sanitize(report.line())}")
 
     def _table(self) -> Table:
         table = Table("character", "status", "new", "pending", "s", "outcome",
                       title="killsync worker (Ctrl-C to stop)")
         for r in self.reports:
-            table.add_row(f"{r.name} ({r.character_id})", r.status, str(r.new), str(r.pending),
-                          f"{r.elapsed_s:.1f}", r.outcome)
+            table.add_row(f"{sanitize(r.name)} ({r.character_id})", r.status, str(r.new),
+                          str(r.pending), f"{r.elapsed_s:.1f}", sanitize(r.outcome))
         return table
 
 
 def worker_cmd(
     ctx: typer.Context,
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Character syncs at "
-                                             "once.")] = 4,
+    concurrency: Annotated[int, typer.Option(
+        "--concurrency", "-c", help=f"Character syncs at once (1-{params.MAX_CONCURRENCY}).",
+        parser=params.concurrency)] = 4,
     drain: Annotated[bool, typer.Option("--drain", help="Exit when the queue is empty.")
                      ] = False,
     max_jobs: Annotated[int | None, typer.Option("--max-jobs", help="Exit after this many "
-                                                 "jobs.", show_default=False)] = None,
+                                                 "jobs.", show_default=False,
+                                                 parser=params.count)] = None,
     metrics_port: Annotated[int | None, typer.Option("--metrics-port", help="Serve Prometheus"
-                                                     " metrics on this port.",
-                                                     show_default=False)] = None,
+                                                     " metrics on this port (1-65535).",
+                                                     show_default=False,
+                                                     parser=params.port)] = None,
 ) -> None:
     """Consume jobs: refresh tokens, sync characters, save killmails, emit events."""
     app_ctx = app_context(ctx)
@@ -152,6 +159,8 @@ def worker_cmd(
         result = worker.run(concurrency=concurrency, stop=stop, drain=drain, max_jobs=max_jobs)
     app_ctx.info(f"worker stopped: {result.handled} jobs ({result.done} done, {result.retried} "
                  f"retried, {result.dead_lettered} dead)")
+    if drain or max_jobs is not None:  # a run that ends by itself: exit 3 if work is left
+        check_settled(result)
 
 
 def _stats_data(app_ctx: AppContext, broker: Broker) -> dict[str, Any]:
@@ -197,8 +206,9 @@ def _render_stats(data: dict[str, Any]) -> Table:
 def stats_cmd(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    watch: Annotated[float | None, typer.Option("--watch", help="Refresh every N seconds.",
-                                                show_default=False)] = None,
+    watch: Annotated[float | None, typer.Option(
+        "--watch", help=f"Refresh every N seconds (at least {params.MIN_WATCH_S:g}).",
+        show_default=False, parser=params.interval_s())] = None,
 ) -> None:
     """Queue depth, characters by status, killmail counts, per-character table."""
     app_ctx = app_context(ctx)
@@ -212,9 +222,9 @@ def stats_cmd(
         out.print(_render_stats(data))
         chars = Table("id", "name", "status", "last sync", "killmails", "pending", "last error")
         for c in data["characters"][:50]:
-            chars.add_row(str(c["character_id"]), c["name"], c["status"],
+            chars.add_row(str(c["character_id"]), sanitize(c["name"]), c["status"],
                           str(c["last_sync_at"] or "-")[:19], str(c["killmails"]),
-                          str(c["pending"]), (c["last_error"] or "")[:50])
+                          str(c["pending"]), sanitize((c["last_error"] or "")[:50]))
         out.print(chars)
         if watch is None:
             return

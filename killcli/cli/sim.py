@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import threading
@@ -14,10 +13,12 @@ from typing import Annotated
 
 import typer
 
+from killcli.cli import params
 from killcli.cli.context import examples, print_json
 from killcli.console import make_console
 from killcli.sim import Scenario, SimServer
 from killcli.sim.server import Provisioned
+from killcli.textsafe import sanitize
 
 app = typer.Typer(
     name="sim",
@@ -39,7 +40,8 @@ def sim() -> None:
     "killsync sim serve --scenario my-world.toml --tokens-file tokens.json",
 ))
 def serve(
-    port: Annotated[int, typer.Option("--port", help="TCP port on 127.0.0.1 (0: any free).")] = 0,
+    port: Annotated[int, typer.Option("--port", help="TCP port on 127.0.0.1 (0: any free).",
+                                      parser=params.port_or_any)] = 0,
     scenario: Annotated[str, typer.Option(
         "--scenario", help=f"Scenario name ({', '.join(Scenario.names())}) or TOML file.")
     ] = "smoke",
@@ -90,16 +92,16 @@ def _print_details(details: Provisioned, *, as_json: bool, with_tokens: bool) ->
             lines.append(f"KILLSYNC_CLIENT_SECRET={details.client_secret}")
         for char in data["characters"]:
             token = char.get("refresh_token", "-")
-            lines.append(f"{char['character_id']}\t{token}\t{char['name']}")
+            lines.append(f"{char['character_id']}\t{token}\t{sanitize(char['name'])}")
         typer.echo("\n".join(lines))
     sys.stdout.flush()  # a supervising process reads the URLs before we block
 
 
 def _write_tokens(path: Path, details: Provisioned) -> None:
-    data = json.dumps(details.to_dict(), ensure_ascii=False, indent=2) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(data)
+    """The refresh tokens, in a new file of mode 0600 (atomic; never through a planted link)."""
+    from killcli.keyfile import write_private_file  # noqa: PLC0415 - keep `--help` fast
+
+    write_private_file(path, json.dumps(details.to_dict(), ensure_ascii=False, indent=2) + "\n")
 
 
 def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:

@@ -11,18 +11,19 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     TaskID,
-    TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
 from rich.table import Table
 
+from killcli.cli import params
 from killcli.cli.context import AppContext, app_context, examples, print_json
-from killcli.console import is_interactive, make_console
+from killcli.console import PlainTextColumn, is_interactive, make_console
 from killcli.errors import ExitCode
 from killcli.esi.ratelimit import WaitEvent
 from killcli.runtime import build_runtime
 from killcli.sync import SyncOptions, SyncResult
+from killcli.textsafe import sanitize
 
 
 class _Bars:
@@ -46,7 +47,8 @@ class _Bars:
 
 def summary_table(result: SyncResult) -> Table:
     f = result.figures
-    table = Table(title=f"{result.character_name} ({result.character_id}): {result.status}",
+    table = Table(title=f"{sanitize(result.character_name)} ({result.character_id}): "
+                        f"{result.status}",
                   show_header=False)
     rows = [("list pages read", f.pages), ("304 not modified", f.not_modified),
             ("killmails listed", f.found), ("new", f.new), ("already stored", f.already),
@@ -61,7 +63,8 @@ def summary_table(result: SyncResult) -> Table:
 
 def sync_user(
     ctx: typer.Context,
-    character_id: Annotated[int, typer.Argument(help="The character's id.")],
+    character_id: Annotated[int, typer.Argument(help="The character's id.",
+                                                parser=params.character_id)],
     full: Annotated[bool, typer.Option("--full", help="Walk every page of the list.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Fetch the list even before its "
                                         "cache expires.")] = False,
@@ -72,7 +75,7 @@ def sync_user(
     """Sync one character now, in the foreground."""
     app_ctx = app_context(ctx)
     show = is_interactive() and not no_progress and not as_json and app_ctx.verbosity >= 0
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    columns = (PlainTextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TransferSpeedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=app_ctx.console, disable=not show) as progress:
         bars = _Bars(progress)
@@ -82,7 +85,7 @@ def sync_user(
     elif app_ctx.verbosity >= 0:
         make_console(stderr=False).print(summary_table(result))
         for reason in result.pending_reasons[:10]:
-            app_ctx.console.print(f"pending: {reason}")
+            app_ctx.console.print(f"pending: {sanitize(reason)}")
     if result.status == "partial":
         raise typer.Exit(int(ExitCode.PARTIAL))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress
 from rich.table import Table
 
 from killcli.accounts import (
@@ -20,35 +20,58 @@ from killcli.accounts import (
     remove_character,
     set_enabled,
 )
+from killcli.cli import params
 from killcli.cli.context import AppContext, app_context, examples, print_json
-from killcli.console import is_interactive, make_console
+from killcli.console import PlainTextColumn, is_interactive, make_console
 from killcli.errors import ExitCode, InputError, KillsyncError, UsageError
 from killcli.runtime import make_accounts
 from killcli.sso.login import run_login
+from killcli.textsafe import sanitize
 
 app = typer.Typer(name="users", help="Add, list and remove the characters killsync syncs.",
                   no_args_is_help=True)
 
 
-def _accounts(app_ctx: AppContext) -> Accounts:
-    accounts = make_accounts(app_ctx.settings, app_ctx.database())
+def _accounts(app_ctx: AppContext, *, create: bool = False) -> Accounts:
+    """``create``: adding characters may start a new database (see AppContext.database)."""
+    accounts = make_accounts(app_ctx.settings, app_ctx.database(create=create))
     app_ctx.on_close(accounts.sso.close)
     return accounts
 
 
+MAX_TOKEN_INPUT_CHARS = 16 << 20  # ~100,000 tokens; `users import /dev/zero` must end
+
+
 def _read_secret(source: str) -> str:
-    """A token from stdin (`-`) or a file: never from argv, where `ps` shows it."""
+    """Tokens from stdin (`-`) or a file: never from argv, where `ps` shows it."""
+    name = "stdin" if source == "-" else source
     try:
-        return sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        text = _read_text(source, MAX_TOKEN_INPUT_CHARS + 1)
     except OSError as exc:
-        raise InputError(f"{source}: cannot read: {exc.strerror or exc}") from exc
+        raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{name}: not text (refresh tokens are lines of ASCII)") from exc
+    if len(text) > MAX_TOKEN_INPUT_CHARS:
+        raise InputError(f"{name}: larger than {MAX_TOKEN_INPUT_CHARS} characters")
+    text = text.removeprefix("\ufeff")  # a byte-order mark from a Windows editor
+    if not all(ch.isprintable() or ch in "\t\r\n" for ch in text):
+        raise InputError(f"{name}: not text (refresh tokens are lines of ASCII)")
+    return text
+
+
+def _read_text(source: str, limit: int) -> str:
+    if source == "-":
+        return sys.stdin.read(limit)
+    with Path(source).open(encoding="utf-8") as fh:
+        return fh.read(limit)
 
 
 def _report_added(app_ctx: AppContext, result: AddResult) -> None:
     verb = "added" if result.created else "updated"
-    app_ctx.info(f"{verb} {result.name} ({result.character_id})")
+    app_ctx.info(f"{verb} {sanitize(result.name)} ({result.character_id})")
     if result.owner_changed:
-        app_ctx.console.print(f"warning: {result.name} has a new owner (character transfer): "
+        app_ctx.console.print(f"warning: {sanitize(result.name)} has a new owner (character "
+                              "transfer): "
                               "the previous owner's token was discarded")
 
 
@@ -61,7 +84,8 @@ def add(ctx: typer.Context, refresh_token: Annotated[str, typer.Option(
         ) -> None:
     """Add a character from its refresh token (validated by one refresh)."""
     app_ctx = app_context(ctx)
-    _report_added(app_ctx, _accounts(app_ctx).add_refresh_token(_read_secret(refresh_token)))
+    token = _read_secret(refresh_token)
+    _report_added(app_ctx, _accounts(app_ctx, create=True).add_refresh_token(token))
 
 
 def _tokens_in(text: str) -> list[tuple[int, str]]:
@@ -89,14 +113,15 @@ def import_tokens(ctx: typer.Context, path: Annotated[str, typer.Argument(
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Add many characters at once (migrating from another system)."""
     app_ctx = app_context(ctx)
-    accounts = _accounts(app_ctx)
+    tokens = _tokens_in(_read_secret(path))
+    accounts = _accounts(app_ctx, create=True)
     counts = {"added": 0, "updated": 0, "rejected": 0}
-    for number, token in _tokens_in(_read_secret(path)):
+    for number, token in tokens:
         try:
             result = accounts.add_refresh_token(token)
         except KillsyncError as exc:
             counts["rejected"] += 1
-            app_ctx.console.print(f"line {number}: rejected: {exc}")
+            app_ctx.console.print(f"line {number}: rejected: {sanitize(str(exc))}")
             continue
         counts["added" if result.created else "updated"] += 1
     if as_json:
@@ -120,9 +145,9 @@ def list_users(ctx: typer.Context, as_json: Annotated[bool, typer.Option(
                   "last error")
     for i in infos:
         status = i.status if not i.status_reason else f"{i.status} ({i.status_reason})"
-        table.add_row(str(i.character_id), i.name, status, _when(i.access_expires_at),
-                      _when(i.last_sync_at), str(i.killmails), str(i.pending),
-                      (i.last_error or "")[:60])
+        table.add_row(str(i.character_id), sanitize(i.name), sanitize(status),
+                      _when(i.access_expires_at), _when(i.last_sync_at), str(i.killmails),
+                      str(i.pending), sanitize((i.last_error or "")[:60]))
     make_console(stderr=False).print(table)
 
 
@@ -132,7 +157,8 @@ def _when(value: object) -> str:
 
 @app.command("remove", epilog=examples("killsync users remove 2112345678 --revoke"))
 def remove(ctx: typer.Context,
-           character_id: Annotated[int, typer.Argument(help="The character's id.")],
+           character_id: Annotated[int, typer.Argument(
+               help="The character's id.", parser=params.character_id)],
            revoke: Annotated[bool, typer.Option("--revoke", help="Also revoke its refresh "
                                                 "token at the SSO.")] = False) -> None:
     """Stop syncing a character (its killmails stay in the database)."""
@@ -141,25 +167,28 @@ def remove(ctx: typer.Context,
         name = _accounts(app_ctx).remove(character_id, revoke=True)
     else:
         name, _ = remove_character(app_ctx.database(), character_id)
-    app_ctx.info(f"removed {name} ({character_id})" + (", token revoked" if revoke else ""))
+    app_ctx.info(f"removed {sanitize(name)} ({character_id})"
+                 + (", token revoked" if revoke else ""))
 
 
 @app.command("disable", epilog=examples("killsync users disable 2112345678"))
 def disable(ctx: typer.Context,
-            character_id: Annotated[int, typer.Argument(help="The character's id.")]) -> None:
+            character_id: Annotated[int, typer.Argument(
+               help="The character's id.", parser=params.character_id)]) -> None:
     """Stop syncing a character for now (kept, with its token; `users enable` resumes)."""
     app_ctx = app_context(ctx)
     name = set_enabled(app_ctx.database(), character_id, enabled=False)
-    app_ctx.info(f"disabled {name} ({character_id})")
+    app_ctx.info(f"disabled {sanitize(name)} ({character_id})")
 
 
 @app.command("enable", epilog=examples("killsync users enable 2112345678"))
 def enable(ctx: typer.Context,
-           character_id: Annotated[int, typer.Argument(help="The character's id.")]) -> None:
+           character_id: Annotated[int, typer.Argument(
+               help="The character's id.", parser=params.character_id)]) -> None:
     """Resume syncing a disabled character."""
     app_ctx = app_context(ctx)
     name = set_enabled(app_ctx.database(), character_id, enabled=True)
-    app_ctx.info(f"enabled {name} ({character_id})")
+    app_ctx.info(f"enabled {sanitize(name)} ({character_id})")
 
 
 def login(ctx: typer.Context,
@@ -168,10 +197,11 @@ def login(ctx: typer.Context,
           scopes: Annotated[list[str] | None, typer.Option("--scopes", help="Scopes to ask "
                                                            "for (repeatable).")] = None,
           timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait for "
-                                                   "the callback.")] = 300.0) -> None:
+                                                   "the callback.",
+                                                   parser=params.timeout_s)] = 300.0) -> None:
     """Log a character in through EVE SSO (authorization code + PKCE) and track it."""
     app_ctx = app_context(ctx)
-    accounts = _accounts(app_ctx)
+    accounts = _accounts(app_ctx, create=True)
     tokens = run_login(accounts.sso, app_ctx.settings.callback_url,
                        scopes or list(DEFAULT_SCOPES), open_browser=not no_browser,
                        timeout_s=timeout_s,
@@ -182,7 +212,9 @@ def login(ctx: typer.Context,
 def refresh_token(
     ctx: typer.Context,
     character_ids: Annotated[list[int] | None, typer.Argument(help="Characters to refresh.",
-                                                              show_default=False)] = None,
+                                                              show_default=False,
+                                                              parser=params.character_id)
+                             ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every active character.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -197,19 +229,23 @@ def refresh_token(
     else:
         raise UsageError("name characters to refresh, or --all")
     show = is_interactive() and not as_json and app_ctx.verbosity >= 0 and len(ids) > 1
-    with Progress(TextColumn("refreshing tokens"), BarColumn(), MofNCompleteColumn(),
+    with Progress(PlainTextColumn("refreshing tokens"), BarColumn(), MofNCompleteColumn(),
                   console=app_ctx.console, disable=not show) as progress:
         results = [accounts.refresh(cid) for cid in progress.track(ids)]
     if as_json:
         print_json("refresh", [{"character_id": r.character_id, "name": r.name, "ok": r.ok,
-                                "expires_at": r.expires_at, "reason": r.reason}
-                               for r in results])
+                                "expires_at": r.expires_at, "reason": r.reason,
+                                "retryable": r.retryable} for r in results])
     else:
         for r in results:
-            state = f"ok, expires {_when(r.expires_at)}" if r.ok else f"NEEDS LOGIN: {r.reason}"
-            typer.echo(f"{r.character_id}\t{r.name}\t{state}")
-    if not all(r.ok for r in results):
+            state = (f"ok, expires {_when(r.expires_at)}" if r.ok
+                     else f"RETRY LATER: {r.reason}" if r.retryable
+                     else f"NEEDS LOGIN: {r.reason}")
+            typer.echo(f"{r.character_id}\t{sanitize(r.name)}\t{sanitize(state)}")
+    if any(not r.ok and not r.retryable for r in results):
         raise typer.Exit(int(ExitCode.NEEDS_LOGIN))
+    if not all(r.ok for r in results):  # tokens kept, verification to retry: SSO trouble
+        raise typer.Exit(int(ExitCode.ESI_UNAVAILABLE))
 
 
 def register(root: typer.Typer) -> None:

@@ -13,15 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
-from sqlalchemy.engine import make_url
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from killcli.errors import ConfigError, DatabaseError, SchemaOutOfDate
+from killcli.fileperms import create_private_file, make_private_dir
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 SQLITE_CACHED_STATEMENTS = 16
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+SQLITE_HEADER = b"SQLite format 3\x00"
+NO_DATABASE_HINT = "run `killsync db upgrade` to create it, or check KILLSYNC_DATABASE_URL"
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -38,15 +42,59 @@ def _sqlite_on_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def sqlite_file(url: str | URL) -> Path | None:
+    """The file of a SQLite URL; None for other databases, ``:memory:`` and ``file:`` URIs."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:") or parsed.query.get("uri"):
+        return None  # SQLite resolves URI filenames itself (mode=ro, shared caches)
+    return Path(database).expanduser()
+
+
+def prepare_sqlite_file(path: Path, *, create: bool) -> None:
+    """Check ``path`` is a SQLite database, or create it private (0600 in a 0700 directory).
+
+    Without ``create`` a missing file is an error: a mistyped path must not leave an empty
+    database and new directories behind. An existing file keeps its mode.
+    """
+    if path.is_dir():
+        raise DatabaseError(f"{path} is a directory, not a SQLite database file")
+    if path.exists():
+        _check_sqlite_header(path)
+        return
+    if not create:
+        raise DatabaseError(f"no database at {path}", hint=NO_DATABASE_HINT)
+    try:
+        make_private_dir(path.parent)
+        create_private_file(path)
+    except OSError as exc:
+        raise DatabaseError(f"cannot create the database {path}: {exc.strerror or exc}"
+                            ) from exc
+
+
+def _check_sqlite_header(path: Path) -> None:
+    try:
+        with path.open("rb") as fh:
+            header = fh.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise DatabaseError(f"cannot read the database {path}: {exc.strerror or exc}") from exc
+    if header and header != SQLITE_HEADER:  # an empty file is an empty database
+        raise DatabaseError(f"{path} is not a SQLite database",
+                            hint="point KILLSYNC_DATABASE_URL at a killsync database")
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for a SQLite or PostgreSQL URL (``postgresql://`` means psycopg 3)."""
+    """An engine for a SQLite or PostgreSQL URL (``postgresql://`` means psycopg 3).
+
+    The SQLite file must exist (see :func:`prepare_sqlite_file`), or SQLite creates it
+    with the umask's mode.
+    """
     parsed = make_url(url)
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() == "sqlite":
-        database = parsed.database
-        if database and database != ":memory:":
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         # IN lists and multi-row INSERTs of every length are distinct SQL texts: with the
         # driver's default of 128 prepared statements per pooled connection they kept tens
         # of MiB alive (peak RSS 133 -> 111 MiB over 20,000 killmails with 16).
@@ -67,8 +115,12 @@ def make_engine(url: str) -> Engine:
 class Database:
     """One engine and session factory per process, built once and passed around."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """Open ``url``; ``create=False`` refuses a SQLite file that does not exist yet."""
         self.url = url
+        path = sqlite_file(url)
+        if path is not None:
+            prepare_sqlite_file(path, create=create)
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -82,7 +134,9 @@ class Database:
         try:
             with self.sessions.begin() as session:
                 yield session
-        except OperationalError as exc:
+        except sa_exc.DatabaseError as exc:
+            if not _unusable(exc):
+                raise
             raise DatabaseError(f"database error: {_short(exc)}") from exc
 
     def close(self) -> None:
@@ -108,6 +162,7 @@ class Database:
         from alembic import command  # noqa: PLC0415
 
         before = self.current_revision()
+        self._check_known(before)
         with self._connect() as conn:
             cfg = self._alembic_config()
             cfg.attributes["connection"] = conn
@@ -115,15 +170,36 @@ class Database:
             conn.commit()
         return before, self.head_revision()
 
-    def ensure_schema(self) -> None:
-        """Check the schema is current; create it on an empty SQLite database."""
+    def ensure_schema(self, *, create: bool = True) -> None:
+        """Check the schema is current; with ``create``, create it on an empty SQLite file."""
         current, head = self.current_revision(), self.head_revision()
         if current == head:
             return
-        if current is None and self.dialect == "sqlite" and not self._has_tables():
+        self._check_known(current)
+        if create and current is None and self.dialect == "sqlite" and not self._has_tables():
             self.upgrade()
             return
         raise SchemaOutOfDate(current, head)
+
+    def is_known_revision(self, revision: str | None) -> bool:
+        """Whether this killsync's migrations know ``revision`` (None: an empty database)."""
+        from alembic.script import ScriptDirectory  # noqa: PLC0415
+        from alembic.util import CommandError  # noqa: PLC0415
+
+        if revision is None:
+            return True
+        try:
+            found = ScriptDirectory.from_config(self._alembic_config()).get_revision(revision)
+        except CommandError:
+            return False
+        return found is not None
+
+    def _check_known(self, revision: str | None) -> None:
+        if not self.is_known_revision(revision):
+            raise DatabaseError(
+                f"database schema {revision} is newer than this killsync (it knows up to "
+                f"{self.head_revision()})",
+                hint="upgrade killsync; `db upgrade` cannot go back")
 
     def _has_tables(self) -> bool:
         with self._connect() as conn:
@@ -134,8 +210,10 @@ class Database:
         try:
             with self.engine.connect() as conn:
                 yield conn
-        except OperationalError as exc:
-            raise DatabaseError(f"cannot reach the database: {_short(exc)}") from exc
+        except sa_exc.DatabaseError as exc:
+            if not _unusable(exc):
+                raise
+            raise DatabaseError(f"cannot use the database: {_short(exc)}") from exc
 
     def _alembic_config(self) -> Any:
         from alembic.config import Config  # noqa: PLC0415
@@ -144,6 +222,16 @@ class Database:
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
         return cfg
+
+
+def _unusable(exc: sa_exc.DatabaseError) -> bool:
+    """The database cannot be used at all: unreachable, locked, corrupt, not a database.
+
+    Plain ``DatabaseError`` is what sqlite3 raises for "file is not a database" and
+    "database disk image is malformed"; its subclasses (integrity, data, programming
+    errors) are about one statement and propagate as they are.
+    """
+    return isinstance(exc, OperationalError) or type(exc) is sa_exc.DatabaseError
 
 
 def _short(exc: SQLAlchemyError) -> str:

@@ -4,18 +4,23 @@
 ``INSERT .. ON CONFLICT DO NOTHING RETURNING killmail_id`` tells which killmails are new,
 and only those get attacker and item rows. Two workers saving the same killmail at once
 are safe: the database lets one insert win and the other sees a conflict.
+
+With ``isolate=True`` a killmail the database refuses (a constraint, a value out of its
+range) costs only itself: the batch runs in a savepoint and, only when that fails, is
+retried one killmail per savepoint, so the fast path stays one round of statements.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
 from killcli.db.models import Attacker, CharacterKillmail, Item, Killmail
@@ -27,15 +32,25 @@ ITEMS: Table = Item.__table__  # type: ignore[assignment]
 CHARACTER_KILLMAILS: Table = CharacterKillmail.__table__  # type: ignore[assignment]
 READ_CHUNK = 500
 COPY_MIN_ROWS = 100  # below this, an executemany costs no more than setting up a COPY
+_MAYBE_REFUSED = (StatementError, UnicodeError)  # narrowed by is_record_fault()
+
+
+@dataclass(frozen=True)
+class RejectedKillmail:
+    """A killmail the database refused, and its reason (the driver's first line)."""
+
+    killmail_id: int
+    reason: str
 
 
 @dataclass(frozen=True)
 class SaveResult:
-    """What one batch did: ids inserted now, ids that were already stored."""
+    """What one batch did: ids inserted now, ids already stored, killmails refused."""
 
     new_ids: tuple[int, ...] = ()
     already_ids: tuple[int, ...] = ()
     duplicates_in_batch: int = 0
+    rejected: tuple[RejectedKillmail, ...] = ()
 
     @property
     def new(self) -> int:
@@ -72,22 +87,78 @@ def insert_ignore(session: Session, table: Table) -> Any:
     return dialect_insert(session, table).on_conflict_do_nothing()
 
 
-def save_killmails(session: Session, batch: Sequence[KillmailRows]) -> SaveResult:
-    """Insert a batch of parsed killmails; already stored ones are left untouched."""
+def save_killmails(session: Session, batch: Sequence[KillmailRows], *,
+                   isolate: bool = False) -> SaveResult:
+    """Insert a batch of parsed killmails; already stored ones are left untouched.
+
+    ``isolate=False``: any refusal fails the whole batch (the caller's transaction).
+    ``isolate=True``: refused killmails are left out and listed in ``rejected``; the
+    others are stored.
+    """
     unique: dict[int, KillmailRows] = {}
     for rows in batch:
         unique.setdefault(rows.killmail_id, rows)
     if not unique:
         return SaveResult()
+    if not isolate:
+        new_ids = _insert_unique(session, list(unique.values()))
+        return _result(unique, new_ids, len(batch))
+    try:
+        with session.begin_nested():
+            new_ids = _insert_unique(session, list(unique.values()))
+    except _MAYBE_REFUSED as exc:
+        if not is_record_fault(exc):
+            raise
+        return _save_one_by_one(session, unique, len(batch))
+    return _result(unique, new_ids, len(batch))
+
+
+def is_record_fault(exc: BaseException) -> bool:
+    """Whether the database refused the data (vs. a connection or locking problem)."""
+    if isinstance(exc, IntegrityError | DataError | UnicodeError):
+        return True
+    return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
+
+
+def _insert_unique(session: Session, unique: list[KillmailRows]) -> set[int]:
+    """Insert killmails with distinct ids and their children; returns the new ids."""
     stmt = insert_ignore(session, KILLMAILS).returning(KILLMAILS.c.killmail_id)
-    new_ids = set(session.scalars(stmt, [r.killmail for r in unique.values()]).all())
-    _insert_children(session, ATTACKERS, [a for kid in new_ids for a in unique[kid].attackers])
-    _insert_children(session, ITEMS, [i for kid in new_ids for i in unique[kid].items])
-    ordered = [kid for kid in unique if kid in new_ids]
+    new_ids = set(session.scalars(stmt, [r.killmail for r in unique]).all())
+    new = [r for r in unique if r.killmail_id in new_ids]
+    _insert_children(session, ATTACKERS, [a for r in new for a in r.attackers])
+    _insert_children(session, ITEMS, [i for r in new for i in r.items])
+    return new_ids
+
+
+def _save_one_by_one(session: Session, unique: dict[int, KillmailRows], size: int
+                     ) -> SaveResult:
+    """The fallback after a refused batch: one savepoint per killmail."""
+    new_ids: set[int] = set()
+    rejected: list[RejectedKillmail] = []
+    for kid, rows in unique.items():
+        try:
+            with session.begin_nested():
+                new_ids |= _insert_unique(session, [rows])
+        except _MAYBE_REFUSED as exc:
+            if not is_record_fault(exc):
+                raise
+            rejected.append(RejectedKillmail(kid, _first_line(exc)))
+    refused = {r.killmail_id for r in rejected}
+    kept = {kid: rows for kid, rows in unique.items() if kid not in refused}
+    return replace(_result(kept, new_ids, size - len(refused)), rejected=tuple(rejected))
+
+
+def _first_line(exc: BaseException) -> str:
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    text = str(cause).strip().splitlines()
+    return (text[0] if text else type(cause).__name__)[:300]
+
+
+def _result(unique: dict[int, KillmailRows], new_ids: set[int], size: int) -> SaveResult:
     return SaveResult(
-        new_ids=tuple(ordered),
+        new_ids=tuple(kid for kid in unique if kid in new_ids),
         already_ids=tuple(kid for kid in unique if kid not in new_ids),
-        duplicates_in_batch=len(batch) - len(unique),
+        duplicates_in_batch=size - len(unique),
     )
 
 
@@ -113,11 +184,15 @@ def _insert_children(session: Session, table: Table, rows: list[dict[str, Any]])
     driver = session.connection().connection.driver_connection
     assert driver is not None  # a checked-out connection always has one
     cursor = driver.cursor()
-    with cursor, cursor.copy(sql) as copy:
-        for row in rows:
-            copy.write_row([value if process is None else process(value)
-                            for process, value in zip(processors, map(row.__getitem__, columns),
-                                                      strict=True)])
+    try:
+        with cursor, cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row([value if process is None else process(value)
+                                for process, value in zip(processors,
+                                                          map(row.__getitem__, columns),
+                                                          strict=True)])
+    except dialect.loaded_dbapi.Error as exc:  # as SQLAlchemy wraps an INSERT's errors
+        raise DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error) from exc
 
 
 def link_characters(session: Session, pairs: Iterable[tuple[int, int]]) -> None:

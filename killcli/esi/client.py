@@ -45,6 +45,7 @@ from killcli.esi.ratelimit import RateLimiter, SpendResult
 from killcli.esi.retry import RetryBudget, RetryPolicy, RetrySignal
 from killcli.esi.routes import character_of, route_of
 from killcli.esi.stats import ClientStats
+from killcli.textsafe import mask_url
 
 COMPATIBILITY_DATE = "2025-08-26"  # pinned: the killmail schema we store was checked against it
 MAX_NAME_IDS = 1000
@@ -306,7 +307,7 @@ class EsiClient:
         if status >= 500:
             raise RetrySignal("transient", f"ESI answered {status}", status=status,
                               retry_after_s=retry_after_s)
-        raise EsiHttpError(status, call.url, _error_detail(response))
+        raise EsiHttpError(status, mask_url(call.url), _error_detail(response))
 
     def _answer(self, call: _Call, response: httpx.Response, group: str | None) -> EsiResponse:
         body: Any = None
@@ -340,7 +341,7 @@ class EsiClient:
     def _gave_up(self, call: _Call, signal: RetrySignal, budget: RetryBudget) -> EsiUnavailable:
         attempts = budget.transient + budget.rate_limited
         return EsiUnavailable(
-            f"ESI {call.method} {call.url} failed: {signal.detail} "
+            f"ESI {call.method} {mask_url(call.url)} failed: {signal.detail} "
             f"({attempts} attempt{'s' if attempts != 1 else ''})",
             hint="ESI may be in downtime or limiting this host; try again later",
         )

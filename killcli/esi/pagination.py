@@ -7,7 +7,9 @@ to the next: the walk must start over. :func:`iter_list_pages` raises
 of times.
 
 The page size is not documented, so the end is ``X-Pages``, never a short page. A 304 page
-carries no rows: it is unchanged since the walk that stored its ETag.
+carries no rows: it is unchanged since the walk that stored its ETag. An ``X-Pages`` outside
+1..:data:`MAX_LIST_PAGES` is refused before the walk goes on (a bogus header from a proxy
+must not send the walk after 10^20 pages).
 """
 
 from __future__ import annotations
@@ -16,8 +18,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from killcli.errors import EsiError
 from killcli.esi.exceptions import ListRefreshed
 from killcli.esi.models import KillmailRef, ListPageResult
+
+# The recent-killmails list covers 90 days; 10,000 pages (of 50 or more rows) is far more
+# than any character receives. A larger X-Pages is a broken answer, not a busy character.
+MAX_LIST_PAGES = 10_000
 
 
 class FetchPage(Protocol):
@@ -51,13 +58,26 @@ def _refreshed(first: ListPageResult, later: ListPageResult) -> bool:
     return both_fresh and first.pages != later.pages
 
 
+def check_page_count(page: ListPageResult, label: str) -> None:
+    """Raise :class:`EsiError` unless ``X-Pages`` is 1..:data:`MAX_LIST_PAGES`."""
+    if not 1 <= page.pages <= MAX_LIST_PAGES:
+        shown = str(page.pages)
+        if len(shown) > 24:
+            shown = f"{shown[:20]}... ({len(shown)} digits)"
+        raise EsiError(f"ESI sent X-Pages {shown} for {label}: expected 1..{MAX_LIST_PAGES}",
+                       hint="a broken answer from ESI or a proxy; try again later")
+
+
 def iter_list_pages(fetch_page: FetchPage, *, conditional: bool = True,
                     label: str = "the killmail list") -> Iterator[ListPageResult]:
     """Yield pages 1..``X-Pages`` (only page 1 when it is a 304).
 
-    Raises :class:`ListRefreshed` when a later page shows the list changed mid-walk.
+    Raises :class:`ListRefreshed` when a later page shows the list changed mid-walk, and
+    :class:`EsiError` for an ``X-Pages`` out of range (see :func:`check_page_count`).
     """
     first = fetch_page(1, conditional=conditional)
+    if not first.not_modified:
+        check_page_count(first, label)
     yield first
     if first.not_modified:
         return

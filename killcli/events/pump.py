@@ -11,13 +11,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from killcli.config import Settings, secret_keys
+from killcli.config import Settings
 from killcli.db import Database
 from killcli.errors import KillsyncError
 from killcli.events.hookpost import make_client
 from killcli.events.relay import EventRelay
 from killcli.events.webhooks import deliver_pending
-from killcli.sso.crypto import TokenCipher
+from killcli.secrets import make_cipher
 
 PUMP_INTERVAL_S = 5.0
 
@@ -31,7 +31,7 @@ class EventPump:
         broker = settings.broker_url
         self._relay = EventRelay(broker) if broker and settings.uses_rabbitmq else None
         self._http = make_client()
-        self._cipher = TokenCipher(secret_keys(settings))
+        self._cipher = make_cipher(settings, db)
         self._on_problem = on_problem
         self._lock = threading.Lock()
         self._stop = threading.Event()

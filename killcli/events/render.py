@@ -5,6 +5,10 @@ ping, link or format anything: Discord text is backslash-escaped and sent with
 ``allowed_mentions: {"parse": []}``; Slack text has ``& < >`` escaped (the only characters
 Slack parses for mentions and links) and is sent with ``mrkdwn: false``. Plain lines are
 printed through a Rich console with markup off, so they need no escaping.
+
+Names can also carry terminal and bidi controls (ESC, OSC, C1, BEL, CR, U+202E): every name
+goes through :func:`killcli.textsafe.sanitize`, which replaces them visibly, so neither a
+terminal (`killsync watch`) nor a chat message (webhooks) is driven or reordered by them.
 """
 
 from __future__ import annotations
@@ -16,12 +20,12 @@ from typing import Any
 
 from killcli.events.outbox import OutboxEvent
 from killcli.killmail import KillmailError, parse_time
+from killcli.textsafe import sanitize
 
 EVENT_JSON_VERSION = 1
 ZKILLBOARD_URL = "https://zkillboard.com/kill/{killmail_id}/"
 MAX_NAME_CHARS = 100  # EVE names are at most 37; anything longer is not a name
 _DISCORD_SPECIAL = re.compile(r"([\\*_~`|>\[\]()<@#:\-])")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 def killmail_time(payload: Mapping[str, Any]) -> datetime | None:
@@ -45,8 +49,9 @@ def _party(payload: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 
 
 def _clean(value: object) -> str:
-    """A name on one line and of a sane length (no escaping: see the callers)."""
-    return _CONTROL.sub(" ", str(value)).strip()[:MAX_NAME_CHARS]
+    """A name on one line, of a sane length, its controls replaced visibly (no markup
+    escaping: see the callers)."""
+    return sanitize(str(value).strip()[:MAX_NAME_CHARS])
 
 
 def party_name(party: Mapping[str, Any]) -> str:

@@ -30,7 +30,6 @@ import contextlib
 import math
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pika
 import pika.exceptions
@@ -38,6 +37,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 
 from killcli.errors import QueueUnavailable
 from killcli.queue.base import MAX_PRIORITY
+from killcli.textsafe import mask_url
 
 MIN_TIER_EXP, MAX_TIER_EXP = 6, 22  # delay tiers 64 ms .. 4194304 ms
 PRECONDITION_FAILED = 406
@@ -122,28 +122,18 @@ class Topology:
             channel.queue_delete(queue)
 
 
-def safe_url(url: str) -> str:
-    """The URL without its password, fit for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def connect(url: str, *, name: str) -> BlockingConnection:
     """A blocking connection named ``name`` (operators see it in the management UI)."""
     try:
         parameters = pika.URLParameters(url)
     except ValueError as exc:
-        raise QueueUnavailable(f"not a usable RabbitMQ URL {safe_url(url)}: {exc}") from exc
+        raise QueueUnavailable(f"not a usable RabbitMQ URL {mask_url(url)}: {exc}") from exc
     parameters.client_properties = {"connection_name": name, "product": "killsync"}
     try:
         return BlockingConnection(parameters)
     except pika.exceptions.AMQPError as exc:
         raise QueueUnavailable(
-            f"cannot reach RabbitMQ at {safe_url(url)}: {describe_amqp(exc)}") from exc
+            f"cannot reach RabbitMQ at {mask_url(url)}: {describe_amqp(exc)}") from exc
 
 
 def close_quietly(connection: BlockingConnection | None) -> None:

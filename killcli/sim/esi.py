@@ -221,14 +221,15 @@ class EsiApp:
         if caller.refusal is not None:
             return caller.refusal, False
         if self._faults.in_downtime():
-            return Response.error(503, _STATUS_TEXT[503]), False
+            return Response.error(503, self._faults.error_text(_STATUS_TEXT[503])), False
         fault, latency_s = self._faults.decide(route.name, _resource(route, request, params))
         if latency_s > 0:
             self._stop.wait(latency_s)
         if fault is not None and fault.kind == "stall":
             return self._stall(fault, ip), True
         if fault is not None and fault.kind == "status":
-            return Response.error(fault.status, _STATUS_TEXT.get(fault.status, "Error")), False
+            text = self._faults.error_text(_STATUS_TEXT.get(fault.status, "Error"))
+            return Response.error(fault.status, text), False
         response = self._respond(route, request, params)
         if route.name == "body":
             self._stats.body(int(params["killmail_id"]), response.status)
@@ -239,7 +240,7 @@ class EsiApp:
         self._stats.stall()
         self._errors.record(ip, 504)
         self._stop.wait(fault.stall_s)
-        return Response.error(504, _STATUS_TEXT[504])
+        return Response.error(504, self._faults.error_text(_STATUS_TEXT[504]))
 
     def _respond(self, route: Route, request: Request, params: dict[str, str]) -> Response:
         try:
@@ -294,4 +295,6 @@ def _corrupt(response: Response, fault: Fault | None) -> Response:
         response.body = response.body[: max(1, len(response.body) * 2 // 3)]
     elif fault.kind == "truncated":
         response.truncate = True
+    elif fault.kind == "pages":
+        response.headers["X-Pages"] = fault.pages
     return response

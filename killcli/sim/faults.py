@@ -17,7 +17,7 @@ from typing import Literal
 from killcli.sim.clock import Clock
 from killcli.sim.scenario import FaultPlan
 
-FaultKind = Literal["status", "malformed", "truncated", "stall"]
+FaultKind = Literal["status", "malformed", "truncated", "stall", "pages"]
 _SERVER_ERRORS = (500, 502, 503, 504)
 
 
@@ -28,6 +28,7 @@ class Fault:
     kind: FaultKind
     status: int = 0
     stall_s: float = 0.0
+    pages: str = ""  # kind "pages": the X-Pages header to send instead of the true one
 
 
 class Faults:
@@ -43,6 +44,8 @@ class Faults:
         self._forced: dict[tuple[str, Hashable], deque[Fault]] = {}
         self._attempts: Counter[tuple[str, Hashable]] = Counter()
         self._sso_failures: deque[int] = deque()
+        self._jwks_status: int | None = None
+        self._withheld_scopes: dict[int | None, frozenset[str]] = {}
         self._downtime: tuple[float, float] | None = None
         self.anchor(clock.monotonic())
 
@@ -80,6 +83,11 @@ class Faults:
         """The next ``times`` requests for this list page answer ``status``."""
         self._force("list", (character_id, page), Fault("status", status), times)
 
+    def bogus_pages(self, character_id: int, value: str, *, page: int = 1,
+                    times: int = 1) -> None:
+        """The next ``times`` answers for this list page carry ``X-Pages: value``."""
+        self._force("list", (character_id, page), Fault("pages", pages=value), times)
+
     def refresh_list(self, character_id: int) -> None:
         """Rebuild the character's list cache now (new ``Last-Modified``, new kills)."""
         self._refresh_list(character_id)
@@ -89,6 +97,17 @@ class Faults:
         with self._lock:
             self._sso_failures.extend([status] * times)
 
+    def fail_jwks(self, status: int | None = 503) -> None:
+        """The SSO's key set (``/oauth/jwks``) answers ``status`` until ``fail_jwks(None)``."""
+        with self._lock:
+            self._jwks_status = status
+
+    def withhold_scopes(self, *scopes: str, character_id: int | None = None) -> None:
+        """Refreshes from now on drop ``scopes`` from the grant (of one character or all),
+        as when CCP withdraws a scope; the narrowed grant stays narrowed."""
+        with self._lock:
+            self._withheld_scopes[character_id] = frozenset(scopes)
+
     def start_downtime(self, seconds: float) -> None:
         """Every ESI route answers 503 for the next ``seconds``."""
         now_s = self._clock.monotonic()
@@ -96,6 +115,11 @@ class Faults:
             self._downtime = (now_s, now_s + seconds)
 
     # -- what the server calls -------------------------------------------------------
+
+    def error_text(self, usual: str) -> str:
+        """The text of an injected error answer: the scenario's ``error_message``, else
+        ``usual``."""
+        return self._plan.error_message or usual
 
     def in_downtime(self) -> bool:
         """True while the downtime window is open."""
@@ -106,6 +130,16 @@ class Faults:
         """The status of the next forced token-endpoint failure, if any."""
         with self._lock:
             return self._sso_failures.popleft() if self._sso_failures else None
+
+    def jwks_failure(self) -> int | None:
+        """The status the key set answers instead of the keys, if any."""
+        return self._jwks_status
+
+    def withheld_scopes(self, character_id: int) -> frozenset[str]:
+        """The scopes a refresh of this character's grant drops."""
+        with self._lock:
+            return (self._withheld_scopes.get(None, frozenset())
+                    | self._withheld_scopes.get(character_id, frozenset()))
 
     def _roll(self, kind: str, route: str, key: Hashable, attempt: int) -> float:
         text = f"{self._seed}|{kind}|{route}|{key}|{attempt}".encode()

@@ -17,7 +17,6 @@ from killcli.sim.names import (
     FACTIONS,
     KNOWN_SYSTEMS,
     NPC_CORPORATIONS,
-    TRICKY_NAMES,
     NameMaker,
     TypeInfo,
     type_table,
@@ -89,10 +88,11 @@ class UniverseBuilder:
     rng: random.Random
     now: datetime
     universe: Universe = field(default_factory=Universe)
+    hostile: bool = False  #: ``Scenario.hostile_names``
 
     def __post_init__(self) -> None:
         self.ids = _Ids(self.rng)
-        self.names = NameMaker(self.rng)
+        self.names = NameMaker(self.rng, hostile=self.hostile)
 
     def _date(self, first_year: int) -> datetime:
         start = datetime(first_year, 1, 1, tzinfo=UTC)
@@ -173,7 +173,7 @@ def _side(b: UniverseBuilder, alliances: int, named: Sequence[str] = ()) -> list
 
 def _static(b: UniverseBuilder) -> None:
     u = b.universe
-    u.types = {t.type_id: t for t in type_table()}
+    u.types = {t.type_id: t for t in type_table(hostile=b.hostile)}
     u.factions = dict(FACTIONS)
     for corp_id, name, ticker, faction_id in NPC_CORPORATIONS:
         u.corporations[corp_id] = Corporation(corp_id, name, ticker, None,
@@ -192,17 +192,18 @@ def _static(b: UniverseBuilder) -> None:
 
 def build_universe(scenario: Scenario, now: datetime) -> UniverseBuilder:
     """Factions, systems, types, alliances, corporations and characters."""
-    b = UniverseBuilder(seeded(f"universe:{scenario.seed}"), now)
+    b = UniverseBuilder(seeded(f"universe:{scenario.seed}"), now, hostile=scenario.hostile_names)
     _static(b)
-    sim_corps = _side(b, max(1, math.ceil(scenario.characters / 10)), named=[TRICKY_NAMES[4]])
+    tricky = b.names.tricky
+    sim_corps = _side(b, max(1, math.ceil(scenario.characters / 10)), named=[tricky[4]])
     out_corps = _side(b, 3 + scenario.characters // 10)
     for index in range(scenario.characters):
         pool = (1, 0, 2)[index] if index < 3 else None  # the first three cover every id range
-        name = TRICKY_NAMES[index] if index < 2 else None
+        name = tricky[index] if index < 2 else None
         b.character(sim_corps[index % len(sim_corps)], simulated=True, pool=pool, name=name)
     pool_size = max(300, min(3000, scenario.killmails // 2))
     for index in range(pool_size):
-        name = TRICKY_NAMES[2 + index] if index < 4 and index != 2 else None
+        name = tricky[2 + index] if index < 4 and index != 2 else None
         b.character(b.rng.choice(out_corps), simulated=False, pool=2 if index == 0 else None,
                     name=name)
     b.universe.outsider_corps = out_corps

@@ -7,11 +7,22 @@ uses to resolve through ``/universe/names``, not an accurate copy of EVE's data.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 #: Names that look like markup or are far from ASCII: clients must print them verbatim.
 TRICKY_NAMES = ("[b]Boss[/b]", "Ünïcødé ☠", "<i>x</i>", "Zoë 'Bobby' O'Brien",
                 "[red]Red[/red] Ink", "名前 テスト")
+
+#: The same slots (two simulated characters, outsiders, one corporation) filled with what a
+#: bad upstream or a proxy could send (``Scenario.hostile_names``): an OSC window title with
+#: BEL, a screen clear, an 8-bit CSI, a right-to-left override, a CR overwrite with an
+#: erase-line, a newline and isolates. Clients must show them without obeying them.
+HOSTILE_NAMES = ("Evil\x1b]0;pwned\x07 [b]Title[/b]", "Wipe\x1b[2J\x1b[H Screen",
+                 "Csi\x9b31m Red", "Bidi \u202eSpoof\u202c", "Corp\rOverwrite\x1b[K",
+                 "Two\nLines \u2066x\u2069")
+#: Appended to every type name and alliance name in hostile mode: an OSC 8 hyperlink,
+#: a bell, a C1 string terminator and a left-to-right mark.
+HOSTILE_SUFFIX = "\x1b]8;;https://evil.invalid/\x1b\\link\x1b]8;;\x1b\\\x07\x9c\u200e"
 
 
 @dataclass(frozen=True)
@@ -76,12 +87,15 @@ _CONTAINERS = ((3467, "Small Secure Container", 340), (3466, "Medium Secure Cont
 CAPSULE = TypeInfo(670, "Capsule", 29, "capsule")
 
 
-def type_table() -> tuple[TypeInfo, ...]:
-    """Every inventory type the simulator uses."""
+def type_table(*, hostile: bool = False) -> tuple[TypeInfo, ...]:
+    """Every inventory type the simulator uses (``hostile``: names end in controls)."""
     groups = (("ship", _SHIPS), ("structure", _STRUCTURES), ("weapon", _WEAPONS),
               ("module", _MODULES), ("charge", _CHARGES), ("drone", _DRONES),
               ("container", _CONTAINERS))
     table = [TypeInfo(tid, name, group, role) for role, rows in groups for tid, name, group in rows]
+    if hostile:
+        table = [replace(t, name=t.name + HOSTILE_SUFFIX) for t in (CAPSULE, *table)]
+        return tuple(table)
     return (CAPSULE, *table)
 
 
@@ -99,11 +113,18 @@ _ALLIANCE_WORDS = ("Coalition", "Alliance", "Federation", "Legion", "Accord", "C
 
 
 class NameMaker:
-    """Makes unique, pronounceable names and tickers from a seeded random source."""
+    """Makes unique, pronounceable names and tickers from a seeded random source.
 
-    def __init__(self, rng: random.Random) -> None:
+    ``hostile``: :attr:`tricky` holds :data:`HOSTILE_NAMES` and alliance names end in
+    :data:`HOSTILE_SUFFIX` (``Scenario.hostile_names``).
+    """
+
+    def __init__(self, rng: random.Random, *, hostile: bool = False) -> None:
         self._rng = rng
-        self._used: set[str] = set(TRICKY_NAMES)
+        self._hostile = hostile
+        #: The names given to the first characters and one corporation.
+        self.tricky = HOSTILE_NAMES if hostile else TRICKY_NAMES
+        self._used: set[str] = set(self.tricky)
         self._tickers: set[str] = set()
 
     def _word(self, syllables: int) -> str:
@@ -127,7 +148,8 @@ class NameMaker:
 
     def alliance(self) -> str:
         """An alliance name such as ``Torri Coalition``."""
-        return self._unique(f"{self._word(2)} {self._rng.choice(_ALLIANCE_WORDS)}")
+        name = self._unique(f"{self._word(2)} {self._rng.choice(_ALLIANCE_WORDS)}")
+        return name + HOSTILE_SUFFIX if self._hostile else name
 
     def system(self) -> str:
         """A null-sec style system name such as ``X7-OMU``."""

@@ -101,6 +101,9 @@ class FaultPlan:
     routes: tuple[str, ...] = ("list", "body")
     #: Every ESI route answers 503 from ``start_s`` to ``end_s`` after the server started.
     downtime_s: tuple[float, float] | None = None
+    #: The text of every injected error answer (ESI ``{"error": ...}``, the SSO's
+    #: ``error_description``); None: the usual texts. For hostile bodies (controls, OSC).
+    error_message: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "server_error_rate", _frozen_map(self.server_error_rate))
@@ -144,6 +147,8 @@ class Scenario:
     structure_fraction: float = 0.05  #: structure victims (no character_id)
     huge_attackers: int = 0  #: >0: one killmail with this many attackers
     unknown_name_ids: int = 0  #: ids in killmails that /universe/names cannot resolve
+    #: Names with terminal controls, OSC sequences and bidi overrides (``names.HOSTILE_NAMES``)
+    hostile_names: bool = False
     killmail_id_start: int = 128_000_000
     # -- ESI ------------------------------------------------------------------------
     page_size: int = 50

@@ -94,7 +94,7 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
 _EXPECTED: Mapping[str, type | tuple[type, ...]] = MappingProxyType({
     "name": str, "description": str, "client_kind": str, "signing": str,
     "client_id": str, "client_secret": str, "callback_url": str,
-    "rotate_refresh_tokens": bool,
+    "rotate_refresh_tokens": bool, "hostile_names": bool,
     "shared_fraction": (int, float), "npc_final_blow_fraction": (int, float),
     "structure_fraction": (int, float), "app_scopes": list,
 })
@@ -146,6 +146,9 @@ def _faults(value: Any, base: FaultPlan) -> FaultPlan:
                     and all(isinstance(n, int | float) and not isinstance(n, bool) for n in item)):
                 raise UsageError(f"{name}: expected [start_s, end_s]")
             changes[key] = (float(item[0]), float(item[1]))
+        elif key == "error_message":
+            _check_type(name, item, str)
+            changes[key] = item
         else:
             _check_type(name, item, (int, float))
             changes[key] = float(item)

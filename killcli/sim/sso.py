@@ -86,6 +86,10 @@ class SsoApp:
         })
 
     def _jwks(self, request: Request) -> Response:
+        failure = self._faults.jwks_failure()
+        if failure is not None:
+            return Response(failure, b"Service Unavailable",
+                            {"Content-Type": "text/plain; charset=utf-8"})
         return Response.json(200, self._keys.jwks(), {"Cache-Control": "public, max-age=300"})
 
     # -- the authorization endpoint ---------------------------------------------------
@@ -167,13 +171,14 @@ class SsoApp:
     def _token(self, request: Request) -> Response:
         failure = self._faults.sso_failure()
         if failure is not None:
-            return Response.json(failure, {"error": "server_error",
-                                           "error_description": "The SSO is unavailable"})
+            text = self._faults.error_text("The SSO is unavailable")
+            return Response.json(failure, {"error": "server_error", "error_description": text})
         form = self._form(request)
         client_id = self._client(request, form)
         grant_type = form.get("grant_type")
         if grant_type == "refresh_token":
-            tokens = self.state.refresh(form.get("refresh_token", ""), client_id, form.get("scope"))
+            tokens = self.state.refresh(form.get("refresh_token", ""), client_id, form.get("scope"),
+                                        withheld=self._faults.withheld_scopes)
         elif grant_type == "authorization_code":
             tokens = self.state.exchange_code(form.get("code", ""), client_id,
                                               form.get("redirect_uri"), form.get("code_verifier"))

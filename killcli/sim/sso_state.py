@@ -11,7 +11,8 @@ import hashlib
 import secrets
 import threading
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from killcli.sim.clock import Clock
@@ -142,19 +143,26 @@ class SsoState:
             if grant is not None and grant.client_id == client_id:
                 del self._refresh[token]
 
-    def refresh(self, token: str, client_id: str, scope: str | None) -> TokenSet:
-        """The refresh-token grant (rotating the refresh token when configured)."""
+    def refresh(self, token: str, client_id: str, scope: str | None, *,
+                withheld: Callable[[int], frozenset[str]] = lambda _: frozenset()) -> TokenSet:
+        """The refresh-token grant (rotating the refresh token when configured).
+
+        ``withheld(character_id)`` names scopes the SSO no longer grants: the grant loses
+        them for good, and the new tokens carry only what is left.
+        """
         with self._lock:
             grant = self._refresh.get(token)
             if grant is None or grant.client_id != client_id:
                 raise OAuthError("invalid_grant", "Invalid refresh token. Token missing/expired.")
             if scope is not None and not set(scope.split()) <= set(grant.scopes):
                 raise OAuthError("invalid_scope", "The requested scope is not part of the grant.")
+            dropped = withheld(grant.character_id)
+            grant = replace(grant, scopes=tuple(s for s in grant.scopes if s not in dropped))
             new_token = token
             if self.scenario.rotate_refresh_tokens:
                 del self._refresh[token]
                 new_token = secrets.token_urlsafe(18)
-                self._refresh[new_token] = grant
+            self._refresh[new_token] = grant
         return self._token_set(grant, new_token)
 
     def _token_set(self, grant: Grant, refresh_token: str) -> TokenSet:

@@ -5,6 +5,13 @@ talks to Tranquility, Singularity and the simulator. A client secret means a web
 application (HTTP Basic at the token endpoint); without one this is a native application
 using PKCE, which sends ``client_id`` in the form body instead.
 
+A token request is two steps so that callers can store a rotated refresh token before
+anything else can fail: :meth:`SsoClient.request_refresh` spends the refresh token and
+returns the SSO's answer unverified, :meth:`SsoClient.verify` then checks its access token
+(which may fetch the key set). :meth:`SsoClient.refresh` does both for callers with nothing
+to store yet. Token times are checked on the SSO's clock: every answer's ``Date`` header
+tells how far this host's clock is off (up to ``MAX_CLOCK_OFFSET_S``), on top of a leeway.
+
 Errors::
 
     SsoError           unreachable after bounded retries, or an answer we cannot use
@@ -18,7 +25,8 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
 
@@ -28,11 +36,14 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from killcli.errors import NeedsLogin, SsoError, TokenRejected
 from killcli.esi.clock import Clock
 from killcli.esi.retry import RetryPolicy, backoff_s
-from killcli.sso.models import ServerMetadata, TokenClaims, TokenSet
+from killcli.sso.models import IssuedTokens, ServerMetadata, TokenClaims, TokenSet
 from killcli.sso.tokens import Jwk, read_header, select_key, validate
 
 WELL_KNOWN_PATH = "/.well-known/oauth-authorization-server"
 NEEDS_LOGIN_ERRORS = frozenset({"invalid_grant", "invalid_token", "invalid_scope"})
+DEFAULT_LEEWAY_S = 30.0  # slack on exp, nbf and iat once the SSO's clock is known
+MAX_CLOCK_OFFSET_S = 3600.0  # a Date header further off than this is not believed
+MAX_EXPIRES_IN_S = 86_400.0  # a longer (or non-finite) expires_in is ignored: exp decides
 
 
 class _Transient(Exception):
@@ -55,7 +66,7 @@ class SsoClient:
         timeout_s: float = 10.0,
         retry_policy: RetryPolicy | None = None,
         rand: Callable[[], float] = random.random,
-        leeway_s: float = 30.0,
+        leeway_s: float = DEFAULT_LEEWAY_S,
     ) -> None:
         self._base_url = sso_base_url.rstrip("/")
         self.client_id = client_id
@@ -74,6 +85,7 @@ class SsoClient:
         self._lock = threading.Lock()
         self._metadata: ServerMetadata | None = None
         self._keys: tuple[Jwk, ...] | None = None
+        self._clock_offset_s: float | None = None
 
     def __repr__(self) -> str:
         return f"SsoClient({self._base_url!r}, client_id={self.client_id!r})"
@@ -134,21 +146,82 @@ class SsoClient:
             raise TokenRejected(f"no {alg} signing key {kid!r} in the EVE SSO key set")
         return key
 
+    def _prefetch_keys(self) -> None:
+        """Fetch the key set now if it is not cached, before a token is spent on a request."""
+        jwks_uri = self.metadata().jwks_uri
+        with self._lock:
+            if self._keys is None:
+                self._keys = self._fetch_keys(jwks_uri)
+
     def _fetch_keys(self, jwks_uri: str) -> tuple[Jwk, ...]:
         keys = self._get_json(jwks_uri, "signing keys").get("keys")
         if not isinstance(keys, list) or not all(isinstance(k, dict) for k in keys):
             raise SsoError("EVE SSO key set has no list of keys")
         return tuple(keys)
 
+    # -- clocks ---------------------------------------------------------------------------
+
+    @property
+    def sso_clock_offset_s(self) -> float | None:
+        """How far the SSO's clock is ahead of this host's (its last ``Date`` header)."""
+        return self._clock_offset_s
+
+    def sso_now(self) -> datetime:
+        """Now on the SSO's clock, as far as its ``Date`` headers tell (else this host's)."""
+        return self._clock.now() + timedelta(seconds=_believable(self._clock_offset_s))
+
+    def clock_note(self) -> str | None:
+        """A sentence on this host's clock when it is off the SSO's by more than the leeway."""
+        offset = self._clock_offset_s
+        if offset is None or abs(offset) <= self._leeway_s:
+            return None
+        side = "behind" if offset > 0 else "ahead of"
+        text = f"this host's clock is {abs(offset):.0f} s {side} the EVE SSO's (its Date header)"
+        if abs(offset) > MAX_CLOCK_OFFSET_S:
+            return (f"{text}, more than the {MAX_CLOCK_OFFSET_S:.0f} s killsync corrects "
+                    "for: fix the host clock (NTP)")
+        return f"{text}; token times were checked on the SSO's clock"
+
+    def _note_date(self, response: httpx.Response) -> None:
+        """Remember the SSO's clock offset from an answer's ``Date`` header."""
+        offset = _date_offset_s(response.headers, self._clock.now())
+        if offset is not None:
+            self._clock_offset_s = offset
+
     # -- tokens ---------------------------------------------------------------------------
 
     def validate_access_token(self, access_token: str) -> TokenClaims:
-        """Check an access token's signature and claims; raise ``TokenRejected`` if bad."""
+        """Check an access token's signature and claims; raise ``TokenRejected`` if bad.
+
+        Times are checked on the SSO's clock with the leeway; a rejection names the clock
+        difference when there is one worth knowing about.
+        """
         kid, alg = read_header(access_token)
         key = self._signing_key(kid, alg)
-        return validate(access_token, key, alg, issuer=self.metadata().issuer,
-                        client_id=self.client_id, now=self._clock.now(),
-                        leeway_s=self._leeway_s)
+        try:
+            return validate(access_token, key, alg, issuer=self.metadata().issuer,
+                            client_id=self.client_id, now=self.sso_now(),
+                            leeway_s=self._leeway_s)
+        except TokenRejected as exc:
+            note = self.clock_note()
+            if note is None:
+                raise
+            raise TokenRejected(f"{exc.message} ({note})") from exc
+
+    def verify(self, issued: IssuedTokens) -> TokenSet:
+        """Validate a token answer's access token (may fetch the key set).
+
+        Raises ``TokenRejected`` for a token that does not validate and ``SsoError`` when
+        the key set cannot be fetched or the answer had no access token.
+        """
+        if issued.access_token is None:
+            raise SsoError("EVE SSO token answer has no access token")
+        claims = self.validate_access_token(issued.access_token)
+        offset_s = issued.sso_clock_offset_s
+        if offset_s is None:  # e.g. a stored answer: the offset validation just learnt
+            offset_s = self._clock_offset_s
+        return TokenSet(issued.access_token, issued.refresh_token,
+                        _host_expiry(claims, issued, offset_s), claims)
 
     def authorize_url(self, redirect_uri: str, scopes: Sequence[str], state: str,
                       challenge: str | None = None) -> str:
@@ -164,20 +237,32 @@ class SsoClient:
             params |= {"code_challenge": challenge, "code_challenge_method": "S256"}
         return str(httpx.URL(self.metadata().authorization_endpoint, params=params))
 
-    def refresh(self, refresh_token: str) -> TokenSet:
-        """New tokens for a refresh token; keep the returned (maybe rotated) refresh token."""
-        return self._token_request(
+    def request_refresh(self, refresh_token: str) -> IssuedTokens:
+        """Spend a refresh token; the answer is not verified yet: store its refresh token
+        (maybe rotated, the old one then dead) before calling :meth:`verify`."""
+        return self._request_tokens(
             {"grant_type": "refresh_token", "refresh_token": refresh_token},
             what="token refresh", old_refresh_token=refresh_token, dead_grant_needs_login=True,
         )
 
+    def refresh(self, refresh_token: str) -> TokenSet:
+        """New, verified tokens for a refresh token; keep the returned refresh token.
+
+        For callers with nothing stored yet (adding a character): the key set is fetched
+        first so that an unreachable one fails before the SSO rotates the token.
+        """
+        self._prefetch_keys()
+        return self.verify(self.request_refresh(refresh_token))
+
     def exchange_code(self, code: str, verifier: str | None, redirect_uri: str) -> TokenSet:
-        """Trade a login callback's code (and the PKCE verifier) for tokens."""
+        """Trade a login callback's code (and the PKCE verifier) for verified tokens."""
         fields = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
         if verifier is not None:
             fields["code_verifier"] = verifier
-        return self._token_request(fields, what="login code exchange", old_refresh_token=None,
-                                   dead_grant_needs_login=False)
+        self._prefetch_keys()
+        return self.verify(self._request_tokens(fields, what="login code exchange",
+                                                old_refresh_token=None,
+                                                dead_grant_needs_login=False))
 
     def revoke(self, refresh_token: str) -> None:
         """Revoke a refresh token (logout); the character must log in again afterwards."""
@@ -189,26 +274,27 @@ class SsoClient:
         if response.status_code != 200:
             raise self._refusal(response, "revocation", fields, dead_grant_needs_login=False)
 
-    def _token_request(self, fields: dict[str, str], *, what: str,
-                       old_refresh_token: str | None, dead_grant_needs_login: bool) -> TokenSet:
-        now = self._clock.now()
+    def _request_tokens(self, fields: dict[str, str], *, what: str,
+                        old_refresh_token: str | None,
+                        dead_grant_needs_login: bool) -> IssuedTokens:
+        """POST to the token endpoint and parse the answer; nothing else (no validation)."""
+        requested_at = self._clock.now()
         response = self._post_form(self.metadata().token_endpoint, fields, what)
         if response.status_code != 200:
             raise self._refusal(response, what, fields, dead_grant_needs_login)
         payload = _json_object(response, what)
         access_token = payload.get("access_token")
-        if not isinstance(access_token, str):
-            raise SsoError(f"EVE SSO {what} answer has no access token")
-        claims = self.validate_access_token(access_token)
         rotated = payload.get("refresh_token")
         refresh_token = rotated if isinstance(rotated, str) and rotated else old_refresh_token
         if refresh_token is None:
             raise SsoError(f"EVE SSO {what} answer has no refresh token")
-        expires_at = claims.expires_at
-        expires_in = payload.get("expires_in")
-        if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
-            expires_at = min(expires_at, now + timedelta(seconds=expires_in))
-        return TokenSet(access_token, refresh_token, expires_at, claims)
+        return IssuedTokens(
+            access_token=access_token if isinstance(access_token, str) and access_token else None,
+            refresh_token=refresh_token,
+            expires_in_s=_lifetime_s(payload.get("expires_in")),
+            requested_at=requested_at,
+            sso_clock_offset_s=_date_offset_s(response.headers, self._clock.now()),
+        )
 
     def _refusal(self, response: httpx.Response, what: str, fields: Mapping[str, str],
                  dead_grant_needs_login: bool) -> SsoError:
@@ -267,9 +353,53 @@ class SsoClient:
             response = self._http.request(method, url, data=data, auth=auth)
         except httpx.TransportError as exc:
             raise _Transient(type(exc).__name__) from exc
+        self._note_date(response)
         if response.status_code >= 500:
             raise _Transient(f"HTTP {response.status_code}")
         return response
+
+
+def _date_offset_s(headers: httpx.Headers, host_now: datetime) -> float | None:
+    """Seconds the SSO's clock is ahead of ``host_now`` by an answer's ``Date``; None if
+    unusable. A cache in between keeps the origin's ``Date`` and says how old the copy is
+    in ``Age`` (RFC 9111), so that is added back."""
+    date, age = headers.get("date"), headers.get("age", "0")
+    if not date or not (age.isascii() and age.isdigit() and len(age) <= 10):
+        return None
+    try:
+        sent = parsedate_to_datetime(date)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if sent.tzinfo is None:  # "-0000" in RFC 5322: UTC without a claimed zone
+        sent = sent.replace(tzinfo=UTC)
+    return (sent - host_now).total_seconds() + int(age)
+
+
+def _believable(offset_s: float | None) -> float:
+    """The clock offset to correct by: none when unknown or implausibly large."""
+    if offset_s is None or abs(offset_s) > MAX_CLOCK_OFFSET_S:
+        return 0.0
+    return offset_s
+
+
+def _lifetime_s(value: object) -> float | None:
+    """A token answer's ``expires_in`` when it is a plausible number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if 0 < value <= MAX_EXPIRES_IN_S else None  # refuses NaN too
+
+
+def _host_expiry(claims: TokenClaims, issued: IssuedTokens, offset_s: float | None
+                 ) -> datetime:
+    """When the access token expires on this host's clock.
+
+    ``exp`` is on the SSO's clock: shift it by the clock offset. ``expires_in`` counts
+    from the request, so it caps the result whatever the clocks say.
+    """
+    expires_at = claims.expires_at - timedelta(seconds=_believable(offset_s))
+    if issued.expires_in_s is not None:
+        expires_at = min(expires_at, issued.requested_at + timedelta(seconds=issued.expires_in_s))
+    return expires_at
 
 
 def _json_object(response: httpx.Response, what: str) -> dict[str, Any]:

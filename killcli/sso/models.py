@@ -30,8 +30,30 @@ class TokenClaims:
 
 
 @dataclass(frozen=True)
+class IssuedTokens:
+    """What the token endpoint answered, before the access token is verified.
+
+    Store ``refresh_token`` at once: the SSO may have rotated it, and the old one is dead.
+    ``access_token`` is None when the answer had none (the refresh token is still worth
+    keeping). ``requested_at`` is this host's clock when the request went out
+    (``expires_in_s`` counts from no earlier); ``sso_clock_offset_s`` is how far the SSO's
+    clock (the answer's ``Date`` header) is ahead of this host's, None when unknown.
+    """
+
+    access_token: str | None = field(repr=False)
+    refresh_token: str = field(repr=False)
+    expires_in_s: float | None
+    requested_at: datetime
+    sso_clock_offset_s: float | None = None
+
+
+@dataclass(frozen=True)
 class TokenSet:
-    """An access token, the refresh token to store (possibly rotated) and their claims."""
+    """An access token, the refresh token to store (possibly rotated) and their claims.
+
+    ``expires_at`` is on this host's clock: the token's ``exp`` corrected by how far the
+    SSO's clock is off this host's, and never later than ``expires_in`` allows.
+    """
 
     access_token: str = field(repr=False)
     refresh_token: str = field(repr=False)

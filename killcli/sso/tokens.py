@@ -1,10 +1,12 @@
 """Validating EVE SSO access tokens (JWTs) against a JWKS key, without any I/O.
 
-PyJWT checks the signature; every claim is checked here against the injected clock:
-``exp`` (with a small leeway), ``iss`` (with or without scheme and trailing slash), ``aud``
-(must hold both the client id and ``"EVE Online"``), ``sub`` (``CHARACTER:EVE:<id>``) and
-``scp`` (absent, a string or a list). Failures raise ``TokenRejected`` with a message that
-names the check, never the token.
+PyJWT checks the signature; every claim is checked here against the injected clock
+(the caller passes the SSO's clock when it knows it): ``exp``, ``nbf`` and ``iat`` (each
+with a small leeway; ``nbf`` and ``iat`` only when present), ``iss`` (with or without
+scheme and trailing slash), ``aud`` (must hold both the client id and ``"EVE Online"``),
+``sub`` (exactly ``CHARACTER:EVE:<ASCII digits>``, an id that fits a signed 64-bit
+integer) and ``scp`` (absent, a string or a list). Failures raise ``TokenRejected`` with a
+message that names the check, never the token.
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ from killcli.sso.models import TokenClaims
 
 ALLOWED_ALGORITHMS = frozenset({"RS256", "ES256"})
 EVE_AUDIENCE = "EVE Online"
-_SUBJECT = re.compile(r"^CHARACTER:EVE:(\d+)$")
+# [0-9], not \d (which matches Arabic-Indic and other digits), and fullmatch, not `$`
+# (which also matches before a trailing newline).
+_SUBJECT = re.compile(r"CHARACTER:EVE:([0-9]{1,19})")
+MAX_CHARACTER_ID = 2**63 - 1  # ids are stored as BIGINT
+MAX_TIMESTAMP_S = 253_402_300_799  # 9999-12-31T23:59:59Z, the last instant datetime holds
 
 Jwk = Mapping[str, Any]
 
@@ -61,6 +67,8 @@ def validate(token: str, key: Jwk, alg: str, *, issuer: str, client_id: str, now
     """Check signature and claims of ``token`` with ``key``; return its claims."""
     claims = _decode(token, key, alg)
     expires_at = _check_exp(claims, now, leeway_s)
+    _check_not_in_future(claims, "nbf", "is not valid before", now, leeway_s)
+    _check_not_in_future(claims, "iat", "was issued at", now, leeway_s)
     _check_issuer(claims, issuer)
     _check_audience(claims, client_id)
     name, owner = claims.get("name"), claims.get("owner")
@@ -87,6 +95,7 @@ def _decode(token: str, key: Jwk, alg: str) -> dict[str, Any]:
             "verify_iat": False,
             "verify_aud": False,  # EVE's aud must hold two values; PyJWT accepts any one
             "verify_iss": False,  # EVE varies the scheme and trailing slash
+            "verify_sub": False,  # checked below, with a clearer message
         })
     except jwt.PyJWTError as exc:
         reason = type(exc).__name__
@@ -94,13 +103,34 @@ def _decode(token: str, key: Jwk, alg: str) -> dict[str, Any]:
 
 
 def _check_exp(claims: Mapping[str, Any], now: datetime, leeway_s: float) -> datetime:
-    exp = claims.get("exp")
-    if not isinstance(exp, int | float) or isinstance(exp, bool):
+    exp = _timestamp(claims, "exp")
+    if exp is None:
         raise TokenRejected("access token has no expiry")
     expires_at = datetime.fromtimestamp(exp, tz=UTC)
     if now.timestamp() > exp + leeway_s:
         raise TokenRejected(f"access token expired at {expires_at.isoformat()}")
     return expires_at
+
+
+def _check_not_in_future(claims: Mapping[str, Any], name: str, what: str, now: datetime,
+                         leeway_s: float) -> None:
+    """An optional time claim (``nbf``, ``iat``) must not be ahead of ``now`` + leeway."""
+    value = _timestamp(claims, name)
+    if value is not None and value > now.timestamp() + leeway_s:
+        when = datetime.fromtimestamp(value, tz=UTC).isoformat()
+        raise TokenRejected(f"access token {what} {when}, in the future")
+
+
+def _timestamp(claims: Mapping[str, Any], name: str) -> float | None:
+    """A NumericDate claim in seconds, None when absent; anything else is rejected."""
+    if name not in claims:
+        return None
+    value = claims[name]
+    # The range test also refuses NaN, infinities and integers too large for a float.
+    if (not isinstance(value, int | float) or isinstance(value, bool)
+            or not 0 <= value <= MAX_TIMESTAMP_S):
+        raise TokenRejected(f"access token {name} is not a valid time")
+    return float(value)
 
 
 def _check_issuer(claims: Mapping[str, Any], issuer: str) -> None:
@@ -118,10 +148,14 @@ def _check_audience(claims: Mapping[str, Any], client_id: str) -> None:
 
 
 def _character_id(claims: Mapping[str, Any]) -> int:
-    match = _SUBJECT.match(str(claims.get("sub", "")))
+    sub = claims.get("sub")
+    match = _SUBJECT.fullmatch(sub) if isinstance(sub, str) else None
     if match is None:
         raise TokenRejected("access token subject is not CHARACTER:EVE:<id>")
-    return int(match.group(1))
+    character_id = int(match.group(1))
+    if not 0 < character_id <= MAX_CHARACTER_ID:
+        raise TokenRejected("access token subject's character id is out of range")
+    return character_id
 
 
 def _scopes(claims: Mapping[str, Any]) -> frozenset[str]:

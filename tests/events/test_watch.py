@@ -171,6 +171,9 @@ def test_watch_stops_when_asked(now: datetime) -> None:
 def watch_process(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     environ = dict(os.environ, KILLSYNC_DATABASE_URL=f"sqlite:///{tmp_path / 'w.db'}",
                    KILLSYNC_HOME=str(tmp_path / "home"))
+    # watch only reads: it needs an existing database (it never creates one).
+    subprocess.run([sys.executable, "-m", "killcli", "db", "upgrade"], cwd=REPO, env=environ,
+                   check=True, capture_output=True)
     proc = subprocess.Popen([sys.executable, "-m", "killcli", "watch"], cwd=REPO, env=environ,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     yield proc

@@ -9,9 +9,11 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import json
 import threading
 from collections import deque
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -80,6 +82,15 @@ class FakeSso:
         self.revoked: list[str] = []
         self.scripted: deque[int] = deque()
         self.next_refresh = 2
+        self.skew_s = 0.0  # the SSO's clock minus the client's (tokens and Date use it)
+        self.send_date = False  # add a Date header, as EVE SSO does
+        self.jwks_status: int | None = None  # the key set answers this instead of keys
+        self.expires_in: Any = 1199
+        self.send_access_token = True
+
+    def wall(self) -> float:
+        """The SSO's own clock."""
+        return self.clock.wall() + self.skew_s
 
     def metadata(self) -> dict[str, str]:
         return {
@@ -98,7 +109,7 @@ class FakeSso:
             "scp": [SCOPE], "jti": "x", "kid": key.kid, "sub": f"CHARACTER:EVE:{character_id}",
             "azp": CLIENT_ID, "tenant": "tranquility", "tier": "live", "region": "world",
             "aud": [CLIENT_ID, "EVE Online"], "name": "Pilot One", "owner": "owner-hash=",
-            "exp": int(self.clock.wall() + expires_in_s), "iat": int(self.clock.wall()),
+            "exp": int(self.wall() + expires_in_s), "iat": int(self.wall()),
             "iss": self.issuer,
         }
         claims.update(overrides)
@@ -109,6 +120,12 @@ class FakeSso:
         self.codes[code] = (challenge, redirect_uri, CHARACTER)
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        response = self._answer(request)
+        if self.send_date:
+            response.headers["Date"] = formatdate(self.wall(), usegmt=True)
+        return response
+
+    def _answer(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         with self.lock:
             self.calls[path] = self.calls.get(path, 0) + 1
@@ -117,6 +134,8 @@ class FakeSso:
             if path == "/.well-known/oauth-authorization-server":
                 return httpx.Response(200, json=self.metadata())
             if path == "/v9/keys":
+                if self.jwks_status is not None:
+                    return httpx.Response(self.jwks_status, text="Service Unavailable")
                 return httpx.Response(200, json={"keys": [k.jwk for k in self.published]})
             if path == "/v9/token":
                 self.token_requests.append(request)
@@ -152,10 +171,14 @@ class FakeSso:
 
     def _tokens(self, character_id: int, refresh: str | None) -> httpx.Response:
         body: dict[str, Any] = {"access_token": self.mint(character_id=character_id),
-                                "expires_in": 1199, "token_type": "Bearer"}
+                                "expires_in": self.expires_in, "token_type": "Bearer"}
+        if not self.send_access_token:
+            del body["access_token"]
         if refresh is not None:
             body["refresh_token"] = refresh
-        return httpx.Response(200, json=body)
+        # json.dumps, not json=: a broken SSO may well send NaN, which httpx refuses to encode
+        return httpx.Response(200, content=json.dumps(body).encode(),
+                              headers={"Content-Type": "application/json"})
 
     def _refresh(self, form: dict[str, str]) -> httpx.Response:
         old = form.get("refresh_token", "")

@@ -52,3 +52,22 @@ def test_garbage_ciphertext_is_an_input_error() -> None:
 def test_repr_hides_keys() -> None:
     key = generate_key()
     assert key not in repr(TokenCipher([key]))
+
+
+def test_key_index_names_the_key_that_opens_a_value() -> None:
+    old, new, other = generate_key(), generate_key(), generate_key()
+    both = TokenCipher([new, old])
+    assert both.key_count == 2
+    assert both.key_index(TokenCipher([new]).encrypt("a")) == 0
+    assert both.key_index(TokenCipher([old]).encrypt("a")) == 1
+    assert both.key_index(TokenCipher([other]).encrypt("a")) is None
+    assert both.key_index("garbage") is None
+    assert both.key_index("clé") is None
+    assert both.key_index(both.rotate(TokenCipher([old]).encrypt("a"))) == 0
+
+
+def test_a_bad_key_names_where_it_came_from() -> None:
+    from killcli.sso.crypto import check_key
+
+    with pytest.raises(ConfigError, match=r"^secret key file /x/secret\.key: key #3 is not"):
+        check_key("hunter2", 3, source="secret key file /x/secret.key")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import socket
 import string
 import threading
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from killcli.errors import ConfigError, SsoError
+from killcli.errors import ConfigError, SsoError, UsageError
 from killcli.sso import SsoClient, challenge_of, make_pkce, run_login
 from tests.sso.sso_fakes import CLIENT_ID, SCOPE, FakeSso
 
@@ -97,25 +98,34 @@ def test_login_end_to_end(make_sso: Callable[..., SsoClient], sso_fake: FakeSso)
     assert "Logged in" in callback.text and "Pilot One" in callback.text
 
 
-def test_wrong_state_is_refused_with_a_page_saying_so(make_sso: Callable[..., SsoClient],
+def test_a_wrong_state_is_ignored_and_never_exchanged(make_sso: Callable[..., SsoClient],
                                                       sso_fake: FakeSso) -> None:
     browser = Browser(sso_fake, state="forged")
-    with pytest.raises(SsoError, match="wrong state"):
-        login(make_sso, browser)
+    with pytest.raises(SsoError, match="timed out"):
+        login(make_sso, browser, timeout_s=1)
     (page,) = browser.pages
     assert page.status_code == 400
-    assert "wrong state" in page.text
+    assert "ignored" in page.text
     assert sso_fake.token_requests == []  # the code was never exchanged
 
 
-def test_sso_error_in_callback_is_reported_and_escaped(make_sso: Callable[..., SsoClient],
-                                                       sso_fake: FakeSso) -> None:
+def test_sso_error_in_callback_ends_the_login_and_echoes_nothing(
+        make_sso: Callable[..., SsoClient], sso_fake: FakeSso) -> None:
     browser = Browser(sso_fake, extra={"error": "access_denied",
                                        "error_description": "<script>x</script>"})
-    with pytest.raises(SsoError, match="access_denied"):
+    with pytest.raises(SsoError, match="login refused in the browser"):
         login(make_sso, browser)
-    assert "<script>" not in browser.pages[0].text
-    assert "&lt;script&gt;" in browser.pages[0].text
+    assert browser.pages[0].status_code == 400
+    assert "script" not in browser.pages[0].text
+    assert sso_fake.token_requests == []
+
+
+@pytest.mark.parametrize("timeout_s", [0, -1, float("nan"), float("inf")])
+def test_the_timeout_must_be_finite_and_positive(make_sso: Callable[..., SsoClient],
+                                                 timeout_s: float) -> None:
+    with pytest.raises(UsageError, match="positive number of seconds"):
+        run_login(make_sso(secret=None), CALLBACK, [SCOPE], open_browser=False,
+                  timeout_s=timeout_s, on_url=lambda _url: None)
 
 
 def test_login_times_out_cleanly(make_sso: Callable[..., SsoClient]) -> None:
@@ -126,7 +136,19 @@ def test_login_times_out_cleanly(make_sso: Callable[..., SsoClient]) -> None:
     assert len(urls) == 1
 
 
-def test_callback_url_must_be_plain_http(make_sso: Callable[..., SsoClient]) -> None:
-    with pytest.raises(ConfigError, match="callback URL"):
-        run_login(make_sso(), "https://127.0.0.1:8765/callback", [SCOPE], open_browser=False,
+@pytest.mark.parametrize("url", ["https://127.0.0.1:8765/callback", "http:///callback",
+                                 "http://127.0.0.1:99999/callback", "http://127.0.0.1:x/cb"])
+def test_callback_url_must_be_plain_http(make_sso: Callable[..., SsoClient], url: str) -> None:
+    with pytest.raises(ConfigError, match="callback URL must be"):
+        run_login(make_sso(), url, [SCOPE], open_browser=False,
                   timeout_s=1, on_url=lambda _url: None)
+
+
+def test_a_busy_callback_port_is_a_config_error(make_sso: Callable[..., SsoClient]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        url = f"http://127.0.0.1:{busy.getsockname()[1]}/callback"
+        with pytest.raises(ConfigError, match=r"cannot listen on .*: Address already in use"):
+            run_login(make_sso(), url, [SCOPE], open_browser=False, timeout_s=1,
+                      on_url=lambda _url: None)

@@ -78,9 +78,9 @@ def test_invalid_client_is_a_clear_sso_error(make_sso: MakeSso, sso_fake: FakeSs
 
 def test_5xx_is_retried_then_gives_up(sso: SsoClient, sso_fake: FakeSso,
                                       clock: ManualClock) -> None:
-    sso.metadata()
+    sso.validate_access_token(sso_fake.mint())  # metadata and keys cached: the token POST fails
     sso_fake.scripted.extend([502, 503, 504])
-    with pytest.raises(SsoError, match="failed after 3 attempts: HTTP 504"):
+    with pytest.raises(SsoError, match="token refresh failed after 3 attempts: HTTP 504"):
         sso.refresh("refresh-1")
     assert len(clock.sleeps) == 2
     sso_fake.scripted.extend([503])

@@ -128,3 +128,57 @@ def test_garbage_is_rejected_without_echoing_it(sso: SsoClient) -> None:
     with pytest.raises(TokenRejected) as caught:
         sso.validate_access_token("not-a-jwt-secret-ish")
     assert "not-a-jwt-secret-ish" not in str(caught.value)
+
+
+# -- edge cases of the time claims and the subject (issue 10, finding 9) ---------------
+
+
+@pytest.mark.parametrize("claim", ["nbf", "iat"])
+def test_nbf_and_iat_in_the_future_are_rejected(sso: SsoClient, sso_fake: FakeSso,
+                                                clock: ManualClock, claim: str) -> None:
+    now = int(clock.wall())
+    assert sso.validate_access_token(sso_fake.mint(**{claim: now + 30})).character_id
+    with pytest.raises(TokenRejected, match="in the future"):
+        sso.validate_access_token(sso_fake.mint(**{claim: now + 31}))
+
+
+def test_nbf_in_the_past_is_fine(sso: SsoClient, sso_fake: FakeSso, clock: ManualClock) -> None:
+    assert sso.validate_access_token(sso_fake.mint(nbf=int(clock.wall()) - 5)).character_id
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", ["soon", True, float("nan"), float("inf"), -1, 10**400,
+                                   [1], 253_402_300_800])
+def test_time_claims_that_are_not_times_are_rejected(sso: SsoClient, sso_fake: FakeSso,
+                                                     claim: str, value: object) -> None:
+    with pytest.raises(TokenRejected, match=f"{claim} is not a valid time"):
+        sso.validate_access_token(sso_fake.mint(**{claim: value}))
+
+
+@pytest.mark.parametrize("sub", [
+    f"CHARACTER:EVE:{CHARACTER}\n",  # `$` would match before the newline
+    f"CHARACTER:EVE:{CHARACTER}\r",
+    f" CHARACTER:EVE:{CHARACTER}",
+    "CHARACTER:EVE:١٢٣",  # Arabic-Indic digits: int() reads them as 123
+    "CHARACTER:EVE:\uff11\uff12\uff13",  # fullwidth digits
+    "CHARACTER:EVE:1_000",  # int() accepts underscores
+    "CHARACTER:EVE:+1",
+    "CHARACTER:EVE:-1",
+    "CHARACTER:EVE:",
+    "character:eve:1",
+    "CHARACTER:EVE:1:2",
+    "CHARACTER:EVE:" + "9" * 4000,
+    f"CHARACTER:EVE:{2**63}",  # does not fit a BIGINT: must not be an OverflowError later
+    "CHARACTER:EVE:99999999999999999999",
+    "CHARACTER:EVE:0",
+    12345,
+    ["CHARACTER:EVE:1"],
+])
+def test_strict_subject(sso: SsoClient, sso_fake: FakeSso, sub: object) -> None:
+    with pytest.raises(TokenRejected, match="subject"):
+        sso.validate_access_token(sso_fake.mint(sub=sub))
+
+
+def test_largest_bigint_character_id_is_accepted(sso: SsoClient, sso_fake: FakeSso) -> None:
+    claims = sso.validate_access_token(sso_fake.mint(sub=f"CHARACTER:EVE:{2**63 - 1}"))
+    assert claims.character_id == 2**63 - 1

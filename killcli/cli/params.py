@@ -1,0 +1,101 @@
+"""Bounded command-line numbers: one place that says what a valid id, port or duration is.
+
+Each function is a Typer ``parser=``: it turns the text of an argument into a value or
+raises :class:`typer.BadParameter`, which Typer reports as a usage error (exit 2) naming
+the option. Python parses ``nan``, ``inf`` and ``1e309`` as floats and integers of any
+size, so every number is checked for being finite and in range here, before it reaches
+a ``time.sleep``, a socket or a database column (ids are BIGINT: at most 2^63 - 1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import typer
+
+from killcli.queue.base import MAX_PRIORITY
+
+MAX_ID = 2**63 - 1  # ESI ids are int64; the database stores BIGINT
+MAX_PORT = 65_535
+MAX_CONCURRENCY = 256  # character syncs per worker; each holds threads and a connection
+MAX_DURATION_S = 86_400.0  # one day: longer waits are a typo (and overflow some clocks)
+MIN_WATCH_S = 0.5  # `stats --watch` refreshes no faster than twice a second
+MAX_AGE_S = 10 * 365 * 86_400  # ten years: beyond it dates overflow, and ESI has 90 days
+
+
+def _integer(text: str, what: str, low: int, high: int) -> int:
+    try:
+        value = int(str(text).strip(), 10)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a whole number ({what})") from None
+    if not low <= value <= high:
+        raise typer.BadParameter(f"{value} is out of range ({what}: {low}..{high})")
+    return value
+
+
+def _seconds(text: str, low: float, high: float, *, low_open: bool) -> float:
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a number of seconds") from None
+    too_low = value <= low if low_open else value < low
+    if not math.isfinite(value) or too_low or value > high:
+        bound = f"more than {low:g}" if low_open else f"at least {low:g}"
+        raise typer.BadParameter(f"{text} seconds: must be finite, {bound} and at most "
+                                 f"{high:g}")
+    return value
+
+
+def character_id(text: str) -> int:
+    """An EVE character id: 1..2^63-1."""
+    return _integer(text, "a character id", 1, MAX_ID)
+
+
+def port(text: str) -> int:
+    """A TCP port to listen on: 1..65535."""
+    return _integer(text, "a TCP port", 1, MAX_PORT)
+
+
+def port_or_any(text: str) -> int:
+    """A TCP port, or 0 for any free one."""
+    return _integer(text, "a TCP port, 0 for any free one", 0, MAX_PORT)
+
+
+def concurrency(text: str) -> int:
+    """How many character syncs run at once: 1..MAX_CONCURRENCY."""
+    return _integer(text, "the number of syncs at once", 1, MAX_CONCURRENCY)
+
+
+def row_id(text: str) -> int:
+    """The id of a stored row (a webhook): 1..2^63-1."""
+    return _integer(text, "an id", 1, MAX_ID)
+
+
+def priority(text: str) -> int:
+    """A job priority: 0..10, higher first."""
+    return _integer(text, "a priority", 0, MAX_PRIORITY)
+
+
+def age_s(text: str) -> int:
+    """An age in whole seconds (``webhooks add --max-age``): 1..ten years."""
+    return _integer(text, "an age in seconds", 1, MAX_AGE_S)
+
+
+def count(text: str) -> int:
+    """A positive count (``--max-jobs``): 1..2^63-1."""
+    return _integer(text, "a count", 1, MAX_ID)
+
+
+def timeout_s(text: str) -> float:
+    """A timeout: finite, more than 0 and at most a day."""
+    return _seconds(text, 0.0, MAX_DURATION_S, low_open=True)
+
+
+def interval_s(minimum_s: float = MIN_WATCH_S) -> Callable[[str], float]:
+    """A refresh interval: finite, at least ``minimum_s`` and at most a day."""
+
+    def parse(text: str) -> float:
+        return _seconds(text, minimum_s, MAX_DURATION_S, low_open=False)
+
+    return parse
