@@ -18,14 +18,13 @@ damages what is at the path:
   it points to is what a link planted in a shared directory is for. Give the real path.
 
 Every failure is an :class:`~killcli.errors.InputError` naming the path (exit code 2).
+The mechanics are :func:`killcli.files.open_for_writing`; the link refusal is this module's.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import secrets
 import stat
 import sys
 from collections.abc import Iterator
@@ -38,12 +37,10 @@ from typing import IO, Any, Literal
 from killcli.db import Database
 from killcli.db.store import iter_killmail_bodies
 from killcli.errors import InputError
+from killcli.files import open_for_writing
 
 ExportFormat = Literal["jsonl", "json"]
 STDOUT_NAMES = frozenset({"-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"})
-TEMP_MODE = 0o600
-_TEMP_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC)
-_IN_PLACE_FLAGS = os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC
 MAX_SKIPPED_KEPT = 100
 
 
@@ -118,103 +115,22 @@ def open_output(path: Path | None) -> Iterator[IO[str]]:
         yield sys.stdout
         sys.stdout.flush()
         return
-    target = _classify(path)
     try:
-        if target is None:
-            with _replace_atomically(path) as out:
-                yield out
-        else:
-            with _open_in_place(path) as out:
-                yield out
+        _refuse_links_to_files(path)
+        with open_for_writing(path, suffix=".partial", shell_like=True) as out:
+            yield out
     except OSError as exc:
         raise InputError(f"{path}: cannot write: {exc.strerror or exc}") from exc
 
 
-def _classify(path: Path) -> os.stat_result | None:
-    """The non-regular file to write in place, or None for a file to replace atomically."""
+def _refuse_links_to_files(path: Path) -> None:
+    """A symbolic link is followed only to what is written in place (a FIFO, a device)."""
+    if not path.is_symlink():
+        return
     try:
-        link = path.lstat()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write: {exc.strerror or exc}") from exc
-    if not stat.S_ISLNK(link.st_mode):
-        return None if stat.S_ISREG(link.st_mode) or stat.S_ISDIR(link.st_mode) else link
-    try:
-        real = path.stat()
+        real = path.stat().st_mode
     except OSError:
         real = None
-    if real is None or stat.S_ISREG(real.st_mode) or stat.S_ISDIR(real.st_mode):
+    if real is None or stat.S_ISREG(real) or stat.S_ISDIR(real):
         raise InputError(f"{path}: is a symbolic link (to {os.path.realpath(path)}); "
                          "killsync does not replace a file through a link: give the real path")
-    return real
-
-
-@contextmanager
-def _open_in_place(path: Path) -> Iterator[IO[str]]:
-    """A FIFO, device or socket: opened as it is, never created, truncated or renamed."""
-    fd = os.open(path, _IN_PLACE_FLAGS)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        yield out
-
-
-@contextmanager
-def _replace_atomically(path: Path) -> Iterator[IO[str]]:
-    """Write a private temporary file beside ``path``, then rename it over ``path``."""
-    if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
-    if path.exists() and not os.access(path, os.W_OK):  # read-only: refused, as `>` would
-        raise PermissionError(errno.EACCES, "Permission denied", str(path))
-    temp, fd = _create_temp(path)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            yield out
-            out.flush()
-            _finish_mode(out.fileno(), path)
-            os.fsync(out.fileno())
-        temp.replace(path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _create_temp(path: Path) -> tuple[Path, int]:
-    """A new file no one else can have planted: random name, ``O_EXCL``, no links."""
-    for _ in range(10):
-        temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.partial")
-        try:
-            return temp, os.open(temp, _TEMP_FLAGS, TEMP_MODE)
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "cannot create a temporary file", str(path.parent))
-
-
-def _finish_mode(fd: int, path: Path) -> None:
-    """The replaced file's mode and owner, or what the shell would give a new file."""
-    try:
-        old = path.lstat()
-    except FileNotFoundError:
-        old = None
-    if old is None or not stat.S_ISREG(old.st_mode):
-        umask = os.umask(0)  # reading the umask means setting it; a CLI runs no other thread
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        return
-    os.fchmod(fd, stat.S_IMODE(old.st_mode))
-    if os.geteuid() == 0:
-        os.fchown(fd, old.st_uid, old.st_gid)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable; a directory that cannot be opened is not an error."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -1,10 +1,11 @@
-"""The generated secret key file, and private (mode 0600) files in general.
+"""The generated secret key file, and private (mode 0600) files such as token files.
 
 Without ``KILLSYNC_SECRET_KEY`` the Fernet key lives in ``<home>/secret.key``. It is created
 atomically so that concurrent first commands agree on one key: the key is written to a
 private temporary file in the same directory (0600, fsynced), then hard-linked to the final
 name, which fails if another process got there first, whose key is then read instead. A
-reader therefore never sees a half-written key file.
+reader therefore never sees a half-written key file. The file mechanics are
+:mod:`killcli.files`.
 
 Every problem with the file is one :class:`~killcli.errors.ConfigError` line that names the
 file, never a key.
@@ -15,21 +16,23 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import stat
 from collections.abc import Callable
 from pathlib import Path
 
 from killcli.errors import ConfigError
-from killcli.fileperms import PRIVATE_FILE_MODE, make_private_dir
+from killcli.files import (
+    flush_durably,
+    make_private_dir,
+    open_for_writing,
+    private_temp,
+    sync_directory,
+)
 from killcli.sso.crypto import check_key, generate_key
 
 MAX_KEY_FILE_BYTES = 64 * 1024  # a key is 44 bytes; anything this large is not a key file
 _SEPARATORS = re.compile(r"[,\s]+")
 _TEXT = re.compile(r"[\x20-\x7e\t\r\n]*")
-# O_NOFOLLOW: never write through a link planted at a temporary name.
-_CREATE_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-                 | getattr(os, "O_CLOEXEC", 0))
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)  # a FIFO never blocks
 
 
@@ -109,17 +112,15 @@ def load_key_file(path: Path, *, refuse_new: Callable[[], str | None] = lambda: 
 def create_key_file(path: Path) -> list[str]:
     """Write a new key to ``path`` atomically; if another process won, read its key."""
     _make_directory(path.parent)
-    temp = _private_temp(path, (generate_key() + "\n").encode("ascii"),
-                         label=f"secret key file {path}")
     try:
-        os.link(temp, path)
-    except FileExistsError:
-        pass  # a concurrent first command linked its key first: everyone uses that one
+        with private_temp(path) as (temp, out):
+            out.write(generate_key() + "\n")
+            flush_durably(out)
+            with contextlib.suppress(FileExistsError):  # a concurrent first command linked
+                os.link(temp, path)  # its key first: everyone uses that one
     except OSError as exc:
         raise _error(path, f"cannot create: {exc.strerror or exc}") from None
-    finally:
-        temp.unlink(missing_ok=True)
-    _sync_directory(path.parent)
+    sync_directory(path.parent)
     keys = read_key_file(path)
     if keys is None:
         raise _error(path, "vanished right after it was created")
@@ -132,64 +133,11 @@ def write_private_file(path: Path, text: str) -> None:
     A symlink at ``path`` is replaced, never written through, and the old file's mode and
     owner do not carry over. A FIFO or device (``/dev/stdout``) is written in place.
     """
-    data = text.encode("utf-8")
-    if _write_in_place(path, data):
-        return
-    temp = _private_temp(path, data)
     try:
-        temp.replace(path)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise ConfigError(f"{path}: cannot write: {exc.strerror or exc}") from None
-    _sync_directory(path.parent)
-
-
-def _write_in_place(path: Path, data: bytes) -> bool:
-    """Write to ``path`` if it is a FIFO, terminal or device; False for anything else."""
-    try:
-        if stat.S_ISREG(path.stat().st_mode):
-            return False
-        fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
-    except (FileNotFoundError, NotADirectoryError):
-        return False
+        with open_for_writing(path) as out:
+            out.write(text)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot write: {exc.strerror or exc}") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-            return False  # swapped for a file meanwhile: replace it after all
-        _write_all(fd, data)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot write: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    return True
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _private_temp(path: Path, data: bytes, *, label: str | None = None) -> Path:
-    """A new fsynced file of mode 0600 (whatever the umask) next to ``path``, holding data."""
-    label = label or str(path)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        fd = os.open(temp, _CREATE_FLAGS, PRIVATE_FILE_MODE)
-    except OSError as exc:
-        raise ConfigError(f"{label}: cannot create: {exc.strerror or exc}") from None
-    try:
-        os.fchmod(fd, PRIVATE_FILE_MODE)  # the umask may have taken bits off, never add them
-        _write_all(fd, data)
-        os.fsync(fd)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise ConfigError(f"{label}: cannot write: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    return temp
 
 
 def _make_directory(directory: Path) -> None:
@@ -198,13 +146,3 @@ def _make_directory(directory: Path) -> None:
     except OSError as exc:
         raise ConfigError(f"data directory {directory}: cannot create: "
                           f"{exc.strerror or exc}") from None
-
-
-def _sync_directory(directory: Path) -> None:
-    """Make a new name in ``directory`` durable (best effort: not every OS can)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

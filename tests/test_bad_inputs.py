@@ -413,3 +413,16 @@ def test_worker_drain_exits_0_when_every_job_is_done(sim_cli: tuple[Any, int], c
     assert cli("queue", "--character", str(character_id)).exit_code == 0
     result = cli("worker", "--drain")
     assert result.exit_code == 0, result.stderr
+
+
+# -- the record in docs/bad-inputs.md only grows ----------------------------------------------
+
+
+def test_docs_table_lists_at_least_every_bad_input_row() -> None:
+    """docs/bad-inputs.md: numbered rows 1..N, N in the count at the top, N >= BAD_INPUTS."""
+    doc = (REPO / "docs" / "bad-inputs.md").read_text(encoding="utf-8")
+    numbers = [int(line.split("|")[1]) for line in doc.splitlines()
+               if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    assert numbers == list(range(1, len(numbers) + 1))
+    assert f"**{len(numbers)} bad inputs tried, {len(numbers)} handled cleanly.**" in doc
+    assert len(numbers) >= len(BAD_INPUTS)

@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from killcli.errors import ConfigError, DatabaseError, SchemaOutOfDate
-from killcli.fileperms import create_private_file, make_private_dir
+from killcli.files import create_private_file, make_private_dir
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 SQLITE_CACHED_STATEMENTS = 16
