@@ -76,8 +76,12 @@ def _sim_main(name: str, seed: int, overrides: dict[str, Any], conn: Connection)
                         "bodies_fetched_twice": sum(1 for n in s.body_fetches.values() if n > 1),
                         "peak_concurrent": s.peak_concurrent,
                         "tokens_spent": {g: sum(v.values()) for g, v in s.tokens_spent.items()},
+                        "tokens_by_key": {g: dict(v) for g, v in s.tokens_spent.items()},
                     }
                 )
+            elif command == "truth":
+                truth = sim.world.ground_truth()
+                conn.send({c: sorted(rows) for c, rows in truth.items()})
             elif command == "add_kills":
                 victims = [c.character_id for c in sim.world.characters]
                 conn.send(

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import platformdirs
 
+from killcli.cadence import DEFAULT_CADENCE, Cadence, CadenceError, parse_cadence
 from killcli.errors import ConfigError
 from killcli.textsafe import mask_url
 
@@ -51,12 +52,20 @@ class Settings:
     contact: str | None = None
     secret_key: str | None = None
     queue_name: str = DEFAULT_QUEUE_NAME
+    source_address: str | None = None
+    egress: str | None = None
+    cadence: str = DEFAULT_CADENCE
     config_file: Path | None = None
     sources: Mapping[str, Source] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def uses_rabbitmq(self) -> bool:
         return self.broker_url is not None and self.broker_url.startswith(("amqp://", "amqps://"))
+
+    @property
+    def cadence_plan(self) -> Cadence:
+        """The adaptive cadence (checked when the settings were loaded)."""
+        return parse_cadence(self.cadence)
 
     @property
     def is_pkce_app(self) -> bool:
@@ -129,6 +138,31 @@ def _check_queue_name(key: str, value: str) -> str:
     return value
 
 
+def _check_cadence(key: str, value: str) -> str:
+    try:
+        return parse_cadence(value).spec
+    except CadenceError as exc:
+        raise ConfigError(f"{key}: {exc} (default {DEFAULT_CADENCE!r}, or 'off')") from exc
+
+
+def _check_source_address(key: str, value: str) -> str:
+    import ipaddress  # noqa: PLC0415 - keep `--help` fast
+
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError as exc:
+        raise ConfigError(f"{key}: not an IP address of this host (like 192.0.2.10 or "
+                          f"2001:db8::10): {value!r}") from exc
+
+
+def _check_egress(key: str, value: str) -> str:
+    name = value.strip()
+    if not name or len(name) > 100 or not name.isprintable() or " " in name:
+        raise ConfigError(f"{key}: an egress name is 1-100 printable characters without "
+                          f"spaces (like nat-eu-1), got {value!r}")
+    return name
+
+
 SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("home", "Data directory (SQLite file, generated secret key)."),
     SettingSpec("database_url", "SQLAlchemy URL; default a SQLite file in the data directory.",
@@ -146,6 +180,17 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("secret_key", "Fernet key(s) encrypting tokens at rest, comma-separated, newest "
                 "first; default generated once into the data directory.", secret=True),
     SettingSpec("queue_name", "Job queue name.", check=_check_queue_name),
+    SettingSpec("source_address", "Local IP address outgoing ESI and SSO connections leave "
+                "from (multi-homed hosts); default the system's choice.",
+                check=_check_source_address),
+    SettingSpec("egress", "Name of the public address this host's ESI traffic leaves through; "
+                "workers with the same egress share ESI's per-IP budget. Default the source "
+                "address, else the host name (hosts behind one NAT set the same name).",
+                check=_check_egress),
+    SettingSpec("cadence", "Adaptive cadence: NEWEST_KILL_AGE=POLL_INTERVAL pairs (default "
+                f"{DEFAULT_CADENCE}: newest kill > 7 days hourly, > 30 days every 4 h, > 90 "
+                "days or none daily); 'off' polls every list when its cache expires.",
+                check=_check_cadence),
 )
 SPEC_BY_KEY = {spec.key: spec for spec in SPECS}
 

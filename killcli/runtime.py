@@ -2,7 +2,9 @@
 
 One ESI client (and its rate limiter) and one sync engine (with its body-fetch threads) are
 shared by every sync a process runs, so that concurrent syncs spend one budget and never
-fetch a body twice.
+fetch a body twice. The limiter's per-IP buckets are also shared with every other process
+of the same egress through the database's ledger (:mod:`killcli.esi.ledger`), and ESI and
+SSO connections leave from ``KILLSYNC_SOURCE_ADDRESS`` when it is set.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from killcli.config import Settings
 from killcli.db import Database
 from killcli.errors import ConfigError
 from killcli.esi import EsiClient, RateLimiter, user_agent
+from killcli.esi.ledger import EgressLedger, egress_identity, process_owner
 from killcli.esi.ratelimit import WaitEvent
+from killcli.esi.shared import SharedBudget
 from killcli.secrets import make_cipher
 from killcli.sso.client import SsoClient
 from killcli.sync import SyncEngine
@@ -38,6 +42,8 @@ class Runtime:
         if not self._closed:
             self._closed = True
             self.engine.close()
+            if self.esi.limiter is not None:
+                self.esi.limiter.close()  # hand unused shared tokens back to the egress
             self.esi.close()
             self.sso.close()
 
@@ -47,11 +53,24 @@ def make_sso(settings: Settings) -> SsoClient:
         raise ConfigError("KILLSYNC_CLIENT_ID is not set",
                           hint="register an application at developers.eveonline.com")
     return SsoClient(settings.sso_base_url, settings.client_id, settings.client_secret,
-                     user_agent=user_agent(settings.contact))
+                     user_agent=user_agent(settings.contact),
+                     local_address=settings.source_address)
 
 
 def make_accounts(settings: Settings, db: Database) -> Accounts:
     return Accounts(db, make_sso(settings), make_cipher(settings, db))
+
+
+def make_shared_budget(settings: Settings, db: Database, *,
+                       max_block_tokens: int = 64) -> SharedBudget:
+    """This process's share of its egress's per-IP ESI budget (the database's ledger).
+
+    A block is at most two requests per body thread (2 tokens each), so one lease serves
+    a round of every thread.
+    """
+    egress = egress_identity(settings.egress, settings.source_address)
+    return SharedBudget(EgressLedger(db, egress, process_owner()),
+                        max_block_tokens=max_block_tokens)
 
 
 def build_runtime(settings: Settings, db: Database, *,
@@ -60,9 +79,10 @@ def build_runtime(settings: Settings, db: Database, *,
                   on_wait: Callable[[WaitEvent], None] | None = None) -> Runtime:
     """Everything a sync needs; close it when done."""
     accounts = make_accounts(settings, db)
-    limiter = RateLimiter(on_wait=on_wait)
+    limiter = RateLimiter(on_wait=on_wait, shared=make_shared_budget(
+        settings, db, max_block_tokens=2 * 2 * body_concurrency))
     esi = EsiClient(settings.esi_base_url, user_agent=user_agent(settings.contact),
                     limiter=limiter, max_connections=max(8, body_concurrency * 2),
-                    read_timeout_s=read_timeout_s)
+                    read_timeout_s=read_timeout_s, local_address=settings.source_address)
     engine = SyncEngine(db, esi, accounts, body_threads=body_concurrency)
     return Runtime(settings, db, esi, accounts.sso, accounts, engine)

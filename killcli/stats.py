@@ -11,8 +11,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
+from killcli.cadence import BASE_INTERVAL, Cadence
 from killcli.db import Database
 from killcli.db.models import (
     Character,
@@ -23,6 +24,10 @@ from killcli.db.models import (
     SyncRun,
 )
 from killcli.db.types import utcnow
+from killcli.esi.ledger import egress_totals
+from killcli.scheduler import NO_CADENCE, cadence_bands, tier_label
+
+DAY = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,51 @@ class CharacterStats:
 
 
 @dataclass(frozen=True)
+class CadenceTierStats:
+    """Active characters in one cadence tier and the list requests a day it saves."""
+
+    tier: str  # "base" or the spec, like "7d=1h"
+    interval_s: int
+    characters: int
+    requests_per_day: float
+    saved_requests_per_day: float
+
+
+@dataclass(frozen=True)
+class CadenceStats:
+    """The adaptive cadence's effect: an estimate against polling every list at the base
+    interval (ESI's list cache, the cron interval of the examples)."""
+
+    spec: str
+    base_interval_s: int
+    tiers: list[CadenceTierStats]
+    saved_requests_per_day: float
+
+
+def _per_day(interval: timedelta) -> float:
+    return DAY / max(interval, BASE_INTERVAL)
+
+
+def cadence_stats(db: Database, cadence: Cadence, now: datetime) -> CadenceStats:
+    """Active characters per tier (one grouped query) and the list requests they save."""
+    bands = cadence_bands(cadence, now)
+    band = case(*[(condition, index) for index, (_, condition) in enumerate(bands)], else_=0)
+    with db.session() as s:
+        query = select(band, func.count()).where(Character.status == "active").group_by(band)
+        counts: dict[int, int] = dict(s.execute(query).all())
+    base = _per_day(BASE_INTERVAL)
+    tiers = []
+    for index, (tier, _) in enumerate(bands):
+        interval = BASE_INTERVAL if tier is None else tier.interval
+        n = counts.get(index, 0)
+        tiers.append(CadenceTierStats(tier_label(tier), int(interval.total_seconds()), n,
+                                      round(n * _per_day(interval), 1),
+                                      round(n * (base - _per_day(interval)), 1)))
+    return CadenceStats(cadence.spec, int(BASE_INTERVAL.total_seconds()), tiers,
+                        round(sum(t.saved_requests_per_day for t in tiers), 1))
+
+
+@dataclass(frozen=True)
 class Stats:
     killmails_total: int
     killmails_last_hour: int
@@ -48,12 +98,17 @@ class Stats:
     last_run: dict[str, Any] | None
     characters: list[CharacterStats] = field(default_factory=list)
     queue: dict[str, Any] = field(default_factory=dict)
+    cadence: CadenceStats | None = None
+    #: shared per-IP ESI budgets per egress (the ledger, :mod:`killcli.esi.ledger`)
+    egress: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def collect_stats(db: Database, *, per_character_limit: int = 200) -> Stats:
+def collect_stats(db: Database, *, per_character_limit: int = 200,
+                  cadence: Cadence = NO_CADENCE) -> Stats:
+    """The figures of `killsync stats`; ``cadence`` is the one `killsync queue` applies."""
     now = utcnow()
     with db.session() as s:
         total = s.scalar(select(func.count()).select_from(Killmail)) or 0
@@ -81,4 +136,12 @@ def collect_stats(db: Database, *, per_character_limit: int = 200) -> Stats:
     last_run = None if last is None else {
         "character_id": last.character_id, "status": last.status,
         "finished_at": last.finished_at, "figures": last.figures}
-    return Stats(total, hour, day, by_status, oldest, pending_total, dead, last_run, characters)
+    return Stats(total, hour, day, by_status, oldest, pending_total, dead, last_run, characters,
+                 cadence=cadence_stats(db, cadence, now), egress=egress_budgets(db))
+
+
+def egress_budgets(db: Database) -> list[dict[str, Any]]:
+    """Each egress's shared budgets: tokens in use by live blocks, holders, 429 or pause."""
+    return [{"egress": t.egress, "budget": t.budget, "limit": t.limit_tokens,
+             "window_s": t.window_s, "in_use": t.in_use_tokens, "holders": t.holders,
+             "blocked_for_s": round(t.blocked_for_s, 1)} for t in egress_totals(db)]

@@ -18,8 +18,6 @@ anything else                 retry; after the broker's max attempts, dead lette
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -33,15 +31,20 @@ from killcli.errors import (
     PartialFailure,
     UsageError,
 )
+from killcli.holders import this_owner
 from killcli.metrics import WorkerMetrics
 from killcli.queue.base import Broker, ConsumeResult, Outcome
 from killcli.queue.jobs import Job
-from killcli.queue.leases import Leases, character_lease
+from killcli.queue.leases import HOLDER_TIMEOUT_S, LeaseKeeper, Leases, character_lease
 from killcli.runtime import Runtime
 from killcli.sync import SyncOptions, SyncResult
+from killcli.sync.progress import ProgressRegistry
 from killcli.workerstatus import StatusReporter
 
-LEASE_TTL_S = 120.0
+# The character lease outlives its holder's last heartbeat (every HEARTBEAT_S, by the
+# LeaseKeeper) by at most this long, so a killed worker blocks its characters ~15 s, and
+# not at all for a worker on this host (the lease of a dead local process is taken over).
+LEASE_TTL_S = HOLDER_TIMEOUT_S
 LEASE_BUSY_RETRY_S = 30.0
 
 
@@ -87,16 +90,18 @@ class Worker:
                  after_job: Callable[[], None] | None = None,
                  metrics: WorkerMetrics | None = None,
                  status: StatusReporter | None = None,
+                 progress: ProgressRegistry | None = None,
                  lease_ttl_s: float = LEASE_TTL_S) -> None:
         self.runtime = runtime
         self.broker = broker
         self.leases = Leases(runtime.db)
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.owner = this_owner()
         self.on_report = on_report or (lambda report: None)
         self.after_job = after_job
         self.metrics = metrics
         self.status = status
-        self.lease_ttl_s = lease_ttl_s
+        self.progress = progress or ProgressRegistry()  # running syncs, for the live view
+        self.keeper = LeaseKeeper(self.leases, ttl_s=lease_ttl_s)
 
     def run(self, *, concurrency: int, stop: threading.Event, drain: bool = False,
             max_jobs: int | None = None) -> ConsumeResult:
@@ -106,22 +111,23 @@ class Worker:
             return self.broker.consume(self.handle, concurrency=concurrency, stop=stop,
                                        drain=drain, max_jobs=max_jobs)
         finally:
+            self.keeper.close()
             if self.status is not None:
                 self.status.remove()
 
     def handle(self, job: Job) -> Outcome:
         started = time.monotonic()
         lease = character_lease(job.character_id)
-        owner = f"{self.owner}:{job.job_id}"
-        if not self.leases.acquire(lease, owner, self.lease_ttl_s):
+        owner = this_owner(job.job_id)
+        if not self.keeper.acquire(lease, owner):
             holder = self.leases.holder(lease) or "another worker"
             return self._settle(job, Outcome.retry(f"being synced by {holder}",
                                                    delay_s=LEASE_BUSY_RETRY_S),
                                 "busy", started)
-        renewer = _Renewer(self.leases, lease, owner, self.lease_ttl_s)
         try:
-            result = self.runtime.engine.sync_character(job.character_id,
-                                                        SyncOptions(full=job.full))
+            with self.progress.track(job.character_id) as tracker:
+                result = self.runtime.engine.sync_character(
+                    job.character_id, SyncOptions(full=job.full), tracker)
         except NeedsLogin as exc:
             return self._settle(job, Outcome.done(), "needs_login", started, reason=exc.message)
         except UsageError as exc:
@@ -129,8 +135,7 @@ class Worker:
         except (EsiError, DatabaseError, KillsyncError) as exc:
             return self._settle(job, Outcome.retry(str(exc)), type(exc).__name__, started)
         finally:
-            renewer.stop()
-            self.leases.release(lease, owner)
+            self.keeper.release(lease, owner)
         return self._settle(job, Outcome.done(), result.status, started, result=result)
 
     def _settle(self, job: Job, outcome: Outcome, status: str, started: float, *,
@@ -154,23 +159,3 @@ class Worker:
             self.after_job()
         return outcome
 
-
-class _Renewer:
-    """Keeps a lease alive while a long sync runs (a daemon thread)."""
-
-    def __init__(self, leases: Leases, name: str, owner: str, ttl_s: float) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(leases, name, owner, ttl_s),
-                                        name="killsync-lease", daemon=True)
-        self._thread.start()
-
-    def _run(self, leases: Leases, name: str, owner: str, ttl_s: float) -> None:
-        while not self._stop.wait(ttl_s / 3):
-            try:
-                leases.renew(name, owner, ttl_s)
-            except KillsyncError:
-                continue  # the database blinked; the next beat tries again
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()

@@ -4,6 +4,9 @@
 limiter's state is written to ``worker_status``: at most every few seconds after a job, and
 removed when the worker stops. Only the shared buckets are kept, not the one-per-character
 list buckets (there can be thousands): those are summarized as a count and a minimum.
+The per-IP buckets are shared by every worker of one egress: each row names its egress and
+the block it holds, and `stats` adds the ledger's totals per egress
+(:func:`killcli.stats.egress_budgets`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ def limiter_view(snapshot: LimiterSnapshot) -> dict[str, Any]:
         "character_buckets": len(per_character),
         "character_buckets_lowest": lowest,
         "waited_s": {k: round(v, 1) for k, v in snapshot.waited_s.items()},
+        "egress": None if snapshot.shared is None else snapshot.shared.get("egress"),
+        "shared": None if snapshot.shared is None else dict(snapshot.shared),
     }
 
 

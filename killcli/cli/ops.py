@@ -10,12 +10,15 @@ from types import FrameType
 from typing import Annotated, Any
 
 import typer
+from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 
 from killcli.cli import params
 from killcli.cli.context import AppContext, app_context, examples, print_json
+from killcli.cli.progressview import running_table, stamped, wait_line
 from killcli.console import is_interactive, make_console
+from killcli.esi.ratelimit import WaitEvent
 from killcli.events.pump import EventPump
 from killcli.metrics import WorkerMetrics
 from killcli.queue import open_broker
@@ -23,6 +26,7 @@ from killcli.queue.base import Broker
 from killcli.runtime import build_runtime
 from killcli.scheduler import run_queue
 from killcli.stats import collect_stats
+from killcli.sync.progress import ProgressRegistry
 from killcli.textsafe import sanitize
 from killcli.worker import JobReport, Worker, check_settled
 from killcli.workerstatus import StatusReporter, live_workers
@@ -39,6 +43,9 @@ def queue_cmd(
     character: Annotated[list[int] | None, typer.Option(
         "--character", help="Queue these characters now (repeatable).", show_default=False,
         parser=params.character_id)] = None,
+    all_active: Annotated[bool, typer.Option(
+        "--all", help="Queue every active character now (cadence and list cache "
+        "ignored).")] = False,
     full: Annotated[bool, typer.Option("--full", help="Jobs walk every page.")] = False,
     priority: Annotated[int | None, typer.Option("--priority", help="0-10, higher first.",
                                                  show_default=False,
@@ -52,13 +59,14 @@ def queue_cmd(
     """Queue every character that is due for a sync (cron calls this)."""
     app_ctx = app_context(ctx)
     result = run_queue(app_ctx.database(), _broker(app_ctx), character_ids=character or (),
-                       full=full, priority=priority, dry_run=dry_run)
+                       full=full, priority=priority, dry_run=dry_run, all_active=all_active,
+                       cadence=app_ctx.settings.cadence_plan)
     if result.skipped_lock:
         app_ctx.info("another `killsync queue` is running: nothing queued")
         return
     rows: list[dict[str, Any]] = [
         {"character_id": c.character_id, "name": c.name, "reason": c.reason,
-         "priority": c.priority} for c in result.due]
+         "priority": c.priority, "tier": c.tier} for c in result.due]
     summary = {"due": len(result.due), "queued": result.published,
                "already_queued": result.already_queued, "dry_run": dry_run}
     if as_json:
@@ -67,11 +75,11 @@ def queue_cmd(
         typer.echo(f"queued {result.published} of {len(result.due)} due "
                    f"({result.already_queued} already queued)")
     else:
-        table = Table("id", "name", "why", "priority",
+        table = Table("id", "name", "why", "priority", "tier",
                       title=("due (dry run)" if dry_run else f"queued {result.published}"))
         for row in rows:
             table.add_row(str(row["character_id"]), sanitize(row["name"]),
-                          sanitize(row["reason"]), str(row["priority"]))
+                          sanitize(row["reason"]), str(row["priority"]), row["tier"])
         make_console(stderr=False).print(table)
 
 
@@ -89,30 +97,48 @@ def _install_signals(stop: threading.Event, app_ctx: AppContext) -> None:
 
 
 class _LiveView:
-    """A Rich live table on a terminal; one log line per job otherwise."""
+    """A Rich live view on a terminal (running syncs, the budget wait, finished jobs);
+    otherwise one log line per job and one per long budget wait."""
 
     def __init__(self, app_ctx: AppContext) -> None:
         self.app_ctx = app_ctx
         self.reports: list[JobReport] = []
         self.lock = threading.Lock()
         self.live: Live | None = None
-        if is_interactive() and app_ctx.verbosity >= 0:
-            self.live = Live(self._table(), console=app_ctx.console, refresh_per_second=2)
+        live = is_interactive() and app_ctx.verbosity >= 0
+        quiet = app_ctx.verbosity < 0
+        self.registry = ProgressRegistry(on_notice=None if live or quiet else self._log_wait)
+        if live:  # redrawn at each refresh: a sync that waits for the budget still moves
+            self.live = Live(console=app_ctx.console, refresh_per_second=2,
+                             get_renderable=self.renderable)
 
     def report(self, report: JobReport) -> None:
         with self.lock:
             self.reports = [*self.reports[-19:], report]
-            if self.live is not None:
-                self.live.update(self._table())
-                return
-        if self.app_ctx.verbosity >= 0:
-            self.app_ctx.console.print(
-                f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {sanitize(report.line())}")
+        if self.live is None and self.app_ctx.verbosity >= 0:
+            self._log(sanitize(report.line()))
+
+    def renderable(self) -> RenderableType:
+        """What the live view shows now: running syncs, the wait in force, finished jobs."""
+        snapshot = self.registry.snapshot()
+        wait = wait_line(snapshot)
+        parts: list[RenderableType] = [running_table(snapshot), self._table()]
+        if wait is not None:
+            parts.insert(1, wait)
+        return Group("killsync worker (Ctrl-C to stop)", *parts)
+
+    def _log_wait(self, event: WaitEvent) -> None:
+        self._log(event.message)
+
+    def _log(self, line: str) -> None:
+        self.app_ctx.console.print(stamped(line))
 
     def _table(self) -> Table:
         table = Table("character", "status", "new", "pending", "s", "outcome",
-                      title="killsync worker (Ctrl-C to stop)")
-        for r in self.reports:
+                      title="finished jobs")
+        with self.lock:
+            reports = list(self.reports)
+        for r in reports:
             table.add_row(f"{sanitize(r.name)} ({r.character_id})", r.status, str(r.new),
                           str(r.pending), f"{r.elapsed_s:.1f}", sanitize(r.outcome))
         return table
@@ -136,18 +162,20 @@ def worker_cmd(
     """Consume jobs: refresh tokens, sync characters, save killmails, emit events."""
     app_ctx = app_context(ctx)
     broker = _broker(app_ctx)
+    view = _LiveView(app_ctx)
     runtime = build_runtime(app_ctx.settings, app_ctx.database(),
-                            body_concurrency=max(8, concurrency * 4))
+                            body_concurrency=max(8, concurrency * 4),
+                            on_wait=view.registry.waiting)
+    view.registry.attach(runtime.esi.limiter)
     app_ctx.on_close(runtime.close)
     metrics = WorkerMetrics()
     if metrics_port is not None:
         metrics.serve(metrics_port)
-    view = _LiveView(app_ctx)
     pump = EventPump(app_ctx.settings, app_ctx.database(), on_problem=app_ctx.console.print)
     pump.start()
     app_ctx.on_close(pump.close)
     worker = Worker(runtime, broker, on_report=view.report, metrics=metrics,
-                    after_job=pump.pump,
+                    after_job=pump.pump, progress=view.registry,
                     status=StatusReporter(app_ctx.database(), runtime.esi.limiter))
     stop = threading.Event()
     _install_signals(stop, app_ctx)
@@ -165,7 +193,7 @@ def worker_cmd(
 
 def _stats_data(app_ctx: AppContext, broker: Broker) -> dict[str, Any]:
     db = app_ctx.database()
-    data = collect_stats(db).as_dict()
+    data = collect_stats(db, cadence=app_ctx.settings.cadence_plan).as_dict()
     data["queue"] = broker.stats().__dict__
     data["workers"] = live_workers(db)
     return data
@@ -184,6 +212,27 @@ def _esi_line(workers: list[dict[str, Any]]) -> str:
     return ", ".join(parts)
 
 
+def _egress_line(budgets: list[dict[str, Any]]) -> str:
+    """Each egress's shared per-IP budgets: tokens in use of the limit, holders, blocks."""
+    parts = []
+    for b in budgets:
+        blocked = f", blocked {b['blocked_for_s']:.0f} s" if b["blocked_for_s"] else ""
+        if b["budget"] == "error-limit":
+            parts.append(f"{b['egress']} error limit{blocked or ' ok'}")
+            continue
+        limit = "?" if b["limit"] is None else str(b["limit"])
+        parts.append(f"{b['egress']} {b['budget']} {b['in_use']}/{limit} in use by "
+                     f"{b['holders']} worker{'s' if b['holders'] != 1 else ''}{blocked}")
+    return sanitize("; ".join(parts)) or "no shared budget used yet"
+
+
+def _cadence_line(cadence: dict[str, Any]) -> str:
+    """Characters per tier and the list requests a day the cadence saves."""
+    tiers = ", ".join(f"{t['tier']} {t['characters']}" for t in cadence["tiers"])
+    return (f"{tiers}; saves ~{cadence['saved_requests_per_day']:,.0f} list requests/day "
+            f"(vs. every {cadence['base_interval_s'] // 60} min)")
+
+
 def _render_stats(data: dict[str, Any]) -> Table:
     q = data["queue"]
     table = Table(show_header=False, title="killsync")
@@ -196,8 +245,10 @@ def _render_stats(data: dict[str, Any]) -> Table:
         ("killmails", f"{data['killmails_total']} total, {data['killmails_last_hour']} last "
                       f"hour, {data['killmails_last_day']} last day"),
         ("pending bodies", str(data["pending_total"])),
+        ("cadence", _cadence_line(data["cadence"])),
         ("workers", str(len(data["workers"]))),
         ("ESI (last seen)", _esi_line(data["workers"])),
+        ("ESI budget (shared)", _egress_line(data["egress"])),
     ]:
         table.add_row(label, value)
     return table
@@ -235,6 +286,7 @@ def register(root: typer.Typer) -> None:
     root.command("queue", epilog=examples(
         "killsync queue --quiet            # from cron, every 5 minutes",
         "killsync queue --character 2112345678 --priority 10",
+        "killsync queue --all              # everyone now, whatever the cadence",
         "killsync queue --dry-run --json"))(queue_cmd)
     root.command("worker", epilog=examples(
         "killsync worker --concurrency 8 --metrics-port 9464",

@@ -3,46 +3,22 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 
 from killcli.cli import params
 from killcli.cli.context import AppContext, app_context, examples, print_json
-from killcli.console import PlainTextColumn, is_interactive, make_console
+from killcli.cli.progressview import SyncBars, stamped
+from killcli.console import is_interactive, make_console
 from killcli.errors import ExitCode
 from killcli.esi.ratelimit import WaitEvent
 from killcli.runtime import build_runtime
 from killcli.sync import SyncOptions, SyncResult
+from killcli.sync.progress import ProgressRegistry
 from killcli.textsafe import sanitize
-
-
-class _Bars:
-    """Rich progress for pages and bodies, with the rate-limit wait as its description."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.page_task: TaskID = progress.add_task("list pages", total=None)
-        self.body_task: TaskID = progress.add_task("killmail bodies", total=None)
-
-    def pages(self, read: int, total: int) -> None:
-        self.progress.update(self.page_task, completed=read, total=total)
-
-    def bodies(self, done: int, total: int) -> None:
-        self.progress.update(self.body_task, completed=done, total=total,
-                             description="killmail bodies")
-
-    def waiting(self, event: WaitEvent) -> None:
-        self.progress.update(self.body_task, description=event.message)
 
 
 def summary_table(result: SyncResult) -> Table:
@@ -75,10 +51,10 @@ def sync_user(
     """Sync one character now, in the foreground."""
     app_ctx = app_context(ctx)
     show = is_interactive() and not no_progress and not as_json and app_ctx.verbosity >= 0
-    columns = (PlainTextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TransferSpeedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=app_ctx.console, disable=not show) as progress:
-        bars = _Bars(progress)
+    # Without bars, a long wait still gets one line (not one per waiting request).
+    registry = ProgressRegistry(on_notice=None if show or app_ctx.verbosity < 0
+                                else _print_wait(app_ctx))
+    with SyncBars(registry, console=app_ctx.console, disable=not show) as bars:
         result = _run(app_ctx, character_id, SyncOptions(full=full, force=force), bars)
     if as_json:
         print_json("sync", json.loads(json.dumps(result.as_dict(), default=str)))
@@ -90,11 +66,21 @@ def sync_user(
         raise typer.Exit(int(ExitCode.PARTIAL))
 
 
-def _run(app_ctx: AppContext, character_id: int, options: SyncOptions, bars: _Bars
+def _print_wait(app_ctx: AppContext) -> Callable[[WaitEvent], None]:
+    def notice(event: WaitEvent) -> None:
+        app_ctx.console.print(stamped(event.message))
+    return notice
+
+
+def _run(app_ctx: AppContext, character_id: int, options: SyncOptions, bars: SyncBars
          ) -> SyncResult:
-    runtime = build_runtime(app_ctx.settings, app_ctx.database(), on_wait=bars.waiting)
+    registry = bars.registry
+    runtime = build_runtime(app_ctx.settings, app_ctx.database(), on_wait=registry.waiting)
+    registry.attach(runtime.esi.limiter)
     try:
-        return runtime.engine.sync_character(character_id, options, bars)
+        with registry.track(character_id) as tracker:
+            bars.follow(tracker)
+            return runtime.engine.sync_character(character_id, options, tracker)
     finally:
         runtime.close()
 

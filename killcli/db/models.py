@@ -138,10 +138,13 @@ class Character(Base):
     status_changed_at: Mapped[datetime | None]
     list_etag: Mapped[str | None] = mapped_column(String(200))
     list_expires_at: Mapped[datetime | None] = mapped_column(index=True)
-    last_sync_at: Mapped[datetime | None]
+    last_sync_at: Mapped[datetime | None] = mapped_column(index=True)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # The newest killmail_time among its linked killmails (kept by `link_characters`): the
+    # adaptive cadence reads it instead of joining every character's killmails per cron run.
+    newest_killmail_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class CharacterKillmail(Base):
@@ -299,3 +302,47 @@ class WorkerStatus(Base):
     updated_at: Mapped[datetime] = mapped_column(index=True)
     jobs_handled: Mapped[int] = mapped_column(Integer, default=0)
     esi: Mapped[dict[str, Any] | None]
+
+
+class EgressBudget(Base):
+    """One shared ESI budget of one egress: a per-IP bucket, or the error limit.
+
+    The row is the lock that serialises every block taken from the budget (see
+    :mod:`killcli.esi.ledger`). Times are epoch seconds (wall clock of the writer).
+    """
+
+    __tablename__ = "egress_budgets"
+
+    egress: Mapped[str] = mapped_column(String(100), primary_key=True)
+    budget: Mapped[str] = mapped_column(String(100), primary_key=True)
+    limit_tokens: Mapped[int | None] = mapped_column(Integer)
+    window_s: Mapped[float | None] = mapped_column(Double)
+    blocked_until: Mapped[float] = mapped_column(Double, default=0.0)
+    updated_at: Mapped[float] = mapped_column(Double, default=0.0)
+
+
+class EgressBlock(Base):
+    """Tokens one process took from a shared bucket; they count until ``expires_at``."""
+
+    __tablename__ = "egress_blocks"
+    __table_args__ = (Index("ix_egress_blocks_egress_budget_expires_at",
+                            "egress", "budget", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    egress: Mapped[str] = mapped_column(String(100))
+    budget: Mapped[str] = mapped_column(String(100))
+    owner: Mapped[str] = mapped_column(String(200))
+    taken_at: Mapped[float] = mapped_column(Double)
+    tokens: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[float] = mapped_column(Double)
+
+
+class BodyClaim(Base):
+    """A sync fetching a killmail body now; other workers wait for it instead of fetching
+    it too (:mod:`killcli.sync.claims`). Deleted when the body is saved or pending."""
+
+    __tablename__ = "body_claims"
+
+    killmail_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    owner: Mapped[str] = mapped_column(String(200), index=True)
+    expires_at: Mapped[datetime]

@@ -16,8 +16,12 @@ window after it was spent. Between responses we predict the balance ourselves::
   threads cannot all spend the last tokens at once.
 
 Each new report replaces the ``others`` estimate, so the model never drifts far from the
-server's own count. Our ledger uses the time a response *arrived*, later than ESI spent the
-tokens, so we expect tokens back slightly late: the error is on the safe side.
+server's own count. For a per-IP bucket shared through the egress ledger
+(:mod:`killcli.esi.ledger`) the other workers are counted by the ledger instead; the header
+model then only steps in when ESI's last report says less is left than a request needs
+(:meth:`Bucket.reported_short`: someone outside the ledger spends the same IP's budget).
+Our ledger uses the time a response *arrived*, later than ESI spent the tokens, so we
+expect tokens back slightly late: the error is on the safe side.
 """
 
 from __future__ import annotations
@@ -120,6 +124,15 @@ class Bucket:
         self.blocked_until_s = max(self.blocked_until_s, until_s)
         if self.others_tokens:
             self.others_return_at_s = min(self.others_return_at_s, until_s)
+
+    def reported_short(self, need: int, now_s: float) -> bool:
+        """ESI's last report, less what is in flight since, leaves fewer than ``need`` tokens.
+
+        A report older than one window says nothing any more.
+        """
+        if self.reported_remaining is None or now_s >= self.others_return_at_s:
+            return False
+        return self.reported_remaining - self.reserved_tokens < need
 
     def seconds_until(self, need: int, now_s: float) -> float | None:
         """How long until ``need`` tokens are free if we send nothing else meanwhile.

@@ -45,6 +45,7 @@ from killcli.esi.ratelimit import RateLimiter, SpendResult
 from killcli.esi.retry import RetryBudget, RetryPolicy, RetrySignal
 from killcli.esi.routes import character_of, route_of
 from killcli.esi.stats import ClientStats
+from killcli.esi.transport import bound_transport
 from killcli.textsafe import mask_url
 
 COMPATIBILITY_DATE = "2025-08-26"  # pinned: the killmail schema we store was checked against it
@@ -93,6 +94,7 @@ class EsiClient:
         read_timeout_s: float = 20.0,
         max_connections: int = 32,
         transport: httpx.BaseTransport | None = None,
+        local_address: str | None = None,
         etag_store: EtagStore | None = None,
         limiter: RateLimiter | None = None,
         retry_policy: RetryPolicy | None = None,
@@ -105,12 +107,14 @@ class EsiClient:
         self._policy = retry_policy or RetryPolicy()
         self._rand = rand
         self.stats = ClientStats()
+        limits = httpx.Limits(max_connections=max_connections,
+                              max_keepalive_connections=max_connections)
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
-            transport=transport,
+            # local_address: KILLSYNC_SOURCE_ADDRESS, the address ESI keys our budget by
+            transport=transport or bound_transport(local_address, limits),
             timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
-            limits=httpx.Limits(max_connections=max_connections,
-                                max_keepalive_connections=max_connections),
+            limits=limits,
             headers={
                 "User-Agent": user_agent,
                 "X-Compatibility-Date": compatibility_date,

@@ -13,6 +13,12 @@ response with :meth:`RateLimiter.release`. Everything it knows comes from respon
 * **Error limit** (``X-ESI-Error-Limit-Remain/-Reset``): on a 420, or when the errors left
   fall to the threshold, *every* request of the process waits for the window reset.
 
+* **Shared buckets** (with a :class:`~killcli.esi.shared.SharedBudget`): per-IP buckets
+  (no character) are also paid from blocks leased in the database, so that every process of
+  one egress spends one budget; a 429 or an error-limit pause seen by any of them stops all
+  (see :mod:`killcli.esi.ledger`). The header model above still applies and wins when it
+  says less (other clients on the same IP).
+
 Waits are observable: ``on_wait`` is called before each sleep with a :class:`WaitEvent`
 whose ``message`` reads like "waiting 41 s for ESI killmail budget", and
 :attr:`RateLimiter.wait_reason` / :meth:`RateLimiter.snapshot` describe the current state.
@@ -32,7 +38,9 @@ from killcli.errors import EsiUnavailable
 from killcli.esi.buckets import NEVER, Bucket, BucketKey, BucketSnapshot
 from killcli.esi.clock import Clock
 from killcli.esi.headers import ErrorLimitInfo, RateLimitInfo, token_cost
+from killcli.esi.ledger import ERROR_LIMIT
 from killcli.esi.routes import ROUTE_GROUP_HINTS
+from killcli.esi.shared import LeasedBlock, NeedLease, SharedBudget, SharedWait
 
 WaitReason = Literal["bucket", "retry_after", "error_limit", "in_flight"]
 _CAPPED: frozenset[WaitReason] = frozenset({"retry_after", "error_limit"})
@@ -45,11 +53,12 @@ class WaitEvent:
     reason: WaitReason
     wait_s: float
     key: BucketKey | None
+    shared_with: int = 0  #: other workers spending the same (per-IP) budget
 
     @property
     def message(self) -> str:
         """One human line, e.g. ``waiting 41 s for ESI killmail budget``."""
-        return describe_wait(self.reason, self.key, self.wait_s)
+        return describe_wait(self.reason, self.key, self.wait_s, self.shared_with)
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,17 @@ class Reservation:
     key: BucketKey | None
     tokens: int
     probe: bool
+    block: LeasedBlock | None = None  # the shared block that paid for it
+
+
+@dataclass(frozen=True)
+class _LeaseOrder:
+    """The calling thread must lease the next shared block of ``key`` before deciding."""
+
+    key: BucketKey
+    limit_tokens: int
+    window_s: float
+    ahead: bool = False  # the current block still pays: lease the next before it is spent
 
 
 @dataclass(frozen=True)
@@ -82,6 +102,7 @@ class LimiterSnapshot:
     waited_s: Mapping[str, float]
     recent_waits: tuple[WaitEvent, ...]
     wait_reason: str | None
+    shared: Mapping[str, object] | None = None  #: the egress and our blocks (ledger)
 
 
 def _definitive(status: int) -> bool:
@@ -89,18 +110,24 @@ def _definitive(status: int) -> bool:
     return status < 400
 
 
-def describe_wait(reason: WaitReason, key: BucketKey | None, wait_s: float) -> str:
-    """One human line for a wait, e.g. ``waiting 41 s for ESI killmail budget``."""
+def describe_wait(reason: WaitReason, key: BucketKey | None, wait_s: float,
+                  shared_with: int = 0) -> str:
+    """One human line for a wait, e.g. ``waiting 41 s for ESI killmail budget``.
+
+    A budget other workers spend too says so: ``..., shared with 2 other workers``.
+    """
     seconds = math.ceil(wait_s)
+    shared = "" if shared_with <= 0 else (
+        f", shared with {shared_with} other worker{'s' if shared_with != 1 else ''}")
     if reason == "error_limit":
-        return f"waiting {seconds} s for the ESI error limit to reset"
+        return f"waiting {seconds} s for the ESI error limit to reset{shared}"
     target = "ESI" if key is None else f"ESI {key.group}"
     whose = "" if key is None or key.owner is None else f" (character {key.owner})"
     if reason == "retry_after":
-        return f"waiting {seconds} s: {target} answered 429, retrying after{whose}"
+        return f"waiting {seconds} s: {target} answered 429, retrying after{whose}{shared}"
     if reason == "in_flight":
         return f"waiting for requests in flight to {target}{whose}"
-    return f"waiting {seconds} s for {target} budget{whose}"
+    return f"waiting {seconds} s for {target} budget{whose}{shared}"
 
 
 class RateLimiter:
@@ -119,6 +146,7 @@ class RateLimiter:
         route_groups: Mapping[str, str] = ROUTE_GROUP_HINTS,
         clock: Clock | None = None,
         on_wait: Callable[[WaitEvent], None] | None = None,
+        shared: SharedBudget | None = None,
     ) -> None:
         self._margin = safety_margin_tokens
         self._reserve = reserve_tokens
@@ -129,6 +157,7 @@ class RateLimiter:
         self._poll_s = in_flight_poll_s
         self._clock = clock or Clock()
         self._on_wait = on_wait
+        self._shared = shared
         self._lock = threading.Lock()
         # route template -> group; None once ESI answered it without any bucket headers
         self._route_groups: dict[str, str | None] = dict(route_groups)
@@ -155,45 +184,64 @@ class RateLimiter:
         several in a row are fine: other threads are being served meanwhile.
         """
         while True:
+            self._sync_shared()
             with self._lock:
                 now_s = self._clock.monotonic()
                 decision = self._decide(route, owner, group_hint, now_s)
                 if isinstance(decision, Reservation):
                     self._active.pop(threading.get_ident(), None)
-                    return decision
-                self._note_wait(decision, now_s)
+                    break
+                if isinstance(decision, WaitEvent):
+                    self._note_wait(decision, now_s)
+            if isinstance(decision, _LeaseOrder):
+                self._lease(decision)
+                continue
             if decision.reason in _CAPPED and decision.wait_s > self._max_wait_s:
                 raise EsiUnavailable(f"gave up {decision.message} (over {self._max_wait_s:.0f} s)")
             if self._on_wait is not None and decision.reason != "in_flight":
                 self._on_wait(decision)
             self._clock.sleep(decision.wait_s)
+        self._lease_ahead(decision)
+        return decision
 
     def release(self, reservation: Reservation, *, status: int, headers: Mapping[str, str],
                 retry_after_s: float | None = None) -> SpendResult:
         """Book a response: free the reservation, learn the group, record cost and limits."""
         info = RateLimitInfo.from_headers(headers)
         errors = ErrorLimitInfo.from_headers(headers)
+        closed_s: float | None = None
+        self._share_probe(reservation, info, status)
         with self._lock:
             now_s = self._clock.monotonic()
-            self._unreserve(reservation)
-            self._note_error_limit(status, errors, retry_after_s, now_s)
+            paused_s = self._note_error_limit(status, errors, retry_after_s, now_s)
             key = self._learn_key(reservation, info.group, status)
-            if key is None:
-                return SpendResult(None, 0)
-            spent = info.used if info.used is not None else token_cost(status)
-            limit = (None if info.limit_tokens is None or info.window_s is None
-                     else (info.limit_tokens, info.window_s))
-            bucket = self._bucket(key)
-            bucket.record(now_s, spent=spent, limit=limit, remaining=info.remaining)
-            if status == 429:
-                bucket.block(now_s, self._fallback_wait_s if retry_after_s is None
-                             else retry_after_s)
-            return SpendResult(key, spent)
+            spent = 0 if key is None else (
+                info.used if info.used is not None else token_cost(status))
+            self._unreserve(reservation, spent)
+            if key is not None:
+                limit = (None if info.limit_tokens is None or info.window_s is None
+                         else (info.limit_tokens, info.window_s))
+                bucket = self._bucket(key)
+                bucket.record(now_s, spent=spent, limit=limit, remaining=info.remaining)
+                if status == 429:
+                    closed_s = self._fallback_wait_s if retry_after_s is None else retry_after_s
+                    bucket.block(now_s, closed_s)
+        self._share_blocks(key, closed_s, paused_s, now_s)
+        return SpendResult(key, spent)
 
     def cancel(self, reservation: Reservation) -> None:
-        """Give a reservation back unused (the request got no response at all)."""
+        """Give a reservation back unused (the request got no response at all).
+
+        A shared block still counts it as spent: ESI may have admitted the request (a
+        timeout), and the other workers must not spend those tokens meanwhile.
+        """
         with self._lock:
-            self._unreserve(reservation)
+            self._unreserve(reservation, reservation.tokens if reservation.block else 0)
+
+    def close(self) -> None:
+        """Hand the shared blocks back (the process stops): other workers may spend them."""
+        if self._shared is not None:
+            self._shared.hand_back()
 
     @property
     def wait_reason(self) -> str | None:
@@ -213,12 +261,13 @@ class RateLimiter:
                 waited_s=MappingProxyType(dict(self._waited_s)),
                 recent_waits=tuple(self._recent),
                 wait_reason=self._current_reason(now_s),
+                shared=None if self._shared is None else self._shared.view(),
             )
 
     # -- internals; every method below runs under self._lock ---------------------------
 
     def _decide(self, route: str, owner: int | None, group_hint: str | None,
-                now_s: float) -> Reservation | WaitEvent:
+                now_s: float) -> Reservation | WaitEvent | _LeaseOrder:
         if self._paused_until_s > now_s:
             return self._wait("error_limit", self._paused_until_s - now_s, None)
         group = self._group_of(route, group_hint)
@@ -226,20 +275,35 @@ class RateLimiter:
             return Reservation(route, owner, None, 0, probe=False)
         return self._decide_in(self._bucket(BucketKey(group, owner)), route, now_s)
 
-    def _decide_in(self, bucket: Bucket, route: str, now_s: float) -> Reservation | WaitEvent:
+    def _decide_in(self, bucket: Bucket, route: str,
+                   now_s: float) -> Reservation | WaitEvent | _LeaseOrder:
         if bucket.blocked_until_s > now_s:
             return self._wait("retry_after", bucket.blocked_until_s - now_s, bucket.key)
+        if not bucket.known and bucket.key.owner is None and self._shared is not None:
+            # Another worker of the egress learnt the size already: no probe of our own.
+            bucket.record(now_s, spent=0, limit=self._shared.limit_of(bucket.key.group),
+                          remaining=None)
         if not bucket.known:
             if bucket.probing:
                 return self._wait("in_flight", self._poll_s, bucket.key)
             bucket.probing = True
             return self._reserve_in(bucket, route, probe=True)
+        return self._decide_budget(bucket, route, now_s)
+
+    def _decide_budget(self, bucket: Bucket, route: str,
+                       now_s: float) -> Reservation | WaitEvent | _LeaseOrder:
+        """A known, open bucket: enough tokens for a success and the margin?"""
         # The margin never makes a small bucket unusable, nor a request bigger than it.
         limit = bucket.limit_tokens or 0
         need = min(limit, self._reserve + min(self._margin, max(0, limit - self._reserve)))
+        shared = bucket.key.owner is None and self._shared is not None
+        if shared and not bucket.reported_short(need, now_s):
+            # The ledger counts the other workers of the egress exactly; the header model
+            # would count them again (as spent one window after each report).
+            return self._pay_shared(bucket, route)
         wait_s = bucket.seconds_until(need, now_s)
         if wait_s == 0.0:
-            return self._reserve_in(bucket, route, probe=False)
+            return self._pay(bucket, route)
         if wait_s is None:
             return self._wait("in_flight", self._poll_s, bucket.key)
         return self._wait("bucket", wait_s, bucket.key)
@@ -257,11 +321,83 @@ class RateLimiter:
             return None
         return reservation.key
 
-    def _reserve_in(self, bucket: Bucket, route: str, *, probe: bool) -> Reservation:
-        bucket.reserved_tokens += self._reserve
-        return Reservation(route, bucket.key.owner, bucket.key, self._reserve, probe=probe)
+    def _pay(self, bucket: Bucket, route: str) -> Reservation | WaitEvent | _LeaseOrder:
+        if bucket.key.owner is None and self._shared is not None:
+            return self._pay_shared(bucket, route)
+        return self._reserve_in(bucket, route, probe=False)
 
-    def _unreserve(self, reservation: Reservation) -> None:
+    def _pay_shared(self, bucket: Bucket, route: str) -> Reservation | WaitEvent | _LeaseOrder:
+        """A per-IP bucket the header model allows: the egress's ledger must allow it too."""
+        assert self._shared is not None
+        paid = self._shared.pay(bucket.key.group, self._reserve)
+        if isinstance(paid, NeedLease):
+            return _LeaseOrder(bucket.key, bucket.limit_tokens or 0, bucket.window_s or 0.0)
+        if isinstance(paid, SharedWait):
+            wait_s = max(0.0, paid.until - self._shared.wall())
+            return WaitEvent(paid.reason, wait_s, bucket.key, paid.holders)
+        return self._reserve_in(bucket, route, probe=False, block=paid)
+
+    def _lease(self, order: _LeaseOrder) -> None:
+        """Lease the next shared block (database I/O: never under ``self._lock``)."""
+        assert self._shared is not None
+        self._shared.lease(order.key.group, limit_tokens=order.limit_tokens,
+                           window_s=order.window_s, reserve=self._reserve, margin=self._margin,
+                           ahead=order.ahead)
+
+    def _lease_ahead(self, reservation: Reservation) -> None:
+        """Lease the next block before this one is spent (one thread, others go on)."""
+        key = reservation.key
+        if (self._shared is None or reservation.block is None or key is None
+                or not self._shared.refill_due(key.group)):
+            return
+        with self._lock:
+            bucket = self._bucket(key)
+            order = _LeaseOrder(key, bucket.limit_tokens or 0, bucket.window_s or 0.0,
+                                ahead=True)
+        self._lease(order)
+
+    def _sync_shared(self) -> None:
+        """Every few hundred ms, learn the egress's 429s and error pause from the ledger."""
+        if self._shared is None or not self._shared.refresh_due():
+            return
+        paused_until = self._shared.refresh()
+        wall = self._shared.wall()
+        if paused_until > wall:
+            with self._lock:
+                until_s = self._clock.monotonic() + paused_until - wall
+                self._paused_until_s = max(self._paused_until_s, until_s)
+
+    def _share_probe(self, reservation: Reservation, info: RateLimitInfo, status: int) -> None:
+        """A probe of a per-IP bucket was paid from no block: book it in the ledger before
+        the bucket opens to this process's other threads (they lease against the ledger)."""
+        if (self._shared is None or not reservation.probe or reservation.owner is not None
+                or info.group is None or info.window_s is None):
+            return
+        spent = info.used if info.used is not None else token_cost(status)
+        if spent > 0:
+            self._shared.record(info.group, spent, info.limit_tokens, info.window_s)
+
+    def _share_blocks(self, key: BucketKey | None, closed_s: float | None,
+                      paused_s: float | None, now_s: float) -> None:
+        """Tell the egress's other processes of a 429 or an error pause (after the lock)."""
+        if self._shared is None:
+            return
+        self._shared.flush()
+        wall = self._shared.wall()
+        if closed_s is not None and key is not None and key.owner is None:
+            self._shared.block(key.group, wall + closed_s)
+        if paused_s is not None:
+            self._shared.block(ERROR_LIMIT, wall + paused_s - now_s)
+
+    def _reserve_in(self, bucket: Bucket, route: str, *, probe: bool,
+                    block: LeasedBlock | None = None) -> Reservation:
+        bucket.reserved_tokens += self._reserve
+        return Reservation(route, bucket.key.owner, bucket.key, self._reserve, probe=probe,
+                           block=block)
+
+    def _unreserve(self, reservation: Reservation, spent: int) -> None:
+        if reservation.block is not None and self._shared is not None:
+            self._shared.settle(reservation.block, reservation.tokens, spent)
         if reservation.key is None:
             return
         bucket = self._bucket(reservation.key)
@@ -270,7 +406,8 @@ class RateLimiter:
             bucket.probing = False
 
     def _note_error_limit(self, status: int, errors: ErrorLimitInfo,
-                          retry_after_s: float | None, now_s: float) -> None:
+                          retry_after_s: float | None, now_s: float) -> float | None:
+        """Pause on a 420 or when errors run low; returns the pause's end if it moved."""
         if errors.remain is not None:
             self._error_remain = errors.remain
             self._error_capacity = max(self._error_capacity, errors.remain)
@@ -280,10 +417,13 @@ class RateLimiter:
         elif self._errors_running_low(errors.remain):
             pause_s = self._fallback_wait_s if errors.reset_s is None else errors.reset_s
         else:
-            return
+            return None
         # The reset header is whole seconds: a little grace avoids waking just before it.
         until_s = now_s + pause_s + self._error_grace_s
-        self._paused_until_s = max(self._paused_until_s, until_s)
+        if until_s <= self._paused_until_s:
+            return None
+        self._paused_until_s = until_s
+        return until_s
 
     def _group_of(self, route: str, group_hint: str | None) -> str | None:
         if route in self._route_groups:

@@ -44,6 +44,7 @@ from killcli.events.hookpost import (
 from killcli.events.hookurl import mask_url, parse_kind, validate_url
 from killcli.events.outbox import WEBHOOKS, OutboxEvent, iter_events, latest_event_id
 from killcli.events.render import involves, killmail_time, webhook_body
+from killcli.holders import this_owner
 from killcli.queue.leases import Leases
 from killcli.sso.crypto import TokenCipher
 from killcli.sync.events import KILLMAIL_SAVED
@@ -375,7 +376,7 @@ def deliver_pending(db: Database, cipher: TokenCipher, http: httpx.Client,
     """
     clock = clock or Clock()
     deps = _Deps(db, http, clock, policy, Leases(db, now=clock.now),
-                 f"deliver-{secrets.token_hex(8)}", limit)
+                 this_owner(f"deliver-{secrets.token_hex(8)}"), limit)
     return DeliveryResult(tuple(_deliver_one(deps, cipher, webhook_id)
                                 for webhook_id in due_webhook_ids(db, clock.now())))
 

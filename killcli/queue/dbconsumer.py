@@ -2,8 +2,10 @@
 
 Each worker thread claims one job, runs the handler, settles the job, and claims the next;
 an idle thread polls every ``poll_interval_s`` (or returns, when draining). The heartbeat
-thread extends the claims of running jobs and keeps this consumer's ``consumer:`` lease,
-which :meth:`DatabaseBroker.stats` counts.
+thread extends the claims of running jobs (one statement for all of them), makes the jobs
+of dead consumers of this host claimable (:meth:`DatabaseBroker.reclaim_dead`, also once
+before the first claim, so a round started right after a crash finds them) and keeps this
+consumer's ``consumer:`` lease, which :meth:`DatabaseBroker.stats` counts.
 
 A database outage while claiming is waited out with backoff for ``outage_timeout_s``;
 past that the consumer stops and :meth:`run` raises :class:`QueueUnavailable`. A job
@@ -80,6 +82,7 @@ class DatabaseConsumer:
     def run(self) -> ConsumeResult:
         lease_ttl_s = self._broker.heartbeat_s * 3
         self._broker.register_consumer(lease_ttl_s)  # also checks the database is there
+        self._broker.reclaim_dead()
         try:
             with Ticker(self._broker.heartbeat_s, lambda: self._beat(lease_ttl_s),
                         "killsync-queue-heartbeat"):
@@ -153,6 +156,7 @@ class DatabaseConsumer:
 
     def _beat(self, lease_ttl_s: float) -> None:
         self._broker.extend(self._inflight.snapshot())
+        self._broker.reclaim_dead()
         self._broker.register_consumer(lease_ttl_s)
 
     def _wait_out(self, exc: QueueUnavailable) -> None:

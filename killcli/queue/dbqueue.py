@@ -9,9 +9,13 @@ simply "the character has a row in ``jobs``".
   transaction, so concurrent workers never block on or take the same row; SQLite runs the
   same statements under ``BEGIN IMMEDIATE``, which serializes writers.
 * **Visibility timeout**: a claim sets ``locked_until = now + visibility_timeout_s`` and a
-  fresh ``locked_by`` token; heartbeats extend it while the handler runs. A worker that is
-  SIGKILLed stops heartbeating and its job is claimable again after the timeout. Settling
-  checks the token, so a worker that lost its claim cannot delete a job another one holds.
+  fresh ``locked_by`` token (:func:`killcli.holders.this_owner` of the consumer plus a
+  random part); one heartbeat statement per consumer extends all its running jobs. A
+  worker that is SIGKILLed stops heartbeating and its jobs are claimable again after the
+  timeout (:data:`~killcli.queue.leases.HOLDER_TIMEOUT_S`), or at once when a consumer on
+  its host sees that its process is gone (:meth:`DatabaseBroker.reclaim_dead`, at start and
+  on every heartbeat). Settling checks the token, so a worker that lost its claim cannot
+  delete a job another one holds.
 * **Attempts**: ``jobs.attempt`` counts claims, so a job that keeps killing its workers is
   counted too and buried once it was lost more than ``max_attempts`` times.
 * **Delays**: a retry clears the lock and sets ``available_at = now + backoff``.
@@ -30,7 +34,6 @@ import hashlib
 import json
 import logging
 import random
-import socket
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,7 +41,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, Table, delete, func, insert, or_, select, update
+from sqlalchemy import Select, Table, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from killcli.config import DEFAULT_QUEUE_NAME, new_token
@@ -48,6 +51,7 @@ from killcli.db.models import Job as JobRow
 from killcli.db.store import insert_ignore
 from killcli.db.types import utcnow
 from killcli.errors import DatabaseError, QueueUnavailable, SchemaOutOfDate
+from killcli.holders import holder_is_dead, this_host, this_owner
 from killcli.queue.base import (
     Broker,
     ConsumeResult,
@@ -60,7 +64,15 @@ from killcli.queue.base import (
 )
 from killcli.queue.dbconsumer import DatabaseConsumer
 from killcli.queue.jobs import Job, PoisonMessage, from_dict
-from killcli.queue.leases import Leases, Now, consumer_lease, lease_scope, rowcount
+from killcli.queue.leases import (
+    HEARTBEAT_S,
+    HOLDER_TIMEOUT_S,
+    Leases,
+    Now,
+    consumer_lease,
+    lease_scope,
+    rowcount,
+)
 from killcli.queue.policy import Action, RetryPolicy, Settlement, new_rng
 
 logger = logging.getLogger(__name__)
@@ -86,17 +98,17 @@ class Delivery:
 
 
 def default_consumer_id() -> str:
-    """``host:pid:random``, to tell workers apart in locks and statistics."""
-    import os  # noqa: PLC0415 - only here
-
-    return f"{socket.gethostname()[:60]}:{os.getpid()}:{new_token()[:6]}"
+    """This process's owner (:func:`~killcli.holders.this_owner`) with a random suffix,
+    to tell consumers apart in locks and statistics and their dead apart from the living."""
+    return this_owner(new_token()[:6])
 
 
 class DatabaseBroker(Broker):
     """The job queue in the ``jobs`` and ``dead_letters`` tables.
 
     ``visibility_timeout_s`` bounds how long a crashed worker's job stays invisible;
-    heartbeats every ``heartbeat_s`` (default a quarter of it) keep a long job claimed.
+    heartbeats every ``heartbeat_s`` (default :data:`HEARTBEAT_S`, at most a quarter of
+    the timeout) keep a long job claimed.
     Idle consumers poll every ``poll_interval_s``.
     """
 
@@ -106,7 +118,7 @@ class DatabaseBroker(Broker):
         *,
         queue_name: str = DEFAULT_QUEUE_NAME,
         policy: RetryPolicy | None = None,
-        visibility_timeout_s: float = 300.0,
+        visibility_timeout_s: float = HOLDER_TIMEOUT_S,
         heartbeat_s: float | None = None,
         poll_interval_s: float = 1.0,
         outage_timeout_s: float = 60.0,
@@ -118,7 +130,7 @@ class DatabaseBroker(Broker):
         self.queue_name = queue_name
         self.policy = policy or RetryPolicy()
         self.visibility_timeout_s = visibility_timeout_s
-        self.heartbeat_s = heartbeat_s or visibility_timeout_s / 4
+        self.heartbeat_s = heartbeat_s or min(HEARTBEAT_S, visibility_timeout_s / 4)
         self.poll_interval_s = poll_interval_s
         self.outage_timeout_s = outage_timeout_s
         self.now = now
@@ -259,15 +271,35 @@ class DatabaseBroker(Broker):
         return self.dead_letter(delivery, settlement.reason)
 
     def extend(self, deliveries: Iterable[Delivery]) -> int:
-        """Heartbeat: push the visibility timeout of running jobs forward."""
-        claimed = [(d.row_id, d.token) for d in deliveries]
+        """Heartbeat: push the visibility timeout of running jobs forward, in one statement
+        per :data:`CHUNK` jobs; returns how many are still ours."""
+        claimed = sorted((d.row_id, d.token) for d in deliveries)
         if not claimed:
             return 0
         until = self.now() + timedelta(seconds=self.visibility_timeout_s)
         with self._session() as session:
             return sum(rowcount(session.execute(update(JOBS).where(
-                JOBS.c.id == row_id, JOBS.c.locked_by == token).values(locked_until=until)
-            )) for row_id, token in claimed)
+                tuple_(JOBS.c.id, JOBS.c.locked_by).in_(claimed[start : start + CHUNK])
+            ).values(locked_until=until))) for start in range(0, len(claimed), CHUNK))
+
+    def reclaim_dead(self) -> int:
+        """Make the running jobs of dead processes of this host claimable now; returns how
+        many. Their tokens name their consumer's process (see :mod:`killcli.holders`)."""
+        now = self.now()
+        with self._session() as session:
+            tokens = session.scalars(select(JOBS.c.locked_by).distinct().where(
+                JOBS.c.queue == self.queue_name, JOBS.c.locked_until > now,
+                JOBS.c.locked_by.startswith(f"{this_host()}:", autoescape=True))).all()
+            dead = sorted(t for t in tokens if t is not None and holder_is_dead(t))
+            if not dead:
+                return 0
+            # WHERE locked_by = the dead token: a job claimed again meanwhile is left alone.
+            count = rowcount(session.execute(update(JOBS).where(
+                JOBS.c.queue == self.queue_name, JOBS.c.locked_by.in_(dead),
+                JOBS.c.locked_until > now).values(locked_until=now)))
+        logger.warning("%d jobs of %d dead consumers on this host are claimable again",
+                       count, len(dead))
+        return count
 
     def _mine(self, delivery: Delivery) -> tuple[Any, ...]:
         return JOBS.c.id == delivery.row_id, JOBS.c.locked_by == delivery.token

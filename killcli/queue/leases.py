@@ -9,8 +9,12 @@ atomic statement on both databases::
     RETURNING name
 
 so a name is taken when it is free, expired, or already ours (taking is re-entrant and
-extends the lease); the database's unique index settles races. A holder that dies simply
-lets its lease expire: pick a TTL a few heartbeats long and :meth:`Leases.renew` it.
+extends the lease); the database's unique index settles races. A name held by a process
+of this host that is provably dead (:func:`killcli.holders.holder_is_dead`, checked in
+Python on the holders of the names not taken) is then taken over at once with
+``UPDATE .. WHERE name = :name AND owner = :dead_owner``, so that race is settled by the
+database too. Any other holder that dies lets its lease expire: holders renew every
+:data:`HEARTBEAT_S` a lease of :data:`HOLDER_TIMEOUT_S` (:class:`LeaseKeeper`).
 Times come from the injected clock of the caller, so hosts should keep NTP time.
 
 Names in use (build them with the helpers below so every component agrees):
@@ -18,13 +22,16 @@ Names in use (build them with the helpers below so every component agrees):
 * ``character:<id>`` - the worker's per-character sync lease (one sync per character);
 * ``queued:<queue>:<id>`` - RabbitMQ only: the character has a job queued or running
   (the queue itself cannot be asked "is character X in you?"); owner is the job id;
-* ``running:<queue>:<id>`` - RabbitMQ only: a worker is running that job now;
+* ``running:<queue>:<id>`` - RabbitMQ only: a worker is running that job now (owner: the
+  job id too, so a redelivered job takes both back at once, whoever ran it before);
 * ``consumer:<queue>:<consumer>`` - a consumer is alive (database queue statistics).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -36,10 +43,23 @@ from killcli.db import Database
 from killcli.db.models import Lease
 from killcli.db.store import dialect_insert
 from killcli.db.types import utcnow
+from killcli.errors import KillsyncError
+from killcli.holders import holder_is_dead, this_host
+from killcli.queue.policy import Ticker
+
+logger = logging.getLogger(__name__)
 
 LEASES: Table = Lease.__table__  # type: ignore[assignment]
+NAME_CHARS = 200  # leases.name
 MAX_SCOPE_CHARS = 120  # leaves room for kind and id in the 200 characters of leases.name
 CHUNK = 400  # names per statement, well below every driver's parameter limit
+
+# Holders of leases and running jobs beat every HEARTBEAT_S and hold for HOLDER_TIMEOUT_S
+# past their last beat: a holder that stops (killed, frozen, cut off) on another host is
+# taken over ~15 s later (one on this host at once, see the module docstring), while a
+# live one may miss two or three beats (a database blink, a long write lock) unharmed.
+HEARTBEAT_S = 4.0
+HOLDER_TIMEOUT_S = 15.0
 
 Now = Callable[[], datetime]
 
@@ -64,21 +84,24 @@ def running_lease(queue: str, character_id: int) -> str:
 
 
 def consumer_lease(queue: str, consumer_id: str) -> str:
-    return f"consumer:{lease_scope(queue)}:{consumer_id}"
+    name = f"consumer:{lease_scope(queue)}:{consumer_id}"
+    if len(name) <= NAME_CHARS:
+        return name  # only counted by prefix: a long consumer id may be hashed
+    return f"consumer:{lease_scope(queue)}:{hashlib.sha256(consumer_id.encode()).hexdigest()}"
 
 
 def acquire_in(
     session: Session, owners: Mapping[str, str], ttl_s: float, now: datetime
 ) -> set[str]:
-    """Take every free, expired or already owned lease of ``{name: owner}`` in the
-    caller's transaction; returns the names taken."""
+    """Take every free, expired or already owned lease of ``{name: owner}``, and every one
+    held by a dead process of this host, in the caller's transaction; returns the names
+    taken."""
     names = sorted(owners)  # one lock order for every writer: no deadlocks between them
+    expires_at = now + timedelta(seconds=ttl_s)
     taken: set[str] = set()
     for start in range(0, len(names), CHUNK):
-        rows = [
-            {"name": n, "owner": owners[n], "expires_at": now + timedelta(seconds=ttl_s)}
-            for n in names[start : start + CHUNK]
-        ]
+        rows = [{"name": n, "owner": owners[n], "expires_at": expires_at}
+                for n in names[start : start + CHUNK]]
         insert = dialect_insert(session, LEASES)
         stmt = insert.on_conflict_do_update(
             index_elements=[LEASES.c.name],
@@ -86,7 +109,36 @@ def acquire_in(
             where=or_(LEASES.c.expires_at <= now, LEASES.c.owner == insert.excluded.owner),
         ).returning(LEASES.c.name)
         taken.update(session.scalars(stmt, rows))
+    missed = [n for n in names if n not in taken]
+    return taken | _take_from_dead(session, {n: owners[n] for n in missed}, expires_at)
+
+
+def _take_from_dead(
+    session: Session, owners: Mapping[str, str], expires_at: datetime
+) -> set[str]:
+    """Take over the leases of ``{name: owner}`` whose holder is a dead local process."""
+    taken: set[str] = set()
+    for name, holder in _local_holders(session, sorted(owners)):
+        if not holder_is_dead(holder):
+            continue
+        # WHERE owner = the dead one: if a rival took it first, the rival keeps it.
+        stmt = update(LEASES).where(LEASES.c.name == name, LEASES.c.owner == holder).values(
+            owner=owners[name], expires_at=expires_at)
+        if rowcount(session.execute(stmt)):
+            taken.add(name)
     return taken
+
+
+def _local_holders(session: Session, names: list[str]) -> list[tuple[str, str]]:
+    """``(name, owner)`` of those names held by owners of this host (a cheap filter: only
+    they can be judged dead), in name order."""
+    found: list[tuple[str, str]] = []
+    local = LEASES.c.owner.startswith(f"{this_host()}:", autoescape=True)
+    for start in range(0, len(names), CHUNK):
+        rows = session.execute(select(LEASES.c.name, LEASES.c.owner).where(
+            LEASES.c.name.in_(names[start : start + CHUNK]), local).order_by(LEASES.c.name))
+        found.extend((str(name), str(owner)) for name, owner in rows)
+    return found
 
 
 def renew_in(
@@ -182,3 +234,61 @@ class Leases:
         with self._db.session() as session:
             stmt = delete(LEASES).where(LEASES.c.expires_at <= self._now())
             return rowcount(session.execute(stmt))
+
+
+class LeaseKeeper:
+    """Holds leases for one process and renews all of them every ``interval_s`` in one
+    statement per beat, on one thread (started with the first lease, ended by
+    :meth:`close`), however many jobs hold one.
+    """
+
+    def __init__(self, leases: Leases, *, ttl_s: float = HOLDER_TIMEOUT_S,
+                 interval_s: float = HEARTBEAT_S) -> None:
+        self.leases = leases
+        self.ttl_s = ttl_s
+        self._interval_s = interval_s
+        self._held: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._ticker: Ticker | None = None
+
+    def acquire(self, name: str, owner: str) -> bool:
+        """Take ``name`` for ``owner`` and keep it until :meth:`release`; False if held
+        by someone else who is alive (or may be)."""
+        if not self.leases.acquire(name, owner, self.ttl_s):
+            return False
+        with self._lock:
+            self._held[name] = owner
+            if self._ticker is None:
+                self._ticker = Ticker(self._interval_s, self.beat, "killsync-lease-heartbeat")
+                self._ticker.start()
+        return True
+
+    def release(self, name: str, owner: str) -> None:
+        """Stop renewing ``name`` and give it up (a failure leaves it to expire)."""
+        with self._lock:
+            self._held.pop(name, None)
+        try:
+            self.leases.release(name, owner)
+        except KillsyncError:
+            logger.warning("could not release lease %s; it expires in %.0f s", name,
+                           self.ttl_s, exc_info=True)
+
+    def beat(self) -> None:
+        """Renew every lease held now (the ticker calls this)."""
+        with self._lock:
+            held = dict(self._held)
+        if not held:
+            return
+        kept = self.leases.renew_many(held, self.ttl_s)
+        with self._lock:  # leases released during the beat were not lost
+            still = sum(self._held.get(name) == owner for name, owner in held.items())
+        if kept < still:
+            logger.warning("%d of %d leases were taken over (heartbeats missed their "
+                           "%.0f s)", still - kept, still, self.ttl_s)
+
+    def close(self) -> None:
+        """Stop the heartbeat thread (leases still held then simply expire)."""
+        with self._lock:
+            ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker.stop()

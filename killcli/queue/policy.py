@@ -155,7 +155,7 @@ class Ticker:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def __enter__(self) -> Ticker:
-        self._thread.start()
+        self.start()
         return self
 
     def __exit__(
@@ -164,8 +164,17 @@ class Ticker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start ticking (once); :meth:`stop` ends it."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop ticking and wait for a tick in progress to end."""
         self._stopped.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def _run(self) -> None:
         while not self._stopped.wait(self._interval_s):

@@ -14,8 +14,9 @@ message for character X, so the database keeps that fact, as a lease per charact
   the jobs whose lease it got; two ``killsync queue`` runs at once, on any hosts, split
   the characters between them and never both publish one;
 * the consumer renews the lease while the job runs and while it waits for a retry, and
-  releases it once the job is acked as done or dead-lettered; then the character can be
-  queued again;
+  releases it just before it acks the job as done or dead-letters it (a worker killed in
+  between leaves a job that runs once more, never a character blocked with no job behind
+  it); then the character can be queued again;
 * a job delivered while its character's lease belongs to another job (its own lease had
   expired and the character was queued again) is acknowledged without running;
 * the lease has a TTL (``queued_ttl_s``, 12 h by default) so that a message lost outside
@@ -23,8 +24,9 @@ message for character X, so the database keeps that fact, as a lease per charact
   than the TTL may get a second job for a character, which the rule above then skips.
 
 The consumer also holds ``running:<queue>:<character_id>`` while a job runs (renewed every
-``running_ttl_s / 3``), which is what :meth:`RabbitBroker.stats` reports as running: AMQP
-itself only tells ready messages and consumers.
+few seconds, see :data:`~killcli.queue.leases.HEARTBEAT_S`), which is what
+:meth:`RabbitBroker.stats` reports as running: AMQP itself only tells ready messages and
+consumers.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from killcli.queue.base import (
 )
 from killcli.queue.dbqueue import default_consumer_id
 from killcli.queue.jobs import Job, PoisonMessage, decode, peek_ids
-from killcli.queue.leases import Leases, Now, lease_scope, queued_lease
+from killcli.queue.leases import HOLDER_TIMEOUT_S, Leases, Now, lease_scope, queued_lease
 from killcli.queue.policy import RetryPolicy, new_rng
 from killcli.queue.rabbit_consumer import ConsumerOptions, LeaseBook, RabbitConsumer
 from killcli.queue.rabbit_topology import (
@@ -91,7 +93,7 @@ class RabbitBroker(Broker):
         queue_name: str = DEFAULT_QUEUE_NAME,
         policy: RetryPolicy | None = None,
         queued_ttl_s: float = 12 * 3600,
-        running_ttl_s: float = 90.0,
+        running_ttl_s: float = HOLDER_TIMEOUT_S,
         reconnect_timeout_s: float = 300.0,
         now: Now = utcnow,
         rng: random.Random | None = None,

@@ -37,6 +37,7 @@ from killcli.errors import KillsyncError, QueueUnavailable
 from killcli.queue.base import ConsumeResult, Handler, Outcome, check_concurrency
 from killcli.queue.jobs import Job, PoisonMessage, decode, peek_ids
 from killcli.queue.leases import (
+    HEARTBEAT_S,
     Now,
     acquire_in,
     queued_lease,
@@ -48,6 +49,7 @@ from killcli.queue.policy import (
     Action,
     Budget,
     RetryPolicy,
+    Settlement,
     Tally,
     Ticker,
     describe,
@@ -78,7 +80,11 @@ class LeaseBook:
     job's since publishing) and the ``running:`` lease; it fails when the character's
     ``queued:`` lease belongs to another job, which makes this delivery a duplicate.
     A ticker renews both while the job runs; ``finish`` drops them (keeping ``queued:``
-    for a retry).
+    for a retry). Both are owned by the job id, not by this process: when a worker dies,
+    RabbitMQ redelivers its unacked jobs (the connection closes with the process) and
+    whoever gets one takes both leases back at once (taking is re-entrant), so they never
+    block the next round; a dead worker's ``running:`` leases only linger in
+    :meth:`RabbitBroker.stats` for ``running_ttl_s``.
     """
 
     def __init__(self, db: Database, queue: str, *, now: Now, queued_ttl_s: float,
@@ -155,8 +161,9 @@ class _Run:
 @dataclass(frozen=True)
 class _Finished:
     key: Key
-    outcome: Outcome
+    settlement: Settlement
     skipped: bool = False  # a duplicate: settle without counting or leases
+    released: bool = False  # its leases were dropped already (before the ack)
 
 
 @dataclass(frozen=True)
@@ -195,7 +202,7 @@ class RabbitConsumer:
         self._open()  # a broker that is down at startup: QueueUnavailable, nothing started
         workers = ThreadPoolExecutor(self._options.concurrency, "killsync-job")
         ledger = ThreadPoolExecutor(1, "killsync-leases")
-        beat_s = self._book.running_ttl_s / 3
+        beat_s = min(HEARTBEAT_S, self._book.running_ttl_s / 3)
         with workers, ledger, Ticker(beat_s, self._book.beat, "killsync-lease-heartbeat"):
             self._pool, self._ledger = workers, ledger
             try:
@@ -300,7 +307,7 @@ class RabbitConsumer:
             self._chan.basic_ack(run.tag)
             self._tally.add("skipped")
             return
-        settlement = self._policy.settle(finished.outcome, tries=job.attempt + 1, rng=self._rng)
+        settlement = finished.settlement
         if settlement.action is Action.RETRY:
             queue = self._topology.delay_queue(self._topology.tier_for(settlement.delay_s))
             publish(self._chan, queue, job.next_attempt().encode(),
@@ -311,8 +318,9 @@ class RabbitConsumer:
                     job_properties(job.job_id, run.priority, headers))
         self._chan.basic_ack(run.tag)  # only now: the retry or dead letter is confirmed
         self._tally.settled(settlement.action)
-        self._ledger.submit(self._book.finish, job,
-                            still_queued=settlement.action is Action.RETRY)
+        if not finished.released:
+            self._ledger.submit(self._book.finish, job,
+                                still_queued=settlement.action is Action.RETRY)
 
     def _bury_poison(self, tag: int, body: bytes, reason: str) -> None:
         assert self._chan is not None
@@ -343,7 +351,8 @@ class RabbitConsumer:
             finished = self._attempt(key, job)
         except Exception as exc:  # never leave a delivery unsettled, or the loop waits forever
             logger.exception("job %s: bookkeeping failed", job.job_id)
-            finished = _Finished(key, Outcome.retry(f"bookkeeping failed: {describe(exc)}"))
+            finished = _Finished(key, self._settlement(
+                job, Outcome.retry(f"bookkeeping failed: {describe(exc)}")))
         self._finished.put(finished)
         conn = self._conn
         if conn is not None:
@@ -354,9 +363,20 @@ class RabbitConsumer:
     def _attempt(self, key: Key, job: Job) -> _Finished:
         if not self._book.start(job):
             # The character's queued lease names another job: that one will sync it.
-            return _Finished(key, Outcome.done(), skipped=True)
+            return _Finished(key, Settlement(Action.ACK), skipped=True)
         self._tally.add("handled")
-        return _Finished(key, run_handler(self._handler, job))
+        settlement = self._settlement(job, run_handler(self._handler, job))
+        if settlement.action is Action.RETRY:
+            return _Finished(key, settlement)  # keeps queued: until the retry is settled
+        # Free the character before the ack, not after it: a worker killed in between
+        # then leaves a job that RabbitMQ redelivers and that runs once more (harmless),
+        # never a queued: lease that blocks its character for queued_ttl_s with no job
+        # behind it.
+        self._book.finish(job, still_queued=False)
+        return _Finished(key, settlement, released=True)
+
+    def _settlement(self, job: Job, outcome: Outcome) -> Settlement:
+        return self._policy.settle(outcome, tries=job.attempt + 1, rng=self._rng)
 
     # -- connection lifecycle ---------------------------------------------------------
 

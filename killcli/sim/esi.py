@@ -4,6 +4,11 @@ Order of checks for one request: error limit (420), route (404/405), bearer toke
 (401/403), token bucket (429), downtime (503), latency, injected fault (stall -> 504,
 5xx), the route's answer, ``If-None-Match`` (304), malformed/truncated body. Then the
 bucket is charged for the final status and the error limit counts it.
+
+As on ESI, the per-IP budgets are keyed by the *peer address* of the connection
+(``request.client_ip``): the ``killmail`` bucket (``ip``, or ``(ip, application)`` with a
+token) and the error limit. Clients bound to 127.0.0.2, 127.0.0.3, ... (any 127.x.y.z is
+loopback) are thus separate hosts, and ``stats.tokens_spent["killmail"]`` is per address.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from killcli.errors import NeedsLogin, SsoError, TokenRejected
 from killcli.esi.clock import Clock
 from killcli.esi.retry import RetryPolicy, backoff_s
+from killcli.esi.transport import bound_transport
 from killcli.sso.models import IssuedTokens, ServerMetadata, TokenClaims, TokenSet
 from killcli.sso.tokens import Jwk, read_header, select_key, validate
 
@@ -67,6 +68,7 @@ class SsoClient:
         retry_policy: RetryPolicy | None = None,
         rand: Callable[[], float] = random.random,
         leeway_s: float = DEFAULT_LEEWAY_S,
+        local_address: str | None = None,
     ) -> None:
         self._base_url = sso_base_url.rstrip("/")
         self.client_id = client_id
@@ -74,7 +76,7 @@ class SsoClient:
         self._clock = clock or Clock()
         self._owns_http = http is None
         self._http = http or httpx.Client(
-            transport=transport,
+            transport=transport or bound_transport(local_address),
             timeout=httpx.Timeout(timeout_s),
             headers={"User-Agent": user_agent} if user_agent else None,
             follow_redirects=False,

@@ -4,7 +4,10 @@
    walk), then pages to ``X-Pages``; stop at the first page whose killmails this character
    already has (``full`` walks everything). A refresh mid-walk restarts it.
 2. Plan: link what the database already holds, drop what another sync in this process is
-   fetching right now (and wait for its outcome), add pending bodies that are due.
+   fetching right now (and wait for its outcome), add pending bodies that are due. Claim
+   the rest in the database (:mod:`killcli.sync.claims`): what another worker of the
+   database has claimed is not fetched but waited for, once this sync's own bodies are
+   done, and linked when it lands.
 3. Fetch bodies newest first on the process's body threads, through the client's limiter.
    The threads serve the oldest running sync first and hold a bounded number of bodies
    per sync (:mod:`killcli.sync.fetcher`), so memory does not grow with a list's length.
@@ -16,6 +19,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,8 +38,9 @@ from killcli.esi.client import EsiClient
 from killcli.esi.models import KillmailRef, ListPageResult
 from killcli.esi.pagination import walk_list
 from killcli.killmail import KillmailError, KillmailRows, parse_killmail
+from killcli.sync.claims import BodyClaims, ClaimSet, released_as_pending
 from killcli.sync.events import killmail_saved_events, save_events
-from killcli.sync.fetcher import BodyFetcher, Fetched
+from killcli.sync.fetcher import BodyFetcher, Fetched, FetcherClosed
 from killcli.sync.inflight import Claim, InflightBodies
 from killcli.sync.names import NameResolver, ids_to_name
 
@@ -44,6 +49,7 @@ LINKS: Table = CharacterKillmail.__table__  # type: ignore[assignment]
 PENDING_BACKOFF_S = 300.0
 PENDING_BACKOFF_CAP_S = 86_400.0
 DEFAULT_BODY_THREADS = 16
+CLAIM_POLL_S = 0.5  # how often a sync looks for bodies another worker is fetching
 
 
 class TokenProvider(Protocol):
@@ -53,18 +59,29 @@ class TokenProvider(Protocol):
 
 
 class SyncProgress(Protocol):
-    """What a sync reports while it runs (the CLI draws bars from it)."""
+    """What a sync reports while it runs (:mod:`killcli.sync.progress` keeps it for the
+    bars and the worker's live view). Called on the sync's own thread."""
+
+    def started(self, character_name: str) -> None: ...
 
     def pages(self, read: int, total: int) -> None: ...
 
     def bodies(self, done: int, total: int) -> None: ...
 
+    def saving(self, killmails: int) -> None: ...
+
 
 class _NoProgress:
+    def started(self, character_name: str) -> None:
+        pass
+
     def pages(self, read: int, total: int) -> None:
         pass
 
     def bodies(self, done: int, total: int) -> None:
+        pass
+
+    def saving(self, killmails: int) -> None:
         pass
 
 
@@ -87,7 +104,9 @@ class SyncFigures:
     already: int = 0
     linked: int = 0
     fetched: int = 0
-    shared_inflight: int = 0
+    shared_inflight: int = 0  # fetched by another sync of this process
+    shared_elsewhere: int = 0  # claimed by another worker of this database
+    claims_taken_over: int = 0  # of those, claims that lapsed and were taken over
     pending: int = 0
     pending_retried: int = 0
     names_resolved: int = 0
@@ -120,6 +139,7 @@ class _Run:
 
     character: Character
     options: SyncOptions
+    claims: ClaimSet  # its claims in the database, released as bodies are settled
     figures: SyncFigures = field(default_factory=SyncFigures)
     new_ids: list[int] = field(default_factory=list)
     pending: dict[int, str] = field(default_factory=dict)  # killmail id -> reason
@@ -130,16 +150,22 @@ class _Run:
 
 
 class SyncEngine:
-    """Shared by every sync of a process: one ESI client, one body fetcher, one registry."""
+    """Shared by every sync of a process: one ESI client, one body fetcher, one registry,
+    one owner of body claims in the database."""
 
     def __init__(self, db: Database, esi: EsiClient, tokens: TokenProvider, *,
                  body_threads: int = DEFAULT_BODY_THREADS,
                  inflight: InflightBodies | None = None,
+                 claims: BodyClaims | None = None,
+                 claim_poll_s: float = CLAIM_POLL_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.db = db
         self.esi = esi
         self.tokens = tokens
         self.inflight = inflight or InflightBodies()
+        self.claims = claims or BodyClaims(db)
+        self._claim_poll_s = claim_poll_s
+        self._closed = threading.Event()  # wakes syncs waiting for other workers' bodies
         # One sync may use every thread; twice that leaves room for a save pause.
         self.fetcher: BodyFetcher[KillmailRef, KillmailRows] = BodyFetcher(
             self._fetch_body, threads=body_threads, per_stream=2 * body_threads)
@@ -147,8 +173,11 @@ class SyncEngine:
         self._clock = clock
 
     def close(self) -> None:
-        """Stop the body threads (after the fetches they are running)."""
+        """Stop the body threads (after the fetches they are running) and the claims'
+        heartbeat."""
+        self._closed.set()
         self.fetcher.close()
+        self.claims.close()
 
     # -- entry point --------------------------------------------------------------------
 
@@ -157,7 +186,8 @@ class SyncEngine:
         options = options or SyncOptions()
         progress = progress or _NoProgress()
         started, started_at = self._clock(), utcnow()
-        run = _Run(self._load_character(character_id), options)
+        run = _Run(self._load_character(character_id), options, self.claims.open())
+        progress.started(run.character.name)
         try:
             status = self._sync(run, progress)
         except NeedsLogin:
@@ -284,22 +314,30 @@ class SyncEngine:
         mine, theirs = self.inflight.claim(claim, (ref.killmail_id for ref in wanted))
         owned = set(mine)
         try:
-            self._fetch_ours(run, [ref for ref in wanted if ref.killmail_id in owned], progress,
-                             total=len(wanted))
+            # Under the process's registry, the database's claims: what another worker
+            # fetches is waited for, never fetched twice.
+            taken = run.claims.take(owned)
+            done = self._fetch_ours(run, [ref for ref in wanted if ref.killmail_id in taken],
+                                    progress, total=len(wanted))
+            self._await_elsewhere(run, [ref for ref in wanted if ref.killmail_id in
+                                        owned - taken], progress, done, len(wanted))
         finally:
+            run.claims.close()
             self.inflight.settle(claim, mine, {k: run.pending[k] for k in mine if k in run.pending})
         self._adopt_theirs(run, [ref for ref in wanted if ref.killmail_id in theirs], theirs)
 
     def _fetch_ours(self, run: _Run, ours: list[KillmailRef], progress: SyncProgress,
-                    total: int) -> None:
+                    total: int, done: int = 0) -> int:
+        """Fetch and save bodies we claimed; returns ``done`` plus how many it settled."""
         # Another sync may have saved some of these between our plan and our claim.
         with self.db.session() as session:
             stored = existing_killmail_ids(session, (ref.killmail_id for ref in ours))
             link_characters(session, [(run.character.character_id, k) for k in stored])
+            run.claims.release_in(session, stored)
         run.figures.already += len(stored)
         todo = [ref for ref in ours if ref.killmail_id not in stored]
         batch: list[KillmailRows] = []
-        done = len(stored)
+        done += len(stored)
         progress.bodies(done, total)
         with self.fetcher.stream(todo) as bodies:
             for fetched in bodies:
@@ -307,11 +345,60 @@ class SyncEngine:
                 if rows is not None:
                     batch.append(rows)
                 if len(batch) >= run.options.batch_size:
+                    progress.saving(len(batch))
                     self._save_batch(run, batch)
                     batch = []
                 done += 1
                 progress.bodies(done, total)
+        progress.saving(len(batch))
         self._save_batch(run, batch)
+        return done
+
+    def _await_elsewhere(self, run: _Run, refs: list[KillmailRef], progress: SyncProgress,
+                         done: int, total: int) -> None:
+        """Bodies another worker claimed: link them as they land, and take over the claims
+        that lapse (the holder died or gave up); never fetch one a live holder fetches."""
+        if not refs:
+            return
+        run.figures.shared_elsewhere += len(refs)
+        waiting = {ref.killmail_id: ref for ref in refs}
+        while waiting:
+            taken = run.claims.take(waiting)
+            # Looked at after the take: a claim its holder released by saving the body
+            # shows as stored here, never as a claim to take over.
+            done += self._link_landed(run, waiting)
+            lapsed = [waiting.pop(k) for k in sorted(taken & waiting.keys(), reverse=True)]
+            if lapsed:
+                run.figures.claims_taken_over += len(lapsed)
+                done = self._fetch_lapsed(run, lapsed, progress, total, done)
+            progress.bodies(done, total)
+            if waiting and self._closed.wait(self._claim_poll_s):
+                raise FetcherClosed("the sync engine was closed while a sync waited for bodies")
+
+    def _link_landed(self, run: _Run, waiting: dict[int, KillmailRef]) -> int:
+        """Link the waited-for bodies that are stored now and forget them (and our claims
+        on them); how many."""
+        with self.db.session() as session:
+            stored = existing_killmail_ids(session, waiting)
+            link_characters(session, [(run.character.character_id, k) for k in stored])
+            run.claims.release_in(session, stored)
+        for killmail_id in stored:
+            del waiting[killmail_id]
+        run.figures.already += len(stored)
+        return len(stored)
+
+    def _fetch_lapsed(self, run: _Run, refs: list[KillmailRef], progress: SyncProgress,
+                      total: int, done: int) -> int:
+        """Bodies whose claim we took over. A holder that could not fetch one recorded it
+        pending and released it: record it pending too (as for another sync of this
+        process, :meth:`Claim.failure`); fetch the others."""
+        with self.db.session() as session:
+            failed = released_as_pending(session, [ref.killmail_id for ref in refs])
+        for ref in refs:
+            if ref.killmail_id in failed:
+                self._record_pending(run, ref, failed[ref.killmail_id])
+        return self._fetch_ours(run, [ref for ref in refs if ref.killmail_id not in failed],
+                                progress, total, done + len(failed))
 
     def _fetch_body(self, ref: KillmailRef) -> KillmailRows:
         """On a body thread: fetch and parse, so only the parsed rows wait for the save."""
@@ -363,6 +450,7 @@ class SyncEngine:
             result = save_killmails(session, batch)
             link_characters(session, [(character_id, kid) for kid in ids])
             session.execute(delete(PENDING).where(PENDING.c.killmail_id.in_(ids)))
+            run.claims.release_in(session, ids)
             new = set(result.new_ids)
             save_events(session, killmail_saved_events(
                 [rows for rows in batch if rows.killmail_id in new], character_id, names))
@@ -387,6 +475,7 @@ class SyncEngine:
             session.execute(stmt.on_conflict_do_update(
                 index_elements=[PENDING.c.killmail_id],
                 set_={k: stmt.excluded[k] for k in ("reason", "attempts", "next_attempt_at")}))
+            run.claims.release_in(session, [ref.killmail_id])
 
     # -- 5. the run record --------------------------------------------------------------
 
@@ -401,4 +490,3 @@ class SyncEngine:
                 character.last_sync_at = utcnow()
                 character.last_error = error or (run.pending_reasons[0]
                                                  if run.pending_reasons else None)
-

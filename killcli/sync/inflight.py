@@ -5,6 +5,10 @@ fight) must not both fetch it: the second waits for the first and reuses its out
 A sync claims its whole plan at once and settles it once, so the registry holds one
 :class:`Claim` per running sync and one dict entry per claimed id, not an object per
 killmail.
+
+Across processes and hosts the same is done by claims in the database
+(:mod:`killcli.sync.claims`), taken under this registry: two syncs of one process never
+ask the database, they wait here for each other.
 """
 
 from __future__ import annotations

@@ -274,7 +274,7 @@ def test_stop_finishes_running_jobs_first(db: Database) -> None:
 
 
 def test_stats(db: Database, now: ManualNow) -> None:
-    queue = broker(db, now=now)
+    queue = broker(db, now=now, visibility_timeout_s=120)  # the running one outlives 61 s
     queue.publish(jobs(1, 2, 3, 4, 5))
     running, delayed, dead = queue.reserve(limit=3)
     assert queue.settle(delayed, Settlement(Action.RETRY, "later", 60))

@@ -5,7 +5,13 @@ from __future__ import annotations
 import threading
 
 from killcli.db import Database
-from killcli.queue.leases import Leases, character_lease, lease_scope, queued_lease
+from killcli.queue.leases import (
+    Leases,
+    character_lease,
+    consumer_lease,
+    lease_scope,
+    queued_lease,
+)
 from tests.queue.conftest import ManualNow
 
 
@@ -59,6 +65,9 @@ def test_long_queue_names_fit_the_lease_column() -> None:
     assert len(queued_lease(long_name, 2**62)) <= 200
     assert lease_scope(long_name) != lease_scope(long_name + "x")
     assert lease_scope("short") == "short"
+    consumer = "h" * 60 + ":4194304:123456789012.abcdef01:abcdef"  # the longest owner
+    assert len(consumer_lease("q" * 120, consumer)) <= 200
+    assert consumer_lease("q" * 120, consumer) != consumer_lease("q" * 120, consumer + "x")
 
 
 def test_racing_acquirers_get_one_winner(db: Database) -> None:

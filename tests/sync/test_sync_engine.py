@@ -108,6 +108,12 @@ def test_list_refreshed_mid_walk_restarts(start_sim: Any, wire: Any, db: Databas
     refreshed = threading.Event()
 
     class RefreshAfterFirstPage:
+        def started(self, character_name: str) -> None:
+            pass
+
+        def saving(self, killmails: int) -> None:
+            pass
+
         def pages(self, read: int, total: int) -> None:
             if read == 1 and not refreshed.is_set():
                 refreshed.set()
