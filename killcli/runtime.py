@@ -17,9 +17,10 @@ from killcli.config import Settings
 from killcli.db import Database
 from killcli.errors import ConfigError
 from killcli.esi import EsiClient, RateLimiter, user_agent
-from killcli.esi.ledger import EgressLedger, egress_identity, process_owner
+from killcli.esi.ledger import EgressLedger, egress_identity
 from killcli.esi.ratelimit import WaitEvent
 from killcli.esi.shared import SharedBudget
+from killcli.holders import this_owner
 from killcli.secrets import make_cipher
 from killcli.sso.client import SsoClient
 from killcli.sync import SyncEngine
@@ -69,7 +70,7 @@ def make_shared_budget(settings: Settings, db: Database, *,
     a round of every thread.
     """
     egress = egress_identity(settings.egress, settings.source_address)
-    return SharedBudget(EgressLedger(db, egress, process_owner()),
+    return SharedBudget(EgressLedger(db, egress, this_owner()),
                         max_block_tokens=max_block_tokens)
 
 

@@ -51,8 +51,6 @@ Times are epoch seconds from the caller's wall clock: hosts sharing an egress ke
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -64,6 +62,7 @@ from sqlalchemy.orm import Session
 from killcli.db import Database
 from killcli.db.models import EgressBlock, EgressBudget
 from killcli.db.store import insert_ignore
+from killcli.holders import this_host
 
 BUDGETS: Table = EgressBudget.__table__  # type: ignore[assignment]
 BLOCKS: Table = EgressBlock.__table__  # type: ignore[assignment]
@@ -75,12 +74,7 @@ Wall = Callable[[], float]
 
 def egress_identity(egress: str | None, source_address: str | None) -> str:
     """Who ESI sees: ``KILLSYNC_EGRESS``, else the source address, else the host name."""
-    return egress or source_address or socket.gethostname()
-
-
-def process_owner() -> str:
-    """This process in the ledger: ``host:pid``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return egress or source_address or this_host()
 
 
 @dataclass(frozen=True)

@@ -148,7 +148,7 @@ class Ticker:
     once is harmless as long as the lease it extends is a few intervals long.
     """
 
-    def __init__(self, interval_s: float, tick: Callable[[], None], name: str) -> None:
+    def __init__(self, interval_s: float, tick: Callable[[], object], name: str) -> None:
         self._interval_s = interval_s
         self._tick = tick
         self._stopped = threading.Event()

@@ -33,15 +33,14 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Table, delete, or_, select, update
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from killcli.db import Database
 from killcli.db.models import BodyClaim, PendingKillmail
 from killcli.db.store import READ_CHUNK, dialect_insert
 from killcli.db.types import utcnow
-from killcli.errors import KillsyncError
 from killcli.holders import holder_is_dead, this_owner
+from killcli.queue.policy import Ticker
 
 CLAIMS: Table = BodyClaim.__table__  # type: ignore[assignment]
 PENDING: Table = PendingKillmail.__table__  # type: ignore[assignment]
@@ -68,7 +67,7 @@ class BodyClaims:
         self._numbers = itertools.count(1)
         self._lock = threading.Lock()
         self._active: dict[str, ClaimSet] = {}  # sets holding claims, by owner
-        self._heartbeat: _Heartbeat | None = None
+        self._heartbeat: Ticker | None = None
 
     def open(self) -> ClaimSet:
         """The claims of one sync (costs nothing until it takes some)."""
@@ -114,7 +113,9 @@ class BodyClaims:
         with self._lock:
             self._active[claims.owner] = claims
             if self._heartbeat is None:
-                self._heartbeat = _Heartbeat(self, self.ttl_s / HEARTBEATS_PER_TTL)
+                self._heartbeat = Ticker(self.ttl_s / HEARTBEATS_PER_TTL, self.renew,
+                                         "killsync-claims")
+                self._heartbeat.start()
 
     def deactivate(self, claims: ClaimSet) -> None:
         """A sync holds no claims any more."""
@@ -214,24 +215,3 @@ def released_as_pending(session: Session, killmail_ids: Sequence[int]) -> dict[i
             PENDING.c.next_attempt_at > now))
         reasons.update({row.killmail_id: row.reason for row in rows})
     return reasons
-
-
-class _Heartbeat:
-    """A daemon thread renewing an engine's claims every ``every_s`` seconds."""
-
-    def __init__(self, claims: BodyClaims, every_s: float) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(claims, every_s),
-                                        name="killsync-claims", daemon=True)
-        self._thread.start()
-
-    def _run(self, claims: BodyClaims, every_s: float) -> None:
-        while not self._stop.wait(every_s):
-            try:
-                claims.renew()
-            except (KillsyncError, SQLAlchemyError):
-                continue  # the database blinked; the next beat tries again
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
