@@ -57,6 +57,7 @@ from bench.children import (  # noqa: E402
     Children,
     Finished,
     child_environ,
+    delete_rabbit_queues,
     exit_on_sigterm,
 )
 from bench.fleet_report import print_sigkill, print_sync, progress  # noqa: E402
@@ -126,16 +127,7 @@ class FleetRun:
             self.sim.process.kill()
 
     def _delete_rabbit_queues(self) -> None:
-        import pika  # noqa: PLC0415 - only PostgreSQL runs use RabbitMQ
-
-        from killcli.queue.rabbit_topology import Topology  # noqa: PLC0415
-
-        with contextlib.suppress(Exception):  # best effort: never hide the run's result
-            connection = pika.BlockingConnection(pika.URLParameters(self.opts.amqp))
-            try:
-                Topology(self.queue_name).delete(connection.channel())
-            finally:
-                connection.close()
+        delete_rabbit_queues(self.opts.amqp, self.queue_name)
 
     # -- killsync as an operator runs it ---------------------------------------------------
 

@@ -33,7 +33,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.children import Children, Finished, child_environ, exit_on_sigterm  # noqa: E402
+from bench.children import (  # noqa: E402
+    Children,
+    Finished,
+    child_environ,
+    delete_rabbit_queues,
+    exit_on_sigterm,
+)
 from bench.run import BODY, LIST, SimProcess, count, fresh_database  # noqa: E402
 from killcli.sim import FaultPlan  # noqa: E402
 
@@ -112,16 +118,7 @@ class Deployment:
         return self.run(name, "worker", "--drain", *extra)
 
     def _delete_rabbit_queues(self) -> None:
-        import pika  # noqa: PLC0415 - only PostgreSQL runs use RabbitMQ
-
-        from killcli.queue.rabbit_topology import Topology  # noqa: PLC0415
-
-        with contextlib.suppress(Exception):  # best effort: never hide the run's result
-            connection = pika.BlockingConnection(pika.URLParameters(self.opts.amqp))
-            try:
-                Topology(self.queue_name).delete(connection.channel())
-            finally:
-                connection.close()
+        delete_rabbit_queues(self.opts.amqp, self.queue_name)
 
 
 def fill(deployment: Deployment) -> float:

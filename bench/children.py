@@ -148,3 +148,17 @@ class Children:
             if child.process.returncode is not None:
                 return
         print(f"bench: could not end {child.name} (pid {child.process.pid})", file=sys.stderr)
+
+
+def delete_rabbit_queues(amqp_url: str, queue_name: str) -> None:
+    """Delete a run's RabbitMQ topology; best effort: never hides the run's result."""
+    import pika  # noqa: PLC0415 - only PostgreSQL runs use RabbitMQ
+
+    from killcli.queue.rabbit_topology import Topology  # noqa: PLC0415
+
+    with contextlib.suppress(Exception):
+        connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        try:
+            Topology(queue_name).delete(connection.channel())
+        finally:
+            connection.close()

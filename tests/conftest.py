@@ -75,6 +75,23 @@ def pg_url() -> Iterator[str]:
     engine.dispose()
 
 
+@pytest.fixture
+def empty_pg_url(pg_url: str) -> Iterator[str]:
+    """The session's PostgreSQL database seen through a new, empty schema (its search path):
+    where tests that migrate from nothing, or from an old revision, start."""
+    schema = f"empty_{secrets.token_hex(4)}"
+    engine = create_engine(pg_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        url = make_url(pg_url).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        engine.dispose()
+
+
 def _truncate(db: Database) -> None:
     tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
     with db.engine.begin() as conn:

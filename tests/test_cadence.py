@@ -5,7 +5,6 @@ drives the due-ness decisions; SQLite and PostgreSQL both."""
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,8 +12,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, insert, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import insert, select
 
 from killcli.accounts import KILLMAIL_SCOPE
 from killcli.cadence import DEFAULT_CADENCE, CadenceError, parse_cadence
@@ -25,7 +23,7 @@ from killcli.db.store import link_characters, save_killmails
 from killcli.killmail import parse_killmail
 from killcli.queue import Broker, open_broker
 from killcli.scheduler import run_queue
-from tests.conftest import PG_ADMIN_URL, CliResult, DbTarget, unavailable
+from tests.conftest import CliResult, DbTarget
 from tests.factories import killmail
 
 CADENCE = parse_cadence(DEFAULT_CADENCE)
@@ -239,28 +237,16 @@ def test_stats_show_list_requests_saved_per_day(cli: Cli, cli_db: Database) -> N
 
 
 @pytest.fixture
-def empty_database(db_target: DbTarget, tmp_path: Path) -> Iterator[Database]:
-    """A database with no schema yet (a fresh file, or a fresh PostgreSQL database)."""
+def empty_database(db_target: DbTarget, tmp_path: Path,
+                   request: pytest.FixtureRequest) -> Iterator[Database]:
+    """A database with no schema yet (a fresh file, or an empty PostgreSQL schema)."""
     if db_target.kind == "sqlite":
-        database = Database(f"sqlite:///{tmp_path / 'old.db'}")
-        yield database
-        database.close()
-        return
-    admin = make_url(PG_ADMIN_URL)
-    name = f"killsync_mig_{secrets.token_hex(4)}"
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001 - any connection failure means "not reachable"
-        engine.dispose()
-        unavailable(f"PostgreSQL ({exc})")
-    database = Database(admin.set(database=name).render_as_string(hide_password=False))
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    else:
+        url = request.getfixturevalue("empty_pg_url")
+    database = Database(url)
     yield database
     database.close()
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
 
 
 def migrate(database: Database, revision: str) -> None:

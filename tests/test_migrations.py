@@ -8,8 +8,6 @@ difference is a migration that does not match its model (or a model change witho
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from pprint import pformat
 from typing import Any
@@ -17,29 +15,11 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from killcli.db import Database
 from killcli.db.models import Base
 
 COMPARE = {"compare_type": True, "compare_server_default": True}
-
-
-@pytest.fixture
-def empty_pg_url(pg_url: str) -> Iterator[str]:
-    """The session's PostgreSQL database seen through a new, empty schema (its search path)."""
-    schema = f"migrations_{secrets.token_hex(4)}"
-    engine = create_engine(pg_url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        url = make_url(pg_url).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with engine.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        engine.dispose()
 
 
 def schema_differences(url: str) -> list[Any]:

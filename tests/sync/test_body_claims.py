@@ -29,9 +29,14 @@ from killcli.holders import this_owner
 from killcli.runtime import Runtime
 from killcli.sim import FaultPlan, SimServer
 from killcli.sync.claims import BodyClaims
-from tests.conftest import DbTarget, sim_environ, unavailable
+from tests.conftest import DbTarget, sim_environ
 from tests.sync.test_sync_engine import assert_matches_ground_truth
-from tests.test_worker import RABBIT_URL, assert_ground_truth_stored_once, queue_everyone
+from tests.test_worker import (
+    RABBIT_URL,
+    assert_ground_truth_stored_once,
+    queue_everyone,
+    require_rabbitmq,
+)
 
 WORKER_TIMEOUT_S = 120
 
@@ -312,7 +317,7 @@ def deployment(db: Database, db_target: DbTarget, broker: str, tmp_path: Path
     def environ(sim: SimServer) -> dict[str, str]:
         env = sim_environ(sim, tmp_path / "home", db_target.url)
         if broker != "database":
-            env["KILLSYNC_BROKER_URL"] = reachable_rabbitmq()
+            env["KILLSYNC_BROKER_URL"] = require_rabbitmq()
             env["KILLSYNC_QUEUE_NAME"] = f"killsync-claims-{os.getpid()}-{time.monotonic_ns()}"
         made.append(env)
         return env
@@ -325,17 +330,6 @@ def deployment(db: Database, db_target: DbTarget, broker: str, tmp_path: Path
             settings = load_settings(environ=env)
             RabbitBroker(env["KILLSYNC_BROKER_URL"], db,
                          queue_name=settings.queue_name).delete_topology()
-
-
-def reachable_rabbitmq() -> str:
-    """The test RabbitMQ's URL; skips (fails under CI) when it cannot be reached."""
-    import pika
-
-    try:
-        pika.BlockingConnection(pika.URLParameters(RABBIT_URL)).close()
-    except Exception as exc:  # noqa: BLE001 - any failure means unreachable
-        unavailable(f"RabbitMQ at {RABBIT_URL} ({exc})")
-    return RABBIT_URL
 
 
 def start_workers(env: dict[str, str], count: int, *args: str) -> list[subprocess.Popen[str]]:
