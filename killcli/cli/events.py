@@ -21,7 +21,6 @@ from killcli.errors import ExitCode, InputError, UsageError
 from killcli.events.hookpost import PostStatus, make_client
 from killcli.events.outbox import EXCHANGE, OutboxEvent, parse_age, prune
 from killcli.events.render import event_json, kill_line
-from killcli.events.signals import stop_on_signals
 from killcli.events.webhooks import (
     DEFAULT_MAX_AGE_S,
     DeliveryResult,
@@ -32,6 +31,7 @@ from killcli.events.webhooks import (
     send_test_message,
 )
 from killcli.secrets import make_cipher
+from killcli.signals import stop_on_signals
 from killcli.sso.crypto import TokenCipher
 from killcli.textsafe import dumps_for_terminal, sanitize
 

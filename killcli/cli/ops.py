@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
-from types import FrameType
+from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Annotated, Any
 
 import typer
@@ -25,6 +25,7 @@ from killcli.queue import open_broker
 from killcli.queue.base import Broker
 from killcli.runtime import build_runtime
 from killcli.scheduler import run_queue
+from killcli.signals import stop_on_signals
 from killcli.stats import collect_stats
 from killcli.sync.progress import ProgressRegistry
 from killcli.textsafe import sanitize
@@ -83,17 +84,14 @@ def queue_cmd(
         make_console(stderr=False).print(table)
 
 
-def _install_signals(stop: threading.Event, app_ctx: AppContext) -> None:
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        if stop.is_set():  # second signal: leave now; unsettled jobs go back to the queue
+def _announce_signal(app_ctx: AppContext) -> Callable[[int, int], None]:
+    def announce(signum: int, count: int) -> None:
+        if count > 1:  # second signal: leave now; unsettled jobs go back to the queue
             app_ctx.console.print("killsync: exiting now")
-            os._exit(130)
-        stop.set()
-        app_ctx.console.print(f"killsync: {signal.Signals(signum).name}: finishing running "
-                              "jobs (again to exit now)")
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+        else:
+            app_ctx.console.print(f"killsync: {signal.Signals(signum).name}: finishing "
+                                  "running jobs (again to exit now)")
+    return announce
 
 
 class _LiveView:
@@ -177,13 +175,8 @@ def worker_cmd(
     worker = Worker(runtime, broker, on_report=view.report, metrics=metrics,
                     after_job=pump.pump, progress=view.registry,
                     status=StatusReporter(app_ctx.database(), runtime.esi.limiter))
-    stop = threading.Event()
-    _install_signals(stop, app_ctx)
-    if view.live is not None:
-        with view.live:
-            result = worker.run(concurrency=concurrency, stop=stop, drain=drain,
-                                max_jobs=max_jobs)
-    else:
+    with stop_on_signals(force="exit", on_signal=_announce_signal(app_ctx)) as stop, \
+            view.live if view.live is not None else nullcontext():
         result = worker.run(concurrency=concurrency, stop=stop, drain=drain, max_jobs=max_jobs)
     app_ctx.info(f"worker stopped: {result.handled} jobs ({result.done} done, {result.retried} "
                  f"retried, {result.dead_lettered} dead)")

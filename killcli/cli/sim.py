@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
-from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import typer
@@ -16,6 +12,7 @@ import typer
 from killcli.cli import params
 from killcli.cli.context import examples, print_json
 from killcli.console import make_console
+from killcli.signals import stop_on_signals
 from killcli.sim import Scenario, SimServer
 from killcli.sim.server import Provisioned
 from killcli.textsafe import sanitize
@@ -59,21 +56,16 @@ def serve(
     """
     console = make_console()
     chosen = Scenario.load(scenario, seed=seed)
-    stop = threading.Event()
     # Handlers first: whoever reads the printed URLs may signal us right away.
-    restore = _stop_on_signals(stop)
-    try:
-        with SimServer(chosen, port=port) as sim:
-            details = sim.provision()
-            if tokens_file is not None:
-                _write_tokens(tokens_file, details)
-                console.print(f"refresh tokens written to {tokens_file}")
-            _print_details(details, as_json=as_json, with_tokens=tokens_file is None)
-            console.print(f"simulating {chosen.describe()}")
-            console.print(f"ESI at {sim.esi_url}, SSO at {sim.sso_url}; Ctrl-C to stop")
-            stop.wait()
-    finally:
-        restore()
+    with stop_on_signals() as stop, SimServer(chosen, port=port) as sim:
+        details = sim.provision()
+        if tokens_file is not None:
+            _write_tokens(tokens_file, details)
+            console.print(f"refresh tokens written to {tokens_file}")
+        _print_details(details, as_json=as_json, with_tokens=tokens_file is None)
+        console.print(f"simulating {chosen.describe()}")
+        console.print(f"ESI at {sim.esi_url}, SSO at {sim.sso_url}; Ctrl-C to stop")
+        stop.wait()
     console.print("simulator stopped")
 
 
@@ -102,19 +94,3 @@ def _write_tokens(path: Path, details: Provisioned) -> None:
     from killcli.keyfile import write_private_file  # noqa: PLC0415 - keep `--help` fast
 
     write_private_file(path, json.dumps(details.to_dict(), ensure_ascii=False, indent=2) + "\n")
-
-
-def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
-    """SIGINT and SIGTERM set ``stop``; the returned function restores the old handlers."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore
-

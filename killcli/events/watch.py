@@ -11,7 +11,7 @@ Two sources behind one small interface, :class:`EventSource`:
 
 :func:`watch` runs the loop: filter, dedupe by id (delivery is at least once), hand each
 event to a callback, stop on ``max_events``, ``timeout_s`` or the ``stop`` event (set by
-a signal handler, see :mod:`killcli.events.signals`).
+a signal handler, see :mod:`killcli.signals`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,93 @@
+"""SIGINT/SIGTERM become a stop request without a lock in the signal handler."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from killcli.signals import stop_on_signals
+from tests.sim.sim_helpers import REPO
+
+
+def test_a_signal_while_the_main_thread_holds_the_events_lock_still_stops() -> None:
+    """The deadlock a handler calling ``Event.set`` had: the signal arrives inside
+    ``Event.wait`` (CPython's ``_cond``), whose lock the main thread then holds."""
+    seen: list[tuple[int, int]] = []
+    with stop_on_signals(on_signal=lambda signum, count: seen.append((signum, count))) as stop:
+        with stop._cond:  # type: ignore[attr-defined]
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the Python handler runs here, holding the lock
+            assert not stop.is_set()  # the watcher thread waits for the lock, not us
+        assert stop.wait(5)
+    assert seen == [(signal.SIGTERM, 1)]
+    assert signal.set_wakeup_fd(-1) == -1  # the previous wakeup fd (none) is back
+
+
+def test_handlers_and_threads_are_restored() -> None:
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    threads = threading.active_count()
+    with stop_on_signals() as stop:
+        assert signal.getsignal(signal.SIGINT) is not before[signal.SIGINT]
+    assert not stop.is_set()
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+    assert threading.active_count() == threads
+
+
+def test_outside_the_main_thread_the_block_works_without_handlers() -> None:
+    result: list[bool] = []
+
+    def run() -> None:
+        with stop_on_signals() as stop:
+            result.append(stop.is_set())
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert result == [False]
+
+
+CHILD = """
+import sys, time
+from killcli.signals import stop_on_signals
+try:
+    with stop_on_signals(force=sys.argv[1],
+                         on_signal=lambda s, n: print("signal", n, flush=True)) as stop:
+        print("ready", flush=True)
+        while not stop.wait(0.00001):  # spins through Event.wait's lock all the time
+            pass
+        print("stopping", flush=True)
+        time.sleep(30)  # a slow shutdown: the second signal must end it
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("force", ["interrupt", "exit"])
+def test_a_busy_process_stops_on_the_first_signal_and_leaves_on_the_second(force: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for _ in range(5):  # the old handler deadlocked on some of these runs
+        proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CHILD), force],
+                                stdout=subprocess.PIPE, text=True, env=env)
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == "ready\n"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.stdout.readline() == "signal 1\n"
+            assert proc.stdout.readline() == "stopping\n"
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 130
+        expected = {"signal 2", "interrupted"} if force == "interrupt" else {"signal 2"}
+        assert set(out.splitlines()) == expected
