@@ -182,10 +182,14 @@ class Accounts:
             return self._usable(character)
 
     def _usable(self, character: Character) -> str | None:
-        expires = character.access_expires_at
-        if (character.access_token_enc and expires
-                and expires - self.refresh_margin > self._clock.now()):
-            return self.cipher.decrypt(character.access_token_enc)
+        return self.usable_access_token(character.access_token_enc,
+                                        character.access_expires_at)
+
+    def usable_access_token(self, token_enc: str | None, expires: datetime | None) -> str | None:
+        """The stored access token, decrypted, if it is verified (it has an expiry) and
+        outlives the refresh margin; else None (:meth:`access_token` refreshes it)."""
+        if token_enc and expires and expires - self.refresh_margin > self._clock.now():
+            return self.cipher.decrypt(token_enc)
         return None
 
     def _refresh_locked(self, character_id: int, *, force: bool = False) -> _Fresh:

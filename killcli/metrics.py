@@ -6,6 +6,8 @@ address given. Names and labels are documented in ``examples/metrics.md``.
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -13,6 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from killcli.errors import UsageError
 from killcli.esi.ratelimit import RateLimiter
 from killcli.esi.stats import ClientStats
+
+OBSERVE_EVERY_S = 1.0
 
 
 @dataclass
@@ -39,6 +43,8 @@ class WorkerMetrics:
         self.error_limit_remain = Gauge("killsync_esi_error_limit_remain",
                                         "X-ESI-Error-Limit-Remain as last reported.",
                                         registry=r)
+        self._lock = threading.Lock()
+        self._observed_at = -OBSERVE_EVERY_S
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         """Serve ``/metrics`` on ``addr:port``; a port in use is a usage error (exit 2)."""
@@ -49,15 +55,22 @@ class WorkerMetrics:
                              f"{exc.strerror or exc}") from exc
 
     def observe_client(self, stats: ClientStats, limiter: RateLimiter | None) -> None:
-        """Copy the ESI client's counters and the limiter's last-seen state."""
+        """Copy the ESI client's counters and the limiter's shared buckets (a label per
+        character would be thousands of series); at most once per :data:`OBSERVE_EVERY_S`,
+        since a worker finishing hundreds of jobs a second calls this after each."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._observed_at < OBSERVE_EVERY_S:
+                return
+            self._observed_at = now
         snapshot = stats.snapshot()
         for (group, status), count in snapshot.requests.items():
             self.esi_requests.labels(group or "none", str(status)).set(count)
         if limiter is None:
             return
-        state = limiter.snapshot()
+        state = limiter.snapshot(per_character=False)
         for bucket in state.buckets:
             if bucket.available_tokens is not None:
-                self.bucket_remaining.labels(str(bucket.key)).set(bucket.available_tokens)
+                self.bucket_remaining.labels(bucket.key.label()).set(bucket.available_tokens)
         if state.error_limit_remain is not None:
             self.error_limit_remain.set(state.error_limit_remain)

@@ -76,14 +76,17 @@ def make_shared_budget(settings: Settings, db: Database, *,
 
 def build_runtime(settings: Settings, db: Database, *,
                   body_concurrency: int = DEFAULT_BODY_CONCURRENCY,
+                  list_concurrency: int = 1,
                   read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
                   on_wait: Callable[[WaitEvent], None] | None = None) -> Runtime:
-    """Everything a sync needs; close it when done."""
+    """Everything a sync needs; close it when done. ``list_concurrency``: syncs at once
+    (each may have a list request in flight beside the body threads')."""
     accounts = make_accounts(settings, db)
     limiter = RateLimiter(on_wait=on_wait, shared=make_shared_budget(
         settings, db, max_block_tokens=2 * 2 * body_concurrency))
     esi = EsiClient(settings.esi_base_url, user_agent=user_agent(settings.contact),
-                    limiter=limiter, max_connections=max(8, body_concurrency * 2),
+                    limiter=limiter,
+                    max_connections=max(8, body_concurrency * 2) + list_concurrency,
                     read_timeout_s=read_timeout_s, local_address=settings.source_address)
     engine = SyncEngine(db, esi, accounts, body_threads=body_concurrency)
     return Runtime(settings, db, esi, accounts.sso, accounts, engine)

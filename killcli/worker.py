@@ -39,6 +39,7 @@ from killcli.queue.leases import HOLDER_TIMEOUT_S, LeaseKeeper, Leases, characte
 from killcli.runtime import Runtime
 from killcli.sync import SyncOptions, SyncResult
 from killcli.sync.progress import ProgressRegistry
+from killcli.sync.quick import QuickSync
 from killcli.workerstatus import StatusReporter
 
 # The character lease outlives its holder's last heartbeat (every HEARTBEAT_S, by the
@@ -46,6 +47,10 @@ from killcli.workerstatus import StatusReporter
 # not at all for a worker on this host (the lease of a dead local process is taken over).
 LEASE_TTL_S = HOLDER_TIMEOUT_S
 LEASE_BUSY_RETRY_S = 30.0
+# Syncs at once: sized for I/O, not CPU cores. Most of a sync is waiting for ESI (a 304
+# takes one 30-80 ms round trip); the bodies go through the engine's own threads and the
+# budget, so more syncs do not mean more body requests at once.
+DEFAULT_CONCURRENCY = 32
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,7 @@ class Worker:
 
     def __init__(self, runtime: Runtime, broker: Broker, *,
                  on_report: Callable[[JobReport], None] | None = None,
-                 after_job: Callable[[], None] | None = None,
+                 on_new_killmails: Callable[[], None] | None = None,
                  metrics: WorkerMetrics | None = None,
                  status: StatusReporter | None = None,
                  progress: ProgressRegistry | None = None,
@@ -97,11 +102,12 @@ class Worker:
         self.leases = Leases(runtime.db)
         self.owner = this_owner()
         self.on_report = on_report or (lambda report: None)
-        self.after_job = after_job
+        self.on_new_killmails = on_new_killmails  # e.g. deliver their events now
         self.metrics = metrics
         self.status = status
         self.progress = progress or ProgressRegistry()  # running syncs, for the live view
         self.keeper = LeaseKeeper(self.leases, ttl_s=lease_ttl_s)
+        self.quick = QuickSync(runtime.db, runtime.esi, runtime.accounts)
 
     def run(self, *, concurrency: int, stop: threading.Event, drain: bool = False,
             max_jobs: int | None = None) -> ConsumeResult:
@@ -119,15 +125,19 @@ class Worker:
         started = time.monotonic()
         lease = character_lease(job.character_id)
         owner = this_owner(job.job_id)
-        if not self.keeper.acquire(lease, owner):
+        begun = self.quick.begin(job.character_id, lease, owner, ttl_s=self.keeper.ttl_s)
+        if not begun.leased:
             holder = self.leases.holder(lease) or "another worker"
             return self._settle(job, Outcome.retry(f"being synced by {holder}",
                                                    delay_s=LEASE_BUSY_RETRY_S),
                                 "busy", started)
+        self.keeper.hold(lease, owner)
         try:
             with self.progress.track(job.character_id) as tracker:
-                result = self.runtime.engine.sync_character(
-                    job.character_id, SyncOptions(full=job.full), tracker)
+                quick = self.quick.attempt(begun, full=job.full, progress=tracker)
+                result = quick.result or self.runtime.engine.sync_character(
+                    job.character_id, SyncOptions(full=job.full), tracker,
+                    first_page=quick.first_page)
         except NeedsLogin as exc:
             return self._settle(job, Outcome.done(), "needs_login", started, reason=exc.message)
         except UsageError as exc:
@@ -155,7 +165,7 @@ class Worker:
         self.on_report(report)
         if self.status is not None:
             self.status.job_done()
-        if self.after_job is not None:
-            self.after_job()
+        if self.on_new_killmails is not None and figures is not None and figures.new:
+            self.on_new_killmails()
         return outcome
 

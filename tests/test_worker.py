@@ -26,6 +26,7 @@ from killcli.db.models import (
     Killmail,
     Lease,
     PendingKillmail,
+    SyncRun,
 )
 from killcli.db.models import Job as JobRow
 from killcli.db.store import iter_killmail_bodies
@@ -132,6 +133,65 @@ def test_queue_then_worker_stores_everything_once(pipeline: Any, db: Database) -
     assert max(p.sim.stats.snapshot().body_fetches.values()) == 1
     assert run_queue(db, p.broker).published == 0  # lists are cached: nobody is due
     assert p.broker.stats().ready == 0
+
+
+LIST = "/characters/{character_id}/killmails/recent"
+
+
+def _runs_since(db: Database, since: Any) -> dict[int, Any]:
+    with db.session() as s:
+        return {r.character_id: r for r in s.scalars(
+            select(SyncRun).where(SyncRun.started_at >= since))}
+
+
+def test_a_resync_settles_what_one_request_can_and_hands_the_rest_to_the_engine(
+        pipeline: Any, db: Database) -> None:
+    """The quick path (killcli.sync.quick): a 304 is one request and shared transactions;
+    a list that changed goes to the engine with its page 1 (not asked for twice), and a
+    character with a pending body due goes to the engine, which retries it."""
+    p = pipeline("smoke", characters=12, killmails=120, list_cache_s=1)
+    ids = p.add_characters()
+    run_queue(db, p.broker)
+    p.drain()
+    changed, with_pending = ids[0], ids[1]
+    p.sim.world.add_kill(victim=changed)
+    with db.session() as s:  # a body retry that is due (of a killmail it already has)
+        kid = s.scalars(select(Killmail.killmail_id)).first()
+        s.add(PendingKillmail(killmail_id=kid, killmail_hash="0" * 40,
+                              character_id=with_pending, reason="test", attempts=1,
+                              first_seen_at=utcnow(), next_attempt_at=utcnow()))
+    time.sleep(1.2)  # every list's cache expired
+    since, before = utcnow(), p.sim.stats.snapshot()
+    assert run_queue(db, p.broker, all_active=True).published == len(ids)
+    worker = Worker(p.runtime, p.broker)
+    result = worker.run(concurrency=8, stop=threading.Event(), drain=True)
+    after = p.sim.stats.snapshot()
+    assert result.done == len(ids)
+    runs = _runs_since(db, since)
+    assert {cid: r.status for cid, r in runs.items()} == {
+        cid: "ok" if cid == changed else "not_modified" for cid in ids}
+    assert worker.quick.finishes.items == len(ids) - 2  # all but the two the engine ran
+    assert after.count(LIST, 304) - before.count(LIST, 304) == len(ids) - 1
+    # The changed list's page 1 was fetched once, by the quick try, and used by the engine.
+    assert after.count(LIST, 200) - before.count(LIST, 200) == runs[changed].figures["pages"]
+    with db.session() as s:
+        assert s.get(PendingKillmail, kid) is None  # the engine retried it: stored, linked
+    assert_ground_truth_stored_once(p.sim, db)
+
+
+def test_a_job_whose_list_cache_is_fresh_costs_no_request(pipeline: Any, db: Database) -> None:
+    p = pipeline("smoke", characters=6, killmails=40)  # lists cached for 300 s
+    ids = p.add_characters()
+    run_queue(db, p.broker)
+    p.drain()
+    since, before = utcnow(), p.sim.stats.snapshot().total
+    run_queue(db, p.broker, all_active=True)
+    assert p.drain().done == len(ids)
+    assert p.sim.stats.snapshot().total == before
+    assert {r.status for r in _runs_since(db, since).values()} == {"cached"}
+    with db.session() as s:
+        assert all(c.last_sync_at is not None and c.last_sync_at >= since
+                   for c in s.scalars(select(Character)))
 
 
 def test_removed_character_job_is_dead_lettered(pipeline: Any, db: Database) -> None:
@@ -386,7 +446,7 @@ def test_workers_report_their_view_of_esi_for_stats(pipeline: Any, db: Database,
     seen: list[list[dict[str, Any]]] = []
     reporter = StatusReporter(db, p.runtime.esi.limiter)
     worker = Worker(p.runtime, p.broker, status=reporter,
-                    after_job=lambda: seen.append(live_workers(db)))
+                    on_new_killmails=lambda: seen.append(live_workers(db)))
     worker.run(concurrency=1, stop=threading.Event(), drain=True)
     reporter.write()  # what a running worker shows (the run removed its row on exit)
     rows = live_workers(db)

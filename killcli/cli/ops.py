@@ -29,7 +29,7 @@ from killcli.signals import stop_on_signals
 from killcli.stats import collect_stats
 from killcli.sync.progress import ProgressRegistry
 from killcli.textsafe import sanitize
-from killcli.worker import JobReport, Worker, check_settled
+from killcli.worker import DEFAULT_CONCURRENCY, JobReport, Worker, check_settled
 from killcli.workerstatus import StatusReporter, live_workers
 
 
@@ -146,7 +146,7 @@ def worker_cmd(
     ctx: typer.Context,
     concurrency: Annotated[int, typer.Option(
         "--concurrency", "-c", help=f"Character syncs at once (1-{params.MAX_CONCURRENCY}).",
-        parser=params.concurrency)] = 4,
+        parser=params.concurrency)] = DEFAULT_CONCURRENCY,
     drain: Annotated[bool, typer.Option("--drain", help="Exit when the queue is empty.")
                      ] = False,
     max_jobs: Annotated[int | None, typer.Option("--max-jobs", help="Exit after this many "
@@ -162,7 +162,7 @@ def worker_cmd(
     broker = _broker(app_ctx)
     view = _LiveView(app_ctx)
     runtime = build_runtime(app_ctx.settings, app_ctx.database(),
-                            body_concurrency=max(8, concurrency * 4),
+                            list_concurrency=concurrency,
                             on_wait=view.registry.waiting)
     view.registry.attach(runtime.esi.limiter)
     app_ctx.on_close(runtime.close)
@@ -173,7 +173,7 @@ def worker_cmd(
     pump.start()
     app_ctx.on_close(pump.close)
     worker = Worker(runtime, broker, on_report=view.report, metrics=metrics,
-                    after_job=pump.pump, progress=view.registry,
+                    on_new_killmails=pump.pump, progress=view.registry,
                     status=StatusReporter(app_ctx.database(), runtime.esi.limiter))
     with stop_on_signals(force="exit", on_signal=_announce_signal(app_ctx)) as stop, \
             view.live if view.live is not None else nullcontext():

@@ -85,6 +85,12 @@ def _check_sqlite_header(path: Path) -> None:
                             hint="point KILLSYNC_DATABASE_URL at a killsync database")
 
 
+# Connections per process: a worker's syncs (32 by default) and body threads (16) each may
+# hold one briefly; the overflow is opened only when they all do, and closed after.
+POOL_SIZE = 10
+POOL_OVERFLOW = 50
+
+
 def make_engine(url: str) -> Engine:
     """An engine for a SQLite or PostgreSQL URL (``postgresql://`` means psycopg 3).
 
@@ -101,12 +107,13 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(parsed, connect_args={
             "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
             "cached_statements": SQLITE_CACHED_STATEMENTS,
-        })
+        }, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
     try:
-        return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return create_engine(parsed, pool_pre_ping=True, pool_size=POOL_SIZE,
+                             max_overflow=POOL_OVERFLOW)
     except ModuleNotFoundError as exc:
         raise ConfigError(f"KILLSYNC_DATABASE_URL: the driver for {parsed.drivername} is not "
                           "installed", hint="pip install 'killsync[postgres]'") from exc

@@ -249,12 +249,15 @@ class RateLimiter:
         with self._lock:
             return self._current_reason(self._clock.monotonic())
 
-    def snapshot(self) -> LimiterSnapshot:
-        """Bucket states, the error-limit pause and the waits imposed so far."""
+    def snapshot(self, *, per_character: bool = True) -> LimiterSnapshot:
+        """Bucket states (without the per-character ones if not ``per_character``), the
+        error-limit pause and the waits imposed so far."""
         with self._lock:
             now_s = self._clock.monotonic()
+            chosen = [(k, b) for k, b in self._buckets.items()
+                      if per_character or k.owner is None]
             return LimiterSnapshot(
-                buckets=tuple(b.snapshot(now_s) for _, b in sorted(self._buckets.items())),
+                buckets=tuple(b.snapshot(now_s) for _, b in sorted(chosen)),
                 error_limit_remain=self._error_remain,
                 paused_for_s=max(0.0, self._paused_until_s - now_s),
                 wait_count=self._wait_count,

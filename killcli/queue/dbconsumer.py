@@ -1,7 +1,9 @@
 """The consume loop of the database queue: N worker threads and one heartbeat thread.
 
 Each worker thread claims one job, runs the handler, settles the job, and claims the next;
-an idle thread polls every ``poll_interval_s`` (or returns, when draining). The heartbeat
+an idle thread polls every ``poll_interval_s`` (or returns, when draining). Threads that
+claim or ack at the same moment share one transaction (:mod:`killcli.coalesce`), so a
+worker running many short jobs at once does not pay one per job. The heartbeat
 thread extends the claims of running jobs (one statement for all of them), makes the jobs
 of dead consumers of this host claimable (:meth:`DatabaseBroker.reclaim_dead`, also once
 before the first claim, so a round started right after a crash finds them) and keeps this
@@ -18,11 +20,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from killcli.coalesce import Coalescer
 from killcli.errors import QueueUnavailable
 from killcli.queue.base import ConsumeResult, Handler, check_concurrency
-from killcli.queue.policy import Budget, Tally, Ticker, run_handler
+from killcli.queue.policy import Action, Budget, Tally, Ticker, run_handler
 
 if TYPE_CHECKING:
     from killcli.queue.dbqueue import DatabaseBroker, Delivery
@@ -78,6 +82,9 @@ class DatabaseConsumer:
         self._failure: Exception | None = None
         self._lock = threading.Lock()
         self._failing_since: float | None = None
+        # Threads that claim or ack at once share one transaction (see killcli.coalesce).
+        self._claims: Coalescer[None, tuple[Delivery | None, int]] = Coalescer(self._claim_many)
+        self._acks: Coalescer[Delivery, bool] = Coalescer(broker.ack_many)
 
     def run(self) -> ConsumeResult:
         lease_ttl_s = self._broker.heartbeat_s * 3
@@ -118,20 +125,27 @@ class DatabaseConsumer:
     def _claim_loop(self) -> None:
         while not self._halted() and self._budget.take():
             try:
-                batch, poisoned = self._broker.claim(1)
+                delivery, poisoned = self._claims.submit(None)
             except QueueUnavailable as exc:
                 self._budget.give_back()
                 self._wait_out(exc)
                 continue
             self._recovered()
             self._tally.add("poisoned", poisoned)
-            if batch:
-                self._process(batch[0])
+            if delivery is not None:
+                self._process(delivery)
                 continue
             self._budget.give_back()
             if self._drain and not poisoned:
                 return
             self._stop.wait(self._broker.poll_interval_s)
+
+    def _claim_many(self, wanted: Sequence[None]) -> list[tuple[Delivery | None, int]]:
+        """One claim for every thread asking now: a job each while there are enough (the
+        poison buried on the way is counted once)."""
+        deliveries, poisoned = self._broker.claim(len(wanted))
+        found: list[Delivery | None] = [*deliveries, *[None] * (len(wanted) - len(deliveries))]
+        return [(delivery, poisoned if i == 0 else 0) for i, delivery in enumerate(found)]
 
     def _process(self, delivery: Delivery) -> None:
         self._inflight.add(delivery)
@@ -141,7 +155,10 @@ class DatabaseConsumer:
             settlement = self._broker.policy.settle(
                 outcome, tries=delivery.tries, rng=self._broker.rng)
             try:
-                settled = self._broker.settle(delivery, settlement)
+                if settlement.action is Action.ACK:
+                    settled = self._acks.submit(delivery)
+                else:
+                    settled = self._broker.settle(delivery, settlement)
             except QueueUnavailable:
                 logger.warning("could not settle job %s; it will run again after the "
                                "visibility timeout", delivery.job.job_id, exc_info=True)

@@ -32,13 +32,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Table, delete, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from killcli.coalesce import Coalescer
 from killcli.db import Database
 from killcli.db.models import Lease
 from killcli.db.store import dialect_insert
@@ -240,6 +241,10 @@ class LeaseKeeper:
     """Holds leases for one process and renews all of them every ``interval_s`` in one
     statement per beat, on one thread (started with the first lease, ended by
     :meth:`close`), however many jobs hold one.
+
+    Jobs that take or give up a lease at the same time share one transaction
+    (:class:`~killcli.coalesce.Coalescer`): a worker running many short syncs at once does
+    not pay one per job.
     """
 
     def __init__(self, leases: Leases, *, ttl_s: float = HOLDER_TIMEOUT_S,
@@ -250,28 +255,53 @@ class LeaseKeeper:
         self._held: dict[str, str] = {}
         self._lock = threading.Lock()
         self._ticker: Ticker | None = None
+        self._acquires: Coalescer[tuple[str, str], bool] = Coalescer(self._acquire_many)
+        self._releases: Coalescer[tuple[str, str], None] = Coalescer(self._release_many)
 
     def acquire(self, name: str, owner: str) -> bool:
         """Take ``name`` for ``owner`` and keep it until :meth:`release`; False if held
         by someone else who is alive (or may be)."""
-        if not self.leases.acquire(name, owner, self.ttl_s):
+        if not self._acquires.submit((name, owner)):
             return False
+        self.hold(name, owner)
+        return True
+
+    def hold(self, name: str, owner: str) -> None:
+        """Keep renewing a lease the caller took (with :func:`acquire_in`) until
+        :meth:`release`."""
         with self._lock:
             self._held[name] = owner
             if self._ticker is None:
                 self._ticker = Ticker(self._interval_s, self.beat, "killsync-lease-heartbeat")
                 self._ticker.start()
-        return True
 
     def release(self, name: str, owner: str) -> None:
         """Stop renewing ``name`` and give it up (a failure leaves it to expire)."""
         with self._lock:
             self._held.pop(name, None)
         try:
-            self.leases.release(name, owner)
+            self._releases.submit((name, owner))
         except KillsyncError:
             logger.warning("could not release lease %s; it expires in %.0f s", name,
                            self.ttl_s, exc_info=True)
+
+    def _acquire_many(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        owners: dict[str, str] = {}
+        for name, owner in pairs:  # two jobs of one character: the first one may take it
+            owners.setdefault(name, owner)
+        taken = self.leases.acquire_many(owners, self.ttl_s)
+        return [name in taken and owners[name] == owner for name, owner in pairs]
+
+    def _release_many(self, pairs: Sequence[tuple[str, str]]) -> list[None]:
+        rounds: list[dict[str, str]] = []
+        for name, owner in pairs:  # one name twice (two owners) goes in separate rounds
+            target = next((r for r in rounds if name not in r), None)
+            if target is None:
+                rounds.append(target := {})
+            target[name] = owner
+        for owners in rounds:
+            self.leases.release_many(owners)
+        return [None] * len(pairs)
 
     def beat(self) -> None:
         """Renew every lease held now (the ticker calls this)."""

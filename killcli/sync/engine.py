@@ -143,6 +143,7 @@ class _Run:
     figures: SyncFigures = field(default_factory=SyncFigures)
     new_ids: list[int] = field(default_factory=list)
     pending: dict[int, str] = field(default_factory=dict)  # killmail id -> reason
+    first_page: ListPageResult | None = None  # page 1, fetched before the sync began
 
     @property
     def pending_reasons(self) -> list[str]:
@@ -182,11 +183,15 @@ class SyncEngine:
     # -- entry point --------------------------------------------------------------------
 
     def sync_character(self, character_id: int, options: SyncOptions | None = None,
-                       progress: SyncProgress | None = None) -> SyncResult:
+                       progress: SyncProgress | None = None, *,
+                       first_page: ListPageResult | None = None) -> SyncResult:
+        """``first_page``: the list's page 1 already fetched (a 200, by the worker's quick
+        try, :mod:`killcli.sync.quick`), used instead of asking for it again."""
         options = options or SyncOptions()
         progress = progress or _NoProgress()
         started, started_at = self._clock(), utcnow()
-        run = _Run(self._load_character(character_id), options, self.claims.open())
+        run = _Run(self._load_character(character_id), options, self.claims.open(),
+                   first_page=first_page)
         progress.started(run.character.name)
         try:
             status = self._sync(run, progress)
@@ -244,9 +249,12 @@ class SyncEngine:
         first: list[ListPageResult] = []
 
         def fetch_page(page: int, *, conditional: bool = True) -> ListPageResult:
-            result = self.esi.fetch_killmail_list_page(
-                character_id, token, page, etag=etag if page == 1 else None,
-                conditional=conditional and etag is not None)
+            if page == 1 and run.first_page is not None:  # fetched already; once only
+                result, run.first_page = run.first_page, None
+            else:
+                result = self.esi.fetch_killmail_list_page(
+                    character_id, token, page, etag=etag if page == 1 else None,
+                    conditional=conditional and etag is not None)
             run.figures.pages += 1
             run.figures.spend("char-killmail", 1 if result.not_modified else 2)
             if page == 1:
