@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from killcli.errors import (
@@ -114,8 +115,9 @@ class Worker:
         if self.status is not None:
             self.status.write()
         try:
-            return self.broker.consume(self.handle, concurrency=concurrency, stop=stop,
-                                       drain=drain, max_jobs=max_jobs)
+            with self.status.keep_writing() if self.status is not None else nullcontext():
+                return self.broker.consume(self.handle, concurrency=concurrency, stop=stop,
+                                           drain=drain, max_jobs=max_jobs)
         finally:
             self.keeper.close()
             if self.status is not None:

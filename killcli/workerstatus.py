@@ -26,6 +26,7 @@ from killcli.db.store import dialect_insert
 from killcli.db.types import utcnow
 from killcli.errors import KillsyncError
 from killcli.esi.ratelimit import LimiterSnapshot, RateLimiter
+from killcli.ticker import Ticker
 
 STATUS: Table = WorkerStatus.__table__  # type: ignore[assignment]
 WRITE_EVERY_S = 5.0
@@ -61,15 +62,15 @@ class StatusReporter:
         self.started_at = utcnow()
         self.jobs = 0
         self._lock = threading.Lock()
-        self._last_write = 0.0
 
     def job_done(self) -> None:
         with self._lock:
             self.jobs += 1
-            if time.monotonic() - self._last_write < WRITE_EVERY_S:
-                return
-            self._last_write = time.monotonic()
-        self.write()
+
+    def keep_writing(self) -> Ticker:
+        """A ticker writing the row every :data:`WRITE_EVERY_S` (use it as a ``with``
+        block): a worker whose syncs wait minutes for the budget still shows in `stats`."""
+        return Ticker(WRITE_EVERY_S, self.write, "killsync-worker-status")
 
     def write(self) -> None:
         esi = limiter_view(self.limiter.snapshot()) if self.limiter else None

@@ -435,6 +435,24 @@ def test_metrics_endpoint_reports_jobs_and_esi(pipeline: Any, db: Database) -> N
     assert "killsync_sync_duration_seconds_count 2.0" in text
 
 
+def test_a_worker_keeps_its_status_row_fresh_between_jobs(db: Database,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """A worker whose syncs wait minutes for the budget finishes no job meanwhile: its row
+    is written on a timer, so `stats` still lists it."""
+    import killcli.workerstatus as ws
+
+    monkeypatch.setattr(ws, "WRITE_EVERY_S", 0.1)
+    reporter = ws.StatusReporter(db, None)
+    reporter.write()
+    first = ws.live_workers(db)[0]["updated_at"]
+    with reporter.keep_writing():
+        time.sleep(0.5)
+    assert ws.live_workers(db)[0]["updated_at"] > first
+    reporter.remove()
+    assert ws.live_workers(db) == []
+
+
 def test_workers_report_their_view_of_esi_for_stats(pipeline: Any, db: Database,
                                                     cli: Cli, monkeypatch: pytest.MonkeyPatch
                                                     ) -> None:

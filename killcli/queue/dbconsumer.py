@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 from killcli.coalesce import Coalescer
 from killcli.errors import QueueUnavailable
 from killcli.queue.base import ConsumeResult, Handler, check_concurrency
-from killcli.queue.policy import Action, Budget, Tally, Ticker, run_handler
+from killcli.queue.policy import Action, Budget, Tally, run_handler
+from killcli.ticker import Ticker
 
 if TYPE_CHECKING:
     from killcli.queue.dbqueue import DatabaseBroker, Delivery

@@ -46,7 +46,7 @@ from killcli.db.store import dialect_insert
 from killcli.db.types import utcnow
 from killcli.errors import KillsyncError
 from killcli.holders import holder_is_dead, this_host
-from killcli.queue.policy import Ticker
+from killcli.ticker import Ticker
 
 logger = logging.getLogger(__name__)
 

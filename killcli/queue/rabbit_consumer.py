@@ -51,7 +51,6 @@ from killcli.queue.policy import (
     RetryPolicy,
     Settlement,
     Tally,
-    Ticker,
     describe,
     run_handler,
 )
@@ -66,6 +65,7 @@ from killcli.queue.rabbit_topology import (
     job_properties,
     publish,
 )
+from killcli.ticker import Ticker
 
 logger = logging.getLogger(__name__)
 

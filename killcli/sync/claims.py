@@ -40,7 +40,7 @@ from killcli.db.models import BodyClaim, PendingKillmail
 from killcli.db.store import READ_CHUNK, dialect_insert
 from killcli.db.types import utcnow
 from killcli.holders import holder_is_dead, this_owner
-from killcli.queue.policy import Ticker
+from killcli.ticker import Ticker
 
 CLAIMS: Table = BodyClaim.__table__  # type: ignore[assignment]
 PENDING: Table = PendingKillmail.__table__  # type: ignore[assignment]
