@@ -194,6 +194,31 @@ def test_a_job_whose_list_cache_is_fresh_costs_no_request(pipeline: Any, db: Dat
                    for c in s.scalars(select(Character)))
 
 
+def test_the_worker_log_counts_syncs_that_found_nothing_instead_of_a_line_each(
+        pipeline: Any, db: Database, db_target: DbTarget, cli: Cli, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    p = pipeline("smoke", characters=4, killmails=30)  # lists cached for 300 s
+    ids = p.add_characters()
+    run_queue(db, p.broker)
+    p.drain()
+    env = {**sim_environ(p.sim, tmp_path / "home", db_target.url),
+           "KILLSYNC_BROKER_URL": p.settings.broker_url or "database",
+           "KILLSYNC_QUEUE_NAME": p.settings.queue_name}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert cli("queue", "--all", "--quiet").exit_code == 0
+    quiet = cli("worker", "--drain")
+    assert quiet.exit_code == 0, quiet.stderr
+    assert f"{len(ids)} syncs found nothing new" in quiet.stderr
+    assert f"({len(ids)} cached)" in quiet.stderr
+    assert "-> done" not in quiet.stderr
+    assert cli("queue", "--all", "--quiet").exit_code == 0
+    verbose = cli("-v", "worker", "--drain")
+    assert verbose.exit_code == 0, verbose.stderr
+    assert verbose.stderr.count("cached, new 0, pending 0") == len(ids)
+    assert "found nothing new" not in verbose.stderr
+
+
 def test_removed_character_job_is_dead_lettered(pipeline: Any, db: Database) -> None:
     p = pipeline("smoke", characters=2, killmails=20)
     ids = p.add_characters()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Annotated, Any
@@ -94,13 +95,21 @@ def _announce_signal(app_ctx: AppContext) -> Callable[[int, int], None]:
     return announce
 
 
+IDLE_STATUSES = frozenset({"not_modified", "cached"})
+IDLE_SUMMARY_S = 10.0
+
+
 class _LiveView:
     """A Rich live view on a terminal (running syncs, the budget wait, finished jobs);
-    otherwise one log line per job and one per long budget wait."""
+    otherwise one log line per job that did something, one per long budget wait, and, every
+    :data:`IDLE_SUMMARY_S`, one line counting the jobs that found nothing new (a busy
+    install re-syncs hundreds a second; ``-v`` logs each of them)."""
 
     def __init__(self, app_ctx: AppContext) -> None:
         self.app_ctx = app_ctx
-        self.reports: list[JobReport] = []
+        self.reports: deque[JobReport] = deque(maxlen=20)
+        self.idle: Counter[str] = Counter()
+        self.idle_since = time.monotonic()
         self.lock = threading.Lock()
         self.live: Live | None = None
         live = is_interactive() and app_ctx.verbosity >= 0
@@ -112,9 +121,29 @@ class _LiveView:
 
     def report(self, report: JobReport) -> None:
         with self.lock:
-            self.reports = [*self.reports[-19:], report]
-        if self.live is None and self.app_ctx.verbosity >= 0:
-            self._log(sanitize(report.line()))
+            self.reports.append(report)
+        if self.live is not None or self.app_ctx.verbosity < 0:
+            return
+        if (report.outcome == "done" and report.status in IDLE_STATUSES
+                and self.app_ctx.verbosity == 0):
+            with self.lock:
+                self.idle[report.status] += 1
+                due = time.monotonic() - self.idle_since >= IDLE_SUMMARY_S
+            if due:
+                self.flush_idle()
+            return
+        self._log(sanitize(report.line()))
+
+    def flush_idle(self) -> None:
+        """Log the count of jobs that found nothing new since the last such line."""
+        with self.lock:
+            counts, self.idle = self.idle, Counter()
+            seconds = time.monotonic() - self.idle_since
+            self.idle_since = time.monotonic()
+        if counts:
+            parts = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in
+                              sorted(counts.items()))
+            self._log(f"{counts.total()} syncs found nothing new in {seconds:.0f} s ({parts})")
 
     def renderable(self) -> RenderableType:
         """What the live view shows now: running syncs, the wait in force, finished jobs."""
@@ -178,6 +207,7 @@ def worker_cmd(
     with stop_on_signals(force="exit", on_signal=_announce_signal(app_ctx)) as stop, \
             view.live if view.live is not None else nullcontext():
         result = worker.run(concurrency=concurrency, stop=stop, drain=drain, max_jobs=max_jobs)
+    view.flush_idle()
     app_ctx.info(f"worker stopped: {result.handled} jobs ({result.done} done, {result.retried} "
                  f"retried, {result.dead_lettered} dead)")
     if drain or max_jobs is not None:  # a run that ends by itself: exit 3 if work is left
