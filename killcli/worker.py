@@ -108,7 +108,7 @@ class Worker:
         self.status = status
         self.progress = progress or ProgressRegistry()  # running syncs, for the live view
         self.keeper = LeaseKeeper(self.leases, ttl_s=lease_ttl_s)
-        self.quick = QuickSync(runtime.db, runtime.esi, runtime.accounts)
+        self.quick = QuickSync(runtime.db, runtime.esi, runtime.accounts, self.keeper)
 
     def run(self, *, concurrency: int, stop: threading.Event, drain: bool = False,
             max_jobs: int | None = None) -> ConsumeResult:
@@ -133,7 +133,6 @@ class Worker:
             return self._settle(job, Outcome.retry(f"being synced by {holder}",
                                                    delay_s=LEASE_BUSY_RETRY_S),
                                 "busy", started)
-        self.keeper.hold(lease, owner)
         try:
             with self.progress.track(job.character_id) as tracker:
                 quick = self.quick.attempt(begun, full=job.full, progress=tracker)

@@ -275,10 +275,19 @@ class LeaseKeeper:
                 self._ticker = Ticker(self._interval_s, self.beat, "killsync-lease-heartbeat")
                 self._ticker.start()
 
-    def release(self, name: str, owner: str) -> None:
-        """Stop renewing ``name`` and give it up (a failure leaves it to expire)."""
+    def forget(self, name: str) -> None:
+        """Stop renewing ``name``: the caller gives it up in a transaction of its own
+        (with :func:`release_in`); :meth:`release` then does nothing."""
         with self._lock:
             self._held.pop(name, None)
+
+    def release(self, name: str, owner: str) -> None:
+        """Stop renewing ``name`` and give it up (a failure leaves it to expire); nothing
+        to do if it was :meth:`forget`-ten (given up elsewhere) or never held."""
+        with self._lock:
+            if self._held.get(name) != owner:
+                return
+            del self._held[name]
         try:
             self._releases.submit((name, owner))
         except KillsyncError:

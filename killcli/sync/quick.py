@@ -7,7 +7,8 @@ load the character, one for its due pending bodies, one for its token, one for t
 one for the run record. Here jobs that run at once share them (:mod:`killcli.coalesce`):
 one transaction takes every starting job's lease and reads its character and whether it
 has pending bodies due; the job then sends its one conditional request on its own thread;
-one transaction records every finished job (list ETag and expiry, last sync, the run record).
+one transaction records every finished job (list ETag and expiry, last sync, the run record)
+and gives its lease up.
 
 A job that one request cannot settle goes on to :meth:`SyncEngine.sync_character`
 unchanged: a full sync, pending bodies due, a token to refresh, a character that is not
@@ -32,7 +33,7 @@ from killcli.db.models import Character, SyncRun
 from killcli.db.types import utcnow
 from killcli.esi.client import EsiClient
 from killcli.esi.models import ListPageResult
-from killcli.queue.leases import acquire_in
+from killcli.queue.leases import LeaseKeeper, acquire_in, release_in
 from killcli.sync.engine import PENDING, SyncFigures, SyncProgress, SyncResult
 
 CHARACTERS: Table = Character.__table__  # type: ignore[assignment]
@@ -59,6 +60,8 @@ class Begun:
 
     leased: bool
     candidate: Candidate | None
+    lease: str
+    owner: str
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ class _Start:
 
 @dataclass(frozen=True)
 class _Record:
+    lease: str
+    owner: str
     character_id: int
     started_at: datetime
     status: str  # not_modified | cached | failed
@@ -91,17 +96,22 @@ class Attempt:
 class QuickSync:
     """The cheap path of one worker process; thread-safe."""
 
-    def __init__(self, db: Database, esi: EsiClient, accounts: Accounts) -> None:
+    def __init__(self, db: Database, esi: EsiClient, accounts: Accounts,
+                 keeper: LeaseKeeper) -> None:
         self.db = db
         self.esi = esi
         self.accounts = accounts
+        self.keeper = keeper
         self.starts: Coalescer[_Start, Begun] = Coalescer(self._begin_many)
         self.finishes: Coalescer[_Record, None] = Coalescer(self._record_many)
 
     def begin(self, character_id: int, lease: str, owner: str, *, ttl_s: float) -> Begun:
         """Take the character's lease (see :mod:`killcli.queue.leases`) and read what a
         quick try needs, in a transaction shared with the jobs starting now."""
-        return self.starts.submit(_Start(character_id, lease, owner, ttl_s))
+        begun = self.starts.submit(_Start(character_id, lease, owner, ttl_s))
+        if begun.leased:
+            self.keeper.hold(lease, owner)
+        return begun
 
     def attempt(self, begun: Begun, *, full: bool, progress: SyncProgress) -> Attempt:
         """Settle the job with one conditional request if it can be; raises what the
@@ -115,7 +125,7 @@ class QuickSync:
         if candidate.list_expires_at is not None and candidate.list_expires_at > started_at:
             progress.started(candidate.name)
             figures.skipped_cache = True
-            return self._done(candidate, started, started_at, "cached", figures, None)
+            return self._done(begun, candidate, started, started_at, "cached", figures, None)
         token = self.accounts.usable_access_token(candidate.access_token_enc,
                                                   candidate.access_expires_at)
         if token is None or candidate.list_etag is None:
@@ -126,22 +136,30 @@ class QuickSync:
                                                      etag=candidate.list_etag)
         except Exception as exc:
             figures.elapsed_s = round(time.monotonic() - started, 3)
-            self.finishes.submit(_Record(character_id, started_at, "failed", asdict(figures),
-                                         None, str(exc)))
+            self._record(begun, candidate, started_at, "failed", figures, None, str(exc))
             raise
         if not page.not_modified:
             return Attempt(first_page=page)
         figures.pages, figures.not_modified = 1, 1
         figures.spend("char-killmail", 1)
         progress.pages(1, page.pages)
-        return self._done(candidate, started, started_at, "not_modified", figures, page)
+        return self._done(begun, candidate, started, started_at, "not_modified", figures, page)
 
-    def _done(self, candidate: Candidate, started: float, started_at: datetime, status: str,
-              figures: SyncFigures, first: ListPageResult | None) -> Attempt:
+    def _done(self, begun: Begun, candidate: Candidate, started: float,
+              started_at: datetime, status: str, figures: SyncFigures,
+              first: ListPageResult | None) -> Attempt:
         figures.elapsed_s = round(time.monotonic() - started, 3)
-        self.finishes.submit(_Record(candidate.character_id, started_at, status,
-                                     asdict(figures), first, None))
+        self._record(begun, candidate, started_at, status, figures, first, None)
         return Attempt(SyncResult(candidate.character_id, candidate.name, status, figures))
+
+    def _record(self, begun: Begun, candidate: Candidate, started_at: datetime,
+                status: str, figures: SyncFigures, first: ListPageResult | None,
+                error: str | None) -> None:
+        """Record the run and give the lease up, in a transaction shared with the jobs
+        finishing now (the lease is no longer renewed from here on)."""
+        self.keeper.forget(begun.lease)
+        self.finishes.submit(_Record(begun.lease, begun.owner, candidate.character_id,
+                                     started_at, status, asdict(figures), first, error))
 
     # -- the batches --------------------------------------------------------------------
 
@@ -174,7 +192,8 @@ class QuickSync:
                     PENDING.c.character_id.in_(chunk),
                     PENDING.c.next_attempt_at <= now).distinct()))
         return [Begun(s.lease in taken and owners[s.lease] == s.owner,
-                      None if s.character_id in due else found.get(s.character_id))
+                      None if s.character_id in due else found.get(s.character_id),
+                      s.lease, s.owner)
                 for s in starts]
 
     def _record_many(self, records: Sequence[_Record]) -> list[None]:
@@ -194,6 +213,7 @@ class QuickSync:
             session.execute(update(CHARACTERS).where(c.character_id == bindparam("cid"))
                             .values(last_sync_at=now, last_error=bindparam("error")),
                             synced, execution_options={"synchronize_session": False})
+            release_in(session, {r.lease: r.owner for r in records})
             session.execute(insert(RUNS), [
                 {"character_id": r.character_id, "started_at": r.started_at,
                  "finished_at": now, "status": r.status, "figures": r.figures,
