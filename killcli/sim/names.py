@@ -112,6 +112,10 @@ _ALLIANCE_WORDS = ("Coalition", "Alliance", "Federation", "Legion", "Accord", "C
                    "Consortium")
 
 
+_TICKER_TRIES = 200  # random tries per ticker shape before a roomier one
+_TICKER_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
 class NameMaker:
     """Makes unique, pronounceable names and tickers from a seeded random source.
 
@@ -164,8 +168,17 @@ class NameMaker:
     def ticker(self, name: str) -> str:
         """A unique ticker (at most 5 characters) derived from a name."""
         base = "".join(ch for ch in name.upper() if ch.isalnum())[:4] or "X"
-        ticker = base
+        ticker, tries = base, 0
         while ticker in self._tickers:
-            ticker = f"{base[:3]}{self._rng.randint(10, 99)}"
+            # 90 two-digit variants per 3-letter prefix; once they run short (tens of
+            # thousands of corporations share few prefixes), shorter prefixes, more digits.
+            keep = max(0, 3 - tries // _TICKER_TRIES)
+            if keep == 0:
+                ticker = "".join(self._rng.choice(_TICKER_CHARS) for _ in range(5))
+            else:
+                digits = 5 - keep
+                ticker = (f"{base[:keep]}"
+                          f"{self._rng.randint(10 ** (digits - 1), 10 ** digits - 1)}")
+            tries += 1
         self._tickers.add(ticker)
         return ticker

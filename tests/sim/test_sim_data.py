@@ -180,3 +180,17 @@ def test_added_kills_get_new_ids_and_bodies(sim: SimServer) -> None:
         sim.world.add_kill(victim=1)
     with pytest.raises(ValueError, match="must differ"):
         sim.world.add_kill(victim=char, attacker=char)
+
+
+def test_tickers_stay_unique_when_many_names_share_a_prefix() -> None:
+    """20,000 characters make thousands of corporations; a 3-letter prefix has only 90
+    two-digit tickers (the generator looped forever once they ran out)."""
+    import random
+
+    from killcli.sim.names import NameMaker
+
+    names = NameMaker(random.Random(1))
+    tickers = [names.ticker("Kavel Holdings") for _ in range(2_000)]
+    assert len(set(tickers)) == 2_000
+    assert all(1 <= len(t) <= 5 and t.isalnum() for t in tickers)
+    assert tickers[0] == "KAVE" and tickers[1].startswith("KAV")
