@@ -33,6 +33,7 @@ from killcli.db.store import iter_killmail_bodies
 from killcli.db.types import utcnow
 from killcli.killmail import canonical_json
 from killcli.queue import Broker, Job, RetryPolicy, open_broker
+from killcli.queue.leases import character_lease
 from killcli.runtime import Runtime, build_runtime
 from killcli.scheduler import run_queue
 from killcli.sim import FaultPlan, SimServer
@@ -176,6 +177,33 @@ def test_a_resync_settles_what_one_request_can_and_hands_the_rest_to_the_engine(
     assert after.count(LIST, 200) - before.count(LIST, 200) == runs[changed].figures["pages"]
     with db.session() as s:
         assert s.get(PendingKillmail, kid) is None  # the engine retried it: stored, linked
+    assert_ground_truth_stored_once(p.sim, db)
+
+
+def test_a_quick_try_that_fails_is_recorded_retried_and_leaves_no_lease(
+        pipeline: Any, db: Database) -> None:
+    p = pipeline("smoke", characters=3, killmails=30, list_cache_s=1)
+    ids = p.add_characters()
+    run_queue(db, p.broker)
+    p.drain()
+    time.sleep(1.2)
+    failing = ids[0]
+    p.sim.faults.fail_list(failing, status=500, times=4)  # every attempt of one request
+    since = utcnow()
+    run_queue(db, p.broker, all_active=True)
+    first = p.drain()
+    assert first.retried == 1 and first.done == len(ids) - 1
+    with db.session() as s:
+        assert s.get(Lease, character_lease(failing)) is None  # given up with the run record
+        failed = s.scalars(select(SyncRun).where(SyncRun.character_id == failing,
+                                                 SyncRun.started_at >= since)).all()
+        assert [r.status for r in failed] == ["failed"]
+        assert "500" in (failed[0].error or "")
+        assert "500" in (s.get(Character, failing).last_error or "")  # type: ignore[union-attr]
+    time.sleep(1.2)  # the retry's delay
+    assert p.drain().done == 1
+    with db.session() as s:
+        assert s.get(Character, failing).last_error is None  # type: ignore[union-attr]
     assert_ground_truth_stored_once(p.sim, db)
 
 

@@ -31,6 +31,7 @@ from killcli.coalesce import Coalescer
 from killcli.db import Database
 from killcli.db.models import Character, SyncRun
 from killcli.db.types import utcnow
+from killcli.errors import NeedsLogin
 from killcli.esi.client import EsiClient
 from killcli.esi.models import ListPageResult
 from killcli.queue.leases import LeaseKeeper, acquire_in, release_in
@@ -134,6 +135,8 @@ class QuickSync:
         try:
             page = self.esi.fetch_killmail_list_page(character_id, token, 1,
                                                      etag=candidate.list_etag)
+        except NeedsLogin:
+            raise  # the worker marks the character; no run is recorded (as in the engine)
         except Exception as exc:
             figures.elapsed_s = round(time.monotonic() - started, 3)
             self._record(begun, candidate, started_at, "failed", figures, None, str(exc))
