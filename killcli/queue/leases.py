@@ -242,9 +242,10 @@ class LeaseKeeper:
     statement per beat, on one thread (started with the first lease, ended by
     :meth:`close`), however many jobs hold one.
 
-    Jobs that take or give up a lease at the same time share one transaction
+    Jobs that give up a lease at the same time share one transaction
     (:class:`~killcli.coalesce.Coalescer`): a worker running many short syncs at once does
-    not pay one per job.
+    not pay one per job. (The worker takes its leases with :func:`acquire_in`, in the
+    transaction that starts its jobs: :mod:`killcli.sync.quick`.)
     """
 
     def __init__(self, leases: Leases, *, ttl_s: float = HOLDER_TIMEOUT_S,
@@ -255,13 +256,12 @@ class LeaseKeeper:
         self._held: dict[str, str] = {}
         self._lock = threading.Lock()
         self._ticker: Ticker | None = None
-        self._acquires: Coalescer[tuple[str, str], bool] = Coalescer(self._acquire_many)
         self._releases: Coalescer[tuple[str, str], None] = Coalescer(self._release_many)
 
     def acquire(self, name: str, owner: str) -> bool:
         """Take ``name`` for ``owner`` and keep it until :meth:`release`; False if held
         by someone else who is alive (or may be)."""
-        if not self._acquires.submit((name, owner)):
+        if not self.leases.acquire(name, owner, self.ttl_s):
             return False
         self.hold(name, owner)
         return True
@@ -293,13 +293,6 @@ class LeaseKeeper:
         except KillsyncError:
             logger.warning("could not release lease %s; it expires in %.0f s", name,
                            self.ttl_s, exc_info=True)
-
-    def _acquire_many(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
-        owners: dict[str, str] = {}
-        for name, owner in pairs:  # two jobs of one character: the first one may take it
-            owners.setdefault(name, owner)
-        taken = self.leases.acquire_many(owners, self.ttl_s)
-        return [name in taken and owners[name] == owner for name, owner in pairs]
 
     def _release_many(self, pairs: Sequence[tuple[str, str]]) -> list[None]:
         rounds: list[dict[str, str]] = []
