@@ -23,7 +23,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -32,6 +32,7 @@ from queue import Empty, SimpleQueue
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
+from killcli.coalesce import Coalescer
 from killcli.db import Database
 from killcli.errors import KillsyncError, QueueUnavailable
 from killcli.queue.base import ConsumeResult, Handler, Outcome, check_concurrency
@@ -96,18 +97,18 @@ class LeaseBook:
         self.running_ttl_s = running_ttl_s
         self._active: dict[str, Job] = {}
         self._lock = threading.Lock()
+        self._starts: Coalescer[Job, bool] = Coalescer(self._start_many)
+        self._finishes: Coalescer[tuple[Job, bool], None] = Coalescer(self._finish_many)
 
     def _names(self, job: Job) -> tuple[str, str]:
         return (queued_lease(self._queue, job.character_id),
                 running_lease(self._queue, job.character_id))
 
     def start(self, job: Job) -> bool:
-        queued, running = self._names(job)
-        with self._db.session() as session:
-            now = self._now()
-            if not acquire_in(session, {queued: job.job_id}, self.queued_ttl_s, now):
-                return False
-            acquire_in(session, {running: job.job_id}, self.running_ttl_s, now)
+        """Take the job's leases; False if the character's ``queued:`` lease is another
+        job's. Jobs starting at once share one transaction (:mod:`killcli.coalesce`)."""
+        if not self._starts.submit(job):
+            return False
         with self._lock:
             self._active[job.job_id] = job
         return True
@@ -115,17 +116,35 @@ class LeaseBook:
     def finish(self, job: Job, *, still_queued: bool) -> None:
         with self._lock:
             self._active.pop(job.job_id, None)
-        queued, running = self._names(job)
         try:
-            with self._db.session() as session:
-                release_in(session, {running: job.job_id})
-                if still_queued:
-                    renew_in(session, {queued: job.job_id}, self.queued_ttl_s, self._now())
-                else:
-                    release_in(session, {queued: job.job_id})
+            self._finishes.submit((job, still_queued))
         except KillsyncError:
             logger.warning("could not release the leases of job %s; they expire",
                            job.job_id, exc_info=True)
+
+    def _start_many(self, jobs: Sequence[Job]) -> list[bool]:
+        queued: dict[str, str] = {}
+        for job in jobs:  # two jobs of one character: the first one may take it
+            queued.setdefault(self._names(job)[0], job.job_id)
+        with self._db.session() as session:
+            now = self._now()
+            taken = acquire_in(session, queued, self.queued_ttl_s, now)
+            started = [self._names(job)[0] in taken and queued[self._names(job)[0]]
+                       == job.job_id for job in jobs]
+            acquire_in(session, {self._names(job)[1]: job.job_id
+                                 for job, ok in zip(jobs, started, strict=True) if ok},
+                       self.running_ttl_s, now)
+        return started
+
+    def _finish_many(self, finished: Sequence[tuple[Job, bool]]) -> list[None]:
+        with self._db.session() as session:
+            release_in(session, {self._names(job)[1]: job.job_id for job, _ in finished})
+            release_in(session, {self._names(job)[0]: job.job_id
+                                 for job, still in finished if not still})
+            renew_in(session, {self._names(job)[0]: job.job_id
+                               for job, still in finished if still},
+                     self.queued_ttl_s, self._now())
+        return [None] * len(finished)
 
     def forget(self, raw: bytes) -> None:
         """Release the ``queued:`` lease of a poison message, if it names its job."""
