@@ -1,19 +1,21 @@
 """Names for the ids in killmails, cached in the database so no id is asked for twice.
 
 Unknown ids (ESI answers 404 for them) are cached too, with a time after which they may be
-asked again. Resolution is serialized inside a process so that two concurrent syncs never
-ask ESI for the same id at once.
+asked again. The syncs of a process that resolve names at the same moment share one cache
+read, one ESI lookup and one write (:mod:`killcli.coalesce`), so no id is asked for twice
+at once, and 32 syncs do not queue behind one another's round trips (a process-wide lock
+held across the ESI call made each sync with new killmails wait ~2 s).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Table, or_, select
 
+from killcli.coalesce import Coalescer
 from killcli.db import Database
 from killcli.db.models import Name
 from killcli.db.store import dialect_insert
@@ -46,7 +48,8 @@ class NameResolver:
     def __init__(self, db: Database, esi: NamesApi) -> None:
         self._db = db
         self._esi = esi
-        self._lock = threading.Lock()
+        self._batches: Coalescer[frozenset[int], tuple[dict[int, str | None], int]] = (
+            Coalescer(self._resolve_many))
 
     def cached(self, ids: Iterable[int]) -> dict[int, str | None]:
         """Names the cache knows (None for ids ESI could not resolve, still within retry)."""
@@ -65,20 +68,27 @@ class NameResolver:
 
     def resolve(self, ids: Iterable[int]) -> tuple[dict[int, str | None], int]:
         """All names for ``ids`` and how many ESI resolved now. ESI errors leave gaps."""
-        wanted = set(ids)
-        with self._lock:
-            known = self.cached(wanted)
-            missing = sorted(wanted - known.keys())
-            if not missing:
-                return known, 0
+        return self._batches.submit(frozenset(ids))
+
+    def _resolve_many(self, batches: Sequence[frozenset[int]]
+                      ) -> list[tuple[dict[int, str | None], int]]:
+        """One cache read, one ESI lookup and one write for every sync asking now."""
+        wanted = frozenset().union(*batches)
+        known = self.cached(wanted)
+        missing = sorted(wanted - known.keys())
+        fresh: set[int] = set()
+        if missing:
             try:
                 result = fetch_names(self._esi, missing)
             except EsiError:
-                return known, 0  # names are decoration: the next batch or run asks again
-            self._store(result.names, result.unknown_ids)
-        known.update({n.id: n.name for n in result.names})
-        known.update(dict.fromkeys(result.unknown_ids))
-        return known, len(result.names)
+                result = None  # names are decoration: the next batch or run asks again
+            if result is not None:
+                self._store(result.names, result.unknown_ids)
+                known.update({n.id: n.name for n in result.names})
+                known.update(dict.fromkeys(result.unknown_ids))
+                fresh = {n.id for n in result.names}
+        return [({i: known[i] for i in ids if i in known}, len(ids & fresh))
+                for ids in batches]
 
     def _store(self, names: Iterable[Any], unknown: Iterable[int]) -> None:
         now = utcnow()
