@@ -30,7 +30,7 @@ from killcli import __version__
 from killcli.errors import EsiHttpError, EsiUnavailable
 from killcli.esi.clock import Clock
 from killcli.esi.etag import CacheEntry, EtagStore, may_fetch
-from killcli.esi.headers import parse_http_date, parse_int, parse_retry_after
+from killcli.esi.headers import parse_error_reset, parse_http_date, parse_int, parse_retry_after
 from killcli.esi.models import (
     EsiResponse,
     ListPageResult,
@@ -299,7 +299,7 @@ class EsiClient:
         if 200 <= status < 300 or status == 304:
             return self._answer(call, response, group)
         if status == 420:
-            reset_s = parse_int(response.headers.get("x-esi-error-limit-reset"))
+            reset_s = parse_error_reset(response.headers.get("x-esi-error-limit-reset"))
             # The limiter now pauses every request until the reset, this one's retry too.
             wait_s = 0.0 if self._limiter is not None else self._first(reset_s, retry_after_s)
             raise RetrySignal("rate_limited", "ESI error limit reached (420)", status=420,

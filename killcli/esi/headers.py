@@ -7,11 +7,18 @@ value means.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+
+# A wait ESI asks for never outlasts its window: the error limit's is 60 s, a bucket's 15
+# minutes. A larger value (a broken proxy, a hostile answer) is read as one window, so one
+# header cannot stop a worker, or through the shared ledger a whole egress, for good.
+ERROR_WINDOW_S = 60
+MAX_RETRY_AFTER_S = 900.0
 
 _LIMIT_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*([smh])\s*$")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -57,11 +64,22 @@ def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
     if value is None:
         return None
     try:
-        return max(0.0, float(value.strip()))
+        seconds = float(value.strip())
     except ValueError:
-        pass
-    when = parse_http_date(value)
-    return None if when is None else max(0.0, (when - now).total_seconds())
+        when = parse_http_date(value)
+        if when is None:
+            return None
+        seconds = (when - now).total_seconds()
+    if math.isnan(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
+
+
+def parse_error_reset(value: str | None) -> int | None:
+    """``X-ESI-Error-Limit-Reset``: seconds to the error window's reset, at most one
+    window (see :data:`ERROR_WINDOW_S`)."""
+    seconds = parse_int(value)
+    return None if seconds is None else min(max(0, seconds), ERROR_WINDOW_S)
 
 
 @dataclass(frozen=True)
@@ -98,7 +116,7 @@ class ErrorLimitInfo:
     def from_headers(cls, headers: Mapping[str, str]) -> ErrorLimitInfo:
         return cls(
             remain=parse_int(headers.get("x-esi-error-limit-remain")),
-            reset_s=parse_int(headers.get("x-esi-error-limit-reset")),
+            reset_s=parse_error_reset(headers.get("x-esi-error-limit-reset")),
         )
 
 

@@ -156,6 +156,25 @@ def test_420_pauses_until_the_error_window_resets(client: EsiClient, fake: FakeE
     assert client.stats.snapshot().error_limited == 1
 
 
+@pytest.mark.parametrize("reset", ["999999999", "-5"])
+def test_a_bogus_error_limit_reset_pauses_at_most_one_window(
+        client: EsiClient, fake: FakeEsi, clock: ManualClock, reset: str) -> None:
+    """A broken proxy's header must not stop the worker (and, through the ledger, its
+    egress) for years: a pause is at most the 60 s error window."""
+    fake.script(420, headers={"X-ESI-Error-Limit-Remain": "0", "X-ESI-Error-Limit-Reset": reset})
+    client.fetch_status()
+    assert len(clock.sleeps) == 1 and clock.sleeps[0] <= 61.0
+
+
+def test_a_bogus_retry_after_waits_at_most_one_bucket_window(make_client: MakeClient,
+                                                            fake: FakeEsi,
+                                                            clock: ManualClock) -> None:
+    client = make_client(limiter=None)
+    fake.script(429, headers={**RATE_HEADERS, "Retry-After": "1e12"})
+    client.fetch_killmail(1, hash_of(1))
+    assert clock.sleeps == [900.0]
+
+
 def test_works_without_a_limiter(make_client: MakeClient, fake: FakeEsi,
                                  clock: ManualClock) -> None:
     client = make_client(limiter=None)

@@ -48,6 +48,8 @@ def test_rate_limit_info_from_headers() -> None:
 def test_error_limit_info_tolerates_garbage() -> None:
     headers = httpx.Headers({"X-ESI-Error-Limit-Remain": "7", "X-ESI-Error-Limit-Reset": "x"})
     assert ErrorLimitInfo.from_headers(headers) == ErrorLimitInfo(7, None)
+    huge = httpx.Headers({"X-ESI-Error-Limit-Reset": "99999999999"})
+    assert ErrorLimitInfo.from_headers(huge).reset_s == 60  # at most one error window
 
 
 def test_retry_after_seconds_and_http_date() -> None:
@@ -56,6 +58,9 @@ def test_retry_after_seconds_and_http_date() -> None:
     assert parse_retry_after("Sun, 01 Jun 2025 11:00:00 GMT", now=NOW) == 0.0
     assert parse_retry_after("soon", now=NOW) is None
     assert parse_retry_after(None, now=NOW) is None
+    assert parse_retry_after("nan", now=NOW) is None
+    assert parse_retry_after("1e12", now=NOW) == 900.0  # at most one bucket window
+    assert parse_retry_after("Fri, 01 Jun 2125 12:00:00 GMT", now=NOW) == 900.0
 
 
 def test_http_dates_are_utc_aware() -> None:
