@@ -144,6 +144,7 @@ class _Run:
     new_ids: list[int] = field(default_factory=list)
     pending: dict[int, str] = field(default_factory=dict)  # killmail id -> reason
     first_page: ListPageResult | None = None  # page 1, fetched before the sync began
+    keep_old_etag: bool = False  # a body went pending on another character's row
 
     @property
     def pending_reasons(self) -> list[str]:
@@ -232,7 +233,8 @@ class SyncEngine:
             refs = list(list_result[0])
         self._fetch_and_save(run, refs, due_pending, progress)
         if list_result is not None:
-            self._store_list_cache(character.character_id, list_result[1])
+            self._store_list_cache(character.character_id, list_result[1],
+                                   etag=not run.keep_old_etag)
         if run.pending:
             return "partial"
         if run.figures.skipped_cache:
@@ -280,14 +282,17 @@ class SyncEngine:
             return set(session.scalars(select(LINKS.c.killmail_id).where(
                 LINKS.c.character_id == character_id, LINKS.c.killmail_id.in_(list(ids)))))
 
-    def _store_list_cache(self, character_id: int, first: ListPageResult | None) -> None:
+    def _store_list_cache(self, character_id: int, first: ListPageResult | None, *,
+                          etag: bool = True) -> None:
+        """The list's expiry, and its ETag unless ``etag`` is false (the next walk after
+        the expiry must then read the list again)."""
         if first is None:
             return
         with self.db.session() as session:
             character = session.get(Character, character_id)
             if character is None:  # removed while syncing
                 return
-            if first.etag:
+            if first.etag and etag:
                 character.list_etag = first.etag
             character.list_expires_at = first.expires
 
@@ -473,6 +478,10 @@ class SyncEngine:
         now = utcnow()
         with self.db.session() as session:
             existing = session.get(PendingKillmail, ref.killmail_id)
+            if existing is not None and existing.character_id != run.character.character_id:
+                # The row retries the body for another character; when it lands, nothing
+                # links it to this one unless this list is walked again: keep its old ETag.
+                run.keep_old_etag = True
             attempts = 1 if existing is None else existing.attempts + 1
             delay = min(PENDING_BACKOFF_S * 2 ** (attempts - 1), PENDING_BACKOFF_CAP_S)
             values = {"killmail_id": ref.killmail_id, "killmail_hash": ref.killmail_hash,

@@ -154,6 +154,32 @@ def test_failed_bodies_become_pending_and_succeed_later(start_sim: Any, wire: An
     assert_matches_ground_truth(sim, db, only=cid)
 
 
+def test_a_body_pending_for_two_characters_is_linked_to_both_once_it_lands(
+        start_sim: Any, wire: Any, db: Database) -> None:
+    """The pending row names one character; the other's list must be walked again, or
+    its 304s would hide the killmail from it for good."""
+    sim = start_sim("smoke", shared_fraction=0.9, killmails=80, list_cache_s=1)
+    runtime = wire(sim)
+    truth = sim.world.ground_truth()
+    a, b, shared = next((a, b, k) for a in truth for b in truth if a < b
+                        for k in sorted(set(truth[a]) & set(truth[b])))
+    sim.faults.fail_body(shared, status=422, times=2)  # the first try of each character
+    assert runtime.engine.sync_character(a).status == "partial"
+    assert runtime.engine.sync_character(b).status == "partial"
+    with db.session() as s:
+        row = s.get(PendingKillmail, shared)
+        assert row is not None and row.character_id == a
+        row.next_attempt_at = row.first_seen_at  # due now
+    time.sleep(1.1)  # both lists' caches expired
+    runtime.engine.sync_character(a)
+    runtime.engine.sync_character(b)
+    with db.session() as s:
+        assert s.scalars(select(PendingKillmail)).all() == []
+    assert shared in exported(db, a) and shared in exported(db, b)
+    assert_matches_ground_truth(sim, db, only=a)
+    assert_matches_ground_truth(sim, db, only=b)
+
+
 def test_concurrent_syncs_sharing_killmails_fetch_each_body_once(start_sim: Any, wire: Any,
                                                                  db: Database) -> None:
     sim = start_sim("smoke", shared_fraction=0.9, killmails=80)
