@@ -242,7 +242,7 @@ def test_live_view_shows_a_running_sync_mid_bodies(world: World) -> None:
     try:
         state = _wait_for_mid_bodies(view.registry, cid)
         rendered = _render(view, buffer)
-        assert view.reports == []  # the job is still running
+        assert list(view.reports) == []  # the job is still running
     finally:
         thread.join(timeout=120)
         runtime.close()

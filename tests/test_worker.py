@@ -37,6 +37,7 @@ from killcli.queue.leases import character_lease
 from killcli.runtime import Runtime, build_runtime
 from killcli.scheduler import run_queue
 from killcli.sim import FaultPlan, SimServer
+from killcli.sim.scenario import ESI_BUCKETS
 from killcli.worker import Worker
 from tests.conftest import REPO, CliResult, DbTarget, sim_environ, unavailable
 
@@ -441,7 +442,10 @@ def test_worker_survives_a_rabbitmq_restart(start_sim: Any, db: Database, db_tar
 
     if shutil.which("rabbitmqctl") is None:
         unavailable("rabbitmqctl (to restart RabbitMQ)")
-    sim = start_sim("smoke", characters=6, killmails=240, faults=FaultPlan(latency_ms=25))
+    # A killmail bucket of 100 bodies per 5 s: the drain lasts ~12 s, so RabbitMQ's restart
+    # (a few seconds) falls inside it however fast the worker is.
+    sim = start_sim("smoke", characters=6, killmails=240, faults=FaultPlan(latency_ms=25),
+                    buckets={**ESI_BUCKETS, "killmail": (200, 5)})
     env = sim_environ(sim, tmp_path / "home", db_target.url)
     env["KILLSYNC_BROKER_URL"] = RABBIT_URL
     env["KILLSYNC_QUEUE_NAME"] = f"killsync-restart-{os.getpid()}-{time.monotonic_ns()}"
