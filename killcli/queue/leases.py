@@ -114,6 +114,19 @@ def acquire_in(
     return taken | _take_from_dead(session, {n: owners[n] for n in missed}, expires_at)
 
 
+def acquire_each(
+    session: Session, pairs: Sequence[tuple[str, str]], ttl_s: float, now: datetime
+) -> list[bool]:
+    """:func:`acquire_in` for a batch of ``(name, owner)`` in which a name may come twice
+    (two jobs of one character): its first owner may take it, the others are refused. One
+    answer per pair, in order."""
+    owners: dict[str, str] = {}
+    for name, owner in pairs:
+        owners.setdefault(name, owner)
+    taken = acquire_in(session, owners, ttl_s, now)
+    return [name in taken and owners[name] == owner for name, owner in pairs]
+
+
 def _take_from_dead(
     session: Session, owners: Mapping[str, str], expires_at: datetime
 ) -> set[str]:
@@ -295,14 +308,9 @@ class LeaseKeeper:
                            self.ttl_s, exc_info=True)
 
     def _release_many(self, pairs: Sequence[tuple[str, str]]) -> list[None]:
-        rounds: list[dict[str, str]] = []
-        for name, owner in pairs:  # one name twice (two owners) goes in separate rounds
-            target = next((r for r in rounds if name not in r), None)
-            if target is None:
-                rounds.append(target := {})
-            target[name] = owner
-        for owners in rounds:
-            self.leases.release_many(owners)
+        # A name twice (its lease lapsed, another job of ours took it over) keeps the last
+        # owner: the row names only that one, so the earlier owner's release is a no-op.
+        self.leases.release_many(dict(pairs))
         return [None] * len(pairs)
 
     def beat(self) -> None:

@@ -40,6 +40,7 @@ from killcli.queue.jobs import Job, PoisonMessage, decode, peek_ids
 from killcli.queue.leases import (
     HEARTBEAT_S,
     Now,
+    acquire_each,
     acquire_in,
     queued_lease,
     release_in,
@@ -123,14 +124,10 @@ class LeaseBook:
                            job.job_id, exc_info=True)
 
     def _start_many(self, jobs: Sequence[Job]) -> list[bool]:
-        queued: dict[str, str] = {}
-        for job in jobs:  # two jobs of one character: the first one may take it
-            queued.setdefault(self._names(job)[0], job.job_id)
         with self._db.session() as session:
             now = self._now()
-            taken = acquire_in(session, queued, self.queued_ttl_s, now)
-            started = [self._names(job)[0] in taken and queued[self._names(job)[0]]
-                       == job.job_id for job in jobs]
+            started = acquire_each(session, [(self._names(job)[0], job.job_id) for job in jobs],
+                                   self.queued_ttl_s, now)
             acquire_in(session, {self._names(job)[1]: job.job_id
                                  for job, ok in zip(jobs, started, strict=True) if ok},
                        self.running_ttl_s, now)

@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy.orm import Session
 
 from killcli.accounts import KILLMAIL_SCOPE, require_character
 from killcli.db import Database
@@ -45,6 +46,8 @@ from killcli.sync.inflight import Claim, InflightBodies
 from killcli.sync.names import NameResolver, ids_to_name
 
 PENDING: Table = PendingKillmail.__table__  # type: ignore[assignment]
+CHARACTERS: Table = Character.__table__  # type: ignore[assignment]
+RUNS: Table = SyncRun.__table__  # type: ignore[assignment]
 LINKS: Table = CharacterKillmail.__table__  # type: ignore[assignment]
 PENDING_BACKOFF_S = 300.0
 PENDING_BACKOFF_CAP_S = 86_400.0
@@ -498,12 +501,33 @@ class SyncEngine:
 
     def _finish(self, run: _Run, started_at: datetime, status: str,
                 error: str | None = None) -> None:
+        last_error = error or (run.pending_reasons[0] if run.pending_reasons else None)
         with self.db.session() as session:
-            session.add(SyncRun(character_id=run.character.character_id, started_at=started_at,
-                                finished_at=utcnow(), status=status,
-                                figures=asdict(run.figures), error=error))
-            character = session.get(Character, run.character.character_id)
-            if character is not None:
-                character.last_sync_at = utcnow()
-                character.last_error = error or (run.pending_reasons[0]
-                                                 if run.pending_reasons else None)
+            record_runs(session, [RunRecord(run.character.character_id, started_at, status,
+                                            asdict(run.figures), error, last_error)])
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished sync, as :func:`record_runs` stores it."""
+
+    character_id: int
+    started_at: datetime
+    status: str
+    figures: dict[str, Any]
+    error: str | None = None  # why the run failed
+    last_error: str | None = None  # what the character's row shows (a failure, a pending body)
+
+
+def record_runs(session: Session, runs: Sequence[RunRecord]) -> None:
+    """The runs' records, and each character's last sync and last error, in the caller's
+    transaction (one statement each, however many runs: the worker's quick path records
+    many at once)."""
+    now = utcnow()
+    session.execute(update(CHARACTERS).where(CHARACTERS.c.character_id == bindparam("cid"))
+                    .values(last_sync_at=now, last_error=bindparam("last_error")),
+                    [{"cid": r.character_id, "last_error": r.last_error} for r in runs],
+                    execution_options={"synchronize_session": False})
+    session.execute(insert(RUNS), [
+        {"character_id": r.character_id, "started_at": r.started_at, "finished_at": now,
+         "status": r.status, "figures": r.figures, "error": r.error} for r in runs])

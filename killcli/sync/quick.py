@@ -22,23 +22,27 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from killcli.accounts import KILLMAIL_SCOPE, Accounts
 from killcli.coalesce import Coalescer
 from killcli.db import Database
-from killcli.db.models import Character, SyncRun
 from killcli.db.types import utcnow
 from killcli.errors import NeedsLogin
 from killcli.esi.client import EsiClient
 from killcli.esi.models import ListPageResult
-from killcli.queue.leases import LeaseKeeper, acquire_in, release_in
-from killcli.sync.engine import PENDING, SyncFigures, SyncProgress, SyncResult
+from killcli.queue.leases import LeaseKeeper, acquire_each, release_in
+from killcli.sync.engine import (
+    CHARACTERS,
+    PENDING,
+    RunRecord,
+    SyncFigures,
+    SyncProgress,
+    SyncResult,
+    record_runs,
+)
 
-CHARACTERS: Table = Character.__table__  # type: ignore[assignment]
-RUNS: Table = SyncRun.__table__  # type: ignore[assignment]
 CHUNK = 500  # ids per IN list
 
 
@@ -77,12 +81,8 @@ class _Start:
 class _Record:
     lease: str
     owner: str
-    character_id: int
-    started_at: datetime
-    status: str  # not_modified | cached | failed
-    figures: dict[str, Any]
+    run: RunRecord
     first: ListPageResult | None
-    error: str | None
 
 
 @dataclass(frozen=True)
@@ -161,17 +161,15 @@ class QuickSync:
         """Record the run and give the lease up, in a transaction shared with the jobs
         finishing now (the lease is no longer renewed from here on)."""
         self.keeper.forget(begun.lease)
-        self.finishes.submit(_Record(begun.lease, begun.owner, candidate.character_id,
-                                     started_at, status, asdict(figures), first, error))
+        run = RunRecord(candidate.character_id, started_at, status, asdict(figures), error,
+                        error)
+        self.finishes.submit(_Record(begun.lease, begun.owner, run, first))
 
     # -- the batches --------------------------------------------------------------------
 
     def _begin_many(self, starts: Sequence[_Start]) -> list[Begun]:
         """One transaction: the leases, and the characters one request may settle (active,
         with the scope, no pending body due)."""
-        owners: dict[str, str] = {}
-        for start in starts:  # two jobs of one character: the first one may take it
-            owners.setdefault(start.lease, start.owner)
         ids = [s.character_id for s in starts]
         now = utcnow()
         found: dict[int, Candidate] = {}
@@ -179,7 +177,8 @@ class QuickSync:
         unique = sorted(set(ids))
         c = CHARACTERS.c
         with self.db.session() as session:
-            taken = acquire_in(session, owners, max(s.ttl_s for s in starts), now)
+            leased = acquire_each(session, [(s.lease, s.owner) for s in starts],
+                                  max(s.ttl_s for s in starts), now)
             for first in range(0, len(unique), CHUNK):
                 chunk = unique[first : first + CHUNK]
                 rows = session.execute(select(
@@ -194,17 +193,15 @@ class QuickSync:
                 due.update(session.scalars(select(PENDING.c.character_id).where(
                     PENDING.c.character_id.in_(chunk),
                     PENDING.c.next_attempt_at <= now).distinct()))
-        return [Begun(s.lease in taken and owners[s.lease] == s.owner,
-                      None if s.character_id in due else found.get(s.character_id),
+        return [Begun(ok, None if s.character_id in due else found.get(s.character_id),
                       s.lease, s.owner)
-                for s in starts]
+                for s, ok in zip(starts, leased, strict=True)]
 
     def _record_many(self, records: Sequence[_Record]) -> list[None]:
-        """One transaction: each character's list cache and last sync, and its run record."""
-        now = utcnow()
-        listed = [{"cid": r.character_id, "etag": r.first.etag or None,
+        """One transaction: each character's list cache, its run (:func:`record_runs`) and
+        its lease given up."""
+        listed = [{"cid": r.run.character_id, "etag": r.first.etag or None,
                    "expires": r.first.expires} for r in records if r.first is not None]
-        synced = [{"cid": r.character_id, "error": r.error} for r in records]
         c = CHARACTERS.c
         with self.db.session() as session:
             if listed:
@@ -213,12 +210,6 @@ class QuickSync:
                                                                 c.list_etag),
                                         list_expires_at=bindparam("expires")),
                                 listed, execution_options={"synchronize_session": False})
-            session.execute(update(CHARACTERS).where(c.character_id == bindparam("cid"))
-                            .values(last_sync_at=now, last_error=bindparam("error")),
-                            synced, execution_options={"synchronize_session": False})
+            record_runs(session, [r.run for r in records])
             release_in(session, {r.lease: r.owner for r in records})
-            session.execute(insert(RUNS), [
-                {"character_id": r.character_id, "started_at": r.started_at,
-                 "finished_at": now, "status": r.status, "figures": r.figures,
-                 "error": r.error} for r in records])
         return [None] * len(records)
