@@ -155,12 +155,15 @@ class FleetRun:
         tokens.touch(mode=0o600)
         logins = self.sim.info["provisioned"]["characters"]
         tokens.write_text("".join(c["refresh_token"] + "\n" for c in logins))
-        for name, args in (("upgrade", ["db", "upgrade"]),
-                           ("import", ["users", "import", str(tokens)])):
+        for name, args in (
+            ("upgrade", ["db", "upgrade"]),
+            ("import", ["users", "import", str(tokens)]),
+        ):
             done = self.children.run(name, args, self.env(), self.opts.timeout_s)
             if done.exit_code != 0:
-                raise RuntimeError(f"killsync {' '.join(args)} failed ({done.exit_code}):\n"
-                                   f"{done.tail}")
+                raise RuntimeError(
+                    f"killsync {' '.join(args)} failed ({done.exit_code}):\n{done.tail}"
+                )
 
     def queue(self, name: str = "queue") -> Finished:
         return self.children.run(name, ["queue", "--quiet"], self.env(), self.opts.timeout_s)
@@ -169,8 +172,10 @@ class FleetRun:
         args = ["worker", "--drain"]
         if self.opts.concurrency:
             args += ["--concurrency", str(self.opts.concurrency)]
-        return [self.children.start(f"{prefix}{i}", args, self.env(address))
-                for i, address in enumerate(addresses)]
+        return [
+            self.children.start(f"{prefix}{i}", args, self.env(address))
+            for i, address in enumerate(addresses)
+        ]
 
     def wait(self, workers: list[Child], deadline: float) -> list[Finished]:
         return self.children.wait_all(workers, deadline)
@@ -198,41 +203,58 @@ class FleetRun:
         try:
             with engine.connect() as conn:
                 ids = {row[0] for row in conn.execute(text("SELECT killmail_id FROM killmails"))}
-                links = {(row[0], row[1]) for row in conn.execute(
-                    text("SELECT character_id, killmail_id FROM character_killmails"))}
+                links = {
+                    (row[0], row[1])
+                    for row in conn.execute(
+                        text("SELECT character_id, killmail_id FROM character_killmails")
+                    )
+                }
                 pending = conn.execute(text("SELECT count(*) FROM pending_killmails")).scalar()
         finally:
             engine.dispose()
         missing_ids, missing_links = len(want_ids - ids), len(want_links - links)
-        return {"complete": not missing_ids and not missing_links,
-                "missing_killmails": missing_ids, "missing_links": missing_links,
-                "pending_killmails": int(pending or 0)}
+        return {
+            "complete": not missing_ids and not missing_links,
+            "missing_killmails": missing_ids,
+            "missing_links": missing_links,
+            "pending_killmails": int(pending or 0),
+        }
 
 
 def exits(finished: list[Finished]) -> dict[str, Any]:
     """Exit codes of workers (None: killed by the timeout) and the tail of failures."""
     failures = {f.name: f.tail for f in finished if f.exit_code not in (0, -9)}
-    return {"exit_codes": [f.exit_code for f in finished],
-            **({"failures": failures} if failures else {})}
+    return {
+        "exit_codes": [f.exit_code for f in finished],
+        **({"failures": failures} if failures else {}),
+    }
 
 
-def sync_figures(run: FleetRun, wall: float, queued: Finished,
-                 finished: list[Finished]) -> dict[str, Any]:
+def sync_figures(
+    run: FleetRun, wall: float, queued: Finished, finished: list[Finished]
+) -> dict[str, Any]:
     stats = run.stats()
     result = figures(run.opts.scenario, run.sim.info, wall, stats)
-    result.update(database=run.database, workers=len(finished), load_1m=os.getloadavg()[0],
-                  concurrency=run.opts.concurrency, queue_s=round(queued.seconds, 2),
-                  bodies_200=count(stats, BODY, 200),
-                  killmail_tokens_by_address=stats["tokens_by_key"].get("killmail", {}),
-                  **run.completeness(), **exits([queued, *finished]))
+    result.update(
+        database=run.database,
+        workers=len(finished),
+        load_1m=os.getloadavg()[0],
+        concurrency=run.opts.concurrency,
+        queue_s=round(queued.seconds, 2),
+        bodies_200=count(stats, BODY, 200),
+        killmail_tokens_by_address=stats["tokens_by_key"].get("killmail", {}),
+        **run.completeness(),
+        **exits([queued, *finished]),
+    )
     return result
 
 
 # -- the three modes ----------------------------------------------------------------------
 
 
-def scaling(opts: Options, database: str, workers: list[int],
-            overrides: dict[str, Any]) -> list[dict[str, Any]]:
+def scaling(
+    opts: Options, database: str, workers: list[int], overrides: dict[str, Any]
+) -> list[dict[str, Any]]:
     results = []
     for n in workers:
         with FleetRun(opts, database, overrides) as run:
@@ -248,9 +270,14 @@ def source_address_supported() -> bool:
     with tempfile.TemporaryDirectory() as home:
         env = child_environ({"KILLSYNC_HOME": home, SOURCE_ENV: "127.0.0.2"})
         try:
-            done = subprocess.run([str(PYTHON), "-m", "killcli", "config", "show", "--json"],
-                                  env=env, cwd=ROOT, capture_output=True, timeout=60,
-                                  check=False)
+            done = subprocess.run(
+                [str(PYTHON), "-m", "killcli", "config", "show", "--json"],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
             settings = json.loads(done.stdout)["data"]["settings"]
         except (subprocess.TimeoutExpired, ValueError, KeyError, TypeError):
             return False
@@ -286,11 +313,15 @@ def egress(opts: Options, database: str, k: int, overrides: dict[str, Any]) -> l
             result = sync_figures(run, wall, queued, finished)
             n_addr = len({a for a in addresses if a}) or 1
             bound = bound_with_addresses(run.sim.info, n_addr)
-            result.update(mode="egress", egress=label, addresses=n_addr,
-                          source_address_supported=supported,
-                          one_address_bound_s=round(run.sim.info["summary"]["min_sync_time_s"], 2),
-                          lower_bound_s=round(bound, 2),
-                          ratio=round(wall / bound, 3) if bound else None)
+            result.update(
+                mode="egress",
+                egress=label,
+                addresses=n_addr,
+                source_address_supported=supported,
+                one_address_bound_s=round(run.sim.info["summary"]["min_sync_time_s"], 2),
+                lower_bound_s=round(bound, 2),
+                ratio=round(wall / bound, 3) if bound else None,
+            )
             results.append(result)
     if len(results) > 1:  # one address, then k addresses
         one, many = results[0]["wall_s"], results[1]["wall_s"]
@@ -309,8 +340,9 @@ def wait_for_bodies(run: FleetRun, workers: list[Child], kill_at: int, deadline:
     return False
 
 
-def rounds_until_complete(run: FleetRun, since: float, pause_s: float,
-                          timeout_s: float) -> tuple[int, float | None]:
+def rounds_until_complete(
+    run: FleetRun, since: float, pause_s: float, timeout_s: float
+) -> tuple[int, float | None]:
     """More `queue` + `worker --drain` rounds until the data is complete."""
     rounds = 0
     while time.monotonic() - since < timeout_s:
@@ -324,39 +356,63 @@ def rounds_until_complete(run: FleetRun, since: float, pause_s: float,
     return rounds, None
 
 
-def sigkill(opts: Options, database: str, n: int, kill_fraction: float, pause_s: float,
-            complete_timeout_s: float, overrides: dict[str, Any]) -> dict[str, Any]:
+def sigkill(
+    opts: Options,
+    database: str,
+    n: int,
+    kill_fraction: float,
+    pause_s: float,
+    complete_timeout_s: float,
+    overrides: dict[str, Any],
+) -> dict[str, Any]:
     with FleetRun(opts, database, overrides) as run:
         run.setup()
         kill_at = max(1, int(run.sim.info["summary"]["listed_killmails"] * kill_fraction))
         start = time.monotonic()
         queued = run.queue()
         workers = run.start_workers([None] * n)
-        result: dict[str, Any] = {"mode": "sigkill", "database": database, "workers": n,
-                                  "kill_at_bodies": kill_at, "queue_exit": queued.exit_code}
+        result: dict[str, Any] = {
+            "mode": "sigkill",
+            "database": database,
+            "workers": n,
+            "kill_at_bodies": kill_at,
+            "queue_exit": queued.exit_code,
+        }
         if not wait_for_bodies(run, workers, kill_at, start + opts.timeout_s):
             run.wait(workers, start + opts.timeout_s)
             return {**result, "killed": False, **run.completeness()}
         run.children.sigkill(workers[0])
         killed = time.monotonic()
-        result.update(killed=True, killed_after_s=round(killed - start, 2),
-                      bodies_at_kill=count(run.stats(), BODY, 200))
+        result.update(
+            killed=True,
+            killed_after_s=round(killed - start, 2),
+            bodies_at_kill=count(run.stats(), BODY, 200),
+        )
         queued = run.queue("queue-round")  # at once, as cron or a process manager would
         extra = run.start_workers([None], prefix="worker-round")
         finished = run.wait([*workers, *extra], killed + opts.timeout_s)
-        result.update(round_s=round(time.monotonic() - killed, 2),
-                      round_own_s=round(queued.seconds + finished[-1].seconds, 2),
-                      **exits([queued, *finished]),
-                      **run.completeness())
+        result.update(
+            round_s=round(time.monotonic() - killed, 2),
+            round_own_s=round(queued.seconds + finished[-1].seconds, 2),
+            **exits([queued, *finished]),
+            **run.completeness(),
+        )
         if not result["complete"]:
             rounds, took = rounds_until_complete(run, killed, pause_s, complete_timeout_s)
-            result.update(extra_rounds=rounds,
-                          complete_after_s=None if took is None else round(took, 2),
-                          final=run.completeness())
+            result.update(
+                extra_rounds=rounds,
+                complete_after_s=None if took is None else round(took, 2),
+                final=run.completeness(),
+            )
         stats = run.stats()
         result["load_1m"] = os.getloadavg()[0]
-        result.update({k: v for k, v in figures(opts.scenario, run.sim.info, 0.0, stats).items()
-                       if k in ("429", "420", "bodies_fetched_twice", "requests_by_status")})
+        result.update(
+            {
+                k: v
+                for k, v in figures(opts.scenario, run.sim.info, 0.0, stats).items()
+                if k in ("429", "420", "bodies_fetched_twice", "requests_by_status")
+            }
+        )
         return result
 
 
@@ -377,8 +433,12 @@ def _names(text_value: str) -> list[str]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    p.add_argument("--database", type=_names, default=["sqlite", "postgresql"],
-                   help="sqlite, postgresql or both (comma-separated; default both)")
+    p.add_argument(
+        "--database",
+        type=_names,
+        default=["sqlite", "postgresql"],
+        help="sqlite, postgresql or both (comma-separated; default both)",
+    )
     p.add_argument("--workers", type=_ints, default=[1, 3], help="worker counts (default 1,3)")
     p.add_argument("--scenario", default="fleet")
     p.add_argument("--seed", type=int, default=1)
@@ -386,24 +446,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--characters", type=int, help="override the scenario's characters")
     p.add_argument("--concurrency", type=int, help="each worker's --concurrency (default: its own)")
     p.add_argument("--egress", type=int, metavar="K", help="K workers on 1 vs K source addresses")
-    p.add_argument("--egress-killmails", type=int, default=1150,
-                   help="killmails of the egress scenario (one address: ~3 windows)")
-    p.add_argument("--egress-window-s", type=int, default=10,
-                   help="the killmail bucket's window in the egress scenario")
+    p.add_argument(
+        "--egress-killmails",
+        type=int,
+        default=1150,
+        help="killmails of the egress scenario (one address: ~3 windows)",
+    )
+    p.add_argument(
+        "--egress-window-s",
+        type=int,
+        default=10,
+        help="the killmail bucket's window in the egress scenario",
+    )
     p.add_argument("--sigkill", action="store_true", help="kill -9 a worker mid-sync")
     p.add_argument("--sigkill-workers", type=int, default=3)
-    p.add_argument("--kill-at", type=float, default=0.25,
-                   help="kill once this fraction of the bodies was served")
+    p.add_argument(
+        "--kill-at",
+        type=float,
+        default=0.25,
+        help="kill once this fraction of the bodies was served",
+    )
     p.add_argument("--round-pause-s", type=float, default=10.0)
-    p.add_argument("--complete-timeout-s", type=float, default=360.0,
-                   help="stop the extra rounds after a SIGKILL this long after the kill")
+    p.add_argument(
+        "--complete-timeout-s",
+        type=float,
+        default=360.0,
+        help="stop the extra rounds after a SIGKILL this long after the kill",
+    )
     p.add_argument("--all", action="store_true", help="scaling, --egress 3 and --sigkill")
     p.add_argument("--timeout-s", type=float, default=300.0, help="bound of each sync phase")
     p.add_argument("--pg", default=PG_ADMIN)
     p.add_argument("--amqp", default=AMQP)
     p.add_argument("--json", action="store_true")
-    p.add_argument("--keep-logs", type=Path, metavar="DIR",
-                   help="copy each run's child logs (and SQLite file) into DIR")
+    p.add_argument(
+        "--keep-logs",
+        type=Path,
+        metavar="DIR",
+        help="copy each run's child logs (and SQLite file) into DIR",
+    )
     args = p.parse_args(argv)
     if args.all:
         args.egress = args.egress or 3
@@ -429,8 +509,15 @@ def egress_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     exit_on_sigterm()
     args = parse_args(argv)
-    opts = Options(args.scenario, args.seed, args.concurrency, args.pg, args.amqp, args.timeout_s,
-                   args.keep_logs)
+    opts = Options(
+        args.scenario,
+        args.seed,
+        args.concurrency,
+        args.pg,
+        args.amqp,
+        args.timeout_s,
+        args.keep_logs,
+    )
     overrides = {k: v for k in ("killmails", "characters") if (v := getattr(args, k))}
     run_scaling = args.all or not (args.egress or args.sigkill)
     sync_results: list[dict[str, Any]] = []
@@ -442,12 +529,23 @@ def main(argv: list[str] | None = None) -> None:
         if args.egress:
             with announced(f"{database}: egress {args.egress}"):
                 sync_results += progress(
-                    egress(opts, database, args.egress, egress_overrides(args)))
+                    egress(opts, database, args.egress, egress_overrides(args))
+                )
         if args.sigkill:
             with announced(f"{database}: sigkill"):
-                kill_results += progress([sigkill(opts, database, args.sigkill_workers,
-                                                  args.kill_at, args.round_pause_s,
-                                                  args.complete_timeout_s, overrides)])
+                kill_results += progress(
+                    [
+                        sigkill(
+                            opts,
+                            database,
+                            args.sigkill_workers,
+                            args.kill_at,
+                            args.round_pause_s,
+                            args.complete_timeout_s,
+                            overrides,
+                        )
+                    ]
+                )
     if args.json:  # the data on stdout, the table on stderr
         print(json.dumps(sync_results + kill_results, indent=2))
     with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):

@@ -33,10 +33,20 @@ def take(db: Database, owner: str, leases: int, block: int) -> None:
     ledger = EgressLedger(db, "bench-egress", owner)
     previous: Grant | None = None
     for _ in range(leases):
-        closing = () if previous is None else (
-            BlockClose(previous.block_id, block, time.time() + WINDOW_S),)
-        answer = ledger.lease("killmail", tokens=block, limit_tokens=10**9, window_s=WINDOW_S,
-                              margin=2, hold_s=WINDOW_S, closing=closing)
+        closing = (
+            ()
+            if previous is None
+            else (BlockClose(previous.block_id, block, time.time() + WINDOW_S),)
+        )
+        answer = ledger.lease(
+            "killmail",
+            tokens=block,
+            limit_tokens=10**9,
+            window_s=WINDOW_S,
+            margin=2,
+            hold_s=WINDOW_S,
+            closing=closing,
+        )
         assert isinstance(answer, Grant)
         previous = answer
 
@@ -48,8 +58,10 @@ def measure(kind: str, leases: int, block: int, takers: int, pg_admin: str) -> s
         try:
             db.upgrade()
             take(db, "warm-up", 50, block)
-            threads = [threading.Thread(target=take, args=(db, f"taker-{i}", leases, block))
-                       for i in range(takers)]
+            threads = [
+                threading.Thread(target=take, args=(db, f"taker-{i}", leases, block))
+                for i in range(takers)
+            ]
             start = time.perf_counter()
             for thread in threads:
                 thread.start()
@@ -60,9 +72,11 @@ def measure(kind: str, leases: int, block: int, takers: int, pg_admin: str) -> s
             db.close()
             cleanup()
     total = leases * takers
-    return (f"{kind:<11} takers {takers}  block {block:>3} tokens  "
-            f"{elapsed / total * 1e6:8.0f} µs/lease  {elapsed / (total * block) * 1e6:6.1f} "
-            f"µs/token  ({total / elapsed:,.0f} leases/s)")
+    return (
+        f"{kind:<11} takers {takers}  block {block:>3} tokens  "
+        f"{elapsed / total * 1e6:8.0f} µs/lease  {elapsed / (total * block) * 1e6:6.1f} "
+        f"µs/token  ({total / elapsed:,.0f} leases/s)"
+    )
 
 
 def main() -> None:

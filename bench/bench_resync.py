@@ -63,10 +63,13 @@ def scenario_overrides(characters: int) -> dict[str, Any]:
     """One page per character, bodies unthrottled (the fill is not measured), tokens that
     outlive the run (a refresh per character would be measured otherwise)."""
     return {
-        "characters": characters, "killmails": characters, "old_killmails": 0,
-        "page_size": 50, "list_cache_s": LIST_CACHE_S, "access_token_lifetime_s": 86_400,
-        "buckets": {"char-killmail": (30, 900), "killmail": (1_000_000, 1),
-                    "status": (600, 900)},
+        "characters": characters,
+        "killmails": characters,
+        "old_killmails": 0,
+        "page_size": 50,
+        "list_cache_s": LIST_CACHE_S,
+        "access_token_lifetime_s": 86_400,
+        "buckets": {"char-killmail": (30, 900), "killmail": (1_000_000, 1), "status": (600, 900)},
         "faults": LATENCY,
     }
 
@@ -74,8 +77,9 @@ def scenario_overrides(characters: int) -> dict[str, Any]:
 class Deployment:
     """One database (+ broker) wired to the simulator, the `killsync` children, cleanup."""
 
-    def __init__(self, database: str, sim: SimProcess, opts: Options, tmp: Path,
-                 stack: contextlib.ExitStack) -> None:
+    def __init__(
+        self, database: str, sim: SimProcess, opts: Options, tmp: Path, stack: contextlib.ExitStack
+    ) -> None:
         self.database, self.sim, self.opts, self.tmp = database, sim, opts, tmp
         self.queue_name = f"killsync_bench_{secrets.token_hex(4)}"
         self.url, drop = fresh_database(database, tmp, opts.pg_admin)
@@ -108,13 +112,16 @@ class Deployment:
         """A `killsync` command as its own process; a failure ends the bench."""
         done = self.children.run(name, list(args), self.env(), self.opts.timeout_s)
         if done.exit_code != 0:
-            raise RuntimeError(f"killsync {' '.join(args)} ended with {done.exit_code} after "
-                               f"{done.seconds:.1f} s:\n{done.tail}")
+            raise RuntimeError(
+                f"killsync {' '.join(args)} ended with {done.exit_code} after "
+                f"{done.seconds:.1f} s:\n{done.tail}"
+            )
         return done
 
     def worker(self, name: str) -> Finished:
-        extra = [] if self.opts.concurrency is None else ["--concurrency",
-                                                          str(self.opts.concurrency)]
+        extra = (
+            [] if self.opts.concurrency is None else ["--concurrency", str(self.opts.concurrency)]
+        )
         return self.run(name, "worker", "--drain", *extra)
 
     def _delete_rabbit_queues(self) -> None:
@@ -170,25 +177,37 @@ def simulator(characters: int) -> Iterator[SimProcess]:
 
 
 def run_deployment(database: str, opts: Options) -> dict[str, Any]:
-    with simulator(opts.characters) as sim, tempfile.TemporaryDirectory() as tmp, \
-            contextlib.ExitStack() as stack:
+    with (
+        simulator(opts.characters) as sim,
+        tempfile.TemporaryDirectory() as tmp,
+        contextlib.ExitStack() as stack,
+    ):
         deployment = Deployment(database, sim, opts, Path(tmp), stack)
         fill_s = fill(deployment)
         result = resync(deployment)
-    return {"database": database, "broker": DEPLOYMENTS[database],
-            "characters": opts.characters, "concurrency": opts.concurrency or "default",
-            "fill_s": round(fill_s, 1), **result}
+    return {
+        "database": database,
+        "broker": DEPLOYMENTS[database],
+        "characters": opts.characters,
+        "concurrency": opts.concurrency or "default",
+        "fill_s": round(fill_s, 1),
+        **result,
+    }
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    print(f"{'deployment':<22}{'chars':>7}{'queue s':>9}{'drain s':>9}{'start s':>9}"
-          f"{'chars/s':>9}{'round/s':>9}{'net/s':>9}{'304s':>7}{'200s':>6}{'bodies':>7}")
+    print(
+        f"{'deployment':<22}{'chars':>7}{'queue s':>9}{'drain s':>9}{'start s':>9}"
+        f"{'chars/s':>9}{'round/s':>9}{'net/s':>9}{'304s':>7}{'200s':>6}{'bodies':>7}"
+    )
     for r in results:
-        print(f"{r['database'] + ' + ' + r['broker']:<22}{r['characters']:>7}"
-              f"{r['queue_all_s']:>9.2f}{r['drain_s']:>9.2f}{r['worker_startup_s']:>9.2f}"
-              f"{r['chars_per_s']:>9.1f}{r['chars_per_s_round']:>9.1f}"
-              f"{r['chars_per_s_net_of_startup']:>9.1f}{r['list_304']:>7}{r['list_200']:>6}"
-              f"{r['bodies']:>7}")
+        print(
+            f"{r['database'] + ' + ' + r['broker']:<22}{r['characters']:>7}"
+            f"{r['queue_all_s']:>9.2f}{r['drain_s']:>9.2f}{r['worker_startup_s']:>9.2f}"
+            f"{r['chars_per_s']:>9.1f}{r['chars_per_s_round']:>9.1f}"
+            f"{r['chars_per_s_net_of_startup']:>9.1f}{r['list_304']:>7}{r['list_200']:>6}"
+            f"{r['bodies']:>7}"
+        )
 
 
 def main() -> None:
@@ -196,16 +215,22 @@ def main() -> None:
     parser.add_argument("--characters", type=int, default=2000)
     parser.add_argument("--large", action="store_true", help="20,000 characters")
     parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
-    parser.add_argument("--concurrency", type=int, help="worker --concurrency (default: "
-                        "the worker's own default)")
+    parser.add_argument(
+        "--concurrency", type=int, help="worker --concurrency (default: the worker's own default)"
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="per command, seconds")
     parser.add_argument("--pg", default=PG_ADMIN)
     parser.add_argument("--amqp", default=AMQP)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     exit_on_sigterm()
-    opts = Options(20_000 if args.large else args.characters, args.concurrency, args.timeout,
-                   args.pg, args.amqp)
+    opts = Options(
+        20_000 if args.large else args.characters,
+        args.concurrency,
+        args.timeout,
+        args.pg,
+        args.amqp,
+    )
     databases = list(DEPLOYMENTS) if args.database == "both" else [args.database]
     results = [run_deployment(database, opts) for database in databases]
     if args.json:

@@ -88,17 +88,26 @@ class Children:
     def __enter__(self) -> Children:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.kill_all()
 
     def start(self, name: str, args: list[str], env: dict[str, str]) -> Child:
         log = self.logs / f"{name}.log"
         with log.open("ab") as out:
             process = subprocess.Popen(
-                [str(PYTHON), "-m", "killcli", *args], cwd=ROOT, env=env,
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                [str(PYTHON), "-m", "killcli", *args],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         child = Child(name, process, log, time.monotonic())
         self.running.append(child)
         return child
@@ -123,8 +132,10 @@ class Children:
                     ended[id(child)] = time.monotonic()
             time.sleep(POLL_S)
         done = [self.wait(child, deadline) for child in children]
-        return [dataclasses.replace(f, seconds=ended[id(c)] - c.started) if id(c) in ended else f
-                for c, f in zip(children, done, strict=True)]
+        return [
+            dataclasses.replace(f, seconds=ended[id(c)] - c.started) if id(c) in ended else f
+            for c, f in zip(children, done, strict=True)
+        ]
 
     def run(self, name: str, args: list[str], env: dict[str, str], timeout_s: float) -> Finished:
         """Start a child and wait for it (at most ``timeout_s``)."""

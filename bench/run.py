@@ -111,9 +111,21 @@ class SimProcess:
 
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-        "fordblks", "keepcost")]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 def _library(name: str) -> Any:
@@ -312,14 +324,19 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--killmails", type=int, help="override the scenario's killmails")
     parser.add_argument("--characters", type=int, help="override the scenario's characters")
-    parser.add_argument("--sample-memory", type=float, metavar="S",
-                        help="print a memory timeline to stderr every S seconds")
+    parser.add_argument(
+        "--sample-memory",
+        type=float,
+        metavar="S",
+        help="print a memory timeline to stderr every S seconds",
+    )
     args = parser.parse_args()
     overrides = {k: v for k in ("killmails", "characters") if (v := getattr(args, k))}
     stop_sampling = threading.Event()
     if args.sample_memory:
-        threading.Thread(target=sample_memory, args=(args.sample_memory, stop_sampling),
-                         daemon=True).start()
+        threading.Thread(
+            target=sample_memory, args=(args.sample_memory, stop_sampling), daemon=True
+        ).start()
     results = [
         run_scenario(
             name,

@@ -103,9 +103,15 @@ class CharacterInfo:
 class Accounts:
     """The character and token service; thread-safe, one per process."""
 
-    def __init__(self, db: Database, sso: SsoClient, cipher: TokenCipher, *,
-                 refresh_margin_s: float = REFRESH_MARGIN_S, clock: Clock | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        db: Database,
+        sso: SsoClient,
+        cipher: TokenCipher,
+        *,
+        refresh_margin_s: float = REFRESH_MARGIN_S,
+        clock: Clock | None = None,
+    ) -> None:
         self.db = db
         self.sso = sso
         self.cipher = cipher
@@ -131,8 +137,10 @@ class Accounts:
         """Store (or update) a character from a fresh token set (login or add)."""
         claims = tokens.claims
         if KILLMAIL_SCOPE not in claims.scopes:
-            raise UsageError(f"{claims.name} ({claims.character_id}) did not grant "
-                             f"{KILLMAIL_SCOPE}", hint="log in again and tick that scope")
+            raise UsageError(
+                f"{claims.name} ({claims.character_id}) did not grant {KILLMAIL_SCOPE}",
+                hint="log in again and tick that scope",
+            )
         now = self._clock.now()
         with self.db.session() as session:
             character = session.get(Character, claims.character_id, with_for_update=True)
@@ -169,11 +177,17 @@ class Accounts:
             try:
                 fresh = self._refresh_locked(character_id, force=True)
             except NeedsLogin as exc:
-                return RefreshResult(character_id, self._name(character_id), ok=False,
-                                     reason=exc.message)
+                return RefreshResult(
+                    character_id, self._name(character_id), ok=False, reason=exc.message
+                )
             except TokenUnverified as exc:
-                return RefreshResult(character_id, self._name(character_id), ok=False,
-                                     reason=exc.message, retryable=True)
+                return RefreshResult(
+                    character_id,
+                    self._name(character_id),
+                    ok=False,
+                    reason=exc.message,
+                    retryable=True,
+                )
             return RefreshResult(character_id, fresh.name, ok=True, expires_at=fresh.expires_at)
 
     def _fresh_access_token(self, character_id: int) -> str | None:
@@ -182,8 +196,7 @@ class Accounts:
             return self._usable(character)
 
     def _usable(self, character: Character) -> str | None:
-        return self.usable_access_token(character.access_token_enc,
-                                        character.access_expires_at)
+        return self.usable_access_token(character.access_token_enc, character.access_expires_at)
 
     def usable_access_token(self, token_enc: str | None, expires: datetime | None) -> str | None:
         """The stored access token, decrypted, if it is verified (it has an expiry) and
@@ -224,8 +237,9 @@ class Accounts:
             return None
         outcome = self._verify(pending)
         if isinstance(outcome, TokenRejected) or (
-                isinstance(outcome, TokenSet)
-                and outcome.expires_at - self.refresh_margin <= self._clock.now()):
+            isinstance(outcome, TokenSet)
+            and outcome.expires_at - self.refresh_margin <= self._clock.now()
+        ):
             return None  # expired, expiring or bad, unlike the grant behind it: refresh anew
         return self._apply(character, outcome)
 
@@ -239,8 +253,9 @@ class Accounts:
             return self._needs_login(character, exc.reason, cause=exc)
         # Nothing but encryption between the SSO's answer and the commit (see the module doc).
         character.refresh_token_enc = self.cipher.encrypt(issued.refresh_token)
-        character.access_token_enc = (None if issued.access_token is None
-                                      else self.cipher.encrypt(issued.access_token))
+        character.access_token_enc = (
+            None if issued.access_token is None else self.cipher.encrypt(issued.access_token)
+        )
         character.access_expires_at = None  # pending: not usable until verified
         character.token_version = (character.token_version or 0) + 1
         return _Issued(issued, character.token_version)
@@ -252,15 +267,15 @@ class Accounts:
         except SsoError as exc:
             return exc
 
-    def _settle(self, character_id: int, issued: _Issued, outcome: TokenSet | SsoError
-                ) -> _Fresh:
+    def _settle(self, character_id: int, issued: _Issued, outcome: TokenSet | SsoError) -> _Fresh:
         """Record a verification on the row it came from (re-locked), unless the row moved on."""
         result: _Fresh | KillsyncError
         with self.db.session() as session:
             character = require_character(session, character_id, lock=True)
             still_ours = character.token_version == issued.version
-            if still_ours and (character.access_expires_at is None
-                               or not isinstance(outcome, SsoError)):
+            if still_ours and (
+                character.access_expires_at is None or not isinstance(outcome, SsoError)
+            ):
                 result = self._apply(character, outcome)
             else:  # refreshed again, or verified by a worker that found it pending
                 result = self._unrecorded(character, outcome)
@@ -268,29 +283,31 @@ class Accounts:
             raise result
         return result
 
-    def _apply(self, character: Character, outcome: TokenSet | SsoError
-               ) -> _Fresh | KillsyncError:
+    def _apply(self, character: Character, outcome: TokenSet | SsoError) -> _Fresh | KillsyncError:
         """Write a verification's outcome on the locked row; the result or the error."""
         if isinstance(outcome, SsoError):
             return self._unverified(character, outcome.message)
         claims = outcome.claims
         if claims.character_id != character.character_id:
-            return self._unverified(character, f"the token is for character "
-                                               f"{claims.character_id}")
+            return self._unverified(character, f"the token is for character {claims.character_id}")
         character.scopes = " ".join(sorted(claims.scopes))  # never stale: from each token
         if KILLMAIL_SCOPE not in claims.scopes:
             self._mark_needs_login(character, SCOPE_REMOVED)
             character.last_error = f"SSO: the new token no longer grants {KILLMAIL_SCOPE}"
-            return self._needs_login(character, SCOPE_REMOVED, detail=f"{SCOPE_REMOVED} "
-                                     f"({KILLMAIL_SCOPE} is no longer granted)")
+            return self._needs_login(
+                character,
+                SCOPE_REMOVED,
+                detail=f"{SCOPE_REMOVED} ({KILLMAIL_SCOPE} is no longer granted)",
+            )
         character.name = claims.name
         character.access_expires_at = outcome.expires_at
         note = self.sso.clock_note()  # a skewed host clock is worth an operator's look
         character.last_error = None if note is None else f"SSO: {note}"
         return _Fresh(outcome.access_token, outcome.expires_at, claims.name)
 
-    def _unrecorded(self, character: Character, outcome: TokenSet | SsoError
-                    ) -> _Fresh | KillsyncError:
+    def _unrecorded(
+        self, character: Character, outcome: TokenSet | SsoError
+    ) -> _Fresh | KillsyncError:
         """The result of a verification whose row moved on (nothing is written)."""
         if isinstance(outcome, TokenSet) and outcome.claims.character_id == character.character_id:
             return _Fresh(outcome.access_token, outcome.expires_at, outcome.claims.name)
@@ -302,8 +319,9 @@ class Accounts:
 
     def _unverified(self, character: Character, detail: str) -> TokenUnverified:
         """Keep the new tokens pending, say why in ``last_error``: a retry can succeed."""
-        character.last_error = (f"SSO: new tokens stored, access token not verified yet "
-                                f"(will retry): {detail}")
+        character.last_error = (
+            f"SSO: new tokens stored, access token not verified yet (will retry): {detail}"
+        )
         return _unverified_error(character, detail)
 
     def _pending(self, character: Character) -> IssuedTokens | None:
@@ -313,18 +331,28 @@ class Accounts:
         return IssuedTokens(
             access_token=self.cipher.decrypt(character.access_token_enc),
             refresh_token=self.cipher.decrypt(character.refresh_token_enc or ""),
-            expires_in_s=None, requested_at=self._clock.now())
+            expires_in_s=None,
+            requested_at=self._clock.now(),
+        )
 
     def _require_active(self, character: Character) -> None:
         if character.status != "active" or not character.refresh_token_enc:
             raise self._needs_login(character, character.status_reason or character.status)
 
     @staticmethod
-    def _needs_login(character: Character, reason: str, *, detail: str | None = None,
-                     cause: NeedsLogin | None = None) -> NeedsLogin:
-        error = NeedsLogin(f"{character.name} ({character.character_id}) needs to log in "
-                           f"again: {detail or reason}", reason=reason,
-                           character_id=character.character_id)
+    def _needs_login(
+        character: Character,
+        reason: str,
+        *,
+        detail: str | None = None,
+        cause: NeedsLogin | None = None,
+    ) -> NeedsLogin:
+        error = NeedsLogin(
+            f"{character.name} ({character.character_id}) needs to log in "
+            f"again: {detail or reason}",
+            reason=reason,
+            character_id=character.character_id,
+        )
         error.__cause__ = cause
         return error
 
@@ -363,18 +391,20 @@ class Accounts:
 
 
 def _unverified_error(character: Character, detail: str) -> TokenUnverified:
-    return TokenUnverified(f"{character.name} ({character.character_id}): the SSO's new access "
-                           f"token could not be verified: {detail}",
-                           character_id=character.character_id)
+    return TokenUnverified(
+        f"{character.name} ({character.character_id}): the SSO's new access "
+        f"token could not be verified: {detail}",
+        character_id=character.character_id,
+    )
 
 
-def require_character(session: Session, character_id: int, *, lock: bool = False
-                      ) -> Character:
+def require_character(session: Session, character_id: int, *, lock: bool = False) -> Character:
     """The tracked character, or a usage error naming the id."""
     character = session.get(Character, character_id, with_for_update=lock)
     if character is None:
-        raise UsageError(f"character {character_id} is not tracked",
-                         hint="see `killsync users list`")
+        raise UsageError(
+            f"character {character_id} is not tracked", hint="see `killsync users list`"
+        )
     return character
 
 
@@ -386,8 +416,11 @@ def set_enabled(db: Database, character_id: int, *, enabled: bool) -> str:
     with db.session() as session:
         character = require_character(session, character_id, lock=True)
         if enabled and character.status == "needs_login":
-            raise UsageError(f"{character.name} ({character_id}) needs to log in again, "
-                             "enabling cannot fix that", hint="killsync login")
+            raise UsageError(
+                f"{character.name} ({character_id}) needs to log in again, "
+                "enabling cannot fix that",
+                hint="killsync login",
+            )
         if enabled != (character.status == "active"):
             character.status = "active" if enabled else "disabled"
             character.status_reason = None if enabled else "disabled by the operator"
@@ -406,24 +439,49 @@ def remove_character(db: Database, character_id: int) -> tuple[str, str | None]:
 def list_characters(db: Database) -> list[CharacterInfo]:
     """Every tracked character with its killmail and pending counts (no SSO needed)."""
     with db.session() as session:
-        killmails = dict(session.execute(
-            select(CharacterKillmail.character_id, func.count())
-            .group_by(CharacterKillmail.character_id)).all())
-        pending = dict(session.execute(
-            select(PendingKillmail.character_id, func.count())
-            .group_by(PendingKillmail.character_id)).all())
+        killmails = dict(
+            session.execute(
+                select(CharacterKillmail.character_id, func.count()).group_by(
+                    CharacterKillmail.character_id
+                )
+            ).all()
+        )
+        pending = dict(
+            session.execute(
+                select(PendingKillmail.character_id, func.count()).group_by(
+                    PendingKillmail.character_id
+                )
+            ).all()
+        )
         rows = session.scalars(select(Character).order_by(Character.name)).all()
-        return [CharacterInfo(c.character_id, c.name, c.status, c.status_reason,
-                              tuple(c.scopes.split()), c.access_expires_at, c.last_sync_at,
-                              killmails.get(c.character_id, 0),
-                              pending.get(c.character_id, 0), c.last_error) for c in rows]
+        return [
+            CharacterInfo(
+                c.character_id,
+                c.name,
+                c.status,
+                c.status_reason,
+                tuple(c.scopes.split()),
+                c.access_expires_at,
+                c.last_sync_at,
+                killmails.get(c.character_id, 0),
+                pending.get(c.character_id, 0),
+                c.last_error,
+            )
+            for c in rows
+        ]
 
 
 def info_as_dict(info: CharacterInfo) -> dict[str, Any]:
     """A JSON-ready row for `users list --json`."""
     return {
-        "character_id": info.character_id, "name": info.name, "status": info.status,
-        "status_reason": info.status_reason, "scopes": list(info.scopes),
-        "access_expires_at": info.access_expires_at, "last_sync_at": info.last_sync_at,
-        "killmails": info.killmails, "pending": info.pending, "last_error": info.last_error,
+        "character_id": info.character_id,
+        "name": info.name,
+        "status": info.status,
+        "status_reason": info.status_reason,
+        "scopes": list(info.scopes),
+        "access_expires_at": info.access_expires_at,
+        "last_sync_at": info.last_sync_at,
+        "killmails": info.killmails,
+        "pending": info.pending,
+        "last_error": info.last_error,
     }

@@ -29,8 +29,14 @@ OFF = "off"
 BASE_INTERVAL = timedelta(minutes=5)
 
 _SPAN_RE = re.compile(r"^(\d{1,6})([smhd])$")
-_UNIT = MappingProxyType({"s": timedelta(seconds=1), "m": timedelta(minutes=1),
-                          "h": timedelta(hours=1), "d": timedelta(days=1)})
+_UNIT = MappingProxyType(
+    {
+        "s": timedelta(seconds=1),
+        "m": timedelta(minutes=1),
+        "h": timedelta(hours=1),
+        "d": timedelta(days=1),
+    }
+)
 
 
 class CadenceError(ValueError):
@@ -106,10 +112,18 @@ def parse_cadence(text: str) -> Cadence:
         if after.interval < before.interval:
             raise CadenceError("an older tier cannot be polled more often than a newer one")
     if tiers[0].interval < BASE_INTERVAL:
-        raise CadenceError(f"an interval below {format_span(BASE_INTERVAL)} (ESI's list cache) "
-                           "saves nothing")
+        raise CadenceError(
+            f"an interval below {format_span(BASE_INTERVAL)} (ESI's list cache) saves nothing"
+        )
     return Cadence(tuple(tiers))
 
 
-__all__ = ["BASE_INTERVAL", "DEFAULT_CADENCE", "Cadence", "CadenceError", "Tier",
-           "format_span", "parse_cadence"]
+__all__ = [
+    "BASE_INTERVAL",
+    "DEFAULT_CADENCE",
+    "Cadence",
+    "CadenceError",
+    "Tier",
+    "format_span",
+    "parse_cadence",
+]

@@ -52,8 +52,12 @@ class _Slot(Generic[In, Out]):
 class Coalescer(Generic[In, Out]):
     """Runs concurrent :meth:`submit` calls in batches through ``run_batch``."""
 
-    def __init__(self, run_batch: Callable[[Sequence[In]], Sequence[Out | BaseException]],
-                 *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        run_batch: Callable[[Sequence[In]], Sequence[Out | BaseException]],
+        *,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
         self._run_batch = run_batch
         self._max_batch = max_batch
         self._lock = threading.Lock()
@@ -109,8 +113,9 @@ class Coalescer(Generic[In, Out]):
             self._settle(batch, results)
             raise
         if len(results) != len(batch):
-            results = [RuntimeError(f"run_batch returned {len(results)} results for "
-                                    f"{len(batch)} items")] * len(batch)
+            results = [
+                RuntimeError(f"run_batch returned {len(results)} results for {len(batch)} items")
+            ] * len(batch)
         self._settle(batch, results)
 
     @staticmethod

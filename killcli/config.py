@@ -94,8 +94,10 @@ def _check_database_url(key: str, value: str) -> str:
     try:
         url = make_url(value)
     except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
-        raise ConfigError(f"{key}: not a database URL (like postgresql+psycopg://user@host/db"
-                          f"): {mask_url(value)!r}") from exc
+        raise ConfigError(
+            f"{key}: not a database URL (like postgresql+psycopg://user@host/db"
+            f"): {mask_url(value)!r}"
+        ) from exc
     if url.get_backend_name() not in {"sqlite", "postgresql"}:
         raise ConfigError(
             f"{key}: unsupported database {url.get_backend_name()!r} (sqlite or postgresql)"
@@ -126,9 +128,11 @@ def _check_broker_url(key: str, value: str) -> str:
         return "database"
     parts = urlsplit(value)
     if parts.scheme not in {"amqp", "amqps"} or not parts.hostname or not _clean_authority(value):
-        raise ConfigError(f"{key}: expected 'database' or an amqp://user:password@host/vhost "
-                          f"URL (percent-encode '/', '?', '#', '@' in the password), got "
-                          f"{mask_url(value)!r}")
+        raise ConfigError(
+            f"{key}: expected 'database' or an amqp://user:password@host/vhost "
+            f"URL (percent-encode '/', '?', '#', '@' in the password), got "
+            f"{mask_url(value)!r}"
+        )
     return value
 
 
@@ -151,46 +155,72 @@ def _check_source_address(key: str, value: str) -> str:
     try:
         return str(ipaddress.ip_address(value.strip()))
     except ValueError as exc:
-        raise ConfigError(f"{key}: not an IP address of this host (like 192.0.2.10 or "
-                          f"2001:db8::10): {value!r}") from exc
+        raise ConfigError(
+            f"{key}: not an IP address of this host (like 192.0.2.10 or 2001:db8::10): {value!r}"
+        ) from exc
 
 
 def _check_egress(key: str, value: str) -> str:
     name = value.strip()
     if not name or len(name) > 100 or not name.isprintable() or " " in name:
-        raise ConfigError(f"{key}: an egress name is 1-100 printable characters without "
-                          f"spaces (like nat-eu-1), got {value!r}")
+        raise ConfigError(
+            f"{key}: an egress name is 1-100 printable characters without "
+            f"spaces (like nat-eu-1), got {value!r}"
+        )
     return name
 
 
 SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("home", "Data directory (SQLite file, generated secret key)."),
-    SettingSpec("database_url", "SQLAlchemy URL; default a SQLite file in the data directory.",
-                secret=True, check=_check_database_url),
-    SettingSpec("broker_url", "'database' (embedded queue, default) or amqp://user:pass@host/vhost.",
-                secret=True, check=_check_broker_url),
+    SettingSpec(
+        "database_url",
+        "SQLAlchemy URL; default a SQLite file in the data directory.",
+        secret=True,
+        check=_check_database_url,
+    ),
+    SettingSpec(
+        "broker_url",
+        "'database' (embedded queue, default) or amqp://user:pass@host/vhost.",
+        secret=True,
+        check=_check_broker_url,
+    ),
     SettingSpec("esi_base_url", "ESI base URL.", check=_check_http_url),
     SettingSpec("sso_base_url", "EVE SSO base URL.", check=_check_http_url),
     SettingSpec("client_id", "SSO application client id."),
-    SettingSpec("client_secret", "SSO client secret; absent for a PKCE (native) application.",
-                secret=True),
-    SettingSpec("callback_url", "SSO callback URL registered for the application.",
-                check=_check_http_url),
+    SettingSpec(
+        "client_secret", "SSO client secret; absent for a PKCE (native) application.", secret=True
+    ),
+    SettingSpec(
+        "callback_url", "SSO callback URL registered for the application.", check=_check_http_url
+    ),
     SettingSpec("contact", "Operator contact (email) sent in the User-Agent, as CCP asks."),
-    SettingSpec("secret_key", "Fernet key(s) encrypting tokens at rest, comma-separated, newest "
-                "first; default generated once into the data directory.", secret=True),
+    SettingSpec(
+        "secret_key",
+        "Fernet key(s) encrypting tokens at rest, comma-separated, newest "
+        "first; default generated once into the data directory.",
+        secret=True,
+    ),
     SettingSpec("queue_name", "Job queue name.", check=_check_queue_name),
-    SettingSpec("source_address", "Local IP address outgoing ESI and SSO connections leave "
-                "from (multi-homed hosts); default the system's choice.",
-                check=_check_source_address),
-    SettingSpec("egress", "Name of the public address this host's ESI traffic leaves through; "
-                "workers with the same egress share ESI's per-IP budget. Default the source "
-                "address, else the host name (hosts behind one NAT set the same name).",
-                check=_check_egress),
-    SettingSpec("cadence", "Adaptive cadence: NEWEST_KILL_AGE=POLL_INTERVAL pairs (default "
-                f"{DEFAULT_CADENCE}: newest kill > 7 days hourly, > 30 days every 4 h, > 90 "
-                "days or none daily); 'off' polls every list when its cache expires.",
-                check=_check_cadence),
+    SettingSpec(
+        "source_address",
+        "Local IP address outgoing ESI and SSO connections leave "
+        "from (multi-homed hosts); default the system's choice.",
+        check=_check_source_address,
+    ),
+    SettingSpec(
+        "egress",
+        "Name of the public address this host's ESI traffic leaves through; "
+        "workers with the same egress share ESI's per-IP budget. Default the source "
+        "address, else the host name (hosts behind one NAT set the same name).",
+        check=_check_egress,
+    ),
+    SettingSpec(
+        "cadence",
+        "Adaptive cadence: NEWEST_KILL_AGE=POLL_INTERVAL pairs (default "
+        f"{DEFAULT_CADENCE}: newest kill > 7 days hourly, > 30 days every 4 h, > 90 "
+        "days or none daily); 'off' polls every list when its cache expires.",
+        check=_check_cadence,
+    ),
 )
 SPEC_BY_KEY = {spec.key: spec for spec in SPECS}
 
@@ -261,7 +291,10 @@ def load_settings(
     path = config_file_path(environ)
     from_file = read_config_file(path, required=bool(environ.get(ENV_PREFIX + "CONFIG")))
     layers: tuple[tuple[Source, Mapping[str, str | None], bool], ...] = (
-        ("flag", flags, False), ("env", environ, True), ("file", from_file, False))
+        ("flag", flags, False),
+        ("env", environ, True),
+        ("file", from_file, False),
+    )
     values: dict[str, str] = {}
     sources: dict[str, Source] = {}
     for spec in SPECS:
@@ -295,8 +328,9 @@ def masked(spec: SettingSpec, value: object) -> str:
     return "***" if spec.secret else text
 
 
-def secret_keys(settings: Settings, *,
-                refuse_new: Callable[[], str | None] = lambda: None) -> list[str]:
+def secret_keys(
+    settings: Settings, *, refuse_new: Callable[[], str | None] = lambda: None
+) -> list[str]:
     """Fernet keys, newest first: the setting's, else the key file's (see `killcli.keyfile`).
 
     A missing key file is created (atomically, mode 0600) unless ``refuse_new`` gives a

@@ -45,20 +45,33 @@ class SafeConsole(Console):
     """A Rich console that can never write a terminal control taken from data."""
 
     def render_str(
-        self, text: str, *, style: str | Style = "", justify: JustifyMethod | None = None,
-        overflow: OverflowMethod | None = None, emoji: bool | None = None,
-        markup: bool | None = None, highlight: bool | None = None,
+        self,
+        text: str,
+        *,
+        style: str | Style = "",
+        justify: JustifyMethod | None = None,
+        overflow: OverflowMethod | None = None,
+        emoji: bool | None = None,
+        markup: bool | None = None,
+        highlight: bool | None = None,
         highlighter: HighlighterType | None = None,
     ) -> Text:
         """Rich's hook for every ``str`` renderable: sanitised first (the program's own
         newlines kept), then rendered as usual."""
         return super().render_str(
-            sanitize(text, keep_newlines=True), style=style, justify=justify,
-            overflow=overflow, emoji=emoji, markup=markup, highlight=highlight,
-            highlighter=highlighter)
+            sanitize(text, keep_newlines=True),
+            style=style,
+            justify=justify,
+            overflow=overflow,
+            emoji=emoji,
+            markup=markup,
+            highlight=highlight,
+            highlighter=highlighter,
+        )
 
-    def render(self, renderable: RenderableType, options: ConsoleOptions | None = None
-               ) -> Iterable[Segment]:
+    def render(
+        self, renderable: RenderableType, options: ConsoleOptions | None = None
+    ) -> Iterable[Segment]:
         """Rich's rendering, with the text of non-control segments sanitised."""
         for segment in super().render(renderable, options):
             if segment.control or is_safe(segment.text, keep_newlines=True):

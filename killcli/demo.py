@@ -55,14 +55,21 @@ def demo_settings(sim: SimServer, home: Path, database_url: str | None) -> Setti
     return load_settings(environ=env)
 
 
-def run_demo(*, database_url: str | None = None, home: Path | None = None,
-             characters: int = 5, killmails: int = 250, concurrency: int = 4,
-             on_step: Callable[[str], None] = lambda step: None,
-             on_job: Callable[[JobReport, int], None] = lambda report, total: None) -> DemoResult:
+def run_demo(
+    *,
+    database_url: str | None = None,
+    home: Path | None = None,
+    characters: int = 5,
+    killmails: int = 250,
+    concurrency: int = 4,
+    on_step: Callable[[str], None] = lambda step: None,
+    on_job: Callable[[JobReport, int], None] = lambda report, total: None,
+) -> DemoResult:
     """Run the whole pipeline once; returns what it did (the database stays)."""
     started = time.monotonic()
-    scenario = dataclasses.replace(Scenario.named(DEMO_SCENARIO), characters=characters,
-                                   killmails=killmails)
+    scenario = dataclasses.replace(
+        Scenario.named(DEMO_SCENARIO), characters=characters, killmails=killmails
+    )
     home = home or Path(tempfile.mkdtemp(prefix="killsync-demo-"))
     with SimServer(scenario, port=0) as sim:
         on_step(f"simulator running at {sim.esi_url} (SSO {sim.sso_url})")
@@ -78,16 +85,22 @@ def run_demo(*, database_url: str | None = None, home: Path | None = None,
                 with open_broker(settings, db) as broker:
                     queued = run_queue(db, broker)
                     on_step(f"queued {queued.published} characters")
-                    worker = Worker(runtime, broker,
-                                    on_report=lambda r: on_job(r, queued.published))
-                    result = worker.run(concurrency=concurrency, stop=threading.Event(),
-                                        drain=True)
+                    worker = Worker(
+                        runtime, broker, on_report=lambda r: on_job(r, queued.published)
+                    )
+                    result = worker.run(concurrency=concurrency, stop=threading.Event(), drain=True)
             finally:
                 runtime.close()
             stats = collect_stats(db)
         finally:
             db.close()
         snapshot = sim.stats.snapshot()
-    return DemoResult(settings, characters, result.handled, stats,
-                      time.monotonic() - started, snapshot.count(),
-                      sum(1 for n in snapshot.body_fetches.values() if n > 1))
+    return DemoResult(
+        settings,
+        characters,
+        result.handled,
+        stats,
+        time.monotonic() - started,
+        snapshot.count(),
+        sum(1 for n in snapshot.body_fetches.values() if n > 1),
+    )

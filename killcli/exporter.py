@@ -66,8 +66,9 @@ def dumps_body(body: dict[str, Any], *, indent: int | None = None) -> str:
     :class:`ValueError` instead of being written as ``NaN``/``Infinity``.
     """
     separators = (",", ":") if indent is None else (",", ": ")
-    return json.dumps(body, ensure_ascii=False, indent=indent, separators=separators,
-                      allow_nan=False)
+    return json.dumps(
+        body, ensure_ascii=False, indent=indent, separators=separators, allow_nan=False
+    )
 
 
 def export_killmails(
@@ -132,5 +133,7 @@ def _refuse_links_to_files(path: Path) -> None:
     except OSError:
         real = None
     if real is None or stat.S_ISREG(real) or stat.S_ISDIR(real):
-        raise InputError(f"{path}: is a symbolic link (to {os.path.realpath(path)}); "
-                         "killsync does not replace a file through a link: give the real path")
+        raise InputError(
+            f"{path}: is a symbolic link (to {os.path.realpath(path)}); "
+            "killsync does not replace a file through a link: give the real path"
+        )

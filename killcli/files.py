@@ -112,8 +112,9 @@ def flush_durably(out: IO[str]) -> None:
 
 
 @contextmanager
-def open_for_writing(path: Path, *, suffix: str = ".tmp", shell_like: bool = False
-                     ) -> Iterator[IO[str]]:
+def open_for_writing(
+    path: Path, *, suffix: str = ".tmp", shell_like: bool = False
+) -> Iterator[IO[str]]:
     """A text stream onto ``path``: in place (see :func:`open_in_place`) or replacing it.
 
     A replacement takes effect when the block ends without an error (with one, the

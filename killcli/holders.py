@@ -38,8 +38,9 @@ HOST_CHARS = 60  # owners live in 200-character columns next to a suffix
 PID_MAX_LIMIT = 1 << 22  # Linux's ceiling for pid_max: a larger "pid" is no process id
 UNKNOWN = "-"  # start.scope where /proc cannot tell (not Linux)
 _ENDED = {"Z", "X"}  # zombie, dead: the process has stopped running
-_OWNER = re.compile(r"(?P<host>[^:]+):(?P<pid>[0-9]+):(?P<token>[0-9]+\.[0-9a-f]{8}|-)(?::.*)?",
-                    re.DOTALL)
+_OWNER = re.compile(
+    r"(?P<host>[^:]+):(?P<pid>[0-9]+):(?P<token>[0-9]+\.[0-9a-f]{8}|-)(?::.*)?", re.DOTALL
+)
 
 
 @dataclass(frozen=True)

@@ -56,8 +56,9 @@ class RecordTooLarge(KillmailError):
     """A record past :data:`MAX_RECORD_BYTES`: its file is not read further."""
 
     def __init__(self, what: str) -> None:
-        super().__init__(f"{what} larger than {MAX_RECORD_BYTES // 2**20} MiB; "
-                         "rest of the file not read")
+        super().__init__(
+            f"{what} larger than {MAX_RECORD_BYTES // 2**20} MiB; rest of the file not read"
+        )
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,7 @@ class _TextBuffer:
     def _more(self, size: int) -> bool:
         if self.eof:
             return False
-        self.text = self.text[self.pos:] + self._read(size)
+        self.text = self.text[self.pos :] + self._read(size)
         self.pos = 0
         return not self.eof
 
@@ -242,7 +243,7 @@ class _TextBuffer:
 
     def read_rest(self) -> str:
         """The whole rest of the stream, if it is one record's worth."""
-        parts = [self.text[self.pos:]]
+        parts = [self.text[self.pos :]]
         size = len(parts[0])
         while not self.eof and size <= MAX_RECORD_BYTES:
             parts.append(self._read(READ_CHUNK))

@@ -42,8 +42,10 @@ def split_keys(text: str) -> list[str]:
 
 
 def _error(path: Path, why: str) -> ConfigError:
-    return ConfigError(f"secret key file {path}: {why}",
-                       hint="restore it from your backup, or set KILLSYNC_SECRET_KEY")
+    return ConfigError(
+        f"secret key file {path}: {why}",
+        hint="restore it from your backup, or set KILLSYNC_SECRET_KEY",
+    )
 
 
 def _read_bytes(path: Path) -> bytes | None:
@@ -87,8 +89,7 @@ def read_key_file(path: Path) -> list[str] | None:
     return keys
 
 
-def load_key_file(path: Path, *, refuse_new: Callable[[], str | None] = lambda: None
-                  ) -> list[str]:
+def load_key_file(path: Path, *, refuse_new: Callable[[], str | None] = lambda: None) -> list[str]:
     """The keys in ``path``; a new key file if there is none, unless ``refuse_new`` says why not.
 
     ``refuse_new`` is asked only when the file is missing; a reason (e.g. "the database
@@ -103,9 +104,11 @@ def load_key_file(path: Path, *, refuse_new: Callable[[], str | None] = lambda: 
         keys = read_key_file(path)  # created by a concurrent first command meanwhile?
         if keys is not None:
             return keys
-        raise ConfigError(f"secret key file {path} is missing but {reason}",
-                          hint="restore it from your backup, or set KILLSYNC_SECRET_KEY; "
-                               "a new key cannot decrypt them")
+        raise ConfigError(
+            f"secret key file {path} is missing but {reason}",
+            hint="restore it from your backup, or set KILLSYNC_SECRET_KEY; "
+            "a new key cannot decrypt them",
+        )
     return create_key_file(path)
 
 
@@ -144,5 +147,6 @@ def _make_directory(directory: Path) -> None:
     try:
         make_private_dir(directory)
     except OSError as exc:
-        raise ConfigError(f"data directory {directory}: cannot create: "
-                          f"{exc.strerror or exc}") from None
+        raise ConfigError(
+            f"data directory {directory}: cannot create: {exc.strerror or exc}"
+        ) from None

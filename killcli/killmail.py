@@ -22,13 +22,32 @@ MAX_EXTRA_DEPTH = 64  # nesting allowed inside fields this code does not know
 _HASH = re.compile(r"[0-9A-Fa-f]{1,64}")
 
 _ID_KEYS = ("character_id", "corporation_id", "alliance_id", "faction_id")
-_KILLMAIL_KEYS = {"killmail_id", "killmail_time", "solar_system_id", "moon_id", "war_id",
-                  "victim", "attackers"}
+_KILLMAIL_KEYS = {
+    "killmail_id",
+    "killmail_time",
+    "solar_system_id",
+    "moon_id",
+    "war_id",
+    "victim",
+    "attackers",
+}
 _VICTIM_KEYS = {*_ID_KEYS, "damage_taken", "ship_type_id", "position", "items"}
-_ATTACKER_KEYS = {*_ID_KEYS, "damage_done", "final_blow", "security_status", "ship_type_id",
-                  "weapon_type_id"}
-_ITEM_KEYS = {"item_type_id", "flag", "singleton", "quantity_destroyed", "quantity_dropped",
-              "items"}
+_ATTACKER_KEYS = {
+    *_ID_KEYS,
+    "damage_done",
+    "final_blow",
+    "security_status",
+    "ship_type_id",
+    "weapon_type_id",
+}
+_ITEM_KEYS = {
+    "item_type_id",
+    "flag",
+    "singleton",
+    "quantity_destroyed",
+    "quantity_dropped",
+    "items",
+}
 # Keys that archives (EVE Ref) put beside the ESI body; they are not part of it.
 ARCHIVE_KEYS = frozenset({"killmail_hash", "http_last_modified"})
 
@@ -40,8 +59,7 @@ class KillmailError(ValueError):
 class BadJson(KillmailError):
     """Text that is not strict JSON; ``line``/``column`` locate it when known."""
 
-    def __init__(self, reason: str, *, line: int | None = None, column: int | None = None
-                 ) -> None:
+    def __init__(self, reason: str, *, line: int | None = None, column: int | None = None) -> None:
         super().__init__(f"bad JSON: {reason}")
         self.line = line
         self.column = column
@@ -180,8 +198,11 @@ def _check_json_value(value: Any, path: str) -> None:
             stack.extend((child, depth + 1) for child in children)
         elif isinstance(item, float) and not math.isfinite(item):
             raise KillmailError(f"{path}: {item} is not a finite number")
-        elif (isinstance(item, int) and not isinstance(item, bool)
-              and not INT64_MIN <= item <= INT64_MAX):
+        elif (
+            isinstance(item, int)
+            and not isinstance(item, bool)
+            and not INT64_MIN <= item <= INT64_MAX
+        ):
             raise KillmailError(f"{path}: an integer does not fit in 64 bits")
 
 
@@ -203,7 +224,8 @@ def parse_time(value: Any, path: str = "killmail_time") -> datetime:
 def format_time(value: datetime) -> str:
     """ESI's form, ``2026-01-02T03:04:05Z``; four-digit years even before year 1000."""
     text = value.astimezone(UTC).isoformat(
-        timespec="microseconds" if value.microsecond else "seconds")
+        timespec="microseconds" if value.microsecond else "seconds"
+    )
     return text.removesuffix("+00:00") + "Z"
 
 
@@ -223,8 +245,7 @@ def parse_killmail(body: Any, *, killmail_hash: str | None = None) -> KillmailRo
     extra = {
         "killmail": _extra(km, _KILLMAIL_KEYS),
         "victim": _extra(victim, _VICTIM_KEYS, "victim."),
-        "position": _extra(pos, {"x", "y", "z"}, "victim.position.") if pos is not None
-        else None,
+        "position": _extra(pos, {"x", "y", "z"}, "victim.position.") if pos is not None else None,
     }
     attackers = [_attacker_row(killmail_id, i, a) for i, a in enumerate(attackers_in)]
     final_blow = next((a["character_id"] for a in attackers if a["final_blow"]), None)
@@ -287,13 +308,13 @@ def _item_rows(killmail_id: int | None, victim: Mapping[str, Any]) -> list[dict[
                 child_item = _dict(child, child_path)
                 if "items" in child_item:
                     raise KillmailError(f"{child_path}.items: items nest one level only")
-                rows.append(_item_row(killmail_id, len(rows), parent, child_item,
-                                      child_path + "."))
+                rows.append(_item_row(killmail_id, len(rows), parent, child_item, child_path + "."))
     return rows
 
 
-def _item_row(killmail_id: int | None, position: int, parent: int | None,
-              item: Mapping[str, Any], path: str) -> dict[str, Any]:
+def _item_row(
+    killmail_id: int | None, position: int, parent: int | None, item: Mapping[str, Any], path: str
+) -> dict[str, Any]:
     return {
         "killmail_id": killmail_id,
         "position": position,
@@ -329,8 +350,9 @@ def _sorted(obj: dict[str, Any], extra: Mapping[str, Any] | None) -> dict[str, A
     return {key: obj[key] for key in sorted(obj)}
 
 
-def build_killmail(killmail: Mapping[str, Any], attackers: list[Mapping[str, Any]],
-                   items: list[Mapping[str, Any]]) -> dict[str, Any]:
+def build_killmail(
+    killmail: Mapping[str, Any], attackers: list[Mapping[str, Any]], items: list[Mapping[str, Any]]
+) -> dict[str, Any]:
     """The ESI body for stored rows (attackers and items ordered by position)."""
     extra = killmail["extra"] or {}
     victim: dict[str, Any] = {
@@ -396,8 +418,7 @@ def _build_items(rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def canonical_json(body: Any) -> str:
     """One stable text for a body: sorted keys, no spaces, integral floats as integers."""
-    return json.dumps(_canonical(body), sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False)
+    return json.dumps(_canonical(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _canonical(value: Any) -> Any:

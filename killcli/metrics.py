@@ -25,24 +25,38 @@ class WorkerMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
-        self.jobs = Counter("killsync_jobs_total", "Jobs handled, by outcome.", ["outcome"],
-                            registry=r)
-        self.killmails_saved = Counter("killsync_killmails_saved_total",
-                                       "New killmails saved.", registry=r)
-        self.pending = Counter("killsync_killmails_pending_total",
-                               "Killmail bodies recorded as pending.", registry=r)
+        self.jobs = Counter(
+            "killsync_jobs_total", "Jobs handled, by outcome.", ["outcome"], registry=r
+        )
+        self.killmails_saved = Counter(
+            "killsync_killmails_saved_total", "New killmails saved.", registry=r
+        )
+        self.pending = Counter(
+            "killsync_killmails_pending_total", "Killmail bodies recorded as pending.", registry=r
+        )
         self.sync_seconds = Histogram(
-            "killsync_sync_duration_seconds", "Duration of one character sync.",
-            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900), registry=r)
-        self.esi_requests = Gauge("killsync_esi_responses", "ESI responses seen by this "
-                                  "process, by group and status.", ["group", "status"],
-                                  registry=r)
-        self.bucket_remaining = Gauge("killsync_esi_bucket_remaining", "Tokens left in an "
-                                      "ESI rate-limit bucket, as last reported.", ["bucket"],
-                                      registry=r)
-        self.error_limit_remain = Gauge("killsync_esi_error_limit_remain",
-                                        "X-ESI-Error-Limit-Remain as last reported.",
-                                        registry=r)
+            "killsync_sync_duration_seconds",
+            "Duration of one character sync.",
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900),
+            registry=r,
+        )
+        self.esi_requests = Gauge(
+            "killsync_esi_responses",
+            "ESI responses seen by this process, by group and status.",
+            ["group", "status"],
+            registry=r,
+        )
+        self.bucket_remaining = Gauge(
+            "killsync_esi_bucket_remaining",
+            "Tokens left in an ESI rate-limit bucket, as last reported.",
+            ["bucket"],
+            registry=r,
+        )
+        self.error_limit_remain = Gauge(
+            "killsync_esi_error_limit_remain",
+            "X-ESI-Error-Limit-Remain as last reported.",
+            registry=r,
+        )
         self._lock = threading.Lock()
         self._observed_at = -OBSERVE_EVERY_S
 
@@ -51,8 +65,9 @@ class WorkerMetrics:
         try:
             start_http_server(port, addr=addr, registry=self.registry)
         except OSError as exc:
-            raise UsageError(f"--metrics-port {port}: cannot listen on {addr}:{port}: "
-                             f"{exc.strerror or exc}") from exc
+            raise UsageError(
+                f"--metrics-port {port}: cannot listen on {addr}:{port}: {exc.strerror or exc}"
+            ) from exc
 
     def observe_client(self, stats: ClientStats, limiter: RateLimiter | None) -> None:
         """Copy the ESI client's counters and the limiter's shared buckets (a label per

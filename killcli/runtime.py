@@ -51,42 +51,58 @@ class Runtime:
 
 def make_sso(settings: Settings) -> SsoClient:
     if not settings.client_id:
-        raise ConfigError("KILLSYNC_CLIENT_ID is not set",
-                          hint="register an application at developers.eveonline.com")
-    return SsoClient(settings.sso_base_url, settings.client_id, settings.client_secret,
-                     user_agent=user_agent(settings.contact),
-                     local_address=settings.source_address)
+        raise ConfigError(
+            "KILLSYNC_CLIENT_ID is not set",
+            hint="register an application at developers.eveonline.com",
+        )
+    return SsoClient(
+        settings.sso_base_url,
+        settings.client_id,
+        settings.client_secret,
+        user_agent=user_agent(settings.contact),
+        local_address=settings.source_address,
+    )
 
 
 def make_accounts(settings: Settings, db: Database) -> Accounts:
     return Accounts(db, make_sso(settings), make_cipher(settings, db))
 
 
-def make_shared_budget(settings: Settings, db: Database, *,
-                       max_block_tokens: int = 64) -> SharedBudget:
+def make_shared_budget(
+    settings: Settings, db: Database, *, max_block_tokens: int = 64
+) -> SharedBudget:
     """This process's share of its egress's per-IP ESI budget (the database's ledger).
 
     A block is at most two requests per body thread (2 tokens each), so one lease serves
     a round of every thread.
     """
     egress = egress_identity(settings.egress, settings.source_address)
-    return SharedBudget(EgressLedger(db, egress, this_owner()),
-                        max_block_tokens=max_block_tokens)
+    return SharedBudget(EgressLedger(db, egress, this_owner()), max_block_tokens=max_block_tokens)
 
 
-def build_runtime(settings: Settings, db: Database, *,
-                  body_concurrency: int = DEFAULT_BODY_CONCURRENCY,
-                  list_concurrency: int = 1,
-                  read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
-                  on_wait: Callable[[WaitEvent], None] | None = None) -> Runtime:
+def build_runtime(
+    settings: Settings,
+    db: Database,
+    *,
+    body_concurrency: int = DEFAULT_BODY_CONCURRENCY,
+    list_concurrency: int = 1,
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+    on_wait: Callable[[WaitEvent], None] | None = None,
+) -> Runtime:
     """Everything a sync needs; close it when done. ``list_concurrency``: syncs at once
     (each may have a list request in flight beside the body threads')."""
     accounts = make_accounts(settings, db)
-    limiter = RateLimiter(on_wait=on_wait, shared=make_shared_budget(
-        settings, db, max_block_tokens=2 * 2 * body_concurrency))
-    esi = EsiClient(settings.esi_base_url, user_agent=user_agent(settings.contact),
-                    limiter=limiter,
-                    max_connections=max(8, body_concurrency * 2) + list_concurrency,
-                    read_timeout_s=read_timeout_s, local_address=settings.source_address)
+    limiter = RateLimiter(
+        on_wait=on_wait,
+        shared=make_shared_budget(settings, db, max_block_tokens=2 * 2 * body_concurrency),
+    )
+    esi = EsiClient(
+        settings.esi_base_url,
+        user_agent=user_agent(settings.contact),
+        limiter=limiter,
+        max_connections=max(8, body_concurrency * 2) + list_concurrency,
+        read_timeout_s=read_timeout_s,
+        local_address=settings.source_address,
+    )
     engine = SyncEngine(db, esi, accounts, body_threads=body_concurrency)
     return Runtime(settings, db, esi, accounts.sso, accounts, engine)

@@ -76,8 +76,7 @@ def tier_label(tier: Tier | None) -> str:
     return BASE_TIER if tier is None else tier.label
 
 
-def cadence_bands(cadence: Cadence, now: datetime
-                  ) -> list[tuple[Tier | None, ColumnElement[bool]]]:
+def cadence_bands(cadence: Cadence, now: datetime) -> list[tuple[Tier | None, ColumnElement[bool]]]:
     """Each tier (None: the base) with the SQL condition that a character falls in it.
 
     Ranges on ``newest_killmail_at``, so each band can use its index; the bands do not
@@ -98,33 +97,48 @@ def cadence_bands(cadence: Cadence, now: datetime
 
 def _list_due(cadence: Cadence, now: datetime) -> ColumnElement[bool]:
     """The list cache expired and, in a tier, its interval passed since the last sync."""
-    polls = [band if tier is None else and_(band, Character.last_sync_at <= now - tier.interval)
-             for tier, band in cadence_bands(cadence, now)]
+    polls = [
+        band if tier is None else and_(band, Character.last_sync_at <= now - tier.interval)
+        for tier, band in cadence_bands(cadence, now)
+    ]
     return and_(Character.list_expires_at <= now, or_(*polls))
 
 
 def _syncable() -> Select[int, str, datetime | None, datetime | None, datetime | None]:
     """Active characters with the scope, and whether pending bodies of theirs are due."""
-    return (select(Character.character_id, Character.name, Character.last_sync_at,
-                   Character.list_expires_at, Character.newest_killmail_at)
-            .where(Character.status == "active", Character.scopes.contains(KILLMAIL_SCOPE)))
+    return select(
+        Character.character_id,
+        Character.name,
+        Character.last_sync_at,
+        Character.list_expires_at,
+        Character.newest_killmail_at,
+    ).where(Character.status == "active", Character.scopes.contains(KILLMAIL_SCOPE))
 
 
 def _pending_due(now: datetime) -> ColumnElement[bool]:
     # An IN over the pending table's index (not a correlated EXISTS), so the OR of the due
     # query stays a union of index lookups.
-    return Character.character_id.in_(select(PendingKillmail.character_id)
-                                      .where(PendingKillmail.next_attempt_at <= now))
+    return Character.character_id.in_(
+        select(PendingKillmail.character_id).where(PendingKillmail.next_attempt_at <= now)
+    )
 
 
-def due_characters(db: Database, now: datetime, *, exclude: set[int],
-                   cadence: Cadence = NO_CADENCE) -> list[QueuedCharacter]:
+def due_characters(
+    db: Database, now: datetime, *, exclude: set[int], cadence: Cadence = NO_CADENCE
+) -> list[QueuedCharacter]:
     """Active characters with the scope that are due now (see the module docstring)."""
     pending = _pending_due(now).label("pending_due")
     query = (
-        _syncable().add_columns(pending)
-        .where(or_(Character.last_sync_at.is_(None), Character.list_expires_at.is_(None),
-                   _pending_due(now), _list_due(cadence, now)))
+        _syncable()
+        .add_columns(pending)
+        .where(
+            or_(
+                Character.last_sync_at.is_(None),
+                Character.list_expires_at.is_(None),
+                _pending_due(now),
+                _list_due(cadence, now),
+            )
+        )
         .order_by(Character.last_sync_at.is_not(None), Character.last_sync_at)
     )
     with db.session() as session:
@@ -136,8 +150,15 @@ def due_characters(db: Database, now: datetime, *, exclude: set[int],
         tier = cadence.tier_of(row.newest_killmail_at, now)
         reason = _reason(row, tier, now)
         if reason is not None:
-            due.append(QueuedCharacter(row.character_id, row.name, reason,
-                                       NEW_PRIORITY if reason == "new" else 0, tier_label(tier)))
+            due.append(
+                QueuedCharacter(
+                    row.character_id,
+                    row.name,
+                    reason,
+                    NEW_PRIORITY if reason == "new" else 0,
+                    tier_label(tier),
+                )
+            )
     return due
 
 
@@ -151,8 +172,9 @@ def _reason(row: Any, tier: Tier | None, now: datetime) -> str | None:
         return "cache expired"
     if tier is None:
         span = row.list_expires_at - row.last_sync_at
-        return ("cache expired" if row.list_expires_at + jitter(row.character_id, span) <= now
-                else None)
+        return (
+            "cache expired" if row.list_expires_at + jitter(row.character_id, span) <= now else None
+        )
     polled_at = row.last_sync_at + tier.interval + jitter(row.character_id, tier.interval)
     return "cadence" if polled_at <= now else None
 
@@ -162,46 +184,77 @@ def all_characters(db: Database, now: datetime, cadence: Cadence) -> list[Queued
     query = _syncable().order_by(Character.last_sync_at.is_not(None), Character.last_sync_at)
     with db.session() as session:
         rows = session.execute(query).all()
-    return [QueuedCharacter(r.character_id, r.name, "new" if r.last_sync_at is None else "all",
-                            NEW_PRIORITY if r.last_sync_at is None else 0,
-                            tier_label(cadence.tier_of(r.newest_killmail_at, now)))
-            for r in rows]
+    return [
+        QueuedCharacter(
+            r.character_id,
+            r.name,
+            "new" if r.last_sync_at is None else "all",
+            NEW_PRIORITY if r.last_sync_at is None else 0,
+            tier_label(cadence.tier_of(r.newest_killmail_at, now)),
+        )
+        for r in rows
+    ]
 
 
-def explicit_characters(db: Database, ids: Sequence[int], priority: int
-                        ) -> list[QueuedCharacter]:
+def explicit_characters(db: Database, ids: Sequence[int], priority: int) -> list[QueuedCharacter]:
     """The characters named with ``--character``; a usage error if one cannot be synced."""
     with db.session() as session:
-        rows = {c.character_id: c for c in session.scalars(
-            select(Character).where(Character.character_id.in_(list(ids))))}
+        rows = {
+            c.character_id: c
+            for c in session.scalars(select(Character).where(Character.character_id.in_(list(ids))))
+        }
     missing = [cid for cid in ids if cid not in rows]
     if missing:
         raise UsageError(f"character {missing[0]} is not tracked", hint="see `killsync users list`")
     inactive = [rows[cid] for cid in ids if rows[cid].status != "active"]
     if inactive:
         c = inactive[0]
-        raise UsageError(f"{c.name} ({c.character_id}) is {c.status.replace('_', ' ')}",
-                         hint="log it in again with `killsync login`")
+        raise UsageError(
+            f"{c.name} ({c.character_id}) is {c.status.replace('_', ' ')}",
+            hint="log it in again with `killsync login`",
+        )
     return [QueuedCharacter(cid, rows[cid].name, "explicit", priority) for cid in ids]
 
 
-def _wanted(db: Database, now: datetime, queued: set[int], *, character_ids: Sequence[int],
-            all_active: bool, priority: int | None, cadence: Cadence) -> list[QueuedCharacter]:
+def _wanted(
+    db: Database,
+    now: datetime,
+    queued: set[int],
+    *,
+    character_ids: Sequence[int],
+    all_active: bool,
+    priority: int | None,
+    cadence: Cadence,
+) -> list[QueuedCharacter]:
     if character_ids:
-        return explicit_characters(db, character_ids, check_priority(
-            EXPLICIT_PRIORITY if priority is None else priority))
-    wanted = (all_characters(db, now, cadence) if all_active
-              else due_characters(db, now, exclude=queued, cadence=cadence))
+        return explicit_characters(
+            db, character_ids, check_priority(EXPLICIT_PRIORITY if priority is None else priority)
+        )
+    wanted = (
+        all_characters(db, now, cadence)
+        if all_active
+        else due_characters(db, now, exclude=queued, cadence=cadence)
+    )
     if priority is None:
         return wanted
-    return [QueuedCharacter(c.character_id, c.name, c.reason, check_priority(priority), c.tier)
-            for c in wanted]
+    return [
+        QueuedCharacter(c.character_id, c.name, c.reason, check_priority(priority), c.tier)
+        for c in wanted
+    ]
 
 
-def run_queue(db: Database, broker: Broker, *, character_ids: Sequence[int] = (),
-              full: bool = False, priority: int | None = None, dry_run: bool = False,
-              now: datetime | None = None, all_active: bool = False,
-              cadence: Cadence = NO_CADENCE) -> QueueRunResult:
+def run_queue(
+    db: Database,
+    broker: Broker,
+    *,
+    character_ids: Sequence[int] = (),
+    full: bool = False,
+    priority: int | None = None,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    all_active: bool = False,
+    cadence: Cadence = NO_CADENCE,
+) -> QueueRunResult:
     """Select what is due and publish one job per character, newest first.
 
     ``cadence`` is the adaptive cadence (the CLI passes ``settings.cadence_plan``; the
@@ -218,8 +271,15 @@ def run_queue(db: Database, broker: Broker, *, character_ids: Sequence[int] = ()
         return QueueRunResult(skipped_lock=True)
     try:
         queued = broker.queued_character_ids()
-        wanted = _wanted(db, now, queued, character_ids=character_ids, all_active=all_active,
-                         priority=priority, cadence=cadence)
+        wanted = _wanted(
+            db,
+            now,
+            queued,
+            character_ids=character_ids,
+            all_active=all_active,
+            priority=priority,
+            cadence=cadence,
+        )
         fresh = [c for c in wanted if c.character_id not in queued]
         published = 0
         if not dry_run:

@@ -54,10 +54,12 @@ class EncryptedColumn:
 
 
 ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
-    EncryptedColumn("refresh_token", "refresh tokens", CHARACTERS, "character_id",
-                    "refresh_token_enc"),
-    EncryptedColumn("access_token", "access tokens", CHARACTERS, "character_id",
-                    "access_token_enc"),
+    EncryptedColumn(
+        "refresh_token", "refresh tokens", CHARACTERS, "character_id", "refresh_token_enc"
+    ),
+    EncryptedColumn(
+        "access_token", "access tokens", CHARACTERS, "character_id", "access_token_enc"
+    ),
     EncryptedColumn("webhook_url", "webhook URLs", WEBHOOKS, "id", "url_enc"),
 )
 LABELS = {column.kind: column.label for column in ENCRYPTED_COLUMNS}
@@ -69,9 +71,12 @@ LABELS = {column.kind: column.label for column in ENCRYPTED_COLUMNS}
 def count_encrypted(db: Database) -> int:
     """How many encrypted values the database holds (all kinds)."""
     with db.session() as session:
-        return sum(session.execute(select(func.count()).select_from(c.table)
-                                   .where(c.value_column.is_not(None))).scalar_one()
-                   for c in ENCRYPTED_COLUMNS)
+        return sum(
+            session.execute(
+                select(func.count()).select_from(c.table).where(c.value_column.is_not(None))
+            ).scalar_one()
+            for c in ENCRYPTED_COLUMNS
+        )
 
 
 def make_cipher(settings: Settings, db: Database) -> TokenCipher:
@@ -81,6 +86,7 @@ def make_cipher(settings: Settings, db: Database) -> TokenCipher:
     is missing but values are there, a new key could never open them, so that is an error
     naming the file. Every command that encrypts or decrypts builds its cipher here.
     """
+
     def refuse_new() -> str | None:
         count = count_encrypted(db)
         if not count:
@@ -93,15 +99,22 @@ def make_cipher(settings: Settings, db: Database) -> TokenCipher:
 # -- walking the encrypted values ------------------------------------------------------
 
 
-def _for_each_batch(db: Database, column: EncryptedColumn, batch_size: int,
-                    handle: Callable[[Session, Sequence[Row[Any, Any]]], None]) -> None:
+def _for_each_batch(
+    db: Database,
+    column: EncryptedColumn,
+    batch_size: int,
+    handle: Callable[[Session, Sequence[Row[Any, Any]]], None],
+) -> None:
     """Call ``handle`` with each batch of (key, ciphertext) rows, one transaction each."""
     after: Any = None
     while True:
         with db.session() as session:
-            query = (select(column.key_column, column.value_column)
-                     .where(column.value_column.is_not(None))
-                     .order_by(column.key_column).limit(batch_size))
+            query = (
+                select(column.key_column, column.value_column)
+                .where(column.value_column.is_not(None))
+                .order_by(column.key_column)
+                .limit(batch_size)
+            )
             if after is not None:
                 query = query.where(column.key_column > after)
             rows: Sequence[Row[Any, Any]] = session.execute(query).all()
@@ -153,30 +166,44 @@ class SecretsStatusResult:
         return self.on_first_key == self.total
 
     def as_dict(self) -> dict[str, Any]:
-        return {"keys": self.key_count, "total": self.total, "on_first_key": self.on_first_key,
-                "undecryptable": self.undecryptable, "old_keys_unused": self.old_keys_unused,
-                "kinds": [{"kind": k.kind, "by_key": list(k.by_key),
-                           "undecryptable": k.undecryptable, "total": k.total}
-                          for k in self.kinds]}
+        return {
+            "keys": self.key_count,
+            "total": self.total,
+            "on_first_key": self.on_first_key,
+            "undecryptable": self.undecryptable,
+            "old_keys_unused": self.old_keys_unused,
+            "kinds": [
+                {
+                    "kind": k.kind,
+                    "by_key": list(k.by_key),
+                    "undecryptable": k.undecryptable,
+                    "total": k.total,
+                }
+                for k in self.kinds
+            ],
+        }
 
 
-def _kind_status(db: Database, cipher: TokenCipher, column: EncryptedColumn,
-                 batch_size: int) -> KindStatus:
+def _kind_status(
+    db: Database, cipher: TokenCipher, column: EncryptedColumn, batch_size: int
+) -> KindStatus:
     tally: Counter[int | None] = Counter()
 
     def count(_session: Session, rows: Sequence[Row[Any, Any]]) -> None:
         tally.update(cipher.key_index(row[1]) for row in rows)
 
     _for_each_batch(db, column, batch_size, count)
-    return KindStatus(column.kind, tuple(tally[i] for i in range(cipher.key_count)),
-                      tally[None])
+    return KindStatus(column.kind, tuple(tally[i] for i in range(cipher.key_count)), tally[None])
 
 
-def secrets_status(db: Database, cipher: TokenCipher, *,
-                   batch_size: int = DEFAULT_BATCH_SIZE) -> SecretsStatusResult:
+def secrets_status(
+    db: Database, cipher: TokenCipher, *, batch_size: int = DEFAULT_BATCH_SIZE
+) -> SecretsStatusResult:
     """Count the encrypted values of every kind by the key that opens them."""
-    return SecretsStatusResult(cipher.key_count, tuple(
-        _kind_status(db, cipher, column, batch_size) for column in ENCRYPTED_COLUMNS))
+    return SecretsStatusResult(
+        cipher.key_count,
+        tuple(_kind_status(db, cipher, column, batch_size) for column in ENCRYPTED_COLUMNS),
+    )
 
 
 # -- rotation --------------------------------------------------------------------------
@@ -233,16 +260,31 @@ class RotateResult:
         return self.on_first_key == self.total
 
     def as_dict(self) -> dict[str, Any]:
-        return {"keys": self.key_count, "total": self.total, "rotated": self.rotated,
-                "on_first_key": self.on_first_key, "undecryptable": self.undecryptable,
-                "changed": self.changed, "old_keys_unused": self.old_keys_unused,
-                "kinds": [{"kind": k.kind, "rotated": k.rotated, "current": k.current,
-                           "undecryptable": k.undecryptable, "changed": k.changed,
-                           "total": k.total} for k in self.kinds]}
+        return {
+            "keys": self.key_count,
+            "total": self.total,
+            "rotated": self.rotated,
+            "on_first_key": self.on_first_key,
+            "undecryptable": self.undecryptable,
+            "changed": self.changed,
+            "old_keys_unused": self.old_keys_unused,
+            "kinds": [
+                {
+                    "kind": k.kind,
+                    "rotated": k.rotated,
+                    "current": k.current,
+                    "undecryptable": k.undecryptable,
+                    "changed": k.changed,
+                    "total": k.total,
+                }
+                for k in self.kinds
+            ],
+        }
 
 
-def _rotate_kind(db: Database, cipher: TokenCipher, column: EncryptedColumn,
-                 batch_size: int) -> KindRotation:
+def _rotate_kind(
+    db: Database, cipher: TokenCipher, column: EncryptedColumn, batch_size: int
+) -> KindRotation:
     tally: Counter[str] = Counter()
 
     def rotate(session: Session, rows: Sequence[Row[Any, Any]]) -> None:
@@ -255,16 +297,21 @@ def _rotate_kind(db: Database, cipher: TokenCipher, column: EncryptedColumn,
                 update(column.table)
                 .where(column.key_column == key, column.value_column == ciphertext)
                 .values({column.column: cipher.rotate(ciphertext)})
-                .returning(column.key_column)).first()
+                .returning(column.key_column)
+            ).first()
             tally["rotated" if swapped is not None else "changed"] += 1
 
     _for_each_batch(db, column, batch_size, rotate)
-    return KindRotation(column.kind, tally["rotated"], tally["current"],
-                        tally["undecryptable"], tally["changed"])
+    return KindRotation(
+        column.kind, tally["rotated"], tally["current"], tally["undecryptable"], tally["changed"]
+    )
 
 
-def rotate_secrets(db: Database, cipher: TokenCipher, *,
-                   batch_size: int = DEFAULT_BATCH_SIZE) -> RotateResult:
+def rotate_secrets(
+    db: Database, cipher: TokenCipher, *, batch_size: int = DEFAULT_BATCH_SIZE
+) -> RotateResult:
     """Re-encrypt every encrypted value that is not under key #1 yet, in one pass."""
-    return RotateResult(cipher.key_count, tuple(
-        _rotate_kind(db, cipher, column, batch_size) for column in ENCRYPTED_COLUMNS))
+    return RotateResult(
+        cipher.key_count,
+        tuple(_rotate_kind(db, cipher, column, batch_size) for column in ENCRYPTED_COLUMNS),
+    )

@@ -36,9 +36,12 @@ Force = Literal["interrupt", "exit"]
 
 
 @contextmanager
-def stop_on_signals(stop: threading.Event | None = None, *, force: Force = "interrupt",
-                    on_signal: Callable[[int, int], None] | None = None,
-                    ) -> Iterator[threading.Event]:
+def stop_on_signals(
+    stop: threading.Event | None = None,
+    *,
+    force: Force = "interrupt",
+    on_signal: Callable[[int, int], None] | None = None,
+) -> Iterator[threading.Event]:
     """A stop event that SIGINT/SIGTERM set; previous handlers are restored on exit.
 
     ``on_signal(signum, count)`` runs in the watcher thread for every stop signal (``count``

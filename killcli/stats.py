@@ -79,11 +79,21 @@ def cadence_stats(db: Database, cadence: Cadence, now: datetime) -> CadenceStats
     for index, (tier, _) in enumerate(bands):
         interval = BASE_INTERVAL if tier is None else tier.interval
         n = counts.get(index, 0)
-        tiers.append(CadenceTierStats(tier_label(tier), int(interval.total_seconds()), n,
-                                      round(n * _per_day(interval), 1),
-                                      round(n * (base - _per_day(interval)), 1)))
-    return CadenceStats(cadence.spec, int(BASE_INTERVAL.total_seconds()), tiers,
-                        round(sum(t.saved_requests_per_day for t in tiers), 1))
+        tiers.append(
+            CadenceTierStats(
+                tier_label(tier),
+                int(interval.total_seconds()),
+                n,
+                round(n * _per_day(interval), 1),
+                round(n * (base - _per_day(interval)), 1),
+            )
+        )
+    return CadenceStats(
+        cadence.spec,
+        int(BASE_INTERVAL.total_seconds()),
+        tiers,
+        round(sum(t.saved_requests_per_day for t in tiers), 1),
+    )
 
 
 @dataclass(frozen=True)
@@ -106,42 +116,95 @@ class Stats:
         return asdict(self)
 
 
-def collect_stats(db: Database, *, per_character_limit: int = 200,
-                  cadence: Cadence = NO_CADENCE) -> Stats:
+def collect_stats(
+    db: Database, *, per_character_limit: int = 200, cadence: Cadence = NO_CADENCE
+) -> Stats:
     """The figures of `killsync stats`; ``cadence`` is the one `killsync queue` applies."""
     now = utcnow()
     with db.session() as s:
         total = s.scalar(select(func.count()).select_from(Killmail)) or 0
-        hour, day = (s.scalar(select(func.count()).select_from(Killmail).where(
-            Killmail.killmail_time >= now - delta)) or 0
-            for delta in (timedelta(hours=1), timedelta(days=1)))
-        by_status = dict(s.execute(select(Character.status, func.count())
-                                   .group_by(Character.status)).all())
-        oldest = s.scalar(select(func.min(Character.last_sync_at))
-                          .where(Character.status == "active"))
+        hour, day = (
+            s.scalar(
+                select(func.count())
+                .select_from(Killmail)
+                .where(Killmail.killmail_time >= now - delta)
+            )
+            or 0
+            for delta in (timedelta(hours=1), timedelta(days=1))
+        )
+        by_status = dict(
+            s.execute(select(Character.status, func.count()).group_by(Character.status)).all()
+        )
+        oldest = s.scalar(
+            select(func.min(Character.last_sync_at)).where(Character.status == "active")
+        )
         pending_total = s.scalar(select(func.count()).select_from(PendingKillmail)) or 0
         dead = s.scalar(select(func.count()).select_from(DeadLetter)) or 0
         last = s.scalars(select(SyncRun).order_by(SyncRun.id.desc()).limit(1)).first()
-        killmails = dict(s.execute(select(CharacterKillmail.character_id, func.count())
-                                   .group_by(CharacterKillmail.character_id)).all())
-        pending = dict(s.execute(select(PendingKillmail.character_id, func.count())
-                                 .group_by(PendingKillmail.character_id)).all())
+        killmails = dict(
+            s.execute(
+                select(CharacterKillmail.character_id, func.count()).group_by(
+                    CharacterKillmail.character_id
+                )
+            ).all()
+        )
+        pending = dict(
+            s.execute(
+                select(PendingKillmail.character_id, func.count()).group_by(
+                    PendingKillmail.character_id
+                )
+            ).all()
+        )
         characters = [
-            CharacterStats(c.character_id, c.name, c.status, c.last_sync_at,
-                           killmails.get(c.character_id, 0), pending.get(c.character_id, 0),
-                           c.last_error)
-            for c in s.scalars(select(Character).order_by(Character.last_sync_at.desc())
-                               .limit(per_character_limit))
+            CharacterStats(
+                c.character_id,
+                c.name,
+                c.status,
+                c.last_sync_at,
+                killmails.get(c.character_id, 0),
+                pending.get(c.character_id, 0),
+                c.last_error,
+            )
+            for c in s.scalars(
+                select(Character).order_by(Character.last_sync_at.desc()).limit(per_character_limit)
+            )
         ]
-    last_run = None if last is None else {
-        "character_id": last.character_id, "status": last.status,
-        "finished_at": last.finished_at, "figures": last.figures}
-    return Stats(total, hour, day, by_status, oldest, pending_total, dead, last_run, characters,
-                 cadence=cadence_stats(db, cadence, now), egress=egress_budgets(db))
+    last_run = (
+        None
+        if last is None
+        else {
+            "character_id": last.character_id,
+            "status": last.status,
+            "finished_at": last.finished_at,
+            "figures": last.figures,
+        }
+    )
+    return Stats(
+        total,
+        hour,
+        day,
+        by_status,
+        oldest,
+        pending_total,
+        dead,
+        last_run,
+        characters,
+        cadence=cadence_stats(db, cadence, now),
+        egress=egress_budgets(db),
+    )
 
 
 def egress_budgets(db: Database) -> list[dict[str, Any]]:
     """Each egress's shared budgets: tokens in use by live blocks, holders, 429 or pause."""
-    return [{"egress": t.egress, "budget": t.budget, "limit": t.limit_tokens,
-             "window_s": t.window_s, "in_use": t.in_use_tokens, "holders": t.holders,
-             "blocked_for_s": round(t.blocked_for_s, 1)} for t in egress_totals(db)]
+    return [
+        {
+            "egress": t.egress,
+            "budget": t.budget,
+            "limit": t.limit_tokens,
+            "window_s": t.window_s,
+            "in_use": t.in_use_tokens,
+            "holders": t.holders,
+            "blocked_for_s": round(t.blocked_for_s, 1),
+        }
+        for t in egress_totals(db)
+    ]

@@ -34,12 +34,12 @@ from typing import Any
 from urllib.parse import unquote
 
 #: C0 controls (LF handled apart), DEL, C1 controls, bidi controls, separators, surrogates.
-_UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e"
-                     "\u2066-\u2069\ud800-\udfff]")
+_UNSAFE = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]"
+)
 _UNSAFE_OR_NEWLINE = re.compile(f"{_UNSAFE.pattern}|\n")
 #: What JSON may carry raw but a terminal must not receive.
-_RAW_IN_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
-                          "\ud800-\udfff]")
+_RAW_IN_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
 _CONTROL_PICTURES = 0x2400
 _DEL_PICTURE = "\u2421"
 MASK = "***"
@@ -99,8 +99,11 @@ def _userinfo_span(url: str) -> tuple[int, int] | None:
 
 def _secret_param_spans(url: str) -> list[tuple[int, int]]:
     """The values of query parameters whose name looks like a secret."""
-    return [match.span(2) for match in _QUERY_PAIR.finditer(url)
-            if _SECRET_NAME.search(unquote(match.group(1)))]
+    return [
+        match.span(2)
+        for match in _QUERY_PAIR.finditer(url)
+        if _SECRET_NAME.search(unquote(match.group(1)))
+    ]
 
 
 def _blank(text: str, spans: list[tuple[int, int]]) -> str:

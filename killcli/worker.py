@@ -69,8 +69,10 @@ class JobReport:
     reason: str = ""
 
     def line(self) -> str:
-        text = (f"{self.character_id} {self.name!r}: {self.status}, new {self.new}, "
-                f"pending {self.pending}, {self.elapsed_s:.1f} s -> {self.outcome}")
+        text = (
+            f"{self.character_id} {self.name!r}: {self.status}, new {self.new}, "
+            f"pending {self.pending}, {self.elapsed_s:.1f} s -> {self.outcome}"
+        )
         return f"{text} ({self.reason})" if self.reason else text
 
 
@@ -80,24 +82,34 @@ def check_settled(result: ConsumeResult) -> None:
     For runs that end by themselves (``--drain``, ``--max-jobs``): a job retried later or
     dead-lettered is work this run did not do, which cron and CI must be able to see.
     """
-    left = {"retried": result.retried, "dead-lettered": result.dead_lettered,
-            "unreadable (dead-lettered)": result.poisoned}
+    left = {
+        "retried": result.retried,
+        "dead-lettered": result.dead_lettered,
+        "unreadable (dead-lettered)": result.poisoned,
+    }
     if any(left.values()):
         counts = ", ".join(f"{n} {what}" for what, n in left.items() if n)
-        raise PartialFailure(f"{counts} of {result.handled + result.poisoned} jobs",
-                             hint="see `killsync stats` and the worker's log lines")
+        raise PartialFailure(
+            f"{counts} of {result.handled + result.poisoned} jobs",
+            hint="see `killsync stats` and the worker's log lines",
+        )
 
 
 class Worker:
     """Turns jobs into syncs; one per process."""
 
-    def __init__(self, runtime: Runtime, broker: Broker, *,
-                 on_report: Callable[[JobReport], None] | None = None,
-                 on_new_killmails: Callable[[], None] | None = None,
-                 metrics: WorkerMetrics | None = None,
-                 status: StatusReporter | None = None,
-                 progress: ProgressRegistry | None = None,
-                 lease_ttl_s: float = LEASE_TTL_S) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        broker: Broker,
+        *,
+        on_report: Callable[[JobReport], None] | None = None,
+        on_new_killmails: Callable[[], None] | None = None,
+        metrics: WorkerMetrics | None = None,
+        status: StatusReporter | None = None,
+        progress: ProgressRegistry | None = None,
+        lease_ttl_s: float = LEASE_TTL_S,
+    ) -> None:
         self.runtime = runtime
         self.broker = broker
         self.leases = Leases(runtime.db)
@@ -110,14 +122,21 @@ class Worker:
         self.keeper = LeaseKeeper(self.leases, ttl_s=lease_ttl_s)
         self.quick = QuickSync(runtime.db, runtime.esi, runtime.accounts, self.keeper)
 
-    def run(self, *, concurrency: int, stop: threading.Event, drain: bool = False,
-            max_jobs: int | None = None) -> ConsumeResult:
+    def run(
+        self,
+        *,
+        concurrency: int,
+        stop: threading.Event,
+        drain: bool = False,
+        max_jobs: int | None = None,
+    ) -> ConsumeResult:
         if self.status is not None:
             self.status.write()
         try:
             with self.status.keep_writing() if self.status is not None else nullcontext():
-                return self.broker.consume(self.handle, concurrency=concurrency, stop=stop,
-                                           drain=drain, max_jobs=max_jobs)
+                return self.broker.consume(
+                    self.handle, concurrency=concurrency, stop=stop, drain=drain, max_jobs=max_jobs
+                )
         finally:
             self.keeper.close()
             if self.status is not None:
@@ -130,15 +149,21 @@ class Worker:
         begun = self.quick.begin(job.character_id, lease, owner, ttl_s=self.keeper.ttl_s)
         if not begun.leased:
             holder = self.leases.holder(lease) or "another worker"
-            return self._settle(job, Outcome.retry(f"being synced by {holder}",
-                                                   delay_s=LEASE_BUSY_RETRY_S),
-                                "busy", started)
+            return self._settle(
+                job,
+                Outcome.retry(f"being synced by {holder}", delay_s=LEASE_BUSY_RETRY_S),
+                "busy",
+                started,
+            )
         try:
             with self.progress.track(job.character_id) as tracker:
                 quick = self.quick.attempt(begun, full=job.full, progress=tracker)
                 result = quick.result or self.runtime.engine.sync_character(
-                    job.character_id, SyncOptions(full=job.full), tracker,
-                    first_page=quick.first_page)
+                    job.character_id,
+                    SyncOptions(full=job.full),
+                    tracker,
+                    first_page=quick.first_page,
+                )
         except NeedsLogin as exc:
             return self._settle(job, Outcome.done(), "needs_login", started, reason=exc.message)
         except UsageError as exc:
@@ -149,13 +174,29 @@ class Worker:
             self.keeper.release(lease, owner)
         return self._settle(job, Outcome.done(), result.status, started, result=result)
 
-    def _settle(self, job: Job, outcome: Outcome, status: str, started: float, *,
-                result: SyncResult | None = None, reason: str = "") -> Outcome:
+    def _settle(
+        self,
+        job: Job,
+        outcome: Outcome,
+        status: str,
+        started: float,
+        *,
+        result: SyncResult | None = None,
+        reason: str = "",
+    ) -> Outcome:
         elapsed = time.monotonic() - started
         figures = result.figures if result else None
-        report = JobReport(job.job_id, job.character_id, result.character_name if result else "",
-                           outcome.kind.value, status, figures.new if figures else 0,
-                           figures.pending if figures else 0, elapsed, reason or outcome.reason)
+        report = JobReport(
+            job.job_id,
+            job.character_id,
+            result.character_name if result else "",
+            outcome.kind.value,
+            status,
+            figures.new if figures else 0,
+            figures.pending if figures else 0,
+            elapsed,
+            reason or outcome.reason,
+        )
         if self.metrics is not None:
             self.metrics.jobs.labels(outcome.kind.value).inc()
             self.metrics.sync_seconds.observe(elapsed)
@@ -169,4 +210,3 @@ class Worker:
         if self.on_new_killmails is not None and figures is not None and figures.new:
             self.on_new_killmails()
         return outcome
-

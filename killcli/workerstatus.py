@@ -37,13 +37,21 @@ def limiter_view(snapshot: LimiterSnapshot) -> dict[str, Any]:
     """The JSON kept for `stats`: shared buckets in full, per-character ones summarized."""
     shared = [b for b in snapshot.buckets if b.key.owner is None]
     per_character = [b for b in snapshot.buckets if b.key.owner is not None]
-    lowest = min((b.available_tokens for b in per_character
-                  if b.available_tokens is not None), default=None)
+    lowest = min(
+        (b.available_tokens for b in per_character if b.available_tokens is not None), default=None
+    )
     return {
         "error_limit_remain": snapshot.error_limit_remain,
         "paused_for_s": round(snapshot.paused_for_s, 1),
-        "buckets": [{"bucket": b.key.label(), "limit": b.limit_tokens, "window_s": b.window_s,
-                     "available": b.available_tokens} for b in shared],
+        "buckets": [
+            {
+                "bucket": b.key.label(),
+                "limit": b.limit_tokens,
+                "window_s": b.window_s,
+                "available": b.available_tokens,
+            }
+            for b in shared
+        ],
         "character_buckets": len(per_character),
         "character_buckets_lowest": lowest,
         "waited_s": {k: round(v, 1) for k, v in snapshot.waited_s.items()},
@@ -74,15 +82,24 @@ class StatusReporter:
 
     def write(self) -> None:
         esi = limiter_view(self.limiter.snapshot()) if self.limiter else None
-        row = {"worker_id": self.worker_id, "host": socket.gethostname(), "pid": os.getpid(),
-               "started_at": self.started_at, "updated_at": utcnow(), "jobs_handled": self.jobs,
-               "esi": esi}
+        row = {
+            "worker_id": self.worker_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "updated_at": utcnow(),
+            "jobs_handled": self.jobs,
+            "esi": esi,
+        }
         try:
             with self.db.session() as session:
                 stmt = dialect_insert(session, STATUS).values(row)
-                session.execute(stmt.on_conflict_do_update(
-                    index_elements=[STATUS.c.worker_id],
-                    set_={k: stmt.excluded[k] for k in ("updated_at", "jobs_handled", "esi")}))
+                session.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=[STATUS.c.worker_id],
+                        set_={k: stmt.excluded[k] for k in ("updated_at", "jobs_handled", "esi")},
+                    )
+                )
         except KillsyncError:
             pass  # status is informational: never fail a job over it
 
@@ -98,6 +115,13 @@ def live_workers(db: Database, now: datetime | None = None) -> list[dict[str, An
     """Workers that reported recently, newest first."""
     since = (now or utcnow()) - LIVE_WITHIN
     with db.session() as session:
-        rows = session.execute(select(STATUS).where(STATUS.c.updated_at >= since)
-                               .order_by(STATUS.c.updated_at.desc())).mappings().all()
+        rows = (
+            session.execute(
+                select(STATUS)
+                .where(STATUS.c.updated_at >= since)
+                .order_by(STATUS.c.updated_at.desc())
+            )
+            .mappings()
+            .all()
+        )
         return [dict(row) for row in rows]

@@ -8,8 +8,9 @@ from typing import Any
 BIG = 2**31 + 12345  # ids above 2^31 exist (characters created since 2016, item ids)
 
 
-def attacker(rng: random.Random, *, final_blow: bool = False, npc: str | None = None
-             ) -> dict[str, Any]:
+def attacker(
+    rng: random.Random, *, final_blow: bool = False, npc: str | None = None
+) -> dict[str, Any]:
     a: dict[str, Any] = {
         "damage_done": rng.randint(0, 50_000),
         "final_blow": final_blow,
@@ -54,16 +55,21 @@ def killmail(
     war: bool = False,
 ) -> dict[str, Any]:
     rng = random.Random(seed * 1_000_003 + killmail_id)
-    atk = [attacker(rng, npc=rng.choice(["faction", "corporation"]) if npc_only else None)
-           for _ in range(attackers)]
+    atk = [
+        attacker(rng, npc=rng.choice(["faction", "corporation"]) if npc_only else None)
+        for _ in range(attackers)
+    ]
     atk[rng.randrange(len(atk))]["final_blow"] = True
     victim: dict[str, Any] = {
         "corporation_id": 98_000_001,
         "damage_taken": rng.randint(1, 10**7),
         "ship_type_id": 35832 if structure else rng.randint(500, 80_000),
         "items": [item(rng, children=3 if i % 10 == 0 else 0) for i in range(items)],
-        "position": {"x": rng.uniform(-1e12, 1e12), "y": float(rng.randint(-10**9, 10**9)),
-                     "z": -4364176704036},
+        "position": {
+            "x": rng.uniform(-1e12, 1e12),
+            "y": float(rng.randint(-(10**9), 10**9)),
+            "z": -4364176704036,
+        },
     }
     if not structure:
         victim["character_id"] = BIG + killmail_id % 1000

@@ -31,8 +31,9 @@ def sim(start_sim: Any) -> SimServer:
 
 
 @pytest.fixture
-def accounts_for(db: Database, db_target: DbTarget, tmp_path: Path, sim: SimServer
-                 ) -> Callable[[], Accounts]:
+def accounts_for(
+    db: Database, db_target: DbTarget, tmp_path: Path, sim: SimServer
+) -> Callable[[], Accounts]:
     """A new Accounts each call: like separate worker processes on one database."""
     made: list[Accounts] = []
     environ = sim_environ(sim, tmp_path / "home", db_target.url)
@@ -53,8 +54,11 @@ def first_character(sim: SimServer) -> int:
 
 def expire_access_token(db: Database, character_id: int) -> None:
     with db.session() as s:
-        s.execute(update(Character).where(Character.character_id == character_id)
-                  .values(access_expires_at=utcnow()))
+        s.execute(
+            update(Character)
+            .where(Character.character_id == character_id)
+            .values(access_expires_at=utcnow())
+        )
 
 
 def test_add_validates_and_stores_identity(sim: SimServer, accounts_for: Any) -> None:
@@ -77,8 +81,9 @@ def test_missing_scope_and_bad_tokens_are_refused(sim: SimServer, accounts_for: 
         accounts_for().add_refresh_token("\x00\x01")
 
 
-def test_expired_access_token_is_refreshed_before_use(sim: SimServer, accounts_for: Any,
-                                                      db: Database) -> None:
+def test_expired_access_token_is_refreshed_before_use(
+    sim: SimServer, accounts_for: Any, db: Database
+) -> None:
     cid = first_character(sim)
     accounts = accounts_for()
     accounts.add_refresh_token(sim.issue_refresh_token(cid))
@@ -92,8 +97,9 @@ def test_expired_access_token_is_refreshed_before_use(sim: SimServer, accounts_f
     assert accounts.sso.validate_access_token(second).character_id == cid
 
 
-def test_rotation_survives_concurrent_refreshes(sim: SimServer, accounts_for: Any,
-                                                db: Database) -> None:
+def test_rotation_survives_concurrent_refreshes(
+    sim: SimServer, accounts_for: Any, db: Database
+) -> None:
     cid = first_character(sim)
     accounts_for().add_refresh_token(sim.issue_refresh_token(cid))
     workers = [accounts_for() for _ in range(6)]  # six "processes" sharing the database
@@ -104,8 +110,12 @@ def test_rotation_survives_concurrent_refreshes(sim: SimServer, accounts_for: An
         tokens: list[str] = []
         errors: list[BaseException] = []
 
-        def run(accounts: Accounts, barrier: threading.Barrier = barrier,
-                tokens: list[str] = tokens, errors: list[BaseException] = errors) -> None:
+        def run(
+            accounts: Accounts,
+            barrier: threading.Barrier = barrier,
+            tokens: list[str] = tokens,
+            errors: list[BaseException] = errors,
+        ) -> None:
             try:
                 barrier.wait()
                 tokens.append(accounts.access_token(cid))
@@ -124,8 +134,9 @@ def test_rotation_survives_concurrent_refreshes(sim: SimServer, accounts_for: An
     assert workers[0].refresh(cid).ok  # the stored (rotated) refresh token still works
 
 
-def test_revoked_character_needs_login_after_one_attempt(sim: SimServer, accounts_for: Any,
-                                                         db: Database) -> None:
+def test_revoked_character_needs_login_after_one_attempt(
+    sim: SimServer, accounts_for: Any, db: Database
+) -> None:
     cid = first_character(sim)
     accounts = accounts_for()
     accounts.add_refresh_token(sim.issue_refresh_token(cid))
@@ -158,8 +169,9 @@ def test_sold_character_is_a_new_owner(sim: SimServer, accounts_for: Any) -> Non
     assert result.owner_changed
 
 
-def test_database_holds_no_plaintext_token(sim: SimServer, accounts_for: Any, db: Database,
-                                           db_target: DbTarget) -> None:
+def test_database_holds_no_plaintext_token(
+    sim: SimServer, accounts_for: Any, db: Database, db_target: DbTarget
+) -> None:
     cid = first_character(sim)
     refresh = sim.issue_refresh_token(cid)
     accounts = accounts_for()
@@ -176,8 +188,9 @@ def test_database_holds_no_plaintext_token(sim: SimServer, accounts_for: Any, db
         assert access.encode()[:40] not in raw
 
 
-def test_users_commands(cli: Cli, sim: SimServer, db_target: DbTarget, tmp_path: Path,
-                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_users_commands(
+    cli: Cli, sim: SimServer, db_target: DbTarget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for key, value in sim_environ(sim, tmp_path / "home", db_target.url).items():
         monkeypatch.setenv(key, value)
     if db_target.kind == "postgresql":
@@ -187,9 +200,12 @@ def test_users_commands(cli: Cli, sim: SimServer, db_target: DbTarget, tmp_path:
     assert added.exit_code == 0, added.stderr
     token_file = tmp_path / "tokens.jsonl"
     token_file.write_text(
-        sim.issue_refresh_token(ids[1]) + "\n"
-        + json.dumps({"refresh_token": sim.issue_refresh_token(ids[2])}) + "\n"
-        + "garbage-token\n{not json\n")
+        sim.issue_refresh_token(ids[1])
+        + "\n"
+        + json.dumps({"refresh_token": sim.issue_refresh_token(ids[2])})
+        + "\n"
+        + "garbage-token\n{not json\n"
+    )
     imported = cli("users", "import", str(token_file), "--json")
     assert imported.exit_code == 3
     assert json.loads(imported.stdout)["data"] == {"added": 2, "updated": 0, "rejected": 2}
@@ -209,8 +225,10 @@ def test_users_commands(cli: Cli, sim: SimServer, db_target: DbTarget, tmp_path:
     unknown = cli("refresh-token", "999")
     assert unknown.exit_code == 2 and "character 999 is not tracked" in unknown.stderr
     assert cli("users", "disable", str(ids[0])).exit_code == 0
-    statuses = {r["character_id"]: r["status"]
-                for r in json.loads(cli("users", "list", "--json").stdout)["data"]}
+    statuses = {
+        r["character_id"]: r["status"]
+        for r in json.loads(cli("users", "list", "--json").stdout)["data"]
+    }
     assert statuses[ids[0]] == "disabled"
     assert cli("users", "enable", str(ids[0])).exit_code == 0
     refused = cli("users", "enable", str(ids[1]))  # revoked above: needs a login, not enable
@@ -220,8 +238,9 @@ def test_users_commands(cli: Cli, sim: SimServer, db_target: DbTarget, tmp_path:
     assert "Traceback" not in unknown.stderr + failed.stderr
 
 
-def test_sso_unreachable_is_one_line(cli: Cli, sim: SimServer, tmp_path: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sso_unreachable_is_one_line(
+    cli: Cli, sim: SimServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = sim_environ(sim, tmp_path / "home", f"sqlite:///{tmp_path / 'k.db'}")
     env["KILLSYNC_SSO_BASE_URL"] = "http://127.0.0.1:9"  # discard port: nothing listens
     for key, value in env.items():

@@ -63,12 +63,28 @@ def _row(argv: str, code: int, message: str, setup: str = "none", **kw: Any) -> 
 
 BAD_INPUTS: list[Bad] = [
     # -- a database that is missing: read-only commands never create one (exit 6) -----------
-    *(_row(argv, 6, NO_DATABASE) for argv in (
-        "users list", "users list --json", "stats", "stats --json", "export", "db status",
-        "users disable 5", "users enable 5", "users remove 5", "sync-user 5", "queue",
-        "queue --dry-run", "worker --drain", "refresh-token --all", "webhooks list",
-        "--database-url sqlite:///{tmp}/typo/dir/killsync.db users list",
-        "--database-url sqlite:///{tmp}/typo.db stats")),
+    *(
+        _row(argv, 6, NO_DATABASE)
+        for argv in (
+            "users list",
+            "users list --json",
+            "stats",
+            "stats --json",
+            "export",
+            "db status",
+            "users disable 5",
+            "users enable 5",
+            "users remove 5",
+            "sync-user 5",
+            "queue",
+            "queue --dry-run",
+            "worker --drain",
+            "refresh-token --all",
+            "webhooks list",
+            "--database-url sqlite:///{tmp}/typo/dir/killsync.db users list",
+            "--database-url sqlite:///{tmp}/typo.db stats",
+        )
+    ),
     # -- a database that is not one (exit 6) ---------------------------------------------------
     _row("users list", 6, NOT_SQLITE, "junk_db"),
     _row("stats", 6, NOT_SQLITE, "text_db"),
@@ -85,23 +101,45 @@ BAD_INPUTS: list[Bad] = [
     _row("db upgrade", 6, "newer than this killsync", "newer_schema"),
     _row("login --no-browser --timeout 1", 6, "newer than this killsync", "newer_schema"),
     # -- ids that do not fit BIGINT, or are no ids (exit 2) ------------------------------------
-    *(_row(argv, 2, OUT_OF_RANGE) for argv in (
-        f"sync-user {TOO_BIG_ID}", "sync-user 0", f"users disable {TOO_BIG_ID}",
-        f"users enable {TOO_BIG_ID}", f"users remove {TOO_BIG_ID}",
-        f"refresh-token {TOO_BIG_ID}", f"export --character {TOO_BIG_ID}",
-        f"queue --character {TOO_BIG_ID}", "sync-user 99999999999999999999999999")),
-    *(_row(argv, 2, OUT_OF_RANGE) for argv in (
-        f"webhooks add discord - --character {TOO_BIG_ID}", f"webhooks remove {TOO_BIG_ID}",
-        f"webhooks test {TOO_BIG_ID}", f"watch --character {TOO_BIG_ID} --timeout 1",
-        "webhooks add discord - --max-age 99999999999999999999", "queue --priority 11",
-        "queue --priority -1", "queue --character 0")),
+    *(
+        _row(argv, 2, OUT_OF_RANGE)
+        for argv in (
+            f"sync-user {TOO_BIG_ID}",
+            "sync-user 0",
+            f"users disable {TOO_BIG_ID}",
+            f"users enable {TOO_BIG_ID}",
+            f"users remove {TOO_BIG_ID}",
+            f"refresh-token {TOO_BIG_ID}",
+            f"export --character {TOO_BIG_ID}",
+            f"queue --character {TOO_BIG_ID}",
+            "sync-user 99999999999999999999999999",
+        )
+    ),
+    *(
+        _row(argv, 2, OUT_OF_RANGE)
+        for argv in (
+            f"webhooks add discord - --character {TOO_BIG_ID}",
+            f"webhooks remove {TOO_BIG_ID}",
+            f"webhooks test {TOO_BIG_ID}",
+            f"watch --character {TOO_BIG_ID} --timeout 1",
+            "webhooks add discord - --max-age 99999999999999999999",
+            "queue --priority 11",
+            "queue --priority -1",
+            "queue --character 0",
+        )
+    ),
     _row("sync-user 12abc", 2, "is not a whole number"),
     _row("users disable -1", 2, "No such option"),
     # -- ports (exit 2) ------------------------------------------------------------------------
     _row("worker --metrics-port 70000", 2, OUT_OF_RANGE),
     _row("worker --metrics-port 0", 2, OUT_OF_RANGE),
-    _row("worker --metrics-port {port} --drain", 2, "cannot listen on 127.0.0.1", "busy_port",
-         env={"KILLSYNC_CLIENT_ID": "killsync-tests", "KILLSYNC_CONTACT": "t@example.org"}),
+    _row(
+        "worker --metrics-port {port} --drain",
+        2,
+        "cannot listen on 127.0.0.1",
+        "busy_port",
+        env={"KILLSYNC_CLIENT_ID": "killsync-tests", "KILLSYNC_CONTACT": "t@example.org"},
+    ),
     _row("sim serve --port 70000", 2, OUT_OF_RANGE),
     _row("sim serve --port -5", 2, OUT_OF_RANGE),
     _row("sim serve --port {port}", 2, "cannot listen on 127.0.0.1", "busy_port"),
@@ -111,11 +149,15 @@ BAD_INPUTS: list[Bad] = [
     _row("worker --max-jobs -1", 2, OUT_OF_RANGE),
     _row("worker --max-jobs 0", 2, OUT_OF_RANGE),
     # -- durations (exit 2): Python's float() takes nan, inf and 1e309 ------------------------
-    *(_row(f"stats --watch={value}", 2, BAD_SECONDS)
-      for value in ("0", "-1", "0.1", "nan", "inf", "1e309", "100000")),
+    *(
+        _row(f"stats --watch={value}", 2, BAD_SECONDS)
+        for value in ("0", "-1", "0.1", "nan", "inf", "1e309", "100000")
+    ),
     _row("stats --watch soon", 2, "is not a number of seconds"),
-    *(_row(f"login --timeout={value}", 2, BAD_SECONDS)
-      for value in ("nan", "1e309", "-1", "0", "inf", "-inf")),
+    *(
+        _row(f"login --timeout={value}", 2, BAD_SECONDS)
+        for value in ("nan", "1e309", "-1", "0", "inf", "-inf")
+    ),
     # -- token files (exit 2) ------------------------------------------------------------------
     _row("users import {tmp}/token.bin", 2, "not text", "binary_file"),
     _row("users add --refresh-token {tmp}/token.bin", 2, "not text", "binary_file"),
@@ -125,8 +167,12 @@ BAD_INPUTS: list[Bad] = [
     _row("users import {tmp}/missing.txt", 2, "cannot read: No such file or directory"),
     # -- config files (exit 2) -----------------------------------------------------------------
     _row("--config {tmp}/missing.toml config show", 2, "missing.toml does not exist"),
-    _row("config show", 2, "nowhere.toml does not exist",
-         env={"KILLSYNC_CONFIG": "/nonexistent/nowhere.toml"}),
+    _row(
+        "config show",
+        2,
+        "nowhere.toml does not exist",
+        env={"KILLSYNC_CONFIG": "/nonexistent/nowhere.toml"},
+    ),
     _row("--config {tmp} config show", 2, "cannot read: Is a directory"),
     _row("--config /dev/zero config show", 2, "larger than"),
     _row("--config {tmp}/token.bin config show", 2, "cannot read", "binary_file"),
@@ -191,8 +237,11 @@ def _stamp(url: str, revision: str) -> str:
 
 
 def _error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines()
-            if line.startswith(("killsync: error:", "Error:", "killsync: unexpected"))]
+    return [
+        line
+        for line in stderr.splitlines()
+        if line.startswith(("killsync: error:", "Error:", "killsync: unexpected"))
+    ]
 
 
 def assert_one_clear_line(result: CliResult, code: int, message: str) -> None:
@@ -206,8 +255,9 @@ def assert_one_clear_line(result: CliResult, code: int, message: str) -> None:
 
 
 @pytest.mark.parametrize("bad", BAD_INPUTS, ids=lambda bad: bad.id)
-def test_bad_input_is_one_clear_line(bad: Bad, cli: Cli, tmp_path: Path, isolated_env: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_input_is_one_clear_line(
+    bad: Bad, cli: Cli, tmp_path: Path, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     subs = {"tmp": str(tmp_path), "home": str(isolated_env)}
     for key, value in bad.env.items():
         monkeypatch.setenv(key, value)
@@ -222,21 +272,26 @@ def test_bad_input_is_one_clear_line(bad: Bad, cli: Cli, tmp_path: Path, isolate
 # -- --debug keeps the exit code and adds the traceback -------------------------------------
 
 
-@pytest.mark.parametrize(("argv", "code"), [
-    (("users", "list"), 6),
-    (("--config", "/nonexistent.toml", "config", "show"), 2),
-    (("sync-user", "5"), 6),
-])
-def test_debug_keeps_the_exit_code_and_shows_the_traceback(cli: Cli, argv: tuple[str, ...],
-                                                           code: int) -> None:
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (("users", "list"), 6),
+        (("--config", "/nonexistent.toml", "config", "show"), 2),
+        (("sync-user", "5"), 6),
+    ],
+)
+def test_debug_keeps_the_exit_code_and_shows_the_traceback(
+    cli: Cli, argv: tuple[str, ...], code: int
+) -> None:
     result = cli("--debug", *argv)
     assert result.exit_code == code
     assert "Traceback (most recent call last)" in result.stderr
     assert result.stderr.rstrip().splitlines()[-1].startswith("killsync: error:")
 
 
-def test_killsync_debug_variable_keeps_the_exit_code(cli: Cli,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_killsync_debug_variable_keeps_the_exit_code(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("KILLSYNC_DEBUG", "1")
     result = cli("users", "list")
     assert result.exit_code == 6 and "Traceback" in result.stderr
@@ -251,7 +306,8 @@ def _mode(path: Path) -> int:
 
 @pytest.mark.parametrize("umask", [0o022, 0o000, 0o277])
 def test_database_and_data_directory_are_private_whatever_the_umask(
-        cli: Cli, isolated_env: Path, umask: int) -> None:
+    cli: Cli, isolated_env: Path, umask: int
+) -> None:
     old = os.umask(umask)
     try:
         result = cli("db", "upgrade")
@@ -272,7 +328,8 @@ def test_database_and_data_directory_are_private_whatever_the_umask(
 
 
 def test_a_custom_path_gets_private_new_directories_and_keeps_existing_modes(
-        cli: Cli, tmp_path: Path) -> None:
+    cli: Cli, tmp_path: Path
+) -> None:
     shared = tmp_path / "shared"
     shared.mkdir(mode=0o755)
     shared.chmod(0o755)
@@ -297,7 +354,8 @@ def test_an_existing_database_keeps_its_mode(cli: Cli, isolated_env: Path) -> No
 
 
 def test_import_creates_the_database_read_only_commands_then_work(
-        cli: Cli, tmp_path: Path, isolated_env: Path) -> None:
+    cli: Cli, tmp_path: Path, isolated_env: Path
+) -> None:
     empty = tmp_path / "none.jsonl"
     empty.write_text("")
     assert cli("import", str(empty)).exit_code == 0
@@ -309,8 +367,7 @@ def test_import_creates_the_database_read_only_commands_then_work(
 # -- a schema newer than the code, on both databases ----------------------------------------
 
 
-def test_newer_schema_is_refused_cleanly_on_both_databases(cli: Cli, db_target: DbTarget
-                                                           ) -> None:
+def test_newer_schema_is_refused_cleanly_on_both_databases(cli: Cli, db_target: DbTarget) -> None:
     url = ["--database-url", db_target.url]
     assert cli(*url, "db", "upgrade").exit_code == 0
     before = _stamp(db_target.url, FUTURE_REVISION)
@@ -328,8 +385,9 @@ def test_newer_schema_is_refused_cleanly_on_both_databases(cli: Cli, db_target: 
 
 
 def _killsync(args: list[str], env: dict[str, str], **kw: Any) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "killcli", *args], cwd=REPO, env=env,
-                            stderr=subprocess.PIPE, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "killcli", *args], cwd=REPO, env=env, stderr=subprocess.PIPE, **kw
+    )
 
 
 @pytest.fixture
@@ -338,23 +396,34 @@ def proc_env(cli: Cli, isolated_env: Path) -> dict[str, str]:
     return {**os.environ, "KILLSYNC_HOME": str(isolated_env)}
 
 
-@pytest.mark.parametrize("args", [["users", "list", "--json"], ["users", "list"],
-                                  ["config", "show", "--json"], ["config", "path"]])
-def test_stdout_on_a_full_disk_is_one_line_and_exit_2(proc_env: dict[str, str],
-                                                      args: list[str]) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["users", "list", "--json"],
+        ["users", "list"],
+        ["config", "show", "--json"],
+        ["config", "path"],
+    ],
+)
+def test_stdout_on_a_full_disk_is_one_line_and_exit_2(
+    proc_env: dict[str, str], args: list[str]
+) -> None:
     with Path("/dev/full").open("wb") as full:
         proc = _killsync(args, proc_env, stdout=full)
         _, err = proc.communicate(timeout=60)
     stderr = err.decode()
     assert proc.returncode == 2, stderr
     assert stderr.strip().splitlines() == [
-        "killsync: error: cannot write the output: No space left on device"]
+        "killsync: error: cannot write the output: No space left on device"
+    ]
 
 
-@pytest.mark.parametrize("args", [["users", "list", "--json"], ["users", "list"],
-                                  ["config", "show"]])
-def test_stdout_closed_by_the_reader_is_one_line_and_exit_2(proc_env: dict[str, str],
-                                                            args: list[str]) -> None:
+@pytest.mark.parametrize(
+    "args", [["users", "list", "--json"], ["users", "list"], ["config", "show"]]
+)
+def test_stdout_closed_by_the_reader_is_one_line_and_exit_2(
+    proc_env: dict[str, str], args: list[str]
+) -> None:
     read_end, write_end = os.pipe()
     os.close(read_end)  # `killsync ... | head -0`: the reader is gone before we write
     try:
@@ -371,24 +440,26 @@ def test_stdout_closed_by_the_reader_is_one_line_and_exit_2(proc_env: dict[str, 
 
 
 @pytest.fixture
-def sim_cli(start_sim: Callable[..., Any], cli: Cli, tmp_path: Path,
-            monkeypatch: pytest.MonkeyPatch) -> tuple[Any, int]:
+def sim_cli(
+    start_sim: Callable[..., Any], cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Any, int]:
     """A simulator, killsync pointed at it, one tracked character; (sim, character id)."""
     sim = start_sim("smoke")
     home = tmp_path / "home"
     for key, value in sim_environ(sim, home, f"sqlite:///{home / 'killsync.db'}").items():
         monkeypatch.setenv(key, value)
     character_id = next(iter(sim.world.ground_truth()))
-    added = cli("users", "add", "--refresh-token", "-",
-                stdin=sim.issue_refresh_token(character_id))
+    added = cli("users", "add", "--refresh-token", "-", stdin=sim.issue_refresh_token(character_id))
     assert added.exit_code == 0, added.stderr
     return sim, character_id
 
 
-@pytest.mark.parametrize("pages", ["99999999999999999999", str(MAX_LIST_PAGES + 1), "0", "-3",
-                                   "9" * 4000])
-def test_a_bogus_x_pages_is_a_clear_esi_error(sim_cli: tuple[Any, int], cli: Cli,
-                                              pages: str) -> None:
+@pytest.mark.parametrize(
+    "pages", ["99999999999999999999", str(MAX_LIST_PAGES + 1), "0", "-3", "9" * 4000]
+)
+def test_a_bogus_x_pages_is_a_clear_esi_error(
+    sim_cli: tuple[Any, int], cli: Cli, pages: str
+) -> None:
     sim, character_id = sim_cli
     sim.faults.bogus_pages(character_id, pages)
     result = cli("sync-user", str(character_id), "--full", "--no-progress")
@@ -397,8 +468,7 @@ def test_a_bogus_x_pages_is_a_clear_esi_error(sim_cli: tuple[Any, int], cli: Cli
     assert cli("sync-user", str(character_id), "--full", "--no-progress").exit_code == 0
 
 
-def test_worker_drain_exits_3_when_jobs_were_retried(sim_cli: tuple[Any, int], cli: Cli
-                                                     ) -> None:
+def test_worker_drain_exits_3_when_jobs_were_retried(sim_cli: tuple[Any, int], cli: Cli) -> None:
     sim, character_id = sim_cli
     assert cli("queue", "--character", str(character_id)).exit_code == 0
     sim.faults.fail_list(character_id, status=404, times=1)  # not retried by the client
@@ -407,8 +477,7 @@ def test_worker_drain_exits_3_when_jobs_were_retried(sim_cli: tuple[Any, int], c
     assert "worker stopped: 1 jobs (0 done, 1 retried, 0 dead)" in result.stderr
 
 
-def test_worker_drain_exits_0_when_every_job_is_done(sim_cli: tuple[Any, int], cli: Cli
-                                                     ) -> None:
+def test_worker_drain_exits_0_when_every_job_is_done(sim_cli: tuple[Any, int], cli: Cli) -> None:
     _, character_id = sim_cli
     assert cli("queue", "--character", str(character_id)).exit_code == 0
     result = cli("worker", "--drain")
@@ -421,8 +490,11 @@ def test_worker_drain_exits_0_when_every_job_is_done(sim_cli: tuple[Any, int], c
 def test_docs_table_lists_at_least_every_bad_input_row() -> None:
     """docs/bad-inputs.md: numbered rows 1..N, N in the count at the top, N >= BAD_INPUTS."""
     doc = (REPO / "docs" / "bad-inputs.md").read_text(encoding="utf-8")
-    numbers = [int(line.split("|")[1]) for line in doc.splitlines()
-               if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    numbers = [
+        int(line.split("|")[1])
+        for line in doc.splitlines()
+        if line.startswith("| ") and line.split("|")[1].strip().isdigit()
+    ]
     assert numbers == list(range(1, len(numbers) + 1))
     assert f"**{len(numbers)} bad inputs tried, {len(numbers)} handled cleanly.**" in doc
     assert len(numbers) >= len(BAD_INPUTS)

@@ -31,23 +31,38 @@ T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 LIST_CACHE = timedelta(minutes=5)
 #: Character id -> age of its newest killmail at T0 (None: no killmail at all).
 AGES: dict[int, timedelta | None] = {
-    2_100_000_001: timedelta(days=1), 2_100_000_010: timedelta(days=10),
-    2_100_000_040: timedelta(days=40), 2_100_000_100: timedelta(days=100),
+    2_100_000_001: timedelta(days=1),
+    2_100_000_010: timedelta(days=10),
+    2_100_000_040: timedelta(days=40),
+    2_100_000_100: timedelta(days=100),
     2_100_000_999: None,
 }
 ONE_DAY, TEN, FORTY, HUNDRED, NONE = AGES
 Cli = Callable[..., CliResult]
 
 
-def add_character(db: Database, character_id: int, *, newest: datetime | None,
-                  synced_at: datetime | None = T0, status: str = "active") -> None:
+def add_character(
+    db: Database,
+    character_id: int,
+    *,
+    newest: datetime | None,
+    synced_at: datetime | None = T0,
+    status: str = "active",
+) -> None:
     """A character last synced at ``synced_at`` whose list cache then lasted 5 minutes."""
     with db.session() as s:
-        s.add(Character(character_id=character_id, name=f"pilot {character_id}",
-                        owner_hash="owner", scopes=KILLMAIL_SCOPE, status=status,
-                        last_sync_at=synced_at,
-                        list_expires_at=None if synced_at is None else synced_at + LIST_CACHE,
-                        newest_killmail_at=newest))
+        s.add(
+            Character(
+                character_id=character_id,
+                name=f"pilot {character_id}",
+                owner_hash="owner",
+                scopes=KILLMAIL_SCOPE,
+                status=status,
+                last_sync_at=synced_at,
+                list_expires_at=None if synced_at is None else synced_at + LIST_CACHE,
+                newest_killmail_at=newest,
+            )
+        )
 
 
 def add_world(db: Database, now: datetime = T0) -> None:
@@ -57,8 +72,9 @@ def add_world(db: Database, now: datetime = T0) -> None:
 
 @pytest.fixture
 def broker(db: Database, db_target: DbTarget, tmp_path: Path) -> Iterator[Broker]:
-    settings = load_settings(environ={"KILLSYNC_HOME": str(tmp_path / "home"),
-                                      "KILLSYNC_DATABASE_URL": db_target.url})
+    settings = load_settings(
+        environ={"KILLSYNC_HOME": str(tmp_path / "home"), "KILLSYNC_DATABASE_URL": db_target.url}
+    )
     with open_broker(settings, db) as opened:
         yield opened
 
@@ -72,32 +88,39 @@ def due_at(db: Database, broker: Broker, now: datetime) -> dict[int, str]:
 # -- the setting ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("spec", "canonical"), [
-    ("7d=1h,30d=4h,90d=1d", "7d=1h,30d=4h,90d=1d"),
-    (" 2d = 30m , 14d=2h ", "2d=30m,14d=2h"),
-    ("168h=60m", "7d=1h"),
-    ("OFF", "off"),
-])
+@pytest.mark.parametrize(
+    ("spec", "canonical"),
+    [
+        ("7d=1h,30d=4h,90d=1d", "7d=1h,30d=4h,90d=1d"),
+        (" 2d = 30m , 14d=2h ", "2d=30m,14d=2h"),
+        ("168h=60m", "7d=1h"),
+        ("OFF", "off"),
+    ],
+)
 def test_good_cadence_specs(spec: str, canonical: str) -> None:
     assert parse_cadence(spec).spec == canonical
 
 
-@pytest.mark.parametrize(("spec", "message"), [
-    ("7d", "is not AGE=INTERVAL"),
-    ("7x=1h", "is not a span"),
-    ("7d=0h", "is not a span"),
-    ("30d=4h,7d=1h", "ages must increase"),
-    ("7d=4h,30d=1h", "cannot be polled more often"),
-    ("7d=1m", "saves nothing"),
-    ("7d=1h,", "is not AGE=INTERVAL"),
-])
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("7d", "is not AGE=INTERVAL"),
+        ("7x=1h", "is not a span"),
+        ("7d=0h", "is not a span"),
+        ("30d=4h,7d=1h", "ages must increase"),
+        ("7d=4h,30d=1h", "cannot be polled more often"),
+        ("7d=1m", "saves nothing"),
+        ("7d=1h,", "is not AGE=INTERVAL"),
+    ],
+)
 def test_bad_cadence_specs(spec: str, message: str) -> None:
     with pytest.raises(CadenceError, match=message):
         parse_cadence(spec)
 
 
-def test_a_bad_cadence_setting_exits_2_with_one_line(cli: Cli, monkeypatch: pytest.MonkeyPatch
-                                                      ) -> None:
+def test_a_bad_cadence_setting_exits_2_with_one_line(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("KILLSYNC_CADENCE", "7d=1h,3d=4h")
     result = cli("config", "show")
     assert result.exit_code == 2
@@ -122,18 +145,29 @@ def test_tiers_by_the_age_of_the_newest_killmail(db: Database, broker: Broker) -
     assert due_at(db, broker, T0 + timedelta(minutes=3)) == {}  # every list still cached
     assert due_at(db, broker, T0 + timedelta(minutes=7)) == {ONE_DAY: "base"}
     assert due_at(db, broker, T0 + timedelta(minutes=55)) == {ONE_DAY: "base"}
-    assert due_at(db, broker, T0 + timedelta(hours=1, minutes=2)) == {
-        ONE_DAY: "base", TEN: "7d=1h"}
+    assert due_at(db, broker, T0 + timedelta(hours=1, minutes=2)) == {ONE_DAY: "base", TEN: "7d=1h"}
     assert due_at(db, broker, T0 + timedelta(hours=4, minutes=2)) == {
-        ONE_DAY: "base", TEN: "7d=1h", FORTY: "30d=4h"}
+        ONE_DAY: "base",
+        TEN: "7d=1h",
+        FORTY: "30d=4h",
+    }
     assert due_at(db, broker, T0 + timedelta(hours=23)) == {
-        ONE_DAY: "base", TEN: "7d=1h", FORTY: "30d=4h"}
+        ONE_DAY: "base",
+        TEN: "7d=1h",
+        FORTY: "30d=4h",
+    }
     assert due_at(db, broker, T0 + timedelta(days=1, minutes=2)) == {
-        ONE_DAY: "base", TEN: "7d=1h", FORTY: "30d=4h", HUNDRED: "90d=1d", NONE: "90d=1d"}
+        ONE_DAY: "base",
+        TEN: "7d=1h",
+        FORTY: "30d=4h",
+        HUNDRED: "90d=1d",
+        NONE: "90d=1d",
+    }
 
 
-def test_a_kill_ageing_past_a_threshold_moves_its_character_down(db: Database,
-                                                                 broker: Broker) -> None:
+def test_a_kill_ageing_past_a_threshold_moves_its_character_down(
+    db: Database, broker: Broker
+) -> None:
     add_character(db, ONE_DAY, newest=T0 - timedelta(days=6, hours=23))
     assert due_at(db, broker, T0 + timedelta(minutes=7)) == {ONE_DAY: "base"}
     # Two hours on the kill is over 7 days old: hourly, and the hour since the sync passed.
@@ -142,14 +176,16 @@ def test_a_kill_ageing_past_a_threshold_moves_its_character_down(db: Database,
 
 def test_off_polls_every_list_when_its_cache_expires(db: Database, broker: Broker) -> None:
     add_world(db)
-    result = run_queue(db, broker, dry_run=True, now=T0 + timedelta(minutes=7),
-                       cadence=parse_cadence("off"))
+    result = run_queue(
+        db, broker, dry_run=True, now=T0 + timedelta(minutes=7), cadence=parse_cadence("off")
+    )
     assert {c.character_id for c in result.due} == set(AGES)
     assert {c.tier for c in result.due} == {"base"}
 
 
-def test_new_and_pending_characters_are_due_whatever_their_tier(db: Database,
-                                                                broker: Broker) -> None:
+def test_new_and_pending_characters_are_due_whatever_their_tier(
+    db: Database, broker: Broker
+) -> None:
     add_character(db, NONE, newest=None, synced_at=None)
     due = run_queue(db, broker, dry_run=True, now=T0, cadence=CADENCE).due
     assert [(c.character_id, c.reason, c.tier) for c in due] == [(NONE, "new", "90d=1d")]
@@ -175,8 +211,9 @@ def test_a_new_kill_resets_the_tier(db: Database, broker: Broker) -> None:
 
 def newest_of(db: Database, character_id: int) -> datetime | None:
     with db.session() as s:
-        return s.scalar(select(Character.newest_killmail_at)
-                        .where(Character.character_id == character_id))
+        return s.scalar(
+            select(Character.newest_killmail_at).where(Character.character_id == character_id)
+        )
 
 
 def test_queue_all_queues_every_active_character_now(db: Database, broker: Broker) -> None:
@@ -187,7 +224,12 @@ def test_queue_all_queues_every_active_character_now(db: Database, broker: Broke
     result = run_queue(db, broker, all_active=True, now=now, cadence=CADENCE)
     assert result.published == len(AGES)
     assert {c.character_id: c.tier for c in result.due} == {
-        ONE_DAY: "base", TEN: "7d=1h", FORTY: "30d=4h", HUNDRED: "90d=1d", NONE: "90d=1d"}
+        ONE_DAY: "base",
+        TEN: "7d=1h",
+        FORTY: "30d=4h",
+        HUNDRED: "90d=1d",
+        NONE: "90d=1d",
+    }
     assert broker.queued_character_ids() == set(AGES)
     again = run_queue(db, broker, all_active=True, now=now, cadence=CADENCE)
     assert (again.published, again.already_queued) == (0, len(AGES))
@@ -208,7 +250,12 @@ def test_cli_queue_all_and_dry_run_tiers(cli: Cli, cli_db: Database) -> None:
     assert dry.exit_code == 0, dry.stderr
     rows = json.loads(dry.stdout)["data"]["characters"]
     assert {r["character_id"]: r["tier"] for r in rows} == {
-        ONE_DAY: "base", TEN: "7d=1h", FORTY: "30d=4h", HUNDRED: "90d=1d", NONE: "90d=1d"}
+        ONE_DAY: "base",
+        TEN: "7d=1h",
+        FORTY: "30d=4h",
+        HUNDRED: "90d=1d",
+        NONE: "90d=1d",
+    }
     table = cli("queue", "--all", "--dry-run")
     assert "tier" in table.stdout and "30d=4h" in table.stdout
     queued = cli("queue", "--all", "--json")
@@ -223,7 +270,11 @@ def test_stats_show_list_requests_saved_per_day(cli: Cli, cli_db: Database) -> N
     data = json.loads(cli("stats", "--json").stdout)["data"]["cadence"]
     tiers = {t["tier"]: t for t in data["tiers"]}
     assert {k: t["characters"] for k, t in tiers.items()} == {
-        "base": 1, "7d=1h": 1, "30d=4h": 1, "90d=1d": 2}
+        "base": 1,
+        "7d=1h": 1,
+        "30d=4h": 1,
+        "90d=1d": 2,
+    }
     # 288 polls a day at the 5-minute base: hourly saves 264, 4-hourly 282, daily 287.
     assert tiers["7d=1h"]["saved_requests_per_day"] == 264
     assert data["saved_requests_per_day"] == 264 + 282 + 2 * 287
@@ -237,8 +288,9 @@ def test_stats_show_list_requests_saved_per_day(cli: Cli, cli_db: Database) -> N
 
 
 @pytest.fixture
-def empty_database(db_target: DbTarget, tmp_path: Path,
-                   request: pytest.FixtureRequest) -> Iterator[Database]:
+def empty_database(
+    db_target: DbTarget, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Database]:
     """A database with no schema yet (a fresh file, or an empty PostgreSQL schema)."""
     if db_target.kind == "sqlite":
         url = f"sqlite:///{tmp_path / 'old.db'}"
@@ -270,14 +322,27 @@ def test_the_migration_backfills_newest_killmail_at(empty_database: Database) ->
     characters = Character.__table__
     with database.engine.begin() as conn:  # the schema before 0004: Core rows, no new column
         for cid in (ONE_DAY, NONE):
-            conn.execute(insert(characters).values(
-                character_id=cid, name="pilot", owner_hash="o", scopes=KILLMAIL_SCOPE,
-                token_version=0, status="active", created_at=T0, updated_at=T0))
+            conn.execute(
+                insert(characters).values(
+                    character_id=cid,
+                    name="pilot",
+                    owner_hash="o",
+                    scopes=KILLMAIL_SCOPE,
+                    token_version=0,
+                    status="active",
+                    created_at=T0,
+                    updated_at=T0,
+                )
+            )
     with database.session() as s:
         save_killmails(s, [parse_killmail(b) for b in bodies])
-        s.execute(insert(CharacterKillmail.__table__), [
-            {"character_id": ONE_DAY, "killmail_id": kid, "seen_at": T0}
-            for kid in (131_000_001, 131_000_002, 131_000_003)])
+        s.execute(
+            insert(CharacterKillmail.__table__),
+            [
+                {"character_id": ONE_DAY, "killmail_id": kid, "seen_at": T0}
+                for kid in (131_000_001, 131_000_002, 131_000_003)
+            ],
+        )
     migrate(database, "0004")
     assert newest_of(database, ONE_DAY) == datetime(2026, 10, 20, 8, 30, tzinfo=UTC)
     assert newest_of(database, NONE) is None

@@ -18,8 +18,9 @@ from tests.factories import killmail
 Cli = Callable[..., CliResult]
 
 
-def write_archive(path: Path, bodies: list[dict[str, object]], *, extra: bytes | None = None
-                  ) -> None:
+def write_archive(
+    path: Path, bodies: list[dict[str, object]], *, extra: bytes | None = None
+) -> None:
     with tarfile.open(path, "w:bz2") as tar:
         for body in bodies:
             data = json.dumps({**body, "killmail_hash": "ab" * 20}).encode()
@@ -32,11 +33,13 @@ def write_archive(path: Path, bodies: list[dict[str, object]], *, extra: bytes |
             tar.addfile(info, io.BytesIO(extra))
 
 
-def test_import_then_export_reproduces_real_samples(cli: Cli, db_target: DbTarget,
-                                                    tmp_path: Path) -> None:
+def test_import_then_export_reproduces_real_samples(
+    cli: Cli, db_target: DbTarget, tmp_path: Path
+) -> None:
     samples = shared_dir() / "esi" / "killmails"
-    originals = {json.loads(p.read_text())["killmail_id"]: p.read_text()
-                 for p in samples.glob("*.json")}
+    originals = {
+        json.loads(p.read_text())["killmail_id"]: p.read_text() for p in samples.glob("*.json")
+    }
     url = ["--database-url", db_target.url]
     if db_target.kind == "postgresql":
         assert cli(*url, "db", "upgrade").exit_code == 0
@@ -73,7 +76,11 @@ def test_import_eve_ref_archive_and_jsonl(cli: Cli, db_target: DbTarget, tmp_pat
     result = cli(*url, "import", str(archive), str(lines), "--json")
     assert result.exit_code == 3  # PARTIAL: some records rejected, the rest saved
     assert json.loads(result.stdout)["data"] == {
-        "read": 5, "new": 4, "already_present": 0, "rejected": 3}
+        "read": 5,
+        "new": 4,
+        "already_present": 0,
+        "rejected": 3,
+    }
     assert "killmails-2026-01-02.tar.bz2:killmails/broken.json: bad JSON" in result.stderr
     assert "more.jsonl.bz2:line 3: victim: expected an object" in result.stderr
     assert "more.jsonl.bz2:line 4: bad JSON" in result.stderr
@@ -93,16 +100,18 @@ def test_corrupt_archive_is_one_line_and_keeps_other_files(cli: Cli, tmp_path: P
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize(("args", "code", "message"), [
-    (["import", "/nonexistent/file.json"], 2, "no such file or directory"),
-    (["--database-url", "nope://x", "export"], 2, "KILLSYNC_DATABASE_URL"),
-    (["--database-url", "mysql://u@h/db", "export"], 2, "unsupported database 'mysql'"),
-    (["--broker-url", "redis://x", "config", "show"], 2, "KILLSYNC_BROKER_URL"),
-    (["export", "--since", "last week"], 2, "--since: not a date"),
-    (["no-such-command"], 2, "No such command"),
-])
-def test_bad_inputs_are_one_clear_line(cli: Cli, args: list[str], code: int, message: str
-                                       ) -> None:
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["import", "/nonexistent/file.json"], 2, "no such file or directory"),
+        (["--database-url", "nope://x", "export"], 2, "KILLSYNC_DATABASE_URL"),
+        (["--database-url", "mysql://u@h/db", "export"], 2, "unsupported database 'mysql'"),
+        (["--broker-url", "redis://x", "config", "show"], 2, "KILLSYNC_BROKER_URL"),
+        (["export", "--since", "last week"], 2, "--since: not a date"),
+        (["no-such-command"], 2, "No such command"),
+    ],
+)
+def test_bad_inputs_are_one_clear_line(cli: Cli, args: list[str], code: int, message: str) -> None:
     result = cli(*args)
     assert result.exit_code == code
     assert message in result.stderr
@@ -124,8 +133,9 @@ def test_export_to_unwritable_path_loses_nothing(cli: Cli, tmp_path: Path) -> No
     assert "cannot write" in result.stderr
 
 
-def test_malformed_config_file_names_the_key(cli: Cli, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_malformed_config_file_names_the_key(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = tmp_path / "config.toml"
     config.write_text('esi_base_url = "ftp://esi"\n')
     result = cli("--config", str(config), "config", "show")
@@ -137,8 +147,9 @@ def test_malformed_config_file_names_the_key(cli: Cli, tmp_path: Path,
     assert "unknown key 'colour'" in cli("--config", str(config), "config", "show").stderr
 
 
-def test_config_show_masks_secrets_and_names_sources(cli: Cli, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_show_masks_secrets_and_names_sources(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = tmp_path / "config.toml"
     config.write_text('client_id = "from-file"\ncontact = "file@example.org"\n')
     monkeypatch.setenv("KILLSYNC_CONTACT", "env@example.org")
@@ -146,15 +157,19 @@ def test_config_show_masks_secrets_and_names_sources(cli: Cli, tmp_path: Path,
     monkeypatch.setenv("KILLSYNC_BROKER_URL", "amqp://guest:guest@127.0.0.1/")
     result = cli("--config", str(config), "config", "show", "--json")
     settings = {row["key"]: row for row in json.loads(result.stdout)["data"]["settings"]}
-    assert settings["client_id"] == {**settings["client_id"], "value": "from-file",
-                                     "source": "file"}
+    assert settings["client_id"] == {
+        **settings["client_id"],
+        "value": "from-file",
+        "source": "file",
+    }
     assert settings["contact"]["value"] == "env@example.org"
     assert settings["contact"]["source"] == "env"
     assert settings["client_secret"]["value"] == "***"
     assert settings["broker_url"]["value"] == "amqp://guest:***@127.0.0.1/"
     assert "hunter2" not in result.stdout
-    flagged = cli("--config", str(config), "--database-url", "sqlite:///x.db", "config", "show",
-                  "--json")
+    flagged = cli(
+        "--config", str(config), "--database-url", "sqlite:///x.db", "config", "show", "--json"
+    )
     rows = {r["key"]: r for r in json.loads(flagged.stdout)["data"]["settings"]}
     assert rows["database_url"]["source"] == "flag"
 

@@ -10,9 +10,22 @@ from killcli.cli.reference import help_text, iter_commands, render
 from tests.conftest import REPO, CliResult
 
 COMMANDS = list(iter_commands())
-REQUIRED = {("queue",), ("worker",), ("sync-user",), ("refresh-token",), ("stats",),
-            ("login",), ("export",), ("import",), ("demo",), ("users", "add"),
-            ("users", "list"), ("db", "upgrade"), ("config", "show"), ("sim", "serve")}
+REQUIRED = {
+    ("queue",),
+    ("worker",),
+    ("sync-user",),
+    ("refresh-token",),
+    ("stats",),
+    ("login",),
+    ("export",),
+    ("import",),
+    ("demo",),
+    ("users", "add"),
+    ("users", "list"),
+    ("db", "upgrade"),
+    ("config", "show"),
+    ("sim", "serve"),
+}
 
 
 def test_the_commands_operators_need_exist() -> None:

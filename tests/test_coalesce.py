@@ -62,7 +62,8 @@ def test_an_items_exception_is_raised_in_its_own_caller_only() -> None:
 
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(call, range(30))) == [
-            f"bad {i}" if i % 3 == 0 else str(i) for i in range(30)]
+            f"bad {i}" if i % 3 == 0 else str(i) for i in range(30)
+        ]
 
 
 def test_a_failing_batch_is_run_again_item_by_item() -> None:

@@ -16,8 +16,15 @@ def test_demo_runs_the_pipeline_from_nothing(tmp_path: Path) -> None:
     env["HOME"] = str(tmp_path)  # no config file, no data directory yet
     env["XDG_DATA_HOME"] = str(tmp_path / "data")
     env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
-    result = subprocess.run([sys.executable, "-m", "killcli", "demo", "--json"], cwd=REPO,
-                            env=env, capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "killcli", "demo", "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)["data"]
     assert data["characters"] == 5
@@ -26,8 +33,14 @@ def test_demo_runs_the_pipeline_from_nothing(tmp_path: Path) -> None:
     assert data["bodies_fetched_twice"] == 0
     assert data["elapsed_s"] < 60
     assert data["database_url"].startswith("sqlite:///")
-    exported = subprocess.run([sys.executable, "-m", "killcli", "export"], cwd=REPO,
-                              env={**env, "KILLSYNC_DATABASE_URL": data["database_url"]},
-                              capture_output=True, text=True, timeout=60, check=True)
+    exported = subprocess.run(
+        [sys.executable, "-m", "killcli", "export"],
+        cwd=REPO,
+        env={**env, "KILLSYNC_DATABASE_URL": data["database_url"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert len(exported.stdout.splitlines()) == 250
     assert not (tmp_path / "data" / "killsync").exists()  # the demo kept out of the real home

@@ -58,8 +58,9 @@ def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.endswith(".partial"))
 
 
-def test_regular_file_is_replaced_atomically_keeping_its_mode(cli: Cli, url: list[str],
-                                                               tmp_path: Path) -> None:
+def test_regular_file_is_replaced_atomically_keeping_its_mode(
+    cli: Cli, url: list[str], tmp_path: Path
+) -> None:
     out = tmp_path / "out.jsonl"
     out.write_text("old\n")
     out.chmod(0o640)
@@ -83,8 +84,9 @@ def test_new_file_gets_the_umask_mode(cli: Cli, sqlite_url: list[str], tmp_path:
     assert exported_ids(out.read_text()) == list(IDS)
 
 
-def test_symlink_to_a_file_is_refused_and_left_alone(cli: Cli, sqlite_url: list[str],
-                                                     tmp_path: Path) -> None:
+def test_symlink_to_a_file_is_refused_and_left_alone(
+    cli: Cli, sqlite_url: list[str], tmp_path: Path
+) -> None:
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
     link = tmp_path / "out.jsonl"
@@ -99,8 +101,9 @@ def test_symlink_to_a_file_is_refused_and_left_alone(cli: Cli, sqlite_url: list[
     assert not (tmp_path / "nowhere").exists()
 
 
-def test_planted_partial_link_is_never_followed(cli: Cli, sqlite_url: list[str],
-                                                tmp_path: Path) -> None:
+def test_planted_partial_link_is_never_followed(
+    cli: Cli, sqlite_url: list[str], tmp_path: Path
+) -> None:
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
     out = tmp_path / "out.jsonl"
@@ -128,8 +131,7 @@ def test_fifo_is_written_in_place(cli: Cli, sqlite_url: list[str], tmp_path: Pat
     assert leftovers(tmp_path) == []
 
 
-def test_device_nodes_are_written_in_place(cli: Cli, sqlite_url: list[str],
-                                           tmp_path: Path) -> None:
+def test_device_nodes_are_written_in_place(cli: Cli, sqlite_url: list[str], tmp_path: Path) -> None:
     null = tmp_path / "null"
     os.mknod(null, stat.S_IFCHR | 0o600, os.makedev(1, 3))
     result = cli(*sqlite_url, "export", "--output", str(null))
@@ -141,8 +143,9 @@ def test_device_nodes_are_written_in_place(cli: Cli, sqlite_url: list[str],
     assert link.is_symlink() and stat.S_ISCHR(null.lstat().st_mode)
 
 
-def test_full_device_is_one_clear_line_and_stays_a_device(cli: Cli, sqlite_url: list[str],
-                                                         tmp_path: Path) -> None:
+def test_full_device_is_one_clear_line_and_stays_a_device(
+    cli: Cli, sqlite_url: list[str], tmp_path: Path
+) -> None:
     full = tmp_path / "full"
     os.mknod(full, stat.S_IFCHR | 0o600, os.makedev(1, 7))
     result = cli(*sqlite_url, "export", "--output", str(full))
@@ -160,8 +163,9 @@ def test_dev_stdout_means_standard_output(cli: Cli, sqlite_url: list[str]) -> No
         assert exported_ids(result.stdout) == list(IDS)
 
 
-def test_missing_directory_and_directory_target(cli: Cli, sqlite_url: list[str],
-                                                tmp_path: Path) -> None:
+def test_missing_directory_and_directory_target(
+    cli: Cli, sqlite_url: list[str], tmp_path: Path
+) -> None:
     result = cli(*sqlite_url, "export", "--output", str(tmp_path / "missing" / "x.jsonl"))
     assert result.exit_code == 2
     assert "cannot write: No such file or directory" in result.stderr
@@ -173,6 +177,7 @@ def test_missing_directory_and_directory_target(cli: Cli, sqlite_url: list[str],
 def test_a_failed_export_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     out.write_text("old\n")
+
     def export_that_fails() -> None:
         with open_output(out) as stream:
             stream.write("half of it")
@@ -185,7 +190,8 @@ def test_a_failed_export_leaves_the_old_file_and_no_temporary(tmp_path: Path) ->
 
 
 def test_non_finite_numbers_stored_by_an_older_version_are_skipped(
-        cli: Cli, db_target: DbTarget, tmp_path: Path) -> None:
+    cli: Cli, db_target: DbTarget, tmp_path: Path
+) -> None:
     database = Database(db_target.url)
     database.upgrade()
     bad = parse_killmail(killmail(21))

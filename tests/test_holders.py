@@ -14,8 +14,10 @@ import pytest
 from killcli.holders import holder_is_dead, parse_owner, this_host, this_owner
 from tests.conftest import REPO
 
-PRINT_OWNER = ("import sys; from killcli.holders import this_owner; "
-               "print(this_owner('job-1'), flush=True); sys.stdin.read()")
+PRINT_OWNER = (
+    "import sys; from killcli.holders import this_owner; "
+    "print(this_owner('job-1'), flush=True); sys.stdin.read()"
+)
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 
@@ -24,8 +26,13 @@ class Child:
     """A Python process that prints its owner and runs until its stdin closes."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", PRINT_OWNER], cwd=REPO,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", PRINT_OWNER],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stdout is not None
         self.owner = self.proc.stdout.readline().strip()
 
@@ -110,13 +117,24 @@ def test_another_boot_or_pid_namespace_is_never_judged(child: Child) -> None:
     assert not holder_is_dead(with_part(child.owner, 2, f"{start}.0badc0de"))
 
 
-@pytest.mark.parametrize("owner", [
-    "", "garbage", "vm", f"{this_host()}:", f"{this_host()}:123",
-    f"{this_host()}:123:job-abc",  # the format of killsync before owners had start times
-    f"{this_host()}:0:1.00000000", f"{this_host()}:-5:1.00000000",
-    f"{this_host()}:123:-", f"{this_host()}:123:-:job",  # no /proc where it ran
-    f"{this_host()}:123:12.abcdefgh", f"{this_host()}:99999999999999:1.00000000",
-    f"{this_host()}:{2**22 + 1}:1.00000000", "job-id-only",
-])
+@pytest.mark.parametrize(
+    "owner",
+    [
+        "",
+        "garbage",
+        "vm",
+        f"{this_host()}:",
+        f"{this_host()}:123",
+        f"{this_host()}:123:job-abc",  # the format of killsync before owners had start times
+        f"{this_host()}:0:1.00000000",
+        f"{this_host()}:-5:1.00000000",
+        f"{this_host()}:123:-",
+        f"{this_host()}:123:-:job",  # no /proc where it ran
+        f"{this_host()}:123:12.abcdefgh",
+        f"{this_host()}:99999999999999:1.00000000",
+        f"{this_host()}:{2**22 + 1}:1.00000000",
+        "job-id-only",
+    ],
+)
 def test_malformed_or_unknowable_owners_are_never_dead(owner: str) -> None:
     assert not holder_is_dead(owner)

@@ -50,19 +50,29 @@ def test_nan_costs_only_its_own_record(cli: Cli, db_target: DbTarget, tmp_path: 
     assert summary == {"read": 60, "new": 0, "already_present": 60, "rejected": 1}
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ('{"killmail_id": Infinity}', "bad JSON: Infinity is not a JSON number"),
-    ("[" * 200_000 + "]" * 200_000, "bad JSON: nested too deeply"),
-    ('{"killmail_id": 1' + "0" * 5000 + "}", "bad JSON: integer too large"),
-    (json.dumps({**killmail(90), "killmail_time": "0001-01-01T00:00:00+05:00"}),
-     "killmail_time: '0001-01-01T00:00:00+05:00' is out of range in UTC"),
-    (json.dumps({**killmail(91), "future": 10**30}), "future: an integer does not fit"),
-    (json.dumps(killmail(92)).replace('"security_status": ', '"security_status": 1e999, "_": ',
-                                      1), "attackers[0].security_status: inf is not a finite"),
-    (json.dumps({**killmail(93), "killmail_hash": "zz"}), "killmail_hash: expected"),
-])
-def test_each_hostile_record_is_one_line(cli: Cli, db_target: DbTarget, tmp_path: Path,
-                                         line: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"killmail_id": Infinity}', "bad JSON: Infinity is not a JSON number"),
+        ("[" * 200_000 + "]" * 200_000, "bad JSON: nested too deeply"),
+        ('{"killmail_id": 1' + "0" * 5000 + "}", "bad JSON: integer too large"),
+        (
+            json.dumps({**killmail(90), "killmail_time": "0001-01-01T00:00:00+05:00"}),
+            "killmail_time: '0001-01-01T00:00:00+05:00' is out of range in UTC",
+        ),
+        (json.dumps({**killmail(91), "future": 10**30}), "future: an integer does not fit"),
+        (
+            json.dumps(killmail(92)).replace(
+                '"security_status": ', '"security_status": 1e999, "_": ', 1
+            ),
+            "attackers[0].security_status: inf is not a finite",
+        ),
+        (json.dumps({**killmail(93), "killmail_hash": "zz"}), "killmail_hash: expected"),
+    ],
+)
+def test_each_hostile_record_is_one_line(
+    cli: Cli, db_target: DbTarget, tmp_path: Path, line: str, message: str
+) -> None:
     source = tmp_path / "hostile.jsonl"
     source.write_text(jsonl(killmail(1), line, killmail(2)))
     result, summary = run_import(cli, db_target, source)
@@ -84,8 +94,9 @@ def test_deep_json_file_and_bad_utf8_line(cli: Cli, db_target: DbTarget, tmp_pat
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "truncated"])
-def test_broken_compressed_files_are_one_line(cli: Cli, db_target: DbTarget, tmp_path: Path,
-                                              damage: str) -> None:
+def test_broken_compressed_files_are_one_line(
+    cli: Cli, db_target: DbTarget, tmp_path: Path, damage: str
+) -> None:
     text = jsonl(*(killmail(i) for i in range(10, 40))).encode()
     gz, bz = gzip.compress(text), bz2.compress(text)
     if damage == "corrupt":
@@ -106,14 +117,15 @@ def test_broken_compressed_files_are_one_line(cli: Cli, db_target: DbTarget, tmp
     assert summary["new"] >= 2  # the good file, and whatever came before the damage
 
 
-def test_json_arrays_are_streamed_element_by_element(cli: Cli, db_target: DbTarget,
-                                                     tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_json_arrays_are_streamed_element_by_element(
+    cli: Cli, db_target: DbTarget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(importer, "READ_CHUNK", 97)  # elements always straddle the window
     bodies = [killmail(i, attackers=2, items=1) for i in range(60, 90)]
     source = tmp_path / "array.json.gz"
-    source.write_bytes(gzip.compress(("[\n " + " ,\n".join(map(json.dumps, bodies))
-                                      + "\n]\n").encode()))
+    source.write_bytes(
+        gzip.compress(("[\n " + " ,\n".join(map(json.dumps, bodies)) + "\n]\n").encode())
+    )
     broken = tmp_path / "broken.json"
     broken.write_text("[" + json.dumps(killmail(95)) + " " + json.dumps(killmail(96)) + "]")
     result, summary = run_import(cli, db_target, source, broken)
@@ -122,8 +134,9 @@ def test_json_arrays_are_streamed_element_by_element(cli: Cli, db_target: DbTarg
     assert f"{broken}:[1]: bad JSON: expected ','" in result.stderr
 
 
-def test_oversized_records_end_their_file(cli: Cli, db_target: DbTarget, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_oversized_records_end_their_file(
+    cli: Cli, db_target: DbTarget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(importer, "MAX_RECORD_BYTES", 20_000)
     small, big = killmail(1, attackers=2, items=1), killmail(2, attackers=200, items=100)
     lines = tmp_path / "lines.jsonl"
@@ -159,6 +172,7 @@ def write_bomb(path: Path) -> None:
     """An EVE Ref-shaped archive: a good member, one of BOMB_BYTES zeros, another good one."""
     compressor = bz2.BZ2Compressor(9)
     with path.open("wb") as out:
+
         def member(name: str, data: bytes | None, size: int) -> None:
             info = tarfile.TarInfo(name)
             info.size = size
@@ -191,14 +205,23 @@ def test_bz2_bomb_is_refused_within_a_memory_cap(tmp_path: Path) -> None:
     assert bomb.stat().st_size < 4096
     good = tmp_path / "good.jsonl"
     good.write_text(jsonl(killmail(3)))
-    env = {**os.environ, "KILLSYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'bomb.db'}",
-           "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "killcli", "import", str(bomb), str(good),
-                           "--json"], env=env,
-                          capture_output=True, text=True, timeout=60, preexec_fn=_cap_memory,
-                          check=False)
+    env = {
+        **os.environ,
+        "KILLSYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'bomb.db'}",
+        "PYTHONPATH": str(REPO),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "killcli", "import", str(bomb), str(good), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_cap_memory,
+        check=False,
+    )
     assert proc.returncode == 3, proc.stderr
     assert "Traceback" not in proc.stderr and "MemoryError" not in proc.stderr
-    assert (f"{bomb}:killmails/bomb.json: member larger than 16 MiB; rest of the file not "
-            "read") in proc.stderr
+    assert (
+        f"{bomb}:killmails/bomb.json: member larger than 16 MiB; rest of the file not read"
+    ) in proc.stderr
     assert json.loads(proc.stdout)["data"]["new"] == 2  # 1 before the bomb, and good.jsonl

@@ -33,12 +33,15 @@ def test_real_samples_round_trip_to_the_same_text() -> None:
         assert again == raw.rstrip("\n"), path.name
 
 
-@pytest.mark.parametrize("options", [
-    {"attackers": 3800, "items": 0},
-    {"structure": True, "war": True},
-    {"npc_only": True, "attackers": 4},
-    {"attackers": 1, "items": 120},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"attackers": 3800, "items": 0},
+        {"structure": True, "war": True},
+        {"npc_only": True, "attackers": 4},
+        {"attackers": 1, "items": 120},
+    ],
+)
 def test_generated_extremes_round_trip(options: dict[str, Any]) -> None:
     body = killmail(2**40 + 7, seed=3, **options)
     assert canonical_json(roundtrip(body)) == canonical_json(body)
@@ -63,14 +66,17 @@ def test_empty_items_and_absent_items_stay_distinct() -> None:
     assert "items" not in roundtrip(without)["victim"]
 
 
-@pytest.mark.parametrize(("mutate", "message"), [
-    (lambda b: b.pop("killmail_id"), "killmail_id: missing"),
-    (lambda b: b.update(killmail_time="yesterday"), "killmail_time: not a date-time"),
-    (lambda b: b["attackers"][0].update(final_blow="yes"), "attackers[0].final_blow"),
-    (lambda b: b["victim"].update(ship_type_id=2**64), "does not fit in 64 bits"),
-    (lambda b: b["victim"]["items"][0].update(flag=True), "victim.items[0].flag"),
-    (lambda b: b.update(attackers={}), "attackers: expected a list"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda b: b.pop("killmail_id"), "killmail_id: missing"),
+        (lambda b: b.update(killmail_time="yesterday"), "killmail_time: not a date-time"),
+        (lambda b: b["attackers"][0].update(final_blow="yes"), "attackers[0].final_blow"),
+        (lambda b: b["victim"].update(ship_type_id=2**64), "does not fit in 64 bits"),
+        (lambda b: b["victim"]["items"][0].update(flag=True), "victim.items[0].flag"),
+        (lambda b: b.update(attackers={}), "attackers: expected a list"),
+    ],
+)
 def test_invalid_bodies_name_the_field(mutate: Any, message: str) -> None:
     body = killmail(8, items=2)
     mutate(body)
@@ -84,32 +90,39 @@ def test_integral_floats_are_written_like_esi() -> None:
     assert '"security_status":5,' in canonical_json(roundtrip(body))
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ('{"a": NaN}', "NaN is not a JSON number"),
-    ('{"a": -Infinity}', "-Infinity is not a JSON number"),
-    ("[" * 200_000 + "]" * 200_000, "nested too deeply"),
-    ('{"killmail_id": 1' + "0" * 5000 + "}", "integer too large"),
-    (b'{"a": "\xff"}', "not UTF-8"),
-    ('{"a": 1,', "Expecting property name"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"a": NaN}', "NaN is not a JSON number"),
+        ('{"a": -Infinity}', "-Infinity is not a JSON number"),
+        ("[" * 200_000 + "]" * 200_000, "nested too deeply"),
+        ('{"killmail_id": 1' + "0" * 5000 + "}", "integer too large"),
+        (b'{"a": "\xff"}', "not UTF-8"),
+        ('{"a": 1,', "Expecting property name"),
+    ],
+)
 def test_strict_json_rejects_hostile_text(text: str | bytes, message: str) -> None:
     with pytest.raises(BadJson, match=message):
         loads_body(text)
 
 
-@pytest.mark.parametrize(("mutate", "message"), [
-    (lambda b: b["attackers"][0].update(security_status=float("nan")), "not a finite number"),
-    (lambda b: b["attackers"][0].update(security_status=1e999), "inf is not a finite number"),
-    (lambda b: b["victim"]["position"].update(x=10**400), "is not a finite number"),
-    (lambda b: b.update(killmail_time="0001-01-01T00:00:00+05:00"), "out of range in UTC"),
-    (lambda b: b.update(killmail_time="9999-12-31T23:00:00-05:00"), "out of range in UTC"),
-    (lambda b: b.update(future=_nested(64)), None),
-    (lambda b: b.update(future=_nested(65)), "future: nested deeper than 64 levels"),
-    (lambda b: b["attackers"][2].update(drones=[2**64]), "attackers[2].drones: an integer"),
-    (lambda b: b["victim"].update(mood=float("inf")), "victim.mood: inf is not a finite"),
-])
-def test_values_the_database_or_json_cannot_hold_are_rejected(mutate: Any,
-                                                              message: str | None) -> None:
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda b: b["attackers"][0].update(security_status=float("nan")), "not a finite number"),
+        (lambda b: b["attackers"][0].update(security_status=1e999), "inf is not a finite number"),
+        (lambda b: b["victim"]["position"].update(x=10**400), "is not a finite number"),
+        (lambda b: b.update(killmail_time="0001-01-01T00:00:00+05:00"), "out of range in UTC"),
+        (lambda b: b.update(killmail_time="9999-12-31T23:00:00-05:00"), "out of range in UTC"),
+        (lambda b: b.update(future=_nested(64)), None),
+        (lambda b: b.update(future=_nested(65)), "future: nested deeper than 64 levels"),
+        (lambda b: b["attackers"][2].update(drones=[2**64]), "attackers[2].drones: an integer"),
+        (lambda b: b["victim"].update(mood=float("inf")), "victim.mood: inf is not a finite"),
+    ],
+)
+def test_values_the_database_or_json_cannot_hold_are_rejected(
+    mutate: Any, message: str | None
+) -> None:
     body = killmail(10, items=2)
     mutate(body)
     if message is None:

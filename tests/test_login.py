@@ -20,9 +20,14 @@ URL_LINE = re.compile(r"Open this URL to log in: (\S+)")
 
 
 def start_login(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "killcli", "login", "--no-browser", *args],
-                            cwd=REPO, env={**os.environ, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "killcli", "login", "--no-browser", *args],
+        cwd=REPO,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stderr is not None
     line = proc.stderr.readline()
     match = URL_LINE.search(line)
@@ -50,15 +55,19 @@ def test_login_stores_the_character(start_sim: Any, tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert f"({character.character_id})" in err
-    listed = subprocess.run([sys.executable, "-m", "killcli", "users", "list", "--json"],
-                            cwd=REPO, env={**os.environ, **env}, capture_output=True,
-                            text=True, check=True)
+    listed = subprocess.run(
+        [sys.executable, "-m", "killcli", "users", "list", "--json"],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     rows = json.loads(listed.stdout)["data"]
     assert [r["character_id"] for r in rows] == [character.character_id]
 
 
-def test_forged_callbacks_are_ignored_until_the_real_one(start_sim: Any,
-                                                        tmp_path: Path) -> None:
+def test_forged_callbacks_are_ignored_until_the_real_one(start_sim: Any, tmp_path: Path) -> None:
     sim = start_sim("smoke")
     env = login_env(sim, tmp_path)
     proc, url = start_login(env)

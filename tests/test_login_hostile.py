@@ -42,9 +42,14 @@ class LoginRun:
     def _run(self, sso: SsoClient, timeout_s: float) -> None:
         started = time.monotonic()
         try:
-            self.outcome = run_login(sso, "http://127.0.0.1:0/callback", [SCOPE],
-                                     open_browser=False, timeout_s=timeout_s,
-                                     on_url=self._urls.put)
+            self.outcome = run_login(
+                sso,
+                "http://127.0.0.1:0/callback",
+                [SCOPE],
+                open_browser=False,
+                timeout_s=timeout_s,
+                on_url=self._urls.put,
+            )
         except BaseException as exc:  # noqa: BLE001 - handed to the test by join()
             self.outcome = exc
         self.elapsed_s = time.monotonic() - started
@@ -118,8 +123,7 @@ def raw_request(url: str, data: bytes) -> bytes:
     return b"".join(chunks)
 
 
-def test_forged_callbacks_are_ignored_and_the_real_one_logs_in(sim: Any,
-                                                               sso: SsoClient) -> None:
+def test_forged_callbacks_are_ignored_and_the_real_one_logs_in(sim: Any, sso: SsoClient) -> None:
     run = LoginRun(sso, timeout_s=20)
     real = run.callback()
     origin = real.split("/callback", 1)[0]
@@ -185,8 +189,9 @@ def test_a_slow_client_does_not_block_the_real_callback(sso: SsoClient) -> None:
 def test_many_idle_connections_neither_crash_nor_extend_the_login(sso: SsoClient) -> None:
     run = LoginRun(sso, timeout_s=2)
     parts = urlsplit(run.callback())
-    idle = [socket.create_connection((parts.hostname or "", parts.port or 80), 5)
-            for _ in range(40)]  # more than the server's connection slots
+    idle = [
+        socket.create_connection((parts.hostname or "", parts.port or 80), 5) for _ in range(40)
+    ]  # more than the server's connection slots
     try:
         outcome = run.join()
     finally:
@@ -213,17 +218,21 @@ def test_a_refusal_in_the_browser_ends_the_login_cleanly(sim: Any, sso: SsoClien
 def test_a_refusal_with_a_hostile_description_shows_none_of_it(sso: SsoClient) -> None:
     run = LoginRun(sso, timeout_s=20)
     real = run.callback()
-    page = httpx.get(with_query(real, code=None, error="server_error",
-                                error_description="\x1b]0;owned\x07<script>"), timeout=10)
+    page = httpx.get(
+        with_query(
+            real, code=None, error="server_error", error_description="\x1b]0;owned\x07<script>"
+        ),
+        timeout=10,
+    )
     outcome = run.join()
     assert isinstance(outcome, SsoError)
-    assert str(outcome) == ("EVE SSO refused the login: server_error "
-                            "(run `killsync login` again)")
+    assert str(outcome) == ("EVE SSO refused the login: server_error (run `killsync login` again)")
     assert "script" not in page.text
 
 
-def test_the_cli_login_ends_at_its_deadline_despite_a_slow_client(start_sim: Any,
-                                                                  tmp_path: Path) -> None:
+def test_the_cli_login_ends_at_its_deadline_despite_a_slow_client(
+    start_sim: Any, tmp_path: Path
+) -> None:
     sim = start_sim("smoke")
     proc, url = start_login(login_env(sim, tmp_path), "--timeout", "2")
     started = time.monotonic()
@@ -237,7 +246,8 @@ def test_the_cli_login_ends_at_its_deadline_despite_a_slow_client(start_sim: Any
     assert proc.returncode == 5
     assert err.strip().splitlines() == [
         "killsync: error: login timed out after 2 s without a callback "
-        "(run `killsync login` again and finish it in the browser)"]
+        "(run `killsync login` again and finish it in the browser)"
+    ]
 
 
 def test_the_cli_reports_a_refusal_in_one_line(start_sim: Any, tmp_path: Path) -> None:
@@ -250,4 +260,5 @@ def test_the_cli_reports_a_refusal_in_one_line(start_sim: Any, tmp_path: Path) -
     assert proc.returncode == 4  # NEEDS_LOGIN: the character is still not logged in
     assert err.strip().splitlines() == [
         "killsync: error: login refused in the browser: EVE SSO answered access_denied "
-        "(run `killsync login` again and authorize the application)"]
+        "(run `killsync login` again and authorize the application)"
+    ]

@@ -59,8 +59,9 @@ class World:
     def bodies_of(self, character_id: int) -> int:
         return len(self.sim.world.ground_truth()[character_id])
 
-    def runtime(self, registry: ProgressRegistry,
-                on_wait: Callable[[WaitEvent], None] | None = None) -> Runtime:
+    def runtime(
+        self, registry: ProgressRegistry, on_wait: Callable[[WaitEvent], None] | None = None
+    ) -> Runtime:
         runtime = build_runtime(self.settings, self.db, on_wait=on_wait or registry.waiting)
         registry.attach(runtime.esi.limiter)
         return runtime
@@ -75,8 +76,12 @@ def world(start_sim: Callable[..., SimServer], tmp_path: Path) -> Iterator[World
     settings = load_settings(environ=env)
     db = Database(env["KILLSYNC_DATABASE_URL"], create=True)
     db.upgrade()
-    yield World(sim, settings, db, {**{k: v for k, v in os.environ.items()
-                                        if not k.startswith("KILLSYNC_")}, **env})
+    yield World(
+        sim,
+        settings,
+        db,
+        {**{k: v for k, v in os.environ.items() if not k.startswith("KILLSYNC_")}, **env},
+    )
     db.close()
 
 
@@ -147,16 +152,20 @@ def test_phases_and_counts_of_a_real_sync(world: World) -> None:
     assert tracker.state.pages_read == result.figures.pages
     assert tracker.state.phase == "done" and registry.snapshot().syncs == ()
     # While the bucket was empty, the registry said so, with an ETA beyond the wait.
-    blocked = [(snap, snap.syncs[0]) for snap in waits if snap.syncs and
-               snap.syncs[0].phase == "bodies" and 0 < snap.syncs[0].bodies_done < total]
+    blocked = [
+        (snap, snap.syncs[0])
+        for snap in waits
+        if snap.syncs and snap.syncs[0].phase == "bodies" and 0 < snap.syncs[0].bodies_done < total
+    ]
     assert blocked
     snap, state = blocked[-1]
     wait = snap.wait_for(state)
     assert wait is not None and WAIT_LINE.fullmatch(wait.message(snap.now_s))
     assert wait.refill_per_s == pytest.approx(BUCKET[0] / BUCKET[1] / 2)
     left = total - state.bodies_done  # the wait, then the rest at the bucket's pace
-    assert snap.eta_s(state) == pytest.approx(wait.remaining_s(snap.now_s)
-                                              + left / wait.refill_per_s)
+    assert snap.eta_s(state) == pytest.approx(
+        wait.remaining_s(snap.now_s) + left / wait.refill_per_s
+    )
 
 
 def test_one_notice_per_wait_however_many_threads_wait() -> None:
@@ -189,13 +198,13 @@ def test_waits_nobody_reads_do_not_pile_up() -> None:
 
 
 def _add_by_cli(world: World, cid: int) -> None:
-    added = run_on_pty(world.env, "users", "add", "--refresh-token", "-",
-                       stdin=world.sim.issue_refresh_token(cid))
+    added = run_on_pty(
+        world.env, "users", "add", "--refresh-token", "-", stdin=world.sim.issue_refresh_token(cid)
+    )
     assert added.code == 0, added.text
 
 
-def test_sync_user_on_a_terminal_counts_killmails_and_says_what_it_waits_for(
-        world: World) -> None:
+def test_sync_user_on_a_terminal_counts_killmails_and_says_what_it_waits_for(world: World) -> None:
     cid = world.busiest
     _add_by_cli(world, cid)
     run = run_on_pty(world.env, "sync-user", str(cid))
@@ -236,8 +245,9 @@ def test_live_view_shows_a_running_sync_mid_bodies(world: World) -> None:
     broker = open_broker(world.settings, world.db)
     run_queue(world.db, broker, character_ids=[cid])
     worker = Worker(runtime, broker, on_report=view.report, progress=view.registry)
-    thread = threading.Thread(target=worker.run, kwargs={
-        "concurrency": 1, "stop": threading.Event(), "drain": True})
+    thread = threading.Thread(
+        target=worker.run, kwargs={"concurrency": 1, "stop": threading.Event(), "drain": True}
+    )
     thread.start()
     try:
         state = _wait_for_mid_bodies(view.registry, cid)
@@ -249,8 +259,9 @@ def test_live_view_shows_a_running_sync_mid_bodies(world: World) -> None:
         broker.close()
     total = world.bodies_of(cid)
     name = re.escape(state.character_name)
-    assert re.search(rf"{name} \({cid}\)\s*│\s*bodies\s*│\s*\d+/\d+\s*│\s*\d+/{total}\s", rendered), \
-        rendered
+    assert re.search(
+        rf"{name} \({cid}\)\s*│\s*bodies\s*│\s*\d+/\d+\s*│\s*\d+/{total}\s", rendered
+    ), rendered
     assert WAIT_LINE.search(rendered), rendered
     assert [r.outcome for r in view.reports] == ["done"]
 
@@ -261,8 +272,12 @@ def _wait_for_mid_bodies(registry: ProgressRegistry, cid: int) -> Any:
         snapshot = registry.snapshot()
         for state in snapshot.syncs:
             total = state.bodies_total or 0
-            if (state.character_id == cid and state.phase == "bodies"
-                    and 0 < state.bodies_done < total and snapshot.wait_for(state)):
+            if (
+                state.character_id == cid
+                and state.phase == "bodies"
+                and 0 < state.bodies_done < total
+                and snapshot.wait_for(state)
+            ):
                 return state
         time.sleep(0.05)
     pytest.fail("the sync never showed up mid-bodies and waiting")

@@ -45,8 +45,13 @@ def chat() -> Iterator[ChatServer]:
 
 
 @pytest.fixture
-def sim_env(sim: SimServer, db: Database, db_target: DbTarget, isolated_env: Path,
-            monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def sim_env(
+    sim: SimServer,
+    db: Database,
+    db_target: DbTarget,
+    isolated_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> dict[str, str]:
     """KILLSYNC_* pointing at the simulator and a migrated database of either kind."""
     environ = sim_environ(sim, isolated_env, db_target.url)
     for key, value in environ.items():
@@ -71,8 +76,13 @@ def stored_values(db: Database) -> list[str]:
 
 
 def test_rotation_covers_every_status_and_webhook_then_the_old_key_can_go(
-        cli: Cli, db: Database, sim: SimServer, sim_env: dict[str, str], chat: ChatServer,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    cli: Cli,
+    db: Database,
+    sim: SimServer,
+    sim_env: dict[str, str],
+    chat: ChatServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     old, new = generate_key(), generate_key()
     monkeypatch.setenv("KILLSYNC_SECRET_KEY", old)
     active, disabled, revoked = list(sim.world.ground_truth())[:3]
@@ -87,11 +97,17 @@ def test_rotation_covers_every_status_and_webhook_then_the_old_key_can_go(
 
     monkeypatch.setenv("KILLSYNC_SECRET_KEY", f"{new},{old}")
     before = by_kind(data(cli("secrets", "status", "--json")))
-    assert before == {"refresh_token": ([0, 3], 0), "access_token": ([0, 2], 0),
-                      "webhook_url": ([0, 2], 0)}
+    assert before == {
+        "refresh_token": ([0, 3], 0),
+        "access_token": ([0, 2], 0),
+        "webhook_url": ([0, 2], 0),
+    }
     rotated = data(cli("secrets", "rotate", "--json"))
     assert {k["kind"]: k["rotated"] for k in rotated["kinds"]} == {
-        "refresh_token": 3, "access_token": 2, "webhook_url": 2}
+        "refresh_token": 3,
+        "access_token": 2,
+        "webhook_url": 2,
+    }
     assert rotated["undecryptable"] == 0 and rotated["old_keys_unused"]
     again = cli("secrets", "rotate")
     assert again.exit_code == 0
@@ -99,8 +115,11 @@ def test_rotation_covers_every_status_and_webhook_then_the_old_key_can_go(
 
     monkeypatch.setenv("KILLSYNC_SECRET_KEY", new)  # the old key is gone
     after = data(cli("secrets", "status", "--json"))
-    assert by_kind(after) == {"refresh_token": ([3], 0), "access_token": ([2], 0),
-                              "webhook_url": ([2], 0)}
+    assert by_kind(after) == {
+        "refresh_token": ([3], 0),
+        "access_token": ([2], 0),
+        "webhook_url": ([2], 0),
+    }
     assert after["old_keys_unused"]
     only_new = TokenCipher([new])
     assert all(only_new.decrypt(value) for value in stored_values(db))
@@ -115,13 +134,18 @@ def test_rotation_covers_every_status_and_webhook_then_the_old_key_can_go(
     assert [r["ok"] for r in data(refreshed)] == [True]
 
 
-def test_values_no_key_opens_are_counted_and_kept(cli: Cli, db: Database, db_target: DbTarget,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_values_no_key_opens_are_counted_and_kept(
+    cli: Cli, db: Database, db_target: DbTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("KILLSYNC_DATABASE_URL", db_target.url)
     lost, old, new = generate_key(), generate_key(), generate_key()
     with db.session() as s:
-        s.add_all([Webhook(kind="discord", url_enc=TokenCipher([lost]).encrypt("https://x")),
-                   Webhook(kind="discord", url_enc=TokenCipher([old]).encrypt("https://y"))])
+        s.add_all(
+            [
+                Webhook(kind="discord", url_enc=TokenCipher([lost]).encrypt("https://x")),
+                Webhook(kind="discord", url_enc=TokenCipher([old]).encrypt("https://y")),
+            ]
+        )
     unreadable = stored_values(db)[0]
     monkeypatch.setenv("KILLSYNC_SECRET_KEY", f"{new},{old}")
     result = cli("secrets", "rotate")
@@ -142,13 +166,22 @@ def test_a_refresh_during_rotation_is_never_overwritten(db: Database) -> None:
     old, new = generate_key(), generate_key()
     both = TokenCipher([new, old])
     with db.session() as s:
-        s.add(Character(character_id=1, name="A", owner_hash="h",
-                        refresh_token_enc=TokenCipher([old]).encrypt("first")))
+        s.add(
+            Character(
+                character_id=1,
+                name="A",
+                owner_hash="h",
+                refresh_token_enc=TokenCipher([old]).encrypt("first"),
+            )
+        )
     results = []
     with db.engine.connect() as worker:  # a refresh holding the row lock, as accounts does
         worker.execute(select(Character.character_id).with_for_update())
-        worker.execute(update(Character).values(
-            refresh_token_enc=TokenCipher([old]).encrypt("rotated-by-the-sso")))
+        worker.execute(
+            update(Character).values(
+                refresh_token_enc=TokenCipher([old]).encrypt("rotated-by-the-sso")
+            )
+        )
         rotation = threading.Thread(target=lambda: results.append(rotate_secrets(db, both)))
         rotation.start()
         _wait_for_a_lock_wait(db)
@@ -159,8 +192,10 @@ def test_a_refresh_during_rotation_is_never_overwritten(db: Database) -> None:
 
 
 def _wait_for_a_lock_wait(db: Database) -> None:
-    query = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                 "AND datname = current_database()")
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND datname = current_database()"
+    )
     deadline = time.monotonic() + 30
     with db.engine.connect() as conn:
         while conn.execute(query).scalar_one() == 0:
@@ -173,8 +208,8 @@ def _wait_for_a_lock_wait(db: Database) -> None:
 
 
 def test_a_deleted_key_file_with_encrypted_data_is_an_error(
-        cli: Cli, db: Database, db_target: DbTarget, isolated_env: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    cli: Cli, db: Database, db_target: DbTarget, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("KILLSYNC_DATABASE_URL", db_target.url)
     url = "https://discord.com/api/webhooks/1/secret-token"
     assert cli("webhooks", "add", "discord", "-", stdin=url).exit_code == 0
@@ -190,18 +225,29 @@ def test_a_deleted_key_file_with_encrypted_data_is_an_error(
         assert not key_file.exists()
 
 
-def _run_killsync(env: dict[str, str], *args: str, stdin: Any = subprocess.PIPE,
-                  **popen: Any) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "killcli", *args], env=env, text=True,
-                            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            **popen)
+def _run_killsync(
+    env: dict[str, str], *args: str, stdin: Any = subprocess.PIPE, **popen: Any
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "killcli", *args],
+        env=env,
+        text=True,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **popen,
+    )
 
 
 def test_ten_concurrent_first_commands_agree_on_one_key(
-        cli: Cli, db: Database, db_target: DbTarget, isolated_env: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    env = {**os.environ, "KILLSYNC_HOME": str(isolated_env),
-           "KILLSYNC_DATABASE_URL": db_target.url}
+    cli: Cli,
+    db: Database,
+    db_target: DbTarget,
+    isolated_env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = {**os.environ, "KILLSYNC_HOME": str(isolated_env), "KILLSYNC_DATABASE_URL": db_target.url}
     urls = []
     for n in range(10):
         urls.append(tmp_path / f"url-{n}.txt")
@@ -216,7 +262,8 @@ def test_ten_concurrent_first_commands_agree_on_one_key(
     monkeypatch.setenv("KILLSYNC_DATABASE_URL", db_target.url)
     hooks = data(cli("webhooks", "list", "--json"))
     assert sorted(h["url"] for h in hooks) == sorted(
-        f"https://discord.com/api/webhooks/{n}/***" for n in range(10))
+        f"https://discord.com/api/webhooks/{n}/***" for n in range(10)
+    )
     status = data(cli("secrets", "status", "--json"))
     assert by_kind(status)["webhook_url"] == ([10], 0)
 
@@ -238,8 +285,9 @@ BAD_KEY_FILES: dict[str, Callable[[Path], None]] = {
 
 
 @pytest.mark.parametrize("make", BAD_KEY_FILES.values(), ids=BAD_KEY_FILES.keys())
-def test_a_bad_key_file_is_one_clear_line(make: Callable[[Path], None], cli: Cli,
-                                          isolated_env: Path) -> None:
+def test_a_bad_key_file_is_one_clear_line(
+    make: Callable[[Path], None], cli: Cli, isolated_env: Path
+) -> None:
     assert cli("db", "upgrade").exit_code == 0
     key_file = isolated_env / "secret.key"
     make(key_file)
@@ -261,20 +309,28 @@ def test_an_unreadable_key_file_is_one_clear_line(cli: Cli, isolated_env: Path) 
             pytest.skip("running as root without setpriv: no way to be refused a read")
         caps = "-dac_override,-dac_read_search"
         command = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", *command]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False,
-                          env={**os.environ, "KILLSYNC_HOME": str(isolated_env)})
+    proc = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "KILLSYNC_HOME": str(isolated_env)},
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip() == (
         f"killsync: error: secret key file {key_file}: cannot read: Permission denied "
-        "(restore it from your backup, or set KILLSYNC_SECRET_KEY)")
+        "(restore it from your backup, or set KILLSYNC_SECRET_KEY)"
+    )
 
 
 # -- file modes ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o000])
-def test_key_and_token_files_are_private_whatever_the_umask(umask: int, tmp_path: Path,
-                                                            isolated_env: Path) -> None:
+def test_key_and_token_files_are_private_whatever_the_umask(
+    umask: int, tmp_path: Path, isolated_env: Path
+) -> None:
     env = {**os.environ, "KILLSYNC_HOME": str(isolated_env)}
     upgrade = _run_killsync(env, "db", "upgrade", umask=umask)
     upgrade.communicate(timeout=60)
@@ -336,12 +392,16 @@ def test_threads_creating_one_key_file_agree(tmp_path: Path) -> None:
     assert stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
 
 
-def test_a_key_file_with_several_keys_rotates_too(cli: Cli, db: Database, db_target: DbTarget,
-                                                  isolated_env: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_key_file_with_several_keys_rotates_too(
+    cli: Cli, db: Database, db_target: DbTarget, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("KILLSYNC_DATABASE_URL", db_target.url)
-    assert cli("webhooks", "add", "discord", "-",
-               stdin="https://discord.com/api/webhooks/1/tok").exit_code == 0
+    assert (
+        cli(
+            "webhooks", "add", "discord", "-", stdin="https://discord.com/api/webhooks/1/tok"
+        ).exit_code
+        == 0
+    )
     key_file = isolated_env / "secret.key"
     old = key_file.read_text(encoding="ascii").strip()
     new = generate_key()

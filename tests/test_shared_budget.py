@@ -30,11 +30,16 @@ WORKERS = 3
 SMALL_BUCKETS = {"char-killmail": (30, 5), "killmail": (40, 2), "status": (10, 5)}
 
 
-@pytest.fixture(params=[
-    pytest.param(("sqlite", "database"), id="sqlite-dbqueue"),
-    pytest.param(("postgresql", "rabbitmq"), id="postgresql-rabbitmq",
-                 marks=[pytest.mark.postgres, pytest.mark.rabbitmq]),
-])
+@pytest.fixture(
+    params=[
+        pytest.param(("sqlite", "database"), id="sqlite-dbqueue"),
+        pytest.param(
+            ("postgresql", "rabbitmq"),
+            id="postgresql-rabbitmq",
+            marks=[pytest.mark.postgres, pytest.mark.rabbitmq],
+        ),
+    ]
+)
 def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
     """The database URL and broker of one deployment (the queue deleted afterwards)."""
     database, broker = request.param
@@ -44,8 +49,11 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[
         url = request.getfixturevalue("pg_url")
         _truncate_pg(url)
     target = DbTarget(url, database)
-    env = {"KILLSYNC_DATABASE_URL": target.url, "KILLSYNC_BROKER_URL": "database",
-           "KILLSYNC_QUEUE_NAME": f"killsync-budget-{secrets.token_hex(4)}"}
+    env = {
+        "KILLSYNC_DATABASE_URL": target.url,
+        "KILLSYNC_BROKER_URL": "database",
+        "KILLSYNC_QUEUE_NAME": f"killsync-budget-{secrets.token_hex(4)}",
+    }
     if broker == "rabbitmq":
         _check_rabbit()
         env["KILLSYNC_BROKER_URL"] = RABBIT_URL
@@ -99,19 +107,27 @@ def run_workers(sim: SimServer, env: dict[str, str], addresses: list[str | None]
 
 
 def small_sim(start_sim: Any, **overrides: Any) -> SimServer:
-    options: dict[str, Any] = {"characters": 4, "killmails": 90, "shared_fraction": 0.2,
-                               "page_size": 10, "buckets": SMALL_BUCKETS}
+    options: dict[str, Any] = {
+        "characters": 4,
+        "killmails": 90,
+        "shared_fraction": 0.2,
+        "page_size": 10,
+        "buckets": SMALL_BUCKETS,
+    }
     options.update(overrides)
     sim: SimServer = start_sim("ratelimit", **options)
     return sim
 
 
 def test_three_workers_on_one_egress_get_no_429_and_no_420(
-        start_sim: Any, deployment: dict[str, str], tmp_path: Path, cli: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    start_sim: Any,
+    deployment: dict[str, str],
+    tmp_path: Path,
+    cli: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     sim = small_sim(start_sim)
-    env = {**sim_environ(sim, tmp_path / "home", deployment["KILLSYNC_DATABASE_URL"]),
-           **deployment}
+    env = {**sim_environ(sim, tmp_path / "home", deployment["KILLSYNC_DATABASE_URL"]), **deployment}
     run_workers(sim, env, [None] * WORKERS)
     stats = sim.stats.snapshot()
     assert stats.rate_limited == 0, stats.to_dict()["requests"]
@@ -144,7 +160,8 @@ def queue_is_empty(env: dict[str, str]) -> bool:
 
 
 def test_workers_on_distinct_source_addresses_are_distinct_budgets(
-        start_sim: Any, tmp_path: Path) -> None:
+    start_sim: Any, tmp_path: Path
+) -> None:
     """SQLite only: the egress is keyed the same way on both databases."""
     sim = small_sim(start_sim, characters=6, killmails=120)
     addresses = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]

@@ -74,8 +74,12 @@ except KeyboardInterrupt:
 def test_a_busy_process_stops_on_the_first_signal_and_leaves_on_the_second(force: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for _ in range(5):  # the old handler deadlocked on some of these runs
-        proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CHILD), force],
-                                stdout=subprocess.PIPE, text=True, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(CHILD), force],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         try:
             assert proc.stdout is not None
             assert proc.stdout.readline() == "ready\n"

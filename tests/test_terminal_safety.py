@@ -40,8 +40,23 @@ from tests.events.conftest import make_payload
 
 HOSTILE_ERROR = "boom\x1b]0;err-title\x07\x9b2J\u202erev\rover\nnext\x1b[2J"
 #: Byte-level traces of the injected sequences (the UTF-8 of C1 and bidi characters).
-INJECTED = ("\x1b]", "\x07", "\x9b", "\x9c", "\u202e", "\u202c", "\u200e", "\u2066", "\u2069",
-            "\x1b[2J", "\x1b[H", "\x1b[K", "Corp\rOverwrite", "rev\rover", "boom\x1b")
+INJECTED = (
+    "\x1b]",
+    "\x07",
+    "\x9b",
+    "\x9c",
+    "\u202e",
+    "\u202c",
+    "\u200e",
+    "\u2066",
+    "\u2069",
+    "\x1b[2J",
+    "\x1b[H",
+    "\x1b[K",
+    "Corp\rOverwrite",
+    "rev\rover",
+    "boom\x1b",
+)
 #: The escape sequences Rich itself writes: styles, erase line, cursor up, cursor on/off.
 RICH_OWN_ESCAPE = re.compile(r"\x1b\[(?:[0-9;]*[mKA]|\?25[lh])")
 WIDE = struct.pack("HHHH", 50, 250, 0, 0)
@@ -53,14 +68,19 @@ class Run:
     text: str
 
 
-def run_on_pty(env: dict[str, str], *args: str, stdin: str = "", timeout_s: float = 90
-               ) -> Run:
+def run_on_pty(env: dict[str, str], *args: str, stdin: str = "", timeout_s: float = 90) -> Run:
     """`killsync ARGS` with stdout and stderr on a 250-column pseudo-terminal."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, WIDE)
-    proc = subprocess.Popen([sys.executable, "-m", "killcli", *args], cwd=REPO, env=env,
-                            stdin=subprocess.PIPE, stdout=slave, stderr=slave,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "killcli", *args],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
     os.close(slave)
     assert proc.stdin is not None
     proc.stdin.write(stdin.encode())
@@ -80,8 +100,15 @@ def run_on_pty(env: dict[str, str], *args: str, stdin: str = "", timeout_s: floa
 
 
 def run_piped(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "killcli", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=90, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "killcli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
 
 
 def assert_terminal_safe(run: Run) -> None:
@@ -104,16 +131,18 @@ class HostileWorld:
 @pytest.fixture
 def hostile(start_sim: Callable[..., SimServer], tmp_path: Path) -> HostileWorld:
     """A smoke world with hostile names and error bodies; three characters added."""
-    sim = start_sim("smoke", hostile_names=True,
-                    faults=FaultPlan(error_message=HOSTILE_ERROR))
+    sim = start_sim("smoke", hostile_names=True, faults=FaultPlan(error_message=HOSTILE_ERROR))
     home = tmp_path / "home"
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("KILLSYNC_")},
-           **sim_environ(sim, home, f"sqlite:///{tmp_path / 'k.db'}")}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("KILLSYNC_")},
+        **sim_environ(sim, home, f"sqlite:///{tmp_path / 'k.db'}"),
+    }
     assert run_piped(env, "db", "upgrade").returncode == 0
     ids = [c.character_id for c in sim.world.characters[:3]]
     for cid in ids:
-        added = run_on_pty(env, "users", "add", "--refresh-token", "-",
-                           stdin=sim.issue_refresh_token(cid))
+        added = run_on_pty(
+            env, "users", "add", "--refresh-token", "-", stdin=sim.issue_refresh_token(cid)
+        )
         assert added.code == 0, added.text
         assert_terminal_safe(added)
     return HostileWorld(sim, env, ids)
@@ -124,17 +153,19 @@ def test_names_are_hostile_in_the_simulator(hostile: HostileWorld) -> None:
     assert names == list(HOSTILE_NAMES[:2])
 
 
-def test_commands_on_a_terminal_show_names_visibly_and_obey_none(hostile: HostileWorld
-                                                                 ) -> None:
+def test_commands_on_a_terminal_show_names_visibly_and_obey_none(hostile: HostileWorld) -> None:
     env, ids = hostile.env, hostile.ids
     title, wipe = (sanitize(name) for name in HOSTILE_NAMES[:2])
     assert title == "Evil␛]0;pwned␇ [b]Title[/b]"  # markup stays literal too
     synced = run_on_pty(env, "sync-user", str(ids[0]))
     assert synced.code == 0, synced.text
     assert title in synced.text  # the summary table's title
-    for args, expected in [(("users", "list"), [title, wipe]), (("stats",), [title, wipe]),
-                           (("queue", "--dry-run"), [wipe]),
-                           (("refresh-token", "--all"), [title, wipe])]:
+    for args, expected in [
+        (("users", "list"), [title, wipe]),
+        (("stats",), [title, wipe]),
+        (("queue", "--dry-run"), [wipe]),
+        (("refresh-token", "--all"), [title, wipe]),
+    ]:
         run = run_on_pty(env, *args)
         assert run.code == 0, (args, run.text)
         assert_terminal_safe(run)
@@ -144,7 +175,8 @@ def test_commands_on_a_terminal_show_names_visibly_and_obey_none(hostile: Hostil
 
 
 def test_the_worker_and_watch_show_hostile_type_and_alliance_names_visibly(
-        hostile: HostileWorld) -> None:
+    hostile: HostileWorld,
+) -> None:
     env = hostile.env
     queued = run_on_pty(env, "queue")
     worked = run_on_pty(env, "worker", "--drain")
@@ -156,8 +188,7 @@ def test_the_worker_and_watch_show_hostile_type_and_alliance_names_visibly(
     assert "␛]8;;https://evil.invalid/␛\\link" in watched.text  # a ship's name, visibly
 
 
-def test_error_bodies_reach_error_lines_and_last_error_sanitised(hostile: HostileWorld
-                                                                 ) -> None:
+def test_error_bodies_reach_error_lines_and_last_error_sanitised(hostile: HostileWorld) -> None:
     sim, env, ids = hostile.sim, hostile.env, hostile.ids
     for killmail_id in list(sim.world.ground_truth()[ids[1]])[:2]:
         sim.faults.fail_body(killmail_id, status=422, times=20)
@@ -189,18 +220,22 @@ def _names_in(data: Any) -> set[str]:
     return set()
 
 
-def test_json_output_keeps_the_exact_strings_and_escapes_them(hostile: HostileWorld
-                                                              ) -> None:
+def test_json_output_keeps_the_exact_strings_and_escapes_them(hostile: HostileWorld) -> None:
     env, ids = hostile.env, hostile.ids
     assert run_piped(env, "sync-user", str(ids[0]), "--no-progress").returncode == 0
     both, due = set(HOSTILE_NAMES[:2]), {HOSTILE_NAMES[1]}  # the first one just synced
-    for args, names in [(("users", "list"), both), (("stats",), both),
-                        (("queue", "--dry-run"), due), (("refresh-token", "--all"), both)]:
+    for args, names in [
+        (("users", "list"), both),
+        (("stats",), both),
+        (("queue", "--dry-run"), due),
+        (("refresh-token", "--all"), both),
+    ]:
         result = run_piped(env, *args, "--json")
         assert result.returncode == 0, result.stderr
         assert names <= _names_in(json.loads(result.stdout)), args
-        assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]",
-                             result.stdout), args
+        assert not re.search(
+            "[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", result.stdout
+        ), args
     on_terminal = run_on_pty(env, "users", "list", "--json")
     assert_terminal_safe(on_terminal)
 
@@ -208,16 +243,23 @@ def test_json_output_keeps_the_exact_strings_and_escapes_them(hostile: HostileWo
 # -- the sanitiser, the console and webhook text, in process ----------------------------
 
 
-@pytest.mark.parametrize(("raw", "shown"), [
-    ("\x00\x01\x1b\x1f", "␀␁␛␟"), ("a\x07b", "a␇b"), ("tab\there", "tab␉here"),
-    ("cr\rlf\n", "cr␍lf␊"), ("del\x7f", "del␡"),
-    ("\x80\x9b\x9c\x9f", "\\u0080\\u009b\\u009c\\u009f"),
-    ("\u202a\u202b\u202c\u202d\u202e", "\\u202a\\u202b\\u202c\\u202d\\u202e"),
-    ("\u2066\u2067\u2068\u2069", "\\u2066\\u2067\\u2068\\u2069"),
-    ("\u200e\u200f\u061c", "\\u200e\\u200f\\u061c"), ("\u2028\u2029", "\\u2028\\u2029"),
-    ("lone \ud800", "lone \\ud800"),
-    ("[b]Boss[/b] Ünïcødé ☠ 名前 Zoë", "[b]Boss[/b] Ünïcødé ☠ 名前 Zoë"),
-])
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("\x00\x01\x1b\x1f", "␀␁␛␟"),
+        ("a\x07b", "a␇b"),
+        ("tab\there", "tab␉here"),
+        ("cr\rlf\n", "cr␍lf␊"),
+        ("del\x7f", "del␡"),
+        ("\x80\x9b\x9c\x9f", "\\u0080\\u009b\\u009c\\u009f"),
+        ("\u202a\u202b\u202c\u202d\u202e", "\\u202a\\u202b\\u202c\\u202d\\u202e"),
+        ("\u2066\u2067\u2068\u2069", "\\u2066\\u2067\\u2068\\u2069"),
+        ("\u200e\u200f\u061c", "\\u200e\\u200f\\u061c"),
+        ("\u2028\u2029", "\\u2028\\u2029"),
+        ("lone \ud800", "lone \\ud800"),
+        ("[b]Boss[/b] Ünïcødé ☠ 名前 Zoë", "[b]Boss[/b] Ünïcødé ☠ 名前 Zoë"),
+    ],
+)
 def test_sanitize_replaces_every_class_visibly(raw: str, shown: str) -> None:
     assert sanitize(raw) == shown
     assert sanitize(shown) == shown  # idempotent: safe text is left alone
@@ -228,7 +270,7 @@ def test_sanitize_keeps_only_the_programs_newlines_when_asked() -> None:
 
 
 def test_json_for_terminals_is_exact_json() -> None:
-    data = {"name": "\x1b]0;t\x07\x9b\u202e\ud800\x7f\u2028 \\ \"q\" Zoë"}
+    data = {"name": '\x1b]0;t\x07\x9b\u202e\ud800\x7f\u2028 \\ "q" Zoë'}
     text = dumps_for_terminal(data)
     assert json.loads(text) == data
     assert not re.search("[\x00-\x1f\x7f-\x9f\u202e\u2028\ud800]", text)
@@ -263,8 +305,7 @@ def test_progress_columns_sanitise_descriptions() -> None:
 
 
 def test_webhook_and_watch_text_show_hostile_names_visibly() -> None:
-    payload = make_payload(7, datetime.now(UTC), victim=HOSTILE_NAMES[0],
-                           final=HOSTILE_NAMES[3])
+    payload = make_payload(7, datetime.now(UTC), victim=HOSTILE_NAMES[0], final=HOSTILE_NAMES[3])
     line = kill_line(payload)
     slack = slack_body(payload)["text"]
     discord = json.dumps(discord_body(payload), ensure_ascii=False)
@@ -276,10 +317,10 @@ def test_webhook_and_watch_text_show_hostile_names_visibly() -> None:
     assert "Evil␛\\]0;pwned␇ \\[b\\]Title\\[/b\\]" in discord_body(payload)["content"]
 
 
-
 def test_log_lines_are_sanitised() -> None:
-    record = logging.LogRecord("killcli.queue", logging.WARNING, __file__, 1,
-                               "job %s failed: %s", (7, HOSTILE_ERROR), None)
+    record = logging.LogRecord(
+        "killcli.queue", logging.WARNING, __file__, 1, "job %s failed: %s", (7, HOSTILE_ERROR), None
+    )
     line = SafeLogFormatter("%(message)s").format(record)
     assert line == f"job 7 failed: {sanitize(HOSTILE_ERROR, keep_newlines=True)}"
     assert "\x1b" not in line and "\x07" not in line
@@ -289,7 +330,8 @@ def test_no_command_builds_its_own_console_or_markup_column() -> None:
     """Every console is a SafeConsole from `make_console`, every text column plain."""
     offenders = [
         f"{path.relative_to(REPO)}: {line.strip()}"
-        for path in sorted((REPO / "killcli").rglob("*.py")) if path.name != "console.py"
+        for path in sorted((REPO / "killcli").rglob("*.py"))
+        if path.name != "console.py"
         for line in path.read_text(encoding="utf-8").splitlines()
         if re.search(r"\b(?:Console|TextColumn)\(", line)
     ]

@@ -75,7 +75,8 @@ def token_answers(sim: SimServer, status: int) -> int:
 
 
 def test_jwks_down_during_refresh_keeps_the_rotated_token(
-        sim: SimServer, host: MakeAccounts, db: Database, cipher: TokenCipher) -> None:
+    sim: SimServer, host: MakeAccounts, db: Database, cipher: TokenCipher
+) -> None:
     cid = first_character(sim)
     host().add_refresh_token(sim.issue_refresh_token(cid))
     before = refresh_token_of(db, cipher, cid)
@@ -99,7 +100,8 @@ def test_jwks_down_during_refresh_keeps_the_rotated_token(
 
 
 def test_a_pending_token_is_verified_without_spending_the_grant_again(
-        sim: SimServer, host: MakeAccounts, db: Database) -> None:
+    sim: SimServer, host: MakeAccounts, db: Database
+) -> None:
     cid = first_character(sim)
     host().add_refresh_token(sim.issue_refresh_token(cid))
     expire_access_token(db, cid)
@@ -119,7 +121,8 @@ def test_a_pending_token_is_verified_without_spending_the_grant_again(
 
 
 def test_host_clock_25_minutes_ahead_refreshes_on_the_sso_clock(
-        sim: SimServer, host: MakeAccounts, db: Database) -> None:
+    sim: SimServer, host: MakeAccounts, db: Database
+) -> None:
     cid = first_character(sim)
     host().add_refresh_token(sim.issue_refresh_token(cid))
     skewed = host(ahead_s=HOST_AHEAD_S)
@@ -138,7 +141,8 @@ def test_host_clock_25_minutes_ahead_refreshes_on_the_sso_clock(
 
 
 def test_a_skewed_host_verifies_a_pending_token_on_the_sso_clock(
-        sim: SimServer, host: MakeAccounts, db: Database) -> None:
+    sim: SimServer, host: MakeAccounts, db: Database
+) -> None:
     cid = first_character(sim)
     host().add_refresh_token(sim.issue_refresh_token(cid))
     expire_access_token(db, cid)
@@ -154,7 +158,8 @@ def test_a_skewed_host_verifies_a_pending_token_on_the_sso_clock(
 
 
 def test_host_clock_hours_ahead_keeps_the_token_and_names_the_skew(
-        sim: SimServer, host: MakeAccounts, db: Database, cipher: TokenCipher) -> None:
+    sim: SimServer, host: MakeAccounts, db: Database, cipher: TokenCipher
+) -> None:
     cid = first_character(sim)
     host().add_refresh_token(sim.issue_refresh_token(cid))
     before = refresh_token_of(db, cipher, cid)
@@ -171,7 +176,8 @@ def test_host_clock_hours_ahead_keeps_the_token_and_names_the_skew(
 
 
 def test_a_refresh_that_lost_the_killmail_scope_needs_login(
-        sim: SimServer, host: MakeAccounts, db: Database, cipher: TokenCipher) -> None:
+    sim: SimServer, host: MakeAccounts, db: Database, cipher: TokenCipher
+) -> None:
     cid = first_character(sim)
     host().add_refresh_token(sim.issue_refresh_token(cid))
     before = refresh_token_of(db, cipher, cid)
@@ -191,8 +197,9 @@ def test_a_refresh_that_lost_the_killmail_scope_needs_login(
         worker.access_token(cid)
 
 
-def test_scopes_are_refreshed_from_each_new_token(sim: SimServer, host: MakeAccounts,
-                                                  db: Database) -> None:
+def test_scopes_are_refreshed_from_each_new_token(
+    sim: SimServer, host: MakeAccounts, db: Database
+) -> None:
     cid = first_character(sim)
     host().add_refresh_token(sim.issue_refresh_token(cid, [KILLMAIL_SCOPE, READ_CORP_KILLMAILS]))
     assert set(stored(db, cid).scopes.split()) == {KILLMAIL_SCOPE, READ_CORP_KILLMAILS}
@@ -202,7 +209,8 @@ def test_scopes_are_refreshed_from_each_new_token(sim: SimServer, host: MakeAcco
 
 
 def test_adding_a_character_while_jwks_is_down_does_not_spend_its_token(
-        sim: SimServer, host: MakeAccounts) -> None:
+    sim: SimServer, host: MakeAccounts
+) -> None:
     cid = first_character(sim)
     token = sim.issue_refresh_token(cid)
     sim.faults.fail_jwks(503)
@@ -215,8 +223,13 @@ def test_adding_a_character_while_jwks_is_down_does_not_spend_its_token(
 
 
 def test_refresh_token_all_with_jwks_down_then_up(
-        cli: Cli, sim: SimServer, db_target: DbTarget, db: Database, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    cli: Cli,
+    sim: SimServer,
+    db_target: DbTarget,
+    db: Database,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     for key, value in sim_environ(sim, tmp_path / "home", db_target.url).items():
         monkeypatch.setenv(key, value)
     ids = list(sim.world.ground_truth())[:2]
@@ -240,6 +253,8 @@ def test_refresh_token_all_with_jwks_down_then_up(
     lost = cli("refresh-token", str(ids[0]), str(ids[1]))
     assert lost.exit_code == 4, lost.stdout + lost.stderr
     first, second = lost.stdout.splitlines()
-    assert first.endswith(f"NEEDS LOGIN: {stored(db, ids[0]).name} ({ids[0]}) needs to log in "
-                          f"again: scope removed ({KILLMAIL_SCOPE} is no longer granted)")
+    assert first.endswith(
+        f"NEEDS LOGIN: {stored(db, ids[0]).name} ({ids[0]}) needs to log in "
+        f"again: scope removed ({KILLMAIL_SCOPE} is no longer granted)"
+    )
     assert "\tok, expires " in second

@@ -68,8 +68,7 @@ class Pipeline:
         self.sim, self.db, self.settings = sim, db, settings
         self.runtime: Runtime = build_runtime(settings, db, read_timeout_s=3.0)
         # Short retry delays: a draining worker does not wait for delayed retries.
-        self.broker: Broker = open_broker(settings, db,
-                                          policy=RetryPolicy(base_s=0.2, cap_s=1.0))
+        self.broker: Broker = open_broker(settings, db, policy=RetryPolicy(base_s=0.2, cap_s=1.0))
 
     def add_characters(self) -> list[int]:
         ids = list(self.sim.world.ground_truth())
@@ -78,8 +77,9 @@ class Pipeline:
         return ids
 
     def drain(self, concurrency: int = 4) -> Any:
-        return Worker(self.runtime, self.broker).run(concurrency=concurrency,
-                                                     stop=threading.Event(), drain=True)
+        return Worker(self.runtime, self.broker).run(
+            concurrency=concurrency, stop=threading.Event(), drain=True
+        )
 
     def close(self) -> None:
         if self.settings.uses_rabbitmq:
@@ -89,8 +89,9 @@ class Pipeline:
 
 
 @pytest.fixture
-def pipeline(start_sim: Any, db: Database, db_target: DbTarget, broker_url: str,
-             tmp_path: Path) -> Iterator[Callable[..., Pipeline]]:
+def pipeline(
+    start_sim: Any, db: Database, db_target: DbTarget, broker_url: str, tmp_path: Path
+) -> Iterator[Callable[..., Pipeline]]:
     made: list[Pipeline] = []
 
     def make(scenario: str = "smoke", **overrides: Any) -> Pipeline:
@@ -142,12 +143,14 @@ LIST = "/characters/{character_id}/killmails/recent"
 
 def _runs_since(db: Database, since: Any) -> dict[int, Any]:
     with db.session() as s:
-        return {r.character_id: r for r in s.scalars(
-            select(SyncRun).where(SyncRun.started_at >= since))}
+        return {
+            r.character_id: r for r in s.scalars(select(SyncRun).where(SyncRun.started_at >= since))
+        }
 
 
 def test_a_resync_settles_what_one_request_can_and_hands_the_rest_to_the_engine(
-        pipeline: Any, db: Database) -> None:
+    pipeline: Any, db: Database
+) -> None:
     """The quick path (killcli.sync.quick): a 304 is one request and shared transactions;
     a list that changed goes to the engine with its page 1 (not asked for twice), and a
     character with a pending body due goes to the engine, which retries it."""
@@ -159,9 +162,17 @@ def test_a_resync_settles_what_one_request_can_and_hands_the_rest_to_the_engine(
     p.sim.world.add_kill(victim=changed)
     with db.session() as s:  # a body retry that is due (of a killmail it already has)
         kid = s.scalars(select(Killmail.killmail_id)).first()
-        s.add(PendingKillmail(killmail_id=kid, killmail_hash="0" * 40,
-                              character_id=with_pending, reason="test", attempts=1,
-                              first_seen_at=utcnow(), next_attempt_at=utcnow()))
+        s.add(
+            PendingKillmail(
+                killmail_id=kid,
+                killmail_hash="0" * 40,
+                character_id=with_pending,
+                reason="test",
+                attempts=1,
+                first_seen_at=utcnow(),
+                next_attempt_at=utcnow(),
+            )
+        )
     time.sleep(1.2)  # every list's cache expired
     since, before = utcnow(), p.sim.stats.snapshot()
     assert run_queue(db, p.broker, all_active=True).published == len(ids)
@@ -171,7 +182,8 @@ def test_a_resync_settles_what_one_request_can_and_hands_the_rest_to_the_engine(
     assert result.done == len(ids)
     runs = _runs_since(db, since)
     assert {cid: r.status for cid, r in runs.items()} == {
-        cid: "ok" if cid == changed else "not_modified" for cid in ids}
+        cid: "ok" if cid == changed else "not_modified" for cid in ids
+    }
     assert worker.quick.finishes.items == len(ids) - 2  # all but the two the engine ran
     assert after.count(LIST, 304) - before.count(LIST, 304) == len(ids) - 1
     # The changed list's page 1 was fetched once, by the quick try, and used by the engine.
@@ -182,7 +194,8 @@ def test_a_resync_settles_what_one_request_can_and_hands_the_rest_to_the_engine(
 
 
 def test_a_quick_try_that_fails_is_recorded_retried_and_leaves_no_lease(
-        pipeline: Any, db: Database) -> None:
+    pipeline: Any, db: Database
+) -> None:
     p = pipeline("smoke", characters=3, killmails=30, list_cache_s=1)
     ids = p.add_characters()
     run_queue(db, p.broker)
@@ -196,8 +209,9 @@ def test_a_quick_try_that_fails_is_recorded_retried_and_leaves_no_lease(
     assert first.retried == 1 and first.done == len(ids) - 1
     with db.session() as s:
         assert s.get(Lease, character_lease(failing)) is None  # given up with the run record
-        failed = s.scalars(select(SyncRun).where(SyncRun.character_id == failing,
-                                                 SyncRun.started_at >= since)).all()
+        failed = s.scalars(
+            select(SyncRun).where(SyncRun.character_id == failing, SyncRun.started_at >= since)
+        ).all()
         assert [r.status for r in failed] == ["failed"]
         assert "500" in (failed[0].error or "")
         assert "500" in (s.get(Character, failing).last_error or "")  # type: ignore[union-attr]
@@ -219,20 +233,29 @@ def test_a_job_whose_list_cache_is_fresh_costs_no_request(pipeline: Any, db: Dat
     assert p.sim.stats.snapshot().total == before
     assert {r.status for r in _runs_since(db, since).values()} == {"cached"}
     with db.session() as s:
-        assert all(c.last_sync_at is not None and c.last_sync_at >= since
-                   for c in s.scalars(select(Character)))
+        assert all(
+            c.last_sync_at is not None and c.last_sync_at >= since
+            for c in s.scalars(select(Character))
+        )
 
 
 def test_the_worker_log_counts_syncs_that_found_nothing_instead_of_a_line_each(
-        pipeline: Any, db: Database, db_target: DbTarget, cli: Cli, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    pipeline: Any,
+    db: Database,
+    db_target: DbTarget,
+    cli: Cli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     p = pipeline("smoke", characters=4, killmails=30)  # lists cached for 300 s
     ids = p.add_characters()
     run_queue(db, p.broker)
     p.drain()
-    env = {**sim_environ(p.sim, tmp_path / "home", db_target.url),
-           "KILLSYNC_BROKER_URL": p.settings.broker_url or "database",
-           "KILLSYNC_QUEUE_NAME": p.settings.queue_name}
+    env = {
+        **sim_environ(p.sim, tmp_path / "home", db_target.url),
+        "KILLSYNC_BROKER_URL": p.settings.broker_url or "database",
+        "KILLSYNC_QUEUE_NAME": p.settings.queue_name,
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert cli("queue", "--all", "--quiet").exit_code == 0
@@ -260,8 +283,7 @@ def test_removed_character_job_is_dead_lettered(pipeline: Any, db: Database) -> 
     assert p.broker.stats().dead_letters == 1
 
 
-def test_revoked_character_is_not_retried_and_not_queued_again(pipeline: Any, db: Database
-                                                               ) -> None:
+def test_revoked_character_is_not_retried_and_not_queued_again(pipeline: Any, db: Database) -> None:
     p = pipeline("smoke", characters=2, killmails=20)
     ids = p.add_characters()
     p.sim.revoke(ids[0])
@@ -275,8 +297,7 @@ def test_revoked_character_is_not_retried_and_not_queued_again(pipeline: Any, db
 
 
 def test_one_character_is_never_synced_twice_at_once(pipeline: Any, db: Database) -> None:
-    p = pipeline("smoke", characters=2, killmails=60,
-                 faults=FaultPlan(latency_ms=30))
+    p = pipeline("smoke", characters=2, killmails=60, faults=FaultPlan(latency_ms=30))
     cid = p.add_characters()[0]
     worker_a, worker_b = Worker(p.runtime, p.broker), Worker(p.runtime, p.broker)
     outcomes: list[str] = []
@@ -295,10 +316,21 @@ def test_one_character_is_never_synced_twice_at_once(pipeline: Any, db: Database
 
 
 def test_chaos_run_ends_with_every_killmail_once(pipeline: Any, db: Database) -> None:
-    p = pipeline("chaos", killmails=120,
-                 faults=replace(FaultPlan(), server_error_rate={"list": 0.05, "body": 0.1},
-                                latency_ms=5, jitter_ms=5, stall_rate=0.01, stall_s=4,
-                                malformed_rate=0.03, truncated_rate=0.03, downtime_s=(1.0, 2.5)))
+    p = pipeline(
+        "chaos",
+        killmails=120,
+        faults=replace(
+            FaultPlan(),
+            server_error_rate={"list": 0.05, "body": 0.1},
+            latency_ms=5,
+            jitter_ms=5,
+            stall_rate=0.01,
+            stall_s=4,
+            malformed_rate=0.03,
+            truncated_rate=0.03,
+            downtime_s=(1.0, 2.5),
+        ),
+    )
     p.add_characters()
     want = len(set().union(*map(set, p.sim.world.ground_truth().values())))
     for _ in range(10):
@@ -344,8 +376,13 @@ def wait_for_first_killmail(db: Database, timeout_s: float = 30) -> None:
 
 def cli_process(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "killcli", *args], cwd=REPO, env={**os.environ, **env},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "killcli", *args],
+        cwd=REPO,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def worker_process(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
@@ -356,22 +393,27 @@ def held_by_the_dead(db: Database) -> tuple[int, int]:
     """Unexpired character leases and claimed jobs left in the database now."""
     now = utcnow()
     with db.session() as s:
-        leases = s.scalar(select(func.count()).select_from(Lease).where(
-            Lease.name.startswith("character:"), Lease.expires_at > now))
-        jobs = s.scalar(select(func.count()).select_from(JobRow).where(
-            JobRow.locked_until > now))
+        leases = s.scalar(
+            select(func.count())
+            .select_from(Lease)
+            .where(Lease.name.startswith("character:"), Lease.expires_at > now)
+        )
+        jobs = s.scalar(select(func.count()).select_from(JobRow).where(JobRow.locked_until > now))
     return int(leases or 0), int(jobs or 0)
 
 
 DEPLOYMENTS = [
     pytest.param("sqlite", "database", id="sqlite-dbqueue"),
-    pytest.param("postgresql", RABBIT_URL, id="postgresql-rabbitmq",
-                 marks=[pytest.mark.postgres, pytest.mark.rabbitmq]),
+    pytest.param(
+        "postgresql",
+        RABBIT_URL,
+        id="postgresql-rabbitmq",
+        marks=[pytest.mark.postgres, pytest.mark.rabbitmq],
+    ),
 ]
 
 
-@pytest.mark.parametrize(("db_target", "deployment_broker"), DEPLOYMENTS,
-                         indirect=["db_target"])
+@pytest.mark.parametrize(("db_target", "deployment_broker"), DEPLOYMENTS, indirect=["db_target"])
 def test_one_round_right_after_sigkill_completes_the_data(
     start_sim: Any, db: Database, db_target: DbTarget, deployment_broker: str, tmp_path: Path
 ) -> None:
@@ -409,13 +451,14 @@ def test_one_round_right_after_sigkill_completes_the_data(
         if deployment_broker != "database":
             from killcli.queue.rabbit import RabbitBroker
 
-            RabbitBroker(deployment_broker, db,
-                         queue_name=env["KILLSYNC_QUEUE_NAME"]).delete_topology()
+            RabbitBroker(
+                deployment_broker, db, queue_name=env["KILLSYNC_QUEUE_NAME"]
+            ).delete_topology()
 
 
-def test_first_sigterm_finishes_running_jobs_and_exits_zero(start_sim: Any, db: Database,
-                                                            db_target: DbTarget,
-                                                            tmp_path: Path) -> None:
+def test_first_sigterm_finishes_running_jobs_and_exits_zero(
+    start_sim: Any, db: Database, db_target: DbTarget, tmp_path: Path
+) -> None:
     sim = start_sim("smoke", characters=2, killmails=60, faults=FaultPlan(latency_ms=30))
     env = sim_environ(sim, tmp_path / "home", db_target.url)
     queue_everyone(sim, db, env)
@@ -436,16 +479,22 @@ def rabbitmqctl(*args: str) -> None:
 
 
 @pytest.mark.rabbitmq
-def test_worker_survives_a_rabbitmq_restart(start_sim: Any, db: Database, db_target: DbTarget,
-                                            tmp_path: Path) -> None:
+def test_worker_survives_a_rabbitmq_restart(
+    start_sim: Any, db: Database, db_target: DbTarget, tmp_path: Path
+) -> None:
     import shutil
 
     if shutil.which("rabbitmqctl") is None:
         unavailable("rabbitmqctl (to restart RabbitMQ)")
     # A killmail bucket of 100 bodies per 5 s: the drain lasts ~12 s, so RabbitMQ's restart
     # (a few seconds) falls inside it however fast the worker is.
-    sim = start_sim("smoke", characters=6, killmails=240, faults=FaultPlan(latency_ms=25),
-                    buckets={**ESI_BUCKETS, "killmail": (200, 5)})
+    sim = start_sim(
+        "smoke",
+        characters=6,
+        killmails=240,
+        faults=FaultPlan(latency_ms=25),
+        buckets={**ESI_BUCKETS, "killmail": (200, 5)},
+    )
     env = sim_environ(sim, tmp_path / "home", db_target.url)
     env["KILLSYNC_BROKER_URL"] = RABBIT_URL
     env["KILLSYNC_QUEUE_NAME"] = f"killsync-restart-{os.getpid()}-{time.monotonic_ns()}"
@@ -478,8 +527,9 @@ def test_metrics_endpoint_reports_jobs_and_esi(pipeline: Any, db: Database) -> N
     p.add_characters()
     run_queue(db, p.broker)
     metrics = WorkerMetrics()
-    Worker(p.runtime, p.broker, metrics=metrics).run(concurrency=2, stop=threading.Event(),
-                                                     drain=True)
+    Worker(p.runtime, p.broker, metrics=metrics).run(
+        concurrency=2, stop=threading.Event(), drain=True
+    )
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -492,9 +542,9 @@ def test_metrics_endpoint_reports_jobs_and_esi(pipeline: Any, db: Database) -> N
     assert "killsync_sync_duration_seconds_count 2.0" in text
 
 
-def test_a_worker_keeps_its_status_row_fresh_between_jobs(db: Database,
-                                                           monkeypatch: pytest.MonkeyPatch
-                                                           ) -> None:
+def test_a_worker_keeps_its_status_row_fresh_between_jobs(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A worker whose syncs wait minutes for the budget finishes no job meanwhile: its row
     is written on a timer, so `stats` still lists it."""
     import killcli.workerstatus as ws
@@ -510,9 +560,9 @@ def test_a_worker_keeps_its_status_row_fresh_between_jobs(db: Database,
     assert ws.live_workers(db) == []
 
 
-def test_workers_report_their_view_of_esi_for_stats(pipeline: Any, db: Database,
-                                                    cli: Cli, monkeypatch: pytest.MonkeyPatch
-                                                    ) -> None:
+def test_workers_report_their_view_of_esi_for_stats(
+    pipeline: Any, db: Database, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from killcli.workerstatus import StatusReporter, live_workers
 
     p = pipeline("smoke", characters=2, killmails=30)
@@ -520,8 +570,9 @@ def test_workers_report_their_view_of_esi_for_stats(pipeline: Any, db: Database,
     run_queue(db, p.broker)
     seen: list[list[dict[str, Any]]] = []
     reporter = StatusReporter(db, p.runtime.esi.limiter)
-    worker = Worker(p.runtime, p.broker, status=reporter,
-                    on_new_killmails=lambda: seen.append(live_workers(db)))
+    worker = Worker(
+        p.runtime, p.broker, status=reporter, on_new_killmails=lambda: seen.append(live_workers(db))
+    )
     worker.run(concurrency=1, stop=threading.Event(), drain=True)
     reporter.write()  # what a running worker shows (the run removed its row on exit)
     rows = live_workers(db)
@@ -531,9 +582,11 @@ def test_workers_report_their_view_of_esi_for_stats(pipeline: Any, db: Database,
     assert esi["character_buckets"] == 2
     assert rows[0]["jobs_handled"] == 2
     assert seen and seen[0][0]["worker_id"] == reporter.worker_id
-    for key, value in {"KILLSYNC_DATABASE_URL": str(db.engine.url.render_as_string(
-            hide_password=False)), "KILLSYNC_BROKER_URL": p.settings.broker_url or "database",
-            "KILLSYNC_QUEUE_NAME": p.settings.queue_name}.items():
+    for key, value in {
+        "KILLSYNC_DATABASE_URL": str(db.engine.url.render_as_string(hide_password=False)),
+        "KILLSYNC_BROKER_URL": p.settings.broker_url or "database",
+        "KILLSYNC_QUEUE_NAME": p.settings.queue_name,
+    }.items():
         monkeypatch.setenv(key, value)
     stats = json.loads(cli("stats", "--json").stdout)["data"]
     assert stats["workers"][0]["esi"]["buckets"]

@@ -60,30 +60,49 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    database_url: Annotated[str | None, typer.Option(
-        "--database-url", help="SQLAlchemy URL \\[env: KILLSYNC_DATABASE_URL]. With a "
-        "password prefer the env var or the config file: `ps` shows flags.",
-        show_default=False)] = None,
-    broker_url: Annotated[str | None, typer.Option(
-        "--broker-url", help="'database' or amqp:// URL \\[env: KILLSYNC_BROKER_URL]. With "
-        "a password prefer the env var or the config file: `ps` shows flags.",
-        show_default=False)] = None,
-    config: Annotated[Path | None, typer.Option(
-        "--config", help="Config file \\[env: KILLSYNC_CONFIG].", show_default=False)] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="SQLAlchemy URL \\[env: KILLSYNC_DATABASE_URL]. With a "
+            "password prefer the env var or the config file: `ps` shows flags.",
+            show_default=False,
+        ),
+    ] = None,
+    broker_url: Annotated[
+        str | None,
+        typer.Option(
+            "--broker-url",
+            help="'database' or amqp:// URL \\[env: KILLSYNC_BROKER_URL]. With "
+            "a password prefer the env var or the config file: `ps` shows flags.",
+            show_default=False,
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Config file \\[env: KILLSYNC_CONFIG].", show_default=False),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
-    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True,
-                                         help="More output.")] = 0,
+    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More output.")] = 0,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors and data.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     """Sync EVE Online killmails of SSO characters from ESI into your own SQL database."""
     environ = dict(os.environ)
     if config is not None:
         environ["KILLSYNC_CONFIG"] = str(config)
     settings = load_settings({"database_url": database_url, "broker_url": broker_url}, environ)
-    obj = AppContext(settings=settings, console=make_console(quiet=False), debug=debug,
-                     verbosity=-1 if quiet else verbose)
+    obj = AppContext(
+        settings=settings,
+        console=make_console(quiet=False),
+        debug=debug,
+        verbosity=-1 if quiet else verbose,
+    )
     ctx.obj = obj
     ctx.call_on_close(obj.close)
 
@@ -179,14 +198,24 @@ def _output_failed(console: Console, exc: OSError, *, debug: bool) -> int:
     """stdout (or a file written without its own error) cannot take the data: exit 2."""
     if isinstance(exc, BrokenPipeError) or not _stdout_flushes():  # nobody reads any more
         _silence_stdout()
-    return _fail(console, f"killsync: error: cannot write the output: {exc.strerror or exc}",
-                 int(ExitCode.USAGE), exc, debug=debug)
+    return _fail(
+        console,
+        f"killsync: error: cannot write the output: {exc.strerror or exc}",
+        int(ExitCode.USAGE),
+        exc,
+        debug=debug,
+    )
 
 
 def _unexpected(console: Console, exc: Exception, *, debug: bool) -> int:
     hint = "" if debug else " (run again with --debug for the traceback)"
-    return _fail(console, f"killsync: unexpected error: {type(exc).__name__}: {exc}{hint}",
-                 int(ExitCode.FAILURE), exc, debug=debug)
+    return _fail(
+        console,
+        f"killsync: unexpected error: {type(exc).__name__}: {exc}{hint}",
+        int(ExitCode.FAILURE),
+        exc,
+        debug=debug,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,22 +19,34 @@ from killcli.textsafe import sanitize
 
 
 def register(app: typer.Typer) -> None:
-    app.command("import", epilog=examples(
-        "killsync import killmails/",
-        "killsync import killmails-2024-07-24.tar.bz2 killmails-2024-07-25.tar.bz2",
-        "killsync import backup.jsonl --json",
-    ))(import_cmd)
-    app.command("export", epilog=examples(
-        "killsync export --output all.jsonl",
-        "killsync export --character 2112345678 --since 2026-01-01 --format json",
-    ))(export_cmd)
+    app.command(
+        "import",
+        epilog=examples(
+            "killsync import killmails/",
+            "killsync import killmails-2024-07-24.tar.bz2 killmails-2024-07-25.tar.bz2",
+            "killsync import backup.jsonl --json",
+        ),
+    )(import_cmd)
+    app.command(
+        "export",
+        epilog=examples(
+            "killsync export --output all.jsonl",
+            "killsync export --character 2112345678 --since 2026-01-01 --format json",
+        ),
+    )(export_cmd)
 
 
 def import_cmd(
     ctx: typer.Context,
-    paths: Annotated[list[Path], typer.Argument(
-        help=".json/.jsonl files (optionally .gz/.bz2), EVE Ref .tar.bz2 archives, directories.",
-        show_default=False)],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help=(
+                ".json/.jsonl files (optionally .gz/.bz2), EVE Ref .tar.bz2 archives, directories."
+            ),
+            show_default=False,
+        ),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
@@ -42,12 +54,17 @@ def import_cmd(
     app_ctx = app_context(ctx)
     db = app_ctx.database(create=True)  # bringing killmails in may start a database
     show = is_interactive() and not no_progress and app_ctx.verbosity >= 0
-    columns = (PlainTextColumn("{task.description}"), BarColumn(),
-               PlainTextColumn("{task.completed} saved"), TimeElapsedColumn())
+    columns = (
+        PlainTextColumn("{task.description}"),
+        BarColumn(),
+        PlainTextColumn("{task.completed} saved"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=app_ctx.console, disable=not show) as progress:
         task = progress.add_task("importing", total=None)
         result = import_killmails(
-            db, paths,
+            db,
+            paths,
             on_file=lambda p: progress.update(task, description=p.name),
             on_batch=lambda n: progress.advance(task, n),
         )
@@ -55,13 +72,18 @@ def import_cmd(
         app_ctx.console.print(f"rejected: {sanitize(str(error))}")
     if result.rejected > len(result.errors):
         app_ctx.console.print(f"... and {result.rejected - len(result.errors)} more rejected")
-    summary = {"read": result.read, "new": result.new, "already_present": result.already,
-               "rejected": result.rejected}
+    summary = {
+        "read": result.read,
+        "new": result.new,
+        "already_present": result.already,
+        "rejected": result.rejected,
+    }
     if as_json:
         print_json("import", summary)
     else:
-        app_ctx.info("imported: " + ", ".join(f"{k.replace('_', ' ')} {v}"
-                                              for k, v in summary.items()))
+        app_ctx.info(
+            "imported: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.items())
+        )
     if result.rejected:
         raise typer.Exit(int(ExitCode.PARTIAL))
 
@@ -78,17 +100,31 @@ def _parse_since(value: str | None) -> datetime | None:
 
 def export_cmd(
     ctx: typer.Context,
-    fmt: Annotated[ExportFormat, typer.Option("--format", help="jsonl (one body per line) or json.")
-                   ] = "jsonl",
-    character: Annotated[int | None, typer.Option("--character", help="Only killmails this "
-                                                  "tracked character received.",
-                                                  parser=params.character_id)] = None,
-    since: Annotated[str | None, typer.Option("--since", help="Only killmails at or after this "
-                                              "date (UTC).")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default "
-                                                "stdout): a regular file is replaced "
-                                                "atomically, a FIFO or device written in "
-                                                "place, a symlink to a file refused.")] = None,
+    fmt: Annotated[
+        ExportFormat, typer.Option("--format", help="jsonl (one body per line) or json.")
+    ] = "jsonl",
+    character: Annotated[
+        int | None,
+        typer.Option(
+            "--character",
+            help="Only killmails this tracked character received.",
+            parser=params.character_id,
+        ),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only killmails at or after this date (UTC).")
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="File to write (default "
+            "stdout): a regular file is replaced "
+            "atomically, a FIFO or device written in "
+            "place, a symlink to a file refused.",
+        ),
+    ] = None,
 ) -> None:
     """Export stored killmails as ESI bodies, exactly as ESI sent them."""
     app_ctx = app_context(ctx)
@@ -98,7 +134,9 @@ def export_cmd(
         result = export_killmails(db, out, fmt=fmt, character_id=character, since=since_at)
     for reason in result.skipped:
         app_ctx.console.print(f"skipped: {sanitize(reason)}")
-    app_ctx.info(f"exported {result.written} killmails"
-                 + (f", skipped {result.skipped_count}" if result.skipped_count else ""))
+    app_ctx.info(
+        f"exported {result.written} killmails"
+        + (f", skipped {result.skipped_count}" if result.skipped_count else "")
+    )
     if result.skipped_count:
         raise typer.Exit(int(ExitCode.PARTIAL))

@@ -9,10 +9,13 @@ from killcli.cli.context import app_context, examples, print_json
 app = typer.Typer(name="db", help="Create or migrate the database schema.", no_args_is_help=True)
 
 
-@app.command("upgrade", epilog=examples(
-    "killsync db upgrade",
-    "KILLSYNC_DATABASE_URL=postgresql://killsync@db/killsync killsync db upgrade",
-))
+@app.command(
+    "upgrade",
+    epilog=examples(
+        "killsync db upgrade",
+        "KILLSYNC_DATABASE_URL=postgresql://killsync@db/killsync killsync db upgrade",
+    ),
+)
 def upgrade(ctx: typer.Context) -> None:
     """Migrate the database to the newest schema (safe to run again)."""
     app_ctx = app_context(ctx)
@@ -33,9 +36,21 @@ def status(
     current, head = db.current_revision(), db.head_revision()
     known = db.is_known_revision(current)
     if as_json:
-        print_json("db.status", {"current": current, "head": head, "up_to_date": current == head,
-                                 "newer_than_killsync": not known})
+        print_json(
+            "db.status",
+            {
+                "current": current,
+                "head": head,
+                "up_to_date": current == head,
+                "newer_than_killsync": not known,
+            },
+        )
         return
-    state = ("up to date" if current == head else "out of date: run `killsync db upgrade`"
-             if known else "newer than this killsync: upgrade killsync")
+    state = (
+        "up to date"
+        if current == head
+        else "out of date: run `killsync db upgrade`"
+        if known
+        else "newer than this killsync: upgrade killsync"
+    )
     typer.echo(f"schema {current or 'none'} (needs {head}): {state}")

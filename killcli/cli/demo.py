@@ -16,21 +16,29 @@ from killcli.worker import JobReport
 
 def demo(
     ctx: typer.Context,
-    database_url: Annotated[str | None, typer.Option(
-        "--database-url", help="Keep the demo's killmails here (default: a temporary "
-        "SQLite file).", show_default=False)] = None,
-    characters: Annotated[int, typer.Option("--characters", help="Simulated characters.")
-                          ] = 5,
-    killmails: Annotated[int, typer.Option("--killmails", help="Killmails in the simulated "
-                                           "world.")] = 250,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")
-                       ] = False,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="Keep the demo's killmails here (default: a temporary SQLite file).",
+            show_default=False,
+        ),
+    ] = None,
+    characters: Annotated[int, typer.Option("--characters", help="Simulated characters.")] = 5,
+    killmails: Annotated[
+        int, typer.Option("--killmails", help="Killmails in the simulated world.")
+    ] = 250,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Run queue -> worker -> stats against the bundled ESI simulator (no setup needed)."""
     app_ctx = app_context(ctx)
     show = is_interactive() and not as_json and app_ctx.verbosity >= 0
-    columns = (PlainTextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    columns = (
+        PlainTextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=app_ctx.console, disable=not show) as progress:
         task = progress.add_task("characters synced", total=None)
 
@@ -39,16 +47,24 @@ def demo(
             if not show:
                 app_ctx.info(report.line())
 
-        result = run_demo(database_url=database_url, characters=characters,
-                          killmails=killmails, on_step=app_ctx.info, on_job=on_job)
+        result = run_demo(
+            database_url=database_url,
+            characters=characters,
+            killmails=killmails,
+            on_step=app_ctx.info,
+            on_job=on_job,
+        )
     home: Path = result.settings.home
     url = result.settings.database_url
     summary = {
-        "characters": result.characters, "jobs": result.jobs,
+        "characters": result.characters,
+        "jobs": result.jobs,
         "killmails": result.stats.killmails_total,
         "esi_requests": result.esi_requests,
         "bodies_fetched_twice": result.bodies_fetched_twice,
-        "elapsed_s": round(result.elapsed_s, 2), "database_url": url, "home": str(home),
+        "elapsed_s": round(result.elapsed_s, 2),
+        "database_url": url,
+        "home": str(home),
     }
     if as_json:
         print_json("demo", summary)
@@ -58,9 +74,12 @@ def demo(
         f"{result.stats.killmails_total} killmails saved, {result.esi_requests} ESI/SSO "
         f"requests, {result.bodies_fetched_twice} bodies fetched twice.\n\nExplore it:\n"
         f"  export KILLSYNC_DATABASE_URL={url}\n"
-        "  killsync stats\n  killsync users list\n  killsync export --output demo.jsonl")
+        "  killsync stats\n  killsync users list\n  killsync export --output demo.jsonl"
+    )
 
 
 def register(root: typer.Typer) -> None:
-    root.command("demo", epilog=examples(
-        "killsync demo", "killsync demo --database-url sqlite:///demo.db --json"))(demo)
+    root.command(
+        "demo",
+        epilog=examples("killsync demo", "killsync demo --database-url sqlite:///demo.db --json"),
+    )(demo)

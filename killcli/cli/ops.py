@@ -42,46 +42,89 @@ def _broker(app_ctx: AppContext) -> Broker:
 
 def queue_cmd(
     ctx: typer.Context,
-    character: Annotated[list[int] | None, typer.Option(
-        "--character", help="Queue these characters now (repeatable).", show_default=False,
-        parser=params.character_id)] = None,
-    all_active: Annotated[bool, typer.Option(
-        "--all", help="Queue every active character now (cadence and list cache "
-        "ignored).")] = False,
+    character: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--character",
+            help="Queue these characters now (repeatable).",
+            show_default=False,
+            parser=params.character_id,
+        ),
+    ] = None,
+    all_active: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="Queue every active character now (cadence and list cache ignored)."
+        ),
+    ] = False,
     full: Annotated[bool, typer.Option("--full", help="Jobs walk every page.")] = False,
-    priority: Annotated[int | None, typer.Option("--priority", help="0-10, higher first.",
-                                                 show_default=False,
-                                                 parser=params.priority)] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what is due, queue "
-                                          "nothing.")] = False,
+    priority: Annotated[
+        int | None,
+        typer.Option(
+            "--priority", help="0-10, higher first.", show_default=False, parser=params.priority
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what is due, queue nothing.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    quiet_line: Annotated[bool, typer.Option("--quiet", help="One line of output (cron).")
-                          ] = False,
+    quiet_line: Annotated[bool, typer.Option("--quiet", help="One line of output (cron).")] = False,
 ) -> None:
     """Queue every character that is due for a sync (cron calls this)."""
     app_ctx = app_context(ctx)
-    result = run_queue(app_ctx.database(), _broker(app_ctx), character_ids=character or (),
-                       full=full, priority=priority, dry_run=dry_run, all_active=all_active,
-                       cadence=app_ctx.settings.cadence_plan)
+    result = run_queue(
+        app_ctx.database(),
+        _broker(app_ctx),
+        character_ids=character or (),
+        full=full,
+        priority=priority,
+        dry_run=dry_run,
+        all_active=all_active,
+        cadence=app_ctx.settings.cadence_plan,
+    )
     if result.skipped_lock:
         app_ctx.info("another `killsync queue` is running: nothing queued")
         return
     rows: list[dict[str, Any]] = [
-        {"character_id": c.character_id, "name": c.name, "reason": c.reason,
-         "priority": c.priority, "tier": c.tier} for c in result.due]
-    summary = {"due": len(result.due), "queued": result.published,
-               "already_queued": result.already_queued, "dry_run": dry_run}
+        {
+            "character_id": c.character_id,
+            "name": c.name,
+            "reason": c.reason,
+            "priority": c.priority,
+            "tier": c.tier,
+        }
+        for c in result.due
+    ]
+    summary = {
+        "due": len(result.due),
+        "queued": result.published,
+        "already_queued": result.already_queued,
+        "dry_run": dry_run,
+    }
     if as_json:
         print_json("queue", {**summary, "characters": rows})
     elif quiet_line:
-        typer.echo(f"queued {result.published} of {len(result.due)} due "
-                   f"({result.already_queued} already queued)")
+        typer.echo(
+            f"queued {result.published} of {len(result.due)} due "
+            f"({result.already_queued} already queued)"
+        )
     else:
-        table = Table("id", "name", "why", "priority", "tier",
-                      title=("due (dry run)" if dry_run else f"queued {result.published}"))
+        table = Table(
+            "id",
+            "name",
+            "why",
+            "priority",
+            "tier",
+            title=("due (dry run)" if dry_run else f"queued {result.published}"),
+        )
         for row in rows:
-            table.add_row(str(row["character_id"]), sanitize(row["name"]),
-                          sanitize(row["reason"]), str(row["priority"]), row["tier"])
+            table.add_row(
+                str(row["character_id"]),
+                sanitize(row["name"]),
+                sanitize(row["reason"]),
+                str(row["priority"]),
+                row["tier"],
+            )
         make_console(stderr=False).print(table)
 
 
@@ -90,8 +133,11 @@ def _announce_signal(app_ctx: AppContext) -> Callable[[int, int], None]:
         if count > 1:  # second signal: leave now; unsettled jobs go back to the queue
             app_ctx.console.print("killsync: exiting now")
         else:
-            app_ctx.console.print(f"killsync: {signal.Signals(signum).name}: finishing "
-                                  "running jobs (again to exit now)")
+            app_ctx.console.print(
+                f"killsync: {signal.Signals(signum).name}: finishing "
+                "running jobs (again to exit now)"
+            )
+
     return announce
 
 
@@ -116,16 +162,20 @@ class _LiveView:
         quiet = app_ctx.verbosity < 0
         self.registry = ProgressRegistry(on_notice=None if live or quiet else self._log_wait)
         if live:  # redrawn at each refresh: a sync that waits for the budget still moves
-            self.live = Live(console=app_ctx.console, refresh_per_second=2,
-                             get_renderable=self.renderable)
+            self.live = Live(
+                console=app_ctx.console, refresh_per_second=2, get_renderable=self.renderable
+            )
 
     def report(self, report: JobReport) -> None:
         with self.lock:
             self.reports.append(report)
         if self.live is not None or self.app_ctx.verbosity < 0:
             return
-        if (report.outcome == "done" and report.status in IDLE_STATUSES
-                and self.app_ctx.verbosity == 0):
+        if (
+            report.outcome == "done"
+            and report.status in IDLE_STATUSES
+            and self.app_ctx.verbosity == 0
+        ):
             with self.lock:
                 self.idle[report.status] += 1
                 due = time.monotonic() - self.idle_since >= IDLE_SUMMARY_S
@@ -141,8 +191,9 @@ class _LiveView:
             seconds = time.monotonic() - self.idle_since
             self.idle_since = time.monotonic()
         if counts:
-            parts = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in
-                              sorted(counts.items()))
+            parts = ", ".join(
+                f"{n} {status.replace('_', ' ')}" for status, n in sorted(counts.items())
+            )
             self._log(f"{counts.total()} syncs found nothing new in {seconds:.0f} s ({parts})")
 
     def renderable(self) -> RenderableType:
@@ -161,38 +212,61 @@ class _LiveView:
         self.app_ctx.console.print(stamped(line))
 
     def _table(self) -> Table:
-        table = Table("character", "status", "new", "pending", "s", "outcome",
-                      title="finished jobs")
+        table = Table(
+            "character", "status", "new", "pending", "s", "outcome", title="finished jobs"
+        )
         with self.lock:
             reports = list(self.reports)
         for r in reports:
-            table.add_row(f"{sanitize(r.name)} ({r.character_id})", r.status, str(r.new),
-                          str(r.pending), f"{r.elapsed_s:.1f}", sanitize(r.outcome))
+            table.add_row(
+                f"{sanitize(r.name)} ({r.character_id})",
+                r.status,
+                str(r.new),
+                str(r.pending),
+                f"{r.elapsed_s:.1f}",
+                sanitize(r.outcome),
+            )
         return table
 
 
 def worker_cmd(
     ctx: typer.Context,
-    concurrency: Annotated[int, typer.Option(
-        "--concurrency", "-c", help=f"Character syncs at once (1-{params.MAX_CONCURRENCY}).",
-        parser=params.concurrency)] = DEFAULT_CONCURRENCY,
-    drain: Annotated[bool, typer.Option("--drain", help="Exit when the queue is empty.")
-                     ] = False,
-    max_jobs: Annotated[int | None, typer.Option("--max-jobs", help="Exit after this many "
-                                                 "jobs.", show_default=False,
-                                                 parser=params.count)] = None,
-    metrics_port: Annotated[int | None, typer.Option("--metrics-port", help="Serve Prometheus"
-                                                     " metrics on this port (1-65535).",
-                                                     show_default=False,
-                                                     parser=params.port)] = None,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            "--concurrency",
+            "-c",
+            help=f"Character syncs at once (1-{params.MAX_CONCURRENCY}).",
+            parser=params.concurrency,
+        ),
+    ] = DEFAULT_CONCURRENCY,
+    drain: Annotated[bool, typer.Option("--drain", help="Exit when the queue is empty.")] = False,
+    max_jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--max-jobs", help="Exit after this many jobs.", show_default=False, parser=params.count
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            help="Serve Prometheus metrics on this port (1-65535).",
+            show_default=False,
+            parser=params.port,
+        ),
+    ] = None,
 ) -> None:
     """Consume jobs: refresh tokens, sync characters, save killmails, emit events."""
     app_ctx = app_context(ctx)
     broker = _broker(app_ctx)
     view = _LiveView(app_ctx)
-    runtime = build_runtime(app_ctx.settings, app_ctx.database(),
-                            list_concurrency=concurrency,
-                            on_wait=view.registry.waiting)
+    runtime = build_runtime(
+        app_ctx.settings,
+        app_ctx.database(),
+        list_concurrency=concurrency,
+        on_wait=view.registry.waiting,
+    )
     view.registry.attach(runtime.esi.limiter)
     app_ctx.on_close(runtime.close)
     metrics = WorkerMetrics()
@@ -201,15 +275,25 @@ def worker_cmd(
     pump = EventPump(app_ctx.settings, app_ctx.database(), on_problem=app_ctx.console.print)
     pump.start()
     app_ctx.on_close(pump.close)
-    worker = Worker(runtime, broker, on_report=view.report, metrics=metrics,
-                    on_new_killmails=pump.pump, progress=view.registry,
-                    status=StatusReporter(app_ctx.database(), runtime.esi.limiter))
-    with stop_on_signals(force="exit", on_signal=_announce_signal(app_ctx)) as stop, \
-            view.live if view.live is not None else nullcontext():
+    worker = Worker(
+        runtime,
+        broker,
+        on_report=view.report,
+        metrics=metrics,
+        on_new_killmails=pump.pump,
+        progress=view.registry,
+        status=StatusReporter(app_ctx.database(), runtime.esi.limiter),
+    )
+    with (
+        stop_on_signals(force="exit", on_signal=_announce_signal(app_ctx)) as stop,
+        view.live if view.live is not None else nullcontext(),
+    ):
         result = worker.run(concurrency=concurrency, stop=stop, drain=drain, max_jobs=max_jobs)
     view.flush_idle()
-    app_ctx.info(f"worker stopped: {result.handled} jobs ({result.done} done, {result.retried} "
-                 f"retried, {result.dead_lettered} dead)")
+    app_ctx.info(
+        f"worker stopped: {result.handled} jobs ({result.done} done, {result.retried} "
+        f"retried, {result.dead_lettered} dead)"
+    )
     if drain or max_jobs is not None:  # a run that ends by itself: exit 3 if work is left
         check_settled(result)
 
@@ -229,8 +313,10 @@ def _esi_line(workers: list[dict[str, Any]]) -> str:
         return "no worker reported yet"
     parts = [f"{b['bucket']} {b['available']}/{b['limit']}" for b in esi["buckets"]]
     if esi["character_buckets"]:
-        parts.append(f"{esi['character_buckets']} character buckets, lowest "
-                     f"{esi['character_buckets_lowest']}")
+        parts.append(
+            f"{esi['character_buckets']} character buckets, lowest "
+            f"{esi['character_buckets_lowest']}"
+        )
     parts.append(f"error limit {esi['error_limit_remain']}")
     return ", ".join(parts)
 
@@ -244,29 +330,41 @@ def _egress_line(budgets: list[dict[str, Any]]) -> str:
             parts.append(f"{b['egress']} error limit{blocked or ' ok'}")
             continue
         limit = "?" if b["limit"] is None else str(b["limit"])
-        parts.append(f"{b['egress']} {b['budget']} {b['in_use']}/{limit} in use by "
-                     f"{b['holders']} worker{'s' if b['holders'] != 1 else ''}{blocked}")
+        parts.append(
+            f"{b['egress']} {b['budget']} {b['in_use']}/{limit} in use by "
+            f"{b['holders']} worker{'s' if b['holders'] != 1 else ''}{blocked}"
+        )
     return sanitize("; ".join(parts)) or "no shared budget used yet"
 
 
 def _cadence_line(cadence: dict[str, Any]) -> str:
     """Characters per tier and the list requests a day the cadence saves."""
     tiers = ", ".join(f"{t['tier']} {t['characters']}" for t in cadence["tiers"])
-    return (f"{tiers}; saves ~{cadence['saved_requests_per_day']:,.0f} list requests/day "
-            f"(vs. every {cadence['base_interval_s'] // 60} min)")
+    return (
+        f"{tiers}; saves ~{cadence['saved_requests_per_day']:,.0f} list requests/day "
+        f"(vs. every {cadence['base_interval_s'] // 60} min)"
+    )
 
 
 def _render_stats(data: dict[str, Any]) -> Table:
     q = data["queue"]
     table = Table(show_header=False, title="killsync")
     for label, value in [
-        ("queue", f"{q['ready']} ready, {q['delayed']} delayed, {q['running']} running, "
-                  f"{q['consumers']} consumers, {q['dead_letters']} dead letters"),
-        ("characters", ", ".join(f"{k} {v}" for k, v in data["characters_by_status"].items())
-         or "none"),
+        (
+            "queue",
+            f"{q['ready']} ready, {q['delayed']} delayed, {q['running']} running, "
+            f"{q['consumers']} consumers, {q['dead_letters']} dead letters",
+        ),
+        (
+            "characters",
+            ", ".join(f"{k} {v}" for k, v in data["characters_by_status"].items()) or "none",
+        ),
         ("oldest last sync", str(data["oldest_last_sync_at"] or "-")[:19]),
-        ("killmails", f"{data['killmails_total']} total, {data['killmails_last_hour']} last "
-                      f"hour, {data['killmails_last_day']} last day"),
+        (
+            "killmails",
+            f"{data['killmails_total']} total, {data['killmails_last_hour']} last "
+            f"hour, {data['killmails_last_day']} last day",
+        ),
         ("pending bodies", str(data["pending_total"])),
         ("cadence", _cadence_line(data["cadence"])),
         ("workers", str(len(data["workers"]))),
@@ -280,9 +378,15 @@ def _render_stats(data: dict[str, Any]) -> Table:
 def stats_cmd(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    watch: Annotated[float | None, typer.Option(
-        "--watch", help=f"Refresh every N seconds (at least {params.MIN_WATCH_S:g}).",
-        show_default=False, parser=params.interval_s())] = None,
+    watch: Annotated[
+        float | None,
+        typer.Option(
+            "--watch",
+            help=f"Refresh every N seconds (at least {params.MIN_WATCH_S:g}).",
+            show_default=False,
+            parser=params.interval_s(),
+        ),
+    ] = None,
 ) -> None:
     """Queue depth, characters by status, killmail counts, per-character table."""
     app_ctx = app_context(ctx)
@@ -296,9 +400,15 @@ def stats_cmd(
         out.print(_render_stats(data))
         chars = Table("id", "name", "status", "last sync", "killmails", "pending", "last error")
         for c in data["characters"][:50]:
-            chars.add_row(str(c["character_id"]), sanitize(c["name"]), c["status"],
-                          str(c["last_sync_at"] or "-")[:19], str(c["killmails"]),
-                          str(c["pending"]), sanitize((c["last_error"] or "")[:50]))
+            chars.add_row(
+                str(c["character_id"]),
+                sanitize(c["name"]),
+                c["status"],
+                str(c["last_sync_at"] or "-")[:19],
+                str(c["killmails"]),
+                str(c["pending"]),
+                sanitize((c["last_error"] or "")[:50]),
+            )
         out.print(chars)
         if watch is None:
             return
@@ -306,13 +416,23 @@ def stats_cmd(
 
 
 def register(root: typer.Typer) -> None:
-    root.command("queue", epilog=examples(
-        "killsync queue --quiet            # from cron, every 5 minutes",
-        "killsync queue --character 2112345678 --priority 10",
-        "killsync queue --all              # everyone now, whatever the cadence",
-        "killsync queue --dry-run --json"))(queue_cmd)
-    root.command("worker", epilog=examples(
-        "killsync worker --concurrency 8 --metrics-port 9464",
-        "killsync worker --drain           # empty the queue, then exit"))(worker_cmd)
-    root.command("stats", epilog=examples("killsync stats", "killsync stats --json",
-                                          "killsync stats --watch 5"))(stats_cmd)
+    root.command(
+        "queue",
+        epilog=examples(
+            "killsync queue --quiet            # from cron, every 5 minutes",
+            "killsync queue --character 2112345678 --priority 10",
+            "killsync queue --all              # everyone now, whatever the cadence",
+            "killsync queue --dry-run --json",
+        ),
+    )(queue_cmd)
+    root.command(
+        "worker",
+        epilog=examples(
+            "killsync worker --concurrency 8 --metrics-port 9464",
+            "killsync worker --drain           # empty the queue, then exit",
+        ),
+    )(worker_cmd)
+    root.command(
+        "stats",
+        epilog=examples("killsync stats", "killsync stats --json", "killsync stats --watch 5"),
+    )(stats_cmd)

@@ -42,8 +42,7 @@ def _seconds(text: str, low: float, high: float, *, low_open: bool) -> float:
     too_low = value <= low if low_open else value < low
     if not math.isfinite(value) or too_low or value > high:
         bound = f"more than {low:g}" if low_open else f"at least {low:g}"
-        raise typer.BadParameter(f"{text} seconds: must be finite, {bound} and at most "
-                                 f"{high:g}")
+        raise typer.BadParameter(f"{text} seconds: must be finite, {bound} and at most {high:g}")
     return value
 
 

@@ -73,9 +73,15 @@ class SyncBars(Progress):
         # Before Rich's constructor: it renders once already.
         self.registry = registry
         self.tracker: SyncTracker | None = None
-        super().__init__(PlainTextColumn("{task.description}"), BarColumn(),
-                         MofNCompleteColumn(), RateColumn(), EtaColumn(),
-                         console=console, disable=disable)
+        super().__init__(
+            PlainTextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            RateColumn(),
+            EtaColumn(),
+            console=console,
+            disable=disable,
+        )
         self._pages = self.add_task("list pages", total=None, unit="pages")
         self._bodies = self.add_task("killmails", total=None, unit="killmails", eta_s=None)
 
@@ -96,30 +102,52 @@ class SyncBars(Progress):
     def _update(self, snapshot: ProgressSnapshot, state: SyncState) -> None:
         now_s = snapshot.now_s
         walked = state.phase == "list" or state.pages_total is not None  # not: list cached
-        self.update(self._pages, completed=state.pages_read, total=state.pages_total,
-                    rate=state.pages_rate(now_s), visible=walked)
+        self.update(
+            self._pages,
+            completed=state.pages_read,
+            total=state.pages_total,
+            rate=state.pages_rate(now_s),
+            visible=walked,
+        )
         saving = " (saving)" if state.phase == "saving" else ""
-        self.update(self._bodies, completed=state.bodies_done, total=state.bodies_total,
-                    description=f"killmails{saving}", rate=state.bodies_rate(now_s),
-                    eta_s=snapshot.eta_s(state))
+        self.update(
+            self._bodies,
+            completed=state.bodies_done,
+            total=state.bodies_total,
+            description=f"killmails{saving}",
+            rate=state.bodies_rate(now_s),
+            eta_s=snapshot.eta_s(state),
+        )
 
 
 def wait_line(snapshot: ProgressSnapshot, state: SyncState | None = None) -> Text | None:
     """The limiter's line for the wait holding ``state`` up (any wait without a state)."""
     wait = snapshot.longest_wait if state is None else snapshot.wait_for(state)
-    return None if wait is None else Text(sanitize(wait.message(snapshot.now_s)),
-                                          style="yellow")
+    return None if wait is None else Text(sanitize(wait.message(snapshot.now_s)), style="yellow")
 
 
 def running_table(snapshot: ProgressSnapshot) -> Table:
     """The worker's running syncs: character, phase, pages, killmails, rate, ETA, wait."""
-    table = Table("character", "phase", "pages", "killmails", "rate", "eta", "waiting",
-                  title=f"running: {len(snapshot.syncs)}")
+    table = Table(
+        "character",
+        "phase",
+        "pages",
+        "killmails",
+        "rate",
+        "eta",
+        "waiting",
+        title=f"running: {len(snapshot.syncs)}",
+    )
     for state in snapshot.syncs:
         wait = snapshot.wait_for(state)
         pages = f"{state.pages_read}/{state.pages_total or '?'}"
-        table.add_row(state.label, state.phase, pages, format_bodies(state),
-                      format_rate(state.bodies_rate(snapshot.now_s), "killmails"),
-                      format_eta(snapshot.eta_s(state)),
-                      "" if wait is None else f"{math.ceil(wait.remaining_s(snapshot.now_s))} s")
+        table.add_row(
+            state.label,
+            state.phase,
+            pages,
+            format_bodies(state),
+            format_rate(state.bodies_rate(snapshot.now_s), "killmails"),
+            format_eta(snapshot.eta_s(state)),
+            "" if wait is None else f"{math.ceil(wait.remaining_s(snapshot.now_s))} s",
+        )
     return table

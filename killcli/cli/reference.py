@@ -29,14 +29,22 @@ def iter_commands(group: Any = None, path: tuple[str, ...] = ()) -> Iterator[tup
 def help_text(path: tuple[str, ...]) -> str:
     from typer.testing import CliRunner  # noqa: PLC0415
 
-    result = CliRunner().invoke(app, [*path, "--help"], prog_name="killsync",
-                                env={"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"})
+    result = CliRunner().invoke(
+        app,
+        [*path, "--help"],
+        prog_name="killsync",
+        env={"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"},
+    )
     return "\n".join(line.rstrip() for line in result.output.splitlines()).strip()
 
 
 def render() -> str:
-    parts = ["# killsync command reference", "",
-             "Generated from `--help` by `python -m killcli.cli.reference`; do not edit.", ""]
+    parts = [
+        "# killsync command reference",
+        "",
+        "Generated from `--help` by `python -m killcli.cli.reference`; do not edit.",
+        "",
+    ]
     for path in iter_commands():
         parts += [f"## killsync {' '.join(path)}", "", "```text", help_text(path), "```", ""]
     return "\n".join(parts)

@@ -20,11 +20,15 @@ from killcli.secrets import (
 )
 from killcli.sso.crypto import TokenCipher
 
-app = typer.Typer(name="secrets", no_args_is_help=True,
-                  help="Keys encrypting tokens and webhook URLs at rest: status, rotation.")
+app = typer.Typer(
+    name="secrets",
+    no_args_is_help=True,
+    help="Keys encrypting tokens and webhook URLs at rest: status, rotation.",
+)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-BatchOption = Annotated[int, typer.Option("--batch", min=1, max=10_000,
-                                          help="Rows per transaction.")]
+BatchOption = Annotated[
+    int, typer.Option("--batch", min=1, max=10_000, help="Rows per transaction.")
+]
 
 
 def _cipher(app_ctx: AppContext) -> TokenCipher:
@@ -38,19 +42,25 @@ def _values(count: int) -> str:
 def _verdict(total: int, on_first_key: int, key_count: int) -> str:
     """The line that says whether the old keys can go."""
     if on_first_key < total:
-        return (f"{total - on_first_key} of {_values(total)} not under key #1 yet: keep "
-                "every key until `killsync secrets rotate` has moved them")
+        return (
+            f"{total - on_first_key} of {_values(total)} not under key #1 yet: keep "
+            "every key until `killsync secrets rotate` has moved them"
+        )
     every = {0: "no encrypted values yet", 1: "the 1 value is under key #1"}.get(
-        total, f"all {total} values are under key #1")
+        total, f"all {total} values are under key #1"
+    )
     if key_count == 1:
         return f"{every} (the only key)"
     return f"{every}; you can now remove the other keys"
 
 
-@app.command("status", epilog=examples("killsync secrets status",
-                                       "killsync secrets status --json | jq .data.kinds"))
-def status(ctx: typer.Context, as_json: JsonFlag = False,
-           batch: BatchOption = DEFAULT_BATCH_SIZE) -> None:
+@app.command(
+    "status",
+    epilog=examples("killsync secrets status", "killsync secrets status --json | jq .data.kinds"),
+)
+def status(
+    ctx: typer.Context, as_json: JsonFlag = False, batch: BatchOption = DEFAULT_BATCH_SIZE
+) -> None:
     """Count the encrypted values of each kind by the key that opens them (never a secret)."""
     app_ctx = app_context(ctx)
     result = secrets_status(app_ctx.database(), _cipher(app_ctx), batch_size=batch)
@@ -65,16 +75,21 @@ def _status_table(app_ctx: AppContext, result: SecretsStatusResult) -> None:
     keys = [f"key #{n}" for n in range(1, result.key_count + 1)]
     table = Table("values", *keys, "no key opens it", "total")
     for kind in result.kinds:
-        table.add_row(LABELS[kind.kind], *map(str, kind.by_key), str(kind.undecryptable),
-                      str(kind.total))
+        table.add_row(
+            LABELS[kind.kind], *map(str, kind.by_key), str(kind.undecryptable), str(kind.total)
+        )
     app_ctx.console.print(table)
 
 
-@app.command("rotate", epilog=examples(
-    'KILLSYNC_SECRET_KEY="$NEW,$OLD" killsync secrets rotate',
-    "killsync secrets rotate --json"))
-def rotate(ctx: typer.Context, as_json: JsonFlag = False,
-           batch: BatchOption = DEFAULT_BATCH_SIZE) -> None:
+@app.command(
+    "rotate",
+    epilog=examples(
+        'KILLSYNC_SECRET_KEY="$NEW,$OLD" killsync secrets rotate', "killsync secrets rotate --json"
+    ),
+)
+def rotate(
+    ctx: typer.Context, as_json: JsonFlag = False, batch: BatchOption = DEFAULT_BATCH_SIZE
+) -> None:
     """Re-encrypt every stored token and webhook URL under key #1 (the first key listed).
 
     Put the new key in front of the old ones (KILLSYNC_SECRET_KEY="NEW,OLD", or in the key
@@ -92,17 +107,29 @@ def rotate(ctx: typer.Context, as_json: JsonFlag = False,
 
 
 def _report_rotation(app_ctx: AppContext, result: RotateResult) -> None:
-    table = Table("values", "re-encrypted", "already under key #1", "no key opens it",
-                  "changed meanwhile")
+    table = Table(
+        "values", "re-encrypted", "already under key #1", "no key opens it", "changed meanwhile"
+    )
     for kind in result.kinds:
-        table.add_row(LABELS[kind.kind], str(kind.rotated), str(kind.current),
-                      str(kind.undecryptable), str(kind.changed))
+        table.add_row(
+            LABELS[kind.kind],
+            str(kind.rotated),
+            str(kind.current),
+            str(kind.undecryptable),
+            str(kind.changed),
+        )
     app_ctx.console.print(table)
     if result.undecryptable:
-        app_ctx.console.print(f"{_values(result.undecryptable)} cannot be decrypted with "
-                              "any configured key and were left as they are")
+        app_ctx.console.print(
+            f"{_values(result.undecryptable)} cannot be decrypted with "
+            "any configured key and were left as they are"
+        )
     if result.changed:
-        app_ctx.console.print(f"{_values(result.changed)} changed during the rotation: run "
-                              "`killsync secrets rotate` again")
-    app_ctx.info(f"re-encrypted {_values(result.rotated)}; "
-                 + _verdict(result.total, result.on_first_key, result.key_count))
+        app_ctx.console.print(
+            f"{_values(result.changed)} changed during the rotation: run "
+            "`killsync secrets rotate` again"
+        )
+    app_ctx.info(
+        f"re-encrypted {_values(result.rotated)}; "
+        + _verdict(result.total, result.on_first_key, result.key_count)
+    )

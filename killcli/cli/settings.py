@@ -11,15 +11,22 @@ app = typer.Typer(name="config", help="Show the settings in effect.", no_args_is
 
 
 @app.command("show", epilog=examples("killsync config show", "killsync config show --json"))
-def show(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")
-         ) -> None:
+def show(
+    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")
+) -> None:
     """Every setting, its value (secrets masked) and where it came from."""
     settings = app_context(ctx).settings
     rows = []
     for spec in SPECS:
         value = masked(spec, getattr(settings, spec.key))
-        rows.append({"key": spec.key, "env": spec.env, "value": value,
-                     "source": settings.sources.get(spec.key, "default")})
+        rows.append(
+            {
+                "key": spec.key,
+                "env": spec.env,
+                "value": value,
+                "source": settings.sources.get(spec.key, "default"),
+            }
+        )
     if as_json:
         print_json("config", {"config_file": str(settings.config_file), "settings": rows})
         return

@@ -31,22 +31,38 @@ def sim() -> None:
     """Run the ESI + EVE SSO simulator that tests, benchmarks and the demo use."""
 
 
-@app.command("serve", epilog=examples(
-    "killsync sim serve",
-    "killsync sim serve --scenario chaos --seed 7 --port 8080",
-    "killsync sim serve --scenario my-world.toml --tokens-file tokens.json",
-))
+@app.command(
+    "serve",
+    epilog=examples(
+        "killsync sim serve",
+        "killsync sim serve --scenario chaos --seed 7 --port 8080",
+        "killsync sim serve --scenario my-world.toml --tokens-file tokens.json",
+    ),
+)
 def serve(
-    port: Annotated[int, typer.Option("--port", help="TCP port on 127.0.0.1 (0: any free).",
-                                      parser=params.port_or_any)] = 0,
-    scenario: Annotated[str, typer.Option(
-        "--scenario", help=f"Scenario name ({', '.join(Scenario.names())}) or TOML file.")
+    port: Annotated[
+        int,
+        typer.Option(
+            "--port", help="TCP port on 127.0.0.1 (0: any free).", parser=params.port_or_any
+        ),
+    ] = 0,
+    scenario: Annotated[
+        str,
+        typer.Option(
+            "--scenario", help=f"Scenario name ({', '.join(Scenario.names())}) or TOML file."
+        ),
     ] = "smoke",
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the generated world.",
-                                             show_default=False)] = None,
-    tokens_file: Annotated[Path | None, typer.Option(
-        "--tokens-file", help="Write URLs, client and refresh tokens to this JSON file "
-        "instead of stdout.", show_default=False)] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of the generated world.", show_default=False)
+    ] = None,
+    tokens_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--tokens-file",
+            help="Write URLs, client and refresh tokens to this JSON file instead of stdout.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the details as JSON.")] = False,
 ) -> None:
     """Serve ESI at / and the SSO at /sso until Ctrl-C or SIGTERM.
@@ -72,14 +88,17 @@ def serve(
 def _print_details(details: Provisioned, *, as_json: bool, with_tokens: bool) -> None:
     data = details.to_dict()
     if not with_tokens:
-        data["characters"] = [{k: v for k, v in c.items() if k != "refresh_token"}
-                              for c in data["characters"]]
+        data["characters"] = [
+            {k: v for k, v in c.items() if k != "refresh_token"} for c in data["characters"]
+        ]
     if as_json:
         print_json("sim.serve", data)
     else:
-        lines = [f"KILLSYNC_ESI_BASE_URL={details.esi_url}",
-                 f"KILLSYNC_SSO_BASE_URL={details.sso_url}",
-                 f"KILLSYNC_CLIENT_ID={details.client_id}"]
+        lines = [
+            f"KILLSYNC_ESI_BASE_URL={details.esi_url}",
+            f"KILLSYNC_SSO_BASE_URL={details.sso_url}",
+            f"KILLSYNC_CLIENT_ID={details.client_id}",
+        ]
         if details.client_secret is not None:
             lines.append(f"KILLSYNC_CLIENT_SECRET={details.client_secret}")
         for char in data["characters"]:

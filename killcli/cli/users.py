@@ -28,8 +28,9 @@ from killcli.runtime import make_accounts
 from killcli.sso.login import run_login
 from killcli.textsafe import sanitize
 
-app = typer.Typer(name="users", help="Add, list and remove the characters killsync syncs.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    name="users", help="Add, list and remove the characters killsync syncs.", no_args_is_help=True
+)
 
 
 def _accounts(app_ctx: AppContext, *, create: bool = False) -> Accounts:
@@ -70,18 +71,29 @@ def _report_added(app_ctx: AppContext, result: AddResult) -> None:
     verb = "added" if result.created else "updated"
     app_ctx.info(f"{verb} {sanitize(result.name)} ({result.character_id})")
     if result.owner_changed:
-        app_ctx.console.print(f"warning: {sanitize(result.name)} has a new owner (character "
-                              "transfer): "
-                              "the previous owner's token was discarded")
+        app_ctx.console.print(
+            f"warning: {sanitize(result.name)} has a new owner (character "
+            "transfer): "
+            "the previous owner's token was discarded"
+        )
 
 
-@app.command("add", epilog=examples(
-    "killsync users add --refresh-token - < token.txt",
-    "killsync users add --refresh-token /run/secrets/eve_refresh_token",
-))
-def add(ctx: typer.Context, refresh_token: Annotated[str, typer.Option(
-        "--refresh-token", help="'-' to read the token from stdin, or a file holding it.")],
-        ) -> None:
+@app.command(
+    "add",
+    epilog=examples(
+        "killsync users add --refresh-token - < token.txt",
+        "killsync users add --refresh-token /run/secrets/eve_refresh_token",
+    ),
+)
+def add(
+    ctx: typer.Context,
+    refresh_token: Annotated[
+        str,
+        typer.Option(
+            "--refresh-token", help="'-' to read the token from stdin, or a file holding it."
+        ),
+    ],
+) -> None:
     """Add a character from its refresh token (validated by one refresh)."""
     app_ctx = app_context(ctx)
     token = _read_secret(refresh_token)
@@ -103,14 +115,24 @@ def _tokens_in(text: str) -> list[tuple[int, str]]:
     return tokens
 
 
-@app.command("import", epilog=examples(
-    "killsync users import tokens.txt",
-    "killsync users import old-system-export.jsonl --json",
-))
-def import_tokens(ctx: typer.Context, path: Annotated[str, typer.Argument(
-        help="One refresh token per line, or JSON lines with a refresh_token field; '-' "
-             "for stdin.")],
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+@app.command(
+    "import",
+    epilog=examples(
+        "killsync users import tokens.txt",
+        "killsync users import old-system-export.jsonl --json",
+    ),
+)
+def import_tokens(
+    ctx: typer.Context,
+    path: Annotated[
+        str,
+        typer.Argument(
+            help="One refresh token per line, or JSON lines with a refresh_token field; '-' "
+            "for stdin."
+        ),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
     """Add many characters at once (migrating from another system)."""
     app_ctx = app_context(ctx)
     tokens = _tokens_in(_read_secret(path))
@@ -133,21 +155,30 @@ def import_tokens(ctx: typer.Context, path: Annotated[str, typer.Argument(
 
 
 @app.command("list", epilog=examples("killsync users list", "killsync users list --json"))
-def list_users(ctx: typer.Context, as_json: Annotated[bool, typer.Option(
-        "--json", help="Print JSON.")] = False) -> None:
+def list_users(
+    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
+) -> None:
     """Tracked characters: status, scopes, token expiry, last sync, killmails, errors."""
     app_ctx = app_context(ctx)
     infos = list_characters(app_ctx.database())
     if as_json:
         print_json("users", [info_as_dict(i) for i in infos])
         return
-    table = Table("id", "name", "status", "token expires", "last sync", "killmails", "pending",
-                  "last error")
+    table = Table(
+        "id", "name", "status", "token expires", "last sync", "killmails", "pending", "last error"
+    )
     for i in infos:
         status = i.status if not i.status_reason else f"{i.status} ({i.status_reason})"
-        table.add_row(str(i.character_id), sanitize(i.name), sanitize(status),
-                      _when(i.access_expires_at), _when(i.last_sync_at), str(i.killmails),
-                      str(i.pending), sanitize((i.last_error or "")[:60]))
+        table.add_row(
+            str(i.character_id),
+            sanitize(i.name),
+            sanitize(status),
+            _when(i.access_expires_at),
+            _when(i.last_sync_at),
+            str(i.killmails),
+            str(i.pending),
+            sanitize((i.last_error or "")[:60]),
+        )
     make_console(stderr=False).print(table)
 
 
@@ -156,25 +187,33 @@ def _when(value: object) -> str:
 
 
 @app.command("remove", epilog=examples("killsync users remove 2112345678 --revoke"))
-def remove(ctx: typer.Context,
-           character_id: Annotated[int, typer.Argument(
-               help="The character's id.", parser=params.character_id)],
-           revoke: Annotated[bool, typer.Option("--revoke", help="Also revoke its refresh "
-                                                "token at the SSO.")] = False) -> None:
+def remove(
+    ctx: typer.Context,
+    character_id: Annotated[
+        int, typer.Argument(help="The character's id.", parser=params.character_id)
+    ],
+    revoke: Annotated[
+        bool, typer.Option("--revoke", help="Also revoke its refresh token at the SSO.")
+    ] = False,
+) -> None:
     """Stop syncing a character (its killmails stay in the database)."""
     app_ctx = app_context(ctx)
     if revoke:
         name = _accounts(app_ctx).remove(character_id, revoke=True)
     else:
         name, _ = remove_character(app_ctx.database(), character_id)
-    app_ctx.info(f"removed {sanitize(name)} ({character_id})"
-                 + (", token revoked" if revoke else ""))
+    app_ctx.info(
+        f"removed {sanitize(name)} ({character_id})" + (", token revoked" if revoke else "")
+    )
 
 
 @app.command("disable", epilog=examples("killsync users disable 2112345678"))
-def disable(ctx: typer.Context,
-            character_id: Annotated[int, typer.Argument(
-               help="The character's id.", parser=params.character_id)]) -> None:
+def disable(
+    ctx: typer.Context,
+    character_id: Annotated[
+        int, typer.Argument(help="The character's id.", parser=params.character_id)
+    ],
+) -> None:
     """Stop syncing a character for now (kept, with its token; `users enable` resumes)."""
     app_ctx = app_context(ctx)
     name = set_enabled(app_ctx.database(), character_id, enabled=False)
@@ -182,39 +221,55 @@ def disable(ctx: typer.Context,
 
 
 @app.command("enable", epilog=examples("killsync users enable 2112345678"))
-def enable(ctx: typer.Context,
-           character_id: Annotated[int, typer.Argument(
-               help="The character's id.", parser=params.character_id)]) -> None:
+def enable(
+    ctx: typer.Context,
+    character_id: Annotated[
+        int, typer.Argument(help="The character's id.", parser=params.character_id)
+    ],
+) -> None:
     """Resume syncing a disabled character."""
     app_ctx = app_context(ctx)
     name = set_enabled(app_ctx.database(), character_id, enabled=True)
     app_ctx.info(f"enabled {sanitize(name)} ({character_id})")
 
 
-def login(ctx: typer.Context,
-          no_browser: Annotated[bool, typer.Option("--no-browser", help="Print the URL "
-                                                   "instead of opening a browser.")] = False,
-          scopes: Annotated[list[str] | None, typer.Option("--scopes", help="Scopes to ask "
-                                                           "for (repeatable).")] = None,
-          timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait for "
-                                                   "the callback.",
-                                                   parser=params.timeout_s)] = 300.0) -> None:
+def login(
+    ctx: typer.Context,
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="Print the URL instead of opening a browser.")
+    ] = False,
+    scopes: Annotated[
+        list[str] | None, typer.Option("--scopes", help="Scopes to ask for (repeatable).")
+    ] = None,
+    timeout_s: Annotated[
+        float,
+        typer.Option(
+            "--timeout", help="Seconds to wait for the callback.", parser=params.timeout_s
+        ),
+    ] = 300.0,
+) -> None:
     """Log a character in through EVE SSO (authorization code + PKCE) and track it."""
     app_ctx = app_context(ctx)
     accounts = _accounts(app_ctx, create=True)
-    tokens = run_login(accounts.sso, app_ctx.settings.callback_url,
-                       scopes or list(DEFAULT_SCOPES), open_browser=not no_browser,
-                       timeout_s=timeout_s,
-                       on_url=lambda url: app_ctx.console.print(f"Open this URL to log in: {url}"))
+    tokens = run_login(
+        accounts.sso,
+        app_ctx.settings.callback_url,
+        scopes or list(DEFAULT_SCOPES),
+        open_browser=not no_browser,
+        timeout_s=timeout_s,
+        on_url=lambda url: app_ctx.console.print(f"Open this URL to log in: {url}"),
+    )
     _report_added(app_ctx, accounts.store_login(tokens))
 
 
 def refresh_token(
     ctx: typer.Context,
-    character_ids: Annotated[list[int] | None, typer.Argument(help="Characters to refresh.",
-                                                              show_default=False,
-                                                              parser=params.character_id)
-                             ] = None,
+    character_ids: Annotated[
+        list[int] | None,
+        typer.Argument(
+            help="Characters to refresh.", show_default=False, parser=params.character_id
+        ),
+    ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every active character.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -222,25 +277,44 @@ def refresh_token(
     app_ctx = app_context(ctx)
     accounts = _accounts(app_ctx)
     if all_:
-        ids = [i.character_id for i in list_characters(app_ctx.database())
-               if i.status == "active"]
+        ids = [i.character_id for i in list_characters(app_ctx.database()) if i.status == "active"]
     elif character_ids:
         ids = list(character_ids)
     else:
         raise UsageError("name characters to refresh, or --all")
     show = is_interactive() and not as_json and app_ctx.verbosity >= 0 and len(ids) > 1
-    with Progress(PlainTextColumn("refreshing tokens"), BarColumn(), MofNCompleteColumn(),
-                  console=app_ctx.console, disable=not show) as progress:
+    with Progress(
+        PlainTextColumn("refreshing tokens"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=app_ctx.console,
+        disable=not show,
+    ) as progress:
         results = [accounts.refresh(cid) for cid in progress.track(ids)]
     if as_json:
-        print_json("refresh", [{"character_id": r.character_id, "name": r.name, "ok": r.ok,
-                                "expires_at": r.expires_at, "reason": r.reason,
-                                "retryable": r.retryable} for r in results])
+        print_json(
+            "refresh",
+            [
+                {
+                    "character_id": r.character_id,
+                    "name": r.name,
+                    "ok": r.ok,
+                    "expires_at": r.expires_at,
+                    "reason": r.reason,
+                    "retryable": r.retryable,
+                }
+                for r in results
+            ],
+        )
     else:
         for r in results:
-            state = (f"ok, expires {_when(r.expires_at)}" if r.ok
-                     else f"RETRY LATER: {r.reason}" if r.retryable
-                     else f"NEEDS LOGIN: {r.reason}")
+            state = (
+                f"ok, expires {_when(r.expires_at)}"
+                if r.ok
+                else f"RETRY LATER: {r.reason}"
+                if r.retryable
+                else f"NEEDS LOGIN: {r.reason}"
+            )
             typer.echo(f"{r.character_id}\t{sanitize(r.name)}\t{sanitize(state)}")
     if any(not r.ok and not r.retryable for r in results):
         raise typer.Exit(int(ExitCode.NEEDS_LOGIN))
@@ -250,8 +324,10 @@ def refresh_token(
 
 def register(root: typer.Typer) -> None:
     root.add_typer(app)
-    root.command("login", epilog=examples(
-        "killsync login", "killsync login --no-browser --timeout 120"))(login)
-    root.command("refresh-token", epilog=examples(
-        "killsync refresh-token --all", "killsync refresh-token 2112345678 --json"))(
-            refresh_token)
+    root.command(
+        "login", epilog=examples("killsync login", "killsync login --no-browser --timeout 120")
+    )(login)
+    root.command(
+        "refresh-token",
+        epilog=examples("killsync refresh-token --all", "killsync refresh-token 2112345678 --json"),
+    )(refresh_token)

@@ -70,8 +70,7 @@ def prepare_sqlite_file(path: Path, *, create: bool) -> None:
         make_private_dir(path.parent)
         create_private_file(path)
     except OSError as exc:
-        raise DatabaseError(f"cannot create the database {path}: {exc.strerror or exc}"
-                            ) from exc
+        raise DatabaseError(f"cannot create the database {path}: {exc.strerror or exc}") from exc
 
 
 def _check_sqlite_header(path: Path) -> None:
@@ -81,8 +80,10 @@ def _check_sqlite_header(path: Path) -> None:
     except OSError as exc:
         raise DatabaseError(f"cannot read the database {path}: {exc.strerror or exc}") from exc
     if header and header != SQLITE_HEADER:  # an empty file is an empty database
-        raise DatabaseError(f"{path} is not a SQLite database",
-                            hint="point KILLSYNC_DATABASE_URL at a killsync database")
+        raise DatabaseError(
+            f"{path} is not a SQLite database",
+            hint="point KILLSYNC_DATABASE_URL at a killsync database",
+        )
 
 
 # Connections per process: a worker's syncs (32 by default) and body threads (16) each may
@@ -104,19 +105,27 @@ def make_engine(url: str) -> Engine:
         # IN lists and multi-row INSERTs of every length are distinct SQL texts: with the
         # driver's default of 128 prepared statements per pooled connection they kept tens
         # of MiB alive (peak RSS 133 -> 111 MiB over 20,000 killmails with 16).
-        engine = create_engine(parsed, connect_args={
-            "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
-            "cached_statements": SQLITE_CACHED_STATEMENTS,
-        }, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
+        engine = create_engine(
+            parsed,
+            connect_args={
+                "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+                "cached_statements": SQLITE_CACHED_STATEMENTS,
+            },
+            pool_size=POOL_SIZE,
+            max_overflow=POOL_OVERFLOW,
+        )
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
     try:
-        return create_engine(parsed, pool_pre_ping=True, pool_size=POOL_SIZE,
-                             max_overflow=POOL_OVERFLOW)
+        return create_engine(
+            parsed, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW
+        )
     except ModuleNotFoundError as exc:
-        raise ConfigError(f"KILLSYNC_DATABASE_URL: the driver for {parsed.drivername} is not "
-                          "installed", hint="pip install 'killsync[postgres]'") from exc
+        raise ConfigError(
+            f"KILLSYNC_DATABASE_URL: the driver for {parsed.drivername} is not installed",
+            hint="pip install 'killsync[postgres]'",
+        ) from exc
 
 
 class Database:
@@ -206,7 +215,8 @@ class Database:
             raise DatabaseError(
                 f"database schema {revision} is newer than this killsync (it knows up to "
                 f"{self.head_revision()})",
-                hint="upgrade killsync; `db upgrade` cannot go back")
+                hint="upgrade killsync; `db upgrade` cannot go back",
+            )
 
     def _has_tables(self) -> bool:
         with self._connect() as conn:

@@ -27,11 +27,18 @@ class DbEtagStore:
             return CacheEntry(row.etag, row.expires_at, row.last_modified)
 
     def put(self, url: str, entry: CacheEntry) -> None:
-        values = {"url": url, "etag": entry.etag, "expires_at": entry.expires_at,
-                  "last_modified": entry.last_modified, "updated_at": utcnow()}
+        values = {
+            "url": url,
+            "etag": entry.etag,
+            "expires_at": entry.expires_at,
+            "last_modified": entry.last_modified,
+            "updated_at": utcnow(),
+        }
         with self._db.session() as session:
             stmt = dialect_insert(session, ESI_CACHE).values(values)
-            session.execute(stmt.on_conflict_do_update(
-                index_elements=[ESI_CACHE.c.url],
-                set_={k: stmt.excluded[k] for k in values if k != "url"},
-            ))
+            session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[ESI_CACHE.c.url],
+                    set_={k: stmt.excluded[k] for k in values if k != "url"},
+                )
+            )

@@ -325,8 +325,9 @@ class EgressBlock(Base):
     """Tokens one process took from a shared bucket; they count until ``expires_at``."""
 
     __tablename__ = "egress_blocks"
-    __table_args__ = (Index("ix_egress_blocks_egress_budget_expires_at",
-                            "egress", "budget", "expires_at"),)
+    __table_args__ = (
+        Index("ix_egress_blocks_egress_budget_expires_at", "egress", "budget", "expires_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     egress: Mapped[str] = mapped_column(String(100))

@@ -88,8 +88,9 @@ def insert_ignore(session: Session, table: Table) -> Any:
     return dialect_insert(session, table).on_conflict_do_nothing()
 
 
-def save_killmails(session: Session, batch: Sequence[KillmailRows], *,
-                   isolate: bool = False) -> SaveResult:
+def save_killmails(
+    session: Session, batch: Sequence[KillmailRows], *, isolate: bool = False
+) -> SaveResult:
     """Insert a batch of parsed killmails; already stored ones are left untouched.
 
     ``isolate=False``: any refusal fails the whole batch (the caller's transaction).
@@ -131,8 +132,7 @@ def _insert_unique(session: Session, unique: list[KillmailRows]) -> set[int]:
     return new_ids
 
 
-def _save_one_by_one(session: Session, unique: dict[int, KillmailRows], size: int
-                     ) -> SaveResult:
+def _save_one_by_one(session: Session, unique: dict[int, KillmailRows], size: int) -> SaveResult:
     """The fallback after a refused batch: one savepoint per killmail."""
     new_ids: set[int] = set()
     rejected: list[RejectedKillmail] = []
@@ -178,8 +178,9 @@ def _insert_children(session: Session, table: Table, rows: list[dict[str, Any]])
         session.execute(table.insert(), rows)
         return
     columns = list(rows[0])
-    processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-                  for name in columns]
+    processors = [
+        table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns
+    ]
     quote = dialect.identifier_preparer.quote
     sql = f"COPY {quote(table.name)} ({', '.join(map(quote, columns))}) FROM STDIN"
     driver = session.connection().connection.driver_connection
@@ -188,10 +189,14 @@ def _insert_children(session: Session, table: Table, rows: list[dict[str, Any]])
     try:
         with cursor, cursor.copy(sql) as copy:
             for row in rows:
-                copy.write_row([value if process is None else process(value)
-                                for process, value in zip(processors,
-                                                          map(row.__getitem__, columns),
-                                                          strict=True)])
+                copy.write_row(
+                    [
+                        value if process is None else process(value)
+                        for process, value in zip(
+                            processors, map(row.__getitem__, columns), strict=True
+                        )
+                    ]
+                )
     except dialect.loaded_dbapi.Error as exc:  # as SQLAlchemy wraps an INSERT's errors
         raise DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error) from exc
 
@@ -212,13 +217,17 @@ def link_characters(session: Session, pairs: Iterable[tuple[int, int]]) -> None:
 
 def _raise_newest_killmail(session: Session, character_id: int, ids: list[int]) -> None:
     """One UPDATE: the adaptive cadence reads this column instead of a join per cron run."""
-    newest = (select(func.max(KILLMAILS.c.killmail_time))
-              .where(KILLMAILS.c.killmail_id.in_(ids)).scalar_subquery())
+    newest = (
+        select(func.max(KILLMAILS.c.killmail_time))
+        .where(KILLMAILS.c.killmail_id.in_(ids))
+        .scalar_subquery()
+    )
     column = CHARACTERS.c.newest_killmail_at
-    session.execute(update(CHARACTERS)
-                    .where(CHARACTERS.c.character_id == character_id,
-                           or_(column.is_(None), column < newest))
-                    .values(newest_killmail_at=newest))
+    session.execute(
+        update(CHARACTERS)
+        .where(CHARACTERS.c.character_id == character_id, or_(column.is_(None), column < newest))
+        .values(newest_killmail_at=newest)
+    )
 
 
 def existing_killmail_ids(session: Session, ids: Iterable[int]) -> set[int]:
@@ -227,9 +236,11 @@ def existing_killmail_ids(session: Session, ids: Iterable[int]) -> set[int]:
     found: set[int] = set()
     for start in range(0, len(wanted), READ_CHUNK):
         chunk = wanted[start : start + READ_CHUNK]
-        found.update(session.scalars(
-            select(KILLMAILS.c.killmail_id).where(KILLMAILS.c.killmail_id.in_(chunk))
-        ))
+        found.update(
+            session.scalars(
+                select(KILLMAILS.c.killmail_id).where(KILLMAILS.c.killmail_id.in_(chunk))
+            )
+        )
     return found
 
 

@@ -103,8 +103,9 @@ class Bucket:
         limit = self.limit_tokens or 0
         return limit - self.others(now_s) - self.own_used(now_s) - self.reserved_tokens
 
-    def record(self, now_s: float, *, spent: int, limit: tuple[int, float] | None,
-               remaining: int | None) -> None:
+    def record(
+        self, now_s: float, *, spent: int, limit: tuple[int, float] | None, remaining: int | None
+    ) -> None:
         """Book one response: its cost into the ledger, its report into the estimate."""
         if limit is not None:
             self.limit_tokens, self.window_s = limit

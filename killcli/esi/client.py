@@ -107,8 +107,9 @@ class EsiClient:
         self._policy = retry_policy or RetryPolicy()
         self._rand = rand
         self.stats = ClientStats()
-        limits = httpx.Limits(max_connections=max_connections,
-                              max_keepalive_connections=max_connections)
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             # local_address: KILLSYNC_SOURCE_ADDRESS, the address ESI keys our budget by
@@ -134,8 +135,12 @@ class EsiClient:
     def __enter__(self) -> EsiClient:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     # -- cache helpers ------------------------------------------------------------------
@@ -151,24 +156,48 @@ class EsiClient:
 
     # -- typed calls --------------------------------------------------------------------
 
-    def fetch_killmail_list_page(self, character_id: int, access_token: str, page: int = 1,
-                                 etag: str | None = None, *,
-                                 conditional: bool = True) -> ListPageResult:
+    def fetch_killmail_list_page(
+        self,
+        character_id: int,
+        access_token: str,
+        page: int = 1,
+        etag: str | None = None,
+        *,
+        conditional: bool = True,
+    ) -> ListPageResult:
         """One page of a character's recent killmails.
 
         Page 1 is conditional (``etag``, else the stored one) unless ``conditional`` is
         false; later pages never are, because a 304 has no rows to read.
         """
-        return self._list_page(character_killmails_path(character_id), character_id,
-                               access_token, page, etag, conditional=conditional)
+        return self._list_page(
+            character_killmails_path(character_id),
+            character_id,
+            access_token,
+            page,
+            etag,
+            conditional=conditional,
+        )
 
     def fetch_corporation_killmail_list_page(
-        self, corporation_id: int, character_id: int, access_token: str, page: int = 1,
-        etag: str | None = None, *, conditional: bool = True,
+        self,
+        corporation_id: int,
+        character_id: int,
+        access_token: str,
+        page: int = 1,
+        etag: str | None = None,
+        *,
+        conditional: bool = True,
     ) -> ListPageResult:
         """One page of a corporation's recent killmails, read with a director's token."""
-        return self._list_page(corporation_killmails_path(corporation_id), character_id,
-                               access_token, page, etag, conditional=conditional)
+        return self._list_page(
+            corporation_killmails_path(corporation_id),
+            character_id,
+            access_token,
+            page,
+            etag,
+            conditional=conditional,
+        )
 
     def fetch_killmail(self, killmail_id: int, killmail_hash: str) -> dict[str, Any]:
         """A killmail's raw JSON body (public route, no token). 422: wrong hash."""
@@ -222,23 +251,43 @@ class EsiClient:
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         owner = character_id if character_id is not None or token is None else character_of(token)
-        call = _Call(method.upper(), path, url, route_of(path), owner, bucket_hint,
-                     params, json, headers)
+        call = _Call(
+            method.upper(), path, url, route_of(path), owner, bucket_hint, params, json, headers
+        )
         response = self._with_retries(call)
         if use_etag_store and self._etags is not None and response.etag is not None:
-            self._etags.put(url, CacheEntry(
-                etag=response.etag,
-                expires_at=response.expires,
-                last_modified=response.last_modified or (stored.last_modified if stored else None),
-            ))
+            self._etags.put(
+                url,
+                CacheEntry(
+                    etag=response.etag,
+                    expires_at=response.expires,
+                    last_modified=response.last_modified
+                    or (stored.last_modified if stored else None),
+                ),
+            )
         return response
 
-    def _list_page(self, path: str, character_id: int, access_token: str, page: int,
-                   etag: str | None, *, conditional: bool) -> ListPageResult:
+    def _list_page(
+        self,
+        path: str,
+        character_id: int,
+        access_token: str,
+        page: int,
+        etag: str | None,
+        *,
+        conditional: bool,
+    ) -> ListPageResult:
         first = page == 1
-        response = self.request("GET", path, token=access_token, params={"page": page},
-                                character_id=character_id, etag=etag if first else None,
-                                use_etag_store=first, conditional=conditional and first)
+        response = self.request(
+            "GET",
+            path,
+            token=access_token,
+            params={"page": page},
+            character_id=character_id,
+            etag=etag if first else None,
+            use_etag_store=first,
+            conditional=conditional and first,
+        )
         items = () if response.not_modified else parse_killmail_refs(response.url, response.body)
         return ListPageResult(
             status=response.status,
@@ -275,26 +324,42 @@ class EsiClient:
         if self._limiter is not None:
             reservation = self._limiter.acquire(call.route, call.owner, call.group_hint)
         try:
-            response = self._http.request(call.method, call.path, params=call.params,
-                                          json=call.json, headers=call.headers)
+            response = self._http.request(
+                call.method, call.path, params=call.params, json=call.json, headers=call.headers
+            )
         except (httpx.TransportError, httpx.DecodingError) as exc:
             if self._limiter is not None and reservation is not None:
                 self._limiter.cancel(reservation)
             self.stats.record_transport_error(self._group_of(call))
             raise RetrySignal("transient", f"{type(exc).__name__} talking to ESI") from exc
-        retry_after_s = parse_retry_after(response.headers.get("retry-after"),
-                                          now=self._clock.now())
+        retry_after_s = parse_retry_after(
+            response.headers.get("retry-after"), now=self._clock.now()
+        )
         spend = SpendResult(None, 0)
         if self._limiter is not None and reservation is not None:
-            spend = self._limiter.release(reservation, status=response.status_code,
-                                          headers=response.headers, retry_after_s=retry_after_s)
+            spend = self._limiter.release(
+                reservation,
+                status=response.status_code,
+                headers=response.headers,
+                retry_after_s=retry_after_s,
+            )
         group = response.headers.get("x-ratelimit-group") or self._group_of(call)
-        self.stats.record_response(group, response.status_code, tokens=spend.tokens,
-                                   bucket=None if spend.key is None else spend.key.label())
+        self.stats.record_response(
+            group,
+            response.status_code,
+            tokens=spend.tokens,
+            bucket=None if spend.key is None else spend.key.label(),
+        )
         return self._interpret(call, response, retry_after_s, group, spend)
 
-    def _interpret(self, call: _Call, response: httpx.Response, retry_after_s: float | None,
-                   group: str | None, spend: SpendResult) -> EsiResponse:
+    def _interpret(
+        self,
+        call: _Call,
+        response: httpx.Response,
+        retry_after_s: float | None,
+        group: str | None,
+        spend: SpendResult,
+    ) -> EsiResponse:
         status = response.status_code
         if 200 <= status < 300 or status == 304:
             return self._answer(call, response, group)
@@ -302,15 +367,21 @@ class EsiClient:
             reset_s = parse_error_reset(response.headers.get("x-esi-error-limit-reset"))
             # The limiter now pauses every request until the reset, this one's retry too.
             wait_s = 0.0 if self._limiter is not None else self._first(reset_s, retry_after_s)
-            raise RetrySignal("rate_limited", "ESI error limit reached (420)", status=420,
-                              retry_after_s=wait_s)
+            raise RetrySignal(
+                "rate_limited", "ESI error limit reached (420)", status=420, retry_after_s=wait_s
+            )
         if status == 429:
             blocked = self._limiter is not None and spend.key is not None
-            raise RetrySignal("rate_limited", "ESI rate limit reached (429)", status=429,
-                              retry_after_s=0.0 if blocked else self._first(retry_after_s))
+            raise RetrySignal(
+                "rate_limited",
+                "ESI rate limit reached (429)",
+                status=429,
+                retry_after_s=0.0 if blocked else self._first(retry_after_s),
+            )
         if status >= 500:
-            raise RetrySignal("transient", f"ESI answered {status}", status=status,
-                              retry_after_s=retry_after_s)
+            raise RetrySignal(
+                "transient", f"ESI answered {status}", status=status, retry_after_s=retry_after_s
+            )
         raise EsiHttpError(status, mask_url(call.url), _error_detail(response))
 
     def _answer(self, call: _Call, response: httpx.Response, group: str | None) -> EsiResponse:

@@ -21,7 +21,9 @@ class ListRefreshed(EsiError):
     """
 
     def __init__(self, url: str, page: int) -> None:
-        super().__init__(f"the list at {url} was refreshed while reading page {page}",
-                         hint="it changes every few minutes; try again")
+        super().__init__(
+            f"the list at {url} was refreshed while reading page {page}",
+            hint="it changes every few minutes; try again",
+        )
         self.url = url
         self.page = page

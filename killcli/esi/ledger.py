@@ -129,8 +129,7 @@ class BudgetTotals:
 class EgressLedger:
     """The SQL side: every method is one short transaction on the shared tables."""
 
-    def __init__(self, db: Database, egress: str, owner: str, *, wall: Wall = time.time
-                 ) -> None:
+    def __init__(self, db: Database, egress: str, owner: str, *, wall: Wall = time.time) -> None:
         self.db = db
         self.egress = egress
         self.owner = owner
@@ -138,9 +137,17 @@ class EgressLedger:
         self._lock_rows = db.dialect == "postgresql"  # SQLite: BEGIN IMMEDIATE locks all
         self._leases = 0
 
-    def lease(self, budget: str, *, tokens: int, limit_tokens: int, window_s: float,
-              margin: int, hold_s: float, closing: Sequence[BlockClose] = ()
-              ) -> Grant | Refusal:
+    def lease(
+        self,
+        budget: str,
+        *,
+        tokens: int,
+        limit_tokens: int,
+        window_s: float,
+        margin: int,
+        hold_s: float,
+        closing: Sequence[BlockClose] = (),
+    ) -> Grant | Refusal:
         """Take ``tokens`` from ``budget`` if they fit under ``limit - margin``."""
         now = self._wall()
         with self.db.session() as session:
@@ -154,22 +161,39 @@ class EgressLedger:
             excess = sum(row.tokens for row in live) + tokens - (limit_tokens - margin)
             if excess > 0:
                 return Refusal(_back_at(live, excess, now + window_s), holders, closed=False)
-            block_id = session.scalar(insert(BLOCKS).values(
-                egress=self.egress, budget=budget, owner=self.owner, taken_at=now,
-                tokens=tokens, expires_at=now + hold_s + window_s).returning(BLOCKS.c.id))
+            block_id = session.scalar(
+                insert(BLOCKS)
+                .values(
+                    egress=self.egress,
+                    budget=budget,
+                    owner=self.owner,
+                    taken_at=now,
+                    tokens=tokens,
+                    expires_at=now + hold_s + window_s,
+                )
+                .returning(BLOCKS.c.id)
+            )
         return Grant(int(block_id or 0), tokens, now, holders)
 
-    def record_spend(self, budget: str, tokens: int, limit_tokens: int | None,
-                     window_s: float) -> None:
+    def record_spend(
+        self, budget: str, tokens: int, limit_tokens: int | None, window_s: float
+    ) -> None:
         """Book tokens spent outside any block (a probe that learnt the bucket's size), and
         the size, so that the egress's other processes need no probe of their own."""
         now = self._wall()
         with self.db.session() as session:
             self._no_fsync(session)
             self._lock_budget(session, budget, limit_tokens, window_s, now)
-            session.execute(insert(BLOCKS).values(
-                egress=self.egress, budget=budget, owner=self.owner, taken_at=now,
-                tokens=tokens, expires_at=now + window_s))
+            session.execute(
+                insert(BLOCKS).values(
+                    egress=self.egress,
+                    budget=budget,
+                    owner=self.owner,
+                    taken_at=now,
+                    tokens=tokens,
+                    expires_at=now + window_s,
+                )
+            )
 
     def close_blocks(self, closing: Sequence[BlockClose]) -> None:
         """Hand blocks back: their unused tokens are free for every process at once."""
@@ -181,26 +205,41 @@ class EgressLedger:
         """Nothing from ``budget`` (or nothing at all: :data:`ERROR_LIMIT`) before ``until``."""
         with self.db.session() as session:
             self._lock_budget(session, budget, None, None, self._wall())
-            session.execute(update(BUDGETS).where(*self._budget_is(budget),
-                                                  BUDGETS.c.blocked_until < until)
-                            .values(blocked_until=until))
+            session.execute(
+                update(BUDGETS)
+                .where(*self._budget_is(budget), BUDGETS.c.blocked_until < until)
+                .values(blocked_until=until)
+            )
 
     def budgets(self) -> dict[str, BudgetState]:
         """Every budget of this egress: its size as ESI reported it, and ``blocked_until``."""
         with self.db.session() as session:
-            rows = session.execute(select(BUDGETS.c.budget, BUDGETS.c.limit_tokens,
-                                          BUDGETS.c.window_s, BUDGETS.c.blocked_until)
-                                   .where(BUDGETS.c.egress == self.egress))
-            return {str(row.budget): BudgetState(
-                None if row.limit_tokens is None or row.window_s is None
-                else (int(row.limit_tokens), float(row.window_s)),
-                float(row.blocked_until)) for row in rows}
+            rows = session.execute(
+                select(
+                    BUDGETS.c.budget,
+                    BUDGETS.c.limit_tokens,
+                    BUDGETS.c.window_s,
+                    BUDGETS.c.blocked_until,
+                ).where(BUDGETS.c.egress == self.egress)
+            )
+            return {
+                str(row.budget): BudgetState(
+                    None
+                    if row.limit_tokens is None or row.window_s is None
+                    else (int(row.limit_tokens), float(row.window_s)),
+                    float(row.blocked_until),
+                )
+                for row in rows
+            }
 
     def blocked(self) -> dict[str, float]:
         """``{budget: blocked_until}`` of every budget of this egress blocked right now."""
         now = self._wall()
-        return {budget: state.blocked_until for budget, state in self.budgets().items()
-                if state.blocked_until > now}
+        return {
+            budget: state.blocked_until
+            for budget, state in self.budgets().items()
+            if state.blocked_until > now
+        }
 
     # -- internals ---------------------------------------------------------------------
 
@@ -217,41 +256,68 @@ class EgressLedger:
     def _budget_is(self, budget: str) -> tuple[Any, Any]:
         return BUDGETS.c.egress == self.egress, BUDGETS.c.budget == budget
 
-    def _lock_budget(self, session: Session, budget: str, limit_tokens: int | None,
-                     window_s: float | None, now: float) -> float:
+    def _lock_budget(
+        self,
+        session: Session,
+        budget: str,
+        limit_tokens: int | None,
+        window_s: float | None,
+        now: float,
+    ) -> float:
         """Lock the budget's row (creating it once); returns its ``blocked_until``."""
-        stmt = select(BUDGETS.c.blocked_until, BUDGETS.c.limit_tokens,
-                      BUDGETS.c.window_s).where(*self._budget_is(budget))
+        stmt = select(BUDGETS.c.blocked_until, BUDGETS.c.limit_tokens, BUDGETS.c.window_s).where(
+            *self._budget_is(budget)
+        )
         if self._lock_rows:
             stmt = stmt.with_for_update()
         row = session.execute(stmt).first()
         if row is None:
-            session.execute(insert_ignore(session, BUDGETS).values(
-                egress=self.egress, budget=budget, limit_tokens=limit_tokens,
-                window_s=window_s, blocked_until=0.0, updated_at=now))
+            session.execute(
+                insert_ignore(session, BUDGETS).values(
+                    egress=self.egress,
+                    budget=budget,
+                    limit_tokens=limit_tokens,
+                    window_s=window_s,
+                    blocked_until=0.0,
+                    updated_at=now,
+                )
+            )
             row = session.execute(stmt).one()
         elif limit_tokens is not None and (row.limit_tokens, row.window_s) != (
-                limit_tokens, window_s):
-            session.execute(update(BUDGETS).where(*self._budget_is(budget)).values(
-                limit_tokens=limit_tokens, window_s=window_s, updated_at=now))
+            limit_tokens,
+            window_s,
+        ):
+            session.execute(
+                update(BUDGETS)
+                .where(*self._budget_is(budget))
+                .values(limit_tokens=limit_tokens, window_s=window_s, updated_at=now)
+            )
         return float(row.blocked_until)
 
     def _close(self, session: Session, closing: Iterable[BlockClose]) -> None:
-        rows = [{"b_id": c.block_id, "b_tokens": c.tokens, "b_expires": c.expires_at}
-                for c in closing]
+        rows = [
+            {"b_id": c.block_id, "b_tokens": c.tokens, "b_expires": c.expires_at} for c in closing
+        ]
         if rows:
-            session.execute(update(BLOCKS).where(BLOCKS.c.id == bindparam("b_id")).values(
-                tokens=bindparam("b_tokens"), expires_at=bindparam("b_expires")), rows)
+            session.execute(
+                update(BLOCKS)
+                .where(BLOCKS.c.id == bindparam("b_id"))
+                .values(tokens=bindparam("b_tokens"), expires_at=bindparam("b_expires")),
+                rows,
+            )
 
-    def _live_blocks(self, session: Session, budget: str, now: float
-                     ) -> Sequence[Row[Any, Any, Any]]:
+    def _live_blocks(
+        self, session: Session, budget: str, now: float
+    ) -> Sequence[Row[Any, Any, Any]]:
         where = (BLOCKS.c.egress == self.egress, BLOCKS.c.budget == budget)
         self._leases += 1
         if self._leases % PURGE_EVERY == 1:  # housekeeping; expired rows are ignored anyway
             session.execute(delete(BLOCKS).where(*where, BLOCKS.c.expires_at <= now))
-        return session.execute(select(BLOCKS.c.tokens, BLOCKS.c.expires_at, BLOCKS.c.owner)
-                               .where(*where, BLOCKS.c.expires_at > now)
-                               .order_by(BLOCKS.c.expires_at)).all()
+        return session.execute(
+            select(BLOCKS.c.tokens, BLOCKS.c.expires_at, BLOCKS.c.owner)
+            .where(*where, BLOCKS.c.expires_at > now)
+            .order_by(BLOCKS.c.expires_at)
+        ).all()
 
 
 def _back_at(live: Sequence[Row[Any, Any, Any]], excess: int, fallback: float) -> float:
@@ -267,13 +333,30 @@ def egress_totals(db: Database, *, wall: Wall = time.time) -> list[BudgetTotals]
     """Every egress's shared budgets: tokens in use (live blocks), holders, blocks."""
     now = wall()
     with db.session() as session:
-        usage = {(str(e), str(b)): (int(t or 0), int(h)) for e, b, t, h in session.execute(
-            select(BLOCKS.c.egress, BLOCKS.c.budget, func.sum(BLOCKS.c.tokens),
-                   func.count(BLOCKS.c.owner.distinct()))
-            .where(BLOCKS.c.expires_at > now).group_by(BLOCKS.c.egress, BLOCKS.c.budget))}
-        budgets = session.execute(select(BUDGETS).order_by(BUDGETS.c.egress,
-                                                           BUDGETS.c.budget)).all()
-    return [BudgetTotals(row.egress, row.budget, row.limit_tokens, row.window_s,
-                         *usage.get((row.egress, row.budget), (0, 0)),
-                         blocked_for_s=max(0.0, float(row.blocked_until) - now))
-            for row in budgets]
+        usage = {
+            (str(e), str(b)): (int(t or 0), int(h))
+            for e, b, t, h in session.execute(
+                select(
+                    BLOCKS.c.egress,
+                    BLOCKS.c.budget,
+                    func.sum(BLOCKS.c.tokens),
+                    func.count(BLOCKS.c.owner.distinct()),
+                )
+                .where(BLOCKS.c.expires_at > now)
+                .group_by(BLOCKS.c.egress, BLOCKS.c.budget)
+            )
+        }
+        budgets = session.execute(
+            select(BUDGETS).order_by(BUDGETS.c.egress, BUDGETS.c.budget)
+        ).all()
+    return [
+        BudgetTotals(
+            row.egress,
+            row.budget,
+            row.limit_tokens,
+            row.window_s,
+            *usage.get((row.egress, row.budget), (0, 0)),
+            blocked_for_s=max(0.0, float(row.blocked_until) - now),
+        )
+        for row in budgets
+    ]

@@ -86,8 +86,11 @@ def parse_killmail_refs(url: str, body: Any) -> tuple[KillmailRef, ...]:
         raise MalformedResponse(url, "expected a JSON array of killmail refs")
     refs = []
     for row in body:
-        if not (isinstance(row, dict) and _is_int(row.get("killmail_id"))
-                and isinstance(row.get("killmail_hash"), str)):
+        if not (
+            isinstance(row, dict)
+            and _is_int(row.get("killmail_id"))
+            and isinstance(row.get("killmail_hash"), str)
+        ):
             raise MalformedResponse(url, "a row lacks an integer killmail_id or a hash")
         refs.append(KillmailRef(row["killmail_id"], row["killmail_hash"]))
     return tuple(refs)
@@ -108,8 +111,12 @@ def parse_names(url: str, body: Any) -> list[NameResult]:
         raise MalformedResponse(url, "expected a JSON array of names")
     names = []
     for row in body:
-        if not (isinstance(row, dict) and _is_int(row.get("id"))
-                and isinstance(row.get("name"), str) and isinstance(row.get("category"), str)):
+        if not (
+            isinstance(row, dict)
+            and _is_int(row.get("id"))
+            and isinstance(row.get("name"), str)
+            and isinstance(row.get("category"), str)
+        ):
             raise MalformedResponse(url, "a name row lacks id, name or category")
         names.append(NameResult(row["id"], row["name"], row["category"]))
     return names

@@ -32,20 +32,20 @@ class NamesResult:
     unknown_ids: tuple[int, ...]
 
 
-def fetch_names(client: NamesApi, ids: Iterable[int], *, batch_size: int = MAX_BATCH
-                ) -> NamesResult:
+def fetch_names(
+    client: NamesApi, ids: Iterable[int], *, batch_size: int = MAX_BATCH
+) -> NamesResult:
     """Resolve any number of IDs, ``batch_size`` (<= 1000) at a time."""
     unique = list(dict.fromkeys(ids))
     size = max(1, min(batch_size, MAX_BATCH))
     names: list[NameResult] = []
     unknown: list[int] = []
     for start in range(0, len(unique), size):
-        _resolve(client, unique[start:start + size], names, unknown)
+        _resolve(client, unique[start : start + size], names, unknown)
     return NamesResult(tuple(names), tuple(unknown))
 
 
-def _resolve(client: NamesApi, ids: list[int], names: list[NameResult],
-             unknown: list[int]) -> None:
+def _resolve(client: NamesApi, ids: list[int], names: list[NameResult], unknown: list[int]) -> None:
     try:
         names.extend(client.post_universe_names(ids))
     except EsiHttpError as exc:

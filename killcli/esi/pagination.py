@@ -34,9 +34,15 @@ class FetchPage(Protocol):
 
 
 class _ListApi(Protocol):
-    def fetch_killmail_list_page(self, character_id: int, access_token: str, page: int = 1,
-                                 etag: str | None = None, *,
-                                 conditional: bool = True) -> ListPageResult: ...
+    def fetch_killmail_list_page(
+        self,
+        character_id: int,
+        access_token: str,
+        page: int = 1,
+        etag: str | None = None,
+        *,
+        conditional: bool = True,
+    ) -> ListPageResult: ...
 
 
 @dataclass(frozen=True)
@@ -64,12 +70,15 @@ def check_page_count(page: ListPageResult, label: str) -> None:
         shown = str(page.pages)
         if len(shown) > 24:
             shown = f"{shown[:20]}... ({len(shown)} digits)"
-        raise EsiError(f"ESI sent X-Pages {shown} for {label}: expected 1..{MAX_LIST_PAGES}",
-                       hint="a broken answer from ESI or a proxy; try again later")
+        raise EsiError(
+            f"ESI sent X-Pages {shown} for {label}: expected 1..{MAX_LIST_PAGES}",
+            hint="a broken answer from ESI or a proxy; try again later",
+        )
 
 
-def iter_list_pages(fetch_page: FetchPage, *, conditional: bool = True,
-                    label: str = "the killmail list") -> Iterator[ListPageResult]:
+def iter_list_pages(
+    fetch_page: FetchPage, *, conditional: bool = True, label: str = "the killmail list"
+) -> Iterator[ListPageResult]:
     """Yield pages 1..``X-Pages`` (only page 1 when it is a 304).
 
     Raises :class:`ListRefreshed` when a later page shows the list changed mid-walk, and
@@ -106,8 +115,9 @@ def walk_list(
     """
     for restart in range(max_restarts + 1):
         try:
-            return _walk_once(fetch_page, stop_when, label, restart,
-                              conditional=conditional and restart == 0)
+            return _walk_once(
+                fetch_page, stop_when, label, restart, conditional=conditional and restart == 0
+            )
         except ListRefreshed:
             if restart == max_restarts:
                 raise
@@ -126,16 +136,27 @@ def walk_character_killmails(
     """:func:`walk_list` over a character's recent killmails."""
 
     def fetch(page: int, *, conditional: bool) -> ListPageResult:
-        return client.fetch_killmail_list_page(character_id, access_token, page,
-                                               conditional=conditional)
+        return client.fetch_killmail_list_page(
+            character_id, access_token, page, conditional=conditional
+        )
 
-    return walk_list(fetch, stop_when=stop_when, max_restarts=max_restarts,
-                     conditional=conditional,
-                     label=f"the killmail list of character {character_id}")
+    return walk_list(
+        fetch,
+        stop_when=stop_when,
+        max_restarts=max_restarts,
+        conditional=conditional,
+        label=f"the killmail list of character {character_id}",
+    )
 
 
-def _walk_once(fetch_page: FetchPage, stop_when: Callable[[ListPageResult], bool] | None,
-               label: str, restarts: int, *, conditional: bool) -> ListWalkResult:
+def _walk_once(
+    fetch_page: FetchPage,
+    stop_when: Callable[[ListPageResult], bool] | None,
+    label: str,
+    restarts: int,
+    *,
+    conditional: bool,
+) -> ListWalkResult:
     items: dict[KillmailRef, None] = {}  # a dict keeps first-seen order while de-duplicating
     pages_read, total, not_modified, stopped = 0, 1, False, False
     for page in iter_list_pages(fetch_page, conditional=conditional, label=label):

@@ -110,15 +110,19 @@ def _definitive(status: int) -> bool:
     return status < 400
 
 
-def describe_wait(reason: WaitReason, key: BucketKey | None, wait_s: float,
-                  shared_with: int = 0) -> str:
+def describe_wait(
+    reason: WaitReason, key: BucketKey | None, wait_s: float, shared_with: int = 0
+) -> str:
     """One human line for a wait, e.g. ``waiting 41 s for ESI killmail budget``.
 
     A budget other workers spend too says so: ``..., shared with 2 other workers``.
     """
     seconds = math.ceil(wait_s)
-    shared = "" if shared_with <= 0 else (
-        f", shared with {shared_with} other worker{'s' if shared_with != 1 else ''}")
+    shared = (
+        ""
+        if shared_with <= 0
+        else (f", shared with {shared_with} other worker{'s' if shared_with != 1 else ''}")
+    )
     if reason == "error_limit":
         return f"waiting {seconds} s for the ESI error limit to reset{shared}"
     target = "ESI" if key is None else f"ESI {key.group}"
@@ -175,8 +179,9 @@ class RateLimiter:
         with self._lock:
             return self._group_of(route, group_hint)
 
-    def acquire(self, route: str, owner: int | None = None,
-                group_hint: str | None = None) -> Reservation:
+    def acquire(
+        self, route: str, owner: int | None = None, group_hint: str | None = None
+    ) -> Reservation:
         """Block until a request to ``route`` may go out.
 
         Raises ``EsiUnavailable`` when ESI asks for a pause longer than ``max_wait_s`` (a
@@ -204,8 +209,14 @@ class RateLimiter:
         self._lease_ahead(decision)
         return decision
 
-    def release(self, reservation: Reservation, *, status: int, headers: Mapping[str, str],
-                retry_after_s: float | None = None) -> SpendResult:
+    def release(
+        self,
+        reservation: Reservation,
+        *,
+        status: int,
+        headers: Mapping[str, str],
+        retry_after_s: float | None = None,
+    ) -> SpendResult:
         """Book a response: free the reservation, learn the group, record cost and limits."""
         info = RateLimitInfo.from_headers(headers)
         errors = ErrorLimitInfo.from_headers(headers)
@@ -215,12 +226,16 @@ class RateLimiter:
             now_s = self._clock.monotonic()
             paused_s = self._note_error_limit(status, errors, retry_after_s, now_s)
             key = self._learn_key(reservation, info.group, status)
-            spent = 0 if key is None else (
-                info.used if info.used is not None else token_cost(status))
+            spent = (
+                0 if key is None else (info.used if info.used is not None else token_cost(status))
+            )
             self._unreserve(reservation, spent)
             if key is not None:
-                limit = (None if info.limit_tokens is None or info.window_s is None
-                         else (info.limit_tokens, info.window_s))
+                limit = (
+                    None
+                    if info.limit_tokens is None or info.window_s is None
+                    else (info.limit_tokens, info.window_s)
+                )
                 bucket = self._bucket(key)
                 bucket.record(now_s, spent=spent, limit=limit, remaining=info.remaining)
                 if status == 429:
@@ -254,8 +269,7 @@ class RateLimiter:
         error-limit pause and the waits imposed so far."""
         with self._lock:
             now_s = self._clock.monotonic()
-            chosen = [(k, b) for k, b in self._buckets.items()
-                      if per_character or k.owner is None]
+            chosen = [(k, b) for k, b in self._buckets.items() if per_character or k.owner is None]
             return LimiterSnapshot(
                 buckets=tuple(b.snapshot(now_s) for _, b in sorted(chosen)),
                 error_limit_remain=self._error_remain,
@@ -269,8 +283,9 @@ class RateLimiter:
 
     # -- internals; every method below runs under self._lock ---------------------------
 
-    def _decide(self, route: str, owner: int | None, group_hint: str | None,
-                now_s: float) -> Reservation | WaitEvent | _LeaseOrder:
+    def _decide(
+        self, route: str, owner: int | None, group_hint: str | None, now_s: float
+    ) -> Reservation | WaitEvent | _LeaseOrder:
         if self._paused_until_s > now_s:
             return self._wait("error_limit", self._paused_until_s - now_s, None)
         group = self._group_of(route, group_hint)
@@ -278,14 +293,16 @@ class RateLimiter:
             return Reservation(route, owner, None, 0, probe=False)
         return self._decide_in(self._bucket(BucketKey(group, owner)), route, now_s)
 
-    def _decide_in(self, bucket: Bucket, route: str,
-                   now_s: float) -> Reservation | WaitEvent | _LeaseOrder:
+    def _decide_in(
+        self, bucket: Bucket, route: str, now_s: float
+    ) -> Reservation | WaitEvent | _LeaseOrder:
         if bucket.blocked_until_s > now_s:
             return self._wait("retry_after", bucket.blocked_until_s - now_s, bucket.key)
         if not bucket.known and bucket.key.owner is None and self._shared is not None:
             # Another worker of the egress learnt the size already: no probe of our own.
-            bucket.record(now_s, spent=0, limit=self._shared.limit_of(bucket.key.group),
-                          remaining=None)
+            bucket.record(
+                now_s, spent=0, limit=self._shared.limit_of(bucket.key.group), remaining=None
+            )
         if not bucket.known:
             if bucket.probing:
                 return self._wait("in_flight", self._poll_s, bucket.key)
@@ -293,8 +310,9 @@ class RateLimiter:
             return self._reserve_in(bucket, route, probe=True)
         return self._decide_budget(bucket, route, now_s)
 
-    def _decide_budget(self, bucket: Bucket, route: str,
-                       now_s: float) -> Reservation | WaitEvent | _LeaseOrder:
+    def _decide_budget(
+        self, bucket: Bucket, route: str, now_s: float
+    ) -> Reservation | WaitEvent | _LeaseOrder:
         """A known, open bucket: enough tokens for a success and the margin?"""
         # The margin never makes a small bucket unusable, nor a request bigger than it.
         limit = bucket.limit_tokens or 0
@@ -311,8 +329,9 @@ class RateLimiter:
             return self._wait("in_flight", self._poll_s, bucket.key)
         return self._wait("bucket", wait_s, bucket.key)
 
-    def _learn_key(self, reservation: Reservation, group: str | None,
-                   status: int) -> BucketKey | None:
+    def _learn_key(
+        self, reservation: Reservation, group: str | None, status: int
+    ) -> BucketKey | None:
         """The bucket a response was charged to, per its headers; remembers the route's group."""
         if group is not None:
             self._route_groups[reservation.route] = group
@@ -343,20 +362,28 @@ class RateLimiter:
     def _lease(self, order: _LeaseOrder) -> None:
         """Lease the next shared block (database I/O: never under ``self._lock``)."""
         assert self._shared is not None
-        self._shared.lease(order.key.group, limit_tokens=order.limit_tokens,
-                           window_s=order.window_s, reserve=self._reserve, margin=self._margin,
-                           ahead=order.ahead)
+        self._shared.lease(
+            order.key.group,
+            limit_tokens=order.limit_tokens,
+            window_s=order.window_s,
+            reserve=self._reserve,
+            margin=self._margin,
+            ahead=order.ahead,
+        )
 
     def _lease_ahead(self, reservation: Reservation) -> None:
         """Lease the next block before this one is spent (one thread, others go on)."""
         key = reservation.key
-        if (self._shared is None or reservation.block is None or key is None
-                or not self._shared.refill_due(key.group)):
+        if (
+            self._shared is None
+            or reservation.block is None
+            or key is None
+            or not self._shared.refill_due(key.group)
+        ):
             return
         with self._lock:
             bucket = self._bucket(key)
-            order = _LeaseOrder(key, bucket.limit_tokens or 0, bucket.window_s or 0.0,
-                                ahead=True)
+            order = _LeaseOrder(key, bucket.limit_tokens or 0, bucket.window_s or 0.0, ahead=True)
         self._lease(order)
 
     def _sync_shared(self) -> None:
@@ -373,15 +400,21 @@ class RateLimiter:
     def _share_probe(self, reservation: Reservation, info: RateLimitInfo, status: int) -> None:
         """A probe of a per-IP bucket was paid from no block: book it in the ledger before
         the bucket opens to this process's other threads (they lease against the ledger)."""
-        if (self._shared is None or not reservation.probe or reservation.owner is not None
-                or info.group is None or info.window_s is None):
+        if (
+            self._shared is None
+            or not reservation.probe
+            or reservation.owner is not None
+            or info.group is None
+            or info.window_s is None
+        ):
             return
         spent = info.used if info.used is not None else token_cost(status)
         if spent > 0:
             self._shared.record(info.group, spent, info.limit_tokens, info.window_s)
 
-    def _share_blocks(self, key: BucketKey | None, closed_s: float | None,
-                      paused_s: float | None, now_s: float) -> None:
+    def _share_blocks(
+        self, key: BucketKey | None, closed_s: float | None, paused_s: float | None, now_s: float
+    ) -> None:
         """Tell the egress's other processes of a 429 or an error pause (after the lock)."""
         if self._shared is None:
             return
@@ -392,11 +425,13 @@ class RateLimiter:
         if paused_s is not None:
             self._shared.block(ERROR_LIMIT, wall + paused_s - now_s)
 
-    def _reserve_in(self, bucket: Bucket, route: str, *, probe: bool,
-                    block: LeasedBlock | None = None) -> Reservation:
+    def _reserve_in(
+        self, bucket: Bucket, route: str, *, probe: bool, block: LeasedBlock | None = None
+    ) -> Reservation:
         bucket.reserved_tokens += self._reserve
-        return Reservation(route, bucket.key.owner, bucket.key, self._reserve, probe=probe,
-                           block=block)
+        return Reservation(
+            route, bucket.key.owner, bucket.key, self._reserve, probe=probe, block=block
+        )
 
     def _unreserve(self, reservation: Reservation, spent: int) -> None:
         if reservation.block is not None and self._shared is not None:
@@ -408,15 +443,17 @@ class RateLimiter:
         if reservation.probe:
             bucket.probing = False
 
-    def _note_error_limit(self, status: int, errors: ErrorLimitInfo,
-                          retry_after_s: float | None, now_s: float) -> float | None:
+    def _note_error_limit(
+        self, status: int, errors: ErrorLimitInfo, retry_after_s: float | None, now_s: float
+    ) -> float | None:
         """Pause on a 420 or when errors run low; returns the pause's end if it moved."""
         if errors.remain is not None:
             self._error_remain = errors.remain
             self._error_capacity = max(self._error_capacity, errors.remain)
         if status == 420:
-            pause_s = next(s for s in (errors.reset_s, retry_after_s, self._fallback_wait_s)
-                           if s is not None)
+            pause_s = next(
+                s for s in (errors.reset_s, retry_after_s, self._fallback_wait_s) if s is not None
+            )
         elif self._errors_running_low(errors.remain):
             pause_s = self._fallback_wait_s if errors.reset_s is None else errors.reset_s
         else:

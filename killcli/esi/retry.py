@@ -38,8 +38,14 @@ class RetryPolicy:
 class RetrySignal(Exception):
     """Raised inside an attempt to ask for another one; never leaves the client."""
 
-    def __init__(self, kind: RetryKind, detail: str, *, retry_after_s: float | None = None,
-                 status: int | None = None) -> None:
+    def __init__(
+        self,
+        kind: RetryKind,
+        detail: str,
+        *,
+        retry_after_s: float | None = None,
+        status: int | None = None,
+    ) -> None:
         super().__init__(detail)
         self.kind = kind
         self.detail = detail

@@ -18,11 +18,13 @@ _ID_SEGMENT = re.compile(r"^\d+$")
 _HASH_SEGMENT = re.compile(r"^[0-9a-fA-F]{32,}$")
 _SUBJECT = re.compile(r"^CHARACTER:EVE:(\d+)$")
 
-ROUTE_GROUP_HINTS: MappingProxyType[str, str] = MappingProxyType({
-    "/characters/{id}/killmails/recent": "char-killmail",
-    "/corporations/{id}/killmails/recent": "corp-killmail",
-    "/killmails/{id}/{hash}": "killmail",
-})
+ROUTE_GROUP_HINTS: MappingProxyType[str, str] = MappingProxyType(
+    {
+        "/characters/{id}/killmails/recent": "char-killmail",
+        "/corporations/{id}/killmails/recent": "corp-killmail",
+        "/killmails/{id}/{hash}": "killmail",
+    }
+)
 
 
 def route_of(path: str) -> str:

@@ -30,8 +30,16 @@ from killcli.esi.ledger import (
 class LeasedBlock:
     """A block this process holds; ``reserved`` is the cost of its requests in flight."""
 
-    __slots__ = ("block_id", "last_at", "leased", "local", "reserved", "retired", "taken_at",
-                 "used")
+    __slots__ = (
+        "block_id",
+        "last_at",
+        "leased",
+        "local",
+        "reserved",
+        "retired",
+        "taken_at",
+        "used",
+    )
 
     def __init__(self, grant: Grant, local: _Local) -> None:
         self.local = local
@@ -93,9 +101,17 @@ class SharedBudget:
     holding the limiter's lock.
     """
 
-    def __init__(self, ledger: EgressLedger, *, block_fraction: int = 50,
-                 max_block_tokens: int = 64, hold_s: float = 5.0, poll_s: float = 0.25,
-                 lease_poll_s: float = 0.002, wall: Wall = time.time) -> None:
+    def __init__(
+        self,
+        ledger: EgressLedger,
+        *,
+        block_fraction: int = 50,
+        max_block_tokens: int = 64,
+        hold_s: float = 5.0,
+        poll_s: float = 0.25,
+        lease_poll_s: float = 0.002,
+        wall: Wall = time.time,
+    ) -> None:
         self.ledger = ledger
         self._block_fraction = block_fraction
         self._max_block = max_block_tokens
@@ -148,8 +164,13 @@ class SharedBudget:
         with self._lock:
             local = self._local(group)
             block = local.block
-            if (block is None or local.leasing or local.retry_at > now
-                    or local.closed_until > now or block.left() * 2 >= block.leased):
+            if (
+                block is None
+                or local.leasing
+                or local.retry_at > now
+                or local.closed_until > now
+                or block.left() * 2 >= block.leased
+            ):
                 return False
             local.leasing = True
             return True
@@ -164,8 +185,16 @@ class SharedBudget:
             if block.retired and block.reserved <= 0:
                 block.local.to_close.append(block.closing())
 
-    def lease(self, group: str, *, limit_tokens: int, window_s: float, reserve: int,
-              margin: int, ahead: bool = False) -> None:
+    def lease(
+        self,
+        group: str,
+        *,
+        limit_tokens: int,
+        window_s: float,
+        reserve: int,
+        margin: int,
+        ahead: bool = False,
+    ) -> None:
         """Lease the next block of ``group`` (after :data:`NEED_LEASE`, or ``ahead`` of
         need after :meth:`refill_due`); updates the state."""
         with self._lock:
@@ -176,12 +205,21 @@ class SharedBudget:
                 self._retire(local)
             closing, local.to_close = local.to_close, []
         margin = max(margin, limit_tokens // 100)
-        size = min(max(2 * reserve, limit_tokens // self._block_fraction), self._max_block,
-                   max(reserve, limit_tokens - margin))
+        size = min(
+            max(2 * reserve, limit_tokens // self._block_fraction),
+            self._max_block,
+            max(reserve, limit_tokens - margin),
+        )
         try:
             answer: Grant | Refusal = self.ledger.lease(
-                group, tokens=size, limit_tokens=limit_tokens, window_s=window_s,
-                margin=margin, hold_s=local.hold_s, closing=closing)
+                group,
+                tokens=size,
+                limit_tokens=limit_tokens,
+                window_s=window_s,
+                margin=margin,
+                hold_s=local.hold_s,
+                closing=closing,
+            )
         except KillsyncError:  # the database blinked: nothing taken, the closes wait
             answer = Refusal(self._wall() + RETRY_ON_DB_ERROR_S, 0, closed=False)
             with self._lock:
@@ -203,8 +241,7 @@ class SharedBudget:
             else:
                 local.retry_at = answer.until
 
-    def record(self, group: str, tokens: int, limit_tokens: int | None,
-               window_s: float) -> None:
+    def record(self, group: str, tokens: int, limit_tokens: int | None, window_s: float) -> None:
         """A request paid from no block (the probe) spent ``tokens``: book it for all."""
         with contextlib.suppress(KillsyncError):  # the margin covers a lost probe
             self.ledger.record_spend(group, tokens, limit_tokens, window_s)
@@ -290,10 +327,16 @@ class SharedBudget:
     def view(self) -> dict[str, Any]:
         """This process's side, for the worker status: egress, blocks held, holders."""
         with self._lock:
-            return {"egress": self.egress, "buckets": {
-                group: {"block_left": None if local.block is None else local.block.left(),
-                        "other_holders": local.holders}
-                for group, local in sorted(self._buckets.items())}}
+            return {
+                "egress": self.egress,
+                "buckets": {
+                    group: {
+                        "block_left": None if local.block is None else local.block.left(),
+                        "other_holders": local.holders,
+                    }
+                    for group, local in sorted(self._buckets.items())
+                },
+            }
 
     # -- under self._lock -------------------------------------------------------------
 

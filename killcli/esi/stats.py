@@ -56,8 +56,9 @@ class ClientStats:
         self._transport_errors: Counter[str] = Counter()
         self._tokens: Counter[str] = Counter()
 
-    def record_response(self, group: str | None, status: int, *, bucket: str | None,
-                        tokens: int) -> None:
+    def record_response(
+        self, group: str | None, status: int, *, bucket: str | None, tokens: int
+    ) -> None:
         with self._lock:
             self._requests[(group or UNGROUPED, status)] += 1
             if bucket is not None and tokens:

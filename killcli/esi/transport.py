@@ -12,8 +12,9 @@ from __future__ import annotations
 import httpx
 
 
-def bound_transport(local_address: str | None,
-                    limits: httpx.Limits | None = None) -> httpx.HTTPTransport | None:
+def bound_transport(
+    local_address: str | None, limits: httpx.Limits | None = None
+) -> httpx.HTTPTransport | None:
     """A transport whose connections leave from ``local_address``; ``None`` when unset.
 
     ``None`` lets ``httpx.Client`` build its default transport. A client given a transport
@@ -21,5 +22,4 @@ def bound_transport(local_address: str | None,
     """
     if local_address is None:
         return None
-    return httpx.HTTPTransport(local_address=local_address,
-                               limits=limits or httpx.Limits())
+    return httpx.HTTPTransport(local_address=local_address, limits=limits or httpx.Limits())

@@ -69,9 +69,12 @@ DEFAULT_POLICY = RetryPolicy()
 def make_client(*, transport: httpx.BaseTransport | None = None) -> httpx.Client:
     """The shared client for webhook posts, with explicit timeouts and no redirects
     (a redirect would carry the secret URL's body somewhere else)."""
-    return httpx.Client(timeout=httpx.Timeout(TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
-                        follow_redirects=False, transport=transport,
-                        headers={"User-Agent": "killsync (webhooks)"})
+    return httpx.Client(
+        timeout=httpx.Timeout(TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+        follow_redirects=False,
+        transport=transport,
+        headers={"User-Agent": "killsync (webhooks)"},
+    )
 
 
 def _seconds(value: object) -> float | None:
@@ -93,8 +96,11 @@ def _json(response: httpx.Response) -> Mapping[str, Any]:
 def retry_after_s(response: httpx.Response, policy: RetryPolicy) -> float:
     """A 429's wait: JSON ``retry_after`` (precise), else ``Retry-After``, else
     ``X-RateLimit-Reset-After``, else a default; capped by the policy."""
-    candidates = (_json(response).get("retry_after"), response.headers.get("retry-after"),
-                  response.headers.get("x-ratelimit-reset-after"))
+    candidates = (
+        _json(response).get("retry_after"),
+        response.headers.get("retry-after"),
+        response.headers.get("x-ratelimit-reset-after"),
+    )
     for value in candidates:
         seconds = None if value is None else _seconds(value)
         if seconds is not None:
@@ -116,19 +122,22 @@ def classify(response: httpx.Response, policy: RetryPolicy) -> PostResult:
     if 200 <= status < 300:
         return PostResult(PostStatus.OK, f"HTTP {status}", bucket_wait_s(response, policy))
     if status == 429:
-        return PostResult(PostStatus.RATE_LIMITED, "HTTP 429 rate limited",
-                          retry_after_s(response, policy))
+        return PostResult(
+            PostStatus.RATE_LIMITED, "HTTP 429 rate limited", retry_after_s(response, policy)
+        )
     if status in GONE_STATUSES:
         return PostResult(PostStatus.GONE, f"HTTP {status}: webhook deleted or not allowed")
     if 400 <= status < 500:
         return PostResult(PostStatus.REJECTED, f"HTTP {status}: message rejected")
     hint = _seconds(response.headers.get("retry-after", ""))
-    return PostResult(PostStatus.FAILED, f"HTTP {status}",
-                      None if hint is None else min(hint, policy.max_wait_s))
+    return PostResult(
+        PostStatus.FAILED, f"HTTP {status}", None if hint is None else min(hint, policy.max_wait_s)
+    )
 
 
-def _post_once(http: httpx.Client, url: str, body: Mapping[str, Any],
-               policy: RetryPolicy) -> PostResult:
+def _post_once(
+    http: httpx.Client, url: str, body: Mapping[str, Any], policy: RetryPolicy
+) -> PostResult:
     try:
         response = http.post(url, json=body)
     except httpx.TransportError as exc:
@@ -144,12 +153,18 @@ def _backoff(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
             return min(result.wait_s, policy.backoff_cap_s)  # the server's hint wins
         ceiling = min(policy.backoff_cap_s, policy.backoff_s * 2 ** (state.attempt_number - 1))
         return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not crypto
+
     return wait
 
 
-def post_message(http: httpx.Client, url: str, body: Mapping[str, Any], *,
-                 policy: RetryPolicy = DEFAULT_POLICY,
-                 sleep: Callable[[float], None] = time.sleep) -> PostResult:
+def post_message(
+    http: httpx.Client,
+    url: str,
+    body: Mapping[str, Any],
+    *,
+    policy: RetryPolicy = DEFAULT_POLICY,
+    sleep: Callable[[float], None] = time.sleep,
+) -> PostResult:
     """POST ``body`` as JSON, retrying only 5xx and network errors, at most
     ``policy.attempts`` times. After the last failure ``wait_s`` is the cool-down."""
     retrying = Retrying(

@@ -19,8 +19,9 @@ class WebhookKind(StrEnum):
     SLACK = "slack"
 
 
-DISCORD_HOSTS = frozenset({"discord.com", "discordapp.com", "ptb.discord.com",
-                           "canary.discord.com"})
+DISCORD_HOSTS = frozenset(
+    {"discord.com", "discordapp.com", "ptb.discord.com", "canary.discord.com"}
+)
 SLACK_HOSTS = frozenset({"hooks.slack.com"})
 # --allow-insecure admits plain http to this machine only: simulators and tests.
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -40,8 +41,7 @@ def parse_kind(value: str) -> WebhookKind:
 
 
 def _bad(kind: WebhookKind, why: str) -> UsageError:
-    return UsageError(f"not a {kind.value} webhook URL: {why}",
-                      hint=f"expected {SHAPES[kind]}")
+    return UsageError(f"not a {kind.value} webhook URL: {why}", hint=f"expected {SHAPES[kind]}")
 
 
 def _split(kind: WebhookKind, url: str) -> SplitResult:

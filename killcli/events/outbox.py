@@ -64,13 +64,23 @@ class PruneResult:
 
 
 def event_from_row(row: Row[Any]) -> OutboxEvent:
-    return OutboxEvent(id=row.id, event_type=row.event_type, payload=dict(row.payload),
-                       created_at=row.created_at, published_at=row.published_at)
+    return OutboxEvent(
+        id=row.id,
+        event_type=row.event_type,
+        payload=dict(row.payload),
+        created_at=row.created_at,
+        published_at=row.published_at,
+    )
 
 
-def iter_events(db: Database, after_id: int, limit: int = DEFAULT_LIMIT, *,
-                settle_s: float = GAP_SETTLE_S, now: datetime | None = None,
-                ) -> Iterator[OutboxEvent]:
+def iter_events(
+    db: Database,
+    after_id: int,
+    limit: int = DEFAULT_LIMIT,
+    *,
+    settle_s: float = GAP_SETTLE_S,
+    now: datetime | None = None,
+) -> Iterator[OutboxEvent]:
     """Events with ``id > after_id`` in id order, at most ``limit``, all types.
 
     The rows are read in one short transaction before the first is yielded, so a slow
@@ -79,14 +89,16 @@ def iter_events(db: Database, after_id: int, limit: int = DEFAULT_LIMIT, *,
     including types they ignore.
     """
     with db.session() as session:
-        rows = session.execute(select(EVENTS).where(EVENTS.c.id > after_id)
-                               .order_by(EVENTS.c.id).limit(limit)).all()
+        rows = session.execute(
+            select(EVENTS).where(EVENTS.c.id > after_id).order_by(EVENTS.c.id).limit(limit)
+        ).all()
     cutoff = (now or utcnow()) - timedelta(seconds=settle_s)
     yield from _settled([event_from_row(r) for r in rows], after_id, cutoff)
 
 
-def _settled(events: Sequence[OutboxEvent], after_id: int, cutoff: datetime
-             ) -> Iterator[OutboxEvent]:
+def _settled(
+    events: Sequence[OutboxEvent], after_id: int, cutoff: datetime
+) -> Iterator[OutboxEvent]:
     expected = after_id + 1
     for event in events:
         young = event.created_at is not None and event.created_at > cutoff
@@ -112,12 +124,14 @@ def prune(db: Database, older_than: datetime) -> PruneResult:
     with db.session() as session:
         newest = _max_id(session)
         done = EVENTS.c.published_at.is_not(None)
-        floor = session.scalar(select(func.min(WEBHOOKS.c.cursor_event_id))
-                               .where(WEBHOOKS.c.enabled.is_(True)))
+        floor = session.scalar(
+            select(func.min(WEBHOOKS.c.cursor_event_id)).where(WEBHOOKS.c.enabled.is_(True))
+        )
         if floor is not None:
             done = done & (EVENTS.c.id <= floor)
-        stmt = delete(EVENTS).where(EVENTS.c.id < newest,
-                                    or_(EVENTS.c.created_at < older_than, done))
+        stmt = delete(EVENTS).where(
+            EVENTS.c.id < newest, or_(EVENTS.c.created_at < older_than, done)
+        )
         deleted = session.connection().execute(stmt).rowcount
         remaining = int(session.scalar(select(func.count()).select_from(EVENTS)) or 0)
     return PruneResult(deleted=deleted, remaining=remaining)

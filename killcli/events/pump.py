@@ -25,8 +25,13 @@ PUMP_INTERVAL_S = 5.0
 class EventPump:
     """Thread-safe: one round at a time, rounds that find another running are skipped."""
 
-    def __init__(self, settings: Settings, db: Database, *,
-                 on_problem: Callable[[str], None] = lambda message: None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        on_problem: Callable[[str], None] = lambda message: None,
+    ) -> None:
         self._db = db
         broker = settings.broker_url
         self._relay = EventRelay(broker) if broker and settings.uses_rabbitmq else None
@@ -51,6 +56,7 @@ class EventPump:
 
     def start(self, interval_s: float = PUMP_INTERVAL_S) -> None:
         """Also pump every ``interval_s`` seconds in a daemon thread, until :meth:`close`."""
+
         def loop() -> None:
             while not self._stop.wait(interval_s):
                 self.pump()

@@ -74,8 +74,9 @@ def connect(broker_url: str) -> pika.BlockingConnection:
         return pika.BlockingConnection(params)
     except (pika.exceptions.AMQPError, OSError) as exc:
         # The exception text may carry the URL; name only the host.
-        raise QueueUnavailable(f"cannot reach RabbitMQ at {broker_label(broker_url)}: "
-                               f"{type(exc).__name__}") from None
+        raise QueueUnavailable(
+            f"cannot reach RabbitMQ at {broker_label(broker_url)}: {type(exc).__name__}"
+        ) from None
 
 
 def declare_exchange(channel: BlockingChannel, exchange: str = EXCHANGE) -> None:
@@ -85,29 +86,41 @@ def declare_exchange(channel: BlockingChannel, exchange: str = EXCHANGE) -> None
 
 def encode_message(event: OutboxEvent) -> tuple[bytes, pika.BasicProperties]:
     """The JSON body and AMQP properties of one event."""
-    body = json.dumps({"type": event.event_type, "id": event.id, "payload": event.payload},
-                      ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    body = json.dumps(
+        {"type": event.event_type, "id": event.id, "payload": event.payload},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    ).encode("utf-8")
     stamp = int(event.created_at.timestamp()) if event.created_at else None
-    props = pika.BasicProperties(content_type=CONTENT_TYPE, delivery_mode=2,
-                                 message_id=str(event.id), type=event.event_type,
-                                 timestamp=stamp, app_id="killsync")
+    props = pika.BasicProperties(
+        content_type=CONTENT_TYPE,
+        delivery_mode=2,
+        message_id=str(event.id),
+        type=event.event_type,
+        timestamp=stamp,
+        app_id="killsync",
+    )
     return body, props
 
 
-def decode_message(body: bytes, props: pika.BasicProperties | None = None
-                   ) -> OutboxEvent | None:
+def decode_message(body: bytes, props: pika.BasicProperties | None = None) -> OutboxEvent | None:
     """An event from a message body; None for anything that is not one of ours."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return None
-    if not (isinstance(data, dict) and isinstance(data.get("id"), int)
-            and isinstance(data.get("type"), str) and isinstance(data.get("payload"), dict)):
+    if not (
+        isinstance(data, dict)
+        and isinstance(data.get("id"), int)
+        and isinstance(data.get("type"), str)
+        and isinstance(data.get("payload"), dict)
+    ):
         return None
     stamp = getattr(props, "timestamp", None)
     created = datetime.fromtimestamp(stamp, tz=UTC) if isinstance(stamp, int) else None
-    return OutboxEvent(id=data["id"], event_type=data["type"], payload=data["payload"],
-                       created_at=created)
+    return OutboxEvent(
+        id=data["id"], event_type=data["type"], payload=data["payload"], created_at=created
+    )
 
 
 class EventRelay:
@@ -134,8 +147,9 @@ class EventRelay:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def relay_pending(self, db: Database, *, batch: int = DEFAULT_BATCH,
-                      max_batches: int = MAX_BATCHES) -> RelayResult:
+    def relay_pending(
+        self, db: Database, *, batch: int = DEFAULT_BATCH, max_batches: int = MAX_BATCHES
+    ) -> RelayResult:
         """Publish unpublished events in batches until none is left (or ``max_batches``)."""
         published = batches = 0
         with self._lock:
@@ -149,15 +163,23 @@ class EventRelay:
         return RelayResult(published=published, batches=batches)
 
     def _relay_batch(self, db: Database, batch: int) -> int:
-        claim = (select(EVENTS).where(EVENTS.c.published_at.is_(None))
-                 .order_by(EVENTS.c.id).limit(batch).with_for_update(skip_locked=True))
+        claim = (
+            select(EVENTS)
+            .where(EVENTS.c.published_at.is_(None))
+            .order_by(EVENTS.c.id)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        )
         with db.session() as session:
             events = [event_from_row(row) for row in session.execute(claim)]
             if not events:
                 return 0
             self._publish(events)  # raises before the commit: rows stay unpublished
-            session.execute(update(EVENTS).where(EVENTS.c.id.in_([e.id for e in events]))
-                            .values(published_at=utcnow()))
+            session.execute(
+                update(EVENTS)
+                .where(EVENTS.c.id.in_([e.id for e in events]))
+                .values(published_at=utcnow())
+            )
         return len(events)
 
     def _publish(self, events: list[OutboxEvent]) -> None:
@@ -168,9 +190,11 @@ class EventRelay:
                 channel.basic_publish(self.exchange, "", body, props)
         except (pika.exceptions.AMQPError, OSError) as exc:
             self._drop()
-            raise QueueUnavailable(f"publishing events to RabbitMQ at "
-                                   f"{broker_label(self._url)} failed: "
-                                   f"{type(exc).__name__}") from None
+            raise QueueUnavailable(
+                f"publishing events to RabbitMQ at "
+                f"{broker_label(self._url)} failed: "
+                f"{type(exc).__name__}"
+            ) from None
 
     def _open(self) -> BlockingChannel:
         if self._channel is not None and self._channel.is_open:
@@ -183,8 +207,10 @@ class EventRelay:
             declare_exchange(channel, self.exchange)
         except (pika.exceptions.AMQPError, OSError) as exc:
             self._drop()
-            raise QueueUnavailable(f"RabbitMQ at {broker_label(self._url)} refused the "
-                                   f"events exchange: {type(exc).__name__}") from None
+            raise QueueUnavailable(
+                f"RabbitMQ at {broker_label(self._url)} refused the "
+                f"events exchange: {type(exc).__name__}"
+            ) from None
         self._channel = channel
         return channel
 
@@ -201,8 +227,9 @@ class EventRelay:
             self._drop()
 
 
-def relay_pending(db: Database, broker_url: str, *, batch: int = DEFAULT_BATCH,
-                  exchange: str = EXCHANGE) -> int:
+def relay_pending(
+    db: Database, broker_url: str, *, batch: int = DEFAULT_BATCH, exchange: str = EXCHANGE
+) -> int:
     """Publish every unpublished event once, over a connection opened for this call.
 
     Returns how many were published. Processes that relay often should keep an
@@ -210,4 +237,3 @@ def relay_pending(db: Database, broker_url: str, *, batch: int = DEFAULT_BATCH,
     """
     with EventRelay(broker_url, exchange=exchange) as relay:
         return relay.relay_pending(db, batch=batch).published
-

@@ -86,15 +86,21 @@ def _when(payload: Mapping[str, Any]) -> str:
 def kill_line(payload: Mapping[str, Any]) -> str:
     """``2026-01-02 12:34:56  Victim (Ship) killed by Final (Ship) in Jita  killmail 1``."""
     victim, final = _party(payload, "victim"), _party(payload, "final_blow")
-    return (f"{_when(payload)}  {party_name(victim)} ({ship_name(victim)}) killed by "
-            f"{party_name(final)} ({ship_name(final)}) in {system_name(payload)}  "
-            f"killmail {payload.get('killmail_id', '?')}")
+    return (
+        f"{_when(payload)}  {party_name(victim)} ({ship_name(victim)}) killed by "
+        f"{party_name(final)} ({ship_name(final)}) in {system_name(payload)}  "
+        f"killmail {payload.get('killmail_id', '?')}"
+    )
 
 
 def event_json(event: OutboxEvent) -> dict[str, Any]:
     """The ``watch --json`` line: the broker message's shape plus a format version."""
-    return {"version": EVENT_JSON_VERSION, "type": event.event_type, "id": event.id,
-            "payload": event.payload}
+    return {
+        "version": EVENT_JSON_VERSION,
+        "type": event.event_type,
+        "id": event.id,
+        "payload": event.payload,
+    }
 
 
 # -- Discord -----------------------------------------------------------------------------
@@ -109,16 +115,23 @@ def discord_body(payload: Mapping[str, Any], *, prefix: str = "") -> dict[str, A
     """``{"content", "embeds", "allowed_mentions"}`` for a Discord webhook."""
     victim, final = _party(payload, "victim"), _party(payload, "final_blow")
     esc = escape_discord
-    content = (f"{esc(party_name(victim))} lost a {esc(ship_name(victim))} to "
-               f"{esc(party_name(final))} in {esc(system_name(payload))}")
+    content = (
+        f"{esc(party_name(victim))} lost a {esc(ship_name(victim))} to "
+        f"{esc(party_name(final))} in {esc(system_name(payload))}"
+    )
     fields = [
-        {"name": "Victim", "value": f"{esc(party_name(victim))} ({esc(ship_name(victim))})",
-         "inline": True},
-        {"name": "Final blow", "value": f"{esc(party_name(final))} ({esc(ship_name(final))})",
-         "inline": True},
+        {
+            "name": "Victim",
+            "value": f"{esc(party_name(victim))} ({esc(ship_name(victim))})",
+            "inline": True,
+        },
+        {
+            "name": "Final blow",
+            "value": f"{esc(party_name(final))} ({esc(ship_name(final))})",
+            "inline": True,
+        },
         {"name": "System", "value": esc(system_name(payload)), "inline": True},
-        {"name": "Attackers", "value": str(payload.get("attacker_count", "?")),
-         "inline": True},
+        {"name": "Attackers", "value": str(payload.get("attacker_count", "?")), "inline": True},
     ]
     embed: dict[str, Any] = {"title": "Killmail", "fields": fields}
     if isinstance(payload.get("killmail_id"), int):
@@ -127,8 +140,7 @@ def discord_body(payload: Mapping[str, Any], *, prefix: str = "") -> dict[str, A
     when = killmail_time(payload)
     if when is not None:
         embed["timestamp"] = when.isoformat()
-    return {"content": esc(prefix) + content, "embeds": [embed],
-            "allowed_mentions": {"parse": []}}
+    return {"content": esc(prefix) + content, "embeds": [embed], "allowed_mentions": {"parse": []}}
 
 
 # -- Slack -------------------------------------------------------------------------------
@@ -149,5 +161,8 @@ def slack_body(payload: Mapping[str, Any], *, prefix: str = "") -> dict[str, Any
 
 def webhook_body(kind: str, payload: Mapping[str, Any], *, prefix: str = "") -> dict[str, Any]:
     """The body for a webhook of ``kind`` (``discord`` or ``slack``)."""
-    return discord_body(payload, prefix=prefix) if kind == "discord" else slack_body(
-        payload, prefix=prefix)
+    return (
+        discord_body(payload, prefix=prefix)
+        if kind == "discord"
+        else slack_body(payload, prefix=prefix)
+    )

@@ -50,8 +50,7 @@ class EventSource(Protocol):
 class OutboxSource:
     """Poll the database outbox after a cursor."""
 
-    def __init__(self, db: Database, *, from_start: bool = False, poll_s: float = POLL_S
-                 ) -> None:
+    def __init__(self, db: Database, *, from_start: bool = False, poll_s: float = POLL_S) -> None:
         self._db = db
         self._poll_s = poll_s
         self.cursor = 0 if from_start else latest_event_id(db)
@@ -85,8 +84,9 @@ class BrokerSource:
             self._messages = channel.consume(queue, auto_ack=True, inactivity_timeout=POLL_S)
         except (pika.exceptions.AMQPError, OSError) as exc:
             self.close()
-            raise QueueUnavailable(f"cannot watch events on RabbitMQ at {self._label}: "
-                                   f"{type(exc).__name__}") from None
+            raise QueueUnavailable(
+                f"cannot watch events on RabbitMQ at {self._label}: {type(exc).__name__}"
+            ) from None
 
     def next_batch(self, wait_s: float, stop: threading.Event) -> Sequence[OutboxEvent]:
         # The generator yields (None, None, None) after POLL_S without a message, which
@@ -94,8 +94,9 @@ class BrokerSource:
         try:
             _method, props, body = next(self._messages)
         except (pika.exceptions.AMQPError, OSError) as exc:
-            raise QueueUnavailable(f"lost RabbitMQ at {self._label}: "
-                                   f"{type(exc).__name__}") from None
+            raise QueueUnavailable(
+                f"lost RabbitMQ at {self._label}: {type(exc).__name__}"
+            ) from None
         if body is None:
             return []
         event = decode_message(body, props)
@@ -127,8 +128,13 @@ class ReplayThenLive:
         self._live.close()
 
 
-def open_source(broker_url: str | None, database: Callable[[], Database], *,
-                from_start: bool = False, exchange: str = EXCHANGE) -> EventSource:
+def open_source(
+    broker_url: str | None,
+    database: Callable[[], Database],
+    *,
+    from_start: bool = False,
+    exchange: str = EXCHANGE,
+) -> EventSource:
     """The broker source when ``broker_url`` is an amqp URL, else the outbox.
 
     ``database`` is only called when the outbox is needed (RabbitMQ without
@@ -194,9 +200,14 @@ def _wanted(event: OutboxEvent, options: WatchOptions) -> bool:
     return options.character_id is None or involves(event.payload, options.character_id)
 
 
-def watch(source: EventSource, on_event: Callable[[OutboxEvent], None],
-          options: WatchOptions, stop: threading.Event, *,
-          monotonic: Callable[[], float] = time.monotonic) -> WatchResult:
+def watch(
+    source: EventSource,
+    on_event: Callable[[OutboxEvent], None],
+    options: WatchOptions,
+    stop: threading.Event,
+    *,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> WatchResult:
     """Hand each wanted event to ``on_event`` until max events, timeout or stop."""
     deadline = None if options.timeout_s is None else monotonic() + options.timeout_s
     seen, shown, duplicates = _RecentIds(), 0, 0
@@ -217,10 +228,17 @@ def watch(source: EventSource, on_event: Callable[[OutboxEvent], None],
     return WatchResult(shown, duplicates, StopReason.STOPPED)
 
 
-def follow(broker_url: str | None, database: Callable[[], Database],
-           on_event: Callable[[OutboxEvent], None], options: WatchOptions,
-           stop: threading.Event, *, from_start: bool = False, exchange: str = EXCHANGE,
-           on_ready: Callable[[str], None] | None = None) -> WatchResult:
+def follow(
+    broker_url: str | None,
+    database: Callable[[], Database],
+    on_event: Callable[[OutboxEvent], None],
+    options: WatchOptions,
+    stop: threading.Event,
+    *,
+    from_start: bool = False,
+    exchange: str = EXCHANGE,
+    on_ready: Callable[[str], None] | None = None,
+) -> WatchResult:
     """Open the right source, watch until done, close it: ``killsync watch`` in one call.
 
     ``on_ready`` gets a description of the source once it is listening (the CLI prints

@@ -79,15 +79,30 @@ def _info(row: Row[Any], cipher: TokenCipher) -> WebhookInfo:
         url = mask_url(row.kind, cipher.decrypt(row.url_enc))
     except InputError:
         url = "<cannot decrypt: secret key changed?>"
-    return WebhookInfo(id=row.id, kind=row.kind, url=url, character_id=row.character_id,
-                       max_age_s=row.max_age_s, cursor_event_id=row.cursor_event_id,
-                       enabled=row.enabled, blocked_until=row.blocked_until,
-                       last_error=row.last_error, created_at=row.created_at)
+    return WebhookInfo(
+        id=row.id,
+        kind=row.kind,
+        url=url,
+        character_id=row.character_id,
+        max_age_s=row.max_age_s,
+        cursor_event_id=row.cursor_event_id,
+        enabled=row.enabled,
+        blocked_until=row.blocked_until,
+        last_error=row.last_error,
+        created_at=row.created_at,
+    )
 
 
-def add_webhook(db: Database, cipher: TokenCipher, kind: str, url: str, *,
-                character_id: int | None = None, max_age_s: int = DEFAULT_MAX_AGE_S,
-                allow_insecure: bool = False) -> WebhookInfo:
+def add_webhook(
+    db: Database,
+    cipher: TokenCipher,
+    kind: str,
+    url: str,
+    *,
+    character_id: int | None = None,
+    max_age_s: int = DEFAULT_MAX_AGE_S,
+    allow_insecure: bool = False,
+) -> WebhookInfo:
     """Validate, encrypt and store a webhook; it starts after the newest event."""
     webhook_kind = parse_kind(kind)
     clean = validate_url(webhook_kind, url, allow_insecure=allow_insecure)
@@ -95,10 +110,18 @@ def add_webhook(db: Database, cipher: TokenCipher, kind: str, url: str, *,
         raise UsageError(f"--max-age must be a positive number of seconds, got {max_age_s}")
     cursor = latest_event_id(db)
     with db.session() as session:
-        new_id = session.execute(insert(WEBHOOKS).values(
-            kind=webhook_kind.value, url_enc=cipher.encrypt(clean), character_id=character_id,
-            max_age_s=max_age_s, cursor_event_id=cursor, enabled=True,
-        ).returning(WEBHOOKS.c.id)).scalar_one()
+        new_id = session.execute(
+            insert(WEBHOOKS)
+            .values(
+                kind=webhook_kind.value,
+                url_enc=cipher.encrypt(clean),
+                character_id=character_id,
+                max_age_s=max_age_s,
+                cursor_event_id=cursor,
+                enabled=True,
+            )
+            .returning(WEBHOOKS.c.id)
+        ).scalar_one()
     return get_webhook(db, cipher, new_id)
 
 
@@ -127,8 +150,11 @@ def get_webhook(db: Database, cipher: TokenCipher, webhook_id: int) -> WebhookIn
 def remove_webhook(db: Database, webhook_id: int) -> None:
     """Delete a webhook; ``UsageError`` when there is none with that id."""
     with db.session() as session:
-        deleted = session.connection().execute(
-            delete(WEBHOOKS).where(WEBHOOKS.c.id == webhook_id)).rowcount
+        deleted = (
+            session.connection()
+            .execute(delete(WEBHOOKS).where(WEBHOOKS.c.id == webhook_id))
+            .rowcount
+        )
     if not deleted:
         raise UsageError(f"no webhook with id {webhook_id}", hint="see `killsync webhooks list`")
 
@@ -136,8 +162,9 @@ def remove_webhook(db: Database, webhook_id: int) -> None:
 def _save(db: Database, webhook_id: int, cursor: int | None = None, **values: Any) -> None:
     """Update a webhook; the cursor only ever moves forward."""
     if cursor is not None:
-        values["cursor_event_id"] = case((WEBHOOKS.c.cursor_event_id < cursor, cursor),
-                                         else_=WEBHOOKS.c.cursor_event_id)
+        values["cursor_event_id"] = case(
+            (WEBHOOKS.c.cursor_event_id < cursor, cursor), else_=WEBHOOKS.c.cursor_event_id
+        )
     with db.session() as session:
         session.execute(update(WEBHOOKS).where(WEBHOOKS.c.id == webhook_id).values(**values))
 
@@ -180,18 +207,38 @@ def _record(db: Database, row: Row[Any], result: PostResult, now: datetime) -> N
 
 def sample_payload(now: datetime) -> dict[str, Any]:
     """A made-up fresh kill for ``webhooks test``."""
-    victim = {"character_id": None, "character_name": "Test Pilot", "ship_type_id": 670,
-              "ship_type_name": "Capsule"}
-    final = {"character_id": None, "character_name": "killsync", "ship_type_id": 587,
-             "ship_type_name": "Rifter"}
-    return {"killmail_id": None, "killmail_time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "solar_system_id": 30000142, "solar_system_name": "Jita",
-            "victim": victim, "final_blow": final, "attacker_count": 1}
+    victim = {
+        "character_id": None,
+        "character_name": "Test Pilot",
+        "ship_type_id": 670,
+        "ship_type_name": "Capsule",
+    }
+    final = {
+        "character_id": None,
+        "character_name": "killsync",
+        "ship_type_id": 587,
+        "ship_type_name": "Rifter",
+    }
+    return {
+        "killmail_id": None,
+        "killmail_time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "solar_system_id": 30000142,
+        "solar_system_name": "Jita",
+        "victim": victim,
+        "final_blow": final,
+        "attacker_count": 1,
+    }
 
 
-def send_test_message(db: Database, cipher: TokenCipher, http: httpx.Client,
-                      webhook_id: int, *, clock: Clock | None = None,
-                      policy: RetryPolicy = DEFAULT_POLICY) -> PostResult:
+def send_test_message(
+    db: Database,
+    cipher: TokenCipher,
+    http: httpx.Client,
+    webhook_id: int,
+    *,
+    clock: Clock | None = None,
+    policy: RetryPolicy = DEFAULT_POLICY,
+) -> PostResult:
     """Post one sample message now (unless the webhook must rest) and record the outcome:
     a deleted webhook is disabled, a 429 makes it rest, a success clears ``last_error``."""
     clock = clock or Clock()
@@ -257,8 +304,10 @@ class DeliveryResult:
     @property
     def failed(self) -> int:
         """Webhooks that could not be served: errors after retries, undecryptable URLs."""
-        return sum(r.outcome is RoundOutcome.ERROR or r.last_status is PostStatus.FAILED
-                   for r in self.rounds)
+        return sum(
+            r.outcome is RoundOutcome.ERROR or r.last_status is PostStatus.FAILED
+            for r in self.rounds
+        )
 
 
 @dataclass
@@ -294,13 +343,20 @@ def _deliverable(event: OutboxEvent, row: Row[Any], now: datetime) -> bool:
     return when is not None and when >= now - timedelta(seconds=row.max_age_s)
 
 
-def _finish(deps: _Deps, run: _Run, outcome: RoundOutcome, result: PostResult | None = None
-            ) -> WebhookRound:
+def _finish(
+    deps: _Deps, run: _Run, outcome: RoundOutcome, result: PostResult | None = None
+) -> WebhookRound:
     values = {} if result is None else _state(result, deps.clock.now())
     _save(deps.db, run.row.id, run.cursor, **values)
-    return WebhookRound(run.row.id, outcome, run.posted, run.skipped,
-                        result.detail if result else "", values.get("blocked_until"),
-                        result.status if result else None)
+    return WebhookRound(
+        run.row.id,
+        outcome,
+        run.posted,
+        run.skipped,
+        result.detail if result else "",
+        values.get("blocked_until"),
+        result.status if result else None,
+    )
 
 
 def _post_event(deps: _Deps, run: _Run, event: OutboxEvent) -> PostResult:
@@ -311,13 +367,20 @@ def _post_event(deps: _Deps, run: _Run, event: OutboxEvent) -> PostResult:
         _save(deps.db, run.row.id, run.cursor, blocked_until=None)
     elif result.status is PostStatus.REJECTED:
         run.cursor, run.skipped = event.id, run.skipped + 1
-        _save(deps.db, run.row.id, run.cursor,
-              last_error=_stamp(run.now, f"event {event.id}: {result.detail}; skipped"))
+        _save(
+            deps.db,
+            run.row.id,
+            run.cursor,
+            last_error=_stamp(run.now, f"event {event.id}: {result.detail}; skipped"),
+        )
     return result
 
 
-_STOPS = {PostStatus.RATE_LIMITED: RoundOutcome.RESTING, PostStatus.FAILED: RoundOutcome.RESTING,
-          PostStatus.GONE: RoundOutcome.DISABLED}
+_STOPS = {
+    PostStatus.RATE_LIMITED: RoundOutcome.RESTING,
+    PostStatus.FAILED: RoundOutcome.RESTING,
+    PostStatus.GONE: RoundOutcome.DISABLED,
+}
 
 
 def _drain(deps: _Deps, run: _Run) -> WebhookRound:
@@ -361,13 +424,24 @@ def due_webhook_ids(db: Database, now: datetime) -> list[int]:
     """Enabled webhooks that are not resting."""
     resting = WEBHOOKS.c.blocked_until.is_not(None) & (WEBHOOKS.c.blocked_until > now)
     with db.session() as session:
-        return list(session.scalars(select(WEBHOOKS.c.id).where(
-            WEBHOOKS.c.enabled.is_(True), ~resting).order_by(WEBHOOKS.c.id)))
+        return list(
+            session.scalars(
+                select(WEBHOOKS.c.id)
+                .where(WEBHOOKS.c.enabled.is_(True), ~resting)
+                .order_by(WEBHOOKS.c.id)
+            )
+        )
 
 
-def deliver_pending(db: Database, cipher: TokenCipher, http: httpx.Client,
-                    clock: Clock | None = None, *, policy: RetryPolicy = DEFAULT_POLICY,
-                    limit: int = EVENTS_PER_ROUND) -> DeliveryResult:
+def deliver_pending(
+    db: Database,
+    cipher: TokenCipher,
+    http: httpx.Client,
+    clock: Clock | None = None,
+    *,
+    policy: RetryPolicy = DEFAULT_POLICY,
+    limit: int = EVENTS_PER_ROUND,
+) -> DeliveryResult:
     """One delivery round over every due webhook (see the module docstring).
 
     Never sleeps for a rate limit (it records ``blocked_until`` and moves on); only 5xx
@@ -375,18 +449,32 @@ def deliver_pending(db: Database, cipher: TokenCipher, http: httpx.Client,
     timer; :func:`run_delivery` is the loop ``killsync webhooks deliver`` runs.
     """
     clock = clock or Clock()
-    deps = _Deps(db, http, clock, policy, Leases(db, now=clock.now),
-                 this_owner(f"deliver-{secrets.token_hex(8)}"), limit)
-    return DeliveryResult(tuple(_deliver_one(deps, cipher, webhook_id)
-                                for webhook_id in due_webhook_ids(db, clock.now())))
+    deps = _Deps(
+        db,
+        http,
+        clock,
+        policy,
+        Leases(db, now=clock.now),
+        this_owner(f"deliver-{secrets.token_hex(8)}"),
+        limit,
+    )
+    return DeliveryResult(
+        tuple(
+            _deliver_one(deps, cipher, webhook_id)
+            for webhook_id in due_webhook_ids(db, clock.now())
+        )
+    )
 
 
 def next_wake_s(db: Database, now: datetime, poll_s: float) -> float:
     """Seconds until the next resting webhook may post again, at most ``poll_s``."""
     with db.session() as session:
-        soonest: datetime | None = session.scalar(select(WEBHOOKS.c.blocked_until).where(
-            WEBHOOKS.c.enabled.is_(True), WEBHOOKS.c.blocked_until > now)
-            .order_by(WEBHOOKS.c.blocked_until).limit(1))
+        soonest: datetime | None = session.scalar(
+            select(WEBHOOKS.c.blocked_until)
+            .where(WEBHOOKS.c.enabled.is_(True), WEBHOOKS.c.blocked_until > now)
+            .order_by(WEBHOOKS.c.blocked_until)
+            .limit(1)
+        )
     if soonest is None:
         return poll_s
     return max(0.0, min(poll_s, (soonest - now).total_seconds()))
@@ -403,10 +491,18 @@ class DeliveryTotals:
     failed: int
 
 
-def run_delivery(db: Database, cipher: TokenCipher, http: httpx.Client, *,
-                 wait: Callable[[float], bool], once: bool = False, poll_s: float = 5.0,
-                 clock: Clock | None = None, policy: RetryPolicy = DEFAULT_POLICY,
-                 on_round: Callable[[DeliveryResult], None] | None = None) -> DeliveryTotals:
+def run_delivery(
+    db: Database,
+    cipher: TokenCipher,
+    http: httpx.Client,
+    *,
+    wait: Callable[[float], bool],
+    once: bool = False,
+    poll_s: float = 5.0,
+    clock: Clock | None = None,
+    policy: RetryPolicy = DEFAULT_POLICY,
+    on_round: Callable[[DeliveryResult], None] | None = None,
+) -> DeliveryTotals:
     """Deliver rounds until ``wait`` returns True (``threading.Event.wait``: stop was
     requested) or after one round with ``once``. Between rounds it waits until the next
     webhook stops resting, or ``poll_s`` for new events."""

@@ -59,7 +59,8 @@ def open_broker(
         # pika is imported only by deployments that use it (and keeps `--help` fast).
         from killcli.queue.rabbit import RabbitBroker  # noqa: PLC0415
 
-        broker = RabbitBroker(settings.broker_url, db, queue_name=settings.queue_name,
-                              policy=policy)
+        broker = RabbitBroker(
+            settings.broker_url, db, queue_name=settings.queue_name, policy=policy
+        )
         return broker.open() if connect else broker
     return DatabaseBroker(db, queue_name=settings.queue_name, policy=policy)

@@ -92,10 +92,15 @@ class DatabaseConsumer:
         self._broker.register_consumer(lease_ttl_s)  # also checks the database is there
         self._broker.reclaim_dead()
         try:
-            with Ticker(self._broker.heartbeat_s, lambda: self._beat(lease_ttl_s),
-                        "killsync-queue-heartbeat"):
-                threads = [threading.Thread(target=self._work, name=f"killsync-job-{i}")
-                           for i in range(self._concurrency)]
+            with Ticker(
+                self._broker.heartbeat_s,
+                lambda: self._beat(lease_ttl_s),
+                "killsync-queue-heartbeat",
+            ):
+                threads = [
+                    threading.Thread(target=self._work, name=f"killsync-job-{i}")
+                    for i in range(self._concurrency)
+                ]
                 for thread in threads:
                     thread.start()
                 for thread in threads:
@@ -154,21 +159,28 @@ class DatabaseConsumer:
             outcome = run_handler(self._handler, delivery.job)
             self._tally.add("handled")
             settlement = self._broker.policy.settle(
-                outcome, tries=delivery.tries, rng=self._broker.rng)
+                outcome, tries=delivery.tries, rng=self._broker.rng
+            )
             try:
                 if settlement.action is Action.ACK:
                     settled = self._acks.submit(delivery)
                 else:
                     settled = self._broker.settle(delivery, settlement)
             except QueueUnavailable:
-                logger.warning("could not settle job %s; it will run again after the "
-                               "visibility timeout", delivery.job.job_id, exc_info=True)
+                logger.warning(
+                    "could not settle job %s; it will run again after the visibility timeout",
+                    delivery.job.job_id,
+                    exc_info=True,
+                )
                 return
             if settled:
                 self._tally.settled(settlement.action)
             else:
-                logger.warning("job %s was claimed by another worker meanwhile (heartbeats "
-                               "missed the visibility timeout)", delivery.job.job_id)
+                logger.warning(
+                    "job %s was claimed by another worker meanwhile (heartbeats "
+                    "missed the visibility timeout)",
+                    delivery.job.job_id,
+                )
         finally:
             self._inflight.discard(delivery)
 

@@ -157,9 +157,14 @@ class DatabaseBroker(Broker):
 
     def _row(self, job: Job, priority: int, now: datetime) -> dict[str, Any]:
         return {
-            "job_id": job.job_id, "queue": self.queue_name, "character_id": job.character_id,
-            "payload": job.to_dict(), "priority": priority, "attempt": job.attempt,
-            "available_at": now, "created_at": now,
+            "job_id": job.job_id,
+            "queue": self.queue_name,
+            "character_id": job.character_id,
+            "payload": job.to_dict(),
+            "priority": priority,
+            "attempt": job.attempt,
+            "available_at": now,
+            "created_at": now,
         }
 
     def _serialize_publishers(self, session: Session) -> None:
@@ -177,9 +182,14 @@ class DatabaseBroker(Broker):
         wanted = list(character_ids)
         found: set[int] = set()
         for start in range(0, len(wanted), CHUNK):
-            found.update(session.scalars(select(JOBS.c.character_id).where(
-                JOBS.c.queue == self.queue_name,
-                JOBS.c.character_id.in_(wanted[start : start + CHUNK]))))
+            found.update(
+                session.scalars(
+                    select(JOBS.c.character_id).where(
+                        JOBS.c.queue == self.queue_name,
+                        JOBS.c.character_id.in_(wanted[start : start + CHUNK]),
+                    )
+                )
+            )
         return found
 
     # -- claiming and settling (the pull API under consume) -----------------------------
@@ -193,16 +203,28 @@ class DatabaseBroker(Broker):
         now = self.now()
         token = f"{self.consumer_id}/{new_token()[:10]}"
         with self._session() as session:
-            ids = list(session.scalars(
-                self._ready_ids(now).limit(limit).with_for_update(skip_locked=True)))
+            ids = list(
+                session.scalars(self._ready_ids(now).limit(limit).with_for_update(skip_locked=True))
+            )
             if not ids:
                 return [], 0
             rows = session.execute(
-                update(JOBS).where(JOBS.c.id.in_(ids))
-                .values(locked_by=token, attempt=JOBS.c.attempt + 1,
-                        locked_until=now + timedelta(seconds=self.visibility_timeout_s))
-                .returning(JOBS.c.id, JOBS.c.job_id, JOBS.c.character_id, JOBS.c.payload,
-                           JOBS.c.attempt, JOBS.c.priority, JOBS.c.last_error)
+                update(JOBS)
+                .where(JOBS.c.id.in_(ids))
+                .values(
+                    locked_by=token,
+                    attempt=JOBS.c.attempt + 1,
+                    locked_until=now + timedelta(seconds=self.visibility_timeout_s),
+                )
+                .returning(
+                    JOBS.c.id,
+                    JOBS.c.job_id,
+                    JOBS.c.character_id,
+                    JOBS.c.payload,
+                    JOBS.c.attempt,
+                    JOBS.c.priority,
+                    JOBS.c.last_error,
+                )
             ).all()
             deliveries = [d for row in rows if (d := self._delivery(session, row, token, now))]
         deliveries.sort(key=lambda d: (-d.priority, d.row_id))
@@ -211,8 +233,11 @@ class DatabaseBroker(Broker):
     def _ready_ids(self, now: datetime) -> Select[tuple[int]]:
         return (
             select(JOBS.c.id)
-            .where(JOBS.c.queue == self.queue_name, JOBS.c.available_at <= now,
-                   or_(JOBS.c.locked_until.is_(None), JOBS.c.locked_until <= now))
+            .where(
+                JOBS.c.queue == self.queue_name,
+                JOBS.c.available_at <= now,
+                or_(JOBS.c.locked_until.is_(None), JOBS.c.locked_until <= now),
+            )
             .order_by(JOBS.c.priority.desc(), JOBS.c.available_at, JOBS.c.id)
         )
 
@@ -225,8 +250,10 @@ class DatabaseBroker(Broker):
             return None
         if row.attempt > self.policy.max_attempts:
             # Claimed max_attempts times and never settled: it keeps killing workers.
-            reason = (f"lost by {row.attempt - 1} workers (no ack within the visibility "
-                      f"timeout); last error: {row.last_error or 'none'}")
+            reason = (
+                f"lost by {row.attempt - 1} workers (no ack within the visibility "
+                f"timeout); last error: {row.last_error or 'none'}"
+            )
             self._bury_row(session, row, reason, row.attempt - 1, now)
             return None
         return Delivery(job, row.id, token, row.priority)
@@ -242,35 +269,59 @@ class DatabaseBroker(Broker):
         gone: set[int] = set()
         with self._session() as session:
             for start in range(0, len(claimed), CHUNK):
-                gone.update(session.scalars(delete(JOBS).where(tuple_(
-                    JOBS.c.id, JOBS.c.locked_by).in_(claimed[start : start + CHUNK]))
-                    .returning(JOBS.c.id)))
+                gone.update(
+                    session.scalars(
+                        delete(JOBS)
+                        .where(
+                            tuple_(JOBS.c.id, JOBS.c.locked_by).in_(claimed[start : start + CHUNK])
+                        )
+                        .returning(JOBS.c.id)
+                    )
+                )
         return [d.row_id in gone for d in deliveries]
 
     def retry(self, delivery: Delivery, reason: str, delay_s: float) -> bool:
         """Release a failed job, available again after ``delay_s``."""
         now = self.now()
         with self._session() as session:
-            return bool(rowcount(session.execute(
-                update(JOBS).where(*self._mine(delivery)).values(
-                    available_at=now + timedelta(seconds=delay_s), locked_by=None,
-                    locked_until=None, last_error=reason)
-            )))
+            return bool(
+                rowcount(
+                    session.execute(
+                        update(JOBS)
+                        .where(*self._mine(delivery))
+                        .values(
+                            available_at=now + timedelta(seconds=delay_s),
+                            locked_by=None,
+                            locked_until=None,
+                            last_error=reason,
+                        )
+                    )
+                )
+            )
 
     def dead_letter(self, delivery: Delivery, reason: str) -> bool:
         """Move a job to the dead letters with the reason."""
         with self._session() as session:
             row = session.execute(
-                delete(JOBS).where(*self._mine(delivery))
+                delete(JOBS)
+                .where(*self._mine(delivery))
                 .returning(JOBS.c.job_id, JOBS.c.character_id, JOBS.c.payload)
             ).first()
             if row is None:
                 return False
             payload = delivery.job.to_dict()
-            session.execute(insert(DEAD).values(
-                job_id=row.job_id, queue=self.queue_name, character_id=row.character_id,
-                payload=payload, raw=json.dumps(payload), reason=reason,
-                attempts=delivery.tries, failed_at=self.now()))
+            session.execute(
+                insert(DEAD).values(
+                    job_id=row.job_id,
+                    queue=self.queue_name,
+                    character_id=row.character_id,
+                    payload=payload,
+                    raw=json.dumps(payload),
+                    reason=reason,
+                    attempts=delivery.tries,
+                    failed_at=self.now(),
+                )
+            )
             return True
 
     def settle(self, delivery: Delivery, settlement: Settlement) -> bool:
@@ -289,39 +340,72 @@ class DatabaseBroker(Broker):
             return 0
         until = self.now() + timedelta(seconds=self.visibility_timeout_s)
         with self._session() as session:
-            return sum(rowcount(session.execute(update(JOBS).where(
-                tuple_(JOBS.c.id, JOBS.c.locked_by).in_(claimed[start : start + CHUNK])
-            ).values(locked_until=until))) for start in range(0, len(claimed), CHUNK))
+            return sum(
+                rowcount(
+                    session.execute(
+                        update(JOBS)
+                        .where(
+                            tuple_(JOBS.c.id, JOBS.c.locked_by).in_(claimed[start : start + CHUNK])
+                        )
+                        .values(locked_until=until)
+                    )
+                )
+                for start in range(0, len(claimed), CHUNK)
+            )
 
     def reclaim_dead(self) -> int:
         """Make the running jobs of dead processes of this host claimable now; returns how
         many. Their tokens name their consumer's process (see :mod:`killcli.holders`)."""
         now = self.now()
         with self._session() as session:
-            tokens = session.scalars(select(JOBS.c.locked_by).distinct().where(
-                JOBS.c.queue == self.queue_name, JOBS.c.locked_until > now,
-                JOBS.c.locked_by.startswith(f"{this_host()}:", autoescape=True))).all()
+            tokens = session.scalars(
+                select(JOBS.c.locked_by)
+                .distinct()
+                .where(
+                    JOBS.c.queue == self.queue_name,
+                    JOBS.c.locked_until > now,
+                    JOBS.c.locked_by.startswith(f"{this_host()}:", autoescape=True),
+                )
+            ).all()
             dead = sorted(t for t in tokens if t is not None and holder_is_dead(t))
             if not dead:
                 return 0
             # WHERE locked_by = the dead token: a job claimed again meanwhile is left alone.
-            count = rowcount(session.execute(update(JOBS).where(
-                JOBS.c.queue == self.queue_name, JOBS.c.locked_by.in_(dead),
-                JOBS.c.locked_until > now).values(locked_until=now)))
-        logger.warning("%d jobs of %d dead consumers on this host are claimable again",
-                       count, len(dead))
+            count = rowcount(
+                session.execute(
+                    update(JOBS)
+                    .where(
+                        JOBS.c.queue == self.queue_name,
+                        JOBS.c.locked_by.in_(dead),
+                        JOBS.c.locked_until > now,
+                    )
+                    .values(locked_until=now)
+                )
+            )
+        logger.warning(
+            "%d jobs of %d dead consumers on this host are claimable again", count, len(dead)
+        )
         return count
 
     def _mine(self, delivery: Delivery) -> tuple[Any, ...]:
         return JOBS.c.id == delivery.row_id, JOBS.c.locked_by == delivery.token
 
-    def _bury_row(self, session: Session, row: Any, reason: str, attempts: int,
-                  now: datetime) -> None:
+    def _bury_row(
+        self, session: Session, row: Any, reason: str, attempts: int, now: datetime
+    ) -> None:
         payload = row.payload if isinstance(row.payload, dict) else None
-        session.execute(insert(DEAD).values(
-            job_id=row.job_id, queue=self.queue_name, character_id=row.character_id,
-            payload=payload, raw=json.dumps(row.payload), reason=reason,
-            attempts=attempts, failed_at=now))
+        session.execute(
+            insert(DEAD).values(
+                job_id=row.job_id,
+                queue=self.queue_name,
+                character_id=row.character_id,
+                payload=payload,
+                raw=json.dumps(row.payload),
+                reason=reason,
+                attempts=attempts,
+                failed_at=now,
+            )
+        )
         session.execute(delete(JOBS).where(JOBS.c.id == row.id))
 
     # -- consuming -------------------------------------------------------------------
@@ -335,8 +419,9 @@ class DatabaseBroker(Broker):
         drain: bool = False,
         max_jobs: int | None = None,
     ) -> ConsumeResult:
-        return DatabaseConsumer(self, handler, concurrency=concurrency, stop=stop,
-                                drain=drain, max_jobs=max_jobs).run()
+        return DatabaseConsumer(
+            self, handler, concurrency=concurrency, stop=stop, drain=drain, max_jobs=max_jobs
+        ).run()
 
     # -- operators -------------------------------------------------------------------
 
@@ -345,36 +430,55 @@ class DatabaseBroker(Broker):
         running = JOBS.c.locked_until > now
         idle = or_(JOBS.c.locked_until.is_(None), JOBS.c.locked_until <= now)
         with self._session() as session:
-            ready, delayed, busy = session.execute(select(
-                func.count().filter(idle, JOBS.c.available_at <= now),
-                func.count().filter(idle, JOBS.c.available_at > now),
-                func.count().filter(running),
-            ).where(JOBS.c.queue == self.queue_name)).one()
-            dead = session.scalar(select(func.count()).select_from(DEAD).where(
-                DEAD.c.queue == self.queue_name))
+            ready, delayed, busy = session.execute(
+                select(
+                    func.count().filter(idle, JOBS.c.available_at <= now),
+                    func.count().filter(idle, JOBS.c.available_at > now),
+                    func.count().filter(running),
+                ).where(JOBS.c.queue == self.queue_name)
+            ).one()
+            dead = session.scalar(
+                select(func.count()).select_from(DEAD).where(DEAD.c.queue == self.queue_name)
+            )
         consumers = self.leases.count(f"consumer:{lease_scope(self.queue_name)}:")
-        return QueueStats(ready=ready, delayed=delayed, running=busy,
-                          dead_letters=int(dead or 0), consumers=consumers)
+        return QueueStats(
+            ready=ready,
+            delayed=delayed,
+            running=busy,
+            dead_letters=int(dead or 0),
+            consumers=consumers,
+        )
 
     def dead_letters(self, limit: int = 50) -> list[DeadLetterInfo]:
         with self._session() as session:
-            rows = session.execute(select(DEAD).where(DEAD.c.queue == self.queue_name)
-                                   .order_by(DEAD.c.id).limit(limit)).all()
-        return [DeadLetterInfo(job_id=r.job_id, character_id=r.character_id, reason=r.reason,
-                               attempts=r.attempts, failed_at=r.failed_at, raw=r.raw or "")
-                for r in rows]
+            rows = session.execute(
+                select(DEAD).where(DEAD.c.queue == self.queue_name).order_by(DEAD.c.id).limit(limit)
+            ).all()
+        return [
+            DeadLetterInfo(
+                job_id=r.job_id,
+                character_id=r.character_id,
+                reason=r.reason,
+                attempts=r.attempts,
+                failed_at=r.failed_at,
+                raw=r.raw or "",
+            )
+            for r in rows
+        ]
 
     def purge_dead_letters(self) -> int:
         with self._session() as session:
-            return rowcount(session.execute(
-                delete(DEAD).where(DEAD.c.queue == self.queue_name)))
+            return rowcount(session.execute(delete(DEAD).where(DEAD.c.queue == self.queue_name)))
 
     def requeue_dead_letters(self) -> RequeueResult:
         now = self.now()
         with self._session() as session:
             self._serialize_publishers(session)
-            dead = session.execute(select(DEAD.c.id, DEAD.c.payload).where(
-                DEAD.c.queue == self.queue_name).order_by(DEAD.c.id)).all()
+            dead = session.execute(
+                select(DEAD.c.id, DEAD.c.payload)
+                .where(DEAD.c.queue == self.queue_name)
+                .order_by(DEAD.c.id)
+            ).all()
             jobs: dict[int, Job] = {}
             handled: list[int] = []
             for row_id, payload in dead:
@@ -390,13 +494,17 @@ class DatabaseBroker(Broker):
                 session.execute(insert_ignore(session, JOBS), rows)
             for start in range(0, len(handled), CHUNK):
                 session.execute(delete(DEAD).where(DEAD.c.id.in_(handled[start : start + CHUNK])))
-        return RequeueResult(requeued=len(rows), dropped=len(handled) - len(rows),
-                             kept=len(dead) - len(handled))
+        return RequeueResult(
+            requeued=len(rows), dropped=len(handled) - len(rows), kept=len(dead) - len(handled)
+        )
 
     def queued_character_ids(self) -> set[int]:
         with self._session() as session:
-            return set(session.scalars(select(JOBS.c.character_id).distinct().where(
-                JOBS.c.queue == self.queue_name)))
+            return set(
+                session.scalars(
+                    select(JOBS.c.character_id).distinct().where(JOBS.c.queue == self.queue_name)
+                )
+            )
 
     def register_consumer(self, ttl_s: float) -> bool:
         """Announce (or keep announcing) this consumer for :meth:`stats`."""
@@ -415,4 +523,3 @@ class DatabaseBroker(Broker):
             raise
         except DatabaseError as exc:
             raise QueueUnavailable(f"the database job queue is unavailable: {exc}") from exc
-

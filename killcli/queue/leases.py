@@ -101,8 +101,10 @@ def acquire_in(
     expires_at = now + timedelta(seconds=ttl_s)
     taken: set[str] = set()
     for start in range(0, len(names), CHUNK):
-        rows = [{"name": n, "owner": owners[n], "expires_at": expires_at}
-                for n in names[start : start + CHUNK]]
+        rows = [
+            {"name": n, "owner": owners[n], "expires_at": expires_at}
+            for n in names[start : start + CHUNK]
+        ]
         insert = dialect_insert(session, LEASES)
         stmt = insert.on_conflict_do_update(
             index_elements=[LEASES.c.name],
@@ -127,17 +129,18 @@ def acquire_each(
     return [name in taken and owners[name] == owner for name, owner in pairs]
 
 
-def _take_from_dead(
-    session: Session, owners: Mapping[str, str], expires_at: datetime
-) -> set[str]:
+def _take_from_dead(session: Session, owners: Mapping[str, str], expires_at: datetime) -> set[str]:
     """Take over the leases of ``{name: owner}`` whose holder is a dead local process."""
     taken: set[str] = set()
     for name, holder in _local_holders(session, sorted(owners)):
         if not holder_is_dead(holder):
             continue
         # WHERE owner = the dead one: if a rival took it first, the rival keeps it.
-        stmt = update(LEASES).where(LEASES.c.name == name, LEASES.c.owner == holder).values(
-            owner=owners[name], expires_at=expires_at)
+        stmt = (
+            update(LEASES)
+            .where(LEASES.c.name == name, LEASES.c.owner == holder)
+            .values(owner=owners[name], expires_at=expires_at)
+        )
         if rowcount(session.execute(stmt)):
             taken.add(name)
     return taken
@@ -149,20 +152,24 @@ def _local_holders(session: Session, names: list[str]) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     local = LEASES.c.owner.startswith(f"{this_host()}:", autoescape=True)
     for start in range(0, len(names), CHUNK):
-        rows = session.execute(select(LEASES.c.name, LEASES.c.owner).where(
-            LEASES.c.name.in_(names[start : start + CHUNK]), local).order_by(LEASES.c.name))
+        rows = session.execute(
+            select(LEASES.c.name, LEASES.c.owner)
+            .where(LEASES.c.name.in_(names[start : start + CHUNK]), local)
+            .order_by(LEASES.c.name)
+        )
         found.extend((str(name), str(owner)) for name, owner in rows)
     return found
 
 
-def renew_in(
-    session: Session, owners: Mapping[str, str], ttl_s: float, now: datetime
-) -> int:
+def renew_in(session: Session, owners: Mapping[str, str], ttl_s: float, now: datetime) -> int:
     """Extend the leases of ``{name: owner}`` still held by that owner; returns how many.
 
     An expired lease nobody took yet is still ours and is renewed."""
-    return _by_pairs(session, owners, lambda where: update(LEASES).where(where).values(
-        expires_at=now + timedelta(seconds=ttl_s)))
+    return _by_pairs(
+        session,
+        owners,
+        lambda where: update(LEASES).where(where).values(expires_at=now + timedelta(seconds=ttl_s)),
+    )
 
 
 def release_in(session: Session, owners: Mapping[str, str]) -> int:
@@ -225,23 +232,37 @@ class Leases:
     def holder(self, name: str) -> str | None:
         """The owner of an unexpired lease, or None."""
         with self._db.session() as session:
-            return session.scalar(select(LEASES.c.owner).where(
-                LEASES.c.name == name, LEASES.c.expires_at > self._now()))
+            return session.scalar(
+                select(LEASES.c.owner).where(
+                    LEASES.c.name == name, LEASES.c.expires_at > self._now()
+                )
+            )
 
     def active(self, prefix: str) -> dict[str, str]:
         """Unexpired leases whose name starts with ``prefix``: ``{name: owner}``."""
         with self._db.session() as session:
-            rows = session.execute(select(LEASES.c.name, LEASES.c.owner).where(
-                LEASES.c.name.startswith(prefix, autoescape=True),
-                LEASES.c.expires_at > self._now()))
+            rows = session.execute(
+                select(LEASES.c.name, LEASES.c.owner).where(
+                    LEASES.c.name.startswith(prefix, autoescape=True),
+                    LEASES.c.expires_at > self._now(),
+                )
+            )
             return {str(name): str(owner) for name, owner in rows}
 
     def count(self, prefix: str) -> int:
         """How many unexpired leases start with ``prefix``."""
         with self._db.session() as session:
-            return int(session.scalar(select(func.count()).select_from(LEASES).where(
-                LEASES.c.name.startswith(prefix, autoescape=True),
-                LEASES.c.expires_at > self._now())) or 0)
+            return int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(LEASES)
+                    .where(
+                        LEASES.c.name.startswith(prefix, autoescape=True),
+                        LEASES.c.expires_at > self._now(),
+                    )
+                )
+                or 0
+            )
 
     def purge_expired(self) -> int:
         """Delete expired leases (housekeeping; expired rows are harmless otherwise)."""
@@ -261,8 +282,9 @@ class LeaseKeeper:
     transaction that starts its jobs: :mod:`killcli.sync.quick`.)
     """
 
-    def __init__(self, leases: Leases, *, ttl_s: float = HOLDER_TIMEOUT_S,
-                 interval_s: float = HEARTBEAT_S) -> None:
+    def __init__(
+        self, leases: Leases, *, ttl_s: float = HOLDER_TIMEOUT_S, interval_s: float = HEARTBEAT_S
+    ) -> None:
         self.leases = leases
         self.ttl_s = ttl_s
         self._interval_s = interval_s
@@ -304,8 +326,9 @@ class LeaseKeeper:
         try:
             self._releases.submit((name, owner))
         except KillsyncError:
-            logger.warning("could not release lease %s; it expires in %.0f s", name,
-                           self.ttl_s, exc_info=True)
+            logger.warning(
+                "could not release lease %s; it expires in %.0f s", name, self.ttl_s, exc_info=True
+            )
 
     def _release_many(self, pairs: Sequence[tuple[str, str]]) -> list[None]:
         # A name twice (its lease lapsed, another job of ours took it over) keeps the last
@@ -323,8 +346,12 @@ class LeaseKeeper:
         with self._lock:  # leases released during the beat were not lost
             still = sum(self._held.get(name) == owner for name, owner in held.items())
         if kept < still:
-            logger.warning("%d of %d leases were taken over (heartbeats missed their "
-                           "%.0f s)", still - kept, still, self.ttl_s)
+            logger.warning(
+                "%d of %d leases were taken over (heartbeats missed their %.0f s)",
+                still - kept,
+                still,
+                self.ttl_s,
+            )
 
     def close(self) -> None:
         """Stop the heartbeat thread (leases still held then simply expire)."""

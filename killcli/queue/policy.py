@@ -84,8 +84,7 @@ def run_handler(handler: Handler, job: Job) -> Outcome:
     try:
         outcome = handler(job)
     except Exception as exc:  # any failure of a job is that job's retry
-        logger.warning("job %s (character %s) failed", job.job_id, job.character_id,
-                       exc_info=True)
+        logger.warning("job %s (character %s) failed", job.job_id, job.character_id, exc_info=True)
         return Outcome.retry(describe(exc))
     if not isinstance(outcome, Outcome):
         return Outcome.retry(f"handler returned {type(outcome).__name__}, not an Outcome")
@@ -131,11 +130,10 @@ class Tally:
             self._counts[name] = self._counts.get(name, 0) + n
 
     def settled(self, action: Action) -> None:
-        self.add({Action.ACK: "done", Action.RETRY: "retried",
-                  Action.DEAD: "dead_lettered"}[action])
+        self.add(
+            {Action.ACK: "done", Action.RETRY: "retried", Action.DEAD: "dead_lettered"}[action]
+        )
 
     def result(self) -> ConsumeResult:
         with self._lock:
             return ConsumeResult(**self._counts)
-
-

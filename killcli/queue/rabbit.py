@@ -150,8 +150,9 @@ class RabbitBroker(Broker):
                 for start in range(0, len(ours), PUBLISH_BATCH):
                     batch = ours[start : start + PUBLISH_BATCH]
                     for job in batch:
-                        tx.basic_publish("", self.queue_name, job.encode(),
-                                         job_properties(job.job_id, priority))
+                        tx.basic_publish(
+                            "", self.queue_name, job.encode(), job_properties(job.job_id, priority)
+                        )
                     tx.tx_commit()
                     sent += len(batch)
             finally:
@@ -183,14 +184,30 @@ class RabbitBroker(Broker):
         drain: bool = False,
         max_jobs: int | None = None,
     ) -> ConsumeResult:
-        book = LeaseBook(self.db, self.queue_name, now=self.now,
-                         queued_ttl_s=self.queued_ttl_s, running_ttl_s=self.running_ttl_s)
-        options = ConsumerOptions(concurrency=concurrency, drain=drain, max_jobs=max_jobs,
-                                  reconnect_timeout_s=self.reconnect_timeout_s)
+        book = LeaseBook(
+            self.db,
+            self.queue_name,
+            now=self.now,
+            queued_ttl_s=self.queued_ttl_s,
+            running_ttl_s=self.running_ttl_s,
+        )
+        options = ConsumerOptions(
+            concurrency=concurrency,
+            drain=drain,
+            max_jobs=max_jobs,
+            reconnect_timeout_s=self.reconnect_timeout_s,
+        )
         consumer = RabbitConsumer(
             connect=lambda: connect(self.url, name=self.connection_name("consumer")),
-            topology=self.topology, book=book, policy=self.policy, rng=self.rng,
-            now=self.now, handler=handler, stop=stop, options=options)
+            topology=self.topology,
+            book=book,
+            policy=self.policy,
+            rng=self.rng,
+            now=self.now,
+            handler=handler,
+            stop=stop,
+            options=options,
+        )
         return consumer.run()
 
     # -- operators -------------------------------------------------------------------
@@ -199,9 +216,11 @@ class RabbitBroker(Broker):
         with self._admin() as channel:
             ready, consumers, delayed, dead = self.topology.counts(channel)
         running = self._db_call(
-            lambda: self.leases.count(f"running:{lease_scope(self.queue_name)}:"))
-        return QueueStats(ready=ready, delayed=delayed, running=running, dead_letters=dead,
-                          consumers=consumers)
+            lambda: self.leases.count(f"running:{lease_scope(self.queue_name)}:")
+        )
+        return QueueStats(
+            ready=ready, delayed=delayed, running=running, dead_letters=dead, consumers=consumers
+        )
 
     def dead_letters(self, limit: int = 50) -> list[DeadLetterInfo]:
         with self._admin() as admin:
@@ -248,7 +267,7 @@ class RabbitBroker(Broker):
     def queued_character_ids(self) -> set[int]:
         prefix = f"queued:{lease_scope(self.queue_name)}:"
         names = self._db_call(lambda: self.leases.active(prefix))
-        return {int(name[len(prefix):]) for name in names}
+        return {int(name[len(prefix) :]) for name in names}
 
     def delete_topology(self) -> None:
         """Delete every queue of this queue name, messages included (without declaring

@@ -89,8 +89,9 @@ class LeaseBook:
     :meth:`RabbitBroker.stats` for ``running_ttl_s``.
     """
 
-    def __init__(self, db: Database, queue: str, *, now: Now, queued_ttl_s: float,
-                 running_ttl_s: float) -> None:
+    def __init__(
+        self, db: Database, queue: str, *, now: Now, queued_ttl_s: float, running_ttl_s: float
+    ) -> None:
         self._db = db
         self._queue = queue
         self._now = now
@@ -102,8 +103,10 @@ class LeaseBook:
         self._finishes: Coalescer[tuple[Job, bool], None] = Coalescer(self._finish_many)
 
     def _names(self, job: Job) -> tuple[str, str]:
-        return (queued_lease(self._queue, job.character_id),
-                running_lease(self._queue, job.character_id))
+        return (
+            queued_lease(self._queue, job.character_id),
+            running_lease(self._queue, job.character_id),
+        )
 
     def start(self, job: Job) -> bool:
         """Take the job's leases; False if the character's ``queued:`` lease is another
@@ -120,27 +123,40 @@ class LeaseBook:
         try:
             self._finishes.submit((job, still_queued))
         except KillsyncError:
-            logger.warning("could not release the leases of job %s; they expire",
-                           job.job_id, exc_info=True)
+            logger.warning(
+                "could not release the leases of job %s; they expire", job.job_id, exc_info=True
+            )
 
     def _start_many(self, jobs: Sequence[Job]) -> list[bool]:
         with self._db.session() as session:
             now = self._now()
-            started = acquire_each(session, [(self._names(job)[0], job.job_id) for job in jobs],
-                                   self.queued_ttl_s, now)
-            acquire_in(session, {self._names(job)[1]: job.job_id
-                                 for job, ok in zip(jobs, started, strict=True) if ok},
-                       self.running_ttl_s, now)
+            started = acquire_each(
+                session, [(self._names(job)[0], job.job_id) for job in jobs], self.queued_ttl_s, now
+            )
+            acquire_in(
+                session,
+                {
+                    self._names(job)[1]: job.job_id
+                    for job, ok in zip(jobs, started, strict=True)
+                    if ok
+                },
+                self.running_ttl_s,
+                now,
+            )
         return started
 
     def _finish_many(self, finished: Sequence[tuple[Job, bool]]) -> list[None]:
         with self._db.session() as session:
             release_in(session, {self._names(job)[1]: job.job_id for job, _ in finished})
-            release_in(session, {self._names(job)[0]: job.job_id
-                                 for job, still in finished if not still})
-            renew_in(session, {self._names(job)[0]: job.job_id
-                               for job, still in finished if still},
-                     self.queued_ttl_s, self._now())
+            release_in(
+                session, {self._names(job)[0]: job.job_id for job, still in finished if not still}
+            )
+            renew_in(
+                session,
+                {self._names(job)[0]: job.job_id for job, still in finished if still},
+                self.queued_ttl_s,
+                self._now(),
+            )
         return [None] * len(finished)
 
     def forget(self, raw: bytes) -> None:
@@ -158,10 +174,8 @@ class LeaseBook:
             return
         with self._db.session() as session:
             now = self._now()
-            renew_in(session, {self._names(j)[1]: j.job_id for j in jobs},
-                     self.running_ttl_s, now)
-            renew_in(session, {self._names(j)[0]: j.job_id for j in jobs},
-                     self.queued_ttl_s, now)
+            renew_in(session, {self._names(j)[1]: j.job_id for j in jobs}, self.running_ttl_s, now)
+            renew_in(session, {self._names(j)[0]: j.job_id for j in jobs}, self.queued_ttl_s, now)
 
 
 @dataclass
@@ -194,10 +208,19 @@ class ConsumerOptions:
 class RabbitConsumer:
     """One :meth:`RabbitBroker.consume` call."""
 
-    def __init__(self, *, connect: Callable[[], BlockingConnection], topology: Topology,
-                 book: LeaseBook, policy: RetryPolicy, rng: random.Random, now: Now,
-                 handler: Handler, stop: threading.Event | None,
-                 options: ConsumerOptions) -> None:
+    def __init__(
+        self,
+        *,
+        connect: Callable[[], BlockingConnection],
+        topology: Topology,
+        book: LeaseBook,
+        policy: RetryPolicy,
+        rng: random.Random,
+        now: Now,
+        handler: Handler,
+        stop: threading.Event | None,
+        options: ConsumerOptions,
+    ) -> None:
         self._connect, self._topology, self._book = connect, topology, book
         self._policy, self._rng, self._now, self._handler = policy, rng, now, handler
         self._stop = stop or threading.Event()
@@ -266,8 +289,13 @@ class RabbitConsumer:
         self._conn.process_data_events(time_limit=0)  # deliveries sent before that answer
         return not self._runs
 
-    def _on_message(self, channel: BlockingChannel, method: pika.spec.Basic.Deliver,
-                    properties: pika.spec.BasicProperties, body: bytes) -> None:
+    def _on_message(
+        self,
+        channel: BlockingChannel,
+        method: pika.spec.Basic.Deliver,
+        properties: pika.spec.BasicProperties,
+        body: bytes,
+    ) -> None:
         tag = int(method.delivery_tag or 0)
         try:
             job = decode(body)
@@ -326,25 +354,38 @@ class RabbitConsumer:
         settlement = finished.settlement
         if settlement.action is Action.RETRY:
             queue = self._topology.delay_queue(self._topology.tier_for(settlement.delay_s))
-            publish(self._chan, queue, job.next_attempt().encode(),
-                    job_properties(job.job_id, run.priority))
+            publish(
+                self._chan,
+                queue,
+                job.next_attempt().encode(),
+                job_properties(job.job_id, run.priority),
+            )
         elif settlement.action is Action.DEAD:
             headers = self._dead_headers(settlement.reason, job.attempt + 1)
-            publish(self._chan, self._topology.dead, job.encode(),
-                    job_properties(job.job_id, run.priority, headers))
+            publish(
+                self._chan,
+                self._topology.dead,
+                job.encode(),
+                job_properties(job.job_id, run.priority, headers),
+            )
         self._chan.basic_ack(run.tag)  # only now: the retry or dead letter is confirmed
         self._tally.settled(settlement.action)
         if not finished.released:
-            self._ledger.submit(self._book.finish, job,
-                                still_queued=settlement.action is Action.RETRY)
+            self._ledger.submit(
+                self._book.finish, job, still_queued=settlement.action is Action.RETRY
+            )
 
     def _bury_poison(self, tag: int, body: bytes, reason: str) -> None:
         assert self._chan is not None
         assert self._ledger is not None
         logger.warning("poison message on %s: %s", self._topology.name, reason)
         job_id, _ = peek_ids(body)
-        publish(self._chan, self._topology.dead, body,
-                job_properties(job_id, 0, self._dead_headers(f"poison: {reason}", 0)))
+        publish(
+            self._chan,
+            self._topology.dead,
+            body,
+            job_properties(job_id, 0, self._dead_headers(f"poison: {reason}", 0)),
+        )
         self._chan.basic_ack(tag)
         self._tally.add("poisoned")
         self._ledger.submit(self._forget, body)
@@ -357,8 +398,11 @@ class RabbitConsumer:
 
     def _dead_headers(self, reason: str, attempts: int) -> dict[str, object]:
         failed_at: datetime = self._now()
-        return {REASON_HEADER: reason, ATTEMPTS_HEADER: attempts,
-                FAILED_AT_HEADER: failed_at.isoformat()}
+        return {
+            REASON_HEADER: reason,
+            ATTEMPTS_HEADER: attempts,
+            FAILED_AT_HEADER: failed_at.isoformat(),
+        }
 
     # -- worker threads ---------------------------------------------------------------
 
@@ -367,8 +411,9 @@ class RabbitConsumer:
             finished = self._attempt(key, job)
         except Exception as exc:  # never leave a delivery unsettled, or the loop waits forever
             logger.exception("job %s: bookkeeping failed", job.job_id)
-            finished = _Finished(key, self._settlement(
-                job, Outcome.retry(f"bookkeeping failed: {describe(exc)}")))
+            finished = _Finished(
+                key, self._settlement(job, Outcome.retry(f"bookkeeping failed: {describe(exc)}"))
+            )
         self._finished.put(finished)
         conn = self._conn
         if conn is not None:
@@ -403,8 +448,11 @@ class RabbitConsumer:
             chan.confirm_delivery()
             self._topology.declare(chan)
             chan.basic_qos(prefetch_count=self._options.concurrency)
-            tag = None if self._stopping() else chan.basic_consume(
-                self._topology.name, self._on_message)
+            tag = (
+                None
+                if self._stopping()
+                else chan.basic_consume(self._topology.name, self._on_message)
+            )
         except QueueUnavailable:
             close_quietly(conn)
             raise
@@ -431,7 +479,8 @@ class RabbitConsumer:
                 if time.monotonic() + wait_s > deadline:
                     raise QueueUnavailable(
                         f"lost RabbitMQ and could not reconnect within "
-                        f"{self._options.reconnect_timeout_s:.0f} s: {exc}") from exc
+                        f"{self._options.reconnect_timeout_s:.0f} s: {exc}"
+                    ) from exc
                 logger.warning("reconnecting to RabbitMQ in %.1f s: %s", wait_s, exc)
                 self._stop.wait(wait_s * (0.5 + self._rng.random() / 2))
                 wait_s = min(MAX_RECONNECT_WAIT_S, wait_s * 2)

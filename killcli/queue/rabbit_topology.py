@@ -108,13 +108,19 @@ class Topology:
 
     def counts(self, channel: BlockingChannel) -> tuple[int, int, int, int]:
         """``(ready, consumers, delayed, dead)`` message and consumer counts."""
-        main = channel.queue_declare(self.name, durable=True,
-                                     arguments=self.queues()[self.name])
-        delayed = sum(self.declare_one(channel, q, args) for q, args in self.queues().items()
-                      if q not in {self.name, self.dead})
+        main = channel.queue_declare(self.name, durable=True, arguments=self.queues()[self.name])
+        delayed = sum(
+            self.declare_one(channel, q, args)
+            for q, args in self.queues().items()
+            if q not in {self.name, self.dead}
+        )
         dead = self.declare_one(channel, self.dead, {})
-        return (int(main.method.message_count or 0), int(main.method.consumer_count or 0),
-                delayed, dead)
+        return (
+            int(main.method.message_count or 0),
+            int(main.method.consumer_count or 0),
+            delayed,
+            dead,
+        )
 
     def delete(self, channel: BlockingChannel) -> None:
         """Delete every queue, messages included (tests and decommissioning)."""
@@ -133,7 +139,8 @@ def connect(url: str, *, name: str) -> BlockingConnection:
         return BlockingConnection(parameters)
     except pika.exceptions.AMQPError as exc:
         raise QueueUnavailable(
-            f"cannot reach RabbitMQ at {mask_url(url)}: {describe_amqp(exc)}") from exc
+            f"cannot reach RabbitMQ at {mask_url(url)}: {describe_amqp(exc)}"
+        ) from exc
 
 
 def close_quietly(connection: BlockingConnection | None) -> None:
@@ -149,8 +156,9 @@ def describe_amqp(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def job_properties(job_id: str | None, priority: int, headers: dict[str, Any] | None = None
-                   ) -> pika.BasicProperties:
+def job_properties(
+    job_id: str | None, priority: int, headers: dict[str, Any] | None = None
+) -> pika.BasicProperties:
     """Persistent JSON message properties."""
     return pika.BasicProperties(
         content_type="application/json",
@@ -161,8 +169,9 @@ def job_properties(job_id: str | None, priority: int, headers: dict[str, Any] | 
     )
 
 
-def publish(channel: BlockingChannel, queue: str, body: bytes,
-            properties: pika.BasicProperties) -> None:
+def publish(
+    channel: BlockingChannel, queue: str, body: bytes, properties: pika.BasicProperties
+) -> None:
     """Publish with a publisher confirm (the channel is in confirm mode); ``mandatory`` so a
     missing queue raises instead of dropping the message."""
     channel.basic_publish("", queue, body, properties, mandatory=True)

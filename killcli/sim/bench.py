@@ -20,8 +20,7 @@ from types import MappingProxyType
 from killcli.sim.scenario import Scenario
 from killcli.sim.server import SimServer
 
-_UNLIMITED = MappingProxyType(
-    dict.fromkeys(("char-killmail", "killmail", "status"), (10**9, 900)))
+_UNLIMITED = MappingProxyType(dict.fromkeys(("char-killmail", "killmail", "status"), (10**9, 900)))
 
 
 @dataclass(frozen=True)
@@ -39,8 +38,9 @@ class BenchResult:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
-def _load(port: int, paths: list[str], threads: int, seconds: float,
-          out: Queue[tuple[int, int, float]]) -> None:
+def _load(
+    port: int, paths: list[str], threads: int, seconds: float, out: Queue[tuple[int, int, float]]
+) -> None:
     """One load process: ``threads`` keep-alive connections for ``seconds``."""
     counts = [[0, 0] for _ in range(threads)]
     started = time.monotonic()
@@ -69,8 +69,9 @@ def _load(port: int, paths: list[str], threads: int, seconds: float,
     out.put((sum(c[0] for c in counts), sum(c[1] for c in counts), elapsed))
 
 
-def run_bench(*, seconds: float = 5.0, processes: int = 1, threads: int = 8,
-              scenario: Scenario | None = None) -> BenchResult:
+def run_bench(
+    *, seconds: float = 5.0, processes: int = 1, threads: int = 8, scenario: Scenario | None = None
+) -> BenchResult:
     """Measure sustained body fetches per second against a fresh simulator."""
     base = scenario or Scenario.named("smoke")
     chosen = replace(base, buckets=_UNLIMITED, error_limit=10**9)
@@ -78,16 +79,19 @@ def run_bench(*, seconds: float = 5.0, processes: int = 1, threads: int = 8,
         paths = [f"/killmails/{k}/{r.killmail_hash}" for k, r in sim.world.killmails.items()]
         context = multiprocessing.get_context("spawn")
         queue: Queue[tuple[int, int, float]] = context.Queue()
-        loaders = [context.Process(target=_load, args=(sim.port, paths, threads, seconds, queue))
-                   for _ in range(processes)]
+        loaders = [
+            context.Process(target=_load, args=(sim.port, paths, threads, seconds, queue))
+            for _ in range(processes)
+        ]
         for proc in loaders:
             proc.start()
         results = [queue.get(timeout=seconds + 60) for _ in loaders]
         for proc in loaders:
             proc.join()
     elapsed = max(r[2] for r in results)
-    return BenchResult(sum(r[0] for r in results), sum(r[1] for r in results), elapsed,
-                       processes * threads)
+    return BenchResult(
+        sum(r[0] for r in results), sum(r[1] for r in results), elapsed, processes * threads
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -98,8 +102,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args(argv)
     result = run_bench(seconds=args.seconds, processes=args.processes, threads=args.threads)
-    print(f"{result.requests_per_s:.0f} requests/s ({result.requests} bodies, {result.errors} "
-          f"errors, {result.connections} keep-alive connections, {args.seconds:g} s)")
+    print(
+        f"{result.requests_per_s:.0f} requests/s ({result.requests} bodies, {result.errors} "
+        f"errors, {result.connections} keep-alive connections, {args.seconds:g} s)"
+    )
 
 
 if __name__ == "__main__":

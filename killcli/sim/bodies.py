@@ -25,8 +25,9 @@ _STRUCTURE_FLAGS = (164, 172, 180, 186)
 
 def encode(value: Any) -> bytes:
     """JSON bytes the way ESI (Go's encoding/json) writes them."""
-    text = json.dumps(_esi_numbers(value), sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False)
+    text = json.dumps(
+        _esi_numbers(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
     # Outside strings JSON has no <, > or &: replacing them everywhere is safe.
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return text.encode("utf-8")
@@ -92,8 +93,9 @@ class BodyMaker:
         rows.sort(key=lambda row: -int(row["damage_done"]))
         return rows
 
-    def _attacker(self, pilot: Pilot, final_blow: bool, scale: int,
-                  rng: random.Random) -> dict[str, Any]:
+    def _attacker(
+        self, pilot: Pilot, final_blow: bool, scale: int, rng: random.Random
+    ) -> dict[str, Any]:
         row: dict[str, Any] = {
             **_ids(pilot),
             "damage_done": 0 if rng.random() < 0.05 else rng.randint(1, scale),
@@ -117,8 +119,10 @@ class BodyMaker:
         if roll < 0.08 or spec.victim_ship_type_id == 670:
             return []
         if spec.victim.character_id is None:
-            return [self._item(rng, flag=rng.choice(_STRUCTURE_FLAGS), role="charge")
-                    for _ in range(rng.randint(1, 10))]
+            return [
+                self._item(rng, flag=rng.choice(_STRUCTURE_FLAGS), role="charge")
+                for _ in range(rng.randint(1, 10))
+            ]
         items = self._fitting(rng)
         if rng.random() < 0.2:
             items.append(self._container(rng))
@@ -145,26 +149,40 @@ class BodyMaker:
             items.append(twin)
         return items
 
-    def _item(self, rng: random.Random, *, flag: int, role: str,
-              quantity: int | None = None) -> dict[str, Any]:
+    def _item(
+        self, rng: random.Random, *, flag: int, role: str, quantity: int | None = None
+    ) -> dict[str, Any]:
         amount = quantity or rng.choice((1, rng.randint(2, 500), rng.randint(1_000, 100_000)))
         key = "quantity_dropped" if rng.random() < 0.45 else "quantity_destroyed"
-        return {"flag": flag, "item_type_id": rng.choice(self._by_role[role]),
-                key: amount, "singleton": 0}
+        return {
+            "flag": flag,
+            "item_type_id": rng.choice(self._by_role[role]),
+            key: amount,
+            "singleton": 0,
+        }
 
     def _container(self, rng: random.Random) -> dict[str, Any]:
         """A container in the cargo hold with its contents (one level, as ESI)."""
         container = self._item(rng, flag=_CARGO, role="container", quantity=1)
-        children = [self._item(rng, flag=rng.choice((_CARGO, 11, 19, 27, 92)),
-                               role=rng.choice(("module", "charge", "weapon")))
-                    for _ in range(rng.randint(1, 10))]
+        children = [
+            self._item(
+                rng,
+                flag=rng.choice((_CARGO, 11, 19, 27, 92)),
+                role=rng.choice(("module", "charge", "weapon")),
+            )
+            for _ in range(rng.randint(1, 10))
+        ]
         container["items"] = children
         return container
 
 
 def _ids(pilot: Pilot) -> dict[str, int]:
-    out = {"character_id": pilot.character_id, "corporation_id": pilot.corporation_id,
-           "alliance_id": pilot.alliance_id, "faction_id": pilot.faction_id}
+    out = {
+        "character_id": pilot.character_id,
+        "corporation_id": pilot.corporation_id,
+        "alliance_id": pilot.alliance_id,
+        "faction_id": pilot.faction_id,
+    }
     return {key: value for key, value in out.items() if value is not None}
 
 

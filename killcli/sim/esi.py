@@ -35,14 +35,20 @@ from killcli.sim.stats import Stats
 
 log = logging.getLogger(__name__)
 UNKNOWN_ROUTE = "/{unknown}"
-_ERROR_420 = ("This software has exceeded the error limit for ESI. If you are a user, please "
-              "contact the maker of this software. If you are the maker of this software, "
-              "please fix your code.")
-_STATUS_TEXT = MappingProxyType({
-                500: "Internal Server Error", 502: "Bad Gateway",
-                503: "The datasource tranquility is temporarily unavailable",
-                504: "Timeout contacting tranquility",
-                422: "Invalid killmail_id and/or killmail_hash"})
+_ERROR_420 = (
+    "This software has exceeded the error limit for ESI. If you are a user, please "
+    "contact the maker of this software. If you are the maker of this software, "
+    "please fix your code."
+)
+_STATUS_TEXT = MappingProxyType(
+    {
+        500: "Internal Server Error",
+        502: "Bad Gateway",
+        503: "The datasource tranquility is temporarily unavailable",
+        504: "Timeout contacting tranquility",
+        422: "Invalid killmail_id and/or killmail_hash",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -64,8 +70,13 @@ class Route:
 
 
 ROUTES = (
-    Route("list", "GET", "/characters/{character_id}/killmails/recent", "char-killmail",
-          READ_KILLMAILS),
+    Route(
+        "list",
+        "GET",
+        "/characters/{character_id}/killmails/recent",
+        "char-killmail",
+        READ_KILLMAILS,
+    ),
     Route("body", "GET", "/killmails/{killmail_id}/{killmail_hash}", "killmail"),
     Route("names", "POST", "/universe/names"),
     Route("affiliation", "POST", "/characters/affiliation"),
@@ -108,9 +119,18 @@ def _scopes(claims: dict[str, Any]) -> set[str]:
 class EsiApp:
     """Answers every ESI request (everything not under ``/sso``)."""
 
-    def __init__(self, *, data: EsiData, keys: SigningKeys, buckets: TokenBuckets,
-                 errors: ErrorLimiter, faults: Faults, stats: Stats, clock: Clock,
-                 stop: threading.Event) -> None:
+    def __init__(
+        self,
+        *,
+        data: EsiData,
+        keys: SigningKeys,
+        buckets: TokenBuckets,
+        errors: ErrorLimiter,
+        faults: Faults,
+        stats: Stats,
+        clock: Clock,
+        stop: threading.Event,
+    ) -> None:
         self._data = data
         self._keys = keys
         self._buckets = buckets
@@ -126,7 +146,7 @@ class EsiApp:
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | Response:
         """The route and path parameters, or the 404/405 answer."""
         if path.startswith("/latest/"):
-            path = path[len("/latest"):]
+            path = path[len("/latest") :]
         wrong_method = False
         for route, pattern in self._routes:
             found = pattern.match(path)
@@ -170,8 +190,9 @@ class EsiApp:
         response, counted = self._answer(route, request, params, caller, ip)
         return self._finish(response, ip, ticket, counted=counted)
 
-    def _finish(self, response: Response, ip: str, ticket: Ticket | None, *,
-                counted: bool = False) -> Response:
+    def _finish(
+        self, response: Response, ip: str, ticket: Ticket | None, *, counted: bool = False
+    ) -> Response:
         if ticket is not None:
             report = self._buckets.settle(ticket, response.status)
             response.headers.update(report.headers())
@@ -208,8 +229,9 @@ class EsiApp:
             return Caller(None, Response.error(401, message))
         return Caller(claims, self._authorize(route, claims, params))
 
-    def _authorize(self, route: Route, claims: dict[str, Any],
-                   params: dict[str, str]) -> Response | None:
+    def _authorize(
+        self, route: Route, claims: dict[str, Any], params: dict[str, str]
+    ) -> Response | None:
         if int(claims.get("exp", 0)) <= self._clock.now().timestamp():
             return Response.error(403, "token is expired")
         if route.scope not in _scopes(claims):
@@ -220,8 +242,9 @@ class EsiApp:
 
     # -- answering -----------------------------------------------------------------------------
 
-    def _answer(self, route: Route, request: Request, params: dict[str, str], caller: Caller,
-                ip: str) -> tuple[Response, bool]:
+    def _answer(
+        self, route: Route, request: Request, params: dict[str, str], caller: Caller, ip: str
+    ) -> tuple[Response, bool]:
         """The response and whether the error limit already counted it."""
         if caller.refusal is not None:
             return caller.refusal, False

@@ -23,9 +23,18 @@ JSON = "application/json; charset=utf-8"
 MAX_IDS = 1000
 NAMES_404 = "Ensure all IDs are valid before resolving."
 #: Cache ages (x-cache-age in the OpenAPI documents) of the routes served here.
-CACHE_AGE_S = MappingProxyType({
-    "character": 86_400, "corporation": 3_600, "alliance": 3_600, "type": 86_400,
-    "system": 86_400, "status": 30, "affiliation": 3_600, "names": 3_600})
+CACHE_AGE_S = MappingProxyType(
+    {
+        "character": 86_400,
+        "corporation": 3_600,
+        "alliance": 3_600,
+        "type": 86_400,
+        "system": 86_400,
+        "status": 30,
+        "affiliation": 3_600,
+        "names": 3_600,
+    }
+)
 
 
 def http_date(value: datetime) -> str:
@@ -54,11 +63,18 @@ class EsiData:
         self._body_cache_s = body_cache_s
         self._started = clock.now().replace(microsecond=0)
 
-    def _ok(self, data: bytes, cache_s: int, *, private: bool = False,
-            last_modified: datetime | None = None) -> Answer:
+    def _ok(
+        self,
+        data: bytes,
+        cache_s: int,
+        *,
+        private: bool = False,
+        last_modified: datetime | None = None,
+    ) -> Answer:
         now = self._clock.now().replace(microsecond=0)
         headers = {
-            "Content-Type": JSON, "ETag": _etag(data),
+            "Content-Type": JSON,
+            "ETag": _etag(data),
             "Cache-Control": f"{'private' if private else 'public'}, max-age={cache_s}",
             "Expires": http_date(now + timedelta(seconds=cache_s)),
             "Last-Modified": http_date(last_modified or now),
@@ -81,7 +97,9 @@ class EsiData:
         data = encode(version.page(page))
         max_age_s = max(0, int((version.expires - self._clock.now()).total_seconds()))
         headers = {
-            "Content-Type": JSON, "ETag": version.etag(page), "X-Pages": str(version.pages),
+            "Content-Type": JSON,
+            "ETag": version.etag(page),
+            "X-Pages": str(version.pages),
             "Cache-Control": f"private, max-age={max_age_s}",
             "Expires": http_date(version.expires),
             "Last-Modified": http_date(version.last_modified),
@@ -106,7 +124,8 @@ class EsiData:
         except (ValueError, UnicodeDecodeError):
             return _error(400, "Request body is not valid JSON")
         if not isinstance(ids, list) or not all(
-                isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            isinstance(i, int) and not isinstance(i, bool) for i in ids
+        ):
             return _error(400, "Request body must be a list of integer ids")
         if not ids or len(ids) > MAX_IDS:
             return _error(400, f"Request body must hold 1 to {MAX_IDS} ids, got {len(ids)}")
@@ -137,8 +156,10 @@ class EsiData:
             char = self._world.character(character_id)
             if char is None:
                 return _error(404, NAMES_404)
-            row: dict[str, Any] = {"character_id": character_id,
-                                   "corporation_id": char.corporation_id}
+            row: dict[str, Any] = {
+                "character_id": character_id,
+                "corporation_id": char.corporation_id,
+            }
             if char.alliance_id is not None:
                 row["alliance_id"] = char.alliance_id
             if char.faction_id is not None:
@@ -162,47 +183,96 @@ class EsiData:
         w = self._world
         if kind == "character":
             char = w.character(entity_id)
-            return None if char is None else _without_none({
-                "alliance_id": char.alliance_id, "birthday": format_time(char.birthday),
-                "bloodline_id": char.bloodline_id, "corporation_id": char.corporation_id,
-                "description": "", "faction_id": char.faction_id, "gender": char.gender,
-                "name": char.name,
-                "race_id": char.race_id, "security_status": char.security_status})
+            return (
+                None
+                if char is None
+                else _without_none(
+                    {
+                        "alliance_id": char.alliance_id,
+                        "birthday": format_time(char.birthday),
+                        "bloodline_id": char.bloodline_id,
+                        "corporation_id": char.corporation_id,
+                        "description": "",
+                        "faction_id": char.faction_id,
+                        "gender": char.gender,
+                        "name": char.name,
+                        "race_id": char.race_id,
+                        "security_status": char.security_status,
+                    }
+                )
+            )
         if kind == "corporation":
             corp = w.corporation(entity_id)
-            return None if corp is None else _without_none({
-                "alliance_id": corp.alliance_id, "ceo_id": corp.ceo_id,
-                "creator_id": corp.creator_id, "description": "",
-                "date_founded": format_time(corp.date_founded) if corp.date_founded else None,
-                "faction_id": corp.faction_id, "member_count": corp.member_count,
-                "name": corp.name, "tax_rate": corp.tax_rate, "ticker": corp.ticker, "url": ""})
+            return (
+                None
+                if corp is None
+                else _without_none(
+                    {
+                        "alliance_id": corp.alliance_id,
+                        "ceo_id": corp.ceo_id,
+                        "creator_id": corp.creator_id,
+                        "description": "",
+                        "date_founded": format_time(corp.date_founded)
+                        if corp.date_founded
+                        else None,
+                        "faction_id": corp.faction_id,
+                        "member_count": corp.member_count,
+                        "name": corp.name,
+                        "tax_rate": corp.tax_rate,
+                        "ticker": corp.ticker,
+                        "url": "",
+                    }
+                )
+            )
         if kind == "alliance":
             ally = w.alliance(entity_id)
-            return None if ally is None else {
-                "creator_corporation_id": ally.creator_corporation_id,
-                "creator_id": ally.creator_id, "date_founded": format_time(ally.date_founded),
-                "executor_corporation_id": ally.executor_corporation_id, "name": ally.name,
-                "ticker": ally.ticker}
+            return (
+                None
+                if ally is None
+                else {
+                    "creator_corporation_id": ally.creator_corporation_id,
+                    "creator_id": ally.creator_id,
+                    "date_founded": format_time(ally.date_founded),
+                    "executor_corporation_id": ally.executor_corporation_id,
+                    "name": ally.name,
+                    "ticker": ally.ticker,
+                }
+            )
         return self._static_payload(kind, entity_id)
 
     def _static_payload(self, kind: str, entity_id: int) -> Mapping[str, Any] | None:
         if kind == "type":
             info = self._world.item_type(entity_id)
-            return None if info is None else {
-                "description": f"{info.name} (simulated)", "group_id": info.group_id,
-                "name": info.name, "published": True, "type_id": info.type_id}
+            return (
+                None
+                if info is None
+                else {
+                    "description": f"{info.name} (simulated)",
+                    "group_id": info.group_id,
+                    "name": info.name,
+                    "published": True,
+                    "type_id": info.type_id,
+                }
+            )
         system = self._world.system(entity_id)
         if system is None:
             return None
         x, y, z = system.position
-        return {"constellation_id": system.constellation_id, "name": system.name,
-                "position": {"x": x, "y": y, "z": z},
-                "security_status": system.security_status, "system_id": system.system_id}
+        return {
+            "constellation_id": system.constellation_id,
+            "name": system.name,
+            "position": {"x": x, "y": y, "z": z},
+            "security_status": system.security_status,
+            "system_id": system.system_id,
+        }
 
     def status(self) -> Answer:
         """``GET /status``."""
-        payload = {"players": 23_456, "server_version": "3001234",
-                   "start_time": format_time(self._started)}
+        payload = {
+            "players": 23_456,
+            "server_version": "3001234",
+            "start_time": format_time(self._started),
+        }
         return self._ok(encode(payload), CACHE_AGE_S["status"])
 
 

@@ -34,8 +34,9 @@ class Fault:
 class Faults:
     """Decides the faults of each ESI request; tests add their own with the methods."""
 
-    def __init__(self, plan: FaultPlan, seed: int, clock: Clock,
-                 refresh_list: Callable[[int], None]) -> None:
+    def __init__(
+        self, plan: FaultPlan, seed: int, clock: Clock, refresh_list: Callable[[int], None]
+    ) -> None:
         self._plan = plan
         self._seed = seed
         self._clock = clock
@@ -78,13 +79,13 @@ class Faults:
         """The next ``times`` requests for this body hang ``seconds``, then answer 504."""
         self._force("body", killmail_id, Fault("stall", stall_s=seconds), times)
 
-    def fail_list(self, character_id: int, *, page: int = 1, status: int = 500,
-                  times: int = 1) -> None:
+    def fail_list(
+        self, character_id: int, *, page: int = 1, status: int = 500, times: int = 1
+    ) -> None:
         """The next ``times`` requests for this list page answer ``status``."""
         self._force("list", (character_id, page), Fault("status", status), times)
 
-    def bogus_pages(self, character_id: int, value: str, *, page: int = 1,
-                    times: int = 1) -> None:
+    def bogus_pages(self, character_id: int, value: str, *, page: int = 1, times: int = 1) -> None:
         """The next ``times`` answers for this list page carry ``X-Pages: value``."""
         self._force("list", (character_id, page), Fault("pages", pages=value), times)
 
@@ -138,8 +139,9 @@ class Faults:
     def withheld_scopes(self, character_id: int) -> frozenset[str]:
         """The scopes a refresh of this character's grant drops."""
         with self._lock:
-            return (self._withheld_scopes.get(None, frozenset())
-                    | self._withheld_scopes.get(character_id, frozenset()))
+            return self._withheld_scopes.get(None, frozenset()) | self._withheld_scopes.get(
+                character_id, frozenset()
+            )
 
     def _roll(self, kind: str, route: str, key: Hashable, attempt: int) -> float:
         text = f"{self._seed}|{kind}|{route}|{key}|{attempt}".encode()

@@ -30,9 +30,13 @@ def seeded(label: str) -> random.Random:
     """A random source for simulation, seeded with a string (same in every process)."""
     return random.Random(label)  # noqa: S311 - deterministic simulation, not security
 
+
 #: Character id ranges: legacy ids, today's 2,1xx,xxx,xxx ids, and ids past 2**31.
-_CHARACTER_POOLS = ((90_000_000, 98_999_999), (2_112_000_000, 2_147_000_000),
-                    (2_148_000_000, 2_199_999_999))
+_CHARACTER_POOLS = (
+    (90_000_000, 98_999_999),
+    (2_112_000_000, 2_147_000_000),
+    (2_148_000_000, 2_199_999_999),
+)
 _POOL_WEIGHTS = (0.35, 0.5, 0.15)
 _MILITIAS = (500001, 500002, 500003, 500004)
 
@@ -55,8 +59,13 @@ class Universe:
     def pilot(self, character_id: int) -> Pilot:
         """The killmail side of a character: ids and security status."""
         char = self.characters[character_id]
-        return Pilot(char.character_id, char.corporation_id, char.alliance_id, char.faction_id,
-                     security_status=char.security_status)
+        return Pilot(
+            char.character_id,
+            char.corporation_id,
+            char.alliance_id,
+            char.faction_id,
+            security_status=char.security_status,
+        )
 
 
 class _Ids:
@@ -101,37 +110,63 @@ class UniverseBuilder:
 
     def alliance(self, corp_ids: list[int], name: str | None = None) -> int:
         """Create an alliance led by the first of ``corp_ids``; its id."""
-        alliance_id = (self.ids.take(1_000_000_000, 1_999_999_999) if self.rng.random() < 0.1
-                       else self.ids.take(99_000_000, 99_014_999))
+        alliance_id = (
+            self.ids.take(1_000_000_000, 1_999_999_999)
+            if self.rng.random() < 0.1
+            else self.ids.take(99_000_000, 99_014_999)
+        )
         name = name or self.names.alliance()
         self.universe.alliances[alliance_id] = Alliance(
-            alliance_id, name, self.names.ticker(name), creator_id=0,
-            creator_corporation_id=corp_ids[0], executor_corporation_id=corp_ids[0],
-            date_founded=self._date(2008))
+            alliance_id,
+            name,
+            self.names.ticker(name),
+            creator_id=0,
+            creator_corporation_id=corp_ids[0],
+            executor_corporation_id=corp_ids[0],
+            date_founded=self._date(2008),
+        )
         return alliance_id
 
     def corporation(self, alliance_id: int | None, name: str | None = None) -> int:
         """Create a player corporation; its id."""
-        corp_id = (self.ids.take(100_000_000, 999_999_999) if self.rng.random() < 0.1
-                   else self.ids.take(98_000_000, 98_799_999))
+        corp_id = (
+            self.ids.take(100_000_000, 999_999_999)
+            if self.rng.random() < 0.1
+            else self.ids.take(98_000_000, 98_799_999)
+        )
         name = name or self.names.corporation()
         self.universe.corporations[corp_id] = Corporation(
-            corp_id, name, self.names.ticker(name), alliance_id, ceo_id=0, creator_id=0,
-            member_count=self.rng.randint(1, 900), tax_rate=self.rng.choice([0.0, 0.1, 0.05]),
-            date_founded=self._date(2005))
+            corp_id,
+            name,
+            self.names.ticker(name),
+            alliance_id,
+            ceo_id=0,
+            creator_id=0,
+            member_count=self.rng.randint(1, 900),
+            tax_rate=self.rng.choice([0.0, 0.1, 0.05]),
+            date_founded=self._date(2005),
+        )
         return corp_id
 
-    def character(self, corp_id: int, *, simulated: bool, pool: int | None = None,
-                  name: str | None = None) -> int:
+    def character(
+        self, corp_id: int, *, simulated: bool, pool: int | None = None, name: str | None = None
+    ) -> int:
         """Create a character in a corporation; its id."""
         corp = self.universe.corporations[corp_id]
         char_id = self.ids.character(pool)
         self.universe.characters[char_id] = Character(
-            char_id, name or self.names.character(), corp_id, corp.alliance_id,
-            birthday=self._date(2004), security_status=round(self.rng.uniform(-10, 5), 1),
-            gender=self.rng.choice(["female", "male"]), race_id=self.rng.choice([1, 2, 4, 8]),
-            bloodline_id=self.rng.randint(1, 14), simulated=simulated,
-            faction_id=self.rng.choice(_MILITIAS) if self.rng.random() < 0.1 else None)
+            char_id,
+            name or self.names.character(),
+            corp_id,
+            corp.alliance_id,
+            birthday=self._date(2004),
+            security_status=round(self.rng.uniform(-10, 5), 1),
+            gender=self.rng.choice(["female", "male"]),
+            race_id=self.rng.choice([1, 2, 4, 8]),
+            bloodline_id=self.rng.randint(1, 14),
+            simulated=simulated,
+            faction_id=self.rng.choice(_MILITIAS) if self.rng.random() < 0.1 else None,
+        )
         (self.universe.simulated if simulated else self.universe.outsiders).append(char_id)
         return char_id
 
@@ -150,7 +185,8 @@ class UniverseBuilder:
                 continue
             ceo = members.get(corp.corporation_id) or self.universe.outsiders[0]
             self.universe.corporations[corp.corporation_id] = replace(
-                corp, ceo_id=ceo, creator_id=ceo)
+                corp, ceo_id=ceo, creator_id=ceo
+            )
         for ally in list(self.universe.alliances.values()):
             ceo = self.universe.corporations[ally.creator_corporation_id].ceo_id
             self.universe.alliances[ally.alliance_id] = replace(ally, creator_id=ceo)
@@ -176,17 +212,32 @@ def _static(b: UniverseBuilder) -> None:
     u.types = {t.type_id: t for t in type_table(hostile=b.hostile)}
     u.factions = dict(FACTIONS)
     for corp_id, name, ticker, faction_id in NPC_CORPORATIONS:
-        u.corporations[corp_id] = Corporation(corp_id, name, ticker, None,
-                                              3_004_000 + corp_id % 1000, 1, 0, 0.0, None,
-                                              faction_id, npc=True)
+        u.corporations[corp_id] = Corporation(
+            corp_id,
+            name,
+            ticker,
+            None,
+            3_004_000 + corp_id % 1000,
+            1,
+            0,
+            0.0,
+            None,
+            faction_id,
+            npc=True,
+        )
     known = [(sid, name, sec) for sid, name, sec in KNOWN_SYSTEMS]
-    generated = [(b.ids.take(30_000_200, 30_004_999), b.names.system(),
-                  round(b.rng.uniform(-1, 0), 2)) for _ in range(22)]
+    generated = [
+        (b.ids.take(30_000_200, 30_004_999), b.names.system(), round(b.rng.uniform(-1, 0), 2))
+        for _ in range(22)
+    ]
     wormholes = [(b.ids.take(31_000_005, 31_002_500), b.names.system(), -0.99) for _ in range(3)]
     for index, (sid, name, sec) in enumerate(known + generated + wormholes):
         moons = tuple(40_000_000 + index * 1_000 + k for k in range(1, b.rng.randint(2, 7)))
-        position = (b.rng.uniform(-5e17, 5e17), b.rng.uniform(-1e17, 1e17),
-                    b.rng.uniform(-5e17, 5e17))
+        position = (
+            b.rng.uniform(-5e17, 5e17),
+            b.rng.uniform(-1e17, 1e17),
+            b.rng.uniform(-5e17, 5e17),
+        )
         u.systems[sid] = SolarSystem(sid, name, 20_000_000 + index % 40, sec, position, moons)
 
 
@@ -204,8 +255,9 @@ def build_universe(scenario: Scenario, now: datetime) -> UniverseBuilder:
     pool_size = max(300, min(3000, scenario.killmails // 2))
     for index in range(pool_size):
         name = tricky[2 + index] if index < 4 and index != 2 else None
-        b.character(b.rng.choice(out_corps), simulated=False, pool=2 if index == 0 else None,
-                    name=name)
+        b.character(
+            b.rng.choice(out_corps), simulated=False, pool=2 if index == 0 else None, name=name
+        )
     b.universe.outsider_corps = out_corps
     b.universe.ghosts = [b.ids.character(1) for _ in range(scenario.unknown_name_ids)]
     b.fix_founders()
@@ -221,8 +273,12 @@ def npc_pilot(rng: random.Random) -> Pilot:
 
 def kill_times(scenario: Scenario, now: datetime, rng: random.Random) -> list[datetime]:
     """Times of the listed kills (last ~90 days) and the old ones, oldest first."""
-    recent = [now - timedelta(seconds=rng.randint(60, (HISTORY_DAYS - 1) * 86_400 + 80_000))
-              for _ in range(scenario.killmails)]
-    old = [now - timedelta(seconds=rng.randint((HISTORY_DAYS + 1) * 86_400, 120 * 86_400))
-           for _ in range(scenario.old_killmails)]
+    recent = [
+        now - timedelta(seconds=rng.randint(60, (HISTORY_DAYS - 1) * 86_400 + 80_000))
+        for _ in range(scenario.killmails)
+    ]
+    old = [
+        now - timedelta(seconds=rng.randint((HISTORY_DAYS + 1) * 86_400, 120 * 86_400))
+        for _ in range(scenario.old_killmails)
+    ]
     return sorted(t.replace(microsecond=0) for t in recent + old)

@@ -96,10 +96,13 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         parts = urlsplit(self.path)
         request = Request(
-            method=self.command, path=parts.path or "/",
+            method=self.command,
+            path=parts.path or "/",
             query=parse_qs(parts.query, keep_blank_values=True),
             headers={k.lower(): v for k, v in self.headers.items()},
-            body=body, client_ip=self.client_address[0])
+            body=body,
+            client_ip=self.client_address[0],
+        )
         self._write(self.server.app(request))
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _dispatch  # noqa: N815 - stdlib names
@@ -141,9 +144,12 @@ class SimHTTPServer(ThreadingHTTPServer):
         super().__init__(address, _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        thread = threading.Thread(target=self.process_request_thread,
-                                  args=(request, client_address),
-                                  name="killsync-sim-connection", daemon=True)
+        thread = threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            name="killsync-sim-connection",
+            daemon=True,
+        )
         with self._track_lock:
             self._connections.add(request)
             self._handlers = [t for t in self._handlers if t.is_alive()]

@@ -28,8 +28,10 @@ class SigningKeys:
     @classmethod
     def generate(cls) -> SigningKeys:
         """Fresh keys (RSA 2048, EC P-256)."""
-        return cls(rsa.generate_private_key(public_exponent=65537, key_size=2048),
-                   ec.generate_private_key(ec.SECP256R1()))
+        return cls(
+            rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            ec.generate_private_key(ec.SECP256R1()),
+        )
 
     def jwks(self) -> dict[str, Any]:
         """The public keys as the SSO's ``/oauth/jwks`` document."""
@@ -60,7 +62,14 @@ class SigningKeys:
         else:
             raise jwt.InvalidTokenError(f"unknown kid/alg {kid!r}/{alg!r}")
         claims: dict[str, Any] = jwt.decode(
-            token, key, algorithms=[alg],
-            options={"verify_exp": False, "verify_aud": False, "verify_iat": False,
-                     "verify_nbf": False})
+            token,
+            key,
+            algorithms=[alg],
+            options={
+                "verify_exp": False,
+                "verify_aud": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+            },
+        )
         return claims

@@ -34,14 +34,17 @@ class ListVersion:
     def page(self, number: int) -> list[dict[str, int | str]]:
         """The rows of one page (1-based)."""
         start = (number - 1) * self.page_size
-        return [{"killmail_hash": h, "killmail_id": k}
-                for k, h in self.rows[start:start + self.page_size]]
+        return [
+            {"killmail_hash": h, "killmail_id": k}
+            for k, h in self.rows[start : start + self.page_size]
+        ]
 
     def etag(self, number: int) -> str:
         """Quoted; changes when the page's rows or the page count change."""
-        text = f"{self.pages}|" + ",".join(f"{k}:{h}" for k, h in
-                                           self.rows[(number - 1) * self.page_size:
-                                                     number * self.page_size])
+        text = f"{self.pages}|" + ",".join(
+            f"{k}:{h}"
+            for k, h in self.rows[(number - 1) * self.page_size : number * self.page_size]
+        )
         return '"' + hashlib.sha256(text.encode()).hexdigest()[:40] + '"'
 
 
@@ -76,8 +79,11 @@ class ListCache:
             # HTTP dates have one-second resolution: a new version must show a new date.
             now = previous.last_modified + timedelta(seconds=1)
         version = ListVersion(
-            rows=tuple(self._world.recent(character_id)), last_modified=now,
+            rows=tuple(self._world.recent(character_id)),
+            last_modified=now,
             expires=now + timedelta(seconds=self._cache_s),
-            built_at_s=self._clock.monotonic(), page_size=self._page_size)
+            built_at_s=self._clock.monotonic(),
+            page_size=self._page_size,
+        )
         self._versions[character_id] = version
         return version

@@ -26,6 +26,7 @@ class Character:
 @dataclass(frozen=True)
 class Corporation:
     """A player or NPC corporation."""
+
     corporation_id: int
     name: str
     ticker: str
@@ -42,6 +43,7 @@ class Corporation:
 @dataclass(frozen=True)
 class Alliance:
     """An alliance of player corporations."""
+
     alliance_id: int
     name: str
     ticker: str
@@ -54,6 +56,7 @@ class Alliance:
 @dataclass(frozen=True)
 class SolarSystem:
     """A solar system with its moons (moon ids appear in some killmails)."""
+
     system_id: int
     name: str
     constellation_id: int

@@ -51,8 +51,10 @@ class KillPlanner:
     def structure(self, type_id: int | None = None) -> tuple[Pilot, int]:
         """A structure victim: owned by a corporation, no character."""
         corp = self.universe.corporations[self.rng.choice(self.universe.outsider_corps)]
-        return (Pilot(None, corp.corporation_id, corp.alliance_id),
-                type_id or self.rng.choice(_STRUCTURES))
+        return (
+            Pilot(None, corp.corporation_id, corp.alliance_id),
+            type_id or self.rng.choice(_STRUCTURES),
+        )
 
     def ship(self) -> int:
         """A random victim ship (sometimes a capsule)."""
@@ -90,8 +92,11 @@ class KillPlanner:
 
     def others(self, sides: Sides, huge: int, ghost: int | None) -> tuple[Pilot, ...]:
         """Attackers besides the final blow (and the credited player on NPC kills)."""
-        taken = {p.character_id for p in (sides.victim, sides.credited)
-                 if p is not None and p.character_id is not None}
+        taken = {
+            p.character_id
+            for p in (sides.victim, sides.credited)
+            if p is not None and p.character_id is not None
+        }
         count = self._extra_count(huge)
         if huge:
             self.builder.grow_outsiders(count + len(taken) + 1)
@@ -110,8 +115,15 @@ class KillPlanner:
 
     # -- a whole kill -------------------------------------------------------------------
 
-    def spec(self, killmail_id: int, when: datetime, sides: Sides, *, huge: int = 0,
-             ghost: int | None = None) -> KillSpec:
+    def spec(
+        self,
+        killmail_id: int,
+        when: datetime,
+        sides: Sides,
+        *,
+        huge: int = 0,
+        ghost: int | None = None,
+    ) -> KillSpec:
         """The full plan of one kill."""
         rng = self.rng
         system = self.universe.systems[rng.choice(list(self.universe.systems))]
@@ -121,12 +133,17 @@ class KillPlanner:
             final_blow = npc_pilot(rng)
         war = rng.random() < (0.5 if structure else 0.04)
         return KillSpec(
-            killmail_id=killmail_id, killmail_time=when, solar_system_id=system.system_id,
-            victim=sides.victim, victim_ship_type_id=sides.victim_ship_type_id,
-            final_blow=final_blow, credited=sides.credited,
+            killmail_id=killmail_id,
+            killmail_time=when,
+            solar_system_id=system.system_id,
+            victim=sides.victim,
+            victim_ship_type_id=sides.victim_ship_type_id,
+            final_blow=final_blow,
+            credited=sides.credited,
             others=self.others(sides, huge, ghost),
             moon_id=rng.choice(system.moon_ids) if rng.random() < 0.05 else None,
-            war_id=rng.randint(700_000, 760_000) if war else None)
+            war_id=rng.randint(700_000, 760_000) if war else None,
+        )
 
 
 def recipients(spec: KillSpec, simulated: set[int]) -> frozenset[int]:
@@ -135,16 +152,20 @@ def recipients(spec: KillSpec, simulated: set[int]) -> frozenset[int]:
     return frozenset(i for i in ids if i is not None and i in simulated)
 
 
-def plan_world_kills(builder: UniverseBuilder, scenario: Scenario,
-                     now: datetime) -> list[KillSpec]:
+def plan_world_kills(builder: UniverseBuilder, scenario: Scenario, now: datetime) -> list[KillSpec]:
     """Every kill of a new world, oldest first, with increasing killmail ids."""
     rng = seeded(f"kills:{scenario.seed}")
     planner = KillPlanner(builder, scenario, rng)
     times = kill_times(scenario, now, rng)
     recent = [i for i, t in enumerate(times) if (now - t).days < 90]
     huge_at = rng.choice(recent) if scenario.huge_attackers and recent else None
-    ghost_at = dict(zip(rng.sample(recent, min(len(recent), len(builder.universe.ghosts))),
-                        builder.universe.ghosts, strict=False))
+    ghost_at = dict(
+        zip(
+            rng.sample(recent, min(len(recent), len(builder.universe.ghosts))),
+            builder.universe.ghosts,
+            strict=False,
+        )
+    )
     specs: list[KillSpec] = []
     killmail_id = scenario.killmail_id_start
     for index, when in enumerate(times):

@@ -50,8 +50,12 @@ class BucketReport:
 
     def headers(self) -> dict[str, str]:
         """The response headers this state stands for."""
-        out = {"X-Ratelimit-Group": self.group, "X-Ratelimit-Limit": self.limit,
-               "X-Ratelimit-Remaining": str(self.remaining), "X-Ratelimit-Used": str(self.used)}
+        out = {
+            "X-Ratelimit-Group": self.group,
+            "X-Ratelimit-Limit": self.limit,
+            "X-Ratelimit-Remaining": str(self.remaining),
+            "X-Ratelimit-Used": str(self.used),
+        }
         if self.retry_after_s is not None:
             out["Retry-After"] = str(self.retry_after_s)
         return out
@@ -104,8 +108,9 @@ class Ticket:
 class TokenBuckets:
     """Every (group, key) bucket of one server."""
 
-    def __init__(self, groups: Mapping[str, tuple[int, int]], limit_headers: Mapping[str, str],
-                 clock: Clock) -> None:
+    def __init__(
+        self, groups: Mapping[str, tuple[int, int]], limit_headers: Mapping[str, str], clock: Clock
+    ) -> None:
         self._groups = dict(groups)
         self._limit_headers = dict(limit_headers)
         self._clock = clock
@@ -150,8 +155,9 @@ class TokenBuckets:
             ledger.used(now_s, window_s)  # drop expired spends first: reprice needs that
             ledger.reprice(ticket.spend, cost, now_s, window_s)
             used = ledger.total
-        return BucketReport(ticket.group, self._limit_headers[ticket.group],
-                            max(0, limit - used), cost)
+        return BucketReport(
+            ticket.group, self._limit_headers[ticket.group], max(0, limit - used), cost
+        )
 
     def spent(self) -> dict[str, dict[str, int]]:
         """Tokens currently in use per group and key (for statistics)."""
@@ -185,8 +191,10 @@ class ErrorState:
 
     def headers(self) -> dict[str, str]:
         """The response headers this state stands for."""
-        return {"X-ESI-Error-Limit-Remain": str(self.remain),
-                "X-ESI-Error-Limit-Reset": str(self.reset_s)}
+        return {
+            "X-ESI-Error-Limit-Remain": str(self.remain),
+            "X-ESI-Error-Limit-Reset": str(self.reset_s),
+        }
 
 
 class ErrorLimiter:

@@ -41,15 +41,27 @@ READ_CORP_KILLMAILS = "esi-killmails.read_corporation_killmails.v1"
 
 #: Rate-limit groups of the routes the simulator serves, as ESI publishes them
 #: (``x-rate-limit`` in the 2026-08-18 OpenAPI document): group -> (tokens, window_s).
-ESI_BUCKETS: Mapping[str, tuple[int, int]] = MappingProxyType({
-    "char-killmail": (30, 900),
-    "killmail": (3600, 900),
-    "status": (600, 900),
-})
+ESI_BUCKETS: Mapping[str, tuple[int, int]] = MappingProxyType(
+    {
+        "char-killmail": (30, 900),
+        "killmail": (3600, 900),
+        "status": (600, 900),
+    }
+)
 
 #: Short route names used by fault settings and statistics.
-ROUTE_NAMES = ("list", "body", "names", "affiliation", "character", "corporation",
-               "alliance", "type", "system", "status")
+ROUTE_NAMES = (
+    "list",
+    "body",
+    "names",
+    "affiliation",
+    "character",
+    "corporation",
+    "alliance",
+    "type",
+    "system",
+    "status",
+)
 
 SigningMode = Literal["RS256", "ES256", "alternate"]
 ClientKind = Literal["confidential", "pkce"]
@@ -111,7 +123,8 @@ class FaultPlan:
         for route in (*self.server_error_rate, *self.routes):
             if route not in ROUTE_NAMES:
                 raise UsageError(
-                    f"faults: unknown route {route!r} (one of {', '.join(ROUTE_NAMES)})")
+                    f"faults: unknown route {route!r} (one of {', '.join(ROUTE_NAMES)})"
+                )
         for name in ("stall_rate", "malformed_rate", "truncated_rate"):
             _check_rate(f"faults.{name}", getattr(self, name))
         for route, rate in self.server_error_rate.items():
@@ -177,10 +190,15 @@ class Scenario:
         self._validate()
 
     def _validate(self) -> None:
-        positive = {"characters": self.characters, "page_size": self.page_size,
-                    "list_cache_s": self.list_cache_s, "body_cache_s": self.body_cache_s,
-                    "error_limit": self.error_limit, "error_window_s": self.error_window_s,
-                    "access_token_lifetime_s": self.access_token_lifetime_s}
+        positive = {
+            "characters": self.characters,
+            "page_size": self.page_size,
+            "list_cache_s": self.list_cache_s,
+            "body_cache_s": self.body_cache_s,
+            "error_limit": self.error_limit,
+            "error_window_s": self.error_window_s,
+            "access_token_lifetime_s": self.access_token_lifetime_s,
+        }
         for key, value in positive.items():
             if value < 1:
                 raise UsageError(f"{key}: must be at least 1, got {value}")
@@ -242,14 +260,17 @@ class Scenario:
     def describe(self) -> str:
         """The scenario's numbers in one line, for people and logs."""
         buckets = ", ".join(f"{g} {self.limit_header(g)}" for g in sorted(self.buckets))
-        return (f"{self.name} (seed {self.seed}): {self.characters} characters, "
-                f"{self.killmails} killmails (+{self.old_killmails} older than 90 days), "
-                f"page size {self.page_size}, list cache {self.list_cache_s} s, {buckets}, "
-                f"error limit {self.error_limit}/{self.error_window_s}s")
+        return (
+            f"{self.name} (seed {self.seed}): {self.characters} characters, "
+            f"{self.killmails} killmails (+{self.old_killmails} older than 90 days), "
+            f"page size {self.page_size}, list cache {self.list_cache_s} s, {buckets}, "
+            f"error limit {self.error_limit}/{self.error_window_s}s"
+        )
 
 
-def min_sync_time_s(limit_tokens: int, window_s: int, tokens_needed: int,
-                    cost_tokens: int = 2) -> float:
+def min_sync_time_s(
+    limit_tokens: int, window_s: int, tokens_needed: int, cost_tokens: int = 2
+) -> float:
     """Lower bound on the time to spend ``tokens_needed`` from one floating-window bucket.
 
     A request is admitted while fewer than ``limit_tokens`` are in use, so any span of one
@@ -264,60 +285,123 @@ def min_sync_time_s(limit_tokens: int, window_s: int, tokens_needed: int,
 
 
 def _smoke(seed: int) -> Scenario:
-    return Scenario(name="smoke", seed=seed, characters=4, killmails=100, old_killmails=3,
-                    description="a handful of characters, real ESI limits, no faults")
+    return Scenario(
+        name="smoke",
+        seed=seed,
+        characters=4,
+        killmails=100,
+        old_killmails=3,
+        description="a handful of characters, real ESI limits, no faults",
+    )
 
 
 def _fleet(seed: int) -> Scenario:
     return Scenario(
-        name="fleet", seed=seed, characters=40, killmails=4000, old_killmails=20,
-        shared_fraction=0.4, page_size=37,
+        name="fleet",
+        seed=seed,
+        characters=40,
+        killmails=4000,
+        old_killmails=20,
+        shared_fraction=0.4,
+        page_size=37,
         buckets={"char-killmail": (30, 10), "killmail": (600, 2), "status": (600, 900)},
-        description="an alliance: 4,000 killmails, compressed windows, no faults")
+        description="an alliance: 4,000 killmails, compressed windows, no faults",
+    )
 
 
 def _incremental(seed: int) -> Scenario:
     return Scenario(
-        name="incremental", seed=seed, characters=3, killmails=40, old_killmails=2,
-        shared_fraction=0.3, page_size=10, list_cache_s=2,
+        name="incremental",
+        seed=seed,
+        characters=3,
+        killmails=40,
+        old_killmails=2,
+        shared_fraction=0.3,
+        page_size=10,
+        list_cache_s=2,
         buckets={**ESI_BUCKETS, "char-killmail": (30, 60)},
-        description="small world with a 2 s list cache, for new-kill tests")
+        description="small world with a 2 s list cache, for new-kill tests",
+    )
 
 
 def _chaos(seed: int) -> Scenario:
     faults = FaultPlan(
         server_error_rate={"list": 0.05, "body": 0.08, "names": 0.05},
-        latency_ms=15, jitter_ms=10, stall_rate=0.01, stall_s=20,
-        malformed_rate=0.02, truncated_rate=0.02, downtime_s=(6.0, 9.0))
+        latency_ms=15,
+        jitter_ms=10,
+        stall_rate=0.01,
+        stall_s=20,
+        malformed_rate=0.02,
+        truncated_rate=0.02,
+        downtime_s=(6.0, 9.0),
+    )
     return Scenario(
-        name="chaos", seed=seed, characters=5, killmails=300, old_killmails=5,
-        shared_fraction=0.3, page_size=25, unknown_name_ids=2, signing="alternate",
-        faults=faults, description="5xx, latency, stalls, broken bodies and a downtime")
+        name="chaos",
+        seed=seed,
+        characters=5,
+        killmails=300,
+        old_killmails=5,
+        shared_fraction=0.3,
+        page_size=25,
+        unknown_name_ids=2,
+        signing="alternate",
+        faults=faults,
+        description="5xx, latency, stalls, broken bodies and a downtime",
+    )
 
 
 def _ratelimit(seed: int) -> Scenario:
     return Scenario(
-        name="ratelimit", seed=seed, characters=2, killmails=60, old_killmails=2,
-        shared_fraction=0.2, page_size=10,
+        name="ratelimit",
+        seed=seed,
+        characters=2,
+        killmails=60,
+        old_killmails=2,
+        shared_fraction=0.2,
+        page_size=10,
         buckets={"char-killmail": (10, 5), "killmail": (20, 5), "status": (10, 5)},
-        error_limit=10, error_window_s=10,
-        description="tiny buckets and error limit: 429 and 420 come quickly")
+        error_limit=10,
+        error_window_s=10,
+        description="tiny buckets and error limit: 429 and 420 come quickly",
+    )
 
 
 def _huge(seed: int) -> Scenario:
-    return Scenario(name="huge", seed=seed, characters=3, killmails=30, old_killmails=1,
-                    huge_attackers=3800,
-                    description="includes a structure kill with 3,800 attackers")
+    return Scenario(
+        name="huge",
+        seed=seed,
+        characters=3,
+        killmails=30,
+        old_killmails=1,
+        huge_attackers=3800,
+        description="includes a structure kill with 3,800 attackers",
+    )
 
 
-_NAMED: Mapping[str, Callable[[int], Scenario]] = MappingProxyType({
-    "smoke": _smoke, "fleet": _fleet, "incremental": _incremental, "chaos": _chaos,
-    "ratelimit": _ratelimit, "huge": _huge,
-})
+_NAMED: Mapping[str, Callable[[int], Scenario]] = MappingProxyType(
+    {
+        "smoke": _smoke,
+        "fleet": _fleet,
+        "incremental": _incremental,
+        "chaos": _chaos,
+        "ratelimit": _ratelimit,
+        "huge": _huge,
+    }
+)
 
 SCENARIO_FIELDS = frozenset(f.name for f in fields(Scenario))
 FAULT_FIELDS = frozenset(f.name for f in fields(FaultPlan))
 
-__all__ = ["ESI_BUCKETS", "FAULT_FIELDS", "READ_CORP_KILLMAILS", "READ_KILLMAILS",
-           "ROUTE_NAMES", "SCENARIO_FIELDS", "FaultPlan", "Scenario", "format_limit",
-           "min_sync_time_s", "parse_limit"]
+__all__ = [
+    "ESI_BUCKETS",
+    "FAULT_FIELDS",
+    "READ_CORP_KILLMAILS",
+    "READ_KILLMAILS",
+    "ROUTE_NAMES",
+    "SCENARIO_FIELDS",
+    "FaultPlan",
+    "Scenario",
+    "format_limit",
+    "min_sync_time_s",
+    "parse_limit",
+]

@@ -91,13 +91,23 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(k.__name__ for k in _as_tuple(kind))
 
 
-_EXPECTED: Mapping[str, type | tuple[type, ...]] = MappingProxyType({
-    "name": str, "description": str, "client_kind": str, "signing": str,
-    "client_id": str, "client_secret": str, "callback_url": str,
-    "rotate_refresh_tokens": bool, "hostile_names": bool,
-    "shared_fraction": (int, float), "npc_final_blow_fraction": (int, float),
-    "structure_fraction": (int, float), "app_scopes": list,
-})
+_EXPECTED: Mapping[str, type | tuple[type, ...]] = MappingProxyType(
+    {
+        "name": str,
+        "description": str,
+        "client_kind": str,
+        "signing": str,
+        "client_id": str,
+        "client_secret": str,
+        "callback_url": str,
+        "rotate_refresh_tokens": bool,
+        "hostile_names": bool,
+        "shared_fraction": (int, float),
+        "npc_final_blow_fraction": (int, float),
+        "structure_fraction": (int, float),
+        "app_scopes": list,
+    }
+)
 
 
 def _plain(key: str, value: Any) -> Any:
@@ -117,11 +127,14 @@ def _buckets(value: Any) -> dict[str, tuple[int, int]]:
     for group, spec in value.items():
         if isinstance(spec, str):
             out[group] = parse_limit(spec)
-        elif (isinstance(spec, list) and len(spec) == 2
-              and all(isinstance(n, int) and not isinstance(n, bool) for n in spec)):
+        elif (
+            isinstance(spec, list)
+            and len(spec) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in spec)
+        ):
             out[group] = (spec[0], spec[1])
         else:
-            raise UsageError(f"buckets.{group}: expected \"TOKENS/WINDOW\" or [tokens, window_s]")
+            raise UsageError(f'buckets.{group}: expected "TOKENS/WINDOW" or [tokens, window_s]')
     return out
 
 
@@ -142,8 +155,11 @@ def _faults(value: Any, base: FaultPlan) -> FaultPlan:
             _check_type(name, item, list)
             changes[key] = tuple(str(r) for r in item)
         elif key == "downtime_s":
-            if not (isinstance(item, list) and len(item) == 2
-                    and all(isinstance(n, int | float) and not isinstance(n, bool) for n in item)):
+            if not (
+                isinstance(item, list)
+                and len(item) == 2
+                and all(isinstance(n, int | float) and not isinstance(n, bool) for n in item)
+            ):
                 raise UsageError(f"{name}: expected [start_s, end_s]")
             changes[key] = (float(item[0]), float(item[1]))
         elif key == "error_message":

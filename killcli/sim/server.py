@@ -48,10 +48,16 @@ class Provisioned:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able form (what ``--tokens-file`` writes)."""
-        return {"esi_url": self.esi_url, "sso_url": self.sso_url, "client_id": self.client_id,
-                "client_secret": self.client_secret,
-                "characters": [{"character_id": c.character_id, "name": c.name,
-                                "refresh_token": c.refresh_token} for c in self.characters]}
+        return {
+            "esi_url": self.esi_url,
+            "sso_url": self.sso_url,
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "characters": [
+                {"character_id": c.character_id, "name": c.name, "refresh_token": c.refresh_token}
+                for c in self.characters
+            ],
+        }
 
 
 class SimServer:
@@ -62,8 +68,15 @@ class SimServer:
     ``keys=`` to reuse signing keys between servers (RSA key generation is slow).
     """
 
-    def __init__(self, scenario: Scenario, *, port: int = 0, host: str = "127.0.0.1",
-                 clock: Clock | None = None, keys: SigningKeys | None = None) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        clock: Clock | None = None,
+        keys: SigningKeys | None = None,
+    ) -> None:
         self.scenario = scenario
         self.clock: Clock = clock or SystemClock()
         self._address = (host, port)
@@ -78,9 +91,16 @@ class SimServer:
         names = {c.character_id: c.name for c in self.world.characters}
         self._sso_state = SsoState(scenario, names, self.keys, self.clock, issuer="")
         self._stop = threading.Event()
-        self._esi = EsiApp(data=EsiData(self.world, self._lists, self.clock, scenario.body_cache_s),
-                           keys=self.keys, buckets=self._buckets, errors=self._errors,
-                           faults=self.faults, stats=self.stats, clock=self.clock, stop=self._stop)
+        self._esi = EsiApp(
+            data=EsiData(self.world, self._lists, self.clock, scenario.body_cache_s),
+            keys=self.keys,
+            buckets=self._buckets,
+            errors=self._errors,
+            faults=self.faults,
+            stats=self.stats,
+            clock=self.clock,
+            stop=self._stop,
+        )
         self._sso: SsoApp | None = None
         self._httpd: SimHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -94,16 +114,20 @@ class SimServer:
         try:
             self._httpd = SimHTTPServer(self._address, self._app, self.clock)
         except OSError as exc:
-            raise UsageError(f"cannot listen on {self._address[0]}:{self._address[1]}: "
-                             f"{exc.strerror or exc}") from exc
+            raise UsageError(
+                f"cannot listen on {self._address[0]}:{self._address[1]}: {exc.strerror or exc}"
+            ) from exc
         self._sso_state.issuer = self.sso_url
         started_s = self.clock.monotonic()  # downtime and error windows count from here
         self.faults.anchor(started_s)
         self._errors.anchor(started_s)
         self._sso = SsoApp(self._sso_state, self.keys, self.faults, self.esi_url)
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.1},
-                                        name="killsync-sim", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="killsync-sim",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -124,8 +148,12 @@ class SimServer:
     def __enter__(self) -> SimServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def wait(self, timeout_s: float | None = None) -> bool:
@@ -163,25 +191,33 @@ class SimServer:
 
     # -- provisioning and runtime changes -------------------------------------------------
 
-    def issue_refresh_token(self, character_id: int,
-                            scopes: Sequence[str] = (READ_KILLMAILS,)) -> str:
+    def issue_refresh_token(
+        self, character_id: int, scopes: Sequence[str] = (READ_KILLMAILS,)
+    ) -> str:
         """A refresh token of the scenario's application for a simulated character."""
         return self._sso_state.issue_refresh_token(character_id, tuple(scopes))
 
     def provision(self, scopes: Sequence[str] = (READ_KILLMAILS,)) -> Provisioned:
         """URLs, the application and one fresh refresh token per simulated character."""
-        logins = tuple(CharacterLogin(c.character_id, c.name,
-                                      self.issue_refresh_token(c.character_id, scopes))
-                       for c in self.world.characters)
+        logins = tuple(
+            CharacterLogin(c.character_id, c.name, self.issue_refresh_token(c.character_id, scopes))
+            for c in self.world.characters
+        )
         return Provisioned(self.esi_url, self.sso_url, self.client_id, self.client_secret, logins)
 
-    def access_token(self, character_id: int, scopes: Sequence[str] = (READ_KILLMAILS,),
-                     lifetime_s: int | None = None, client_id: str | None = None) -> str:
+    def access_token(
+        self,
+        character_id: int,
+        scopes: Sequence[str] = (READ_KILLMAILS,),
+        lifetime_s: int | None = None,
+        client_id: str | None = None,
+    ) -> str:
         """A signed access token without the token endpoint (for ESI-only tests);
         ``client_id`` makes it another application's token."""
         grant = Grant(character_id, client_id or self.client_id, tuple(scopes))
         return self._sso_state.access_token(
-            grant, lifetime_s or self.scenario.access_token_lifetime_s)
+            grant, lifetime_s or self.scenario.access_token_lifetime_s
+        )
 
     def revoke(self, character_id: int) -> int:
         """Every refresh token of the character answers ``invalid_grant`` from now on."""
@@ -205,15 +241,21 @@ class SimServer:
 
     def _app(self, request: Request) -> Response:
         sso = request.path == PREFIX or request.path.startswith(PREFIX + "/")
-        template = (self._sso.route_template(request) if sso and self._sso is not None
-                    else self._esi.route_template(request))
-        has_agent = bool(request.header("user-agent") or request.header("x-user-agent")
-                         or request.param("user_agent"))
-        self.stats.started(has_date=request.header("x-compatibility-date") is not None,
-                           has_agent=has_agent)
+        template = (
+            self._sso.route_template(request)
+            if sso and self._sso is not None
+            else self._esi.route_template(request)
+        )
+        has_agent = bool(
+            request.header("user-agent")
+            or request.header("x-user-agent")
+            or request.param("user_agent")
+        )
+        self.stats.started(
+            has_date=request.header("x-compatibility-date") is not None, has_agent=has_agent
+        )
         try:
-            response = (self._sso(request) if sso and self._sso is not None
-                        else self._esi(request))
+            response = self._sso(request) if sso and self._sso is not None else self._esi(request)
         except Exception:  # a simulator bug must show as a 500, not a dropped connection
             log.exception("simulator error on %s %s", request.method, request.path)
             self.stats.internal_error()

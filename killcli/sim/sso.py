@@ -26,8 +26,9 @@ _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def _oauth_error(error: OAuthError) -> Response:
-    response = Response.json(error.status, {"error": error.code,
-                                            "error_description": error.description})
+    response = Response.json(
+        error.status, {"error": error.code, "error_description": error.description}
+    )
     if error.status == 401:
         response.headers["WWW-Authenticate"] = 'Basic realm="EVE SSO"'
     return response
@@ -51,12 +52,12 @@ class SsoApp:
 
     def route_template(self, request: Request) -> str:
         """The route a request is counted under in statistics."""
-        path = request.path[len(PREFIX):].rstrip("/") or "/"
+        path = request.path[len(PREFIX) :].rstrip("/") or "/"
         known = {p for _, p in self._routes}
         return PREFIX + (path if path in known else "/{unknown}")
 
     def __call__(self, request: Request) -> Response:
-        path = request.path[len(PREFIX):].rstrip("/") or "/"
+        path = request.path[len(PREFIX) :].rstrip("/") or "/"
         handler = self._routes.get((request.method, path))
         if handler is None:
             if any(p == path for _, p in self._routes):
@@ -71,25 +72,29 @@ class SsoApp:
 
     def _metadata(self, request: Request) -> Response:
         base = self._base
-        return Response.json(200, {
-            "issuer": self.state.issuer,
-            "authorization_endpoint": f"{base}/v2/oauth/authorize",
-            "token_endpoint": f"{base}/v2/oauth/token",
-            "jwks_uri": f"{base}/oauth/jwks",
-            "revocation_endpoint": f"{base}/v2/oauth/revoke",
-            "response_types_supported": ["code"],
-            "grant_types_supported": ["authorization_code", "refresh_token"],
-            "code_challenge_methods_supported": ["S256"],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "none"],
-            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "none"],
-            "scopes_supported": list(self.state.scenario.app_scopes),
-        })
+        return Response.json(
+            200,
+            {
+                "issuer": self.state.issuer,
+                "authorization_endpoint": f"{base}/v2/oauth/authorize",
+                "token_endpoint": f"{base}/v2/oauth/token",
+                "jwks_uri": f"{base}/oauth/jwks",
+                "revocation_endpoint": f"{base}/v2/oauth/revoke",
+                "response_types_supported": ["code"],
+                "grant_types_supported": ["authorization_code", "refresh_token"],
+                "code_challenge_methods_supported": ["S256"],
+                "token_endpoint_auth_methods_supported": ["client_secret_basic", "none"],
+                "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "none"],
+                "scopes_supported": list(self.state.scenario.app_scopes),
+            },
+        )
 
     def _jwks(self, request: Request) -> Response:
         failure = self._faults.jwks_failure()
         if failure is not None:
-            return Response(failure, b"Service Unavailable",
-                            {"Content-Type": "text/plain; charset=utf-8"})
+            return Response(
+                failure, b"Service Unavailable", {"Content-Type": "text/plain; charset=utf-8"}
+            )
         return Response.json(200, self._keys.jwks(), {"Cache-Control": "public, max-age=300"})
 
     # -- the authorization endpoint ---------------------------------------------------
@@ -111,12 +116,15 @@ class SsoApp:
         try:
             code = self._approve(request, client_id, redirect_uri, state)
         except OAuthError as exc:
-            return _redirect(redirect_uri, {"error": exc.code, "error_description":
-                                            exc.description, "state": state or ""})
+            return _redirect(
+                redirect_uri,
+                {"error": exc.code, "error_description": exc.description, "state": state or ""},
+            )
         return _redirect(redirect_uri, {"code": code, "state": state or ""})
 
-    def _approve(self, request: Request, client_id: str, redirect_uri: str,
-                 state: str | None) -> str:
+    def _approve(
+        self, request: Request, client_id: str, redirect_uri: str, state: str | None
+    ) -> str:
         if request.param("response_type") != "code":
             raise OAuthError("unsupported_response_type", "response_type must be code")
         if not state:
@@ -177,11 +185,16 @@ class SsoApp:
         client_id = self._client(request, form)
         grant_type = form.get("grant_type")
         if grant_type == "refresh_token":
-            tokens = self.state.refresh(form.get("refresh_token", ""), client_id, form.get("scope"),
-                                        withheld=self._faults.withheld_scopes)
+            tokens = self.state.refresh(
+                form.get("refresh_token", ""),
+                client_id,
+                form.get("scope"),
+                withheld=self._faults.withheld_scopes,
+            )
         elif grant_type == "authorization_code":
-            tokens = self.state.exchange_code(form.get("code", ""), client_id,
-                                              form.get("redirect_uri"), form.get("code_verifier"))
+            tokens = self.state.exchange_code(
+                form.get("code", ""), client_id, form.get("redirect_uri"), form.get("code_verifier")
+            )
         else:
             raise OAuthError("unsupported_grant_type", f"grant_type {grant_type!r} not supported")
         return Response.json(200, tokens.to_json(), {"Cache-Control": "no-store"})

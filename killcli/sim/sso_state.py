@@ -62,8 +62,12 @@ class TokenSet:
 
     def to_json(self) -> dict[str, Any]:
         """The token endpoint's JSON answer."""
-        return {"access_token": self.access_token, "expires_in": self.expires_in,
-                "token_type": "Bearer", "refresh_token": self.refresh_token}
+        return {
+            "access_token": self.access_token,
+            "expires_in": self.expires_in,
+            "token_type": "Bearer",
+            "refresh_token": self.refresh_token,
+        }
 
 
 def pkce_challenge(verifier: str) -> str:
@@ -75,8 +79,14 @@ def pkce_challenge(verifier: str) -> str:
 class SsoState:
     """Everything the SSO remembers between requests (thread-safe)."""
 
-    def __init__(self, scenario: Scenario, names: dict[int, str], keys: SigningKeys,
-                 clock: Clock, issuer: str) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        names: dict[int, str],
+        keys: SigningKeys,
+        clock: Clock,
+        issuer: str,
+    ) -> None:
         self.scenario = scenario
         self.issuer = issuer
         self._names = names
@@ -100,8 +110,10 @@ class SsoState:
     def owner_hash(self, character_id: int) -> str:
         """The character's current owner hash (changes when it is sold)."""
         generation = self._owner_generation.get(character_id, 0)
-        digest = hashlib.sha1(f"owner:{self.scenario.seed}:{character_id}:{generation}".encode(),
-                              usedforsecurity=False).digest()
+        digest = hashlib.sha1(
+            f"owner:{self.scenario.seed}:{character_id}:{generation}".encode(),
+            usedforsecurity=False,
+        ).digest()
         return base64.b64encode(digest).decode("ascii")
 
     def sell_character(self, character_id: int, *, revoke: bool = False) -> str:
@@ -119,8 +131,9 @@ class SsoState:
 
     # -- tokens -------------------------------------------------------------------------
 
-    def issue_refresh_token(self, character_id: int, scopes: tuple[str, ...],
-                            client_id: str | None = None) -> str:
+    def issue_refresh_token(
+        self, character_id: int, scopes: tuple[str, ...], client_id: str | None = None
+    ) -> str:
         """A new refresh token for the character (provisioning for tests and demos)."""
         self._require(character_id)
         token = secrets.token_urlsafe(18)
@@ -143,8 +156,14 @@ class SsoState:
             if grant is not None and grant.client_id == client_id:
                 del self._refresh[token]
 
-    def refresh(self, token: str, client_id: str, scope: str | None, *,
-                withheld: Callable[[int], frozenset[str]] = lambda _: frozenset()) -> TokenSet:
+    def refresh(
+        self,
+        token: str,
+        client_id: str,
+        scope: str | None,
+        *,
+        withheld: Callable[[int], frozenset[str]] = lambda _: frozenset(),
+    ) -> TokenSet:
         """The refresh-token grant (rotating the refresh token when configured).
 
         ``withheld(character_id)`` names scopes the SSO no longer grants: the grant loses
@@ -182,11 +201,18 @@ class SsoState:
         now = int(self._clock.now().timestamp())
         alg = self._next_alg()
         claims: dict[str, Any] = {
-            "jti": str(uuid.uuid4()), "kid": RS256_KID if alg == "RS256" else ES256_KID,
+            "jti": str(uuid.uuid4()),
+            "kid": RS256_KID if alg == "RS256" else ES256_KID,
             "sub": f"CHARACTER:EVE:{grant.character_id}",
-            "azp": grant.client_id, "tenant": "tranquility", "tier": "live", "region": "world",
-            "aud": [grant.client_id, EVE_AUDIENCE], "name": self._names[grant.character_id],
-            "owner": self.owner_hash(grant.character_id), "exp": now + lifetime_s, "iat": now,
+            "azp": grant.client_id,
+            "tenant": "tranquility",
+            "tier": "live",
+            "region": "world",
+            "aud": [grant.client_id, EVE_AUDIENCE],
+            "name": self._names[grant.character_id],
+            "owner": self.owner_hash(grant.character_id),
+            "exp": now + lifetime_s,
+            "iat": now,
             "iss": self.issuer,
         }
         if len(grant.scopes) == 1:
@@ -205,8 +231,9 @@ class SsoState:
             self._codes[code] = AuthCode(grant, redirect_uri, challenge, expires)
         return code
 
-    def exchange_code(self, code: str, client_id: str, redirect_uri: str | None,
-                      verifier: str | None) -> TokenSet:
+    def exchange_code(
+        self, code: str, client_id: str, redirect_uri: str | None, verifier: str | None
+    ) -> TokenSet:
         """The authorization-code grant: single use, 5 minutes, bound to client and URI."""
         with self._lock:
             entry = self._codes.get(code)

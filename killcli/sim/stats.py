@@ -32,8 +32,11 @@ class StatsSnapshot:
 
     def count(self, route: str | None = None, status: int | None = None) -> int:
         """Requests to a route template (``None``: any) with a status (``None``: any)."""
-        return sum(n for (r, s), n in self.requests.items()
-                   if (route is None or r == route) and (status is None or s == status))
+        return sum(
+            n
+            for (r, s), n in self.requests.items()
+            if (route is None or r == route) and (status is None or s == status)
+        )
 
     @property
     def not_modified(self) -> int:
@@ -65,8 +68,10 @@ class StatsSnapshot:
         for (route, status), n in sorted(self.requests.items()):
             by_route.setdefault(route, {})[str(status)] = n
         return {
-            "total": self.total, "requests": by_route,
-            "not_modified": self.not_modified, "rate_limited": self.rate_limited,
+            "total": self.total,
+            "requests": by_route,
+            "not_modified": self.not_modified,
+            "rate_limited": self.rate_limited,
             "error_limited": self.error_limited,
             "body_fetches": {str(k): v for k, v in sorted(self.body_fetches.items())},
             "duplicate_body_fetches": self.duplicate_body_fetches,
@@ -74,7 +79,8 @@ class StatsSnapshot:
             "tokens_in_use": {g: dict(v) for g, v in self.tokens_in_use.items()},
             "peak_concurrent": self.peak_concurrent,
             "without_compatibility_date": self.without_compatibility_date,
-            "without_user_agent": self.without_user_agent, "stalls": self.stalls,
+            "without_user_agent": self.without_user_agent,
+            "stalls": self.stalls,
             "internal_errors": self.internal_errors,
         }
 
@@ -150,10 +156,13 @@ class Stats:
                 requests=MappingProxyType(dict(self._requests)),
                 body_fetches=MappingProxyType(dict(self._body_fetches)),
                 bodies_served=MappingProxyType(dict(self._bodies_served)),
-                tokens_spent=MappingProxyType({g: MappingProxyType(dict(c))
-                                               for g, c in self._tokens.items()}),
+                tokens_spent=MappingProxyType(
+                    {g: MappingProxyType(dict(c)) for g, c in self._tokens.items()}
+                ),
                 tokens_in_use=MappingProxyType(in_use),
                 peak_concurrent=self._peak,
                 without_compatibility_date=self._no_date,
-                without_user_agent=self._no_agent, stalls=self._stalls,
-                internal_errors=self._internal_errors)
+                without_user_agent=self._no_agent,
+                stalls=self._stalls,
+                internal_errors=self._internal_errors,
+            )

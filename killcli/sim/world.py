@@ -76,10 +76,15 @@ class World:
     def _store(self, spec: KillSpec) -> KillmailRecord:
         data = encode(self._bodies.body(spec))
         # The hash depends on seed and id only, so it is the same whenever the world is made.
-        digest = hashlib.sha1(f"killmail:{self.scenario.seed}:{spec.killmail_id}".encode(),
-                              usedforsecurity=False)
-        record = KillmailRecord(spec.killmail_id, digest.hexdigest(), spec.killmail_time,
-                                recipients(spec, set(self._universe.simulated)))
+        digest = hashlib.sha1(
+            f"killmail:{self.scenario.seed}:{spec.killmail_id}".encode(), usedforsecurity=False
+        )
+        record = KillmailRecord(
+            spec.killmail_id,
+            digest.hexdigest(),
+            spec.killmail_time,
+            recipients(spec, set(self._universe.simulated)),
+        )
         with self._lock:
             self._records[record.killmail_id] = record
             self._bytes[record.killmail_id] = data
@@ -126,8 +131,14 @@ class World:
         list cache has refreshed (kills added at runtime included)."""
         return {char_id: dict(self.recent(char_id, now)) for char_id in self._universe.simulated}
 
-    def add_kill(self, *, victim: int | None = None, attacker: int | None = None,
-                 npc_final_blow: bool = False, killmail_time: datetime | None = None) -> int:
+    def add_kill(
+        self,
+        *,
+        victim: int | None = None,
+        attacker: int | None = None,
+        npc_final_blow: bool = False,
+        killmail_time: datetime | None = None,
+    ) -> int:
         """Add a kill happening now (or at ``killmail_time``); returns its killmail id.
 
         ``victim`` and ``attacker`` are character ids (``None``: a random outsider);
@@ -137,8 +148,12 @@ class World:
         if victim is not None and victim == attacker:
             raise ValueError("a character cannot kill itself: victim and attacker must differ")
         with self._lock:
-            sides = Sides(self._pilot_or_outsider(victim), self._planner.ship(),
-                          self._pilot_or_outsider(attacker), npc_final_blow)
+            sides = Sides(
+                self._pilot_or_outsider(victim),
+                self._planner.ship(),
+                self._pilot_or_outsider(attacker),
+                npc_final_blow,
+            )
             killmail_id = max(self._records, default=self.scenario.killmail_id_start) + 1
             when = (killmail_time or self._clock.now()).replace(microsecond=0)
             self._store(self._planner.spec(killmail_id, when, sides))
@@ -192,9 +207,13 @@ class World:
         """``(name, category)`` as ``/universe/names`` reports it, None when unknown."""
         u = self._universe
         tables: tuple[tuple[Mapping[int, Any], str], ...] = (
-            (u.characters, "character"), (u.corporations, "corporation"),
-            (u.alliances, "alliance"), (u.factions, "faction"), (u.types, "inventory_type"),
-            (u.systems, "solar_system"))
+            (u.characters, "character"),
+            (u.corporations, "corporation"),
+            (u.alliances, "alliance"),
+            (u.factions, "faction"),
+            (u.types, "inventory_type"),
+            (u.systems, "solar_system"),
+        )
         with self._lock:
             for table, category in tables:
                 entry = table.get(entity_id)
@@ -215,13 +234,17 @@ class World:
             for k in rows:
                 counts[k] = counts.get(k, 0) + 1
         return WorkloadSummary(
-            characters=len(truth), killmails_total=len(self.killmails),
-            listed_killmails=len(listed), shared_killmails=sum(1 for n in counts.values() if n > 1),
+            characters=len(truth),
+            killmails_total=len(self.killmails),
+            listed_killmails=len(listed),
+            shared_killmails=sum(1 for n in counts.values() if n > 1),
             old_killmails=len(self.killmails) - len(listed),
-            list_rows=sum(len(rows) for rows in truth.values()), list_pages=sum(pages.values()),
+            list_rows=sum(len(rows) for rows in truth.values()),
+            list_pages=sum(pages.values()),
             max_pages_per_character=max(pages.values(), default=0),
             max_attackers=self._max_attackers,
-            min_sync_time_s=self._min_sync_time_s(max(pages.values(), default=0), len(listed)))
+            min_sync_time_s=self._min_sync_time_s(max(pages.values(), default=0), len(listed)),
+        )
 
     def _min_sync_time_s(self, max_pages: int, bodies: int) -> float:
         buckets = self.scenario.buckets
@@ -235,8 +258,15 @@ class World:
 
 def ids_in_body(body: Mapping[str, Any]) -> set[int]:
     """Every id in a body that ``/universe/names`` is meant to resolve (not moons/wars)."""
-    keys = ("character_id", "corporation_id", "alliance_id", "faction_id", "ship_type_id",
-            "weapon_type_id", "item_type_id")
+    keys = (
+        "character_id",
+        "corporation_id",
+        "alliance_id",
+        "faction_id",
+        "ship_type_id",
+        "weapon_type_id",
+        "item_type_id",
+    )
     found: set[int] = {int(body["solar_system_id"])}
 
     def walk(obj: Mapping[str, Any]) -> None:

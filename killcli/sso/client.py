@@ -105,8 +105,12 @@ class SsoClient:
     def __enter__(self) -> SsoClient:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     # -- discovery ------------------------------------------------------------------------
@@ -180,8 +184,10 @@ class SsoClient:
         side = "behind" if offset > 0 else "ahead of"
         text = f"this host's clock is {abs(offset):.0f} s {side} the EVE SSO's (its Date header)"
         if abs(offset) > MAX_CLOCK_OFFSET_S:
-            return (f"{text}, more than the {MAX_CLOCK_OFFSET_S:.0f} s killsync corrects "
-                    "for: fix the host clock (NTP)")
+            return (
+                f"{text}, more than the {MAX_CLOCK_OFFSET_S:.0f} s killsync corrects "
+                "for: fix the host clock (NTP)"
+            )
         return f"{text}; token times were checked on the SSO's clock"
 
     def _note_date(self, response: httpx.Response) -> None:
@@ -201,9 +207,15 @@ class SsoClient:
         kid, alg = read_header(access_token)
         key = self._signing_key(kid, alg)
         try:
-            return validate(access_token, key, alg, issuer=self.metadata().issuer,
-                            client_id=self.client_id, now=self.sso_now(),
-                            leeway_s=self._leeway_s)
+            return validate(
+                access_token,
+                key,
+                alg,
+                issuer=self.metadata().issuer,
+                client_id=self.client_id,
+                now=self.sso_now(),
+                leeway_s=self._leeway_s,
+            )
         except TokenRejected as exc:
             note = self.clock_note()
             if note is None:
@@ -222,11 +234,16 @@ class SsoClient:
         offset_s = issued.sso_clock_offset_s
         if offset_s is None:  # e.g. a stored answer: the offset validation just learnt
             offset_s = self._clock_offset_s
-        return TokenSet(issued.access_token, issued.refresh_token,
-                        _host_expiry(claims, issued, offset_s), claims)
+        return TokenSet(
+            issued.access_token,
+            issued.refresh_token,
+            _host_expiry(claims, issued, offset_s),
+            claims,
+        )
 
-    def authorize_url(self, redirect_uri: str, scopes: Sequence[str], state: str,
-                      challenge: str | None = None) -> str:
+    def authorize_url(
+        self, redirect_uri: str, scopes: Sequence[str], state: str, challenge: str | None = None
+    ) -> str:
         """Where to send the user's browser to log in (with a PKCE S256 challenge)."""
         params = {
             "response_type": "code",
@@ -244,7 +261,9 @@ class SsoClient:
         (maybe rotated, the old one then dead) before calling :meth:`verify`."""
         return self._request_tokens(
             {"grant_type": "refresh_token", "refresh_token": refresh_token},
-            what="token refresh", old_refresh_token=refresh_token, dead_grant_needs_login=True,
+            what="token refresh",
+            old_refresh_token=refresh_token,
+            dead_grant_needs_login=True,
         )
 
     def refresh(self, refresh_token: str) -> TokenSet:
@@ -262,9 +281,14 @@ class SsoClient:
         if verifier is not None:
             fields["code_verifier"] = verifier
         self._prefetch_keys()
-        return self.verify(self._request_tokens(fields, what="login code exchange",
-                                                old_refresh_token=None,
-                                                dead_grant_needs_login=False))
+        return self.verify(
+            self._request_tokens(
+                fields,
+                what="login code exchange",
+                old_refresh_token=None,
+                dead_grant_needs_login=False,
+            )
+        )
 
     def revoke(self, refresh_token: str) -> None:
         """Revoke a refresh token (logout); the character must log in again afterwards."""
@@ -276,9 +300,14 @@ class SsoClient:
         if response.status_code != 200:
             raise self._refusal(response, "revocation", fields, dead_grant_needs_login=False)
 
-    def _request_tokens(self, fields: dict[str, str], *, what: str,
-                        old_refresh_token: str | None,
-                        dead_grant_needs_login: bool) -> IssuedTokens:
+    def _request_tokens(
+        self,
+        fields: dict[str, str],
+        *,
+        what: str,
+        old_refresh_token: str | None,
+        dead_grant_needs_login: bool,
+    ) -> IssuedTokens:
         """POST to the token endpoint and parse the answer; nothing else (no validation)."""
         requested_at = self._clock.now()
         response = self._post_form(self.metadata().token_endpoint, fields, what)
@@ -298,8 +327,13 @@ class SsoClient:
             sso_clock_offset_s=_date_offset_s(response.headers, self._clock.now()),
         )
 
-    def _refusal(self, response: httpx.Response, what: str, fields: Mapping[str, str],
-                 dead_grant_needs_login: bool) -> SsoError:
+    def _refusal(
+        self,
+        response: httpx.Response,
+        what: str,
+        fields: Mapping[str, str],
+        dead_grant_needs_login: bool,
+    ) -> SsoError:
         """The exception for a non-200 token-endpoint answer (a 4xx: 5xx were retried)."""
         error, description = _oauth_error(response)
         for secret in (*fields.values(), self._secret or ""):
@@ -308,10 +342,14 @@ class SsoClient:
         detail = f"{error}: {description}" if description else error
         if dead_grant_needs_login and error in NEEDS_LOGIN_ERRORS:
             return NeedsLogin(f"EVE SSO refused the refresh token ({detail})", reason=error)
-        hint = ("check the client id and secret (KILLSYNC_CLIENT_ID, KILLSYNC_CLIENT_SECRET)"
-                if error == "invalid_client" else None)
-        return SsoError(f"EVE SSO refused the {what} (HTTP {response.status_code}, {detail})",
-                        hint=hint)
+        hint = (
+            "check the client id and secret (KILLSYNC_CLIENT_ID, KILLSYNC_CLIENT_SECRET)"
+            if error == "invalid_client"
+            else None
+        )
+        return SsoError(
+            f"EVE SSO refused the {what} (HTTP {response.status_code}, {detail})", hint=hint
+        )
 
     # -- HTTP with bounded retries ----------------------------------------------------------
 
@@ -330,8 +368,15 @@ class SsoClient:
             raise SsoError(f"EVE SSO {what} request answered HTTP {response.status_code}")
         return _json_object(response, what)
 
-    def _send(self, method: str, url: str, what: str, *, data: dict[str, str] | None = None,
-              auth: httpx.BasicAuth | None = None) -> httpx.Response:
+    def _send(
+        self,
+        method: str,
+        url: str,
+        what: str,
+        *,
+        data: dict[str, str] | None = None,
+        auth: httpx.BasicAuth | None = None,
+    ) -> httpx.Response:
         attempts = self._policy.max_attempts
         retrying = Retrying(
             retry=retry_if_exception_type(_Transient),
@@ -343,14 +388,17 @@ class SsoClient:
         try:
             return retrying(self._send_once, method, url, data, auth)
         except _Transient as exc:
-            raise SsoError(f"EVE SSO {what} failed after {attempts} attempts: {exc}",
-                           hint="EVE SSO may be down; try again later") from exc
+            raise SsoError(
+                f"EVE SSO {what} failed after {attempts} attempts: {exc}",
+                hint="EVE SSO may be down; try again later",
+            ) from exc
 
     def _backoff(self, state: RetryCallState) -> float:
         return backoff_s(state.attempt_number, self._policy, self._rand)
 
-    def _send_once(self, method: str, url: str, data: dict[str, str] | None,
-                   auth: httpx.BasicAuth | None) -> httpx.Response:
+    def _send_once(
+        self, method: str, url: str, data: dict[str, str] | None, auth: httpx.BasicAuth | None
+    ) -> httpx.Response:
         try:
             response = self._http.request(method, url, data=data, auth=auth)
         except httpx.TransportError as exc:
@@ -391,8 +439,7 @@ def _lifetime_s(value: object) -> float | None:
     return float(value) if 0 < value <= MAX_EXPIRES_IN_S else None  # refuses NaN too
 
 
-def _host_expiry(claims: TokenClaims, issued: IssuedTokens, offset_s: float | None
-                 ) -> datetime:
+def _host_expiry(claims: TokenClaims, issued: IssuedTokens, offset_s: float | None) -> datetime:
     """When the access token expires on this host's clock.
 
     ``exp`` is on the SSO's clock: shift it by the clock offset. ``expires_in`` counts
@@ -424,5 +471,7 @@ def _oauth_error(response: httpx.Response) -> tuple[str, str]:
         return f"HTTP {response.status_code}", ""
     error = body.get("error")
     description = body.get("error_description")
-    return (error if isinstance(error, str) else f"HTTP {response.status_code}",
-            description[:200] if isinstance(description, str) else "")
+    return (
+        error if isinstance(error, str) else f"HTTP {response.status_code}",
+        description[:200] if isinstance(description, str) else "",
+    )

@@ -86,5 +86,5 @@ class TokenCipher:
             raise InputError(
                 "a stored token cannot be decrypted with the configured secret key(s)",
                 hint="keep old keys in KILLSYNC_SECRET_KEY, after the new one, until "
-                     "`killsync secrets rotate` has re-encrypted every value",
+                "`killsync secrets rotate` has re-encrypted every value",
             ) from None

@@ -129,8 +129,10 @@ class _CallbackServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         """The tokens of the real callback, or its error; SsoError at the deadline."""
         remaining_s = max(0.0, self.deadline_s - time.monotonic())
         if not self._claimed.wait(remaining_s) and self.claim():  # claimed: no late callback
-            raise SsoError(f"login timed out after {self.timeout_s:g} s without a callback",
-                           hint="run `killsync login` again and finish it in the browser")
+            raise SsoError(
+                f"login timed out after {self.timeout_s:g} s without a callback",
+                hint="run `killsync login` again and finish it in the browser",
+            )
         self._done.wait()  # set by the claiming handler whatever happens (see _answer)
         if isinstance(self._outcome, TokenSet):
             return self._outcome
@@ -183,8 +185,7 @@ class _CallbackHandler(http.server.BaseHTTPRequestHandler):
             return False
         return True
 
-    def send_error(self, code: int, message: str | None = None,
-                   explain: str | None = None) -> None:
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """A malformed request: a fixed page (the stdlib's would echo the request line)."""
         self._page(code, "Bad request", _NOT_HERE)
 
@@ -208,20 +209,28 @@ class _CallbackHandler(http.server.BaseHTTPRequestHandler):
             outcome = exc
         try:
             if isinstance(outcome, TokenSet):
-                self._page(200, "Logged in", f"killsync now syncs {outcome.claims.name}. "
-                           "You can close this tab.")
+                self._page(
+                    200,
+                    "Logged in",
+                    f"killsync now syncs {outcome.claims.name}. You can close this tab.",
+                )
             else:
                 self._page(400, "Login not completed", _NOT_DONE)
         finally:
             self.server.finish(outcome)
 
-    def _page(self, status: int, title: str, text: str,
-              headers: dict[str, str] | None = None) -> None:
+    def _page(
+        self, status: int, title: str, text: str, headers: dict[str, str] | None = None
+    ) -> None:
         body = _PAGE.format(title=html.escape(title), text=html.escape(text)).encode("utf-8")
         self.send_response(status)
-        for name, value in {"Content-Type": "text/html; charset=utf-8",
-                            "Content-Length": str(len(body)), "Cache-Control": "no-store",
-                            "Connection": "close", **(headers or {})}.items():
+        for name, value in {
+            "Content-Type": "text/html; charset=utf-8",
+            "Content-Length": str(len(body)),
+            "Cache-Control": "no-store",
+            "Connection": "close",
+            **(headers or {}),
+        }.items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
@@ -256,8 +265,9 @@ def _single(query: dict[str, list[str]], key: str) -> str | None:
     return values[0] if len(values) == 1 else None
 
 
-def _outcome(sso: SsoClient, query: dict[str, list[str]],
-             expected: _Expected) -> TokenSet | KillsyncError:
+def _outcome(
+    sso: SsoClient, query: dict[str, list[str]], expected: _Expected
+) -> TokenSet | KillsyncError:
     """What the real callback (right ``state``) means: tokens, a refusal or an error."""
     error = _single(query, "error")
     if error is not None:
@@ -274,8 +284,10 @@ def _outcome(sso: SsoClient, query: dict[str, list[str]],
 def _refusal(error: str, description: str | None) -> SsoError:
     """The SSO's ``error=`` redirect as one line (only RFC 6749 characters are shown)."""
     if error == "access_denied":
-        return LoginRefused("login refused in the browser: EVE SSO answered access_denied",
-                        hint="run `killsync login` again and authorize the application")
+        return LoginRefused(
+            "login refused in the browser: EVE SSO answered access_denied",
+            hint="run `killsync login` again and authorize the application",
+        )
     shown = error if _OAUTH_TEXT.fullmatch(error) else "an unreadable error"
     if description is not None and _OAUTH_TEXT.fullmatch(description):
         shown = f"{shown}: {description}"
@@ -308,9 +320,10 @@ def run_login(
     try:
         server = _CallbackServer((host, port), sso)
     except OSError as exc:
-        raise ConfigError(f"callback URL {callback_url!r}: cannot listen on {host}:{port}: "
-                          f"{exc.strerror or exc}", hint="KILLSYNC_CALLBACK_URL sets the address; "
-                          "is another `killsync login` running?") from exc
+        raise ConfigError(
+            f"callback URL {callback_url!r}: cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="KILLSYNC_CALLBACK_URL sets the address; is another `killsync login` running?",
+        ) from exc
     with server:
         netloc = f"{parts.hostname}:{server.server_address[1]}"
         redirect_uri = urlunsplit(("http", netloc, parts.path or "/", "", ""))
@@ -340,8 +353,12 @@ def _listen_address(parts: SplitResult, callback_url: str) -> tuple[str, int]:
 @contextmanager
 def _accepting(server: _CallbackServer) -> Iterator[None]:
     """Accept connections on a thread (the caller waits for the outcome) until the block ends."""
-    acceptor = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": _POLL_S},
-                                name="killsync-login", daemon=True)
+    acceptor = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": _POLL_S},
+        name="killsync-login",
+        daemon=True,
+    )
     acceptor.start()
     try:
         yield

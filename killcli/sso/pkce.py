@@ -20,4 +20,3 @@ def make_pkce() -> tuple[str, str]:
     """A fresh ``(verifier, challenge)`` pair; the verifier is 86 URL-safe characters."""
     verifier = _b64url(secrets.token_bytes(64))
     return verifier, challenge_of(verifier)
-

@@ -58,12 +58,13 @@ def normalize_issuer(value: str) -> str:
     text = value.strip()
     for scheme in ("https://", "http://"):
         if text.lower().startswith(scheme):
-            text = text[len(scheme):]
+            text = text[len(scheme) :]
     return text.rstrip("/").lower()
 
 
-def validate(token: str, key: Jwk, alg: str, *, issuer: str, client_id: str, now: datetime,
-             leeway_s: float) -> TokenClaims:
+def validate(
+    token: str, key: Jwk, alg: str, *, issuer: str, client_id: str, now: datetime, leeway_s: float
+) -> TokenClaims:
     """Check signature and claims of ``token`` with ``key``; return its claims."""
     claims = _decode(token, key, alg)
     expires_at = _check_exp(claims, now, leeway_s)
@@ -88,15 +89,20 @@ def validate(token: str, key: Jwk, alg: str, *, issuer: str, client_id: str, now
 def _decode(token: str, key: Jwk, alg: str) -> dict[str, Any]:
     try:
         public_key = jwt.PyJWK(dict(key), algorithm=alg)
-        return jwt.decode(token, public_key, algorithms=[alg], options={
-            "verify_signature": True,
-            "verify_exp": False,  # checked below against the injected clock
-            "verify_nbf": False,
-            "verify_iat": False,
-            "verify_aud": False,  # EVE's aud must hold two values; PyJWT accepts any one
-            "verify_iss": False,  # EVE varies the scheme and trailing slash
-            "verify_sub": False,  # checked below, with a clearer message
-        })
+        return jwt.decode(
+            token,
+            public_key,
+            algorithms=[alg],
+            options={
+                "verify_signature": True,
+                "verify_exp": False,  # checked below against the injected clock
+                "verify_nbf": False,
+                "verify_iat": False,
+                "verify_aud": False,  # EVE's aud must hold two values; PyJWT accepts any one
+                "verify_iss": False,  # EVE varies the scheme and trailing slash
+                "verify_sub": False,  # checked below, with a clearer message
+            },
+        )
     except jwt.PyJWTError as exc:
         reason = type(exc).__name__
         raise TokenRejected(f"access token signature does not verify ({reason})") from exc
@@ -112,8 +118,9 @@ def _check_exp(claims: Mapping[str, Any], now: datetime, leeway_s: float) -> dat
     return expires_at
 
 
-def _check_not_in_future(claims: Mapping[str, Any], name: str, what: str, now: datetime,
-                         leeway_s: float) -> None:
+def _check_not_in_future(
+    claims: Mapping[str, Any], name: str, what: str, now: datetime, leeway_s: float
+) -> None:
     """An optional time claim (``nbf``, ``iat``) must not be ahead of ``now`` + leeway."""
     value = _timestamp(claims, name)
     if value is not None and value > now.timestamp() + leeway_s:
@@ -127,8 +134,11 @@ def _timestamp(claims: Mapping[str, Any], name: str) -> float | None:
         return None
     value = claims[name]
     # The range test also refuses NaN, infinities and integers too large for a float.
-    if (not isinstance(value, int | float) or isinstance(value, bool)
-            or not 0 <= value <= MAX_TIMESTAMP_S):
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not 0 <= value <= MAX_TIMESTAMP_S
+    ):
         raise TokenRejected(f"access token {name} is not a valid time")
     return float(value)
 

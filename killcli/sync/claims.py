@@ -54,9 +54,15 @@ Now = Callable[[], datetime]
 class BodyClaims:
     """The body claims of one sync engine: a :class:`ClaimSet` per sync, one heartbeat."""
 
-    def __init__(self, db: Database, *, owner: str | None = None,
-                 ttl_s: float = CLAIM_TTL_S, now: Now = utcnow,
-                 is_dead: Callable[[str], bool] = holder_is_dead) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        owner: str | None = None,
+        ttl_s: float = CLAIM_TTL_S,
+        now: Now = utcnow,
+        is_dead: Callable[[str], bool] = holder_is_dead,
+    ) -> None:
         # Two engines of one process (tests, tools) must not take each other's claims for
         # their own: the random part tells them apart.
         self.owner = owner or this_owner(f"bodies.{secrets.token_hex(3)}")
@@ -81,12 +87,18 @@ class BodyClaims:
             return 0
         # Lock the rows in id order, the order takers use, so that a takeover racing this
         # beat on PostgreSQL cannot deadlock with it.
-        ours = (select(CLAIMS.c.killmail_id).where(CLAIMS.c.owner.in_(owners))
-                .order_by(CLAIMS.c.killmail_id).with_for_update())
+        ours = (
+            select(CLAIMS.c.killmail_id)
+            .where(CLAIMS.c.owner.in_(owners))
+            .order_by(CLAIMS.c.killmail_id)
+            .with_for_update()
+        )
         with self.db.session() as session:
-            result = session.execute(update(CLAIMS)
-                                     .where(CLAIMS.c.killmail_id.in_(ours.scalar_subquery()))
-                                     .values(expires_at=self.expiry(self.now())))
+            result = session.execute(
+                update(CLAIMS)
+                .where(CLAIMS.c.killmail_id.in_(ours.scalar_subquery()))
+                .values(expires_at=self.expiry(self.now()))
+            )
             return int(cast(CursorResult[Any], result).rowcount)
 
     def close(self) -> None:
@@ -113,8 +125,9 @@ class BodyClaims:
         with self._lock:
             self._active[claims.owner] = claims
             if self._heartbeat is None:
-                self._heartbeat = Ticker(self.ttl_s / HEARTBEATS_PER_TTL, self.renew,
-                                         "killsync-claims")
+                self._heartbeat = Ticker(
+                    self.ttl_s / HEARTBEATS_PER_TTL, self.renew, "killsync-claims"
+                )
                 self._heartbeat.start()
 
     def deactivate(self, claims: ClaimSet) -> None:
@@ -158,8 +171,12 @@ class ClaimSet:
         if idle:
             self._claims.deactivate(self)  # nothing left to renew
         for start in range(0, len(ids), CHUNK):
-            session.execute(delete(CLAIMS).where(
-                CLAIMS.c.owner == self.owner, CLAIMS.c.killmail_id.in_(ids[start : start + CHUNK])))
+            session.execute(
+                delete(CLAIMS).where(
+                    CLAIMS.c.owner == self.owner,
+                    CLAIMS.c.killmail_id.in_(ids[start : start + CHUNK]),
+                )
+            )
 
     @property
     def held(self) -> int:
@@ -178,8 +195,9 @@ class ClaimSet:
                 session.execute(delete(CLAIMS).where(CLAIMS.c.owner == self.owner))
 
     def _take_chunk(self, session: Session, ids: Sequence[int], now: datetime) -> set[int]:
-        stmt = (dialect_insert(session, CLAIMS).on_conflict_do_nothing()
-                .returning(CLAIMS.c.killmail_id))
+        stmt = (
+            dialect_insert(session, CLAIMS).on_conflict_do_nothing().returning(CLAIMS.c.killmail_id)
+        )
         expires = self._claims.expiry(now)
         rows = [{"killmail_id": k, "owner": self.owner, "expires_at": expires} for k in ids]
         taken = set(session.scalars(stmt, rows))
@@ -190,17 +208,25 @@ class ClaimSet:
     def _take_over(self, session: Session, ids: Sequence[int], now: datetime) -> set[int]:
         """Of ids claimed already: take those whose claim expired, is ours, or whose
         holder has lapsed (:meth:`BodyClaims.has_lapsed`)."""
-        rows = session.execute(select(CLAIMS.c.owner, CLAIMS.c.expires_at)
-                               .where(CLAIMS.c.killmail_id.in_(ids))).all()
-        lapsed = {owner for owner in {row.owner for row in rows}
-                  if owner == self.owner or self._claims.has_lapsed(owner)}
+        rows = session.execute(
+            select(CLAIMS.c.owner, CLAIMS.c.expires_at).where(CLAIMS.c.killmail_id.in_(ids))
+        ).all()
+        lapsed = {
+            owner
+            for owner in {row.owner for row in rows}
+            if owner == self.owner or self._claims.has_lapsed(owner)
+        }
         if not lapsed and all(row.expires_at > now for row in rows):
             return set()  # every holder is alive: nothing to write
-        stmt = (update(CLAIMS)
-                .where(CLAIMS.c.killmail_id.in_(ids),
-                       or_(CLAIMS.c.expires_at <= now, CLAIMS.c.owner.in_(sorted(lapsed))))
-                .values(owner=self.owner, expires_at=self._claims.expiry(now))
-                .returning(CLAIMS.c.killmail_id))
+        stmt = (
+            update(CLAIMS)
+            .where(
+                CLAIMS.c.killmail_id.in_(ids),
+                or_(CLAIMS.c.expires_at <= now, CLAIMS.c.owner.in_(sorted(lapsed))),
+            )
+            .values(owner=self.owner, expires_at=self._claims.expiry(now))
+            .returning(CLAIMS.c.killmail_id)
+        )
         return set(session.scalars(stmt))
 
 
@@ -210,8 +236,11 @@ def released_as_pending(session: Session, killmail_ids: Sequence[int]) -> dict[i
     now = utcnow()
     reasons: dict[int, str] = {}
     for start in range(0, len(killmail_ids), READ_CHUNK):
-        rows = session.execute(select(PENDING.c.killmail_id, PENDING.c.reason).where(
-            PENDING.c.killmail_id.in_(killmail_ids[start : start + READ_CHUNK]),
-            PENDING.c.next_attempt_at > now))
+        rows = session.execute(
+            select(PENDING.c.killmail_id, PENDING.c.reason).where(
+                PENDING.c.killmail_id.in_(killmail_ids[start : start + READ_CHUNK]),
+                PENDING.c.next_attempt_at > now,
+            )
+        )
         reasons.update({row.killmail_id: row.reason for row in rows})
     return reasons

@@ -158,12 +158,18 @@ class SyncEngine:
     """Shared by every sync of a process: one ESI client, one body fetcher, one registry,
     one owner of body claims in the database."""
 
-    def __init__(self, db: Database, esi: EsiClient, tokens: TokenProvider, *,
-                 body_threads: int = DEFAULT_BODY_THREADS,
-                 inflight: InflightBodies | None = None,
-                 claims: BodyClaims | None = None,
-                 claim_poll_s: float = CLAIM_POLL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        db: Database,
+        esi: EsiClient,
+        tokens: TokenProvider,
+        *,
+        body_threads: int = DEFAULT_BODY_THREADS,
+        inflight: InflightBodies | None = None,
+        claims: BodyClaims | None = None,
+        claim_poll_s: float = CLAIM_POLL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.db = db
         self.esi = esi
         self.tokens = tokens
@@ -173,7 +179,8 @@ class SyncEngine:
         self._closed = threading.Event()  # wakes syncs waiting for other workers' bodies
         # One sync may use every thread; twice that leaves room for a save pause.
         self.fetcher: BodyFetcher[KillmailRef, KillmailRows] = BodyFetcher(
-            self._fetch_body, threads=body_threads, per_stream=2 * body_threads)
+            self._fetch_body, threads=body_threads, per_stream=2 * body_threads
+        )
         self.names = NameResolver(db, esi)
         self._clock = clock
 
@@ -186,16 +193,22 @@ class SyncEngine:
 
     # -- entry point --------------------------------------------------------------------
 
-    def sync_character(self, character_id: int, options: SyncOptions | None = None,
-                       progress: SyncProgress | None = None, *,
-                       first_page: ListPageResult | None = None) -> SyncResult:
+    def sync_character(
+        self,
+        character_id: int,
+        options: SyncOptions | None = None,
+        progress: SyncProgress | None = None,
+        *,
+        first_page: ListPageResult | None = None,
+    ) -> SyncResult:
         """``first_page``: the list's page 1 already fetched (a 200, by the worker's quick
         try, :mod:`killcli.sync.quick`), used instead of asking for it again."""
         options = options or SyncOptions()
         progress = progress or _NoProgress()
         started, started_at = self._clock(), utcnow()
-        run = _Run(self._load_character(character_id), options, self.claims.open(),
-                   first_page=first_page)
+        run = _Run(
+            self._load_character(character_id), options, self.claims.open(), first_page=first_page
+        )
         progress.started(run.character.name)
         try:
             status = self._sync(run, progress)
@@ -207,20 +220,31 @@ class SyncEngine:
             raise
         run.figures.elapsed_s = round(self._clock() - started, 3)
         self._finish(run, started_at, status)
-        return SyncResult(character_id, run.character.name, status, run.figures,
-                          tuple(run.pending_reasons), tuple(run.new_ids))
+        return SyncResult(
+            character_id,
+            run.character.name,
+            status,
+            run.figures,
+            tuple(run.pending_reasons),
+            tuple(run.new_ids),
+        )
 
     def _load_character(self, character_id: int) -> Character:
         with self.db.session() as session:
             character = require_character(session, character_id)
         if character.status != "active":
-            raise NeedsLogin(f"character {character_id} ({character.name}) is "
-                             f"{character.status.replace('_', ' ')}: "
-                             f"{character.status_reason or 'no reason recorded'}",
-                             reason=character.status, character_id=character_id)
+            raise NeedsLogin(
+                f"character {character_id} ({character.name}) is "
+                f"{character.status.replace('_', ' ')}: "
+                f"{character.status_reason or 'no reason recorded'}",
+                reason=character.status,
+                character_id=character_id,
+            )
         if KILLMAIL_SCOPE not in character.scopes.split():
-            raise UsageError(f"character {character_id} did not grant {KILLMAIL_SCOPE}",
-                             hint="log in again with that scope")
+            raise UsageError(
+                f"character {character_id} did not grant {KILLMAIL_SCOPE}",
+                hint="log in again with that scope",
+            )
         return character
 
     def _sync(self, run: _Run, progress: SyncProgress) -> str:
@@ -236,8 +260,9 @@ class SyncEngine:
             refs = list(list_result[0])
         self._fetch_and_save(run, refs, due_pending, progress)
         if list_result is not None:
-            self._store_list_cache(character.character_id, list_result[1],
-                                   etag=not run.keep_old_etag)
+            self._store_list_cache(
+                character.character_id, list_result[1], etag=not run.keep_old_etag
+            )
         if run.pending:
             return "partial"
         if run.figures.skipped_cache:
@@ -246,8 +271,9 @@ class SyncEngine:
 
     # -- 1. the list walk ---------------------------------------------------------------
 
-    def _walk(self, run: _Run, progress: SyncProgress
-              ) -> tuple[Sequence[KillmailRef], ListPageResult | None]:
+    def _walk(
+        self, run: _Run, progress: SyncProgress
+    ) -> tuple[Sequence[KillmailRef], ListPageResult | None]:
         character_id = run.character.character_id
         token = self.tokens.access_token(character_id)
         etag = None if run.options.full else run.character.list_etag
@@ -258,8 +284,12 @@ class SyncEngine:
                 result, run.first_page = run.first_page, None
             else:
                 result = self.esi.fetch_killmail_list_page(
-                    character_id, token, page, etag=etag if page == 1 else None,
-                    conditional=conditional and etag is not None)
+                    character_id,
+                    token,
+                    page,
+                    etag=etag if page == 1 else None,
+                    conditional=conditional and etag is not None,
+                )
             run.figures.pages += 1
             run.figures.spend("char-killmail", 1 if result.not_modified else 2)
             if page == 1:
@@ -282,11 +312,17 @@ class SyncEngine:
 
     def _linked(self, character_id: int, ids: Iterable[int]) -> set[int]:
         with self.db.session() as session:
-            return set(session.scalars(select(LINKS.c.killmail_id).where(
-                LINKS.c.character_id == character_id, LINKS.c.killmail_id.in_(list(ids)))))
+            return set(
+                session.scalars(
+                    select(LINKS.c.killmail_id).where(
+                        LINKS.c.character_id == character_id, LINKS.c.killmail_id.in_(list(ids))
+                    )
+                )
+            )
 
-    def _store_list_cache(self, character_id: int, first: ListPageResult | None, *,
-                          etag: bool = True) -> None:
+    def _store_list_cache(
+        self, character_id: int, first: ListPageResult | None, *, etag: bool = True
+    ) -> None:
         """The list's expiry, and its ETag unless ``etag`` is false (the next walk after
         the expiry must then read the list again)."""
         if first is None:
@@ -303,8 +339,11 @@ class SyncEngine:
 
     def _due_pending(self, character_id: int) -> list[KillmailRef]:
         with self.db.session() as session:
-            rows = session.execute(select(PENDING.c.killmail_id, PENDING.c.killmail_hash).where(
-                PENDING.c.character_id == character_id, PENDING.c.next_attempt_at <= utcnow()))
+            rows = session.execute(
+                select(PENDING.c.killmail_id, PENDING.c.killmail_hash).where(
+                    PENDING.c.character_id == character_id, PENDING.c.next_attempt_at <= utcnow()
+                )
+            )
             return [KillmailRef(r.killmail_id, r.killmail_hash) for r in rows]
 
     def _plan(self, run: _Run, refs: Sequence[KillmailRef]) -> list[KillmailRef]:
@@ -316,15 +355,24 @@ class SyncEngine:
             session.execute(delete(PENDING).where(PENDING.c.killmail_id.in_(list(stored))))
         run.figures.already += len(stored)
         run.figures.linked += len(stored)
-        return sorted((r for k, r in unique.items() if k not in stored),
-                      key=lambda r: r.killmail_id, reverse=True)
+        return sorted(
+            (r for k, r in unique.items() if k not in stored),
+            key=lambda r: r.killmail_id,
+            reverse=True,
+        )
 
     # -- 3 + 4. fetch and save ----------------------------------------------------------
 
-    def _fetch_and_save(self, run: _Run, refs: Sequence[KillmailRef],
-                        due_pending: Sequence[KillmailRef], progress: SyncProgress) -> None:
-        run.figures.pending_retried = len({r.killmail_id for r in due_pending} -
-                                          {r.killmail_id for r in refs})
+    def _fetch_and_save(
+        self,
+        run: _Run,
+        refs: Sequence[KillmailRef],
+        due_pending: Sequence[KillmailRef],
+        progress: SyncProgress,
+    ) -> None:
+        run.figures.pending_retried = len(
+            {r.killmail_id for r in due_pending} - {r.killmail_id for r in refs}
+        )
         wanted = self._plan(run, [*refs, *due_pending])
         claim = Claim()
         mine, theirs = self.inflight.claim(claim, (ref.killmail_id for ref in wanted))
@@ -333,17 +381,27 @@ class SyncEngine:
             # Under the process's registry, the database's claims: what another worker
             # fetches is waited for, never fetched twice.
             taken = run.claims.take(owned)
-            done = self._fetch_ours(run, [ref for ref in wanted if ref.killmail_id in taken],
-                                    progress, total=len(wanted))
-            self._await_elsewhere(run, [ref for ref in wanted if ref.killmail_id in
-                                        owned - taken], progress, done, len(wanted))
+            done = self._fetch_ours(
+                run,
+                [ref for ref in wanted if ref.killmail_id in taken],
+                progress,
+                total=len(wanted),
+            )
+            self._await_elsewhere(
+                run,
+                [ref for ref in wanted if ref.killmail_id in owned - taken],
+                progress,
+                done,
+                len(wanted),
+            )
         finally:
             run.claims.close()
             self.inflight.settle(claim, mine, {k: run.pending[k] for k in mine if k in run.pending})
         self._adopt_theirs(run, [ref for ref in wanted if ref.killmail_id in theirs], theirs)
 
-    def _fetch_ours(self, run: _Run, ours: list[KillmailRef], progress: SyncProgress,
-                    total: int, done: int = 0) -> int:
+    def _fetch_ours(
+        self, run: _Run, ours: list[KillmailRef], progress: SyncProgress, total: int, done: int = 0
+    ) -> int:
         """Fetch and save bodies we claimed; returns ``done`` plus how many it settled."""
         # Another sync may have saved some of these between our plan and our claim.
         with self.db.session() as session:
@@ -370,8 +428,9 @@ class SyncEngine:
         self._save_batch(run, batch)
         return done
 
-    def _await_elsewhere(self, run: _Run, refs: list[KillmailRef], progress: SyncProgress,
-                         done: int, total: int) -> None:
+    def _await_elsewhere(
+        self, run: _Run, refs: list[KillmailRef], progress: SyncProgress, done: int, total: int
+    ) -> None:
         """Bodies another worker claimed: link them as they land, and take over the claims
         that lapse (the holder died or gave up); never fetch one a live holder fetches."""
         if not refs:
@@ -403,8 +462,9 @@ class SyncEngine:
         run.figures.already += len(stored)
         return len(stored)
 
-    def _fetch_lapsed(self, run: _Run, refs: list[KillmailRef], progress: SyncProgress,
-                      total: int, done: int) -> int:
+    def _fetch_lapsed(
+        self, run: _Run, refs: list[KillmailRef], progress: SyncProgress, total: int, done: int
+    ) -> int:
         """Bodies whose claim we took over. A holder that could not fetch one recorded it
         pending and released it: record it pending too (as for another sync of this
         process, :meth:`Claim.failure`); fetch the others."""
@@ -413,16 +473,22 @@ class SyncEngine:
         for ref in refs:
             if ref.killmail_id in failed:
                 self._record_pending(run, ref, failed[ref.killmail_id])
-        return self._fetch_ours(run, [ref for ref in refs if ref.killmail_id not in failed],
-                                progress, total, done + len(failed))
+        return self._fetch_ours(
+            run,
+            [ref for ref in refs if ref.killmail_id not in failed],
+            progress,
+            total,
+            done + len(failed),
+        )
 
     def _fetch_body(self, ref: KillmailRef) -> KillmailRows:
         """On a body thread: fetch and parse, so only the parsed rows wait for the save."""
         body = self.esi.fetch_killmail(ref.killmail_id, ref.killmail_hash)
         return parse_killmail(body, killmail_hash=ref.killmail_hash)
 
-    def _outcome(self, run: _Run, fetched: Fetched[KillmailRef, KillmailRows]
-                 ) -> KillmailRows | None:
+    def _outcome(
+        self, run: _Run, fetched: Fetched[KillmailRef, KillmailRows]
+    ) -> KillmailRows | None:
         run.figures.fetched += 1
         ref = fetched.key
         try:
@@ -437,8 +503,7 @@ class SyncEngine:
         run.figures.spend("killmail", 2)
         return rows
 
-    def _adopt_theirs(self, run: _Run, refs: list[KillmailRef],
-                      owners: dict[int, Claim]) -> None:
+    def _adopt_theirs(self, run: _Run, refs: list[KillmailRef], owners: dict[int, Claim]) -> None:
         """Killmails another sync fetched: once it saved them, link them to us too."""
         if not refs:
             return
@@ -451,8 +516,10 @@ class SyncEngine:
         run.figures.already += len(stored)
         for ref in refs:
             if ref.killmail_id not in stored:
-                reason = (owners[ref.killmail_id].failure(ref.killmail_id)
-                          or "fetched by another sync, not saved")
+                reason = (
+                    owners[ref.killmail_id].failure(ref.killmail_id)
+                    or "fetched by another sync, not saved"
+                )
                 self._record_pending(run, ref, reason)
 
     def _save_batch(self, run: _Run, batch: list[KillmailRows]) -> None:
@@ -468,8 +535,12 @@ class SyncEngine:
             session.execute(delete(PENDING).where(PENDING.c.killmail_id.in_(ids)))
             run.claims.release_in(session, ids)
             new = set(result.new_ids)
-            save_events(session, killmail_saved_events(
-                [rows for rows in batch if rows.killmail_id in new], character_id, names))
+            save_events(
+                session,
+                killmail_saved_events(
+                    [rows for rows in batch if rows.killmail_id in new], character_id, names
+                ),
+            )
         run.figures.new += result.new
         run.figures.already += result.already
         run.figures.linked += len(batch)
@@ -487,24 +558,44 @@ class SyncEngine:
                 run.keep_old_etag = True
             attempts = 1 if existing is None else existing.attempts + 1
             delay = min(PENDING_BACKOFF_S * 2 ** (attempts - 1), PENDING_BACKOFF_CAP_S)
-            values = {"killmail_id": ref.killmail_id, "killmail_hash": ref.killmail_hash,
-                      "character_id": run.character.character_id, "reason": reason[:2000],
-                      "attempts": attempts, "first_seen_at": now,
-                      "next_attempt_at": now + timedelta(seconds=delay)}
+            values = {
+                "killmail_id": ref.killmail_id,
+                "killmail_hash": ref.killmail_hash,
+                "character_id": run.character.character_id,
+                "reason": reason[:2000],
+                "attempts": attempts,
+                "first_seen_at": now,
+                "next_attempt_at": now + timedelta(seconds=delay),
+            }
             stmt = dialect_insert(session, PENDING).values(values)
-            session.execute(stmt.on_conflict_do_update(
-                index_elements=[PENDING.c.killmail_id],
-                set_={k: stmt.excluded[k] for k in ("reason", "attempts", "next_attempt_at")}))
+            session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[PENDING.c.killmail_id],
+                    set_={k: stmt.excluded[k] for k in ("reason", "attempts", "next_attempt_at")},
+                )
+            )
             run.claims.release_in(session, [ref.killmail_id])
 
     # -- 5. the run record --------------------------------------------------------------
 
-    def _finish(self, run: _Run, started_at: datetime, status: str,
-                error: str | None = None) -> None:
+    def _finish(
+        self, run: _Run, started_at: datetime, status: str, error: str | None = None
+    ) -> None:
         last_error = error or (run.pending_reasons[0] if run.pending_reasons else None)
         with self.db.session() as session:
-            record_runs(session, [RunRecord(run.character.character_id, started_at, status,
-                                            asdict(run.figures), error, last_error)])
+            record_runs(
+                session,
+                [
+                    RunRecord(
+                        run.character.character_id,
+                        started_at,
+                        status,
+                        asdict(run.figures),
+                        error,
+                        last_error,
+                    )
+                ],
+            )
 
 
 @dataclass(frozen=True)
@@ -524,10 +615,24 @@ def record_runs(session: Session, runs: Sequence[RunRecord]) -> None:
     transaction (one statement each, however many runs: the worker's quick path records
     many at once)."""
     now = utcnow()
-    session.execute(update(CHARACTERS).where(CHARACTERS.c.character_id == bindparam("cid"))
-                    .values(last_sync_at=now, last_error=bindparam("last_error")),
-                    [{"cid": r.character_id, "last_error": r.last_error} for r in runs],
-                    execution_options={"synchronize_session": False})
-    session.execute(insert(RUNS), [
-        {"character_id": r.character_id, "started_at": r.started_at, "finished_at": now,
-         "status": r.status, "figures": r.figures, "error": r.error} for r in runs])
+    session.execute(
+        update(CHARACTERS)
+        .where(CHARACTERS.c.character_id == bindparam("cid"))
+        .values(last_sync_at=now, last_error=bindparam("last_error")),
+        [{"cid": r.character_id, "last_error": r.last_error} for r in runs],
+        execution_options={"synchronize_session": False},
+    )
+    session.execute(
+        insert(RUNS),
+        [
+            {
+                "character_id": r.character_id,
+                "started_at": r.started_at,
+                "finished_at": now,
+                "status": r.status,
+                "figures": r.figures,
+                "error": r.error,
+            }
+            for r in runs
+        ],
+    )

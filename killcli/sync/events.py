@@ -30,31 +30,36 @@ def _party(ids: Mapping[str, Any], names: Mapping[int, str | None]) -> dict[str,
     return out
 
 
-def killmail_saved_events(batch: Iterable[KillmailRows], character_id: int,
-                          names: Mapping[int, str | None]) -> list[dict[str, Any]]:
+def killmail_saved_events(
+    batch: Iterable[KillmailRows], character_id: int, names: Mapping[int, str | None]
+) -> list[dict[str, Any]]:
     """One payload per new killmail: who died, who got the final blow, where and when."""
     events = []
     for rows in batch:
         km = rows.killmail
         victim = {key: km[f"victim_{key}"] for key in _PARTY_KEYS}
         final = next((a for a in rows.attackers if a["final_blow"]), {})
-        events.append({
-            "killmail_id": km["killmail_id"],
-            "killmail_hash": km["killmail_hash"],
-            "killmail_time": format_time(km["killmail_time"]),
-            "character_id": character_id,
-            "solar_system_id": km["solar_system_id"],
-            "solar_system_name": names.get(km["solar_system_id"]),
-            "victim": _party(victim, names),
-            "final_blow": _party(final, names),
-            "attacker_count": km["attacker_count"],
-        })
+        events.append(
+            {
+                "killmail_id": km["killmail_id"],
+                "killmail_hash": km["killmail_hash"],
+                "killmail_time": format_time(km["killmail_time"]),
+                "character_id": character_id,
+                "solar_system_id": km["solar_system_id"],
+                "solar_system_name": names.get(km["solar_system_id"]),
+                "victim": _party(victim, names),
+                "final_blow": _party(final, names),
+                "attacker_count": km["attacker_count"],
+            }
+        )
     return events
 
 
-def save_events(session: Session, payloads: Sequence[dict[str, Any]],
-                event_type: str = KILLMAIL_SAVED) -> None:
+def save_events(
+    session: Session, payloads: Sequence[dict[str, Any]], event_type: str = KILLMAIL_SAVED
+) -> None:
     """Append events to the outbox in the caller's transaction."""
     if payloads:
-        session.execute(EVENTS.insert(), [{"event_type": event_type, "payload": p}
-                                          for p in payloads])
+        session.execute(
+            EVENTS.insert(), [{"event_type": event_type, "payload": p} for p in payloads]
+        )

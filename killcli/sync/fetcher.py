@@ -45,8 +45,7 @@ class Fetched(Generic[K, T]):
 class FetchStream(Generic[K, T]):
     """The fetches of one sync; iterate it for every key's :class:`Fetched`, once each."""
 
-    def __init__(self, fetcher: BodyFetcher[K, T], keys: Sequence[K],
-                 lock: threading.Lock) -> None:
+    def __init__(self, fetcher: BodyFetcher[K, T], keys: Sequence[K], lock: threading.Lock) -> None:
         self._fetcher = fetcher
         self.has_ready = threading.Condition(lock)
         self.keys = keys
@@ -74,8 +73,9 @@ class FetchStream(Generic[K, T]):
 class BodyFetcher(Generic[K, T]):
     """``threads`` daemon threads running ``fetch(key)`` for the open streams, oldest first."""
 
-    def __init__(self, fetch: Callable[[K], T], *, threads: int, per_stream: int,
-                 name: str = "killsync-body") -> None:
+    def __init__(
+        self, fetch: Callable[[K], T], *, threads: int, per_stream: int, name: str = "killsync-body"
+    ) -> None:
         if threads < 1 or per_stream < 1:
             raise ValueError("threads and per_stream must be at least 1")
         self._fetch = fetch
@@ -97,7 +97,8 @@ class BodyFetcher(Generic[K, T]):
             if not self._threads:
                 self._threads = [
                     threading.Thread(target=self._serve, name=f"{self._name}-{n}", daemon=True)
-                    for n in range(self._size)]
+                    for n in range(self._size)
+                ]
                 for thread in self._threads:
                     thread.start()
             self._open.append(stream)

@@ -44,8 +44,9 @@ class InflightBodies:
         self._lock = threading.Lock()
         self._owners: dict[int, Claim] = {}
 
-    def claim(self, claim: Claim, killmail_ids: Iterable[int]
-              ) -> tuple[list[int], dict[int, Claim]]:
+    def claim(
+        self, claim: Claim, killmail_ids: Iterable[int]
+    ) -> tuple[list[int], dict[int, Claim]]:
         """(ids this claim now owns and must fetch, {id: the other claim fetching it})."""
         mine: list[int] = []
         theirs: dict[int, Claim] = {}
@@ -58,8 +59,7 @@ class InflightBodies:
                     theirs[killmail_id] = owner
         return mine, theirs
 
-    def settle(self, claim: Claim, killmail_ids: Iterable[int],
-               failed: Mapping[int, str]) -> None:
+    def settle(self, claim: Claim, killmail_ids: Iterable[int], failed: Mapping[int, str]) -> None:
         """Forget this claim's ids and wake the syncs waiting on it."""
         with self._lock:
             for killmail_id in killmail_ids:

@@ -48,8 +48,9 @@ class NameResolver:
     def __init__(self, db: Database, esi: NamesApi) -> None:
         self._db = db
         self._esi = esi
-        self._batches: Coalescer[frozenset[int], tuple[dict[int, str | None], int]] = (
-            Coalescer(self._resolve_many))
+        self._batches: Coalescer[frozenset[int], tuple[dict[int, str | None], int]] = Coalescer(
+            self._resolve_many
+        )
 
     def cached(self, ids: Iterable[int]) -> dict[int, str | None]:
         """Names the cache knows (None for ids ESI could not resolve, still within retry)."""
@@ -59,10 +60,12 @@ class NameResolver:
         with self._db.session() as session:
             for start in range(0, len(wanted), READ_CHUNK):
                 chunk = wanted[start : start + READ_CHUNK]
-                rows = session.execute(select(NAMES.c.id, NAMES.c.name).where(
-                    NAMES.c.id.in_(chunk),
-                    or_(NAMES.c.retry_after.is_(None), NAMES.c.retry_after > now),
-                ))
+                rows = session.execute(
+                    select(NAMES.c.id, NAMES.c.name).where(
+                        NAMES.c.id.in_(chunk),
+                        or_(NAMES.c.retry_after.is_(None), NAMES.c.retry_after > now),
+                    )
+                )
                 found.update({row.id: row.name for row in rows})
         return found
 
@@ -70,8 +73,9 @@ class NameResolver:
         """All names for ``ids`` and how many ESI resolved now. ESI errors leave gaps."""
         return self._batches.submit(frozenset(ids))
 
-    def _resolve_many(self, batches: Sequence[frozenset[int]]
-                      ) -> list[tuple[dict[int, str | None], int]]:
+    def _resolve_many(
+        self, batches: Sequence[frozenset[int]]
+    ) -> list[tuple[dict[int, str | None], int]]:
         """One cache read, one ESI lookup and one write for every sync asking now."""
         wanted = frozenset().union(*batches)
         known = self.cached(wanted)
@@ -87,21 +91,41 @@ class NameResolver:
                 known.update({n.id: n.name for n in result.names})
                 known.update(dict.fromkeys(result.unknown_ids))
                 fresh = {n.id for n in result.names}
-        return [({i: known[i] for i in ids if i in known}, len(ids & fresh))
-                for ids in batches]
+        return [({i: known[i] for i in ids if i in known}, len(ids & fresh)) for ids in batches]
 
     def _store(self, names: Iterable[Any], unknown: Iterable[int]) -> None:
         now = utcnow()
-        rows = [{"id": n.id, "name": n.name, "category": n.category, "fetched_at": now,
-                 "retry_after": None} for n in names]
-        rows += [{"id": i, "name": None, "category": None, "fetched_at": now,
-                  "retry_after": now + UNKNOWN_RETRY} for i in unknown]
+        rows = [
+            {
+                "id": n.id,
+                "name": n.name,
+                "category": n.category,
+                "fetched_at": now,
+                "retry_after": None,
+            }
+            for n in names
+        ]
+        rows += [
+            {
+                "id": i,
+                "name": None,
+                "category": None,
+                "fetched_at": now,
+                "retry_after": now + UNKNOWN_RETRY,
+            }
+            for i in unknown
+        ]
         if not rows:
             return
         with self._db.session() as session:
             stmt = dialect_insert(session, NAMES)
-            session.execute(stmt.on_conflict_do_update(
-                index_elements=[NAMES.c.id],
-                set_={k: stmt.excluded[k] for k in ("name", "category", "fetched_at",
-                                                    "retry_after")},
-            ), rows)
+            session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[NAMES.c.id],
+                    set_={
+                        k: stmt.excluded[k]
+                        for k in ("name", "category", "fetched_at", "retry_after")
+                    },
+                ),
+                rows,
+            )

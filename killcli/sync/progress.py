@@ -81,8 +81,9 @@ class SyncState:
 
     def pages_rate(self, now_s: float) -> float | None:
         """List pages per second of the walk (frozen once the walk is over)."""
-        return _rate(self.pages_read, self.started_s,
-                     now_s if self.phase == "list" else self.pages_at_s)
+        return _rate(
+            self.pages_read, self.started_s, now_s if self.phase == "list" else self.pages_at_s
+        )
 
 
 def _rate(count: int, start_s: float, end_s: float | None) -> float | None:
@@ -169,16 +170,18 @@ class SyncTracker:
 
     def pages(self, read: int, total: int) -> None:
         """A list page was read."""
-        self.state = replace(self.state, phase="list", pages_read=read, pages_total=total,
-                             pages_at_s=self._clock())
+        self.state = replace(
+            self.state, phase="list", pages_read=read, pages_total=total, pages_at_s=self._clock()
+        )
 
     def bodies(self, done: int, total: int) -> None:
         """A body was fetched (or the plan is known: the first call)."""
         state, now_s = self.state, self._clock()
         if state.bodies_started_s is None:
             state = replace(state, bodies_started_s=now_s, bodies_base=done)
-        self.state = replace(state, phase="bodies", bodies_done=done, bodies_total=total,
-                             bodies_at_s=now_s)
+        self.state = replace(
+            state, phase="bodies", bodies_done=done, bodies_total=total, bodies_at_s=now_s
+        )
 
     def saving(self, killmails: int) -> None:
         """A batch of killmails is being written."""
@@ -188,9 +191,13 @@ class SyncTracker:
 class ProgressRegistry:
     """Thread-safe registry of the running syncs of one process and the waits they face."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic,
-                 notice_after_s: float = NOTICE_AFTER_S,
-                 on_notice: Callable[[WaitEvent], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        notice_after_s: float = NOTICE_AFTER_S,
+        on_notice: Callable[[WaitEvent], None] | None = None,
+    ) -> None:
         self._clock = clock
         self._notice_after_s = notice_after_s
         self._on_notice = on_notice
@@ -239,8 +246,9 @@ class ProgressRegistry:
         """The running syncs, oldest first, and the waits still in force."""
         now_s = self._clock()
         with self._lock:
-            syncs = tuple(sorted((t.state for t in self._trackers.values()),
-                                 key=lambda s: s.started_s))
+            syncs = tuple(
+                sorted((t.state for t in self._trackers.values()), key=lambda s: s.started_s)
+            )
             self._prune(now_s)
             waits = tuple(self._waits.values())
         return ProgressSnapshot(now_s, syncs, waits)
@@ -249,8 +257,11 @@ class ProgressRegistry:
         # Under self._lock: waits that are over, announcements no later wait can repeat.
         for wait_id in [k for k, w in self._waits.items() if w.until_s <= now_s]:
             del self._waits[wait_id]
-        for wait_id in [k for k, until_s in self._noticed_until.items()
-                        if until_s + self._notice_after_s < now_s]:
+        for wait_id in [
+            k
+            for k, until_s in self._noticed_until.items()
+            if until_s + self._notice_after_s < now_s
+        ]:
             del self._noticed_until[wait_id]
 
     def _is_new_long_wait(self, wait_id: _WaitId, wait_s: float, until_s: float) -> bool:

@@ -97,8 +97,9 @@ class Attempt:
 class QuickSync:
     """The cheap path of one worker process; thread-safe."""
 
-    def __init__(self, db: Database, esi: EsiClient, accounts: Accounts,
-                 keeper: LeaseKeeper) -> None:
+    def __init__(
+        self, db: Database, esi: EsiClient, accounts: Accounts, keeper: LeaseKeeper
+    ) -> None:
         self.db = db
         self.esi = esi
         self.accounts = accounts
@@ -127,14 +128,16 @@ class QuickSync:
             progress.started(candidate.name)
             figures.skipped_cache = True
             return self._done(begun, candidate, started, started_at, "cached", figures, None)
-        token = self.accounts.usable_access_token(candidate.access_token_enc,
-                                                  candidate.access_expires_at)
+        token = self.accounts.usable_access_token(
+            candidate.access_token_enc, candidate.access_expires_at
+        )
         if token is None or candidate.list_etag is None:
             return Attempt()
         progress.started(candidate.name)
         try:
-            page = self.esi.fetch_killmail_list_page(character_id, token, 1,
-                                                     etag=candidate.list_etag)
+            page = self.esi.fetch_killmail_list_page(
+                character_id, token, 1, etag=candidate.list_etag
+            )
         except NeedsLogin:
             raise  # the worker marks the character; no run is recorded (as in the engine)
         except Exception as exc:
@@ -148,21 +151,34 @@ class QuickSync:
         progress.pages(1, page.pages)
         return self._done(begun, candidate, started, started_at, "not_modified", figures, page)
 
-    def _done(self, begun: Begun, candidate: Candidate, started: float,
-              started_at: datetime, status: str, figures: SyncFigures,
-              first: ListPageResult | None) -> Attempt:
+    def _done(
+        self,
+        begun: Begun,
+        candidate: Candidate,
+        started: float,
+        started_at: datetime,
+        status: str,
+        figures: SyncFigures,
+        first: ListPageResult | None,
+    ) -> Attempt:
         figures.elapsed_s = round(time.monotonic() - started, 3)
         self._record(begun, candidate, started_at, status, figures, first, None)
         return Attempt(SyncResult(candidate.character_id, candidate.name, status, figures))
 
-    def _record(self, begun: Begun, candidate: Candidate, started_at: datetime,
-                status: str, figures: SyncFigures, first: ListPageResult | None,
-                error: str | None) -> None:
+    def _record(
+        self,
+        begun: Begun,
+        candidate: Candidate,
+        started_at: datetime,
+        status: str,
+        figures: SyncFigures,
+        first: ListPageResult | None,
+        error: str | None,
+    ) -> None:
         """Record the run and give the lease up, in a transaction shared with the jobs
         finishing now (the lease is no longer renewed from here on)."""
         self.keeper.forget(begun.lease)
-        run = RunRecord(candidate.character_id, started_at, status, asdict(figures), error,
-                        error)
+        run = RunRecord(candidate.character_id, started_at, status, asdict(figures), error, error)
         self.finishes.submit(_Record(begun.lease, begun.owner, run, first))
 
     # -- the batches --------------------------------------------------------------------
@@ -177,39 +193,68 @@ class QuickSync:
         unique = sorted(set(ids))
         c = CHARACTERS.c
         with self.db.session() as session:
-            leased = acquire_each(session, [(s.lease, s.owner) for s in starts],
-                                  max(s.ttl_s for s in starts), now)
+            leased = acquire_each(
+                session, [(s.lease, s.owner) for s in starts], max(s.ttl_s for s in starts), now
+            )
             for first in range(0, len(unique), CHUNK):
                 chunk = unique[first : first + CHUNK]
-                rows = session.execute(select(
-                    c.character_id, c.name, c.status, c.scopes, c.list_etag,
-                    c.list_expires_at, c.access_token_enc, c.access_expires_at,
-                ).where(c.character_id.in_(chunk)))
+                rows = session.execute(
+                    select(
+                        c.character_id,
+                        c.name,
+                        c.status,
+                        c.scopes,
+                        c.list_etag,
+                        c.list_expires_at,
+                        c.access_token_enc,
+                        c.access_expires_at,
+                    ).where(c.character_id.in_(chunk))
+                )
                 for row in rows:
                     if row.status == "active" and KILLMAIL_SCOPE in row.scopes.split():
                         found[row.character_id] = Candidate(
-                            row.character_id, row.name, row.list_etag, row.list_expires_at,
-                            row.access_token_enc, row.access_expires_at)
-                due.update(session.scalars(select(PENDING.c.character_id).where(
-                    PENDING.c.character_id.in_(chunk),
-                    PENDING.c.next_attempt_at <= now).distinct()))
-        return [Begun(ok, None if s.character_id in due else found.get(s.character_id),
-                      s.lease, s.owner)
-                for s, ok in zip(starts, leased, strict=True)]
+                            row.character_id,
+                            row.name,
+                            row.list_etag,
+                            row.list_expires_at,
+                            row.access_token_enc,
+                            row.access_expires_at,
+                        )
+                due.update(
+                    session.scalars(
+                        select(PENDING.c.character_id)
+                        .where(PENDING.c.character_id.in_(chunk), PENDING.c.next_attempt_at <= now)
+                        .distinct()
+                    )
+                )
+        return [
+            Begun(
+                ok, None if s.character_id in due else found.get(s.character_id), s.lease, s.owner
+            )
+            for s, ok in zip(starts, leased, strict=True)
+        ]
 
     def _record_many(self, records: Sequence[_Record]) -> list[None]:
         """One transaction: each character's list cache, its run (:func:`record_runs`) and
         its lease given up."""
-        listed = [{"cid": r.run.character_id, "etag": r.first.etag or None,
-                   "expires": r.first.expires} for r in records if r.first is not None]
+        listed = [
+            {"cid": r.run.character_id, "etag": r.first.etag or None, "expires": r.first.expires}
+            for r in records
+            if r.first is not None
+        ]
         c = CHARACTERS.c
         with self.db.session() as session:
             if listed:
-                session.execute(update(CHARACTERS).where(c.character_id == bindparam("cid"))
-                                .values(list_etag=func.coalesce(bindparam("etag"),
-                                                                c.list_etag),
-                                        list_expires_at=bindparam("expires")),
-                                listed, execution_options={"synchronize_session": False})
+                session.execute(
+                    update(CHARACTERS)
+                    .where(c.character_id == bindparam("cid"))
+                    .values(
+                        list_etag=func.coalesce(bindparam("etag"), c.list_etag),
+                        list_expires_at=bindparam("expires"),
+                    ),
+                    listed,
+                    execution_options={"synchronize_session": False},
+                )
             record_runs(session, [r.run for r in records])
             release_in(session, {r.lease: r.owner for r in records})
         return [None] * len(records)

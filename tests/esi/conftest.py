@@ -39,8 +39,9 @@ MakeClient = Callable[..., EsiClient]
 
 
 @pytest.fixture
-def make_client(clock: ManualClock, fake: FakeEsi, etags: MemoryEtagStore,
-                limiter: RateLimiter) -> Iterator[MakeClient]:
+def make_client(
+    clock: ManualClock, fake: FakeEsi, etags: MemoryEtagStore, limiter: RateLimiter
+) -> Iterator[MakeClient]:
     """Build clients on the fake; every one is closed after the test."""
     clients: list[EsiClient] = []
 

@@ -156,8 +156,14 @@ class SimulatedClock:
 class FakeEsi:
     """Callable handler for ``httpx.MockTransport``; thread-safe."""
 
-    def __init__(self, clock: TestClock, *, limits: dict[str, tuple[int, float]] | None = None,
-                 error_limit: int = 100, error_window_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        clock: TestClock,
+        *,
+        limits: dict[str, tuple[int, float]] | None = None,
+        error_limit: int = 100,
+        error_window_s: float = 60.0,
+    ) -> None:
         self.clock = clock
         self.limits = limits or {"char-killmail": (30, 900.0), "killmail": (3600, 900.0)}
         self.error_limit = error_limit
@@ -182,20 +188,26 @@ class FakeEsi:
         self.lists[character_id] = list(killmail_ids)
         self.list_modified[character_id] = self.clock_now()
 
-    def script(self, *statuses: int, headers: dict[str, str] | None = None,
-               body: bytes = b'{"error": "scripted"}') -> None:
+    def script(
+        self,
+        *statuses: int,
+        headers: dict[str, str] | None = None,
+        body: bytes = b'{"error": "scripted"}',
+    ) -> None:
         """The next requests get these statuses, before any normal handling."""
         for status in statuses:
             self.scripted.append(functools.partial(self._canned, status, headers or {}, body))
 
     @staticmethod
-    def _canned(status: int, headers: dict[str, str], body: bytes,
-                _request: httpx.Request) -> httpx.Response:
+    def _canned(
+        status: int, headers: dict[str, str], body: bytes, _request: httpx.Request
+    ) -> httpx.Response:
         return httpx.Response(status, headers=headers, content=body)
 
     def script_raise(self, exc: Exception) -> None:
         def raise_it(_request: httpx.Request) -> httpx.Response:
             raise exc
+
         self.scripted.append(raise_it)
 
     def clock_now(self) -> datetime:
@@ -204,8 +216,14 @@ class FakeEsi:
     # -- the handler -----------------------------------------------------------------
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
-        seen = Seen(self.clock.monotonic(), request.method, request.url.path,
-                    dict(request.url.params), request.headers, request.content)
+        seen = Seen(
+            self.clock.monotonic(),
+            request.method,
+            request.url.path,
+            dict(request.url.params),
+            request.headers,
+            request.content,
+        )
         with self.lock:
             self.seen.append(seen)
             scripted = self.scripted.popleft() if self.scripted else None
@@ -223,22 +241,33 @@ class FakeEsi:
         now_s = self.clock.monotonic()
         path = request.url.path
         if self._error_limited(now_s):
-            return httpx.Response(420, headers=self._error_headers(now_s),
-                                  json={"error": "error limited"})
+            return httpx.Response(
+                420, headers=self._error_headers(now_s), json={"error": "error limited"}
+            )
         if (match := LIST_RE.match(path)) is not None:
             character = int(match.group(1))
-            return self._grouped("char-killmail", character, now_s,
-                                 lambda: self._list_page(request, character))
+            return self._grouped(
+                "char-killmail", character, now_s, lambda: self._list_page(request, character)
+            )
         if (match := KILLMAIL_RE.match(path)) is not None:
             kill_id, kill_hash = int(match.group(1)), match.group(2)
-            return self._grouped("killmail", None, now_s,
-                                 lambda: self._killmail(kill_id, kill_hash))
+            return self._grouped(
+                "killmail", None, now_s, lambda: self._killmail(kill_id, kill_hash)
+            )
         if path == "/universe/names":
             return self._ungrouped(now_s, self._names(json.loads(request.content)))
         if path == "/status":
-            return self._ungrouped(now_s, httpx.Response(200, json={
-                "players": 20000, "server_version": "1", "start_time": "2025-06-01T11:05:00Z",
-            }))
+            return self._ungrouped(
+                now_s,
+                httpx.Response(
+                    200,
+                    json={
+                        "players": 20000,
+                        "server_version": "1",
+                        "start_time": "2025-06-01T11:05:00Z",
+                    },
+                ),
+            )
         return self._ungrouped(now_s, httpx.Response(404, json={"error": "no route"}))
 
     # -- buckets and error limit -------------------------------------------------------
@@ -250,26 +279,37 @@ class FakeEsi:
             self.buckets[key] = FakeBucket(limit, window_s)
         return self.buckets[key]
 
-    def _grouped(self, group: str, owner: int | None, now_s: float,
-                 build: Callable[[], httpx.Response]) -> httpx.Response:
+    def _grouped(
+        self, group: str, owner: int | None, now_s: float, build: Callable[[], httpx.Response]
+    ) -> httpx.Response:
         bucket = self.bucket(group, owner)
         limit_text = f"{bucket.limit}/{int(bucket.window_s // 60)}m"
         if bucket.limit - bucket.used(now_s) < 2:
             self.over_limit += 1
-            return httpx.Response(429, headers={
-                "Retry-After": str(int(bucket.retry_after_s(now_s, 2)) + 1),
-                "X-Ratelimit-Group": group, "X-Ratelimit-Limit": limit_text,
-                "X-Ratelimit-Remaining": str(bucket.limit - bucket.used(now_s)),
-                "X-Ratelimit-Used": "0"})
+            return httpx.Response(
+                429,
+                headers={
+                    "Retry-After": str(int(bucket.retry_after_s(now_s, 2)) + 1),
+                    "X-Ratelimit-Group": group,
+                    "X-Ratelimit-Limit": limit_text,
+                    "X-Ratelimit-Remaining": str(bucket.limit - bucket.used(now_s)),
+                    "X-Ratelimit-Used": "0",
+                },
+            )
         response = build()
         cost = {2: 2, 3: 1, 4: 5}.get(response.status_code // 100, 0)
         if cost:
             bucket.spends.append((now_s, cost))
         used = bucket.used(now_s)
         bucket.peak_used = max(bucket.peak_used, used)
-        response.headers.update({
-            "X-Ratelimit-Group": group, "X-Ratelimit-Limit": limit_text,
-            "X-Ratelimit-Remaining": str(bucket.limit - used), "X-Ratelimit-Used": str(cost)})
+        response.headers.update(
+            {
+                "X-Ratelimit-Group": group,
+                "X-Ratelimit-Limit": limit_text,
+                "X-Ratelimit-Remaining": str(bucket.limit - used),
+                "X-Ratelimit-Used": str(cost),
+            }
+        )
         return response
 
     def _ungrouped(self, now_s: float, response: httpx.Response) -> httpx.Response:
@@ -288,8 +328,10 @@ class FakeEsi:
     def _error_headers(self, now_s: float) -> dict[str, str]:
         reset_s = self.error_window_s - now_s % self.error_window_s
         remain = max(0, self.error_limit - self._errors_in_window(now_s))
-        return {"X-ESI-Error-Limit-Remain": str(remain),
-                "X-ESI-Error-Limit-Reset": str(int(reset_s))}
+        return {
+            "X-ESI-Error-Limit-Remain": str(remain),
+            "X-ESI-Error-Limit-Reset": str(int(reset_s)),
+        }
 
     # -- routes ------------------------------------------------------------------------
 
@@ -301,15 +343,17 @@ class FakeEsi:
             self.on_list_page(character_id, page)
         rows = self.lists.get(character_id, [])
         pages = max(1, -(-len(rows) // self.page_size))
-        chunk = rows[(page - 1) * self.page_size: page * self.page_size]
+        chunk = rows[(page - 1) * self.page_size : page * self.page_size]
         body = [{"killmail_id": k, "killmail_hash": hash_of(k), "extra": "ignored"} for k in chunk]
         modified = self.list_modified.get(character_id, self.clock_now())
         etag = '"' + hashlib.sha256(json.dumps([body, pages]).encode()).hexdigest()[:16] + '"'
         headers = {
-            "ETag": etag, "X-Pages": str(pages),
+            "ETag": etag,
+            "X-Pages": str(pages),
             "Last-Modified": format_datetime(modified, usegmt=True),
-            "Expires": format_datetime(self.clock_now() + timedelta(seconds=self.list_cache_s),
-                                       usegmt=True),
+            "Expires": format_datetime(
+                self.clock_now() + timedelta(seconds=self.list_cache_s), usegmt=True
+            ),
         }
         if request.headers.get("if-none-match") == etag:
             return httpx.Response(304, headers=headers)
@@ -318,16 +362,25 @@ class FakeEsi:
     def _killmail(self, killmail_id: int, killmail_hash: str) -> httpx.Response:
         if killmail_hash != hash_of(killmail_id):
             return httpx.Response(422, json={"error": "Invalid killmail_id and/or killmail_hash"})
-        return httpx.Response(200, json={
-            "killmail_id": killmail_id, "killmail_time": "2025-06-01T12:00:00Z",
-            "solar_system_id": 30000142, "victim": {"ship_type_id": 587, "damage_taken": 1,
-                                                    "items": []},
-            "attackers": [], "unknown_future_field": {"kept": True},
-        })
+        return httpx.Response(
+            200,
+            json={
+                "killmail_id": killmail_id,
+                "killmail_time": "2025-06-01T12:00:00Z",
+                "solar_system_id": 30000142,
+                "victim": {"ship_type_id": 587, "damage_taken": 1, "items": []},
+                "attackers": [],
+                "unknown_future_field": {"kept": True},
+            },
+        )
 
     def _names(self, ids: list[int]) -> httpx.Response:
         if any(i not in self.known_names for i in ids):
             return httpx.Response(404, json={"error": "Ensure all IDs are valid before resolving"})
-        return httpx.Response(200, json=[
-            {"id": i, "name": self.known_names[i][0], "category": self.known_names[i][1]}
-            for i in ids])
+        return httpx.Response(
+            200,
+            json=[
+                {"id": i, "name": self.known_names[i][0], "category": self.known_names[i][1]}
+                for i in ids
+            ],
+        )

@@ -40,8 +40,11 @@ def keys() -> SigningKeys:
 
 def clock_of(sim_clock: ManualClock) -> Clock:
     """The library's clock over the simulator's: every sleep moves simulated time."""
-    return Clock(monotonic=sim_clock.monotonic, wall=lambda: sim_clock.now().timestamp(),
-                 sleep=lambda s: sim_clock.advance(max(0.0, s)))
+    return Clock(
+        monotonic=sim_clock.monotonic,
+        wall=lambda: sim_clock.now().timestamp(),
+        sleep=lambda s: sim_clock.advance(max(0.0, s)),
+    )
 
 
 Start = Callable[..., tuple[SimServer, EsiClient]]
@@ -52,14 +55,19 @@ def start(keys: SigningKeys) -> Iterator[Start]:
     """Start a simulator and a client for it; both are stopped after the test."""
     opened: list[tuple[SimServer, EsiClient]] = []
 
-    def run(scenario: Scenario, *, manual: bool = True, **limiter: object) -> tuple[
-            SimServer, EsiClient]:
+    def run(
+        scenario: Scenario, *, manual: bool = True, **limiter: object
+    ) -> tuple[SimServer, EsiClient]:
         sim_clock = ManualClock() if manual else SystemClock()
         clock = clock_of(sim_clock) if isinstance(sim_clock, ManualClock) else Clock()
         sim = SimServer(scenario, clock=sim_clock, keys=keys).start()
-        client = EsiClient(sim.esi_url, user_agent=UA, etag_store=MemoryEtagStore(),
-                           limiter=RateLimiter(clock=clock, **limiter),  # type: ignore[arg-type]
-                           clock=clock)
+        client = EsiClient(
+            sim.esi_url,
+            user_agent=UA,
+            etag_store=MemoryEtagStore(),
+            limiter=RateLimiter(clock=clock, **limiter),  # type: ignore[arg-type]
+            clock=clock,
+        )
         opened.append((sim, client))
         return sim, client
 
@@ -115,9 +123,10 @@ def test_tiny_buckets_are_paced_without_a_single_429(start: Start) -> None:
 
 
 def test_threads_fill_a_real_bucket_without_overdrawing(start: Start) -> None:
-    scenario = replace(Scenario.named("smoke"),
-                       buckets={"char-killmail": (30, 900), "killmail": (30, 1),
-                                "status": (600, 900)})
+    scenario = replace(
+        Scenario.named("smoke"),
+        buckets={"char-killmail": (30, 900), "killmail": (30, 1), "status": (600, 900)},
+    )
     sim, client = start(scenario, manual=False)
     # (30 - 2 margin) / 2 = 14 bodies a second: 30 bodies take a little over 2 s.
     truth = [pair for kills in sim.world.ground_truth().values() for pair in kills.items()][:30]
@@ -159,8 +168,7 @@ def test_a_list_refreshed_mid_walk_is_walked_again(start: Start) -> None:
     added: list[int] = []
 
     def fetch(page: int, *, conditional: bool) -> ListPageResult:
-        result = client.fetch_killmail_list_page(character_id, token, page,
-                                                 conditional=conditional)
+        result = client.fetch_killmail_list_page(character_id, token, page, conditional=conditional)
         if page == 1 and not added:
             assert isinstance(sim.clock, ManualClock)
             sim.clock.advance(2)  # the rebuilt list gets a later Last-Modified
@@ -176,8 +184,10 @@ def test_a_list_refreshed_mid_walk_is_walked_again(start: Start) -> None:
 
 def test_sso_refresh_rotation_validation_and_revocation(keys: SigningKeys) -> None:
     scenario = replace(Scenario.named("smoke"), signing="alternate")
-    with SimServer(scenario, keys=keys) as sim, SsoClient(
-            sim.sso_url, sim.client_id, sim.client_secret) as sso:
+    with (
+        SimServer(scenario, keys=keys) as sim,
+        SsoClient(sim.sso_url, sim.client_id, sim.client_secret) as sso,
+    ):
         character_id = sim.world.character_ids[0]
         first = sso.refresh(sim.issue_refresh_token(character_id))
         second = sso.refresh(first.refresh_token)  # alternating RS256 / ES256 signatures
@@ -206,9 +216,14 @@ def test_browser_login_against_the_simulated_sso(keys: SigningKeys) -> None:
             visits.append(threading.Thread(target=visit))
             visits[0].start()
 
-        tokens = run_login(sso, "http://127.0.0.1:0/callback",
-                           ["esi-killmails.read_killmails.v1"], open_browser=False,
-                           timeout_s=10, on_url=browser)
+        tokens = run_login(
+            sso,
+            "http://127.0.0.1:0/callback",
+            ["esi-killmails.read_killmails.v1"],
+            open_browser=False,
+            timeout_s=10,
+            on_url=browser,
+        )
         visits[0].join(timeout=5)
         assert tokens.claims.character_id == sim.world.character_ids[0]
         assert "esi-killmails.read_killmails.v1" in tokens.claims.scopes

@@ -22,8 +22,12 @@ from killcli.esi import (
 from tests.esi.conftest import UA, MakeClient
 from tests.esi.esi_fakes import FakeEsi, hash_of
 
-RATE_HEADERS = {"X-Ratelimit-Group": "killmail", "X-Ratelimit-Limit": "3600/15m",
-                "X-Ratelimit-Remaining": "0", "X-Ratelimit-Used": "0"}
+RATE_HEADERS = {
+    "X-Ratelimit-Group": "killmail",
+    "X-Ratelimit-Limit": "3600/15m",
+    "X-Ratelimit-Remaining": "0",
+    "X-Ratelimit-Used": "0",
+}
 
 
 def test_user_agent_names_app_version_and_contact() -> None:
@@ -31,8 +35,7 @@ def test_user_agent_names_app_version_and_contact() -> None:
     assert user_agent(None) == f"killsync/{__version__}"
 
 
-def test_every_request_carries_ua_compat_date_and_accept(client: EsiClient,
-                                                         fake: FakeEsi) -> None:
+def test_every_request_carries_ua_compat_date_and_accept(client: EsiClient, fake: FakeEsi) -> None:
     fake.set_list(7, [1, 2])
     client.fetch_killmail(1, hash_of(1))
     client.fetch_killmail_list_page(7, "secret-access-token")
@@ -62,24 +65,30 @@ def test_wrong_hash_is_a_422_and_never_retried(client: EsiClient, fake: FakeEsi)
     assert client.stats.snapshot().requests == {("killmail", 422): 1}
 
 
-def test_body_of_another_killmail_is_malformed_not_retried(client: EsiClient,
-                                                           fake: FakeEsi) -> None:
+def test_body_of_another_killmail_is_malformed_not_retried(
+    client: EsiClient, fake: FakeEsi
+) -> None:
     fake.scripted.append(lambda _r: httpx.Response(200, json={"killmail_id": 43}))
     with pytest.raises(MalformedResponse, match="killmail_id is not 42"):
         client.fetch_killmail(42, hash_of(42))
     assert len(fake.seen) == 1
 
 
-def test_5xx_retried_with_exponential_backoff_and_counted(client: EsiClient, fake: FakeEsi,
-                                                          clock: ManualClock) -> None:
+def test_5xx_retried_with_exponential_backoff_and_counted(
+    client: EsiClient, fake: FakeEsi, clock: ManualClock
+) -> None:
     fake.script(502, 503, 504)
     assert client.fetch_killmail(1, hash_of(1))["killmail_id"] == 1
     # initial 1 s doubling, "equal jitter" with rand=0.5: 3/4 of 1, 2 and 4 seconds
     assert clock.sleeps == [0.75, 1.5, 3.0]
     stats = client.stats.snapshot()
     assert stats.retries == {"killmail": 3}
-    assert stats.requests == {("killmail", 502): 1, ("killmail", 503): 1, ("killmail", 504): 1,
-                              ("killmail", 200): 1}
+    assert stats.requests == {
+        ("killmail", 502): 1,
+        ("killmail", 503): 1,
+        ("killmail", 504): 1,
+        ("killmail", 200): 1,
+    }
 
 
 def test_5xx_gives_up_after_max_attempts(client: EsiClient, fake: FakeEsi) -> None:
@@ -89,8 +98,7 @@ def test_5xx_gives_up_after_max_attempts(client: EsiClient, fake: FakeEsi) -> No
     assert len(fake.seen) == 4
 
 
-def test_retry_after_beats_backoff(client: EsiClient, fake: FakeEsi,
-                                   clock: ManualClock) -> None:
+def test_retry_after_beats_backoff(client: EsiClient, fake: FakeEsi, clock: ManualClock) -> None:
     fake.script(503, headers={"Retry-After": "7"})
     client.fetch_status()
     assert clock.sleeps == [7.0]
@@ -123,7 +131,8 @@ def test_other_4xx_are_never_retried(client: EsiClient, fake: FakeEsi, status: i
 
 
 def test_429_waits_retry_after_and_does_not_use_the_5xx_budget(
-        make_client: MakeClient, fake: FakeEsi, clock: ManualClock) -> None:
+    make_client: MakeClient, fake: FakeEsi, clock: ManualClock
+) -> None:
     client = make_client(retry_policy=RetryPolicy(max_attempts=1))
     fake.script(429, 429, headers={**RATE_HEADERS, "Retry-After": "30"})
     assert client.fetch_killmail(1, hash_of(1))["killmail_id"] == 1
@@ -132,7 +141,8 @@ def test_429_waits_retry_after_and_does_not_use_the_5xx_budget(
 
 
 def test_429_without_rate_headers_on_an_unknown_route_still_waits(
-        make_client: MakeClient, fake: FakeEsi, clock: ManualClock) -> None:
+    make_client: MakeClient, fake: FakeEsi, clock: ManualClock
+) -> None:
     client = make_client()
     fake.script(429, headers={"Retry-After": "12"})
     client.fetch_status()
@@ -147,8 +157,9 @@ def test_rate_limited_retries_are_bounded(make_client: MakeClient, fake: FakeEsi
     assert len(fake.seen) == 3
 
 
-def test_420_pauses_until_the_error_window_resets(client: EsiClient, fake: FakeEsi,
-                                                  clock: ManualClock) -> None:
+def test_420_pauses_until_the_error_window_resets(
+    client: EsiClient, fake: FakeEsi, clock: ManualClock
+) -> None:
     fake.script(420, headers={"X-ESI-Error-Limit-Remain": "0", "X-ESI-Error-Limit-Reset": "20"})
     client.fetch_status()
     assert clock.sleeps == [21.0]
@@ -158,7 +169,8 @@ def test_420_pauses_until_the_error_window_resets(client: EsiClient, fake: FakeE
 
 @pytest.mark.parametrize("reset", ["999999999", "-5"])
 def test_a_bogus_error_limit_reset_pauses_at_most_one_window(
-        client: EsiClient, fake: FakeEsi, clock: ManualClock, reset: str) -> None:
+    client: EsiClient, fake: FakeEsi, clock: ManualClock, reset: str
+) -> None:
     """A broken proxy's header must not stop the worker (and, through the ledger, its
     egress) for years: a pause is at most the 60 s error window."""
     fake.script(420, headers={"X-ESI-Error-Limit-Remain": "0", "X-ESI-Error-Limit-Reset": reset})
@@ -166,17 +178,18 @@ def test_a_bogus_error_limit_reset_pauses_at_most_one_window(
     assert len(clock.sleeps) == 1 and clock.sleeps[0] <= 61.0
 
 
-def test_a_bogus_retry_after_waits_at_most_one_bucket_window(make_client: MakeClient,
-                                                            fake: FakeEsi,
-                                                            clock: ManualClock) -> None:
+def test_a_bogus_retry_after_waits_at_most_one_bucket_window(
+    make_client: MakeClient, fake: FakeEsi, clock: ManualClock
+) -> None:
     client = make_client(limiter=None)
     fake.script(429, headers={**RATE_HEADERS, "Retry-After": "1e12"})
     client.fetch_killmail(1, hash_of(1))
     assert clock.sleeps == [900.0]
 
 
-def test_works_without_a_limiter(make_client: MakeClient, fake: FakeEsi,
-                                 clock: ManualClock) -> None:
+def test_works_without_a_limiter(
+    make_client: MakeClient, fake: FakeEsi, clock: ManualClock
+) -> None:
     client = make_client(limiter=None)
     fake.script(420, headers={"X-ESI-Error-Limit-Reset": "20"})
     client.fetch_status()
@@ -204,8 +217,7 @@ def test_explicit_etag_wins_over_the_store(client: EsiClient, fake: FakeEsi) -> 
     assert fake.seen[1].headers["if-none-match"] == '"mine"'
 
 
-def test_may_fetch_respects_expires(client: EsiClient, fake: FakeEsi,
-                                    clock: ManualClock) -> None:
+def test_may_fetch_respects_expires(client: EsiClient, fake: FakeEsi, clock: ManualClock) -> None:
     fake.set_list(7, [1])
     path = "/characters/7/killmails/recent"
     assert client.may_fetch(path, {"page": 1})
@@ -218,10 +230,13 @@ def test_may_fetch_respects_expires(client: EsiClient, fake: FakeEsi,
 
 
 def test_names_404_is_a_distinct_error_and_fetch_names_isolates_bad_ids(
-        client: EsiClient, fake: FakeEsi) -> None:
+    client: EsiClient, fake: FakeEsi
+) -> None:
     fake.known_names = {i: (f"name {i}", "character") for i in range(1, 9)}
-    assert client.post_universe_names([1, 2, 2]) == [NameResult(1, "name 1", "character"),
-                                                     NameResult(2, "name 2", "character")]
+    assert client.post_universe_names([1, 2, 2]) == [
+        NameResult(1, "name 1", "character"),
+        NameResult(2, "name 2", "character"),
+    ]
     with pytest.raises(EsiHttpError) as caught:
         client.post_universe_names([1, 99])
     assert caught.value.status == 404
@@ -242,12 +257,14 @@ def test_status(client: EsiClient) -> None:
     assert status.start_time.tzinfo is not None
 
 
-def test_generic_request_keys_the_bucket_by_the_token_character(client: EsiClient,
-                                                                fake: FakeEsi) -> None:
+def test_generic_request_keys_the_bucket_by_the_token_character(
+    client: EsiClient, fake: FakeEsi
+) -> None:
     fake.set_list(90000001, [1])
     token = jwt.encode({"sub": "CHARACTER:EVE:90000001"}, "k" * 32, algorithm="HS256")
-    response = client.request("GET", "/characters/90000001/killmails/recent", token=token,
-                              params={"page": 1})
+    response = client.request(
+        "GET", "/characters/90000001/killmails/recent", token=token, params={"page": 1}
+    )
     assert response.status == 200 and response.pages == 1
     assert client.limiter is not None
     keys = [b.key for b in client.limiter.snapshot().buckets]

@@ -32,13 +32,20 @@ def sim_fake(sim: SimulatedClock) -> FakeEsi:
 @pytest.fixture
 def sim_client(sim: SimulatedClock, sim_fake: FakeEsi) -> Iterator[EsiClient]:
     limiter = RateLimiter(clock=sim.as_clock())
-    with EsiClient(BASE_URL, user_agent=UA, transport=httpx.MockTransport(sim_fake),
-                   limiter=limiter, clock=sim.as_clock(), rand=lambda: 0.5) as client:
+    with EsiClient(
+        BASE_URL,
+        user_agent=UA,
+        transport=httpx.MockTransport(sim_fake),
+        limiter=limiter,
+        clock=sim.as_clock(),
+        rand=lambda: 0.5,
+    ) as client:
         yield client
 
 
 def test_threads_share_the_killmail_bucket_at_full_speed_without_a_429(
-        sim_client: EsiClient, sim_fake: FakeEsi, sim: SimulatedClock) -> None:
+    sim_client: EsiClient, sim_fake: FakeEsi, sim: SimulatedClock
+) -> None:
     sim_fake.limits["killmail"] = (40, 900.0)
     bodies = sim.run(lambda i: sim_client.fetch_killmail(i, hash_of(i)), range(1, 151), THREADS)
     assert [b["killmail_id"] for b in bodies] == list(range(1, 151))
@@ -54,13 +61,16 @@ def test_threads_share_the_killmail_bucket_at_full_speed_without_a_429(
 
 
 def test_list_buckets_are_per_character_under_concurrency(
-        sim_client: EsiClient, sim_fake: FakeEsi, sim: SimulatedClock) -> None:
+    sim_client: EsiClient, sim_fake: FakeEsi, sim: SimulatedClock
+) -> None:
     for character in range(1, 5):
         sim_fake.set_list(character, list(range(60)))  # 20 pages of 3 each
 
     def read_pages(character: int) -> int:
-        return sum(len(sim_client.fetch_killmail_list_page(character, "tok", page).items)
-                   for page in range(1, 21))
+        return sum(
+            len(sim_client.fetch_killmail_list_page(character, "tok", page).items)
+            for page in range(1, 21)
+        )
 
     assert sim.run(read_pages, range(1, 5), 4) == [60] * 4
     assert sim_fake.over_limit == 0
@@ -69,11 +79,11 @@ def test_list_buckets_are_per_character_under_concurrency(
 
 
 def test_420_pauses_every_thread_until_the_reset(
-        sim_client: EsiClient, sim_fake: FakeEsi, sim: SimulatedClock) -> None:
+    sim_client: EsiClient, sim_fake: FakeEsi, sim: SimulatedClock
+) -> None:
     for _ in range(3):
         sim_client.fetch_status()
-    sim_fake.script(420, headers={"X-ESI-Error-Limit-Remain": "0",
-                                  "X-ESI-Error-Limit-Reset": "20"})
+    sim_fake.script(420, headers={"X-ESI-Error-Limit-Remain": "0", "X-ESI-Error-Limit-Reset": "20"})
     results = sim.run(lambda _: sim_client.fetch_status(), range(40), THREADS)
     assert len(results) == 40
     (error,) = [s for s in sim_fake.seen if s.status == 420]

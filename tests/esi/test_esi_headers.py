@@ -21,28 +21,38 @@ from killcli.esi.routes import character_of, route_of
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("3600/15m", (3600, 900.0)),
-    ("30/15m", (30, 900.0)),
-    ("150/1h", (150, 3600.0)),
-    ("10/30s", (10, 30.0)),
-    (" 20 / 2m ", (20, 120.0)),
-    ("3600/15", None),
-    ("3600/15d", None),
-    ("many/15m", None),
-    ("10/0s", None),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("3600/15m", (3600, 900.0)),
+        ("30/15m", (30, 900.0)),
+        ("150/1h", (150, 3600.0)),
+        ("10/30s", (10, 30.0)),
+        (" 20 / 2m ", (20, 120.0)),
+        ("3600/15", None),
+        ("3600/15d", None),
+        ("many/15m", None),
+        ("10/0s", None),
+        (None, None),
+    ],
+)
 def test_parse_limit(text: str | None, expected: tuple[int, float] | None) -> None:
     assert parse_limit(text) == expected
 
 
 def test_rate_limit_info_from_headers() -> None:
-    headers = httpx.Headers({"X-Ratelimit-Group": "killmail", "X-Ratelimit-Limit": "3600/15m",
-                             "X-Ratelimit-Remaining": "3598", "X-Ratelimit-Used": "2"})
+    headers = httpx.Headers(
+        {
+            "X-Ratelimit-Group": "killmail",
+            "X-Ratelimit-Limit": "3600/15m",
+            "X-Ratelimit-Remaining": "3598",
+            "X-Ratelimit-Used": "2",
+        }
+    )
     assert RateLimitInfo.from_headers(headers) == RateLimitInfo("killmail", 3600, 900.0, 3598, 2)
-    assert RateLimitInfo.from_headers(httpx.Headers()) == RateLimitInfo(None, None, None, None,
-                                                                        None)
+    assert RateLimitInfo.from_headers(httpx.Headers()) == RateLimitInfo(
+        None, None, None, None, None
+    )
 
 
 def test_error_limit_info_tolerates_garbage() -> None:
@@ -70,18 +80,23 @@ def test_http_dates_are_utc_aware() -> None:
     assert parse_http_date("yesterday") is None
 
 
-@pytest.mark.parametrize(("status", "cost"), [(200, 2), (204, 2), (304, 1), (404, 5),
-                                              (422, 5), (429, 0), (500, 0), (503, 0)])
+@pytest.mark.parametrize(
+    ("status", "cost"),
+    [(200, 2), (204, 2), (304, 1), (404, 5), (422, 5), (429, 0), (500, 0), (503, 0)],
+)
 def test_token_cost_follows_ccp_table(status: int, cost: int) -> None:
     assert token_cost(status) == cost
 
 
-@pytest.mark.parametrize(("path", "route"), [
-    ("/characters/90000001/killmails/recent", "/characters/{id}/killmails/recent"),
-    ("/killmails/123/" + "ab" * 20, "/killmails/{id}/{hash}"),
-    ("/universe/names", "/universe/names"),
-    ("/status/", "/status"),
-])
+@pytest.mark.parametrize(
+    ("path", "route"),
+    [
+        ("/characters/90000001/killmails/recent", "/characters/{id}/killmails/recent"),
+        ("/killmails/123/" + "ab" * 20, "/killmails/{id}/{hash}"),
+        ("/universe/names", "/universe/names"),
+        ("/status/", "/status"),
+    ],
+)
 def test_route_of(path: str, route: str) -> None:
     assert route_of(path) == route
 

@@ -29,8 +29,8 @@ def ids(refs: tuple[KillmailRef, ...]) -> list[int]:
 
 def fetcher(client: EsiClient, character_id: int = 7) -> FetchPage:
     def fetch(page: int, *, conditional: bool) -> ListPageResult:
-        return client.fetch_killmail_list_page(character_id, "tok", page,
-                                               conditional=conditional)
+        return client.fetch_killmail_list_page(character_id, "tok", page, conditional=conditional)
+
     return fetch
 
 
@@ -68,8 +68,9 @@ def refresh_once_on_page_2(fake: FakeEsi, clock: ManualClock, new_rows: list[int
     fake.on_list_page = hook
 
 
-def test_iter_list_pages_signals_a_refresh(client: EsiClient, fake: FakeEsi,
-                                           clock: ManualClock) -> None:
+def test_iter_list_pages_signals_a_refresh(
+    client: EsiClient, fake: FakeEsi, clock: ManualClock
+) -> None:
     fake.set_list(7, [6, 5, 4, 3, 2, 1])
     refresh_once_on_page_2(fake, clock, [7, 6, 5, 4, 3, 2, 1])
     pages = iter_list_pages(fetcher(client))
@@ -79,7 +80,8 @@ def test_iter_list_pages_signals_a_refresh(client: EsiClient, fake: FakeEsi,
 
 
 def test_new_kill_mid_walk_restarts_without_losing_or_repeating_rows(
-        client: EsiClient, fake: FakeEsi, clock: ManualClock) -> None:
+    client: EsiClient, fake: FakeEsi, clock: ManualClock
+) -> None:
     fake.set_list(7, [6, 5, 4, 3, 2, 1])
     refresh_once_on_page_2(fake, clock, [7, 6, 5, 4, 3, 2, 1])  # rows shift one place down
     result = walk(client)
@@ -89,7 +91,8 @@ def test_new_kill_mid_walk_restarts_without_losing_or_repeating_rows(
 
 
 def test_restart_reads_page_one_in_full_even_if_it_did_not_change(
-        client: EsiClient, fake: FakeEsi, clock: ManualClock) -> None:
+    client: EsiClient, fake: FakeEsi, clock: ManualClock
+) -> None:
     """Only the tail changed (a kill aged out): page 1's ETag from the aborted walk still
     matches, but a 304 would end the walk without the rows of the later pages."""
     fake.set_list(7, [6, 5, 4, 3, 2, 1])
@@ -123,7 +126,8 @@ def test_stop_when_ends_the_walk_early(client: EsiClient, fake: FakeEsi) -> None
 
 
 def test_304_on_page_one_ends_the_walk_and_later_pages_are_never_conditional(
-        client: EsiClient, fake: FakeEsi) -> None:
+    client: EsiClient, fake: FakeEsi
+) -> None:
     fake.set_list(7, [7, 6, 5, 4, 3, 2, 1])
     walk(client)
     assert all("if-none-match" not in seen.headers for seen in fake.seen)

@@ -16,14 +16,21 @@ KILLMAIL = "/killmails/{id}/{hash}"
 
 
 def bucket_headers(group: str, limit: str, remaining: int, used: int) -> httpx.Headers:
-    return httpx.Headers({"X-Ratelimit-Group": group, "X-Ratelimit-Limit": limit,
-                          "X-Ratelimit-Remaining": str(remaining), "X-Ratelimit-Used": str(used)})
+    return httpx.Headers(
+        {
+            "X-Ratelimit-Group": group,
+            "X-Ratelimit-Limit": limit,
+            "X-Ratelimit-Remaining": str(remaining),
+            "X-Ratelimit-Used": str(used),
+        }
+    )
 
 
 def spend_list_page(limiter: RateLimiter, remaining: int, owner: int = 7) -> Reservation:
     reservation = limiter.acquire(LIST, owner)
-    limiter.release(reservation, status=200,
-                    headers=bucket_headers("char-killmail", "30/15m", remaining, 2))
+    limiter.release(
+        reservation, status=200, headers=bucket_headers("char-killmail", "30/15m", remaining, 2)
+    )
     return reservation
 
 
@@ -130,8 +137,12 @@ def test_429_closes_the_bucket_until_retry_after() -> None:
     clock = ManualClock()
     limiter, events = make(clock)
     reservation = limiter.acquire(KILLMAIL)
-    limiter.release(reservation, status=429, retry_after_s=41.0,
-                    headers=bucket_headers("killmail", "3600/15m", 0, 0))
+    limiter.release(
+        reservation,
+        status=429,
+        retry_after_s=41.0,
+        headers=bucket_headers("killmail", "3600/15m", 0, 0),
+    )
     limiter.acquire(KILLMAIL)
     assert clock.sleeps == [41.0]
     assert events[0].reason == "retry_after"
@@ -144,8 +155,13 @@ def test_low_error_limit_pauses_every_route_until_reset() -> None:
     limiter, events = make(clock, error_limit_threshold=10)
     for remain in (100, 11, 10):
         reservation = limiter.acquire("/universe/names")
-        limiter.release(reservation, status=404, headers=httpx.Headers(
-            {"X-ESI-Error-Limit-Remain": str(remain), "X-ESI-Error-Limit-Reset": "37"}))
+        limiter.release(
+            reservation,
+            status=404,
+            headers=httpx.Headers(
+                {"X-ESI-Error-Limit-Remain": str(remain), "X-ESI-Error-Limit-Reset": "37"}
+            ),
+        )
     assert clock.sleeps == []
     limiter.acquire(KILLMAIL)
     assert clock.sleeps == [38.0]  # the reset plus one second of grace
@@ -157,8 +173,11 @@ def test_420_pauses_even_with_errors_left_reported() -> None:
     clock = ManualClock()
     limiter, _ = make(clock)
     reservation = limiter.acquire("/status")
-    limiter.release(reservation, status=420, headers=httpx.Headers(
-        {"X-ESI-Error-Limit-Remain": "50", "X-ESI-Error-Limit-Reset": "12"}))
+    limiter.release(
+        reservation,
+        status=420,
+        headers=httpx.Headers({"X-ESI-Error-Limit-Remain": "50", "X-ESI-Error-Limit-Reset": "12"}),
+    )
     limiter.acquire("/status")
     assert clock.sleeps == [13.0]
 
@@ -169,8 +188,13 @@ def test_a_small_error_window_is_not_low_before_errors_happen() -> None:
     limiter, _ = make(clock, error_limit_threshold=10)
     for remain in (10, 9, 8, 7, 6, 5):
         reservation = limiter.acquire("/status")
-        limiter.release(reservation, status=404 if remain < 10 else 200, headers=httpx.Headers(
-            {"X-ESI-Error-Limit-Remain": str(remain), "X-ESI-Error-Limit-Reset": "12"}))
+        limiter.release(
+            reservation,
+            status=404 if remain < 10 else 200,
+            headers=httpx.Headers(
+                {"X-ESI-Error-Limit-Remain": str(remain), "X-ESI-Error-Limit-Reset": "12"}
+            ),
+        )
     assert clock.sleeps == []
     limiter.acquire("/status")
     assert clock.sleeps == [13.0]
@@ -180,8 +204,11 @@ def test_errors_left_above_threshold_do_not_pause() -> None:
     clock = ManualClock()
     limiter, _ = make(clock)
     reservation = limiter.acquire("/status")
-    limiter.release(reservation, status=404, headers=httpx.Headers(
-        {"X-ESI-Error-Limit-Remain": "11", "X-ESI-Error-Limit-Reset": "12"}))
+    limiter.release(
+        reservation,
+        status=404,
+        headers=httpx.Headers({"X-ESI-Error-Limit-Remain": "11", "X-ESI-Error-Limit-Reset": "12"}),
+    )
     limiter.acquire("/status")
     assert clock.sleeps == []
 
@@ -189,11 +216,16 @@ def test_errors_left_above_threshold_do_not_pause() -> None:
 def test_wait_reason_is_observable_during_a_wait() -> None:
     clock = ManualClock()
     seen: list[str | None] = []
-    limiter = RateLimiter(clock=clock.as_clock(),
-                          on_wait=lambda _event: seen.append(limiter.wait_reason))
+    limiter = RateLimiter(
+        clock=clock.as_clock(), on_wait=lambda _event: seen.append(limiter.wait_reason)
+    )
     reservation = limiter.acquire(KILLMAIL)
-    limiter.release(reservation, status=429, retry_after_s=41.0,
-                    headers=bucket_headers("killmail", "3600/15m", 0, 0))
+    limiter.release(
+        reservation,
+        status=429,
+        retry_after_s=41.0,
+        headers=bucket_headers("killmail", "3600/15m", 0, 0),
+    )
     limiter.acquire(KILLMAIL)
     assert seen == ["waiting 41 s: ESI killmail answered 429, retrying after"]
     assert limiter.wait_reason is None
@@ -206,8 +238,12 @@ def test_gives_up_when_esi_asks_for_a_pause_longer_than_max_wait() -> None:
     clock = ManualClock()
     limiter, _ = make(clock, max_wait_s=100.0)
     reservation = limiter.acquire(KILLMAIL)
-    limiter.release(reservation, status=429, retry_after_s=3600.0,
-                    headers=bucket_headers("killmail", "3600/15m", 0, 0))
+    limiter.release(
+        reservation,
+        status=429,
+        retry_after_s=3600.0,
+        headers=bucket_headers("killmail", "3600/15m", 0, 0),
+    )
     with pytest.raises(EsiUnavailable, match="waiting 3600 s"):
         limiter.acquire(KILLMAIL)
     assert clock.sleeps == []

@@ -27,8 +27,10 @@ def groups_by_path(text: str) -> dict[str, set[str]]:
 def test_hints_match_the_openapi_x_rate_limit_groups() -> None:
     spec = shared_dir() / "esi" / "esi-openapi-2026-08-18.yaml"
     groups = groups_by_path(spec.read_text(encoding="utf-8"))
-    templates = {path: re.sub(r"\{[a-z_]+_id\}", "{id}", path.replace("{killmail_hash}", "{hash}"))
-                 for path in groups}
+    templates = {
+        path: re.sub(r"\{[a-z_]+_id\}", "{id}", path.replace("{killmail_hash}", "{hash}"))
+        for path in groups
+    }
     by_route = {templates[path]: found for path, found in groups.items()}
     for route, group in ROUTE_GROUP_HINTS.items():
         assert by_route[route] == {group}, route

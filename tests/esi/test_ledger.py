@@ -30,8 +30,12 @@ def ledger(db: Database, clock: ManualClock, owner: str, egress: str = "host-a")
 
 
 def lease(book: EgressLedger, tokens: int = 8, **options: object) -> Grant | Refusal:
-    settings: dict[str, object] = {"limit_tokens": LIMIT, "window_s": WINDOW_S, "margin": 2,
-                                   "hold_s": 1.0}
+    settings: dict[str, object] = {
+        "limit_tokens": LIMIT,
+        "window_s": WINDOW_S,
+        "margin": 2,
+        "hold_s": 1.0,
+    }
     settings.update(options)
     return book.lease("killmail", tokens=tokens, **settings)  # type: ignore[arg-type]
 
@@ -109,8 +113,7 @@ class IpBucket:
     """ESI's per-IP floating-window bucket as the simulator keeps it: admitted while fewer
     than ``limit`` tokens are in use; 2 tokens per success."""
 
-    def __init__(self, clock: ManualClock, limit: int = LIMIT, window_s: float = WINDOW_S
-                 ) -> None:
+    def __init__(self, clock: ManualClock, limit: int = LIMIT, window_s: float = WINDOW_S) -> None:
         self.clock, self.limit, self.window_s = clock, limit, window_s
         self.spends: deque[float] = deque()
         self.rejected = 0
@@ -126,13 +129,19 @@ class IpBucket:
             return 429, httpx.Headers({"Retry-After": "1"})
         self.spends.append(now)
         self.peak = max(self.peak, used + 2)
-        return 200, httpx.Headers({
-            "X-Ratelimit-Group": "killmail", "X-Ratelimit-Limit": f"{self.limit}/10s",
-            "X-Ratelimit-Remaining": str(self.limit - used - 2), "X-Ratelimit-Used": "2"})
+        return 200, httpx.Headers(
+            {
+                "X-Ratelimit-Group": "killmail",
+                "X-Ratelimit-Limit": f"{self.limit}/10s",
+                "X-Ratelimit-Remaining": str(self.limit - used - 2),
+                "X-Ratelimit-Used": "2",
+            }
+        )
 
 
-def limiter(db: Database, clock: ManualClock, owner: str,
-            events: list[WaitEvent] | None = None) -> RateLimiter:
+def limiter(
+    db: Database, clock: ManualClock, owner: str, events: list[WaitEvent] | None = None
+) -> RateLimiter:
     shared = SharedBudget(ledger(db, clock, owner), wall=clock.wall, max_block_tokens=8)
     on_wait = None if events is None else events.append
     return RateLimiter(clock=clock.as_clock(), shared=shared, on_wait=on_wait)
@@ -188,9 +197,19 @@ def test_a_429_seen_by_one_process_stops_the_other(db: Database) -> None:
     clock = ManualClock()
     one, two = limiter(db, clock, "p1"), limiter(db, clock, "p2")
     reservation = one.acquire(BODY, group_hint="killmail")
-    one.release(reservation, status=429, headers=httpx.Headers({
-        "X-Ratelimit-Group": "killmail", "X-Ratelimit-Limit": "60/10s",
-        "X-Ratelimit-Remaining": "0", "X-Ratelimit-Used": "0"}), retry_after_s=30.0)
+    one.release(
+        reservation,
+        status=429,
+        headers=httpx.Headers(
+            {
+                "X-Ratelimit-Group": "killmail",
+                "X-Ratelimit-Limit": "60/10s",
+                "X-Ratelimit-Remaining": "0",
+                "X-Ratelimit-Used": "0",
+            }
+        ),
+        retry_after_s=30.0,
+    )
     send(two, IpBucket(clock))  # probe: teaches two the bucket
     before = clock.monotonic()
     send(two, IpBucket(clock))
@@ -202,8 +221,11 @@ def test_an_error_limit_pause_stops_every_process_of_the_egress(db: Database) ->
     events: list[WaitEvent] = []
     one, two = limiter(db, clock, "p1"), limiter(db, clock, "p2", events)
     reservation = one.acquire("/universe/names")
-    one.release(reservation, status=420, headers=httpx.Headers({
-        "X-ESI-Error-Limit-Remain": "0", "X-ESI-Error-Limit-Reset": "40"}))
+    one.release(
+        reservation,
+        status=420,
+        headers=httpx.Headers({"X-ESI-Error-Limit-Remain": "0", "X-ESI-Error-Limit-Reset": "40"}),
+    )
     assert set(ledger(db, clock, "p3").blocked()) == {ERROR_LIMIT}
     two.acquire("/universe/names")  # two never saw an error itself
     assert [e.reason for e in events] == ["error_limit"]
@@ -216,15 +238,23 @@ def test_the_header_still_wins_when_it_says_less_than_the_ledger(db: Database) -
     clock = ManualClock()
     gate = limiter(db, clock, "p1")
     reservation = gate.acquire(BODY, group_hint="killmail")
-    gate.release(reservation, status=200, headers=httpx.Headers({
-        "X-Ratelimit-Group": "killmail", "X-Ratelimit-Limit": "60/10s",
-        "X-Ratelimit-Remaining": "2", "X-Ratelimit-Used": "2"}))
+    gate.release(
+        reservation,
+        status=200,
+        headers=httpx.Headers(
+            {
+                "X-Ratelimit-Group": "killmail",
+                "X-Ratelimit-Limit": "60/10s",
+                "X-Ratelimit-Remaining": "2",
+                "X-Ratelimit-Used": "2",
+            }
+        ),
+    )
     gate.acquire(BODY, group_hint="killmail")
     assert clock.sleeps and clock.sleeps[0] > 5.0  # the foreign tokens come back later
 
 
-def test_a_process_learns_the_bucket_size_from_the_ledger_and_sends_no_probe(
-        db: Database) -> None:
+def test_a_process_learns_the_bucket_size_from_the_ledger_and_sends_no_probe(db: Database) -> None:
     """A probe is paid from no block: only the first process of an egress sends one."""
     clock = ManualClock()
     server = IpBucket(clock)

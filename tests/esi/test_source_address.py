@@ -77,8 +77,9 @@ def test_a_source_address_must_be_an_ip_literal(value: str) -> None:
 
 
 def test_egress_names_are_checked_and_addresses_normalised() -> None:
-    settings = load_settings(environ={"KILLSYNC_SOURCE_ADDRESS": "2001:DB8::0:1",
-                                      "KILLSYNC_EGRESS": "nat-eu-1"})
+    settings = load_settings(
+        environ={"KILLSYNC_SOURCE_ADDRESS": "2001:DB8::0:1", "KILLSYNC_EGRESS": "nat-eu-1"}
+    )
     assert (settings.source_address, settings.egress) == ("2001:db8::1", "nat-eu-1")
     with pytest.raises(ConfigError, match="KILLSYNC_EGRESS"):
         load_settings(environ={"KILLSYNC_EGRESS": "two words"})

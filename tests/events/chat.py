@@ -38,11 +38,13 @@ def rate_limited(retry_after_s: float, *, slack: bool = False) -> Reply:
     headers = {"Retry-After": str(math.ceil(retry_after_s))}
     if slack:
         return Reply(429, headers, b"rate_limited")
-    headers |= {"X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "0",
-                "X-RateLimit-Reset-After": f"{retry_after_s:.3f}",
-                "Content-Type": "application/json"}
-    body = {"message": "You are being rate limited.", "retry_after": retry_after_s,
-            "global": False}
+    headers |= {
+        "X-RateLimit-Limit": "5",
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset-After": f"{retry_after_s:.3f}",
+        "Content-Type": "application/json",
+    }
+    body = {"message": "You are being rate limited.", "retry_after": retry_after_s, "global": False}
     return Reply(429, headers, json.dumps(body).encode())
 
 
@@ -58,8 +60,7 @@ class ChatServer:
         self.lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
 
     @property
     def base(self) -> str:
@@ -94,21 +95,32 @@ class ChatServer:
         if path.rsplit("/", 1)[-1] in self.gone:
             if slack:
                 return Reply(404, {}, b"no_service")
-            return Reply(404, {"Content-Type": "application/json"},
-                         b'{"message": "Unknown Webhook", "code": 10015}')
+            return Reply(
+                404,
+                {"Content-Type": "application/json"},
+                b'{"message": "Unknown Webhook", "code": 10015}',
+            )
         if self.script:
             return self.script.popleft()
-        recent = [h for h in self.hits if h.path == path and 200 <= h.status < 300
-                  and now - h.at < self.bucket_window_s]
+        recent = [
+            h
+            for h in self.hits
+            if h.path == path and 200 <= h.status < 300 and now - h.at < self.bucket_window_s
+        ]
         if len(recent) >= self.bucket_limit:
             return rate_limited(self.bucket_window_s - (now - recent[0].at), slack=slack)
         if slack:
             return Reply(200, {"Content-Type": "text/plain"}, b"ok")
         remaining = self.bucket_limit - len(recent) - 1
         reset = self.bucket_window_s - (now - recent[0].at) if recent else self.bucket_window_s
-        return Reply(204, {"X-RateLimit-Limit": str(self.bucket_limit),
-                           "X-RateLimit-Remaining": str(remaining),
-                           "X-RateLimit-Reset-After": f"{reset:.3f}"})
+        return Reply(
+            204,
+            {
+                "X-RateLimit-Limit": str(self.bucket_limit),
+                "X-RateLimit-Remaining": str(remaining),
+                "X-RateLimit-Reset-After": f"{reset:.3f}",
+            },
+        )
 
 
 def _handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:

@@ -24,14 +24,22 @@ from tests.factories import killmail
 RABBIT_URL = os.environ.get("KILLSYNC_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
-def make_payload(killmail_id: int, when: datetime, *, victim: str = "Victim Pilot",
-                 final: str = "Final Blow", character_id: int = 2112000001) -> dict[str, Any]:
+def make_payload(
+    killmail_id: int,
+    when: datetime,
+    *,
+    victim: str = "Victim Pilot",
+    final: str = "Final Blow",
+    character_id: int = 2112000001,
+) -> dict[str, Any]:
     """A `killmail.saved` payload built by the real sync code from a factory killmail."""
     body = killmail(killmail_id, attackers=3, items=2)
     body["killmail_time"] = format_time(when)
     rows = parse_killmail(body, killmail_hash="a" * 40)
-    names: dict[int, str | None] = {body["solar_system_id"]: "Jita",
-                                    body["victim"]["ship_type_id"]: "Rifter"}
+    names: dict[int, str | None] = {
+        body["solar_system_id"]: "Jita",
+        body["victim"]["ship_type_id"]: "Rifter",
+    }
     if "character_id" in body["victim"]:
         names[body["victim"]["character_id"]] = victim
     blow = next(a for a in body["attackers"] if a["final_blow"])
@@ -112,6 +120,7 @@ BindQueue = Callable[[str], Callable[[], list[tuple[Any, Any]]]]
 @pytest.fixture
 def bind_queue(rabbit: Any) -> BindQueue:
     """Bind an exclusive queue to an exchange; returns a function draining it."""
+
     def bind(exchange_name: str) -> Callable[[], list[tuple[Any, Any]]]:
         rabbit.exchange_declare(exchange_name, exchange_type="fanout", durable=True)
         queue = rabbit.queue_declare("", exclusive=True, auto_delete=True).method.queue
@@ -124,5 +133,7 @@ def bind_queue(rabbit: Any) -> BindQueue:
                 if method is None:
                     return messages
                 messages.append((props, body))
+
         return drain
+
     return bind

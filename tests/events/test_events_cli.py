@@ -20,8 +20,9 @@ SLACK_SECRET = "sLaCkSeCrEt42"
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, db_target: DbTarget, db: Database,
-        secret_key: str) -> None:
+def env(
+    monkeypatch: pytest.MonkeyPatch, db_target: DbTarget, db: Database, secret_key: str
+) -> None:
     monkeypatch.setenv("KILLSYNC_DATABASE_URL", db_target.url)
 
 
@@ -30,11 +31,14 @@ def _no_secret(result: CliResult) -> None:
         assert secret not in result.stdout and secret not in result.stderr
 
 
-@pytest.mark.parametrize("url", [
-    f"https://discord.example.com/api/webhooks/1/{TOKEN}",
-    f"http://discord.com/api/webhooks/1/{TOKEN}",
-    f"https://discord.com/api/hooks/{TOKEN}",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"https://discord.example.com/api/webhooks/1/{TOKEN}",
+        f"http://discord.com/api/webhooks/1/{TOKEN}",
+        f"https://discord.com/api/hooks/{TOKEN}",
+    ],
+)
 def test_an_invalid_url_is_one_clear_line_and_exit_2(cli: Cli, env: None, url: str) -> None:
     result = cli("webhooks", "add", "discord", url)
     assert result.exit_code == 2
@@ -50,12 +54,23 @@ def test_unknown_kind_and_unknown_id(cli: Cli, env: None) -> None:
     result = cli("webhooks", "remove", "99")
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
-        "killsync: error: no webhook with id 99 (see `killsync webhooks list`)"]
+        "killsync: error: no webhook with id 99 (see `killsync webhooks list`)"
+    ]
 
 
 def test_add_list_remove_never_show_the_url(cli: Cli, env: None, chat: ChatServer) -> None:
-    added = cli("webhooks", "add", "discord", "-", "--allow-insecure", "--max-age", "600",
-                "--character", "77", stdin=chat.discord_url(TOKEN) + "\n")
+    added = cli(
+        "webhooks",
+        "add",
+        "discord",
+        "-",
+        "--allow-insecure",
+        "--max-age",
+        "600",
+        "--character",
+        "77",
+        stdin=chat.discord_url(TOKEN) + "\n",
+    )
     assert added.exit_code == 0, added.stderr
     assert "added webhook 1: discord" in added.stderr and "/***" in added.stderr
     _no_secret(added)
@@ -89,8 +104,7 @@ def test_webhooks_test_command(cli: Cli, env: None, chat: ChatServer) -> None:
     assert json.loads(cli("webhooks", "list", "--json").stdout)["data"][0]["enabled"] is False
 
 
-def test_deliver_once(cli: Cli, env: None, db: Database, chat: ChatServer, now: datetime
-                      ) -> None:
+def test_deliver_once(cli: Cli, env: None, db: Database, chat: ChatServer, now: datetime) -> None:
     cli("webhooks", "add", "discord", chat.discord_url(TOKEN), "--allow-insecure")
     add_events(db, [make_payload(1, now), make_payload(2, now.replace(year=now.year - 1))])
     result = cli("webhooks", "deliver", "--once", "--json")
@@ -120,9 +134,16 @@ def test_events_relay_needs_rabbitmq(cli: Cli, env: None) -> None:
 
 
 @pytest.mark.rabbitmq
-def test_events_relay(cli: Cli, env: None, db: Database, now: datetime, rabbit_url: str,
-                      exchange: str, bind_queue: BindQueue,
-                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_events_relay(
+    cli: Cli,
+    env: None,
+    db: Database,
+    now: datetime,
+    rabbit_url: str,
+    exchange: str,
+    bind_queue: BindQueue,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     drain = bind_queue(exchange)
     monkeypatch.setenv("KILLSYNC_BROKER_URL", rabbit_url)
     add_events(db, [make_payload(k, now) for k in range(1, 4)])
@@ -133,8 +154,15 @@ def test_events_relay(cli: Cli, env: None, db: Database, now: datetime, rabbit_u
 
 
 def test_every_command_has_an_example(cli: Cli) -> None:
-    for args in (["watch"], ["webhooks", "add"], ["webhooks", "list"], ["webhooks", "remove"],
-                 ["webhooks", "test"], ["webhooks", "deliver"], ["events", "prune"],
-                 ["events", "relay"]):
+    for args in (
+        ["watch"],
+        ["webhooks", "add"],
+        ["webhooks", "list"],
+        ["webhooks", "remove"],
+        ["webhooks", "test"],
+        ["webhooks", "deliver"],
+        ["events", "prune"],
+        ["events", "relay"],
+    ):
         result = cli(*args, "--help")
         assert result.exit_code == 0 and "Examples:" in result.stdout, args

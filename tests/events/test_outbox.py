@@ -37,13 +37,17 @@ def test_iter_events_in_order_after_an_id(db: Database, now: datetime) -> None:
 
 def _insert_with_id(db: Database, event_id: int, created_at: datetime) -> None:
     with db.session() as s:
-        s.execute(insert(EVENTS).values(id=event_id, event_type="killmail.saved",
-                                        payload={"killmail_id": event_id},
-                                        created_at=created_at))
+        s.execute(
+            insert(EVENTS).values(
+                id=event_id,
+                event_type="killmail.saved",
+                payload={"killmail_id": event_id},
+                created_at=created_at,
+            )
+        )
 
 
-def test_reading_stops_at_a_young_gap_and_passes_an_old_one(db: Database,
-                                                              now: datetime) -> None:
+def test_reading_stops_at_a_young_gap_and_passes_an_old_one(db: Database, now: datetime) -> None:
     old = now - timedelta(minutes=5)
     for event_id in (1, 2):
         _insert_with_id(db, event_id, old)
@@ -88,8 +92,9 @@ def test_prune_keeps_recent_unpublished_and_the_newest(db: Database, now: dateti
         old = now - timedelta(days=10)
         s.execute(update(EVENTS).where(EVENTS.c.id.in_(ids[:2])).values(created_at=old))
         s.execute(update(EVENTS).where(EVENTS.c.id.in_(ids[2:4])).values(published_at=now))
-        s.execute(update(EVENTS).where(EVENTS.c.id == ids[5])
-                  .values(created_at=old, published_at=now))
+        s.execute(
+            update(EVENTS).where(EVENTS.c.id == ids[5]).values(created_at=old, published_at=now)
+        )
     result = prune(db, now - timedelta(days=7))
     # old ones and published ones go; the newest stays although it is old and published
     assert (result.deleted, result.remaining) == (4, 2)
@@ -97,16 +102,23 @@ def test_prune_keeps_recent_unpublished_and_the_newest(db: Database, now: dateti
     assert prune(db, now - timedelta(days=7)).deleted == 0
 
 
-def test_prune_keeps_published_events_a_webhook_has_not_reached(db: Database,
-                                                                  now: datetime) -> None:
+def test_prune_keeps_published_events_a_webhook_has_not_reached(
+    db: Database, now: datetime
+) -> None:
     add_events(db, [make_payload(k, now) for k in range(1, 6)])
     ids = [e.id for e in iter_events(db, 0)]
     with db.session() as s:
         s.execute(update(EVENTS).values(published_at=now))
-        s.execute(insert(WEBHOOKS).values(kind="discord", url_enc="x", max_age_s=60,
-                                          cursor_event_id=ids[1], enabled=True))
-        s.execute(insert(WEBHOOKS).values(kind="slack", url_enc="x", max_age_s=60,
-                                          cursor_event_id=0, enabled=False))
+        s.execute(
+            insert(WEBHOOKS).values(
+                kind="discord", url_enc="x", max_age_s=60, cursor_event_id=ids[1], enabled=True
+            )
+        )
+        s.execute(
+            insert(WEBHOOKS).values(
+                kind="slack", url_enc="x", max_age_s=60, cursor_event_id=0, enabled=False
+            )
+        )
     assert prune(db, now - timedelta(days=7)).deleted == 2  # the disabled one does not count
     remaining = [e.id for e in iter_events(db, 0, now=now + timedelta(hours=1))]
     assert remaining == ids[2:]
@@ -121,8 +133,10 @@ def test_sqlite_ids_keep_growing_after_a_prune(db: Database, now: datetime) -> N
     assert latest_event_id(db) == newest + 1
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("7d", 604800), ("12h", 43200), ("90m", 5400),
-                                               ("3600", 3600), ("2w", 1209600), ("30s", 30)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("7d", 604800), ("12h", 43200), ("90m", 5400), ("3600", 3600), ("2w", 1209600), ("30s", 30)],
+)
 def test_parse_age(text: str, seconds: int) -> None:
     assert parse_age(text) == timedelta(seconds=seconds)
 

@@ -25,8 +25,8 @@ def _unpublished(db: Database) -> int:
 
 
 def test_relay_publishes_each_event_once_and_marks_it(
-        db: Database, rabbit_url: str, exchange: str, bind_queue: BindQueue,
-        now: datetime) -> None:
+    db: Database, rabbit_url: str, exchange: str, bind_queue: BindQueue, now: datetime
+) -> None:
     drain = bind_queue(exchange)
     add_events(db, [make_payload(k, now) for k in range(1, 6)])
     assert relay_pending(db, rabbit_url, batch=2, exchange=exchange) == 5
@@ -45,8 +45,8 @@ def test_relay_publishes_each_event_once_and_marks_it(
 
 
 def test_two_relays_at_once_publish_each_row_once(
-        db: Database, rabbit_url: str, exchange: str, bind_queue: BindQueue,
-        now: datetime) -> None:
+    db: Database, rabbit_url: str, exchange: str, bind_queue: BindQueue, now: datetime
+) -> None:
     drain = bind_queue(exchange)
     add_events(db, [make_payload(k, now) for k in range(1, 301)])
     counts: list[int] = []
@@ -71,8 +71,8 @@ def test_two_relays_at_once_publish_each_row_once(
 
 
 def test_a_long_lived_relay_reconnects_after_losing_its_connection(
-        db: Database, rabbit_url: str, exchange: str, bind_queue: BindQueue,
-        now: datetime) -> None:
+    db: Database, rabbit_url: str, exchange: str, bind_queue: BindQueue, now: datetime
+) -> None:
     drain = bind_queue(exchange)
     with EventRelay(rabbit_url, exchange=exchange) as relay:
         add_events(db, [make_payload(1, now)])
@@ -84,7 +84,8 @@ def test_a_long_lived_relay_reconnects_after_losing_its_connection(
 
 
 def test_unreachable_broker_leaves_rows_unpublished_and_hides_the_password(
-        db: Database, now: datetime) -> None:
+    db: Database, now: datetime
+) -> None:
     add_events(db, [make_payload(1, now)])
     url = "amqp://guest:hunter2secret@127.0.0.1:1/"
     with pytest.raises(QueueUnavailable) as info:

@@ -34,8 +34,15 @@ def env(monkeypatch: pytest.MonkeyPatch, db_target: DbTarget, db: Database) -> N
 class Writer:
     """Writes a new event every `every_s` in a thread (and relays it) until stopped."""
 
-    def __init__(self, db: Database, now: datetime, relay: Callable[[], object] | None = None,
-                 *, victim: str = "Fresh Victim", every_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        db: Database,
+        now: datetime,
+        relay: Callable[[], object] | None = None,
+        *,
+        victim: str = "Fresh Victim",
+        every_s: float = 0.2,
+    ) -> None:
         self.db, self.now, self.relay, self.victim, self.every_s = db, now, relay, victim, every_s
         self.stop = threading.Event()
         self.written: list[int] = []
@@ -60,7 +67,8 @@ class Writer:
 
 
 def test_watch_outbox_prints_an_event_written_after_it_started(
-        cli: Callable[..., CliResult], env: None, db: Database, now: datetime) -> None:
+    cli: Callable[..., CliResult], env: None, db: Database, now: datetime
+) -> None:
     add_events(db, [make_payload(1, now, victim="Old Victim")])
     with Writer(db, now, victim=MARKUP_NAME) as writer:
         result = cli("watch", "--max-events", "1", "--timeout", "10")
@@ -75,9 +83,16 @@ def test_watch_outbox_prints_an_event_written_after_it_started(
 
 
 def test_watch_json_from_start_with_a_character_filter(
-        cli: Callable[..., CliResult], env: None, db: Database, now: datetime) -> None:
-    add_events(db, [make_payload(1, now, character_id=11), make_payload(2, now),
-                    make_payload(3, now, character_id=11, victim=MARKUP_NAME)])
+    cli: Callable[..., CliResult], env: None, db: Database, now: datetime
+) -> None:
+    add_events(
+        db,
+        [
+            make_payload(1, now, character_id=11),
+            make_payload(2, now),
+            make_payload(3, now, character_id=11, victim=MARKUP_NAME),
+        ],
+    )
     result = cli("watch", "--json", "--from-start", "--character", "11", "--timeout", "1")
     assert result.exit_code == 0, result.stderr
     objects = [json.loads(line) for line in result.stdout.splitlines()]
@@ -97,8 +112,14 @@ def test_watch_times_out_quietly(cli: Callable[..., CliResult], env: None) -> No
 
 @pytest.mark.rabbitmq
 def test_watch_rabbitmq_prints_a_relayed_event(
-        cli: Callable[..., CliResult], env: None, db: Database, now: datetime,
-        rabbit_url: str, exchange: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    cli: Callable[..., CliResult],
+    env: None,
+    db: Database,
+    now: datetime,
+    rabbit_url: str,
+    exchange: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("KILLSYNC_BROKER_URL", rabbit_url)
 
     def relay() -> object:
@@ -116,9 +137,15 @@ def test_watch_rabbitmq_prints_a_relayed_event(
 
 @pytest.mark.rabbitmq
 def test_watch_rabbitmq_from_start_replays_then_follows_without_duplicates(
-        cli: Callable[..., CliResult], env: None, db: Database, now: datetime,
-        rabbit_url: str, exchange: str, bind_queue: BindQueue,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    cli: Callable[..., CliResult],
+    env: None,
+    db: Database,
+    now: datetime,
+    rabbit_url: str,
+    exchange: str,
+    bind_queue: BindQueue,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("KILLSYNC_BROKER_URL", rabbit_url)
     add_events(db, [make_payload(1, now), make_payload(2, now)])
 
@@ -126,8 +153,17 @@ def test_watch_rabbitmq_from_start_replays_then_follows_without_duplicates(
         return relay_pending(db, rabbit_url, exchange=exchange)
 
     with Writer(db, now, relay):
-        result = cli("watch", "--json", "--from-start", "--exchange", exchange,
-                     "--max-events", "4", "--timeout", "10")
+        result = cli(
+            "watch",
+            "--json",
+            "--from-start",
+            "--exchange",
+            exchange,
+            "--max-events",
+            "4",
+            "--timeout",
+            "10",
+        )
     assert result.exit_code == 0, result.stderr
     ids = [json.loads(line)["payload"]["killmail_id"] for line in result.stdout.splitlines()]
     assert ids[:2] == [1, 2] and len(ids) == 4 and len(set(ids)) == 4  # relayed 1, 2 not twice
@@ -154,8 +190,12 @@ def test_watch_drops_redelivered_ids_and_other_event_types(now: datetime) -> Non
     other = OutboxEvent(2, "character.added", {})
     e3 = OutboxEvent(3, "killmail.saved", make_payload(3, now))
     shown: list[int] = []
-    result = watch(ListSource([[e1, other], [e1, e3]]), lambda e: shown.append(e.id),
-                   WatchOptions(timeout_s=0.3), threading.Event())
+    result = watch(
+        ListSource([[e1, other], [e1, e3]]),
+        lambda e: shown.append(e.id),
+        WatchOptions(timeout_s=0.3),
+        threading.Event(),
+    )
     assert shown == [1, 3]
     assert (result.duplicates, result.reason) == (1, StopReason.TIMEOUT)
 
@@ -169,13 +209,27 @@ def test_watch_stops_when_asked(now: datetime) -> None:
 
 @pytest.fixture
 def watch_process(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
-    environ = dict(os.environ, KILLSYNC_DATABASE_URL=f"sqlite:///{tmp_path / 'w.db'}",
-                   KILLSYNC_HOME=str(tmp_path / "home"))
+    environ = dict(
+        os.environ,
+        KILLSYNC_DATABASE_URL=f"sqlite:///{tmp_path / 'w.db'}",
+        KILLSYNC_HOME=str(tmp_path / "home"),
+    )
     # watch only reads: it needs an existing database (it never creates one).
-    subprocess.run([sys.executable, "-m", "killcli", "db", "upgrade"], cwd=REPO, env=environ,
-                   check=True, capture_output=True)
-    proc = subprocess.Popen([sys.executable, "-m", "killcli", "watch"], cwd=REPO, env=environ,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    subprocess.run(
+        [sys.executable, "-m", "killcli", "db", "upgrade"],
+        cwd=REPO,
+        env=environ,
+        check=True,
+        capture_output=True,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "killcli", "watch"],
+        cwd=REPO,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     yield proc
     if proc.poll() is None:
         proc.kill()
@@ -183,8 +237,9 @@ def watch_process(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_ends_watch_with_exit_0(watch_process: subprocess.Popen[str],
-                                         sig: signal.Signals) -> None:
+def test_a_signal_ends_watch_with_exit_0(
+    watch_process: subprocess.Popen[str], sig: signal.Signals
+) -> None:
     assert watch_process.stderr is not None
     ready, _, _ = select.select([watch_process.stderr], [], [], 20)
     assert ready, "watch did not start"

@@ -26,27 +26,33 @@ SLACK = "https://hooks.slack.com/services/T0001/B0002/sEcReT1234567890"
 EVIL = "@everyone <@123> <@&456> [b]Boss[/b] *bold* __u__ `code` [x](https://e.vil) # h"
 
 
-@pytest.mark.parametrize(("kind", "url"), [
-    (WebhookKind.DISCORD, DISCORD),
-    (WebhookKind.DISCORD, "https://discordapp.com/api/webhooks/1/tok"),
-    (WebhookKind.DISCORD, "https://ptb.discord.com/api/v10/webhooks/1/tok?thread_id=5"),
-    (WebhookKind.SLACK, SLACK),
-])
+@pytest.mark.parametrize(
+    ("kind", "url"),
+    [
+        (WebhookKind.DISCORD, DISCORD),
+        (WebhookKind.DISCORD, "https://discordapp.com/api/webhooks/1/tok"),
+        (WebhookKind.DISCORD, "https://ptb.discord.com/api/v10/webhooks/1/tok?thread_id=5"),
+        (WebhookKind.SLACK, SLACK),
+    ],
+)
 def test_valid_urls(kind: WebhookKind, url: str) -> None:
     assert validate_url(kind, f"  {url}\n") == url
 
 
-@pytest.mark.parametrize(("kind", "url", "why"), [
-    (WebhookKind.DISCORD, DISCORD.replace("https", "http"), "is not https"),
-    (WebhookKind.DISCORD, "https://discord.evil.com/api/webhooks/1/AbC-dEf_123", "host"),
-    (WebhookKind.DISCORD, "https://discord.com/api/channels/1/AbC-dEf_123", "path"),
-    (WebhookKind.DISCORD, "https://me:AbC-dEf_123@discord.com/api/webhooks/1/x", "user"),
-    (WebhookKind.DISCORD, "https://discord.com:8443/api/webhooks/1/AbC-dEf_123", "host"),
-    (WebhookKind.DISCORD, "http://127.0.0.1:9/api/webhooks/1/AbC-dEf_123", "--allow-insecure"),
-    (WebhookKind.SLACK, DISCORD, "host"),
-    (WebhookKind.SLACK, SLACK + "?x=AbC-dEf_123", "query"),
-    (WebhookKind.SLACK, "AbC-dEf_123", "scheme"),
-])
+@pytest.mark.parametrize(
+    ("kind", "url", "why"),
+    [
+        (WebhookKind.DISCORD, DISCORD.replace("https", "http"), "is not https"),
+        (WebhookKind.DISCORD, "https://discord.evil.com/api/webhooks/1/AbC-dEf_123", "host"),
+        (WebhookKind.DISCORD, "https://discord.com/api/channels/1/AbC-dEf_123", "path"),
+        (WebhookKind.DISCORD, "https://me:AbC-dEf_123@discord.com/api/webhooks/1/x", "user"),
+        (WebhookKind.DISCORD, "https://discord.com:8443/api/webhooks/1/AbC-dEf_123", "host"),
+        (WebhookKind.DISCORD, "http://127.0.0.1:9/api/webhooks/1/AbC-dEf_123", "--allow-insecure"),
+        (WebhookKind.SLACK, DISCORD, "host"),
+        (WebhookKind.SLACK, SLACK + "?x=AbC-dEf_123", "query"),
+        (WebhookKind.SLACK, "AbC-dEf_123", "scheme"),
+    ],
+)
 def test_invalid_urls_say_why_without_the_secret(kind: WebhookKind, url: str, why: str) -> None:
     with pytest.raises(UsageError, match=why) as info:
         validate_url(kind, url)
@@ -57,8 +63,7 @@ def test_allow_insecure_admits_only_this_machine() -> None:
     local = "http://127.0.0.1:8080/api/webhooks/1/tok"
     assert validate_url(WebhookKind.DISCORD, local, allow_insecure=True) == local
     with pytest.raises(UsageError):
-        validate_url(WebhookKind.DISCORD, "http://10.0.0.1/api/webhooks/1/tok",
-                     allow_insecure=True)
+        validate_url(WebhookKind.DISCORD, "http://10.0.0.1/api/webhooks/1/tok", allow_insecure=True)
     with pytest.raises(UsageError, match="path"):
         validate_url(WebhookKind.DISCORD, "http://127.0.0.1:8080/hook", allow_insecure=True)
 
@@ -92,10 +97,15 @@ def test_slack_body_cannot_mention_or_link(now: datetime) -> None:
 def test_kill_line_is_verbatim_and_tolerates_missing_names(now: datetime) -> None:
     payload = make_payload(5, now, victim=EVIL)
     assert EVIL in kill_line(payload)
-    bare = {"killmail_id": 9, "victim": {"corporation_id": 98000001, "ship_type_id": 35832},
-            "final_blow": {"faction_id": 500010}, "solar_system_id": 30000142}
+    bare = {
+        "killmail_id": 9,
+        "victim": {"corporation_id": 98000001, "ship_type_id": 35832},
+        "final_blow": {"faction_id": 500010},
+        "solar_system_id": 30000142,
+    }
     assert kill_line(bare).endswith(
-        "#98000001 (type 35832) killed by unknown (unknown ship) in system 30000142  killmail 9")
+        "#98000001 (type 35832) killed by unknown (unknown ship) in system 30000142  killmail 9"
+    )
 
 
 # -- one POST, through httpx.MockTransport ------------------------------------------------
@@ -121,19 +131,20 @@ POLICY = RetryPolicy(attempts=3, backoff_s=0.5, backoff_cap_s=4.0, cooldown_s=60
 
 def _post(handler: Scripted, sleeps: list[float]) -> PostStatus | tuple[PostStatus, object]:
     with make_client(transport=httpx.MockTransport(handler)) as http:
-        result = post_message(http, DISCORD, {"content": "x"}, policy=POLICY,
-                              sleep=sleeps.append)
+        result = post_message(http, DISCORD, {"content": "x"}, policy=POLICY, sleep=sleeps.append)
     return result.status, result.wait_s
 
 
 def test_5xx_and_network_errors_are_retried_then_rest() -> None:
     sleeps: list[float] = []
-    handler = Scripted(httpx.Response(502), httpx.ConnectError("refused " + DISCORD),
-                       httpx.Response(204))
+    handler = Scripted(
+        httpx.Response(502), httpx.ConnectError("refused " + DISCORD), httpx.Response(204)
+    )
     assert _post(handler, sleeps) == (PostStatus.OK, None)
     assert len(handler.requests) == 3 and len(sleeps) == 2 and all(0 < s <= 4 for s in sleeps)
-    handler = Scripted(httpx.Response(500), httpx.Response(503, headers={"Retry-After": "2"}),
-                       httpx.Response(500))
+    handler = Scripted(
+        httpx.Response(500), httpx.Response(503, headers={"Retry-After": "2"}), httpx.Response(500)
+    )
     sleeps.clear()
     assert _post(handler, sleeps) == (PostStatus.FAILED, 60.0)
     assert sleeps[1] == 2.0  # the server's hint, within the cap
@@ -141,30 +152,46 @@ def test_5xx_and_network_errors_are_retried_then_rest() -> None:
 
 def test_429_is_not_retried_in_place_and_gives_the_wait() -> None:
     sleeps: list[float] = []
-    handler = Scripted(httpx.Response(429, json={"retry_after": 1.25},
-                                      headers={"Retry-After": "2"}))
+    handler = Scripted(
+        httpx.Response(429, json={"retry_after": 1.25}, headers={"Retry-After": "2"})
+    )
     assert _post(handler, sleeps) == (PostStatus.RATE_LIMITED, 1.25)
     assert sleeps == []
 
 
-@pytest.mark.parametrize(("status", "expected"), [
-    (404, PostStatus.GONE), (401, PostStatus.GONE), (403, PostStatus.GONE),
-    (410, PostStatus.GONE), (400, PostStatus.REJECTED), (413, PostStatus.REJECTED),
-    (200, PostStatus.OK), (204, PostStatus.OK)])
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (404, PostStatus.GONE),
+        (401, PostStatus.GONE),
+        (403, PostStatus.GONE),
+        (410, PostStatus.GONE),
+        (400, PostStatus.REJECTED),
+        (413, PostStatus.REJECTED),
+        (200, PostStatus.OK),
+        (204, PostStatus.OK),
+    ],
+)
 def test_classify(status: int, expected: PostStatus) -> None:
     assert classify(httpx.Response(status), POLICY).status is expected
 
 
-@pytest.mark.parametrize(("headers", "body", "wait"), [
-    ({"Retry-After": "3"}, None, 3.0),
-    ({"X-RateLimit-Reset-After": "0.75"}, None, 0.75),
-    ({}, None, 5.0),
-    ({}, {"retry_after": 99999}, 900.0),
-    ({"Retry-After": "soon"}, {"retry_after": "x"}, 5.0),
-])
+@pytest.mark.parametrize(
+    ("headers", "body", "wait"),
+    [
+        ({"Retry-After": "3"}, None, 3.0),
+        ({"X-RateLimit-Reset-After": "0.75"}, None, 0.75),
+        ({}, None, 5.0),
+        ({}, {"retry_after": 99999}, 900.0),
+        ({"Retry-After": "soon"}, {"retry_after": "x"}, 5.0),
+    ],
+)
 def test_retry_after(headers: dict[str, str], body: object, wait: float) -> None:
-    response = httpx.Response(429, headers=headers, json=body) if body else httpx.Response(
-        429, headers=headers)
+    response = (
+        httpx.Response(429, headers=headers, json=body)
+        if body
+        else httpx.Response(429, headers=headers)
+    )
     assert retry_after_s(response, POLICY) == wait
 
 

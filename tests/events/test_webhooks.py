@@ -35,23 +35,39 @@ def http() -> Iterator[httpx.Client]:
         yield client
 
 
-def _discord(db: Database, cipher: TokenCipher, chat: ChatServer, *,
-             character_id: int | None = None, max_age_s: int = 3600) -> WebhookInfo:
-    return add_webhook(db, cipher, "discord", chat.discord_url(), allow_insecure=True,
-                       character_id=character_id, max_age_s=max_age_s)
+def _discord(
+    db: Database,
+    cipher: TokenCipher,
+    chat: ChatServer,
+    *,
+    character_id: int | None = None,
+    max_age_s: int = 3600,
+) -> WebhookInfo:
+    return add_webhook(
+        db,
+        cipher,
+        "discord",
+        chat.discord_url(),
+        allow_insecure=True,
+        character_id=character_id,
+        max_age_s=max_age_s,
+    )
 
 
-def _deliver(db: Database, cipher: TokenCipher, http: httpx.Client, clock: ManualClock
-             ) -> DeliveryResult:
+def _deliver(
+    db: Database, cipher: TokenCipher, http: httpx.Client, clock: ManualClock
+) -> DeliveryResult:
     return deliver_pending(db, cipher, http, clock.as_clock(), policy=POLICY)
 
 
-def test_a_fresh_event_is_posted_once(db: Database, cipher: TokenCipher, chat: ChatServer,
-                                      http: httpx.Client, clock: ManualClock) -> None:
+def test_a_fresh_event_is_posted_once(
+    db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client, clock: ManualClock
+) -> None:
     add_events(db, [make_payload(1, clock.as_clock().now())])  # before the webhook: not posted
     hook = _discord(db, cipher, chat)
-    add_events(db, [make_payload(2, clock.as_clock().now() - timedelta(minutes=5),
-                                 victim="@everyone")])
+    add_events(
+        db, [make_payload(2, clock.as_clock().now() - timedelta(minutes=5), victim="@everyone")]
+    )
     first = _deliver(db, cipher, http, clock)
     assert (first.posted, first.rounds[0].outcome) == (1, RoundOutcome.DONE)
     assert _deliver(db, cipher, http, clock).posted == 0
@@ -64,8 +80,8 @@ def test_a_fresh_event_is_posted_once(db: Database, cipher: TokenCipher, chat: C
 
 
 def test_a_backfill_is_skipped_and_the_cursor_moves_past_it(
-        db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client,
-        clock: ManualClock) -> None:
+    db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client, clock: ManualClock
+) -> None:
     hook = _discord(db, cipher, chat, max_age_s=3600)
     now = clock.as_clock().now()
     backfill = [make_payload(k, now - timedelta(days=k)) for k in range(1, 120)]
@@ -81,8 +97,9 @@ def test_a_backfill_is_skipped_and_the_cursor_moves_past_it(
     assert get_webhook(db, cipher, hook.id).cursor_event_id == hook.cursor_event_id + 120
 
 
-def test_character_filter(db: Database, cipher: TokenCipher, chat: ChatServer,
-                          http: httpx.Client, clock: ManualClock) -> None:
+def test_character_filter(
+    db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client, clock: ManualClock
+) -> None:
     _discord(db, cipher, chat, character_id=77)
     now = clock.as_clock().now()
     add_events(db, [make_payload(1, now, character_id=76), make_payload(2, now, character_id=77)])
@@ -91,8 +108,8 @@ def test_character_filter(db: Database, cipher: TokenCipher, chat: ChatServer,
 
 
 def test_a_429_is_obeyed_then_the_post_succeeds_once(
-        db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client,
-        clock: ManualClock) -> None:
+    db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client, clock: ManualClock
+) -> None:
     hook = _discord(db, cipher, chat)
     add_events(db, [make_payload(1, clock.as_clock().now())])
     chat.script.append(rate_limited(30.0))
@@ -111,7 +128,8 @@ def test_a_429_is_obeyed_then_the_post_succeeds_once(
 
 
 def test_the_delivery_loop_waits_out_a_real_retry_after(
-        db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client) -> None:
+    db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client
+) -> None:
     _discord(db, cipher, chat)
     add_events(db, [make_payload(1, datetime.now().astimezone())])
     chat.script.append(rate_limited(0.4))
@@ -130,7 +148,8 @@ def test_the_delivery_loop_waits_out_a_real_retry_after(
 
 
 def test_an_empty_bucket_after_a_success_makes_the_webhook_rest(
-        db: Database, cipher: TokenCipher, http: httpx.Client, clock: ManualClock) -> None:
+    db: Database, cipher: TokenCipher, http: httpx.Client, clock: ManualClock
+) -> None:
     chat = ChatServer(bucket_limit=2, bucket_window_s=30).start()
     try:
         hook = _discord(db, cipher, chat)
@@ -146,8 +165,8 @@ def test_an_empty_bucket_after_a_success_makes_the_webhook_rest(
 
 
 def test_5xx_is_retried_and_then_rests_without_losing_the_event(
-        db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client,
-        clock: ManualClock) -> None:
+    db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client, clock: ManualClock
+) -> None:
     hook = _discord(db, cipher, chat)
     add_events(db, [make_payload(1, clock.as_clock().now())])
     chat.script.extend([Reply(500), Reply(502)])
@@ -165,8 +184,9 @@ def test_5xx_is_retried_and_then_rests_without_losing_the_event(
     assert len(chat.posted) == 2
 
 
-def test_a_deleted_webhook_is_disabled(db: Database, cipher: TokenCipher, chat: ChatServer,
-                                       http: httpx.Client, clock: ManualClock) -> None:
+def test_a_deleted_webhook_is_disabled(
+    db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client, clock: ManualClock
+) -> None:
     hook = _discord(db, cipher, chat)
     chat.gone.add(chat.discord_url().rsplit("/", 1)[1])
     add_events(db, [make_payload(1, clock.as_clock().now())])
@@ -178,8 +198,9 @@ def test_a_deleted_webhook_is_disabled(db: Database, cipher: TokenCipher, chat: 
     assert len(chat.hits) == 1
 
 
-def test_a_rejected_message_is_skipped(db: Database, cipher: TokenCipher, chat: ChatServer,
-                                       http: httpx.Client, clock: ManualClock) -> None:
+def test_a_rejected_message_is_skipped(
+    db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client, clock: ManualClock
+) -> None:
     hook = _discord(db, cipher, chat)
     now = clock.as_clock().now()
     add_events(db, [make_payload(1, now), make_payload(2, now)])
@@ -190,18 +211,21 @@ def test_a_rejected_message_is_skipped(db: Database, cipher: TokenCipher, chat: 
     assert [b["embeds"][0]["title"] for b in chat.posted] == ["Killmail 2"]
 
 
-def test_a_network_error_never_records_the_url(db: Database, cipher: TokenCipher,
-                                               http: httpx.Client, clock: ManualClock) -> None:
-    hook = add_webhook(db, cipher, "discord", "http://127.0.0.1:1/api/webhooks/1/sEcReT",
-                       allow_insecure=True)
+def test_a_network_error_never_records_the_url(
+    db: Database, cipher: TokenCipher, http: httpx.Client, clock: ManualClock
+) -> None:
+    hook = add_webhook(
+        db, cipher, "discord", "http://127.0.0.1:1/api/webhooks/1/sEcReT", allow_insecure=True
+    )
     add_events(db, [make_payload(1, clock.as_clock().now())])
     assert _deliver(db, cipher, http, clock).failed == 1
     error = get_webhook(db, cipher, hook.id).last_error
     assert error and error.endswith("Z network error: ConnectError")
 
 
-def test_slack(db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client,
-               clock: ManualClock) -> None:
+def test_slack(
+    db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client, clock: ManualClock
+) -> None:
     add_webhook(db, cipher, "slack", chat.slack_url(), allow_insecure=True)
     add_events(db, [make_payload(1, clock.as_clock().now(), victim="<!channel> Boss")])
     assert _deliver(db, cipher, http, clock).posted == 1
@@ -210,7 +234,8 @@ def test_slack(db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.
 
 
 def test_two_deliverers_at_once_post_each_event_once(
-        db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client) -> None:
+    db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client
+) -> None:
     _discord(db, cipher, chat)
     add_events(db, [make_payload(k, datetime.now().astimezone()) for k in range(1, 21)])
     barrier = threading.Barrier(3)
@@ -230,8 +255,9 @@ def test_two_deliverers_at_once_post_each_event_once(
     assert sorted(titles) == sorted(f"Killmail {k}" for k in range(1, 21))
 
 
-def test_test_message(db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client,
-                      clock: ManualClock) -> None:
+def test_test_message(
+    db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client, clock: ManualClock
+) -> None:
     hook = _discord(db, cipher, chat)
     result = send_test_message(db, cipher, http, hook.id, clock=clock.as_clock(), policy=POLICY)
     assert result.status is PostStatus.OK

@@ -78,9 +78,7 @@ MakeRabbit = Callable[..., RabbitBroker]
 
 
 @pytest.fixture
-def make_rabbit(
-    rabbitmq_url: str, queue_name: str, lease_db: Database
-) -> Iterator[MakeRabbit]:
+def make_rabbit(rabbitmq_url: str, queue_name: str, lease_db: Database) -> Iterator[MakeRabbit]:
     """Build RabbitMQ brokers on this test's queue; all are closed and the queues deleted."""
     made: list[RabbitBroker] = []
 
@@ -154,11 +152,21 @@ def close_connections_named(name: str) -> int:
         unavailable("rabbitmqctl (to force-close connections)")
     listing = subprocess.run(
         ["rabbitmqctl", "-q", "--no-table-headers", "list_connections", "pid", "client_properties"],
-        capture_output=True, text=True, check=True, timeout=30,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
     )
-    pids = [line.split("\t", 1)[0] for line in listing.stdout.splitlines()
-            if f'{{"connection_name","{name}"}}' in line]
+    pids = [
+        line.split("\t", 1)[0]
+        for line in listing.stdout.splitlines()
+        if f'{{"connection_name","{name}"}}' in line
+    ]
     for pid in pids:
-        subprocess.run(["rabbitmqctl", "-q", "close_connection", pid, "killsync test"],
-                       capture_output=True, check=True, timeout=30)
+        subprocess.run(
+            ["rabbitmqctl", "-q", "close_connection", pid, "killsync test"],
+            capture_output=True,
+            check=True,
+            timeout=30,
+        )
     return len(pids)

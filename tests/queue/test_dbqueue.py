@@ -50,8 +50,7 @@ def test_consume_runs_jobs_in_priority_order(db: Database) -> None:
     queue.publish(jobs(10, 11, 12))
     queue.publish(jobs(20), priority=3)
     seen: list[int] = []
-    result = consume(queue, lambda job: seen.append(job.character_id) or Outcome.done(),
-                     drain=True)
+    result = consume(queue, lambda job: seen.append(job.character_id) or Outcome.done(), drain=True)
     assert seen == [20, 10, 11, 12]
     assert (result.handled, result.done) == (4, 4)
     assert rows(db) == 0
@@ -156,13 +155,20 @@ def test_a_handler_can_bury_a_job_at_once(db: Database) -> None:
 def test_poison_goes_straight_to_the_dead_letters(db: Database, now: ManualNow) -> None:
     queue = broker(db, now=now)
     with db.session() as s:
-        s.execute(insert(JobRow).values(
-            job_id="bad-1", queue=queue.queue_name, character_id=5, priority=0, attempt=0,
-            payload={"v": 2, "job_id": "bad-1", "character_id": 5}, available_at=now()))
+        s.execute(
+            insert(JobRow).values(
+                job_id="bad-1",
+                queue=queue.queue_name,
+                character_id=5,
+                priority=0,
+                attempt=0,
+                payload={"v": 2, "job_id": "bad-1", "character_id": 5},
+                available_at=now(),
+            )
+        )
     queue.publish(jobs(6))
     seen: list[int] = []
-    result = consume(queue, lambda job: seen.append(job.character_id) or Outcome.done(),
-                     drain=True)
+    result = consume(queue, lambda job: seen.append(job.character_id) or Outcome.done(), drain=True)
     assert (result.poisoned, result.done, seen) == (1, 1, [6])
     (dead,) = queue.dead_letters()
     assert dead.reason == "poison: unknown job version 2 (this killsync reads 1)"
@@ -193,8 +199,11 @@ def test_a_crashed_workers_job_is_run_by_another_consumer(db: Database) -> None:
     crashed.publish(jobs(9))
     (lost,) = crashed.reserve()
     seen: list[int] = []
-    result = consume(broker(db, visibility_timeout_s=0.5),
-                     lambda job: seen.append(job.attempt) or Outcome.done(), max_jobs=1)
+    result = consume(
+        broker(db, visibility_timeout_s=0.5),
+        lambda job: seen.append(job.attempt) or Outcome.done(),
+        max_jobs=1,
+    )
     assert (seen, result.done) == ([1], 1)
     assert lost.tries == 1
 
@@ -269,8 +278,7 @@ def test_stop_finishes_running_jobs_first(db: Database) -> None:
     assert started.wait(10)
     result = worker.join(stop=True)
     assert result.done == 1
-    assert queue.stats() == QueueStats(ready=2, delayed=0, running=0, dead_letters=0,
-                                       consumers=0)
+    assert queue.stats() == QueueStats(ready=2, delayed=0, running=0, dead_letters=0, consumers=0)
 
 
 def test_stats(db: Database, now: ManualNow) -> None:
@@ -279,12 +287,10 @@ def test_stats(db: Database, now: ManualNow) -> None:
     running, delayed, dead = queue.reserve(limit=3)
     assert queue.settle(delayed, Settlement(Action.RETRY, "later", 60))
     assert queue.settle(dead, Settlement(Action.DEAD, "gone"))
-    assert queue.stats() == QueueStats(ready=2, delayed=1, running=1, dead_letters=1,
-                                       consumers=0)
+    assert queue.stats() == QueueStats(ready=2, delayed=1, running=1, dead_letters=1, consumers=0)
     assert running.job.character_id == 1
     now.advance(61)
-    assert queue.stats() == QueueStats(ready=3, delayed=0, running=1, dead_letters=1,
-                                       consumers=0)
+    assert queue.stats() == QueueStats(ready=3, delayed=0, running=1, dead_letters=1, consumers=0)
 
 
 def test_stats_count_live_consumers(db: Database) -> None:
@@ -312,16 +318,27 @@ def test_operators_list_requeue_and_purge_dead_letters(db: Database, now: Manual
     for delivery in queue.reserve(limit=3):
         queue.dead_letter(delivery, f"broken {delivery.job.character_id}")
     with db.session() as s:
-        s.execute(insert(JobRow).values(
-            job_id="bad", queue=queue.queue_name, character_id=4, priority=0, attempt=0,
-            payload={"nonsense": True}, available_at=now()))
+        s.execute(
+            insert(JobRow).values(
+                job_id="bad",
+                queue=queue.queue_name,
+                character_id=4,
+                priority=0,
+                attempt=0,
+                payload={"nonsense": True},
+                available_at=now(),
+            )
+        )
     assert queue.reserve() == []  # buries the poison row
     assert [d.reason for d in queue.dead_letters(limit=2)] == ["broken 1", "broken 2"]
     queue.publish(jobs(2))  # character 2 got a new job meanwhile
     result = queue.requeue_dead_letters()
     assert (result.requeued, result.dropped, result.kept) == (2, 1, 1)
     assert {(d.job.character_id, d.tries) for d in queue.reserve(limit=5)} == {
-        (1, 1), (2, 1), (3, 1)}
+        (1, 1),
+        (2, 1),
+        (3, 1),
+    }
     assert queue.purge_dead_letters() == 1
     assert queue.dead_letters() == []
 
@@ -346,8 +363,9 @@ def test_competing_consumers_run_each_job_once(db: Database) -> None:
 
     databases = [Database(db.url) for _ in range(2)]  # two worker processes
     try:
-        workers = [BackgroundConsumer(broker(d), handler, concurrency=3, drain=True)
-                   for d in databases]
+        workers = [
+            BackgroundConsumer(broker(d), handler, concurrency=3, drain=True) for d in databases
+        ]
         results = [w.join() for w in workers]
     finally:
         for d in databases:

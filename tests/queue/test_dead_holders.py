@@ -52,8 +52,7 @@ def statements_on(db: Database, table: str) -> Iterator[list[str]]:
 # -- leases --------------------------------------------------------------------------
 
 
-def test_a_dead_local_holders_lease_is_taken_over_at_once(db: Database, now: ManualNow
-                                                          ) -> None:
+def test_a_dead_local_holders_lease_is_taken_over_at_once(db: Database, now: ManualNow) -> None:
     leases = Leases(db, now=now)
     name = character_lease(91000001)
     dead = dead_owner("job-1")
@@ -100,8 +99,11 @@ def test_many_at_once_take_the_free_and_the_dead_only(db: Database, now: ManualN
     mine = {n: this_owner("mine") for n in names}
     assert leases.acquire_many(mine, ttl_s=HOLDER_TIMEOUT_S) == {names[0], names[1]}
     assert leases.active("character:9100001") == {
-        names[0]: this_owner("mine"), names[1]: this_owner("mine"),
-        names[2]: this_owner("b"), names[3]: f"{ELSEWHERE}:c"}
+        names[0]: this_owner("mine"),
+        names[1]: this_owner("mine"),
+        names[2]: this_owner("b"),
+        names[3]: f"{ELSEWHERE}:c",
+    }
 
 
 def test_racing_takeovers_of_a_dead_lease_get_one_winner(db: Database) -> None:
@@ -151,8 +153,9 @@ def test_the_keeper_renews_every_lease_in_one_statement(db: Database, now: Manua
 # -- RabbitMQ's queued:/running: leases (owned by the job, not by a process) ------------
 
 
-def test_a_redelivered_job_takes_its_rabbitmq_leases_back_at_once(db: Database,
-                                                                  now: ManualNow) -> None:
+def test_a_redelivered_job_takes_its_rabbitmq_leases_back_at_once(
+    db: Database, now: ManualNow
+) -> None:
     def book() -> LeaseBook:
         return LeaseBook(db, "q", now=now, queued_ttl_s=3600, running_ttl_s=HOLDER_TIMEOUT_S)
 
@@ -201,8 +204,9 @@ def test_a_consumer_started_after_a_crash_runs_the_dead_consumers_jobs(db: Datab
     crashed.publish([Job.new(1), Job.new(2), Job.new(3)])
     assert len(crashed.reserve(limit=2)) == 2
     seen: list[int] = []
-    result = consume(broker(db), lambda job: seen.append(job.character_id) or Outcome.done(),
-                     drain=True)
+    result = consume(
+        broker(db), lambda job: seen.append(job.character_id) or Outcome.done(), drain=True
+    )
     assert sorted(seen) == [1, 2, 3]
     assert result.done == 3
 

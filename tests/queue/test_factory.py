@@ -14,8 +14,12 @@ from killcli.queue.rabbit import RabbitBroker
 
 
 def settings(tmp_path: Path, broker_url: str | None) -> Settings:
-    return Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 'k.db'}",
-                    broker_url=broker_url, queue_name="factory-test")
+    return Settings(
+        home=tmp_path,
+        database_url=f"sqlite:///{tmp_path / 'k.db'}",
+        broker_url=broker_url,
+        queue_name="factory-test",
+    )
 
 
 def test_no_broker_url_means_the_database_queue(tmp_path: Path, db: Database) -> None:
@@ -25,8 +29,7 @@ def test_no_broker_url_means_the_database_queue(tmp_path: Path, db: Database) ->
         assert broker.publish([Job.new(1)]) == 1
 
 
-def test_an_unreachable_rabbitmq_fails_at_startup_in_one_line(tmp_path: Path,
-                                                              db: Database) -> None:
+def test_an_unreachable_rabbitmq_fails_at_startup_in_one_line(tmp_path: Path, db: Database) -> None:
     url = "amqp://killsync:s3cret@127.0.0.1:1/%2F"  # nothing listens on port 1
     with pytest.raises(QueueUnavailable) as caught:
         open_broker(settings(tmp_path, url), db)

@@ -13,8 +13,14 @@ from killcli.queue.policy import Action
 from killcli.queue.rabbit_topology import Topology
 
 WHEN = datetime(2026, 3, 1, 10, 30, tzinfo=UTC)
-GOOD = {"v": 1, "job_id": "j-1", "character_id": 90000001,
-        "requested_at": "2026-03-01T10:30:00+00:00", "full": False, "attempt": 0}
+GOOD = {
+    "v": 1,
+    "job_id": "j-1",
+    "character_id": 90000001,
+    "requested_at": "2026-03-01T10:30:00+00:00",
+    "full": False,
+    "attempt": 0,
+}
 
 
 def test_encode_is_compact_json_with_the_documented_keys() -> None:

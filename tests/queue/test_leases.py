@@ -52,9 +52,18 @@ def test_many_at_once_and_prefix_queries(db: Database, now: ManualNow) -> None:
     assert leases.acquire("queued:qx%:1", "unrelated", ttl_s=30)  # `_` and `%` are literal
     assert leases.count("queued:q_%:") == 8
     assert set(leases.active("queued:q_%:").values()) == {
-        "job-1", "job-2", "job-3", "job-4", "job-5", "other-6", "other-7", "other-8"}
-    assert leases.release_many({queued_lease("q_%", 1): "job-1",
-                                queued_lease("q_%", 2): "wrong"}) == 1
+        "job-1",
+        "job-2",
+        "job-3",
+        "job-4",
+        "job-5",
+        "other-6",
+        "other-7",
+        "other-8",
+    }
+    assert (
+        leases.release_many({queued_lease("q_%", 1): "job-1", queued_lease("q_%", 2): "wrong"}) == 1
+    )
     now.advance(31)
     assert leases.count("queued:") == 0
     assert leases.purge_expired() == 8

@@ -46,8 +46,9 @@ def raw_publish(url: str, queue: str, body: bytes) -> None:
         connection.channel().basic_publish("", queue, body)
 
 
-def test_topology_declaration_is_idempotent(make_rabbit: MakeRabbit, rabbitmq_url: str,
-                                            queue_name: str) -> None:
+def test_topology_declaration_is_idempotent(
+    make_rabbit: MakeRabbit, rabbitmq_url: str, queue_name: str
+) -> None:
     first = make_rabbit().open()
     with pika.BlockingConnection(pika.URLParameters(rabbitmq_url)) as connection:
         channel = connection.channel()
@@ -55,12 +56,12 @@ def test_topology_declaration_is_idempotent(make_rabbit: MakeRabbit, rabbitmq_ur
         Topology(queue_name).declare(channel)  # and again on the same channel
     second = make_rabbit().open()
     assert first.publish(jobs(1)) == 1
-    assert second.stats() == QueueStats(ready=1, delayed=0, running=0, dead_letters=0,
-                                        consumers=0)
+    assert second.stats() == QueueStats(ready=1, delayed=0, running=0, dead_letters=0, consumers=0)
 
 
-def test_a_queue_declared_otherwise_is_reported(make_rabbit: MakeRabbit, rabbitmq_url: str,
-                                                queue_name: str) -> None:
+def test_a_queue_declared_otherwise_is_reported(
+    make_rabbit: MakeRabbit, rabbitmq_url: str, queue_name: str
+) -> None:
     with pika.BlockingConnection(pika.URLParameters(rabbitmq_url)) as connection:
         connection.channel().queue_declare(queue_name, durable=True)  # no x-max-priority
     with pytest.raises(QueueUnavailable) as caught:
@@ -93,8 +94,9 @@ def test_a_character_is_never_queued_twice(make_rabbit: MakeRabbit) -> None:
     assert queue.publish(jobs(1)) == 1
 
 
-def test_racing_publishers_enqueue_each_character_once(make_rabbit: MakeRabbit,
-                                                       db: Database) -> None:
+def test_racing_publishers_enqueue_each_character_once(
+    make_rabbit: MakeRabbit, db: Database
+) -> None:
     characters = list(range(500, 540))
     databases = [Database(db.url) for _ in range(4)]  # four `killsync queue` processes
     brokers = [make_rabbit(db=d).open() for d in databases]
@@ -153,12 +155,12 @@ def test_retries_with_backoff_then_dead_letter(make_rabbit: MakeRabbit) -> None:
     assert (dead.job_id, dead.character_id, dead.attempts) == (job.job_id, 7, 3)
     assert dead.failed_at is not None
     assert queue.queued_character_ids() == set()
-    assert queue.stats() == QueueStats(ready=0, delayed=0, running=0, dead_letters=1,
-                                       consumers=0)
+    assert queue.stats() == QueueStats(ready=0, delayed=0, running=0, dead_letters=1, consumers=0)
 
 
-def test_poison_goes_straight_to_the_dead_letters(make_rabbit: MakeRabbit, rabbitmq_url: str,
-                                                  queue_name: str) -> None:
+def test_poison_goes_straight_to_the_dead_letters(
+    make_rabbit: MakeRabbit, rabbitmq_url: str, queue_name: str
+) -> None:
     queue = make_rabbit().open()
     raw_publish(rabbitmq_url, queue_name, b"{oops")
     future = {**json.loads(Job.new(3).encode()), "v": 2}
@@ -190,8 +192,9 @@ def test_an_unacked_job_returns_when_its_connection_closes(
     assert (seen, result.done) == ([9], 1)
 
 
-def test_a_job_longer_than_the_heartbeat_completes(make_rabbit: MakeRabbit,
-                                                   rabbitmq_url: str) -> None:
+def test_a_job_longer_than_the_heartbeat_completes(
+    make_rabbit: MakeRabbit, rabbitmq_url: str
+) -> None:
     queue = make_rabbit(url=f"{rabbitmq_url}?heartbeat=2")
     queue.publish(jobs(12))
     calls: list[int] = []
@@ -223,13 +226,15 @@ def test_stats(make_rabbit: MakeRabbit, rabbitmq_url: str, queue_name: str) -> N
     worker = BackgroundConsumer(queue, handler, concurrency=1, drain=True)
     assert started.wait(10)
     observer = make_rabbit()
-    assert observer.stats() == QueueStats(ready=2, delayed=0, running=1, dead_letters=1,
-                                          consumers=1)
+    assert observer.stats() == QueueStats(
+        ready=2, delayed=0, running=1, dead_letters=1, consumers=1
+    )
     release.set()
     result = worker.join()
     assert (result.done, result.retried, result.poisoned) == (2, 1, 1)
-    assert observer.stats() == QueueStats(ready=0, delayed=1, running=0, dead_letters=1,
-                                          consumers=0)
+    assert observer.stats() == QueueStats(
+        ready=0, delayed=1, running=0, dead_letters=1, consumers=0
+    )
     assert observer.queued_character_ids() == {2}  # still queued: waiting for its retry
 
 

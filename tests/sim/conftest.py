@@ -38,8 +38,9 @@ def make_sim(keys: SigningKeys) -> Iterator[SimFactory]:
     """Start simulators (``make_sim(scenario, clock=...)``); all are stopped afterwards."""
     started: list[SimServer] = []
 
-    def make(scenario: Scenario | str = "smoke", *, clock: ManualClock | None = None,
-             seed: int = 1) -> SimServer:
+    def make(
+        scenario: Scenario | str = "smoke", *, clock: ManualClock | None = None, seed: int = 1
+    ) -> SimServer:
         chosen = Scenario.named(scenario, seed=seed) if isinstance(scenario, str) else scenario
         sim = SimServer(chosen, port=0, clock=clock, keys=keys).start()
         started.append(sim)

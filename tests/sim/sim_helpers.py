@@ -23,8 +23,10 @@ OPENAPI_JSON = "esi-openapi-2025-08-26.json"
 OPENAPI_YAML = "esi-openapi-2026-08-18.yaml"
 #: ``make_sim(scenario_or_name, clock=None, seed=1) -> SimServer`` (see conftest).
 SimFactory = Callable[..., SimServer]
-CLIENT_HEADERS = {"User-Agent": "killsync-tests/0 (tests@example.org)",
-                  "X-Compatibility-Date": "2025-08-26"}
+CLIENT_HEADERS = {
+    "User-Agent": "killsync-tests/0 (tests@example.org)",
+    "X-Compatibility-Date": "2025-08-26",
+}
 
 
 def esi_file(name: str) -> Path:
@@ -66,8 +68,9 @@ class OpenApi:
 
     def validate(self, name: str, instance: Any) -> None:
         """Raise ``jsonschema.ValidationError`` unless ``instance`` fits the schema."""
-        validator = Draft202012Validator({"$ref": f"urn:esi#/components/schemas/{name}"},
-                                         registry=self._registry)
+        validator = Draft202012Validator(
+            {"$ref": f"urn:esi#/components/schemas/{name}"}, registry=self._registry
+        )
         validator.validate(instance)
 
     def assert_no_extra_keys(self, name: str, instance: Any) -> None:

@@ -37,8 +37,9 @@ def test_body_route_answers_exact_bytes(sim: SimServer, http: httpx.Client) -> N
     assert response.content == sim.world.body_bytes(killmail_id)
     assert response.json() == sim.world.body(killmail_id)
     assert response.headers["ETag"].startswith('"')
-    again = http.get(body_url(sim, killmail_id),
-                     headers={"If-None-Match": response.headers["ETag"]})
+    again = http.get(
+        body_url(sim, killmail_id), headers={"If-None-Match": response.headers["ETag"]}
+    )
     assert (again.status_code, again.content) == (304, b"")
     wrong = http.get(body_url(sim, killmail_id, "0" * 40))
     assert wrong.json() == {"error": "Invalid killmail_id and/or killmail_hash"}
@@ -62,10 +63,14 @@ def test_world_has_every_odd_shape(chaos_world: World) -> None:
     bodies = [chaos_world.body(k) for k in chaos_world.killmails]
     attackers = [a for b in bodies for a in b["attackers"]]
     items = [i for b in bodies for i in b["victim"].get("items", [])]
-    assert any(set(a) >= {"faction_id"} and "character_id" not in a
-               and "corporation_id" not in a for a in attackers)
-    assert any("corporation_id" in a and "character_id" not in a
-               and "faction_id" not in a for a in attackers)
+    assert any(
+        set(a) >= {"faction_id"} and "character_id" not in a and "corporation_id" not in a
+        for a in attackers
+    )
+    assert any(
+        "corporation_id" in a and "character_id" not in a and "faction_id" not in a
+        for a in attackers
+    )
     assert any("ship_type_id" not in a for a in attackers)
     assert any("character_id" not in b["victim"] for b in bodies)
     assert any("war_id" in b for b in bodies) and any("moon_id" in b for b in bodies)
@@ -73,10 +78,21 @@ def test_world_has_every_odd_shape(chaos_world: World) -> None:
     assert any("items" not in b["victim"] for b in bodies)
     containers = [i for i in items if "items" in i]
     assert containers and all("items" not in child for c in containers for child in c["items"])
-    assert any(n > 1 for b in bodies for n in Counter(
-        (i["item_type_id"], i["flag"]) for i in b["victim"].get("items", [])).values())
-    ids = [v for b in bodies for obj in _walk(b) if isinstance(obj, dict)
-           for k, v in obj.items() if k.endswith("_id")]
+    assert any(
+        n > 1
+        for b in bodies
+        for n in Counter(
+            (i["item_type_id"], i["flag"]) for i in b["victim"].get("items", [])
+        ).values()
+    )
+    ids = [
+        v
+        for b in bodies
+        for obj in _walk(b)
+        if isinstance(obj, dict)
+        for k, v in obj.items()
+        if k.endswith("_id")
+    ]
     assert any(v > 2**31 for v in ids)
     assert any(2_100_000_000 <= v < 2**31 for v in ids)
     assert any(isinstance(a["security_status"], int) for a in attackers)
@@ -103,17 +119,28 @@ def test_names_are_markup_and_unicode(sim: SimServer, http: httpx.Client) -> Non
     ids = [c.character_id for c in sim.world.characters]
     response = http.post(f"{sim.esi_url}/universe/names", json=ids)
     assert {r["name"] for r in response.json()} == names
-    assert "\\u003c" in http.post(f"{sim.esi_url}/universe/names", json=[
-        next(k for k in _all_ids(sim.world) if (sim.world.name(k) or ("", ""))[0] == "<i>x</i>")
-    ]).text
+    assert (
+        "\\u003c"
+        in http.post(
+            f"{sim.esi_url}/universe/names",
+            json=[
+                next(
+                    k
+                    for k in _all_ids(sim.world)
+                    if (sim.world.name(k) or ("", ""))[0] == "<i>x</i>"
+                )
+            ],
+        ).text
+    )
 
 
 def _all_ids(world: World) -> set[int]:
     return {i for k in world.killmails for i in ids_in_body(world.body(k))}
 
 
-def test_names_resolve_every_id_except_the_unknown_ones(make_sim: SimFactory,
-                                                        http: httpx.Client) -> None:
+def test_names_resolve_every_id_except_the_unknown_ones(
+    make_sim: SimFactory, http: httpx.Client
+) -> None:
     sim = make_sim("chaos")
     unknown = set(sim.world.unknown_ids)
     assert len(unknown) == 2
@@ -122,23 +149,37 @@ def test_names_resolve_every_id_except_the_unknown_ones(make_sim: SimFactory,
     known = [i for i in ids if i not in unknown]
     categories: Counter[str] = Counter()
     for start in range(0, len(known), 1000):
-        response = http.post(f"{sim.esi_url}/universe/names", json=known[start:start + 1000])
+        response = http.post(f"{sim.esi_url}/universe/names", json=known[start : start + 1000])
         assert response.status_code == 200
-        assert [r["id"] for r in response.json()] == known[start:start + 1000]
+        assert [r["id"] for r in response.json()] == known[start : start + 1000]
         categories.update(r["category"] for r in response.json())
-    assert set(categories) == {"character", "corporation", "alliance", "faction",
-                               "inventory_type", "solar_system"}
+    assert set(categories) == {
+        "character",
+        "corporation",
+        "alliance",
+        "faction",
+        "inventory_type",
+        "solar_system",
+    }
     failing = http.post(f"{sim.esi_url}/universe/names", json=[known[0], min(unknown)])
     assert failing.status_code == 404
     assert failing.json() == {"error": "Ensure all IDs are valid before resolving."}
 
 
-@pytest.mark.parametrize(("payload", "status"), [
-    (list(range(1, 1002)), 400), ([1, 1], 400), ([], 400), ({"ids": [1]}, 400),
-    (["1"], 400), ([True], 400),
-])
-def test_names_rejects_bad_requests(sim: SimServer, http: httpx.Client, payload: Any,
-                                    status: int) -> None:
+@pytest.mark.parametrize(
+    ("payload", "status"),
+    [
+        (list(range(1, 1002)), 400),
+        ([1, 1], 400),
+        ([], 400),
+        ({"ids": [1]}, 400),
+        (["1"], 400),
+        ([True], 400),
+    ],
+)
+def test_names_rejects_bad_requests(
+    sim: SimServer, http: httpx.Client, payload: Any, status: int
+) -> None:
     response = http.post(f"{sim.esi_url}/universe/names", content=json.dumps(payload))
     assert response.status_code == status
     assert "error" in response.json()

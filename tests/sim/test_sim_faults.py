@@ -55,10 +55,12 @@ def test_stall_outlasts_the_client_and_counts_as_an_error(sim: SimServer) -> Non
     assert sim.stats.snapshot().stalls == 1
 
 
-def test_downtime_window_answers_503_on_every_route(make_sim: SimFactory, clock: ManualClock,
-                                                    http: httpx.Client) -> None:
-    sim = make_sim(replace(Scenario.named("smoke"),
-                           faults=FaultPlan(downtime_s=(10.0, 20.0))), clock=clock)
+def test_downtime_window_answers_503_on_every_route(
+    make_sim: SimFactory, clock: ManualClock, http: httpx.Client
+) -> None:
+    sim = make_sim(
+        replace(Scenario.named("smoke"), faults=FaultPlan(downtime_s=(10.0, 20.0))), clock=clock
+    )
     char = sim.world.character_ids[0]
     urls = [f"{sim.esi_url}/status", body_url(sim, next(iter(sim.world.killmails)))]
     assert [http.get(u).status_code for u in urls] == [200, 200]
@@ -106,8 +108,7 @@ def _pairs(sim: SimServer, ids: list[int]) -> list[tuple[int, int]]:
 
 
 def test_latency_with_jitter(make_sim: SimFactory, http: httpx.Client) -> None:
-    sim = make_sim(replace(Scenario.named("smoke"),
-                           faults=FaultPlan(latency_ms=60, jitter_ms=20)))
+    sim = make_sim(replace(Scenario.named("smoke"), faults=FaultPlan(latency_ms=60, jitter_ms=20)))
     started = time.monotonic()
     for killmail_id in sorted(sim.world.killmails)[:5]:
         assert http.get(body_url(sim, killmail_id)).status_code == 200
@@ -115,9 +116,18 @@ def test_latency_with_jitter(make_sim: SimFactory, http: httpx.Client) -> None:
 
 
 def test_chaos_scenario_mixes_every_fault(make_sim: SimFactory) -> None:
-    sim = make_sim(replace(Scenario.named("chaos", seed=2),
-                           faults=replace(Scenario.named("chaos").faults, stall_s=0.5,
-                                          latency_ms=0, jitter_ms=0, downtime_s=None)))
+    sim = make_sim(
+        replace(
+            Scenario.named("chaos", seed=2),
+            faults=replace(
+                Scenario.named("chaos").faults,
+                stall_s=0.5,
+                latency_ms=0,
+                jitter_ms=0,
+                downtime_s=None,
+            ),
+        )
+    )
     outcomes: dict[str, int] = {}
     with httpx.Client(headers=CLIENT_HEADERS, timeout=0.3) as client:
         for killmail_id in sorted(sim.world.killmails):

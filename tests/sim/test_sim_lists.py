@@ -42,8 +42,7 @@ def test_pages_cover_the_list_newest_first(paged: SimServer, http: httpx.Client)
     assert times == sorted(times, reverse=True)
     assert len({p.headers["Last-Modified"] for p in pages}) == 1
     assert len({p.headers["ETag"] for p in pages}) == len(pages)
-    assert all(p.headers["ETag"].startswith('"') and p.headers["ETag"].endswith('"')
-               for p in pages)
+    assert all(p.headers["ETag"].startswith('"') and p.headers["ETag"].endswith('"') for p in pages)
 
 
 def test_pages_outside_the_list_are_errors(paged: SimServer, http: httpx.Client) -> None:
@@ -53,16 +52,16 @@ def test_pages_outside_the_list_are_errors(paged: SimServer, http: httpx.Client)
     beyond = http.get(list_url(paged, char), params={"page": pages + 1}, headers=token)
     assert beyond.status_code == 404
     for bad in ("0", "-1", "two"):
-        assert http.get(list_url(paged, char), params={"page": bad},
-                        headers=token).status_code == 400
+        assert (
+            http.get(list_url(paged, char), params={"page": bad}, headers=token).status_code == 400
+        )
 
 
 def test_latest_prefix_is_the_same_route(paged: SimServer, http: httpx.Client) -> None:
     char = paged.world.character_ids[0]
     token = bearer(paged.access_token(char))
     plain = http.get(list_url(paged, char), headers=token)
-    latest = http.get(f"{paged.esi_url}/latest/characters/{char}/killmails/recent/",
-                      headers=token)
+    latest = http.get(f"{paged.esi_url}/latest/characters/{char}/killmails/recent/", headers=token)
     assert latest.status_code == 200
     assert latest.json() == plain.json()
 
@@ -71,8 +70,9 @@ def test_if_none_match_gives_304_without_body(paged: SimServer, http: httpx.Clie
     char = paged.world.character_ids[0]
     token = bearer(paged.access_token(char))
     first = http.get(list_url(paged, char), headers=token)
-    again = http.get(list_url(paged, char),
-                     headers={**token, "If-None-Match": first.headers["ETag"]})
+    again = http.get(
+        list_url(paged, char), headers={**token, "If-None-Match": first.headers["ETag"]}
+    )
     assert again.status_code == 304
     assert again.content == b""
     assert again.headers["ETag"] == first.headers["ETag"]
@@ -82,14 +82,14 @@ def test_if_none_match_gives_304_without_body(paged: SimServer, http: httpx.Clie
     assert paged.stats.snapshot().not_modified == 1
 
 
-def test_new_kills_appear_only_when_the_cache_refreshes(paged: SimServer, clock: ManualClock,
-                                                        http: httpx.Client) -> None:
+def test_new_kills_appear_only_when_the_cache_refreshes(
+    paged: SimServer, clock: ManualClock, http: httpx.Client
+) -> None:
     char = paged.world.character_ids[0]
     token = bearer(paged.access_token(char, lifetime_s=10**6))
     first = http.get(list_url(paged, char), headers=token)
     expires = parsedate_to_datetime(first.headers["Expires"])
-    assert expires - parsedate_to_datetime(first.headers["Last-Modified"]) == timedelta(
-        seconds=300)
+    assert expires - parsedate_to_datetime(first.headers["Last-Modified"]) == timedelta(seconds=300)
     clock.advance(10)
     new_id = paged.world.add_kill(victim=char)
     assert new_id > max(k for k in paged.world.killmails if k != new_id)
@@ -103,11 +103,13 @@ def test_new_kills_appear_only_when_the_cache_refreshes(paged: SimServer, clock:
     assert fresh.json()[0]["killmail_id"] == new_id
     assert fresh.headers["ETag"] != first.headers["ETag"]
     assert parsedate_to_datetime(fresh.headers["Last-Modified"]) > parsedate_to_datetime(
-        first.headers["Last-Modified"])
+        first.headers["Last-Modified"]
+    )
 
 
-def test_forced_refresh_between_pages_changes_last_modified(paged: SimServer,
-                                                            http: httpx.Client) -> None:
+def test_forced_refresh_between_pages_changes_last_modified(
+    paged: SimServer, http: httpx.Client
+) -> None:
     char = paged.world.character_ids[0]
     token = bearer(paged.access_token(char))
     page1 = http.get(list_url(paged, char), headers=token)
@@ -119,21 +121,30 @@ def test_forced_refresh_between_pages_changes_last_modified(paged: SimServer,
     assert page2.json()[0] == page1.json()[-1]
 
 
-def test_only_the_last_90_days_are_listed(paged: SimServer, clock: ManualClock,
-                                          http: httpx.Client) -> None:
+def test_only_the_last_90_days_are_listed(
+    paged: SimServer, clock: ManualClock, http: httpx.Client
+) -> None:
     world = paged.world
     now = clock.now()
     old = {k for k, r in world.killmails.items() if now - r.killmail_time > timedelta(days=90)}
     assert len(old) == paged.scenario.old_killmails
-    listed = {k for char in world.character_ids for p in _walk(paged, http, char)
-              for k in (r["killmail_id"] for r in p.json())}
+    listed = {
+        k
+        for char in world.character_ids
+        for p in _walk(paged, http, char)
+        for k in (r["killmail_id"] for r in p.json())
+    }
     assert listed and not listed & old
     assert listed == {k for rows in world.ground_truth().values() for k in rows}
     oldest = min(listed, key=lambda k: world.killmails[k].killmail_time)
     age = now - world.killmails[oldest].killmail_time
     clock.advance((timedelta(days=90) - age).total_seconds() + 301)  # past 90 days and cache
-    later = {k for char in world.character_ids for p in _walk(paged, http, char)
-             for k in (r["killmail_id"] for r in p.json())}
+    later = {
+        k
+        for char in world.character_ids
+        for p in _walk(paged, http, char)
+        for k in (r["killmail_id"] for r in p.json())
+    }
     assert oldest not in later
 
 
@@ -156,9 +167,13 @@ def test_lists_hold_only_kills_the_character_received(make_sim: SimFactory) -> N
             if killmail_id in rows:
                 assert char in record.recipients
     bystanders = [
-        (k, a["character_id"]) for k in world.killmails for a in world.body(k)["attackers"]
-        if a.get("character_id") in world.character_ids and not a["final_blow"]
-        and a["character_id"] not in world.killmails[k].recipients]
+        (k, a["character_id"])
+        for k in world.killmails
+        for a in world.body(k)["attackers"]
+        if a.get("character_id") in world.character_ids
+        and not a["final_blow"]
+        and a["character_id"] not in world.killmails[k].recipients
+    ]
     assert bystanders, "some simulated characters should be mere attackers"
     for killmail_id, char in bystanders:
         assert killmail_id not in received[char]
@@ -175,18 +190,23 @@ def test_npc_final_blow_credits_a_player(make_sim: SimFactory) -> None:
     assert killmail_id in world.ground_truth()[char]
 
 
-@pytest.mark.parametrize(("case", "status", "message"), [
-    ("missing", 401, "authorization not provided"),
-    ("garbage", 401, "authentication failure"),
-    ("expired", 403, "token is expired"),
-    ("scope", 403, "token not valid for scope(s): esi-killmails.read_killmails.v1"),
-    ("subject", 403, "token not valid for this character"),
-])
-def test_list_refuses_bad_tokens(paged: SimServer, clock: ManualClock, http: httpx.Client,
-                                 case: str, status: int, message: str) -> None:
+@pytest.mark.parametrize(
+    ("case", "status", "message"),
+    [
+        ("missing", 401, "authorization not provided"),
+        ("garbage", 401, "authentication failure"),
+        ("expired", 403, "token is expired"),
+        ("scope", 403, "token not valid for scope(s): esi-killmails.read_killmails.v1"),
+        ("subject", 403, "token not valid for this character"),
+    ],
+)
+def test_list_refuses_bad_tokens(
+    paged: SimServer, clock: ManualClock, http: httpx.Client, case: str, status: int, message: str
+) -> None:
     first, second = paged.world.character_ids[:2]
     tokens = {
-        "missing": {}, "garbage": bearer("not.a.jwt"),
+        "missing": {},
+        "garbage": bearer("not.a.jwt"),
         "expired": bearer(paged.access_token(first, lifetime_s=60)),
         "scope": bearer(paged.access_token(first, scopes=[READ_CORP_KILLMAILS])),
         "subject": bearer(paged.access_token(second)),

@@ -34,22 +34,30 @@ def _check(openapi: OpenApi, path: str, response: httpx.Response, method: str = 
     name = openapi.response_schema_name(path, method)
     openapi.validate(name, payload)
     openapi.assert_no_extra_keys(name, payload)
-    missing = {h for h in openapi.documented_headers(path, method)
-               if h.lower() not in response.headers}
+    missing = {
+        h for h in openapi.documented_headers(path, method) if h.lower() not in response.headers
+    }
     assert not missing, f"{path}: documented headers missing: {missing}"
     return payload
 
 
-def test_killmail_routes_match_their_schemas(sim: SimServer, http: httpx.Client,
-                                             openapi: OpenApi) -> None:
+def test_killmail_routes_match_their_schemas(
+    sim: SimServer, http: httpx.Client, openapi: OpenApi
+) -> None:
     char = sim.world.characters[0].character_id
     token = sim.access_token(char)
-    rows = _check(openapi, "/characters/{character_id}/killmails/recent",
-                  _get(http, list_url(sim, char), headers=bearer(token)))
+    rows = _check(
+        openapi,
+        "/characters/{character_id}/killmails/recent",
+        _get(http, list_url(sim, char), headers=bearer(token)),
+    )
     assert rows, "the first character's list should not be empty"
     for killmail_id in list(sim.world.killmails)[:40]:
-        body = _check(openapi, "/killmails/{killmail_id}/{killmail_hash}",
-                      _get(http, body_url(sim, killmail_id)))
+        body = _check(
+            openapi,
+            "/killmails/{killmail_id}/{killmail_hash}",
+            _get(http, body_url(sim, killmail_id)),
+        )
         assert body == sim.world.body(killmail_id)
 
 
@@ -63,8 +71,9 @@ def test_generated_bodies_are_valid_killmails(name: str, sample: int, openapi: O
         openapi.assert_no_extra_keys("KillmailsKillmailIdKillmailHashGet", body)
 
 
-def test_lookup_routes_match_their_schemas(sim: SimServer, http: httpx.Client,
-                                           openapi: OpenApi) -> None:
+def test_lookup_routes_match_their_schemas(
+    sim: SimServer, http: httpx.Client, openapi: OpenApi
+) -> None:
     body = sim.world.body(next(iter(sim.world.killmails)))
     attacker = next(a for a in body["attackers"] if "character_id" in a)
     corp = sim.world.character(attacker["character_id"])
@@ -72,24 +81,28 @@ def test_lookup_routes_match_their_schemas(sim: SimServer, http: httpx.Client,
     names = http.post(f"{sim.esi_url}/universe/names", json=sorted(ids_in_body(body)))
     assert names.status_code == 200
     _check(openapi, "/universe/names", names, "post")
-    affiliation = http.post(f"{sim.esi_url}/characters/affiliation",
-                            json=[c.character_id for c in sim.world.characters])
+    affiliation = http.post(
+        f"{sim.esi_url}/characters/affiliation", json=[c.character_id for c in sim.world.characters]
+    )
     assert affiliation.status_code == 200
     _check(openapi, "/characters/affiliation", affiliation, "post")
     alliance_id = next(c.alliance_id for c in sim.world.characters if c.alliance_id)
-    for path, value in (("/characters/{character_id}", attacker["character_id"]),
-                        ("/corporations/{corporation_id}", corp.corporation_id),
-                        ("/alliances/{alliance_id}", alliance_id),
-                        ("/universe/types/{type_id}", body["victim"]["ship_type_id"]),
-                        ("/universe/systems/{system_id}", body["solar_system_id"])):
+    for path, value in (
+        ("/characters/{character_id}", attacker["character_id"]),
+        ("/corporations/{corporation_id}", corp.corporation_id),
+        ("/alliances/{alliance_id}", alliance_id),
+        ("/universe/types/{type_id}", body["victim"]["ship_type_id"]),
+        ("/universe/systems/{system_id}", body["solar_system_id"]),
+    ):
         url = sim.esi_url + re.sub(r"\{\w+\}", str(value), path)
         _check(openapi, path, _get(http, url))
     status = _check(openapi, "/status", _get(http, f"{sim.esi_url}/status"))
     assert status["players"] > 0
 
 
-def test_error_bodies_match_the_error_schema(sim: SimServer, http: httpx.Client,
-                                             openapi: OpenApi) -> None:
+def test_error_bodies_match_the_error_schema(
+    sim: SimServer, http: httpx.Client, openapi: OpenApi
+) -> None:
     killmail_id = next(iter(sim.world.killmails))
     answers = [
         http.get(body_url(sim, killmail_id, "0" * 40)),
@@ -103,8 +116,9 @@ def test_error_bodies_match_the_error_schema(sim: SimServer, http: httpx.Client,
         openapi.validate("Error", answer.json())
 
 
-def test_real_killmails_use_only_shapes_the_simulator_produces(make_sim: SimFactory,
-                                                              openapi: OpenApi) -> None:
+def test_real_killmails_use_only_shapes_the_simulator_produces(
+    make_sim: SimFactory, openapi: OpenApi
+) -> None:
     """The key sets of CCP's real bodies appear in generated bodies too (and vice versa)."""
     folder = esi_file("README.md").parent / "killmails"
     real = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
@@ -132,20 +146,25 @@ def _shapes(bodies: list[dict[str, Any]]) -> dict[str, set[frozenset[str]]]:
 def _yaml_route(text: str, route: str) -> str:
     """The YAML block of one path of the 2026 document (no YAML parser needed)."""
     start = text.index(f"\n  {route}:\n")
-    end = re.search(r"\n  /", text[start + 3:])
-    return text[start: start + 3 + (end.start() if end else len(text))]
+    end = re.search(r"\n  /", text[start + 3 :])
+    return text[start : start + 3 + (end.start() if end else len(text))]
 
 
-@pytest.mark.parametrize(("route", "group", "cache_s"), [
-    ("/characters/{character_id}/killmails/recent", "char-killmail", 300),
-    ("/killmails/{killmail_id}/{killmail_hash}", "killmail", None),
-    ("/status", "status", 30),
-])
-def test_rate_limit_groups_match_the_2026_document(route: str, group: str,
-                                                   cache_s: int | None) -> None:
+@pytest.mark.parametrize(
+    ("route", "group", "cache_s"),
+    [
+        ("/characters/{character_id}/killmails/recent", "char-killmail", 300),
+        ("/killmails/{killmail_id}/{killmail_hash}", "killmail", None),
+        ("/status", "status", 30),
+    ],
+)
+def test_rate_limit_groups_match_the_2026_document(
+    route: str, group: str, cache_s: int | None
+) -> None:
     block = _yaml_route(esi_file(OPENAPI_YAML).read_text(encoding="utf-8"), route)
-    found = re.search(r"x-rate-limit:\s+group: (\S+)\s+max-tokens: (\d+)\s+window-size: (\d+)m",
-                      block)
+    found = re.search(
+        r"x-rate-limit:\s+group: (\S+)\s+max-tokens: (\d+)\s+window-size: (\d+)m", block
+    )
     assert found is not None
     assert found.group(1) == group
     assert ESI_BUCKETS[group] == (int(found.group(2)), int(found.group(3)) * 60)

@@ -29,8 +29,12 @@ def _scenario(**changes: object) -> Scenario:
 
 def _limits(response: httpx.Response) -> tuple[str, str, int, int]:
     h = response.headers
-    return (h["X-Ratelimit-Group"], h["X-Ratelimit-Limit"], int(h["X-Ratelimit-Remaining"]),
-            int(h["X-Ratelimit-Used"]))
+    return (
+        h["X-Ratelimit-Group"],
+        h["X-Ratelimit-Limit"],
+        int(h["X-Ratelimit-Remaining"]),
+        int(h["X-Ratelimit-Used"]),
+    )
 
 
 @pytest.fixture
@@ -40,7 +44,17 @@ def limited(make_sim: SimFactory, clock: ManualClock) -> SimServer:
 
 def test_token_prices_follow_esi_table() -> None:
     assert [token_cost(s) for s in (200, 204, 304, 400, 404, 422, 420, 429, 500, 503)] == [
-        2, 2, 1, 5, 5, 5, 5, 0, 0, 0]
+        2,
+        2,
+        1,
+        5,
+        5,
+        5,
+        5,
+        0,
+        0,
+        0,
+    ]
 
 
 def test_limit_header_format_round_trips() -> None:
@@ -53,8 +67,9 @@ def test_limit_header_format_round_trips() -> None:
     assert min_sync_time_s(30, 900, 20) == 0.0
 
 
-def test_costs_remaining_and_floating_window_release(limited: SimServer, clock: ManualClock,
-                                                     http: httpx.Client) -> None:
+def test_costs_remaining_and_floating_window_release(
+    limited: SimServer, clock: ManualClock, http: httpx.Client
+) -> None:
     killmail_id = next(iter(limited.world.killmails))
     url = body_url(limited, killmail_id)
 
@@ -87,27 +102,32 @@ def test_costs_remaining_and_floating_window_release(limited: SimServer, clock: 
     assert _limits(at(40))[2:] == (12 - 7 - 2, 2)
 
 
-def test_list_bucket_is_per_application_and_character(limited: SimServer,
-                                                      http: httpx.Client) -> None:
+def test_list_bucket_is_per_application_and_character(
+    limited: SimServer, http: httpx.Client
+) -> None:
     first, second = limited.world.character_ids[:2]
     token = limited.access_token(first)
     answers = [http.get(list_url(limited, first), headers=bearer(token)) for _ in range(6)]
     assert [a.status_code for a in answers] == [200] * 5 + [429]
     assert [_limits(a)[2] for a in answers[:5]] == [8, 6, 4, 2, 0]
     assert answers[0].headers["X-Ratelimit-Group"] == "char-killmail"
-    other_character = http.get(list_url(limited, second),
-                               headers=bearer(limited.access_token(second)))
+    other_character = http.get(
+        list_url(limited, second), headers=bearer(limited.access_token(second))
+    )
     assert (other_character.status_code, _limits(other_character)[2]) == (200, 8)
-    other_app = http.get(list_url(limited, first),
-                         headers=bearer(limited.access_token(first, client_id="another-app")))
+    other_app = http.get(
+        list_url(limited, first),
+        headers=bearer(limited.access_token(first, client_id="another-app")),
+    )
     assert (other_app.status_code, _limits(other_app)[2]) == (200, 8)
     stats = limited.stats.snapshot()
     assert stats.tokens_spent["char-killmail"][f"{limited.client_id}:{first}"] == 10
     assert stats.tokens_spent_in("char-killmail") == 14
 
 
-def test_body_bucket_is_per_ip_or_ip_and_application(limited: SimServer,
-                                                     http: httpx.Client) -> None:
+def test_body_bucket_is_per_ip_or_ip_and_application(
+    limited: SimServer, http: httpx.Client
+) -> None:
     url = body_url(limited, next(iter(limited.world.killmails)))
     anonymous = [http.get(url).status_code for _ in range(7)]
     assert anonymous == [200] * 6 + [429]
@@ -118,15 +138,20 @@ def test_body_bucket_is_per_ip_or_ip_and_application(limited: SimServer,
         elsewhere = other_host.get(url)
     assert (elsewhere.status_code, _limits(elsewhere)[2]) == (200, 10)
     assert set(limited.stats.snapshot().tokens_spent["killmail"]) == {
-        "127.0.0.1", f"127.0.0.1:{limited.client_id}", "127.0.0.2"}
+        "127.0.0.1",
+        f"127.0.0.1:{limited.client_id}",
+        "127.0.0.2",
+    }
 
 
 def test_concurrent_requests_cannot_overspend(make_sim: SimFactory, clock: ManualClock) -> None:
     # 50 ms latency keeps requests in flight together: admission must reserve tokens.
     limited = make_sim(_scenario(faults=FaultPlan(latency_ms=50)), clock=clock)
     url = body_url(limited, next(iter(limited.world.killmails)))
-    with httpx.Client(headers=CLIENT_HEADERS, timeout=10) as client, \
-            ThreadPoolExecutor(max_workers=10) as pool:
+    with (
+        httpx.Client(headers=CLIENT_HEADERS, timeout=10) as client,
+        ThreadPoolExecutor(max_workers=10) as pool,
+    ):
         statuses = list(pool.map(lambda _: client.get(url).status_code, range(20)))
     assert sorted(statuses) == [200] * 6 + [429] * 14  # 12 tokens, 2 reserved per request
     assert limited.stats.snapshot().peak_concurrent >= 4
@@ -141,10 +166,10 @@ def test_compressed_limits_are_announced(make_sim: SimFactory, http: httpx.Clien
     assert "X-Ratelimit-Group" not in status.headers
 
 
-def test_routes_without_group_carry_only_the_error_limit(limited: SimServer,
-                                                         http: httpx.Client) -> None:
-    names = http.post(f"{limited.esi_url}/universe/names",
-                      json=[limited.world.character_ids[0]])
+def test_routes_without_group_carry_only_the_error_limit(
+    limited: SimServer, http: httpx.Client
+) -> None:
+    names = http.post(f"{limited.esi_url}/universe/names", json=[limited.world.character_ids[0]])
     assert names.status_code == 200
     assert "X-Ratelimit-Group" not in names.headers
     assert names.headers["X-ESI-Error-Limit-Remain"] == "100"
@@ -153,21 +178,28 @@ def test_routes_without_group_carry_only_the_error_limit(limited: SimServer,
 
 
 def test_error_limit_gives_420_everywhere_until_the_window_resets(
-        make_sim: SimFactory, clock: ManualClock, http: httpx.Client) -> None:
+    make_sim: SimFactory, clock: ManualClock, http: httpx.Client
+) -> None:
     sim = make_sim(_scenario(error_limit=5, error_window_s=10), clock=clock)
     ok = http.get(f"{sim.esi_url}/status")
     assert (ok.headers["X-ESI-Error-Limit-Remain"], ok.headers["X-ESI-Error-Limit-Reset"]) == (
-        "5", "10")
+        "5",
+        "10",
+    )
     clock.advance(2)
-    remains = [http.get(f"{sim.esi_url}/no/such/route").headers["X-ESI-Error-Limit-Remain"]
-               for _ in range(5)]
+    remains = [
+        http.get(f"{sim.esi_url}/no/such/route").headers["X-ESI-Error-Limit-Remain"]
+        for _ in range(5)
+    ]
     assert remains == ["4", "3", "2", "1", "0"]
     char = sim.world.character_ids[0]
-    blocked = [http.get(f"{sim.esi_url}/status"),
-               http.get(body_url(sim, next(iter(sim.world.killmails)))),
-               http.get(list_url(sim, char), headers=bearer(sim.access_token(char))),
-               http.post(f"{sim.esi_url}/universe/names", json=[char]),
-               http.get(f"{sim.esi_url}/no/such/route")]
+    blocked = [
+        http.get(f"{sim.esi_url}/status"),
+        http.get(body_url(sim, next(iter(sim.world.killmails)))),
+        http.get(list_url(sim, char), headers=bearer(sim.access_token(char))),
+        http.post(f"{sim.esi_url}/universe/names", json=[char]),
+        http.get(f"{sim.esi_url}/no/such/route"),
+    ]
     assert [b.status_code for b in blocked] == [420] * 5
     assert blocked[0].json()["error"].startswith("This software has exceeded the error limit")
     assert blocked[0].headers["X-ESI-Error-Limit-Reset"] == "8"
@@ -181,8 +213,9 @@ def test_error_limit_gives_420_everywhere_until_the_window_resets(
     assert _limits(recovered)[2] == 600 - 2 * 2
 
 
-def test_429s_count_against_the_error_limit(make_sim: SimFactory, clock: ManualClock,
-                                            http: httpx.Client) -> None:
+def test_429s_count_against_the_error_limit(
+    make_sim: SimFactory, clock: ManualClock, http: httpx.Client
+) -> None:
     sim = make_sim(_scenario(error_limit=8, error_window_s=60), clock=clock)
     url = body_url(sim, next(iter(sim.world.killmails)))
     answers = [http.get(url) for _ in range(8)]

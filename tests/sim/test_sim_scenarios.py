@@ -11,8 +11,7 @@ from killcli.sim import ESI_BUCKETS, FaultPlan, Scenario, SystemClock, World
 
 
 def test_named_scenarios_and_their_numbers() -> None:
-    assert set(Scenario.names()) == {"smoke", "fleet", "incremental", "chaos", "ratelimit",
-                                     "huge"}
+    assert set(Scenario.names()) == {"smoke", "fleet", "incremental", "chaos", "ratelimit", "huge"}
     smoke = Scenario.named("smoke")
     assert 3 <= smoke.characters <= 5 and smoke.killmails == 100 and smoke.page_size == 50
     assert smoke.buckets == ESI_BUCKETS and smoke.faults == FaultPlan()
@@ -41,7 +40,8 @@ def test_fleet_workload() -> None:
 
 def test_scenario_file(tmp_path: Path) -> None:
     path = tmp_path / "mine.toml"
-    path.write_text('''
+    path.write_text(
+        """
 base = "smoke"
 seed = 7
 characters = 6
@@ -56,7 +56,9 @@ killmail = [600, 2]
 server_error_rate = { body = 0.05 }
 latency_ms = 10
 downtime_s = [5, 8]
-''', encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     scenario = Scenario.from_file(path)
     assert (scenario.name, scenario.seed, scenario.characters) == ("smoke", 7, 6)
     assert scenario.buckets == {"char-killmail": (30, 10), "killmail": (600, 2)}
@@ -67,18 +69,21 @@ downtime_s = [5, 8]
     assert Scenario.load("chaos", seed=3) == Scenario.named("chaos", seed=3)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("colour = 1", "unknown key 'colour'"),
-    ("characters = 'many'", "characters: expected int, got str"),
-    ("characters = 0", "characters: must be at least 1"),
-    ("shared_fraction = 2.0", "shared_fraction: a probability between 0 and 1"),
-    ("[buckets]\nkillmail = '3600 per 15 minutes'", "not a rate limit like '3600/15m'"),
-    ("[faults]\nserver_error_rate = { lists = 0.1 }", "faults: unknown route 'lists'"),
-    ("[faults]\ndowntime_s = [9, 3]", "faults.downtime_s"),
-    ("[faults]\nsparks = 1", "unknown key 'faults.sparks'"),
-    ("base = 'nope'", "unknown scenario 'nope'"),
-    ("characters = [", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("colour = 1", "unknown key 'colour'"),
+        ("characters = 'many'", "characters: expected int, got str"),
+        ("characters = 0", "characters: must be at least 1"),
+        ("shared_fraction = 2.0", "shared_fraction: a probability between 0 and 1"),
+        ("[buckets]\nkillmail = '3600 per 15 minutes'", "not a rate limit like '3600/15m'"),
+        ("[faults]\nserver_error_rate = { lists = 0.1 }", "faults: unknown route 'lists'"),
+        ("[faults]\ndowntime_s = [9, 3]", "faults.downtime_s"),
+        ("[faults]\nsparks = 1", "unknown key 'faults.sparks'"),
+        ("base = 'nope'", "unknown scenario 'nope'"),
+        ("characters = [", "not valid TOML"),
+    ],
+)
 def test_bad_scenario_files_fail_with_one_line(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text, encoding="utf-8")

@@ -58,9 +58,14 @@ def test_statistics(make_sim: SimFactory) -> None:
 
 def _serve(*args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "killcli", "sim", "serve", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, cwd=REPO)
+    return subprocess.Popen(
+        [sys.executable, "-m", "killcli", "sim", "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
 
 
 def _read_until_tokens(proc: subprocess.Popen[str], characters: int) -> list[str]:
@@ -80,9 +85,11 @@ def test_serve_subprocess_answers_and_stops_on_sigterm() -> None:
         with httpx.Client(headers=CLIENT_HEADERS, timeout=10) as client:
             assert client.get(f"{esi}/status").status_code == 200
             char_id, token, name = lines[4].split("\t")
-            refreshed = client.post(f"{esi}/sso/v2/oauth/token", data={
-                "grant_type": "refresh_token", "refresh_token": token},
-                auth=(values["KILLSYNC_CLIENT_ID"], values["KILLSYNC_CLIENT_SECRET"]))
+            refreshed = client.post(
+                f"{esi}/sso/v2/oauth/token",
+                data={"grant_type": "refresh_token", "refresh_token": token},
+                auth=(values["KILLSYNC_CLIENT_ID"], values["KILLSYNC_CLIENT_SECRET"]),
+            )
             assert refreshed.status_code == 200
         assert int(char_id) > 0 and name
         proc.send_signal(signal.SIGTERM)
@@ -120,4 +127,5 @@ def test_serve_rejects_a_bad_scenario_in_one_line() -> None:
     assert out == ""
     assert err.strip().splitlines() == [
         "killsync: error: unknown scenario 'nope' (one of smoke, fleet, incremental, "
-        "chaos, ratelimit, huge)"]
+        "chaos, ratelimit, huge)"
+    ]

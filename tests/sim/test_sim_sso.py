@@ -27,8 +27,9 @@ from tests.sim.sim_helpers import SimFactory, bearer, list_url
 CALLBACK = "http://127.0.0.1:8765/callback"
 
 
-def _token(sim: SimServer, http: httpx.Client, data: dict[str, str], *,
-           basic: bool = True) -> httpx.Response:
+def _token(
+    sim: SimServer, http: httpx.Client, data: dict[str, str], *, basic: bool = True
+) -> httpx.Response:
     url = f"{sim.sso_url}/v2/oauth/token"
     if not basic:
         return http.post(url, data=data)
@@ -45,8 +46,13 @@ def _claims(sim: SimServer, http: httpx.Client, access_token: str) -> dict[str, 
     jwks = jwt.PyJWKSet.from_dict(http.get(meta["jwks_uri"]).json())
     kid = jwt.get_unverified_header(access_token)["kid"]
     key = next(k for k in jwks.keys if k.key_id == kid)
-    claims: dict[str, Any] = jwt.decode(access_token, key.key, algorithms=[key.algorithm_name],
-                                        audience="EVE Online", issuer=meta["issuer"])
+    claims: dict[str, Any] = jwt.decode(
+        access_token,
+        key.key,
+        algorithms=[key.algorithm_name],
+        audience="EVE Online",
+        issuer=meta["issuer"],
+    )
     return claims
 
 
@@ -59,7 +65,9 @@ def test_metadata_and_jwks(sim: SimServer, http: httpx.Client) -> None:
     assert meta["code_challenge_methods_supported"] == ["S256"]
     keys = http.get(meta["jwks_uri"]).json()["keys"]
     assert {(k["kid"], k["alg"], k["kty"]) for k in keys} == {
-        (RS256_KID, "RS256", "RSA"), (ES256_KID, "ES256", "EC")}
+        (RS256_KID, "RS256", "RSA"),
+        (ES256_KID, "ES256", "EC"),
+    }
 
 
 def test_refresh_returns_eve_claims(sim: SimServer, http: httpx.Client) -> None:
@@ -81,12 +89,16 @@ def test_refresh_returns_eve_claims(sim: SimServer, http: httpx.Client) -> None:
     assert claims["jti"]
 
 
-@pytest.mark.parametrize(("scopes", "expected"), [
-    ([READ_KILLMAILS, READ_CORP_KILLMAILS], [READ_KILLMAILS, READ_CORP_KILLMAILS]),
-    ([], None),
-])
-def test_scope_claim_shapes(sim: SimServer, http: httpx.Client, scopes: list[str],
-                            expected: list[str] | None) -> None:
+@pytest.mark.parametrize(
+    ("scopes", "expected"),
+    [
+        ([READ_KILLMAILS, READ_CORP_KILLMAILS], [READ_KILLMAILS, READ_CORP_KILLMAILS]),
+        ([], None),
+    ],
+)
+def test_scope_claim_shapes(
+    sim: SimServer, http: httpx.Client, scopes: list[str], expected: list[str] | None
+) -> None:
     refresh = sim.issue_refresh_token(sim.world.character_ids[0], scopes=scopes)
     claims = _claims(sim, http, _refresh(sim, http, refresh).json()["access_token"])
     assert claims.get("scp") == expected
@@ -104,8 +116,9 @@ def test_refresh_tokens_rotate(sim: SimServer, http: httpx.Client) -> None:
 
 
 def test_rotation_can_be_turned_off(make_sim: SimFactory, http: httpx.Client) -> None:
-    sim = make_sim(replace(Scenario.named("smoke"), rotate_refresh_tokens=False,
-                           access_token_lifetime_s=60))
+    sim = make_sim(
+        replace(Scenario.named("smoke"), rotate_refresh_tokens=False, access_token_lifetime_s=60)
+    )
     token = sim.issue_refresh_token(sim.world.character_ids[0])
     for _ in range(2):
         body = _refresh(sim, http, token).json()
@@ -118,9 +131,11 @@ def test_revocation(sim: SimServer, http: httpx.Client) -> None:
     assert sim.revoke(first) == 1
     assert _refresh(sim, http, token).json()["error"] == "invalid_grant"
     other = sim.issue_refresh_token(second)
-    revoked = http.post(f"{sim.sso_url}/v2/oauth/revoke",
-                        auth=(sim.client_id, sim.client_secret or ""),
-                        data={"token": other, "token_type_hint": "refresh_token"})
+    revoked = http.post(
+        f"{sim.sso_url}/v2/oauth/revoke",
+        auth=(sim.client_id, sim.client_secret or ""),
+        data={"token": other, "token_type_hint": "refresh_token"},
+    )
     assert revoked.status_code == 200
     assert _refresh(sim, http, other).status_code == 400
 
@@ -134,8 +149,9 @@ def test_client_authentication(sim: SimServer, http: httpx.Client) -> None:
         assert (refused.status_code, refused.json()["error"]) == (401, "invalid_client")
     no_secret = http.post(url, data={**form, "client_id": sim.client_id})
     assert no_secret.status_code == 401
-    in_body = http.post(url, data={**form, "client_id": sim.client_id,
-                                   "client_secret": sim.client_secret or ""})
+    in_body = http.post(
+        url, data={**form, "client_id": sim.client_id, "client_secret": sim.client_secret or ""}
+    )
     assert in_body.status_code == 401
     as_json = http.post(url, json=form, auth=(sim.client_id, sim.client_secret or ""))
     assert (as_json.status_code, as_json.json()["error"]) == (400, "invalid_request")
@@ -148,10 +164,17 @@ def _pkce() -> tuple[str, str]:
     return verifier, challenge.rstrip(b"=").decode()
 
 
-def _authorize(sim: SimServer, http: httpx.Client, challenge: str | None,
-               **extra: str) -> dict[str, str]:
-    params = {"response_type": "code", "client_id": sim.client_id, "redirect_uri": CALLBACK,
-              "scope": READ_KILLMAILS, "state": "st-1", **extra}
+def _authorize(
+    sim: SimServer, http: httpx.Client, challenge: str | None, **extra: str
+) -> dict[str, str]:
+    params = {
+        "response_type": "code",
+        "client_id": sim.client_id,
+        "redirect_uri": CALLBACK,
+        "scope": READ_KILLMAILS,
+        "state": "st-1",
+        **extra,
+    }
     if challenge is not None:
         params |= {"code_challenge": challenge, "code_challenge_method": "S256"}
     response = http.get(f"{sim.sso_url}/v2/oauth/authorize", params=params)
@@ -174,26 +197,43 @@ def test_pkce_login_flow(pkce_sim: SimServer, http: httpx.Client) -> None:
     verifier, challenge = _pkce()
     answer = _authorize(sim, http, challenge)
     assert answer["state"] == "st-1"
-    form = {"grant_type": "authorization_code", "code": answer["code"],
-            "client_id": sim.client_id, "code_verifier": verifier}
+    form = {
+        "grant_type": "authorization_code",
+        "code": answer["code"],
+        "client_id": sim.client_id,
+        "code_verifier": verifier,
+    }
     tokens = _token(sim, http, form, basic=False)
     assert tokens.status_code == 200
     claims = _claims(sim, http, tokens.json()["access_token"])
     assert claims["sub"] == f"CHARACTER:EVE:{login}"
     again = _token(sim, http, form, basic=False)  # codes are single use
     assert (again.status_code, again.json()["error"]) == (400, "invalid_grant")
-    refreshed = _token(sim, http, {"grant_type": "refresh_token", "client_id": sim.client_id,
-                                   "refresh_token": tokens.json()["refresh_token"]}, basic=False)
+    refreshed = _token(
+        sim,
+        http,
+        {
+            "grant_type": "refresh_token",
+            "client_id": sim.client_id,
+            "refresh_token": tokens.json()["refresh_token"],
+        },
+        basic=False,
+    )
     assert refreshed.status_code == 200
 
 
 @pytest.mark.parametrize("problem", ["verifier", "no-verifier", "client", "redirect", "expired"])
-def test_pkce_code_checks(pkce_sim: SimServer, clock: ManualClock, http: httpx.Client,
-                          problem: str) -> None:
+def test_pkce_code_checks(
+    pkce_sim: SimServer, clock: ManualClock, http: httpx.Client, problem: str
+) -> None:
     verifier, challenge = _pkce()
     code = _authorize(pkce_sim, http, challenge)["code"]
-    form = {"grant_type": "authorization_code", "code": code, "client_id": pkce_sim.client_id,
-            "code_verifier": verifier}
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "client_id": pkce_sim.client_id,
+        "code_verifier": verifier,
+    }
     if problem == "verifier":
         form["code_verifier"] = _pkce()[0]
     elif problem == "no-verifier":
@@ -213,28 +253,43 @@ def test_pkce_code_checks(pkce_sim: SimServer, clock: ManualClock, http: httpx.C
         assert _token(pkce_sim, http, form, basic=False).status_code == 200
 
 
-def test_code_is_good_for_just_under_five_minutes(pkce_sim: SimServer, clock: ManualClock,
-                                                  http: httpx.Client) -> None:
+def test_code_is_good_for_just_under_five_minutes(
+    pkce_sim: SimServer, clock: ManualClock, http: httpx.Client
+) -> None:
     verifier, challenge = _pkce()
     code = _authorize(pkce_sim, http, challenge)["code"]
     clock.advance(299)
-    form = {"grant_type": "authorization_code", "code": code, "client_id": pkce_sim.client_id,
-            "code_verifier": verifier, "redirect_uri": CALLBACK}
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "client_id": pkce_sim.client_id,
+        "code_verifier": verifier,
+        "redirect_uri": CALLBACK,
+    }
     assert _token(pkce_sim, http, form, basic=False).status_code == 200
 
 
 def test_authorize_errors(pkce_sim: SimServer, http: httpx.Client) -> None:
     assert _authorize(pkce_sim, http, None)["error"] == "invalid_request"  # PKCE app: required
     _, challenge = _pkce()
-    assert _authorize(pkce_sim, http, challenge, scope="esi-wallet.read_character_wallet.v1"
-                      )["error"] == "invalid_scope"
+    assert (
+        _authorize(pkce_sim, http, challenge, scope="esi-wallet.read_character_wallet.v1")["error"]
+        == "invalid_scope"
+    )
     pkce_sim.set_login_character(None)
     denied = _authorize(pkce_sim, http, challenge)
     assert (denied["error"], denied["state"]) == ("access_denied", "st-1")
-    bad_redirect = http.get(f"{pkce_sim.sso_url}/v2/oauth/authorize", params={
-        "response_type": "code", "client_id": pkce_sim.client_id, "state": "s",
-        "redirect_uri": "https://evil.example/cb", "code_challenge": challenge,
-        "code_challenge_method": "S256"})
+    bad_redirect = http.get(
+        f"{pkce_sim.sso_url}/v2/oauth/authorize",
+        params={
+            "response_type": "code",
+            "client_id": pkce_sim.client_id,
+            "state": "s",
+            "redirect_uri": "https://evil.example/cb",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        },
+    )
     assert bad_redirect.status_code == 400
     assert "Location" not in bad_redirect.headers
 

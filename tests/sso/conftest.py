@@ -32,8 +32,14 @@ def make_sso(clock: ManualClock, sso_fake: FakeSso) -> Iterator[MakeSso]:
 
     def build(*, secret: str | None = SECRET, base: str = BASE, **options: Any) -> SsoClient:
         sso_fake.secret = secret
-        client = SsoClient(base, CLIENT_ID, secret, transport=httpx.MockTransport(sso_fake),
-                           clock=clock.as_clock(), **options)
+        client = SsoClient(
+            base,
+            CLIENT_ID,
+            secret,
+            transport=httpx.MockTransport(sso_fake),
+            clock=clock.as_clock(),
+            **options,
+        )
         clients.append(client)
         return client
 

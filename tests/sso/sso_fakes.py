@@ -65,8 +65,14 @@ def _shared_ec_key() -> SigningKey:
 class FakeSso:
     """Metadata, JWKS, token and revocation endpoints; counts what it served."""
 
-    def __init__(self, clock: ManualClock, *, secret: str | None = SECRET,
-                 issuer: str = "login.test", rotate: bool = True) -> None:
+    def __init__(
+        self,
+        clock: ManualClock,
+        *,
+        secret: str | None = SECRET,
+        issuer: str = "login.test",
+        rotate: bool = True,
+    ) -> None:
         self.clock = clock
         self.secret = secret
         self.issuer = issuer
@@ -101,15 +107,30 @@ class FakeSso:
             "revocation_endpoint": f"{BASE}/v9/revoke",
         }
 
-    def mint(self, *, key: SigningKey | None = None, character_id: int = CHARACTER,
-             expires_in_s: float = 1200, **overrides: Any) -> str:
+    def mint(
+        self,
+        *,
+        key: SigningKey | None = None,
+        character_id: int = CHARACTER,
+        expires_in_s: float = 1200,
+        **overrides: Any,
+    ) -> str:
         """An access token as EVE issues it, with claims overridable (None drops one)."""
         key = key or self.rsa
         claims: dict[str, Any] = {
-            "scp": [SCOPE], "jti": "x", "kid": key.kid, "sub": f"CHARACTER:EVE:{character_id}",
-            "azp": CLIENT_ID, "tenant": "tranquility", "tier": "live", "region": "world",
-            "aud": [CLIENT_ID, "EVE Online"], "name": "Pilot One", "owner": "owner-hash=",
-            "exp": int(self.wall() + expires_in_s), "iat": int(self.wall()),
+            "scp": [SCOPE],
+            "jti": "x",
+            "kid": key.kid,
+            "sub": f"CHARACTER:EVE:{character_id}",
+            "azp": CLIENT_ID,
+            "tenant": "tranquility",
+            "tier": "live",
+            "region": "world",
+            "aud": [CLIENT_ID, "EVE Online"],
+            "name": "Pilot One",
+            "owner": "owner-hash=",
+            "exp": int(self.wall() + expires_in_s),
+            "iat": int(self.wall()),
             "iss": self.issuer,
         }
         claims.update(overrides)
@@ -146,8 +167,9 @@ class FakeSso:
 
     def _client_ok(self, request: httpx.Request, form: dict[str, str]) -> bool:
         if self.secret is None:
-            return bool(form.get("client_id") == CLIENT_ID
-                        and "authorization" not in request.headers)
+            return bool(
+                form.get("client_id") == CLIENT_ID and "authorization" not in request.headers
+            )
         expected = base64.b64encode(f"{CLIENT_ID}:{self.secret}".encode()).decode()
         return bool(request.headers.get("authorization") == f"Basic {expected}")
 
@@ -161,8 +183,9 @@ class FakeSso:
         if form is None:
             return httpx.Response(400, json={"error": "invalid_request"})
         if not self._client_ok(request, form):
-            return httpx.Response(401, json={"error": "invalid_client",
-                                             "error_description": "Unknown client"})
+            return httpx.Response(
+                401, json={"error": "invalid_client", "error_description": "Unknown client"}
+            )
         if form.get("grant_type") == "refresh_token":
             return self._refresh(form)
         if form.get("grant_type") == "authorization_code":
@@ -170,22 +193,30 @@ class FakeSso:
         return httpx.Response(400, json={"error": "unsupported_grant_type"})
 
     def _tokens(self, character_id: int, refresh: str | None) -> httpx.Response:
-        body: dict[str, Any] = {"access_token": self.mint(character_id=character_id),
-                                "expires_in": self.expires_in, "token_type": "Bearer"}
+        body: dict[str, Any] = {
+            "access_token": self.mint(character_id=character_id),
+            "expires_in": self.expires_in,
+            "token_type": "Bearer",
+        }
         if not self.send_access_token:
             del body["access_token"]
         if refresh is not None:
             body["refresh_token"] = refresh
         # json.dumps, not json=: a broken SSO may well send NaN, which httpx refuses to encode
-        return httpx.Response(200, content=json.dumps(body).encode(),
-                              headers={"Content-Type": "application/json"})
+        return httpx.Response(
+            200, content=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
 
     def _refresh(self, form: dict[str, str]) -> httpx.Response:
         old = form.get("refresh_token", "")
         if old not in self.refresh_tokens:
-            return httpx.Response(400, json={
-                "error": "invalid_grant",
-                "error_description": f"Invalid refresh token. Token '{old}' missing/expired."})
+            return httpx.Response(
+                400,
+                json={
+                    "error": "invalid_grant",
+                    "error_description": f"Invalid refresh token. Token '{old}' missing/expired.",
+                },
+            )
         character = self.refresh_tokens[old]
         if not self.rotate:
             return self._tokens(character, None)
@@ -201,11 +232,16 @@ class FakeSso:
             return httpx.Response(400, json={"error": "invalid_grant"})
         challenge, redirect_uri, character = self.codes.pop(code)
         verifier = form.get("code_verifier", "")
-        computed = base64.urlsafe_b64encode(
-            hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        computed = (
+            base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+            .rstrip(b"=")
+            .decode()
+        )
         if challenge is not None and computed != challenge:
-            return httpx.Response(400, json={"error": "invalid_grant",
-                                             "error_description": "PKCE verification failed"})
+            return httpx.Response(
+                400,
+                json={"error": "invalid_grant", "error_description": "PKCE verification failed"},
+            )
         if form.get("redirect_uri") != redirect_uri:
             return httpx.Response(400, json={"error": "invalid_grant"})
         refresh = f"refresh-{self.next_refresh}"

@@ -35,22 +35,33 @@ def test_make_pkce_gives_a_fresh_valid_pair() -> None:
 
 
 def test_authorize_url_comes_from_metadata_with_all_parameters(sso: SsoClient) -> None:
-    url = sso.authorize_url("http://127.0.0.1:8765/callback", [SCOPE, "publicData"], "st4te",
-                            "ch4llenge")
+    url = sso.authorize_url(
+        "http://127.0.0.1:8765/callback", [SCOPE, "publicData"], "st4te", "ch4llenge"
+    )
     parts = urlsplit(url)
     assert f"{parts.scheme}://{parts.netloc}{parts.path}" == "https://sso.test/v9/authorize"
     assert {k: v[0] for k, v in parse_qs(parts.query).items()} == {
-        "response_type": "code", "redirect_uri": "http://127.0.0.1:8765/callback",
-        "client_id": CLIENT_ID, "scope": f"{SCOPE} publicData", "state": "st4te",
-        "code_challenge": "ch4llenge", "code_challenge_method": "S256",
+        "response_type": "code",
+        "redirect_uri": "http://127.0.0.1:8765/callback",
+        "client_id": CLIENT_ID,
+        "scope": f"{SCOPE} publicData",
+        "state": "st4te",
+        "code_challenge": "ch4llenge",
+        "code_challenge_method": "S256",
     }
 
 
 class Browser:
     """Plays the user's browser: follows the SSO redirect back to the callback server."""
 
-    def __init__(self, sso_fake: FakeSso, *, state: str | None = None,
-                 extra: dict[str, str] | None = None, first_path: str | None = None) -> None:
+    def __init__(
+        self,
+        sso_fake: FakeSso,
+        *,
+        state: str | None = None,
+        extra: dict[str, str] | None = None,
+        first_path: str | None = None,
+    ) -> None:
         self.sso_fake = sso_fake
         self.state = state
         self.extra = extra or {}
@@ -81,8 +92,9 @@ class Browser:
 def login(make_sso: Callable[..., SsoClient], browser: Browser, timeout_s: float = 5) -> object:
     sso = make_sso(secret=None)
     try:
-        return run_login(sso, CALLBACK, [SCOPE], open_browser=False, timeout_s=timeout_s,
-                         on_url=browser)
+        return run_login(
+            sso, CALLBACK, [SCOPE], open_browser=False, timeout_s=timeout_s, on_url=browser
+        )
     finally:
         if browser.thread is not None:
             browser.join()
@@ -98,8 +110,9 @@ def test_login_end_to_end(make_sso: Callable[..., SsoClient], sso_fake: FakeSso)
     assert "Logged in" in callback.text and "Pilot One" in callback.text
 
 
-def test_a_wrong_state_is_ignored_and_never_exchanged(make_sso: Callable[..., SsoClient],
-                                                      sso_fake: FakeSso) -> None:
+def test_a_wrong_state_is_ignored_and_never_exchanged(
+    make_sso: Callable[..., SsoClient], sso_fake: FakeSso
+) -> None:
     browser = Browser(sso_fake, state="forged")
     with pytest.raises(SsoError, match="timed out"):
         login(make_sso, browser, timeout_s=1)
@@ -110,9 +123,11 @@ def test_a_wrong_state_is_ignored_and_never_exchanged(make_sso: Callable[..., Ss
 
 
 def test_sso_error_in_callback_ends_the_login_and_echoes_nothing(
-        make_sso: Callable[..., SsoClient], sso_fake: FakeSso) -> None:
-    browser = Browser(sso_fake, extra={"error": "access_denied",
-                                       "error_description": "<script>x</script>"})
+    make_sso: Callable[..., SsoClient], sso_fake: FakeSso
+) -> None:
+    browser = Browser(
+        sso_fake, extra={"error": "access_denied", "error_description": "<script>x</script>"}
+    )
     with pytest.raises(SsoError, match="login refused in the browser"):
         login(make_sso, browser)
     assert browser.pages[0].status_code == 400
@@ -121,27 +136,48 @@ def test_sso_error_in_callback_ends_the_login_and_echoes_nothing(
 
 
 @pytest.mark.parametrize("timeout_s", [0, -1, float("nan"), float("inf")])
-def test_the_timeout_must_be_finite_and_positive(make_sso: Callable[..., SsoClient],
-                                                 timeout_s: float) -> None:
+def test_the_timeout_must_be_finite_and_positive(
+    make_sso: Callable[..., SsoClient], timeout_s: float
+) -> None:
     with pytest.raises(UsageError, match="positive number of seconds"):
-        run_login(make_sso(secret=None), CALLBACK, [SCOPE], open_browser=False,
-                  timeout_s=timeout_s, on_url=lambda _url: None)
+        run_login(
+            make_sso(secret=None),
+            CALLBACK,
+            [SCOPE],
+            open_browser=False,
+            timeout_s=timeout_s,
+            on_url=lambda _url: None,
+        )
 
 
 def test_login_times_out_cleanly(make_sso: Callable[..., SsoClient]) -> None:
     urls: list[str] = []
     with pytest.raises(SsoError, match=r"timed out after 0.2 s"):
-        run_login(make_sso(secret=None), CALLBACK, [SCOPE], open_browser=False, timeout_s=0.2,
-                  on_url=urls.append)
+        run_login(
+            make_sso(secret=None),
+            CALLBACK,
+            [SCOPE],
+            open_browser=False,
+            timeout_s=0.2,
+            on_url=urls.append,
+        )
     assert len(urls) == 1
 
 
-@pytest.mark.parametrize("url", ["https://127.0.0.1:8765/callback", "http:///callback",
-                                 "http://127.0.0.1:99999/callback", "http://127.0.0.1:x/cb"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1:8765/callback",
+        "http:///callback",
+        "http://127.0.0.1:99999/callback",
+        "http://127.0.0.1:x/cb",
+    ],
+)
 def test_callback_url_must_be_plain_http(make_sso: Callable[..., SsoClient], url: str) -> None:
     with pytest.raises(ConfigError, match="callback URL must be"):
-        run_login(make_sso(), url, [SCOPE], open_browser=False,
-                  timeout_s=1, on_url=lambda _url: None)
+        run_login(
+            make_sso(), url, [SCOPE], open_browser=False, timeout_s=1, on_url=lambda _url: None
+        )
 
 
 def test_a_busy_callback_port_is_a_config_error(make_sso: Callable[..., SsoClient]) -> None:
@@ -150,5 +186,6 @@ def test_a_busy_callback_port_is_a_config_error(make_sso: Callable[..., SsoClien
         busy.listen()
         url = f"http://127.0.0.1:{busy.getsockname()[1]}/callback"
         with pytest.raises(ConfigError, match=r"cannot listen on .*: Address already in use"):
-            run_login(make_sso(), url, [SCOPE], open_browser=False, timeout_s=1,
-                      on_url=lambda _url: None)
+            run_login(
+                make_sso(), url, [SCOPE], open_browser=False, timeout_s=1, on_url=lambda _url: None
+            )

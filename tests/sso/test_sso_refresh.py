@@ -20,8 +20,9 @@ def form_of(request: httpx.Request) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
 
 
-def test_refresh_with_secret_uses_http_basic_and_a_form_body(sso: SsoClient,
-                                                             sso_fake: FakeSso) -> None:
+def test_refresh_with_secret_uses_http_basic_and_a_form_body(
+    sso: SsoClient, sso_fake: FakeSso
+) -> None:
     tokens = sso.refresh("refresh-1")
     (request,) = sso_fake.token_requests
     assert request.url == "https://sso.test/v9/token"  # from the metadata, not hard-coded
@@ -32,8 +33,9 @@ def test_refresh_with_secret_uses_http_basic_and_a_form_body(sso: SsoClient,
     assert tokens.claims.character_id == CHARACTER
 
 
-def test_refresh_without_secret_sends_client_id_in_the_body(make_sso: MakeSso,
-                                                            sso_fake: FakeSso) -> None:
+def test_refresh_without_secret_sends_client_id_in_the_body(
+    make_sso: MakeSso, sso_fake: FakeSso
+) -> None:
     sso = make_sso(secret=None)
     assert sso.is_pkce_app
     sso.refresh("refresh-1")
@@ -42,22 +44,25 @@ def test_refresh_without_secret_sends_client_id_in_the_body(make_sso: MakeSso,
     assert form_of(request)["client_id"] == CLIENT_ID
 
 
-def test_refresh_returns_the_rotated_refresh_token(sso: SsoClient, sso_fake: FakeSso,
-                                                   clock: ManualClock) -> None:
+def test_refresh_returns_the_rotated_refresh_token(
+    sso: SsoClient, sso_fake: FakeSso, clock: ManualClock
+) -> None:
     tokens = sso.refresh("refresh-1")
     assert tokens.refresh_token == "refresh-2"
     assert sso.refresh(tokens.refresh_token).refresh_token == "refresh-3"
     assert tokens.expires_at == clock.as_clock().now() + timedelta(seconds=1199)
 
 
-def test_refresh_keeps_the_old_token_when_none_is_returned(make_sso: MakeSso,
-                                                           sso_fake: FakeSso) -> None:
+def test_refresh_keeps_the_old_token_when_none_is_returned(
+    make_sso: MakeSso, sso_fake: FakeSso
+) -> None:
     sso_fake.rotate = False
     assert make_sso().refresh("refresh-1").refresh_token == "refresh-1"
 
 
-def test_invalid_grant_means_needs_login_and_is_not_retried(sso: SsoClient,
-                                                            sso_fake: FakeSso) -> None:
+def test_invalid_grant_means_needs_login_and_is_not_retried(
+    sso: SsoClient, sso_fake: FakeSso
+) -> None:
     with pytest.raises(NeedsLogin) as caught:
         sso.refresh("refresh-dead-0123456789")
     assert caught.value.reason == "invalid_grant"
@@ -76,8 +81,9 @@ def test_invalid_client_is_a_clear_sso_error(make_sso: MakeSso, sso_fake: FakeSs
     assert SECRET not in str(caught.value)
 
 
-def test_5xx_is_retried_then_gives_up(sso: SsoClient, sso_fake: FakeSso,
-                                      clock: ManualClock) -> None:
+def test_5xx_is_retried_then_gives_up(
+    sso: SsoClient, sso_fake: FakeSso, clock: ManualClock
+) -> None:
     sso.validate_access_token(sso_fake.mint())  # metadata and keys cached: the token POST fails
     sso_fake.scripted.extend([502, 503, 504])
     with pytest.raises(SsoError, match="token refresh failed after 3 attempts: HTTP 504"):
@@ -95,8 +101,13 @@ def test_timeouts_are_retried(make_sso: MakeSso, sso_fake: FakeSso) -> None:
             raise failures.pop()
         return sso_fake(request)
 
-    sso = SsoClient("https://sso.test", CLIENT_ID, SECRET, transport=httpx.MockTransport(flaky),
-                    clock=sso_fake.clock.as_clock())
+    sso = SsoClient(
+        "https://sso.test",
+        CLIENT_ID,
+        SECRET,
+        transport=httpx.MockTransport(flaky),
+        clock=sso_fake.clock.as_clock(),
+    )
     with sso:
         assert sso.refresh("refresh-1").claims.character_id == CHARACTER
 
@@ -132,8 +143,9 @@ def test_token_set_repr_hides_tokens(sso: SsoClient) -> None:
     assert SECRET not in repr(sso)
 
 
-def test_metadata_without_required_endpoints_is_an_sso_error(make_sso: MakeSso,
-                                                             sso_fake: FakeSso) -> None:
+def test_metadata_without_required_endpoints_is_an_sso_error(
+    make_sso: MakeSso, sso_fake: FakeSso
+) -> None:
     sso_fake.metadata = lambda: {"issuer": "https://login.test"}  # type: ignore[method-assign]
     with pytest.raises(SsoError, match="lacks authorization_endpoint"):
         make_sso().metadata()

@@ -13,13 +13,18 @@ from tests.sso.conftest import MakeSso
 from tests.sso.sso_fakes import CHARACTER, CLIENT_ID, SCOPE, FakeSso, ec_key, rsa_key
 
 
-def test_rs256_token_validates_to_claims(sso: SsoClient, sso_fake: FakeSso,
-                                         clock: ManualClock) -> None:
+def test_rs256_token_validates_to_claims(
+    sso: SsoClient, sso_fake: FakeSso, clock: ManualClock
+) -> None:
     claims = sso.validate_access_token(sso_fake.mint())
     assert claims == TokenClaims(
-        character_id=CHARACTER, name="Pilot One", owner_hash="owner-hash=",
-        scopes=frozenset({SCOPE}), client_id=CLIENT_ID,
-        expires_at=datetime.fromtimestamp(int(clock.wall() + 1200), tz=UTC))
+        character_id=CHARACTER,
+        name="Pilot One",
+        owner_hash="owner-hash=",
+        scopes=frozenset({SCOPE}),
+        client_id=CLIENT_ID,
+        expires_at=datetime.fromtimestamp(int(clock.wall() + 1200), tz=UTC),
+    )
 
 
 def test_es256_token_validates(sso: SsoClient, sso_fake: FakeSso) -> None:
@@ -69,8 +74,9 @@ def test_only_asymmetric_algorithms_are_accepted(sso: SsoClient, header_alg: str
         sso.validate_access_token(token)
 
 
-def test_expired_token_is_rejected_past_the_leeway(sso: SsoClient, sso_fake: FakeSso,
-                                                   clock: ManualClock) -> None:
+def test_expired_token_is_rejected_past_the_leeway(
+    sso: SsoClient, sso_fake: FakeSso, clock: ManualClock
+) -> None:
     token = sso_fake.mint(expires_in_s=60)
     clock.advance(60 + 29)
     sso.validate_access_token(token)  # inside the 30 s leeway
@@ -85,39 +91,44 @@ def test_issuer_variants_are_accepted(sso: SsoClient, sso_fake: FakeSso, issuer:
 
 
 @pytest.mark.parametrize("issuer", ["login.eveonline.com", "https://evil.test", None])
-def test_other_issuers_are_rejected(sso: SsoClient, sso_fake: FakeSso,
-                                    issuer: str | None) -> None:
+def test_other_issuers_are_rejected(sso: SsoClient, sso_fake: FakeSso, issuer: str | None) -> None:
     with pytest.raises(TokenRejected, match="issuer"):
         sso.validate_access_token(sso_fake.mint(iss=issuer))
 
 
-@pytest.mark.parametrize("aud", [[CLIENT_ID], ["EVE Online"], "EVE Online",
-                                 ["other-app", "EVE Online"], None])
-def test_audience_needs_client_id_and_eve_online(sso: SsoClient, sso_fake: FakeSso,
-                                                 aud: object) -> None:
+@pytest.mark.parametrize(
+    "aud", [[CLIENT_ID], ["EVE Online"], "EVE Online", ["other-app", "EVE Online"], None]
+)
+def test_audience_needs_client_id_and_eve_online(
+    sso: SsoClient, sso_fake: FakeSso, aud: object
+) -> None:
     with pytest.raises(TokenRejected, match="audience"):
         sso.validate_access_token(sso_fake.mint(aud=aud))
 
 
 @pytest.mark.parametrize("sub", ["CHARACTER:EVE:abc", "CORPORATION:EVE:1", None])
-def test_subject_must_be_a_character(sso: SsoClient, sso_fake: FakeSso,
-                                     sub: str | None) -> None:
+def test_subject_must_be_a_character(sso: SsoClient, sso_fake: FakeSso, sub: str | None) -> None:
     with pytest.raises(TokenRejected, match="subject"):
         sso.validate_access_token(sso_fake.mint(sub=sub))
 
 
-@pytest.mark.parametrize(("scp", "scopes"), [
-    (None, frozenset()),
-    (SCOPE, frozenset({SCOPE})),
-    ([SCOPE, "publicData"], frozenset({SCOPE, "publicData"})),
-])
-def test_scopes_absent_string_or_list(sso: SsoClient, sso_fake: FakeSso, scp: object,
-                                      scopes: frozenset[str]) -> None:
+@pytest.mark.parametrize(
+    ("scp", "scopes"),
+    [
+        (None, frozenset()),
+        (SCOPE, frozenset({SCOPE})),
+        ([SCOPE, "publicData"], frozenset({SCOPE, "publicData"})),
+    ],
+)
+def test_scopes_absent_string_or_list(
+    sso: SsoClient, sso_fake: FakeSso, scp: object, scopes: frozenset[str]
+) -> None:
     assert sso.validate_access_token(sso_fake.mint(scp=scp)).scopes == scopes
 
 
-def test_issuer_of_another_sso_host_comes_from_its_metadata(make_sso: MakeSso,
-                                                            sso_fake: FakeSso) -> None:
+def test_issuer_of_another_sso_host_comes_from_its_metadata(
+    make_sso: MakeSso, sso_fake: FakeSso
+) -> None:
     sso = make_sso()
     assert sso.metadata().issuer == "https://login.test"
     with pytest.raises(TokenRejected):
@@ -134,8 +145,9 @@ def test_garbage_is_rejected_without_echoing_it(sso: SsoClient) -> None:
 
 
 @pytest.mark.parametrize("claim", ["nbf", "iat"])
-def test_nbf_and_iat_in_the_future_are_rejected(sso: SsoClient, sso_fake: FakeSso,
-                                                clock: ManualClock, claim: str) -> None:
+def test_nbf_and_iat_in_the_future_are_rejected(
+    sso: SsoClient, sso_fake: FakeSso, clock: ManualClock, claim: str
+) -> None:
     now = int(clock.wall())
     assert sso.validate_access_token(sso_fake.mint(**{claim: now + 30})).character_id
     with pytest.raises(TokenRejected, match="in the future"):
@@ -147,33 +159,38 @@ def test_nbf_in_the_past_is_fine(sso: SsoClient, sso_fake: FakeSso, clock: Manua
 
 
 @pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
-@pytest.mark.parametrize("value", ["soon", True, float("nan"), float("inf"), -1, 10**400,
-                                   [1], 253_402_300_800])
-def test_time_claims_that_are_not_times_are_rejected(sso: SsoClient, sso_fake: FakeSso,
-                                                     claim: str, value: object) -> None:
+@pytest.mark.parametrize(
+    "value", ["soon", True, float("nan"), float("inf"), -1, 10**400, [1], 253_402_300_800]
+)
+def test_time_claims_that_are_not_times_are_rejected(
+    sso: SsoClient, sso_fake: FakeSso, claim: str, value: object
+) -> None:
     with pytest.raises(TokenRejected, match=f"{claim} is not a valid time"):
         sso.validate_access_token(sso_fake.mint(**{claim: value}))
 
 
-@pytest.mark.parametrize("sub", [
-    f"CHARACTER:EVE:{CHARACTER}\n",  # `$` would match before the newline
-    f"CHARACTER:EVE:{CHARACTER}\r",
-    f" CHARACTER:EVE:{CHARACTER}",
-    "CHARACTER:EVE:١٢٣",  # Arabic-Indic digits: int() reads them as 123
-    "CHARACTER:EVE:\uff11\uff12\uff13",  # fullwidth digits
-    "CHARACTER:EVE:1_000",  # int() accepts underscores
-    "CHARACTER:EVE:+1",
-    "CHARACTER:EVE:-1",
-    "CHARACTER:EVE:",
-    "character:eve:1",
-    "CHARACTER:EVE:1:2",
-    "CHARACTER:EVE:" + "9" * 4000,
-    f"CHARACTER:EVE:{2**63}",  # does not fit a BIGINT: must not be an OverflowError later
-    "CHARACTER:EVE:99999999999999999999",
-    "CHARACTER:EVE:0",
-    12345,
-    ["CHARACTER:EVE:1"],
-])
+@pytest.mark.parametrize(
+    "sub",
+    [
+        f"CHARACTER:EVE:{CHARACTER}\n",  # `$` would match before the newline
+        f"CHARACTER:EVE:{CHARACTER}\r",
+        f" CHARACTER:EVE:{CHARACTER}",
+        "CHARACTER:EVE:١٢٣",  # Arabic-Indic digits: int() reads them as 123
+        "CHARACTER:EVE:\uff11\uff12\uff13",  # fullwidth digits
+        "CHARACTER:EVE:1_000",  # int() accepts underscores
+        "CHARACTER:EVE:+1",
+        "CHARACTER:EVE:-1",
+        "CHARACTER:EVE:",
+        "character:eve:1",
+        "CHARACTER:EVE:1:2",
+        "CHARACTER:EVE:" + "9" * 4000,
+        f"CHARACTER:EVE:{2**63}",  # does not fit a BIGINT: must not be an OverflowError later
+        "CHARACTER:EVE:99999999999999999999",
+        "CHARACTER:EVE:0",
+        12345,
+        ["CHARACTER:EVE:1"],
+    ],
+)
 def test_strict_subject(sso: SsoClient, sso_fake: FakeSso, sub: object) -> None:
     with pytest.raises(TokenRejected, match="subject"):
         sso.validate_access_token(sso_fake.mint(sub=sub))

@@ -15,8 +15,9 @@ from tests.conftest import DbTarget, sim_environ
 
 
 @pytest.fixture
-def wire(db: Database, db_target: DbTarget, tmp_path: Path
-         ) -> Iterator[Callable[[SimServer], Runtime]]:
+def wire(
+    db: Database, db_target: DbTarget, tmp_path: Path
+) -> Iterator[Callable[[SimServer], Runtime]]:
     runtimes: list[Runtime] = []
 
     def make(sim: SimServer) -> Runtime:
@@ -30,5 +31,3 @@ def wire(db: Database, db_target: DbTarget, tmp_path: Path
     yield make
     for runtime in runtimes:
         runtime.close()
-
-

@@ -63,7 +63,10 @@ def dead_owner() -> str:
     """The owner string of a process of this host that has ended."""
     child = subprocess.run(
         [sys.executable, "-c", "from killcli.holders import this_owner; print(this_owner())"],
-        capture_output=True, text=True, check=True)
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return f"{child.stdout.strip()}:bodies.dead"
 
 
@@ -90,8 +93,7 @@ def engines(db: Database, now: ManualNow) -> Iterator[Callable[..., BodyClaims]]
         claims.close()
 
 
-def test_a_claim_is_exclusive_until_it_expires(engines: Any, db: Database,
-                                               now: ManualNow) -> None:
+def test_a_claim_is_exclusive_until_it_expires(engines: Any, db: Database, now: ManualNow) -> None:
     first, second = engines(ttl_s=10).open(), engines(ttl_s=10).open()
     assert first.take([3, 1, 2]) == {1, 2, 3}
     assert second.take([2, 3, 4]) == {4}
@@ -115,7 +117,8 @@ def test_renewal_keeps_every_running_sync_s_claims(engines: Any, now: ManualNow)
 
 
 def test_saved_or_pending_bodies_release_their_claim_and_close_the_rest(
-        engines: Any, db: Database) -> None:
+    engines: Any, db: Database
+) -> None:
     claims = engines()
     held = claims.open()
     held.take([1, 2, 3])
@@ -214,8 +217,9 @@ def fetched(sim: SimServer, ids: set[int]) -> bool:
     return all(counts.get(k) for k in ids)
 
 
-def hold_first_sync(sim: SimServer, holder: Runtime, waiter: Runtime
-                    ) -> tuple[Background, Background, set[int]]:
+def hold_first_sync(
+    sim: SimServer, holder: Runtime, waiter: Runtime
+) -> tuple[Background, Background, set[int]]:
     """``holder`` syncs the first character and stops with its claims taken; ``waiter``
     syncs the second, fetches what only it has, and waits for the shared bodies; then
     the holder goes on. Returns both syncs and the shared ids."""
@@ -232,7 +236,8 @@ def hold_first_sync(sim: SimServer, holder: Runtime, waiter: Runtime
 
 
 def test_a_body_claimed_by_another_worker_is_linked_when_it_lands(
-        start_sim: Any, wire: Any, db: Database) -> None:
+    start_sim: Any, wire: Any, db: Database
+) -> None:
     sim = start_sim("smoke", characters=2, killmails=40, shared_fraction=0.5)
     holder, waiter = wire(sim), wire(sim)  # two engines: two claim owners
     held, waiting, shared = hold_first_sync(sim, holder, waiter)
@@ -245,8 +250,9 @@ def test_a_body_claimed_by_another_worker_is_linked_when_it_lands(
     assert claim_rows(db) == {}
 
 
-def test_pending_at_the_holder_is_pending_at_the_waiter(start_sim: Any, wire: Any,
-                                                        db: Database) -> None:
+def test_pending_at_the_holder_is_pending_at_the_waiter(
+    start_sim: Any, wire: Any, db: Database
+) -> None:
     sim = start_sim("smoke", characters=2, killmails=40, shared_fraction=0.5)
     holder, waiter = wire(sim), wire(sim)
     _, _, shared = two_sharing(sim)
@@ -264,8 +270,9 @@ def test_pending_at_the_holder_is_pending_at_the_waiter(start_sim: Any, wire: An
     assert claim_rows(db) == {}
 
 
-def test_an_expired_claim_is_taken_over_and_fetched_once(start_sim: Any, wire: Any,
-                                                         db: Database) -> None:
+def test_an_expired_claim_is_taken_over_and_fetched_once(
+    start_sim: Any, wire: Any, db: Database
+) -> None:
     sim = start_sim("smoke", characters=2, killmails=30)
     runtime = wire(sim)
     cid = next(iter(sim.world.ground_truth()))
@@ -283,8 +290,9 @@ def test_an_expired_claim_is_taken_over_and_fetched_once(start_sim: Any, wire: A
     assert claim_rows(db) == {}
 
 
-def test_claims_of_a_dead_local_process_are_taken_over_at_once(start_sim: Any, wire: Any,
-                                                                db: Database) -> None:
+def test_claims_of_a_dead_local_process_are_taken_over_at_once(
+    start_sim: Any, wire: Any, db: Database
+) -> None:
     sim = start_sim("smoke", characters=2, killmails=30)
     runtime = wire(sim)
     cid = next(iter(sim.world.ground_truth()))
@@ -303,14 +311,19 @@ def test_claims_of_a_dead_local_process_are_taken_over_at_once(start_sim: Any, w
 
 DEPLOYMENTS = [
     pytest.param("sqlite", "database", id="sqlite-dbqueue"),
-    pytest.param("postgresql", RABBIT_URL, id="postgresql-rabbitmq",
-                 marks=[pytest.mark.postgres, pytest.mark.rabbitmq]),
+    pytest.param(
+        "postgresql",
+        RABBIT_URL,
+        id="postgresql-rabbitmq",
+        marks=[pytest.mark.postgres, pytest.mark.rabbitmq],
+    ),
 ]
 
 
 @pytest.fixture
-def deployment(db: Database, db_target: DbTarget, broker: str, tmp_path: Path
-               ) -> Iterator[Callable[[SimServer], dict[str, str]]]:
+def deployment(
+    db: Database, db_target: DbTarget, broker: str, tmp_path: Path
+) -> Iterator[Callable[[SimServer], dict[str, str]]]:
     """The environment of worker processes on this deployment; RabbitMQ queues deleted."""
     made: list[dict[str, str]] = []
 
@@ -328,14 +341,22 @@ def deployment(db: Database, db_target: DbTarget, broker: str, tmp_path: Path
             from killcli.queue.rabbit import RabbitBroker
 
             settings = load_settings(environ=env)
-            RabbitBroker(env["KILLSYNC_BROKER_URL"], db,
-                         queue_name=settings.queue_name).delete_topology()
+            RabbitBroker(
+                env["KILLSYNC_BROKER_URL"], db, queue_name=settings.queue_name
+            ).delete_topology()
 
 
 def start_workers(env: dict[str, str], count: int, *args: str) -> list[subprocess.Popen[str]]:
-    return [subprocess.Popen([sys.executable, "-m", "killcli", "worker", *args],
-                             env={**os.environ, **env}, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True) for _ in range(count)]
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "killcli", "worker", *args],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
 
 
 def finish(workers: list[subprocess.Popen[str]]) -> None:
@@ -345,10 +366,12 @@ def finish(workers: list[subprocess.Popen[str]]) -> None:
 
 
 @pytest.mark.parametrize(("db_target", "broker"), DEPLOYMENTS, indirect=["db_target"])
-def test_three_workers_fetch_each_shared_body_once(start_sim: Any, db: Database,
-                                                   deployment: Any) -> None:
-    sim = start_sim("smoke", characters=9, killmails=270, shared_fraction=0.9,
-                    faults=FaultPlan(latency_ms=15))
+def test_three_workers_fetch_each_shared_body_once(
+    start_sim: Any, db: Database, deployment: Any
+) -> None:
+    sim = start_sim(
+        "smoke", characters=9, killmails=270, shared_fraction=0.9, faults=FaultPlan(latency_ms=15)
+    )
     env = deployment(sim)
     queue_everyone(sim, db, env)
     finish(start_workers(env, 3, "--drain", "--concurrency", "3"))
@@ -361,21 +384,23 @@ def test_three_workers_fetch_each_shared_body_once(start_sim: Any, db: Database,
 
 @pytest.mark.parametrize(("db_target", "broker"), DEPLOYMENTS, indirect=["db_target"])
 def test_claims_of_a_sigkilled_worker_do_not_delay_the_next_round(
-        start_sim: Any, db: Database, deployment: Any) -> None:
+    start_sim: Any, db: Database, deployment: Any
+) -> None:
     sim = start_sim("smoke", characters=3, killmails=150, faults=FaultPlan(latency_ms=40))
     env = deployment(sim)
     queue_everyone(sim, db, env)
     [victim] = start_workers(env, 1, "--concurrency", "1")
-    wait_until(lambda: len(sim.stats.snapshot().body_fetches) >= 10 and bool(claim_rows(db)),
-               "the worker's first bodies")
+    wait_until(
+        lambda: len(sim.stats.snapshot().body_fetches) >= 10 and bool(claim_rows(db)),
+        "the worker's first bodies",
+    )
     victim.send_signal(signal.SIGKILL)
     victim.communicate(timeout=10)
     left = claim_rows(db)
     assert left  # killed while holding claims
     with db.session() as s:
         # Claims valid for an hour: only noticing the dead holder can take them at once.
-        s.execute(update(BodyClaim).values(
-            expires_at=datetime.now(UTC) + timedelta(hours=1)))
+        s.execute(update(BodyClaim).values(expires_at=datetime.now(UTC) + timedelta(hours=1)))
         # Leases and the job's visibility timeout are another story (tests/test_worker.py).
         s.execute(update(Lease).values(expires_at=datetime.now(UTC)))
         s.execute(update(JobRow).values(locked_until=datetime.now(UTC)))

@@ -20,8 +20,9 @@ def stored(db: Database) -> set[int]:
         return {b["killmail_id"] for b in iter_killmail_bodies(s)}
 
 
-def test_a_bucket_drained_by_someone_else_means_429_then_waiting(start_sim: Any, wire: Any,
-                                                                db: Database) -> None:
+def test_a_bucket_drained_by_someone_else_means_429_then_waiting(
+    start_sim: Any, wire: Any, db: Database
+) -> None:
     sim: SimServer = start_sim("ratelimit", characters=1, shared_fraction=0.0, killmails=12)
     runtime = wire(sim)
     cid = next(iter(sim.world.ground_truth()))
@@ -40,8 +41,9 @@ def test_a_bucket_drained_by_someone_else_means_429_then_waiting(start_sim: Any,
     assert time.monotonic() - started >= 1.0  # Retry-After was honoured, not hammered
 
 
-def test_an_exhausted_error_limit_means_420_then_a_pause(start_sim: Any, wire: Any,
-                                                         db: Database) -> None:
+def test_an_exhausted_error_limit_means_420_then_a_pause(
+    start_sim: Any, wire: Any, db: Database
+) -> None:
     sim: SimServer = start_sim("ratelimit", characters=1, shared_fraction=0.0, killmails=6)
     runtime = wire(sim)
     cid = next(iter(sim.world.ground_truth()))

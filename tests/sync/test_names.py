@@ -17,7 +17,8 @@ NAMES = "/universe/names"
 
 
 def test_concurrent_syncs_share_one_lookup_and_each_gets_its_names(
-        start_sim: Any, wire: Callable[[SimServer], Runtime], db: Database) -> None:
+    start_sim: Any, wire: Callable[[SimServer], Runtime], db: Database
+) -> None:
     sim = start_sim("smoke", faults=FaultPlan(latency_ms=60))
     runtime = wire(sim)
     every = set().union(*(ids_in_body(sim.world.body(k)) for k in sim.world.killmails))

@@ -39,8 +39,7 @@ def assert_matches_ground_truth(sim: SimServer, db: Database, only: int | None =
             assert canonical_json(body) == canonical_json(sim.world.body(kid))
 
 
-def test_every_killmail_once_equal_to_ground_truth(start_sim: Any, wire: Any, db: Database
-                                                   ) -> None:
+def test_every_killmail_once_equal_to_ground_truth(start_sim: Any, wire: Any, db: Database) -> None:
     sim = start_sim("smoke", page_size=7)  # not 50: the end is X-Pages, never a short page
     runtime = wire(sim)
     results = [runtime.engine.sync_character(cid) for cid in sim.world.ground_truth()]
@@ -51,7 +50,8 @@ def test_every_killmail_once_equal_to_ground_truth(start_sim: Any, wire: Any, db
     unique = set().union(*map(set, sim.world.ground_truth().values()))
     assert sum(r.figures.new for r in results) == len(unique)
     assert sum(r.figures.pages for r in results) == sum(
-        -(-len(v) // 7) for v in sim.world.ground_truth().values())
+        -(-len(v) // 7) for v in sim.world.ground_truth().values()
+    )
     with db.session() as s:
         events = s.scalars(select(Event)).all()
         assert len(events) == len(unique)
@@ -60,8 +60,9 @@ def test_every_killmail_once_equal_to_ground_truth(start_sim: Any, wire: Any, db
         assert [r.status for r in runs] == ["ok"] * len(results)
 
 
-def test_resync_costs_one_304_and_no_bodies_then_k_for_k_new(start_sim: Any, wire: Any,
-                                                              db: Database) -> None:
+def test_resync_costs_one_304_and_no_bodies_then_k_for_k_new(
+    start_sim: Any, wire: Any, db: Database
+) -> None:
     sim = start_sim("incremental", killmails=120)
     runtime = wire(sim)
     characters = sorted(sim.world.ground_truth(), key=lambda c: -len(sim.world.ground_truth()[c]))
@@ -129,8 +130,9 @@ def test_list_refreshed_mid_walk_restarts(start_sim: Any, wire: Any, db: Databas
     assert set(exported(db, cid)) == set(sim.world.ground_truth()[cid])
 
 
-def test_failed_bodies_become_pending_and_succeed_later(start_sim: Any, wire: Any,
-                                                        db: Database) -> None:
+def test_failed_bodies_become_pending_and_succeed_later(
+    start_sim: Any, wire: Any, db: Database
+) -> None:
     sim = start_sim("smoke")
     runtime = wire(sim)
     cid = next(iter(sim.world.ground_truth()))
@@ -155,14 +157,20 @@ def test_failed_bodies_become_pending_and_succeed_later(start_sim: Any, wire: An
 
 
 def test_a_body_pending_for_two_characters_is_linked_to_both_once_it_lands(
-        start_sim: Any, wire: Any, db: Database) -> None:
+    start_sim: Any, wire: Any, db: Database
+) -> None:
     """The pending row names one character; the other's list must be walked again, or
     its 304s would hide the killmail from it for good."""
     sim = start_sim("smoke", shared_fraction=0.9, killmails=80, list_cache_s=1)
     runtime = wire(sim)
     truth = sim.world.ground_truth()
-    a, b, shared = next((a, b, k) for a in truth for b in truth if a < b
-                        for k in sorted(set(truth[a]) & set(truth[b])))
+    a, b, shared = next(
+        (a, b, k)
+        for a in truth
+        for b in truth
+        if a < b
+        for k in sorted(set(truth[a]) & set(truth[b]))
+    )
     sim.faults.fail_body(shared, status=422, times=2)  # the first try of each character
     assert runtime.engine.sync_character(a).status == "partial"
     assert runtime.engine.sync_character(b).status == "partial"
@@ -180,8 +188,9 @@ def test_a_body_pending_for_two_characters_is_linked_to_both_once_it_lands(
     assert_matches_ground_truth(sim, db, only=b)
 
 
-def test_concurrent_syncs_sharing_killmails_fetch_each_body_once(start_sim: Any, wire: Any,
-                                                                 db: Database) -> None:
+def test_concurrent_syncs_sharing_killmails_fetch_each_body_once(
+    start_sim: Any, wire: Any, db: Database
+) -> None:
     sim = start_sim("smoke", shared_fraction=0.9, killmails=80)
     runtime = wire(sim)
     characters = list(sim.world.ground_truth())
@@ -205,8 +214,9 @@ def test_concurrent_syncs_sharing_killmails_fetch_each_body_once(start_sim: Any,
     assert_matches_ground_truth(sim, db)
 
 
-def test_names_with_an_unknown_id_are_split_and_cached(start_sim: Any, wire: Any,
-                                                      db: Database) -> None:
+def test_names_with_an_unknown_id_are_split_and_cached(
+    start_sim: Any, wire: Any, db: Database
+) -> None:
     sim = start_sim("smoke", unknown_name_ids=1)
     runtime = wire(sim)
     for cid in sim.world.ground_truth():
@@ -216,23 +226,28 @@ def test_names_with_an_unknown_id_are_split_and_cached(start_sim: Any, wire: Any
         known = s.scalars(select(Name).where(Name.name.is_not(None))).all()
     assert len(unknown) == 1
     assert len(known) > 50
-    names_calls = sum(n for (route, _), n in sim.stats.snapshot().requests.items()
-                      if route == "/universe/names")
+    names_calls = sum(
+        n for (route, _), n in sim.stats.snapshot().requests.items() if route == "/universe/names"
+    )
     # one split chain for the bad id, not one call per id, and never an id asked twice
     assert names_calls < 40
 
 
-def test_sync_user_prints_markup_names_verbatim(start_sim: Any, cli: Any, db_target: DbTarget,
-                                                tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sync_user_prints_markup_names_verbatim(
+    start_sim: Any, cli: Any, db_target: DbTarget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sim = start_sim("smoke")
     for key, value in sim_environ(sim, tmp_path / "home", db_target.url).items():
         monkeypatch.setenv(key, value)
     if db_target.kind == "postgresql":
         assert cli("db", "upgrade").exit_code == 0
     boss = next(c for c in sim.world.characters if c.name == "[b]Boss[/b]")
-    assert cli("users", "add", "--refresh-token", "-",
-               stdin=sim.issue_refresh_token(boss.character_id)).exit_code == 0
+    assert (
+        cli(
+            "users", "add", "--refresh-token", "-", stdin=sim.issue_refresh_token(boss.character_id)
+        ).exit_code
+        == 0
+    )
     result = cli("sync-user", str(boss.character_id), "--no-progress")
     assert result.exit_code == 0, result.stderr
     assert f"[b]Boss[/b] ({boss.character_id}): ok" in result.stdout

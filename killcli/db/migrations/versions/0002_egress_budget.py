@@ -31,8 +31,12 @@ def upgrade() -> None:
     )
     op.create_table(
         "egress_blocks",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-                  autoincrement=True, nullable=False),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
         sa.Column("egress", sa.String(length=100), nullable=False),
         sa.Column("budget", sa.String(length=100), nullable=False),
         sa.Column("owner", sa.String(length=200), nullable=False),
@@ -41,8 +45,12 @@ def upgrade() -> None:
         sa.Column("expires_at", DOUBLE, nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_egress_blocks")),
     )
-    op.create_index("ix_egress_blocks_egress_budget_expires_at", "egress_blocks",
-                    ["egress", "budget", "expires_at"], unique=False)
+    op.create_index(
+        "ix_egress_blocks_egress_budget_expires_at",
+        "egress_blocks",
+        ["egress", "budget", "expires_at"],
+        unique=False,
+    )
 
 
 def downgrade() -> None:

@@ -27,12 +27,15 @@ BACKFILL = sa.text("""
 
 def upgrade() -> None:
     with op.batch_alter_table("characters", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("newest_killmail_at", sa.DateTime(timezone=True),
-                                      nullable=True))
-        batch_op.create_index(batch_op.f("ix_characters_newest_killmail_at"),
-                              ["newest_killmail_at"], unique=False)
-        batch_op.create_index(batch_op.f("ix_characters_last_sync_at"), ["last_sync_at"],
-                              unique=False)
+        batch_op.add_column(
+            sa.Column("newest_killmail_at", sa.DateTime(timezone=True), nullable=True)
+        )
+        batch_op.create_index(
+            batch_op.f("ix_characters_newest_killmail_at"), ["newest_killmail_at"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_characters_last_sync_at"), ["last_sync_at"], unique=False
+        )
     op.execute(BACKFILL)
 
 
