@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,8 @@ from killcli.db import Database  # noqa: E402
 from killcli.queue import open_broker  # noqa: E402
 from killcli.runtime import build_runtime  # noqa: E402
 from killcli.scheduler import run_queue  # noqa: E402
+from killcli.service import WorkerOptions, run_worker  # noqa: E402
 from killcli.sim import Scenario, SimServer  # noqa: E402
-from killcli.worker import Worker  # noqa: E402
 
 BODY = "/killmails/{killmail_id}/{killmail_hash}"
 LIST = "/characters/{character_id}/killmails/recent"
@@ -181,10 +182,11 @@ def fresh_database(kind: str, tmp: Path, pg_admin: str) -> tuple[str, Any]:
     return admin.set(database=name).render_as_string(hide_password=False), drop
 
 
-def sync_all(db: Database, broker: Any, worker: Worker, concurrency: int) -> float:
+def sync_all(db: Database, broker: Any, drain: Callable[[], object]) -> float:
+    """One `killsync queue` + `killsync worker --drain` round; its wall time."""
     start = time.monotonic()
     run_queue(db, broker)
-    worker.run(concurrency=concurrency, stop=threading.Event(), drain=True)
+    drain()
     return time.monotonic() - start
 
 
@@ -220,14 +222,18 @@ def run_scenario(
             for login in prov["characters"]:
                 runtime.accounts.add_refresh_token(login["refresh_token"])
             with open_broker(settings, db) as broker:
-                worker = Worker(runtime, broker)
-                wall = sync_all(db, broker, worker, concurrency)
+                options = WorkerOptions(concurrency=concurrency, drain=True)
+
+                def drain() -> object:
+                    return run_worker(
+                        settings, db, broker, options, stop=threading.Event(), runtime=runtime
+                    )
+
+                wall = sync_all(db, broker, drain)
                 first = sim.ask("stats")
                 result = figures(name, sim.info, wall, first)
                 if name == "incremental":
-                    result["incremental"] = incremental(
-                        sim, db, broker, worker, concurrency, first, new_kills
-                    )
+                    result["incremental"] = incremental(sim, db, broker, drain, first, new_kills)
         finally:
             runtime.close()
             db.close()
@@ -275,17 +281,16 @@ def incremental(
     sim: SimProcess,
     db: Database,
     broker: Any,
-    worker: Worker,
-    concurrency: int,
+    drain: Callable[[], object],
     before: dict[str, Any],
     k: int,
 ) -> dict[str, Any]:
     time.sleep(sim.info["list_cache_s"] + 1)
-    sync_all(db, broker, worker, concurrency)
+    sync_all(db, broker, drain)
     quiet = sim.ask("stats")
     sim.ask("add_kills", k)
     time.sleep(sim.info["list_cache_s"] + 1)
-    sync_all(db, broker, worker, concurrency)
+    sync_all(db, broker, drain)
     after = sim.ask("stats")
     return {
         "resync_list_304": count(quiet, LIST, 304) - count(before, LIST, 304),

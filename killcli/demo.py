@@ -22,9 +22,10 @@ from killcli.db import Database
 from killcli.queue import open_broker
 from killcli.runtime import build_runtime
 from killcli.scheduler import run_queue
+from killcli.service import WorkerOptions, run_worker
 from killcli.sim import Scenario, SimServer
 from killcli.stats import Stats, collect_stats
-from killcli.worker import JobReport, Worker
+from killcli.worker import JobReport
 
 DEMO_SCENARIO = "smoke"
 
@@ -85,10 +86,15 @@ def run_demo(
                 with open_broker(settings, db) as broker:
                     queued = run_queue(db, broker)
                     on_step(f"queued {queued.published} characters")
-                    worker = Worker(
-                        runtime, broker, on_report=lambda r: on_job(r, queued.published)
+                    result = run_worker(
+                        settings,
+                        db,
+                        broker,
+                        WorkerOptions(concurrency=concurrency, drain=True),
+                        stop=threading.Event(),
+                        runtime=runtime,
+                        on_report=lambda r: on_job(r, queued.published),
                     )
-                    result = worker.run(concurrency=concurrency, stop=threading.Event(), drain=True)
             finally:
                 runtime.close()
             stats = collect_stats(db)

@@ -30,11 +30,11 @@ from killcli.esi.ratelimit import WaitEvent
 from killcli.queue import open_broker
 from killcli.runtime import Runtime, build_runtime
 from killcli.scheduler import run_queue
+from killcli.service import WorkerOptions, run_worker
 from killcli.sim import SimServer
 from killcli.sim.scenario import ESI_BUCKETS
 from killcli.sync import SyncOptions
 from killcli.sync.progress import ProgressRegistry, ProgressSnapshot, SyncTracker
-from killcli.worker import Worker
 from tests.conftest import sim_environ
 from tests.test_terminal_safety import assert_terminal_safe, run_on_pty, run_piped
 
@@ -244,9 +244,15 @@ def test_live_view_shows_a_running_sync_mid_bodies(world: World) -> None:
     add_character(world, runtime, cid)
     broker = open_broker(world.settings, world.db)
     run_queue(world.db, broker, character_ids=[cid])
-    worker = Worker(runtime, broker, on_report=view.report, progress=view.registry)
     thread = threading.Thread(
-        target=worker.run, kwargs={"concurrency": 1, "stop": threading.Event(), "drain": True}
+        target=run_worker,
+        args=(world.settings, world.db, broker, WorkerOptions(concurrency=1, drain=True)),
+        kwargs={
+            "stop": threading.Event(),
+            "runtime": runtime,
+            "progress": view.registry,
+            "on_report": view.report,
+        },
     )
     thread.start()
     try:

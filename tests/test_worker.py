@@ -31,15 +31,21 @@ from killcli.db.models import (
 from killcli.db.models import Job as JobRow
 from killcli.db.store import iter_killmail_bodies
 from killcli.db.types import utcnow
+from killcli.events.outbox import latest_event_id
+from killcli.events.webhooks import add_webhook, get_webhook
 from killcli.killmail import canonical_json
 from killcli.queue import Broker, Job, RetryPolicy, open_broker
+from killcli.queue.base import ConsumeResult
 from killcli.queue.leases import character_lease
 from killcli.runtime import Runtime, build_runtime
 from killcli.scheduler import run_queue
+from killcli.secrets import make_cipher
+from killcli.service import WorkerOptions, run_worker
 from killcli.sim import FaultPlan, SimServer
 from killcli.sim.scenario import ESI_BUCKETS
-from killcli.worker import Worker
+from killcli.worker import JobReport, Worker
 from tests.conftest import REPO, CliResult, DbTarget, sim_environ, unavailable
+from tests.events.chat import ChatServer
 
 RABBIT_URL = os.environ.get("KILLSYNC_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 Cli = Callable[..., CliResult]
@@ -76,9 +82,18 @@ class Pipeline:
             self.runtime.accounts.add_refresh_token(self.sim.issue_refresh_token(cid))
         return ids
 
-    def drain(self, concurrency: int = 4) -> Any:
-        return Worker(self.runtime, self.broker).run(
-            concurrency=concurrency, stop=threading.Event(), drain=True
+    def drain(
+        self, concurrency: int = 4, on_report: Callable[[JobReport], None] | None = None
+    ) -> ConsumeResult:
+        """One `killsync worker --drain` run, through the service the CLI runs."""
+        return run_worker(
+            self.settings,
+            self.db,
+            self.broker,
+            WorkerOptions(concurrency=concurrency, drain=True),
+            stop=threading.Event(),
+            runtime=self.runtime,
+            on_report=on_report,
         )
 
     def close(self) -> None:
@@ -269,6 +284,46 @@ def test_the_worker_log_counts_syncs_that_found_nothing_instead_of_a_line_each(
     assert verbose.exit_code == 0, verbose.stderr
     assert verbose.stderr.count("cached, new 0, pending 0") == len(ids)
     assert "found nothing new" not in verbose.stderr
+
+
+def test_the_ack_never_waits_for_a_slow_webhook(pipeline: Any, db: Database) -> None:
+    """Webhooks post on the event pump's thread: while a webhook holds its answer, one sync
+    at a time still settles every job (the old pump ran between commit and ack)."""
+    p = pipeline("smoke", characters=3, killmails=30)
+    ids = p.add_characters()
+    chat = ChatServer().start()
+    try:
+        hook = add_webhook(
+            db,
+            make_cipher(p.settings, db),
+            "discord",
+            chat.discord_url(),
+            allow_insecure=True,
+            max_age_s=10 * 365 * 86400,  # the simulator's kills are of any age
+        )
+        chat.gate.clear()  # the webhook answers nothing until the test says so
+        run_queue(db, p.broker)
+        reports: list[JobReport] = []
+        drained: list[ConsumeResult] = []
+        thread = threading.Thread(
+            target=lambda: drained.append(p.drain(concurrency=1, on_report=reports.append))
+        )
+        thread.start()
+        deadline = time.monotonic() + 60
+        while len(reports) < len(ids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        held = chat.arrived, list(chat.posted)
+        chat.gate.set()
+        thread.join(60)
+        assert len(reports) == len(ids)  # every job settled while the webhook was held
+        assert held[0] >= 1 and held[1] == []  # a post was waiting, none had an answer
+        assert drained[0].done == len(ids)
+        assert chat.posted  # the held events left once the webhook answered
+        delivered = get_webhook(db, make_cipher(p.settings, db), hook.id)
+        assert delivered.cursor_event_id == latest_event_id(db)
+    finally:
+        chat.gate.set()
+        chat.stop()
 
 
 def test_removed_character_job_is_dead_lettered(pipeline: Any, db: Database) -> None:

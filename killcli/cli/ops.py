@@ -20,18 +20,16 @@ from killcli.cli.context import AppContext, app_context, examples, print_json
 from killcli.cli.progressview import running_table, stamped, wait_line
 from killcli.console import is_interactive, make_console
 from killcli.esi.ratelimit import WaitEvent
-from killcli.events.pump import EventPump
-from killcli.metrics import WorkerMetrics
 from killcli.queue import open_broker
 from killcli.queue.base import Broker
-from killcli.runtime import build_runtime
 from killcli.scheduler import run_queue
+from killcli.service import WorkerOptions, run_worker
 from killcli.signals import stop_on_signals
 from killcli.stats import collect_stats
 from killcli.sync.progress import ProgressRegistry
 from killcli.textsafe import sanitize
-from killcli.worker import DEFAULT_CONCURRENCY, JobReport, Worker, check_settled
-from killcli.workerstatus import StatusReporter, live_workers
+from killcli.worker import DEFAULT_CONCURRENCY, JobReport, check_settled
+from killcli.workerstatus import live_workers
 
 
 def _broker(app_ctx: AppContext) -> Broker:
@@ -261,34 +259,23 @@ def worker_cmd(
     app_ctx = app_context(ctx)
     broker = _broker(app_ctx)
     view = _LiveView(app_ctx)
-    runtime = build_runtime(
-        app_ctx.settings,
-        app_ctx.database(),
-        list_concurrency=concurrency,
-        on_wait=view.registry.waiting,
-    )
-    view.registry.attach(runtime.esi.limiter)
-    app_ctx.on_close(runtime.close)
-    metrics = WorkerMetrics()
-    if metrics_port is not None:
-        metrics.serve(metrics_port)
-    pump = EventPump(app_ctx.settings, app_ctx.database(), on_problem=app_ctx.console.print)
-    pump.start()
-    app_ctx.on_close(pump.close)
-    worker = Worker(
-        runtime,
-        broker,
-        on_report=view.report,
-        metrics=metrics,
-        on_new_killmails=pump.pump,
-        progress=view.registry,
-        status=StatusReporter(app_ctx.database(), runtime.esi.limiter),
+    options = WorkerOptions(
+        concurrency=concurrency, drain=drain, max_jobs=max_jobs, metrics_port=metrics_port
     )
     with (
         stop_on_signals(force="exit", on_signal=_announce_signal(app_ctx)) as stop,
         view.live if view.live is not None else nullcontext(),
     ):
-        result = worker.run(concurrency=concurrency, stop=stop, drain=drain, max_jobs=max_jobs)
+        result = run_worker(
+            app_ctx.settings,
+            app_ctx.database(),
+            broker,
+            options,
+            stop=stop,
+            progress=view.registry,
+            on_report=view.report,
+            on_problem=app_ctx.console.print,
+        )
     view.flush_idle()
     app_ctx.info(
         f"worker stopped: {result.handled} jobs ({result.done} done, {result.retried} "

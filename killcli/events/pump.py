@@ -1,9 +1,10 @@
 """What a worker does with events after each job: relay them and post webhooks.
 
-Events are already in the outbox (written with their killmails). After each job, and on
-a timer, the worker publishes unpublished rows to the ``killsync.events`` fanout exchange
-(fleets only) and runs one webhook delivery round. Neither may fail a job: problems are
-reported and the rows wait for the next round.
+Events are already in the outbox (written with their killmails). On the pump's own
+thread, woken by a job that saved new killmails and on a timer, the worker publishes
+unpublished rows to the ``killsync.events`` fanout exchange (fleets only) and runs one
+webhook delivery round. Neither may fail or delay a job (its ack never waits for the
+network): problems are reported and the rows wait for the next round.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ PUMP_INTERVAL_S = 5.0
 
 
 class EventPump:
-    """Thread-safe: one round at a time, rounds that find another running are skipped."""
+    """Thread-safe: one round at a time, rounds that find another running are skipped.
+
+    :meth:`wake` asks the pump thread (see :meth:`start`) for a round now, without waiting
+    for it; several wakes during one round make one more round."""
 
     def __init__(
         self,
@@ -40,7 +44,12 @@ class EventPump:
         self._on_problem = on_problem
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._timer: threading.Thread | None = None
+
+    def wake(self) -> None:
+        """Run a round soon on the pump thread (new killmails were saved); never blocks."""
+        self._wake.set()
 
     def pump(self) -> None:
         if not self._lock.acquire(blocking=False):
@@ -55,10 +64,15 @@ class EventPump:
             self._lock.release()
 
     def start(self, interval_s: float = PUMP_INTERVAL_S) -> None:
-        """Also pump every ``interval_s`` seconds in a daemon thread, until :meth:`close`."""
+        """Pump in a daemon thread when woken and every ``interval_s`` seconds, until
+        :meth:`close`."""
 
         def loop() -> None:
-            while not self._stop.wait(interval_s):
+            while True:
+                self._wake.wait(interval_s)
+                if self._stop.is_set():
+                    return
+                self._wake.clear()
                 self.pump()
 
         self._timer = threading.Thread(target=loop, name="killsync-events", daemon=True)
@@ -66,6 +80,7 @@ class EventPump:
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._timer is not None:
             self._timer.join()
         self.pump()  # what the last jobs saved goes out before the worker exits

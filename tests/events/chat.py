@@ -4,7 +4,9 @@ Discord paths ``/api/webhooks/<id>/<token>`` answer 204 with ``X-RateLimit-*`` h
 429 with a JSON ``retry_after`` (seconds) and ``Retry-After`` when a token's bucket is
 spent; Slack paths ``/services/T/B/<secret>`` answer 200 ``ok`` or 429 with
 ``Retry-After``. Deleted tokens answer 404. Tests can script the next replies (``script``)
-to force 5xx or 429. Every request is recorded in ``hits``.
+to force 5xx or 429. Every request is recorded in ``hits``. A test that clears ``gate``
+holds every answer until it sets it again (a slow webhook); ``arrived`` counts requests as
+they come in, answered or not.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ class ChatServer:
         self.gone: set[str] = set()
         self.hits: list[Hit] = []
         self.lock = threading.Lock()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.arrived = 0
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
@@ -134,6 +139,9 @@ def _handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 body = None
             path = self.path.split("?", 1)[0]
+            with server.lock:
+                server.arrived += 1
+            server.gate.wait(60)
             with server.lock:
                 reply = server.reply(path, body)
                 server.hits.append(Hit(time.monotonic(), path, body, reply.status))
