@@ -115,7 +115,27 @@ def test_the_contract_check_sees_gone_new_and_reshaped_keys() -> None:
     ]
 
 
-FIGURES: Shape = dict.fromkeys(["already", "claims_taken_over", "elapsed_s", "fetched", "found", "linked", "list_restarts", "names_resolved", "new", "not_modified", "pages", "pending", "pending_retried", "shared_elsewhere", "shared_inflight", "skipped_cache"], "") | {"tokens": ANY}
+FIGURES: Shape = dict.fromkeys(
+    [
+        "already",
+        "claims_taken_over",
+        "elapsed_s",
+        "fetched",
+        "found",
+        "linked",
+        "list_restarts",
+        "names_resolved",
+        "new",
+        "not_modified",
+        "pages",
+        "pending",
+        "pending_retried",
+        "shared_elsewhere",
+        "shared_inflight",
+        "skipped_cache",
+    ],
+    "",
+) | {"tokens": ANY}
 
 
 def scalars(*keys: str) -> dict[str, Shape]:
