@@ -17,7 +17,7 @@ module.exports = {
     {
       name: "killsync-queue",
       script: "killsync",
-      args: "queue --quiet",
+      args: "queue --one-line",
       interpreter: "none",
       cron_restart: "*/5 * * * *",
       autorestart: false,

@@ -44,3 +44,28 @@ def test_demo_runs_the_pipeline_from_nothing(tmp_path: Path) -> None:
     )
     assert len(exported.stdout.splitlines()) == 250
     assert not (tmp_path / "data" / "killsync").exists()  # the demo kept out of the real home
+
+
+def test_the_root_database_url_says_where_the_demo_writes(tmp_path: Path) -> None:
+    """`killsync --database-url URL demo` keeps the demo's killmails at URL (the demo's own
+    `--database-url` said so before; KILLSYNC_DATABASE_URL is never the demo's target)."""
+    target = tmp_path / "demo.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KILLSYNC_")}
+    env["HOME"] = str(tmp_path)
+    env["KILLSYNC_DATABASE_URL"] = f"sqlite:///{tmp_path / 'operators.db'}"
+    args = ["--characters", "2", "--killmails", "20", "--json"]
+    result = subprocess.run(
+        [sys.executable, "-m", "killcli", "--database-url", f"sqlite:///{target}", "demo", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)["data"]
+    assert data["database_url"] == f"sqlite:///{target}"
+    assert data["killmails"] == 20
+    assert target.exists()
+    assert not (tmp_path / "operators.db").exists()

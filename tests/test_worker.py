@@ -273,13 +273,15 @@ def test_the_worker_log_counts_syncs_that_found_nothing_instead_of_a_line_each(
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    assert cli("queue", "--all", "--quiet").exit_code == 0
+    assert cli("queue", "--all", "--one-line").exit_code == 0
     quiet = cli("worker", "--drain")
     assert quiet.exit_code == 0, quiet.stderr
     assert f"{len(ids)} syncs found nothing new" in quiet.stderr
     assert f"({len(ids)} cached)" in quiet.stderr
     assert "-> done" not in quiet.stderr
-    assert cli("queue", "--all", "--quiet").exit_code == 0
+    queued = cli("queue", "--all", "--quiet")  # the spelling before 0.2 still works
+    assert queued.exit_code == 0
+    assert queued.stdout.startswith(f"queued {len(ids)} of {len(ids)} due")
     verbose = cli("-v", "worker", "--drain")
     assert verbose.exit_code == 0, verbose.stderr
     assert verbose.stderr.count("cached, new 0, pending 0") == len(ids)

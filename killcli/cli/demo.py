@@ -20,7 +20,7 @@ def demo(
         str | None,
         typer.Option(
             "--database-url",
-            help="Keep the demo's killmails here (default: a temporary SQLite file).",
+            hidden=True,  # before 0.2: the root option now says where the demo writes
             show_default=False,
         ),
     ] = None,
@@ -30,8 +30,15 @@ def demo(
     ] = 250,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Run queue -> worker -> stats against the bundled ESI simulator (no setup needed)."""
+    """Run queue -> worker -> stats against the bundled ESI simulator (no setup needed).
+
+    The killmails go to a temporary SQLite file, or to the database named by the root
+    option `killsync --database-url URL demo` (never to KILLSYNC_DATABASE_URL or the config
+    file's: a demo does not write into the database you run).
+    """
     app_ctx = app_context(ctx)
+    if database_url is None and app_ctx.settings.sources.get("database_url") == "flag":
+        database_url = app_ctx.settings.database_url
     show = is_interactive() and not as_json and app_ctx.verbosity >= 0
     columns = (
         PlainTextColumn("{task.description}"),
@@ -81,5 +88,5 @@ def demo(
 def register(root: typer.Typer) -> None:
     root.command(
         "demo",
-        epilog=examples("killsync demo", "killsync demo --database-url sqlite:///demo.db --json"),
+        epilog=examples("killsync demo", "killsync --database-url sqlite:///demo.db demo --json"),
     )(demo)

@@ -66,7 +66,13 @@ def queue_cmd(
         bool, typer.Option("--dry-run", help="Show what is due, queue nothing.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    quiet_line: Annotated[bool, typer.Option("--quiet", help="One line of output (cron).")] = False,
+    one_line: Annotated[
+        bool, typer.Option("--one-line", help="One line of output (cron).")
+    ] = False,
+    quiet_line: Annotated[
+        bool,
+        typer.Option("--quiet", hidden=True),  # before 0.2, clashed with the root's -q
+    ] = False,
 ) -> None:
     """Queue every character that is due for a sync (cron calls this)."""
     app_ctx = app_context(ctx)
@@ -101,7 +107,7 @@ def queue_cmd(
     }
     if as_json:
         print_json("queue", {**summary, "characters": rows})
-    elif quiet_line:
+    elif one_line or quiet_line:
         typer.echo(
             f"queued {result.published} of {len(result.due)} due "
             f"({result.already_queued} already queued)"
@@ -406,7 +412,7 @@ def register(root: typer.Typer) -> None:
     root.command(
         "queue",
         epilog=examples(
-            "killsync queue --quiet            # from cron, every 5 minutes",
+            "killsync queue --one-line         # from cron, every 5 minutes",
             "killsync queue --character 2112345678 --priority 10",
             "killsync queue --all              # everyone now, whatever the cadence",
             "killsync queue --dry-run --json",
