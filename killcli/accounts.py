@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -46,6 +47,7 @@ from killcli.esi.clock import Clock
 from killcli.sso.client import SsoClient
 from killcli.sso.crypto import TokenCipher
 from killcli.sso.models import IssuedTokens, TokenSet
+from killcli.tokenfile import TokenLine
 
 KILLMAIL_SCOPE = "esi-killmails.read_killmails.v1"
 DEFAULT_SCOPES = (KILLMAIL_SCOPE,)
@@ -59,6 +61,27 @@ class AddResult:
     name: str
     created: bool
     owner_changed: bool
+
+
+@dataclass(frozen=True)
+class RejectedToken:
+    """A token of a token file that could not be added, and why."""
+
+    line: int
+    reason: str
+
+
+@dataclass
+class TokenImportResult:
+    """What `killsync users import` did with a token file."""
+
+    added: int = 0
+    updated: int = 0
+    rejected: list[RejectedToken] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, int]:
+        """The ``users.import`` JSON payload."""
+        return {"added": self.added, "updated": self.updated, "rejected": len(self.rejected)}
 
 
 @dataclass(frozen=True)
@@ -121,6 +144,27 @@ class Accounts:
         self._locks_guard = threading.Lock()
 
     # -- adding characters --------------------------------------------------------------
+
+    def import_tokens(
+        self,
+        tokens: Iterable[TokenLine],
+        on_rejected: Callable[[RejectedToken], None] = lambda rejected: None,
+    ) -> TokenImportResult:
+        """Add every token of a token file; one that fails is reported and skipped."""
+        result = TokenImportResult()
+        for line in tokens:
+            try:
+                added = self.add_refresh_token(line.token)
+            except KillsyncError as exc:
+                rejected = RejectedToken(line.line, str(exc))
+                result.rejected.append(rejected)
+                on_rejected(rejected)
+                continue
+            if added.created:
+                result.added += 1
+            else:
+                result.updated += 1
+        return result
 
     def add_refresh_token(self, refresh_token: str) -> AddResult:
         """Validate a refresh token by refreshing it once, then store the character."""

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -23,10 +20,11 @@ from killcli.accounts import (
 from killcli.cli import params
 from killcli.cli.context import AppContext, app_context, examples, print_json
 from killcli.console import PlainTextColumn, is_interactive, make_console
-from killcli.errors import ExitCode, InputError, KillsyncError, UsageError
+from killcli.errors import ExitCode, UsageError
 from killcli.runtime import make_accounts
 from killcli.sso.login import run_login
 from killcli.textsafe import sanitize
+from killcli.tokenfile import parse_token_file, read_secret
 
 app = typer.Typer(
     name="users", help="Add, list and remove the characters killsync syncs.", no_args_is_help=True
@@ -38,33 +36,6 @@ def _accounts(app_ctx: AppContext, *, create: bool = False) -> Accounts:
     accounts = make_accounts(app_ctx.settings, app_ctx.database(create=create))
     app_ctx.on_close(accounts.sso.close)
     return accounts
-
-
-MAX_TOKEN_INPUT_CHARS = 16 << 20  # ~100,000 tokens; `users import /dev/zero` must end
-
-
-def _read_secret(source: str) -> str:
-    """Tokens from stdin (`-`) or a file: never from argv, where `ps` shows it."""
-    name = "stdin" if source == "-" else source
-    try:
-        text = _read_text(source, MAX_TOKEN_INPUT_CHARS + 1)
-    except OSError as exc:
-        raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{name}: not text (refresh tokens are lines of ASCII)") from exc
-    if len(text) > MAX_TOKEN_INPUT_CHARS:
-        raise InputError(f"{name}: larger than {MAX_TOKEN_INPUT_CHARS} characters")
-    text = text.removeprefix("\ufeff")  # a byte-order mark from a Windows editor
-    if not all(ch.isprintable() or ch in "\t\r\n" for ch in text):
-        raise InputError(f"{name}: not text (refresh tokens are lines of ASCII)")
-    return text
-
-
-def _read_text(source: str, limit: int) -> str:
-    if source == "-":
-        return sys.stdin.read(limit)
-    with Path(source).open(encoding="utf-8") as fh:
-        return fh.read(limit)
 
 
 def _report_added(app_ctx: AppContext, result: AddResult) -> None:
@@ -96,23 +67,8 @@ def add(
 ) -> None:
     """Add a character from its refresh token (validated by one refresh)."""
     app_ctx = app_context(ctx)
-    token = _read_secret(refresh_token)
+    token = read_secret(refresh_token)
     _report_added(app_ctx, _accounts(app_ctx, create=True).add_refresh_token(token))
-
-
-def _tokens_in(text: str) -> list[tuple[int, str]]:
-    tokens = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        token = raw.strip()
-        if not token or token.startswith("#"):
-            continue
-        if token.startswith("{"):
-            try:
-                token = str(json.loads(token)["refresh_token"])
-            except (ValueError, KeyError, TypeError):
-                token = ""  # rejected below with its line number
-        tokens.append((number, token))
-    return tokens
 
 
 @app.command(
@@ -135,22 +91,19 @@ def import_tokens(
 ) -> None:
     """Add many characters at once (migrating from another system)."""
     app_ctx = app_context(ctx)
-    tokens = _tokens_in(_read_secret(path))
-    accounts = _accounts(app_ctx, create=True)
-    counts = {"added": 0, "updated": 0, "rejected": 0}
-    for number, token in tokens:
-        try:
-            result = accounts.add_refresh_token(token)
-        except KillsyncError as exc:
-            counts["rejected"] += 1
-            app_ctx.console.print(f"line {number}: rejected: {sanitize(str(exc))}")
-            continue
-        counts["added" if result.created else "updated"] += 1
+    tokens = parse_token_file(read_secret(path))
+    result = _accounts(app_ctx, create=True).import_tokens(
+        tokens,
+        on_rejected=lambda r: app_ctx.console.print(
+            f"line {r.line}: rejected: {sanitize(r.reason)}"
+        ),
+    )
+    counts = result.as_dict()
     if as_json:
         print_json("users.import", counts)
     else:
         app_ctx.info(", ".join(f"{k} {v}" for k, v in counts.items()))
-    if counts["rejected"]:
+    if result.rejected:
         raise typer.Exit(int(ExitCode.PARTIAL))
 
 
