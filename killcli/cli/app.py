@@ -23,6 +23,7 @@ from killcli.cli import settings as config_cmds
 from killcli.cli import sim as sim_cmds
 from killcli.cli import sync as sync_cmds
 from killcli.cli import users as users_cmds
+from killcli.cli import webhooks as webhooks_cmds
 from killcli.cli.context import AppContext, examples
 from killcli.config import load_settings
 from killcli.console import install_log_handler, make_console
@@ -45,6 +46,7 @@ app.add_typer(sim_cmds.app)
 app.add_typer(secrets_cmds.app)
 demo_cmds.register(app)
 events_cmds.register(app)
+webhooks_cmds.register(app)
 ops_cmds.register(app)
 users_cmds.register(app)
 sync_cmds.register(app)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from killcli.cli.context import app_context, examples, print_json
+from killcli.cli.params import JsonFlag
 
 app = typer.Typer(name="db", help="Create or migrate the database schema.", no_args_is_help=True)
 
@@ -29,7 +30,7 @@ def upgrade(ctx: typer.Context) -> None:
 @app.command("status", epilog=examples("killsync db status", "killsync db status --json"))
 def status(
     ctx: typer.Context,
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: JsonFlag = False,
 ) -> None:
     """Show the schema version of the database and the one this killsync needs."""
     db = app_context(ctx).database(check_schema=False)

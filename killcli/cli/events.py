@@ -1,4 +1,4 @@
-"""`killsync watch`, `killsync webhooks ...` and `killsync events prune|relay`.
+"""`killsync watch` and `killsync events prune|relay`: the killmail.saved events.
 
 The modules that talk to RabbitMQ are imported inside the commands: ``pika`` costs
 ``--help`` and every other command time for nothing.
@@ -6,40 +6,23 @@ The modules that talk to RabbitMQ are imported inside the commands: ``pika`` cos
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from killcli.cli import params
-from killcli.cli.context import AppContext, app_context, examples, print_json
+from killcli.cli.context import app_context, examples, print_json
+from killcli.cli.params import JsonFlag
 from killcli.console import make_console
 from killcli.db.types import utcnow
-from killcli.errors import ExitCode, InputError, UsageError
-from killcli.events.hookpost import PostStatus, make_client
+from killcli.errors import UsageError
 from killcli.events.outbox import EXCHANGE, OutboxEvent, parse_age, prune
 from killcli.events.render import event_json, kill_line
-from killcli.events.webhooks import (
-    DEFAULT_MAX_AGE_S,
-    DeliveryResult,
-    add_webhook,
-    list_webhooks,
-    remove_webhook,
-    run_delivery,
-    send_test_message,
-)
-from killcli.secrets import make_cipher
 from killcli.signals import stop_on_signals
-from killcli.sso.crypto import TokenCipher
-from killcli.textsafe import dumps_for_terminal, sanitize
+from killcli.textsafe import dumps_for_terminal
 
 EXCHANGE_HELP = "Fanout exchange on RabbitMQ."
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-webhooks_app = typer.Typer(
-    name="webhooks", no_args_is_help=True, help="Post fresh kills to Discord or Slack channels."
-)
 events_app = typer.Typer(
     name="events",
     no_args_is_help=True,
@@ -102,179 +85,6 @@ def watch(
     app_ctx.detail(f"{result.shown} events shown, stopped: {result.reason}")
 
 
-def _cipher(app_ctx: AppContext) -> TokenCipher:
-    return make_cipher(app_ctx.settings, app_ctx.database())
-
-
-def _read_url(source: str) -> str:
-    """The URL itself, or '-' to read it from stdin (keeps it out of history and `ps`)."""
-    if source != "-":
-        return source
-    text = sys.stdin.readline().strip()
-    if not text:
-        raise InputError("no webhook URL on stdin")
-    return text
-
-
-@webhooks_app.command(
-    "add",
-    epilog=examples(
-        "killsync webhooks add discord - < discord-url.txt",
-        "killsync webhooks add slack - --max-age 1800 < slack-url.txt",
-        "killsync webhooks add discord - --character 2112345678",
-    ),
-)
-def add(
-    ctx: typer.Context,
-    kind: Annotated[str, typer.Argument(help="discord or slack.")],
-    url: Annotated[
-        str,
-        typer.Argument(
-            help="The webhook URL, or '-' to read it from stdin (preferred: it is a secret)."
-        ),
-    ],
-    character: Annotated[
-        int | None,
-        typer.Option(
-            "--character", help="Only kills of this character.", parser=params.character_id
-        ),
-    ] = None,
-    max_age_s: Annotated[
-        int,
-        typer.Option(
-            "--max-age", help="Post only kills younger than this, in seconds.", parser=params.age_s
-        ),
-    ] = DEFAULT_MAX_AGE_S,
-    allow_insecure: Annotated[
-        bool, typer.Option("--allow-insecure", help="Accept http://127.0.0.1 (simulators).")
-    ] = False,
-) -> None:
-    """Add a webhook; it posts kills saved from now on (the URL is stored encrypted)."""
-    app_ctx = app_context(ctx)
-    info = add_webhook(
-        app_ctx.database(),
-        _cipher(app_ctx),
-        kind,
-        _read_url(url),
-        character_id=character,
-        max_age_s=max_age_s,
-        allow_insecure=allow_insecure,
-    )
-    app_ctx.info(
-        f"added webhook {info.id}: {info.kind} {info.url}, kills younger than "
-        f"{info.max_age_s} s" + (f", character {character}" if character else "")
-    )
-
-
-@webhooks_app.command("list", epilog=examples("killsync webhooks list --json"))
-def list_cmd(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """Configured webhooks, URLs masked."""
-    app_ctx = app_context(ctx)
-    infos = list_webhooks(app_ctx.database(), _cipher(app_ctx))
-    if as_json:
-        print_json("webhooks", [i.as_dict() for i in infos])
-        return
-    table = Table("id", "kind", "url", "character", "max age", "cursor", "state", "last error")
-    for i in infos:
-        state = (
-            "disabled"
-            if not i.enabled
-            else (
-                f"resting until {i.blocked_until:%H:%M:%S}"
-                if i.blocked_until and i.blocked_until > utcnow()
-                else "enabled"
-            )
-        )
-        table.add_row(
-            str(i.id),
-            i.kind,
-            i.url,
-            str(i.character_id or "-"),
-            f"{i.max_age_s} s",
-            str(i.cursor_event_id),
-            state,
-            sanitize((i.last_error or "")[:60]),
-        )
-    make_console(stderr=False).print(table)
-
-
-@webhooks_app.command("remove", epilog=examples("killsync webhooks remove 3"))
-def remove(
-    ctx: typer.Context,
-    webhook_id: Annotated[int, typer.Argument(help="Its id.", parser=params.row_id)],
-) -> None:
-    """Delete a webhook."""
-    app_ctx = app_context(ctx)
-    remove_webhook(app_ctx.database(), webhook_id)
-    app_ctx.info(f"removed webhook {webhook_id}")
-
-
-@webhooks_app.command("test", epilog=examples("killsync webhooks test 3"))
-def test(
-    ctx: typer.Context,
-    webhook_id: Annotated[int, typer.Argument(help="Its id.", parser=params.row_id)],
-) -> None:
-    """Post one sample message (a 404 disables the webhook, as delivery would)."""
-    app_ctx = app_context(ctx)
-    http = make_client()
-    app_ctx.on_close(http.close)
-    result = send_test_message(app_ctx.database(), _cipher(app_ctx), http, webhook_id)
-    if result.status is PostStatus.OK:
-        app_ctx.info(f"webhook {webhook_id}: test message posted")
-        return
-    wait = f", retry in {result.wait_s:.0f} s" if result.wait_s else ""
-    gone = "; webhook disabled" if result.status is PostStatus.GONE else ""
-    app_ctx.console.print(f"webhook {webhook_id}: test failed: {result.detail}{wait}{gone}")
-    bad = result.status in {PostStatus.GONE, PostStatus.REJECTED}
-    raise typer.Exit(int(ExitCode.USAGE if bad else ExitCode.PARTIAL))
-
-
-@webhooks_app.command(
-    "deliver",
-    epilog=examples("killsync webhooks deliver", "killsync webhooks deliver --once   # from cron"),
-)
-def deliver(
-    ctx: typer.Context,
-    once: Annotated[bool, typer.Option("--once", help="One round, then exit.")] = False,
-    poll_s: Annotated[
-        float, typer.Option("--poll", min=0.1, help="Seconds between looks at the outbox.")
-    ] = 5.0,
-    as_json: JsonFlag = False,
-) -> None:
-    """Post fresh kills to every webhook until Ctrl-C/SIGTERM (or once)."""
-    app_ctx = app_context(ctx)
-    http = make_client()
-    app_ctx.on_close(http.close)
-
-    def report(result: DeliveryResult) -> None:
-        for r in result.rounds:
-            if r.posted or r.detail:
-                app_ctx.detail(
-                    f"webhook {r.webhook_id}: {r.outcome}, posted {r.posted}, "
-                    f"skipped {r.skipped} {r.detail}".rstrip()
-                )
-
-    with stop_on_signals() as stop:
-        totals = run_delivery(
-            app_ctx.database(),
-            _cipher(app_ctx),
-            http,
-            wait=stop.wait,
-            once=once,
-            poll_s=poll_s,
-            on_round=report,
-        )
-    if as_json:
-        print_json("webhooks.deliver", asdict(totals))
-    else:
-        app_ctx.info(
-            f"posted {totals.posted}, skipped {totals.skipped} (old or filtered), "
-            f"disabled {totals.disabled}, failed {totals.failed}"
-        )
-    if once and (totals.failed or totals.disabled):
-        raise typer.Exit(int(ExitCode.PARTIAL))
-
-
 @events_app.command(
     "prune",
     epilog=examples(
@@ -323,7 +133,7 @@ def relay_cmd(
 
 
 def register(root: typer.Typer) -> None:
-    """Add `watch`, `webhooks` and `events` to the root command."""
+    """Add `watch` and `events` to the root command."""
     root.command(
         "watch",
         epilog=examples(
@@ -332,5 +142,4 @@ def register(root: typer.Typer) -> None:
             "killsync watch --from-start --max-events 10 --timeout 30",
         ),
     )(watch)
-    root.add_typer(webhooks_app)
     root.add_typer(events_app)

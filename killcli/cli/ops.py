@@ -17,6 +17,7 @@ from rich.table import Table
 
 from killcli.cli import params
 from killcli.cli.context import AppContext, app_context, examples, print_json
+from killcli.cli.params import JsonFlag
 from killcli.cli.progressview import running_table, stamped, wait_line
 from killcli.console import is_interactive, make_console
 from killcli.esi.ratelimit import WaitEvent
@@ -65,7 +66,7 @@ def queue_cmd(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what is due, queue nothing.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonFlag = False,
     one_line: Annotated[
         bool, typer.Option("--one-line", help="One line of output (cron).")
     ] = False,
@@ -370,7 +371,7 @@ def _render_stats(data: dict[str, Any]) -> Table:
 
 def stats_cmd(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonFlag = False,
     watch: Annotated[
         float | None,
         typer.Option(

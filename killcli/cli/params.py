@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Annotated
 
 import typer
 
@@ -98,3 +99,7 @@ def interval_s(minimum_s: float = MIN_WATCH_S) -> Callable[[str], float]:
         return _seconds(text, minimum_s, MAX_DURATION_S, low_open=False)
 
     return parse
+
+
+# The one `--json` flag: every command that can print JSON takes it with this spelling.
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from killcli.cli.context import AppContext, app_context, examples, print_json
+from killcli.cli.params import JsonFlag
 from killcli.errors import ExitCode
 from killcli.secrets import (
     DEFAULT_BATCH_SIZE,
@@ -25,7 +26,6 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Keys encrypting tokens and webhook URLs at rest: status, rotation.",
 )
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 BatchOption = Annotated[
     int, typer.Option("--batch", min=1, max=10_000, help="Rows per transaction.")
 ]

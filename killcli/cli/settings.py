@@ -5,15 +5,14 @@ from __future__ import annotations
 import typer
 
 from killcli.cli.context import app_context, examples, print_json
+from killcli.cli.params import JsonFlag
 from killcli.config import SPECS, masked
 
 app = typer.Typer(name="config", help="Show the settings in effect.", no_args_is_help=True)
 
 
 @app.command("show", epilog=examples("killsync config show", "killsync config show --json"))
-def show(
-    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")
-) -> None:
+def show(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Every setting, its value (secrets masked) and where it came from."""
     settings = app_context(ctx).settings
     rows = []

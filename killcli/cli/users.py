@@ -19,6 +19,7 @@ from killcli.accounts import (
 )
 from killcli.cli import params
 from killcli.cli.context import AppContext, app_context, examples, print_json
+from killcli.cli.params import JsonFlag
 from killcli.console import PlainTextColumn, is_interactive, make_console
 from killcli.errors import ExitCode, UsageError
 from killcli.runtime import make_accounts
@@ -87,7 +88,7 @@ def import_tokens(
             "for stdin."
         ),
     ],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Add many characters at once (migrating from another system)."""
     app_ctx = app_context(ctx)
@@ -108,9 +109,7 @@ def import_tokens(
 
 
 @app.command("list", epilog=examples("killsync users list", "killsync users list --json"))
-def list_users(
-    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
-) -> None:
+def list_users(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Tracked characters: status, scopes, token expiry, last sync, killmails, errors."""
     app_ctx = app_context(ctx)
     infos = list_characters(app_ctx.database())
@@ -224,7 +223,7 @@ def refresh_token(
         ),
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every active character.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Refresh access tokens now and report each character (ok / needs login)."""
     app_ctx = app_context(ctx)
