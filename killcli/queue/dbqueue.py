@@ -57,6 +57,8 @@ from killcli.queue.base import (
     ConsumeResult,
     DeadLetterInfo,
     Handler,
+    Outcome,
+    OutcomeKind,
     QueueStats,
     RequeueResult,
     check_priority,
@@ -73,7 +75,7 @@ from killcli.queue.leases import (
     lease_scope,
     rowcount,
 )
-from killcli.queue.policy import Action, RetryPolicy, Settlement, new_rng
+from killcli.queue.policy import RetryPolicy, new_rng
 
 logger = logging.getLogger(__name__)
 
@@ -324,13 +326,13 @@ class DatabaseBroker(Broker):
             )
             return True
 
-    def settle(self, delivery: Delivery, settlement: Settlement) -> bool:
-        """Apply a :class:`Settlement`; False if the claim was lost meanwhile."""
-        if settlement.action is Action.ACK:
+    def settle(self, delivery: Delivery, outcome: Outcome) -> bool:
+        """Apply a settled :class:`Outcome`; False if the claim was lost meanwhile."""
+        if outcome.kind is OutcomeKind.DONE:
             return self.ack(delivery)
-        if settlement.action is Action.RETRY:
-            return self.retry(delivery, settlement.reason, settlement.delay_s)
-        return self.dead_letter(delivery, settlement.reason)
+        if outcome.kind is OutcomeKind.RETRY:
+            return self.retry(delivery, outcome.reason, outcome.delay_s or 0.0)
+        return self.dead_letter(delivery, outcome.reason)
 
     def extend(self, deliveries: Iterable[Delivery]) -> int:
         """Heartbeat: push the visibility timeout of running jobs forward, in one statement

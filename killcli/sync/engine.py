@@ -13,7 +13,8 @@
    per sync (:mod:`killcli.sync.fetcher`), so memory does not grow with a list's length.
 4. Save in batches, one transaction each: killmails, links, pending rows cleared, one
    ``killmail.saved`` outbox event per new killmail. A body that fails becomes pending with
-   its reason and a backoff, and is retried on later runs even when the list answers 304.
+   its reason and a jittered backoff (:mod:`killcli.backoff`), and is retried on later runs
+   even when the list answers 304.
 5. Only then store the list's ETag and expiry, so a crash never hides a killmail behind a 304.
 """
 
@@ -30,6 +31,7 @@ from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from killcli.accounts import KILLMAIL_SCOPE, require_character
+from killcli.backoff import Backoff
 from killcli.db import Database
 from killcli.db.models import Character, CharacterKillmail, PendingKillmail, SyncRun
 from killcli.db.store import dialect_insert, existing_killmail_ids, link_characters, save_killmails
@@ -49,8 +51,7 @@ PENDING: Table = PendingKillmail.__table__  # type: ignore[assignment]
 CHARACTERS: Table = Character.__table__  # type: ignore[assignment]
 RUNS: Table = SyncRun.__table__  # type: ignore[assignment]
 LINKS: Table = CharacterKillmail.__table__  # type: ignore[assignment]
-PENDING_BACKOFF_S = 300.0
-PENDING_BACKOFF_CAP_S = 86_400.0
+PENDING_BACKOFF = Backoff(initial_s=300.0, cap_s=86_400.0)  # a body's retries: 5 min .. 1 day
 DEFAULT_BODY_THREADS = 16
 CLAIM_POLL_S = 0.5  # how often a sync looks for bodies another worker is fetching
 
@@ -557,7 +558,7 @@ class SyncEngine:
                 # links it to this one unless this list is walked again: keep its old ETag.
                 run.keep_old_etag = True
             attempts = 1 if existing is None else existing.attempts + 1
-            delay = min(PENDING_BACKOFF_S * 2 ** (attempts - 1), PENDING_BACKOFF_CAP_S)
+            delay = PENDING_BACKOFF.wait_s(attempts)
             values = {
                 "killmail_id": ref.killmail_id,
                 "killmail_hash": ref.killmail_hash,

@@ -14,8 +14,7 @@ from sqlalchemy import func, insert, select
 from killcli.db import Database
 from killcli.db.models import Job as JobRow
 from killcli.errors import UsageError
-from killcli.queue import DatabaseBroker, Job, Outcome, QueueStats, RetryPolicy
-from killcli.queue.policy import Action, Settlement
+from killcli.queue import DatabaseBroker, Job, Outcome, OutcomeKind, QueueStats, RetryPolicy
 from tests.queue.conftest import FAST, BackgroundConsumer, ManualNow, consume
 
 
@@ -112,7 +111,7 @@ def test_a_failed_job_waits_for_its_backoff(db: Database, now: ManualNow) -> Non
         (delivery,) = queue.reserve()
         assert delivery.tries == tries
         settlement = policy.settle(Outcome.retry("ESI 503"), tries=tries, rng=queue.rng)
-        assert settlement.action is Action.RETRY
+        assert settlement.kind is OutcomeKind.RETRY
         waits.append(settlement.delay_s)
         assert queue.settle(delivery, settlement)
         now.advance(settlement.delay_s - 0.01)
@@ -285,8 +284,8 @@ def test_stats(db: Database, now: ManualNow) -> None:
     queue = broker(db, now=now, visibility_timeout_s=120)  # the running one outlives 61 s
     queue.publish(jobs(1, 2, 3, 4, 5))
     running, delayed, dead = queue.reserve(limit=3)
-    assert queue.settle(delayed, Settlement(Action.RETRY, "later", 60))
-    assert queue.settle(dead, Settlement(Action.DEAD, "gone"))
+    assert queue.settle(delayed, Outcome.retry("later", delay_s=60))
+    assert queue.settle(dead, Outcome.dead("gone"))
     assert queue.stats() == QueueStats(ready=2, delayed=1, running=1, dead_letters=1, consumers=0)
     assert running.job.character_id == 1
     now.advance(61)
