@@ -25,7 +25,8 @@ simply "the character has a row in ``jobs``".
   ``jobs (queue, character_id)`` would make this a plain ``ON CONFLICT DO NOTHING``; the
   insert already uses it, so adding the index later needs no code change.)
 
-All times come from the injected clock (``now``): hosts sharing a database need NTP time.
+All times come from the injected clock (``clock``, :mod:`killcli.clock`): hosts sharing a
+database need NTP time.
 """
 
 from __future__ import annotations
@@ -44,12 +45,12 @@ from typing import Any
 from sqlalchemy import Select, Table, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.config import DEFAULT_QUEUE_NAME, new_token
 from killcli.db import Database
 from killcli.db.models import DeadLetter
 from killcli.db.models import Job as JobRow
 from killcli.db.store import insert_ignore
-from killcli.db.types import utcnow
 from killcli.errors import DatabaseError, QueueUnavailable, SchemaOutOfDate
 from killcli.holders import holder_is_dead, this_host, this_owner
 from killcli.queue.base import (
@@ -70,7 +71,6 @@ from killcli.queue.leases import (
     HEARTBEAT_S,
     HOLDER_TIMEOUT_S,
     Leases,
-    Now,
     consumer_lease,
     lease_scope,
     rowcount,
@@ -124,7 +124,7 @@ class DatabaseBroker(Broker):
         heartbeat_s: float | None = None,
         poll_interval_s: float = 1.0,
         outage_timeout_s: float = 60.0,
-        now: Now = utcnow,
+        clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
         consumer_id: str | None = None,
     ) -> None:
@@ -135,10 +135,10 @@ class DatabaseBroker(Broker):
         self.heartbeat_s = heartbeat_s or min(HEARTBEAT_S, visibility_timeout_s / 4)
         self.poll_interval_s = poll_interval_s
         self.outage_timeout_s = outage_timeout_s
-        self.now = now
+        self.now = clock.now
         self.rng = rng or new_rng()
         self.consumer_id = consumer_id or default_consumer_id()
-        self.leases = Leases(db, now=now)
+        self.leases = Leases(db, clock=clock)
 
     # -- publishing ------------------------------------------------------------------
 

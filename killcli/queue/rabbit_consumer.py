@@ -33,6 +33,7 @@ import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from killcli.backoff import Backoff
+from killcli.clock import Clock
 from killcli.coalesce import Coalescer
 from killcli.db import Database
 from killcli.errors import KillsyncError, QueueUnavailable
@@ -40,7 +41,6 @@ from killcli.queue.base import ConsumeResult, Handler, Outcome, OutcomeKind, che
 from killcli.queue.jobs import Job, PoisonMessage, decode, peek_ids
 from killcli.queue.leases import (
     HEARTBEAT_S,
-    Now,
     acquire_each,
     acquire_in,
     queued_lease,
@@ -89,11 +89,11 @@ class LeaseBook:
     """
 
     def __init__(
-        self, db: Database, queue: str, *, now: Now, queued_ttl_s: float, running_ttl_s: float
+        self, db: Database, queue: str, *, clock: Clock, queued_ttl_s: float, running_ttl_s: float
     ) -> None:
         self._db = db
         self._queue = queue
-        self._now = now
+        self._now = clock.now
         self.queued_ttl_s = queued_ttl_s
         self.running_ttl_s = running_ttl_s
         self._active: dict[str, Job] = {}
@@ -215,13 +215,13 @@ class RabbitConsumer:
         book: LeaseBook,
         policy: RetryPolicy,
         rng: random.Random,
-        now: Now,
+        clock: Clock,
         handler: Handler,
         stop: threading.Event | None,
         options: ConsumerOptions,
     ) -> None:
         self._connect, self._topology, self._book = connect, topology, book
-        self._policy, self._rng, self._now, self._handler = policy, rng, now, handler
+        self._policy, self._rng, self._now, self._handler = policy, rng, clock.now, handler
         self._stop = stop or threading.Event()
         self._options = replace(options, concurrency=check_concurrency(options.concurrency))
         self._budget, self._tally = Budget(options.max_jobs), Tally()

@@ -34,8 +34,8 @@ import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from killcli.backoff import tenacity_wait
+from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.errors import NeedsLogin, SsoError, TokenRejected
-from killcli.esi.clock import Clock
 from killcli.esi.retry import RetryPolicy
 from killcli.esi.transport import bound_transport
 from killcli.sso.models import IssuedTokens, ServerMetadata, TokenClaims, TokenSet
@@ -74,7 +74,7 @@ class SsoClient:
         self._base_url = sso_base_url.rstrip("/")
         self.client_id = client_id
         self._secret = client_secret or None
-        self._clock = clock or Clock()
+        self._clock = clock or SYSTEM_CLOCK
         self._owns_http = http is None
         self._http = http or httpx.Client(
             transport=transport or bound_transport(local_address),

@@ -21,8 +21,7 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -32,10 +31,10 @@ from sqlalchemy.orm import Session
 
 from killcli.accounts import KILLMAIL_SCOPE, require_character
 from killcli.backoff import Backoff
+from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.db import Database
 from killcli.db.models import Character, CharacterKillmail, PendingKillmail, SyncRun
 from killcli.db.store import dialect_insert, existing_killmail_ids, link_characters, save_killmails
-from killcli.db.types import utcnow
 from killcli.errors import EsiError, NeedsLogin, UsageError
 from killcli.esi.client import EsiClient
 from killcli.esi.models import KillmailRef, ListPageResult
@@ -169,13 +168,13 @@ class SyncEngine:
         inflight: InflightBodies | None = None,
         claims: BodyClaims | None = None,
         claim_poll_s: float = CLAIM_POLL_S,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.db = db
         self.esi = esi
         self.tokens = tokens
         self.inflight = inflight or InflightBodies()
-        self.claims = claims or BodyClaims(db)
+        self.claims = claims or BodyClaims(db, clock=clock)
         self._claim_poll_s = claim_poll_s
         self._closed = threading.Event()  # wakes syncs waiting for other workers' bodies
         # One sync may use every thread; twice that leaves room for a save pause.
@@ -206,7 +205,7 @@ class SyncEngine:
         try, :mod:`killcli.sync.quick`), used instead of asking for it again."""
         options = options or SyncOptions()
         progress = progress or _NoProgress()
-        started, started_at = self._clock(), utcnow()
+        started, started_at = self._clock.monotonic(), self._clock.now()
         run = _Run(
             self._load_character(character_id), options, self.claims.open(), first_page=first_page
         )
@@ -216,10 +215,10 @@ class SyncEngine:
         except NeedsLogin:
             raise
         except Exception as exc:
-            run.figures.elapsed_s = round(self._clock() - started, 3)
+            run.figures.elapsed_s = round(self._clock.monotonic() - started, 3)
             self._finish(run, started_at, "failed", error=str(exc))
             raise
-        run.figures.elapsed_s = round(self._clock() - started, 3)
+        run.figures.elapsed_s = round(self._clock.monotonic() - started, 3)
         self._finish(run, started_at, status)
         return SyncResult(
             character_id,
@@ -252,7 +251,8 @@ class SyncEngine:
         character, options = run.character, run.options
         due_pending = self._due_pending(character.character_id)
         expires = character.list_expires_at
-        if not (options.force or options.full) and expires is not None and expires > utcnow():
+        fresh = expires is not None and expires > self._clock.now()
+        if fresh and not (options.force or options.full):
             run.figures.skipped_cache = True
             refs: list[KillmailRef] = []
             list_result = None
@@ -342,7 +342,8 @@ class SyncEngine:
         with self.db.session() as session:
             rows = session.execute(
                 select(PENDING.c.killmail_id, PENDING.c.killmail_hash).where(
-                    PENDING.c.character_id == character_id, PENDING.c.next_attempt_at <= utcnow()
+                    PENDING.c.character_id == character_id,
+                    PENDING.c.next_attempt_at <= self._clock.now(),
                 )
             )
             return [KillmailRef(r.killmail_id, r.killmail_hash) for r in rows]
@@ -470,7 +471,9 @@ class SyncEngine:
         pending and released it: record it pending too (as for another sync of this
         process, :meth:`Claim.failure`); fetch the others."""
         with self.db.session() as session:
-            failed = released_as_pending(session, [ref.killmail_id for ref in refs])
+            failed = released_as_pending(
+                session, [ref.killmail_id for ref in refs], self._clock.now()
+            )
         for ref in refs:
             if ref.killmail_id in failed:
                 self._record_pending(run, ref, failed[ref.killmail_id])
@@ -550,7 +553,7 @@ class SyncEngine:
     def _record_pending(self, run: _Run, ref: KillmailRef, reason: str) -> None:
         run.figures.pending += 1
         run.pending[ref.killmail_id] = reason
-        now = utcnow()
+        now = self._clock.now()
         with self.db.session() as session:
             existing = session.get(PendingKillmail, ref.killmail_id)
             if existing is not None and existing.character_id != run.character.character_id:
@@ -586,6 +589,7 @@ class SyncEngine:
         with self.db.session() as session:
             record_runs(
                 session,
+                self._clock.now(),
                 [
                     RunRecord(
                         run.character.character_id,
@@ -611,11 +615,10 @@ class RunRecord:
     last_error: str | None = None  # what the character's row shows (a failure, a pending body)
 
 
-def record_runs(session: Session, runs: Sequence[RunRecord]) -> None:
-    """The runs' records, and each character's last sync and last error, in the caller's
-    transaction (one statement each, however many runs: the worker's quick path records
-    many at once)."""
-    now = utcnow()
+def record_runs(session: Session, now: datetime, runs: Sequence[RunRecord]) -> None:
+    """The runs' records, finished ``now``, and each character's last sync and last error,
+    in the caller's transaction (one statement each, however many runs: the worker's quick
+    path records many at once)."""
     session.execute(
         update(CHARACTERS)
         .where(CHARACTERS.c.character_id == bindparam("cid"))
