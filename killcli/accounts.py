@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.db import Database
 from killcli.db.models import Character, CharacterKillmail, PendingKillmail
 from killcli.db.types import utcnow
@@ -43,7 +44,6 @@ from killcli.errors import (
     TokenUnverified,
     UsageError,
 )
-from killcli.esi.clock import Clock
 from killcli.sso.client import SsoClient
 from killcli.sso.crypto import TokenCipher
 from killcli.sso.models import IssuedTokens, TokenSet
@@ -138,7 +138,7 @@ class Accounts:
         self.db = db
         self.sso = sso
         self.cipher = cipher
-        self._clock = clock or Clock()  # this host's clock, the one token expiries are on
+        self._clock = clock or SYSTEM_CLOCK  # this host's clock, the one token expiries are on
         self.refresh_margin = timedelta(seconds=refresh_margin_s)
         self._locks: defaultdict[int, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()

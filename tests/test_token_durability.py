@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from killcli.accounts import KILLMAIL_SCOPE, Accounts
+from killcli.clock import SystemClock
 from killcli.db import Database
 from killcli.db.models import Character
 from killcli.errors import ExitCode, NeedsLogin, SsoError, TokenUnverified
-from killcli.esi.clock import Clock
 from killcli.sim import SimServer
 from killcli.sim.scenario import READ_CORP_KILLMAILS
 from killcli.sso import SsoClient, TokenCipher, generate_key
@@ -49,7 +49,7 @@ def host(db: Database, sim: SimServer, cipher: TokenCipher) -> Any:
 
     def make(*, ahead_s: float = 0.0) -> Accounts:
         # no real sleeping between the client's bounded retries
-        clock = Clock(wall=lambda: time.time() + ahead_s, sleep=lambda _s: None)
+        clock = SystemClock(wall=lambda: time.time() + ahead_s, sleep=lambda _s: None)
         sso = SsoClient(sim.sso_url, sim.client_id, sim.client_secret, clock=clock)
         made.append(sso)
         return Accounts(db, sso, cipher, clock=clock)

@@ -18,6 +18,7 @@ Errors (all ``killcli.errors.EsiError``)::
 
 from __future__ import annotations
 
+from killcli.clock import Clock, ManualClock  # re-exported: the clock of the ESI layer
 from killcli.esi.buckets import BucketKey, BucketSnapshot
 from killcli.esi.client import (
     COMPATIBILITY_DATE,
@@ -26,7 +27,6 @@ from killcli.esi.client import (
     corporation_killmails_path,
     user_agent,
 )
-from killcli.esi.clock import Clock, ManualClock
 from killcli.esi.etag import CacheEntry, EtagStore, MemoryEtagStore, may_fetch
 from killcli.esi.exceptions import ListRefreshed, MalformedResponse
 from killcli.esi.models import (

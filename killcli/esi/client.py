@@ -27,8 +27,8 @@ import httpx
 from tenacity import Retrying, retry_if_exception_type
 
 from killcli import __version__
+from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.errors import EsiHttpError, EsiUnavailable
-from killcli.esi.clock import Clock
 from killcli.esi.etag import CacheEntry, EtagStore, may_fetch
 from killcli.esi.headers import parse_error_reset, parse_http_date, parse_int, parse_retry_after
 from killcli.esi.models import (
@@ -101,7 +101,7 @@ class EsiClient:
         clock: Clock | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
-        self._clock = clock or Clock()
+        self._clock = clock or SYSTEM_CLOCK
         self._etags = etag_store
         self._limiter = limiter
         self._policy = retry_policy or RetryPolicy()

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
+from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.errors import EsiUnavailable
 from killcli.esi.buckets import NEVER, Bucket, BucketKey, BucketSnapshot
-from killcli.esi.clock import Clock
 from killcli.esi.headers import ErrorLimitInfo, RateLimitInfo, token_cost
 from killcli.esi.ledger import ERROR_LIMIT
 from killcli.esi.routes import ROUTE_GROUP_HINTS
@@ -159,7 +159,7 @@ class RateLimiter:
         self._fallback_wait_s = fallback_wait_s
         self._max_wait_s = max_wait_s
         self._poll_s = in_flight_poll_s
-        self._clock = clock or Clock()
+        self._clock = clock or SYSTEM_CLOCK
         self._on_wait = on_wait
         self._shared = shared
         self._lock = threading.Lock()

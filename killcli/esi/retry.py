@@ -3,11 +3,12 @@
 Two budgets per request:
 
 * **transient** failures (5xx, timeouts, connection errors, truncated or undecodable JSON)
-  get ``max_attempts`` attempts in all, with exponential backoff and jitter;
+  get ``max_attempts`` attempts in all, with the shared backoff (:mod:`killcli.backoff`);
 * **rate-limited** answers (420, 429) are waited out as ESI says and retried, at most
   ``max_rate_limited`` times, without eating into the transient budget.
 
-A ``Retry-After`` always beats our own backoff. Anything else (a 4xx) is never retried:
+A ``Retry-After`` always beats our own backoff; one longer than ``max_wait_s`` gives up
+instead of waiting. Anything else (a 4xx) is never retried:
 the attempt raises the final error itself and tenacity lets it through.
 """
 
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tenacity import RetryCallState
+
+from killcli.backoff import Backoff
 
 RetryKind = Literal["transient", "rate_limited"]
 
@@ -33,6 +36,10 @@ class RetryPolicy:
     backoff_max_s: float = 30.0
     max_wait_s: float = 900.0
     fallback_wait_s: float = 60.0  # a 420/429 without any wait header: one error-limit window
+
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff(self.backoff_initial_s, self.backoff_max_s, max_server_s=self.max_wait_s)
 
 
 class RetrySignal(Exception):
@@ -53,17 +60,12 @@ class RetrySignal(Exception):
         self.status = status
 
 
-def backoff_s(attempt: int, policy: RetryPolicy, rand: Callable[[], float]) -> float:
-    """Exponential backoff with "equal jitter": half fixed, half random, never zero."""
-    ceiling_s = min(policy.backoff_max_s, policy.backoff_initial_s * 2.0 ** max(0, attempt - 1))
-    return ceiling_s / 2 + rand() * ceiling_s / 2
-
-
 class RetryBudget:
     """The per-request state tenacity consults: counts, wait and stop decisions."""
 
     def __init__(self, policy: RetryPolicy, rand: Callable[[], float] = random.random) -> None:
         self.policy = policy
+        self._backoff = policy.backoff
         self.transient = 0
         self.rate_limited = 0
         self._rand = rand
@@ -86,9 +88,8 @@ class RetryBudget:
 
     def wait(self, state: RetryCallState) -> float:
         signal = self.signal_of(state)
-        if signal is not None and signal.retry_after_s is not None:
-            return signal.retry_after_s
-        return backoff_s(self.transient, self.policy, self._rand)
+        server_s = None if signal is None else signal.retry_after_s
+        return self._backoff.wait_s(self.transient, self._rand, server_s=server_s)
 
     def stop(self, state: RetryCallState) -> bool:
         signal = self.signal_of(state)

@@ -18,7 +18,6 @@ exception class names.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,6 +26,8 @@ from typing import Any
 
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt
+
+from killcli.backoff import Backoff, tenacity_wait
 
 GONE_STATUSES = frozenset({401, 403, 404, 410})
 DEFAULT_RETRY_AFTER_S = 5.0  # a 429 without any hint still must not be hammered
@@ -61,6 +62,12 @@ class RetryPolicy:
     backoff_cap_s: float = 4.0
     cooldown_s: float = 60.0  # rest after the retries are spent
     max_wait_s: float = 900.0  # cap on any Retry-After we obey
+
+    @property
+    def backoff(self) -> Backoff:
+        """Between the retries of one post: a 5xx's ``Retry-After`` wins, but no wait
+        (the server's or ours) exceeds ``backoff_cap_s``."""
+        return Backoff(self.backoff_s, self.backoff_cap_s, max_server_s=self.backoff_cap_s)
 
 
 DEFAULT_POLICY = RetryPolicy()
@@ -146,15 +153,10 @@ def _post_once(
     return classify(response, policy)
 
 
-def _backoff(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
-    def wait(state: RetryCallState) -> float:
-        result = state.outcome.result() if state.outcome else None
-        if isinstance(result, PostResult) and result.wait_s is not None:
-            return min(result.wait_s, policy.backoff_cap_s)  # the server's hint wins
-        ceiling = min(policy.backoff_cap_s, policy.backoff_s * 2 ** (state.attempt_number - 1))
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not crypto
-
-    return wait
+def _hint_s(state: RetryCallState) -> float | None:
+    """The wait a failed post's answer asked for (its ``Retry-After``), if any."""
+    result = state.outcome.result() if state.outcome else None
+    return result.wait_s if isinstance(result, PostResult) else None
 
 
 def post_message(
@@ -169,7 +171,7 @@ def post_message(
     ``policy.attempts`` times. After the last failure ``wait_s`` is the cool-down."""
     retrying = Retrying(
         stop=stop_after_attempt(policy.attempts),
-        wait=_backoff(policy),
+        wait=tenacity_wait(policy.backoff, server_s=_hint_s),
         retry=retry_if_result(lambda r: r.status is PostStatus.FAILED),
         sleep=sleep,
         retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,

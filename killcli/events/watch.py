@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Protocol
 
 import pika.exceptions
 
+from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.db import Database
 from killcli.errors import QueueUnavailable
 from killcli.events.outbox import EXCHANGE, OutboxEvent, iter_events, latest_event_id
@@ -206,13 +206,13 @@ def watch(
     options: WatchOptions,
     stop: threading.Event,
     *,
-    monotonic: Callable[[], float] = time.monotonic,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> WatchResult:
     """Hand each wanted event to ``on_event`` until max events, timeout or stop."""
-    deadline = None if options.timeout_s is None else monotonic() + options.timeout_s
+    deadline = None if options.timeout_s is None else clock.monotonic() + options.timeout_s
     seen, shown, duplicates = _RecentIds(), 0, 0
     while not stop.is_set():
-        wait_s = POLL_S if deadline is None else deadline - monotonic()
+        wait_s = POLL_S if deadline is None else deadline - clock.monotonic()
         if wait_s <= 0:
             return WatchResult(shown, duplicates, StopReason.TIMEOUT)
         for event in source.next_batch(min(wait_s, POLL_S), stop):

@@ -31,9 +31,9 @@ from typing import Any
 import httpx
 from sqlalchemy import Row, case, delete, insert, select, update
 
+from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.db import Database
 from killcli.errors import InputError, UsageError
-from killcli.esi.clock import Clock
 from killcli.events.hookpost import (
     DEFAULT_POLICY,
     PostResult,
@@ -241,7 +241,7 @@ def send_test_message(
 ) -> PostResult:
     """Post one sample message now (unless the webhook must rest) and record the outcome:
     a deleted webhook is disabled, a 429 makes it rest, a success clears ``last_error``."""
-    clock = clock or Clock()
+    clock = clock or SYSTEM_CLOCK
     row, now = _row(db, webhook_id), clock.now()
     if row.blocked_until is not None and row.blocked_until > now:
         wait_s = (row.blocked_until - now).total_seconds()
@@ -448,13 +448,13 @@ def deliver_pending(
     and network retries wait, a few seconds at most. Call it after each job and on a
     timer; :func:`run_delivery` is the loop ``killsync webhooks deliver`` runs.
     """
-    clock = clock or Clock()
+    clock = clock or SYSTEM_CLOCK
     deps = _Deps(
         db,
         http,
         clock,
         policy,
-        Leases(db, now=clock.now),
+        Leases(db, clock=clock),
         this_owner(f"deliver-{secrets.token_hex(8)}"),
         limit,
     )
@@ -506,7 +506,7 @@ def run_delivery(
     """Deliver rounds until ``wait`` returns True (``threading.Event.wait``: stop was
     requested) or after one round with ``once``. Between rounds it waits until the next
     webhook stops resting, or ``poll_s`` for new events."""
-    clock = clock or Clock()
+    clock = clock or SYSTEM_CLOCK
     rounds = posted = skipped = disabled = failed = 0
     while True:
         result = deliver_pending(db, cipher, http, clock, policy=policy)

@@ -2,7 +2,9 @@
 
 A worker hands :meth:`Broker.consume` a handler ``Job -> Outcome`` and a concurrency N; the
 broker runs up to N handlers at once on worker threads and settles each job from what the
-handler returned:
+handler returned. One :class:`Outcome` type says both what the handler wants and, once the
+retry policy settled it (:meth:`killcli.queue.policy.RetryPolicy.settle`), what the broker
+does:
 
 * :meth:`Outcome.done` - acknowledged (removed) only now, after the handler returned;
 * :meth:`Outcome.retry` (or any exception the handler raises) - tried again after an
@@ -38,11 +40,16 @@ class OutcomeKind(StrEnum):
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a handler made of a job. Build with :meth:`done`, :meth:`retry`, :meth:`dead`."""
+    """What becomes of a job: done (acknowledged), retried after ``delay_s``, or dead.
+
+    Build with :meth:`done`, :meth:`retry`, :meth:`dead`. A handler's retry may leave
+    ``delay_s`` unset (the policy's backoff decides) or set it (a ``Retry-After``, which
+    wins); a settled retry always has it.
+    """
 
     kind: OutcomeKind
     reason: str = ""
-    delay_s: float | None = None  # a retry's wait, overriding the backoff (Retry-After)
+    delay_s: float | None = None
 
     @classmethod
     def done(cls) -> Outcome:

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 
 from killcli.coalesce import Coalescer
 from killcli.errors import QueueUnavailable
-from killcli.queue.base import ConsumeResult, Handler, check_concurrency
-from killcli.queue.policy import Action, Budget, Tally, run_handler
+from killcli.queue.base import ConsumeResult, Handler, OutcomeKind, check_concurrency
+from killcli.queue.policy import Budget, Tally, run_handler
 from killcli.ticker import Ticker
 
 if TYPE_CHECKING:
@@ -158,14 +158,14 @@ class DatabaseConsumer:
         try:
             outcome = run_handler(self._handler, delivery.job)
             self._tally.add("handled")
-            settlement = self._broker.policy.settle(
+            settled_as = self._broker.policy.settle(
                 outcome, tries=delivery.tries, rng=self._broker.rng
             )
             try:
-                if settlement.action is Action.ACK:
+                if settled_as.kind is OutcomeKind.DONE:
                     settled = self._acks.submit(delivery)
                 else:
-                    settled = self._broker.settle(delivery, settlement)
+                    settled = self._broker.settle(delivery, settled_as)
             except QueueUnavailable:
                 logger.warning(
                     "could not settle job %s; it will run again after the visibility timeout",
@@ -174,7 +174,7 @@ class DatabaseConsumer:
                 )
                 return
             if settled:
-                self._tally.settled(settlement.action)
+                self._tally.settled(settled_as.kind)
             else:
                 logger.warning(
                     "job %s was claimed by another worker meanwhile (heartbeats "

@@ -25,7 +25,8 @@ simply "the character has a row in ``jobs``".
   ``jobs (queue, character_id)`` would make this a plain ``ON CONFLICT DO NOTHING``; the
   insert already uses it, so adding the index later needs no code change.)
 
-All times come from the injected clock (``now``): hosts sharing a database need NTP time.
+All times come from the injected clock (``clock``, :mod:`killcli.clock`): hosts sharing a
+database need NTP time.
 """
 
 from __future__ import annotations
@@ -44,12 +45,12 @@ from typing import Any
 from sqlalchemy import Select, Table, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.config import DEFAULT_QUEUE_NAME, new_token
 from killcli.db import Database
 from killcli.db.models import DeadLetter
 from killcli.db.models import Job as JobRow
 from killcli.db.store import insert_ignore
-from killcli.db.types import utcnow
 from killcli.errors import DatabaseError, QueueUnavailable, SchemaOutOfDate
 from killcli.holders import holder_is_dead, this_host, this_owner
 from killcli.queue.base import (
@@ -57,6 +58,8 @@ from killcli.queue.base import (
     ConsumeResult,
     DeadLetterInfo,
     Handler,
+    Outcome,
+    OutcomeKind,
     QueueStats,
     RequeueResult,
     check_priority,
@@ -68,12 +71,11 @@ from killcli.queue.leases import (
     HEARTBEAT_S,
     HOLDER_TIMEOUT_S,
     Leases,
-    Now,
     consumer_lease,
     lease_scope,
     rowcount,
 )
-from killcli.queue.policy import Action, RetryPolicy, Settlement, new_rng
+from killcli.queue.policy import RetryPolicy, new_rng
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +124,7 @@ class DatabaseBroker(Broker):
         heartbeat_s: float | None = None,
         poll_interval_s: float = 1.0,
         outage_timeout_s: float = 60.0,
-        now: Now = utcnow,
+        clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
         consumer_id: str | None = None,
     ) -> None:
@@ -133,10 +135,10 @@ class DatabaseBroker(Broker):
         self.heartbeat_s = heartbeat_s or min(HEARTBEAT_S, visibility_timeout_s / 4)
         self.poll_interval_s = poll_interval_s
         self.outage_timeout_s = outage_timeout_s
-        self.now = now
+        self.now = clock.now
         self.rng = rng or new_rng()
         self.consumer_id = consumer_id or default_consumer_id()
-        self.leases = Leases(db, now=now)
+        self.leases = Leases(db, clock=clock)
 
     # -- publishing ------------------------------------------------------------------
 
@@ -324,13 +326,13 @@ class DatabaseBroker(Broker):
             )
             return True
 
-    def settle(self, delivery: Delivery, settlement: Settlement) -> bool:
-        """Apply a :class:`Settlement`; False if the claim was lost meanwhile."""
-        if settlement.action is Action.ACK:
+    def settle(self, delivery: Delivery, outcome: Outcome) -> bool:
+        """Apply a settled :class:`Outcome`; False if the claim was lost meanwhile."""
+        if outcome.kind is OutcomeKind.DONE:
             return self.ack(delivery)
-        if settlement.action is Action.RETRY:
-            return self.retry(delivery, settlement.reason, settlement.delay_s)
-        return self.dead_letter(delivery, settlement.reason)
+        if outcome.kind is OutcomeKind.RETRY:
+            return self.retry(delivery, outcome.reason, outcome.delay_s or 0.0)
+        return self.dead_letter(delivery, outcome.reason)
 
     def extend(self, deliveries: Iterable[Delivery]) -> int:
         """Heartbeat: push the visibility timeout of running jobs forward, in one statement

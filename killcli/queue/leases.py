@@ -15,7 +15,7 @@ Python on the holders of the names not taken) is then taken over at once with
 ``UPDATE .. WHERE name = :name AND owner = :dead_owner``, so that race is settled by the
 database too. Any other holder that dies lets its lease expire: holders renew every
 :data:`HEARTBEAT_S` a lease of :data:`HOLDER_TIMEOUT_S` (:class:`LeaseKeeper`).
-Times come from the injected clock of the caller, so hosts should keep NTP time.
+Times come from the caller's injected clock (:mod:`killcli.clock`), so hosts should keep NTP time.
 
 Names in use (build them with the helpers below so every component agrees):
 
@@ -39,11 +39,11 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Table, delete, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.coalesce import Coalescer
 from killcli.db import Database
 from killcli.db.models import Lease
 from killcli.db.store import dialect_insert
-from killcli.db.types import utcnow
 from killcli.errors import KillsyncError
 from killcli.holders import holder_is_dead, this_host
 from killcli.ticker import Ticker
@@ -61,8 +61,6 @@ CHUNK = 400  # names per statement, well below every driver's parameter limit
 # live one may miss two or three beats (a database blink, a long write lock) unharmed.
 HEARTBEAT_S = 4.0
 HOLDER_TIMEOUT_S = 15.0
-
-Now = Callable[[], datetime]
 
 
 def lease_scope(queue: str) -> str:
@@ -194,9 +192,9 @@ def rowcount(result: Any) -> int:
 class Leases:
     """Leases through a :class:`Database`, each call one transaction."""
 
-    def __init__(self, db: Database, *, now: Now = utcnow) -> None:
+    def __init__(self, db: Database, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._db = db
-        self._now = now
+        self._now = clock.now
 
     def acquire(self, name: str, owner: str, ttl_s: float) -> bool:
         """Take ``name`` for ``owner`` for ``ttl_s`` seconds; False if someone else holds it."""

@@ -1,8 +1,9 @@
 """Retry policy and the consumer plumbing both backends share.
 
-Backoff is exponential with "equal jitter": the n-th failure waits between half and all
-of ``min(cap_s, base_s * 2**(n-1))``, so waits grow steadily while workers that failed
-together (ESI downtime) spread out instead of coming back in one burst.
+A failed job waits by the shared backoff (:mod:`killcli.backoff`): the n-th failure waits
+between half and all of ``min(cap_s, base_s * 2**(n-1))``, so waits grow steadily while
+workers that failed together (ESI downtime) spread out instead of coming back in one
+burst. A handler's own delay (a ``Retry-After``) wins, at most ``max_delay_s``.
 """
 
 from __future__ import annotations
@@ -11,29 +12,19 @@ import logging
 import random
 import threading
 from dataclasses import dataclass
-from enum import StrEnum
 
+from killcli.backoff import Backoff
 from killcli.queue.base import ConsumeResult, Handler, Outcome, OutcomeKind
 from killcli.queue.jobs import Job
 
 logger = logging.getLogger(__name__)
 
 MAX_REASON_CHARS = 1000
-
-
-class Action(StrEnum):
-    ACK = "ack"
-    RETRY = "retry"
-    DEAD = "dead"
-
-
-@dataclass(frozen=True)
-class Settlement:
-    """How a broker settles a job: acknowledge, retry after ``delay_s``, or bury."""
-
-    action: Action
-    reason: str = ""
-    delay_s: float = 0.0
+SETTLED_COUNTS = {
+    OutcomeKind.DONE: "done",
+    OutcomeKind.RETRY: "retried",
+    OutcomeKind.DEAD: "dead_lettered",
+}
 
 
 @dataclass(frozen=True)
@@ -43,27 +34,33 @@ class RetryPolicy:
     max_attempts: int = 5
     base_s: float = 10.0
     cap_s: float = 3600.0
+    max_delay_s: float = 86_400.0  # bound on a handler's own delay
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1 or self.base_s < 0 or self.cap_s < self.base_s:
             raise ValueError(f"invalid retry policy {self}")
 
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff(self.base_s, self.cap_s, max_server_s=self.max_delay_s)
+
     def backoff_s(self, failures: int, rng: random.Random) -> float:
         """The wait after the ``failures``-th failure (1-based), jittered."""
-        ceiling = min(self.cap_s, self.base_s * 2 ** min(max(failures, 1) - 1, 60))
-        return float(ceiling / 2 + rng.uniform(0, ceiling / 2))
+        return self.backoff.wait_s(failures, rng.random)
 
-    def settle(self, outcome: Outcome, *, tries: int, rng: random.Random) -> Settlement:
-        """The settlement of a job whose ``tries``-th try ended with ``outcome``."""
+    def settle(self, outcome: Outcome, *, tries: int, rng: random.Random) -> Outcome:
+        """What the broker does with a job whose ``tries``-th try ended with ``outcome``:
+        the same outcome with its reason on one line and a retry's delay set, or dead
+        when the tries are spent."""
         if outcome.kind is OutcomeKind.DONE:
-            return Settlement(Action.ACK)
+            return outcome
         reason = one_line(outcome.reason) or "no reason given"
         if outcome.kind is OutcomeKind.DEAD:
-            return Settlement(Action.DEAD, reason)
+            return Outcome.dead(reason)
         if tries >= self.max_attempts:
-            return Settlement(Action.DEAD, f"gave up after {tries} attempts: {reason}")
-        delay = outcome.delay_s if outcome.delay_s is not None else self.backoff_s(tries, rng)
-        return Settlement(Action.RETRY, reason, delay)
+            return Outcome.dead(f"gave up after {tries} attempts: {reason}")
+        delay_s = self.backoff.wait_s(tries, rng.random, server_s=outcome.delay_s)
+        return Outcome.retry(reason, delay_s=delay_s)
 
 
 def new_rng() -> random.Random:
@@ -129,10 +126,8 @@ class Tally:
         with self._lock:
             self._counts[name] = self._counts.get(name, 0) + n
 
-    def settled(self, action: Action) -> None:
-        self.add(
-            {Action.ACK: "done", Action.RETRY: "retried", Action.DEAD: "dead_lettered"}[action]
-        )
+    def settled(self, kind: OutcomeKind) -> None:
+        self.add(SETTLED_COUNTS[kind])
 
     def result(self) -> ConsumeResult:
         with self._lock:

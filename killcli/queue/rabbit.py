@@ -42,9 +42,9 @@ from typing import Any, TypeVar
 
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
+from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.config import DEFAULT_QUEUE_NAME
 from killcli.db import Database
-from killcli.db.types import utcnow
 from killcli.errors import KillsyncError, QueueUnavailable
 from killcli.queue.base import (
     Broker,
@@ -58,7 +58,7 @@ from killcli.queue.base import (
 )
 from killcli.queue.dbqueue import default_consumer_id
 from killcli.queue.jobs import Job, PoisonMessage, decode, peek_ids
-from killcli.queue.leases import HOLDER_TIMEOUT_S, Leases, Now, lease_scope, queued_lease
+from killcli.queue.leases import HOLDER_TIMEOUT_S, Leases, lease_scope, queued_lease
 from killcli.queue.policy import RetryPolicy, new_rng
 from killcli.queue.rabbit_consumer import ConsumerOptions, LeaseBook, RabbitConsumer
 from killcli.queue.rabbit_topology import (
@@ -95,7 +95,7 @@ class RabbitBroker(Broker):
         queued_ttl_s: float = 12 * 3600,
         running_ttl_s: float = HOLDER_TIMEOUT_S,
         reconnect_timeout_s: float = 300.0,
-        now: Now = utcnow,
+        clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
         consumer_id: str | None = None,
     ) -> None:
@@ -107,10 +107,10 @@ class RabbitBroker(Broker):
         self.queued_ttl_s = queued_ttl_s
         self.running_ttl_s = running_ttl_s
         self.reconnect_timeout_s = reconnect_timeout_s
-        self.now = now
+        self.clock = clock
         self.rng = rng or new_rng()
         self.consumer_id = consumer_id or default_consumer_id()
-        self.leases = Leases(db, now=now)
+        self.leases = Leases(db, clock=clock)
         self._conn: BlockingConnection | None = None
         self._chan: BlockingChannel | None = None
         self._tx_chan: BlockingChannel | None = None  # on _conn, in transaction mode
@@ -187,7 +187,7 @@ class RabbitBroker(Broker):
         book = LeaseBook(
             self.db,
             self.queue_name,
-            now=self.now,
+            clock=self.clock,
             queued_ttl_s=self.queued_ttl_s,
             running_ttl_s=self.running_ttl_s,
         )
@@ -203,7 +203,7 @@ class RabbitBroker(Broker):
             book=book,
             policy=self.policy,
             rng=self.rng,
-            now=self.now,
+            clock=self.clock,
             handler=handler,
             stop=stop,
             options=options,

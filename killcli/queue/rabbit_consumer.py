@@ -32,14 +32,15 @@ from queue import Empty, SimpleQueue
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
+from killcli.backoff import Backoff
+from killcli.clock import Clock
 from killcli.coalesce import Coalescer
 from killcli.db import Database
 from killcli.errors import KillsyncError, QueueUnavailable
-from killcli.queue.base import ConsumeResult, Handler, Outcome, check_concurrency
+from killcli.queue.base import ConsumeResult, Handler, Outcome, OutcomeKind, check_concurrency
 from killcli.queue.jobs import Job, PoisonMessage, decode, peek_ids
 from killcli.queue.leases import (
     HEARTBEAT_S,
-    Now,
     acquire_each,
     acquire_in,
     queued_lease,
@@ -48,10 +49,8 @@ from killcli.queue.leases import (
     running_lease,
 )
 from killcli.queue.policy import (
-    Action,
     Budget,
     RetryPolicy,
-    Settlement,
     Tally,
     describe,
     run_handler,
@@ -72,7 +71,7 @@ from killcli.ticker import Ticker
 logger = logging.getLogger(__name__)
 
 Key = tuple[str, int]  # (job_id, attempt): one try of one job
-MAX_RECONNECT_WAIT_S = 30.0
+RECONNECT_BACKOFF = Backoff(initial_s=0.5, cap_s=30.0)
 
 
 class LeaseBook:
@@ -90,11 +89,11 @@ class LeaseBook:
     """
 
     def __init__(
-        self, db: Database, queue: str, *, now: Now, queued_ttl_s: float, running_ttl_s: float
+        self, db: Database, queue: str, *, clock: Clock, queued_ttl_s: float, running_ttl_s: float
     ) -> None:
         self._db = db
         self._queue = queue
-        self._now = now
+        self._now = clock.now
         self.queued_ttl_s = queued_ttl_s
         self.running_ttl_s = running_ttl_s
         self._active: dict[str, Job] = {}
@@ -191,7 +190,7 @@ class _Run:
 @dataclass(frozen=True)
 class _Finished:
     key: Key
-    settlement: Settlement
+    outcome: Outcome  # settled by the retry policy
     skipped: bool = False  # a duplicate: settle without counting or leases
     released: bool = False  # its leases were dropped already (before the ack)
 
@@ -216,13 +215,13 @@ class RabbitConsumer:
         book: LeaseBook,
         policy: RetryPolicy,
         rng: random.Random,
-        now: Now,
+        clock: Clock,
         handler: Handler,
         stop: threading.Event | None,
         options: ConsumerOptions,
     ) -> None:
         self._connect, self._topology, self._book = connect, topology, book
-        self._policy, self._rng, self._now, self._handler = policy, rng, now, handler
+        self._policy, self._rng, self._now, self._handler = policy, rng, clock.now, handler
         self._stop = stop or threading.Event()
         self._options = replace(options, concurrency=check_concurrency(options.concurrency))
         self._budget, self._tally = Budget(options.max_jobs), Tally()
@@ -351,17 +350,17 @@ class RabbitConsumer:
             self._chan.basic_ack(run.tag)
             self._tally.add("skipped")
             return
-        settlement = finished.settlement
-        if settlement.action is Action.RETRY:
-            queue = self._topology.delay_queue(self._topology.tier_for(settlement.delay_s))
+        outcome = finished.outcome
+        if outcome.kind is OutcomeKind.RETRY:
+            queue = self._topology.delay_queue(self._topology.tier_for(outcome.delay_s or 0.0))
             publish(
                 self._chan,
                 queue,
                 job.next_attempt().encode(),
                 job_properties(job.job_id, run.priority),
             )
-        elif settlement.action is Action.DEAD:
-            headers = self._dead_headers(settlement.reason, job.attempt + 1)
+        elif outcome.kind is OutcomeKind.DEAD:
+            headers = self._dead_headers(outcome.reason, job.attempt + 1)
             publish(
                 self._chan,
                 self._topology.dead,
@@ -369,10 +368,10 @@ class RabbitConsumer:
                 job_properties(job.job_id, run.priority, headers),
             )
         self._chan.basic_ack(run.tag)  # only now: the retry or dead letter is confirmed
-        self._tally.settled(settlement.action)
+        self._tally.settled(outcome.kind)
         if not finished.released:
             self._ledger.submit(
-                self._book.finish, job, still_queued=settlement.action is Action.RETRY
+                self._book.finish, job, still_queued=outcome.kind is OutcomeKind.RETRY
             )
 
     def _bury_poison(self, tag: int, body: bytes, reason: str) -> None:
@@ -412,7 +411,7 @@ class RabbitConsumer:
         except Exception as exc:  # never leave a delivery unsettled, or the loop waits forever
             logger.exception("job %s: bookkeeping failed", job.job_id)
             finished = _Finished(
-                key, self._settlement(job, Outcome.retry(f"bookkeeping failed: {describe(exc)}"))
+                key, self._settled(job, Outcome.retry(f"bookkeeping failed: {describe(exc)}"))
             )
         self._finished.put(finished)
         conn = self._conn
@@ -424,19 +423,19 @@ class RabbitConsumer:
     def _attempt(self, key: Key, job: Job) -> _Finished:
         if not self._book.start(job):
             # The character's queued lease names another job: that one will sync it.
-            return _Finished(key, Settlement(Action.ACK), skipped=True)
+            return _Finished(key, Outcome.done(), skipped=True)
         self._tally.add("handled")
-        settlement = self._settlement(job, run_handler(self._handler, job))
-        if settlement.action is Action.RETRY:
-            return _Finished(key, settlement)  # keeps queued: until the retry is settled
+        outcome = self._settled(job, run_handler(self._handler, job))
+        if outcome.kind is OutcomeKind.RETRY:
+            return _Finished(key, outcome)  # keeps queued: until the retry is settled
         # Free the character before the ack, not after it: a worker killed in between
         # then leaves a job that RabbitMQ redelivers and that runs once more (harmless),
         # never a queued: lease that blocks its character for queued_ttl_s with no job
         # behind it.
         self._book.finish(job, still_queued=False)
-        return _Finished(key, settlement, released=True)
+        return _Finished(key, outcome, released=True)
 
-    def _settlement(self, job: Job, outcome: Outcome) -> Settlement:
+    def _settled(self, job: Job, outcome: Outcome) -> Outcome:
         return self._policy.settle(outcome, tries=job.attempt + 1, rng=self._rng)
 
     # -- connection lifecycle ---------------------------------------------------------
@@ -471,19 +470,20 @@ class RabbitConsumer:
     def _reopen(self) -> bool:
         """Reconnect with backoff; False when asked to stop meanwhile."""
         deadline = time.monotonic() + self._options.reconnect_timeout_s
-        wait_s = 0.5
+        failures = 0
         while not self._stopping():
             try:
                 self._open()
             except QueueUnavailable as exc:
-                if time.monotonic() + wait_s > deadline:
+                failures += 1
+                if time.monotonic() + RECONNECT_BACKOFF.ceiling_s(failures) > deadline:
                     raise QueueUnavailable(
                         f"lost RabbitMQ and could not reconnect within "
                         f"{self._options.reconnect_timeout_s:.0f} s: {exc}"
                     ) from exc
+                wait_s = RECONNECT_BACKOFF.wait_s(failures, self._rng.random)
                 logger.warning("reconnecting to RabbitMQ in %.1f s: %s", wait_s, exc)
-                self._stop.wait(wait_s * (0.5 + self._rng.random() / 2))
-                wait_s = min(MAX_RECONNECT_WAIT_S, wait_s * 2)
+                self._stop.wait(wait_s)
             else:
                 self._tally.add("reconnects")
                 return True

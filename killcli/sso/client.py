@@ -31,11 +31,12 @@ from types import TracebackType
 from typing import Any
 
 import httpx
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
+from killcli.backoff import tenacity_wait
+from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.errors import NeedsLogin, SsoError, TokenRejected
-from killcli.esi.clock import Clock
-from killcli.esi.retry import RetryPolicy, backoff_s
+from killcli.esi.retry import RetryPolicy
 from killcli.esi.transport import bound_transport
 from killcli.sso.models import IssuedTokens, ServerMetadata, TokenClaims, TokenSet
 from killcli.sso.tokens import Jwk, read_header, select_key, validate
@@ -73,7 +74,7 @@ class SsoClient:
         self._base_url = sso_base_url.rstrip("/")
         self.client_id = client_id
         self._secret = client_secret or None
-        self._clock = clock or Clock()
+        self._clock = clock or SYSTEM_CLOCK
         self._owns_http = http is None
         self._http = http or httpx.Client(
             transport=transport or bound_transport(local_address),
@@ -381,7 +382,7 @@ class SsoClient:
         retrying = Retrying(
             retry=retry_if_exception_type(_Transient),
             stop=stop_after_attempt(attempts),
-            wait=self._backoff,
+            wait=tenacity_wait(self._policy.backoff, self._rand),
             sleep=self._clock.sleep,
             reraise=True,
         )
@@ -392,9 +393,6 @@ class SsoClient:
                 f"EVE SSO {what} failed after {attempts} attempts: {exc}",
                 hint="EVE SSO may be down; try again later",
             ) from exc
-
-    def _backoff(self, state: RetryCallState) -> float:
-        return backoff_s(state.attempt_number, self._policy, self._rand)
 
     def _send_once(
         self, method: str, url: str, data: dict[str, str] | None, auth: httpx.BasicAuth | None

@@ -35,10 +35,10 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Table, delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.db import Database
 from killcli.db.models import BodyClaim, PendingKillmail
 from killcli.db.store import READ_CHUNK, dialect_insert
-from killcli.db.types import utcnow
 from killcli.holders import holder_is_dead, this_owner
 from killcli.ticker import Ticker
 
@@ -47,8 +47,6 @@ PENDING: Table = PendingKillmail.__table__  # type: ignore[assignment]
 CLAIM_TTL_S = 10.0  # a dead owner's claims lapse this long after its last heartbeat
 HEARTBEATS_PER_TTL = 4  # a beat or two may come late (a busy database) before claims lapse
 CHUNK = 400  # ids per statement, well below every driver's parameter limit
-
-Now = Callable[[], datetime]
 
 
 class BodyClaims:
@@ -60,7 +58,7 @@ class BodyClaims:
         *,
         owner: str | None = None,
         ttl_s: float = CLAIM_TTL_S,
-        now: Now = utcnow,
+        clock: Clock = SYSTEM_CLOCK,
         is_dead: Callable[[str], bool] = holder_is_dead,
     ) -> None:
         # Two engines of one process (tests, tools) must not take each other's claims for
@@ -68,7 +66,7 @@ class BodyClaims:
         self.owner = owner or this_owner(f"bodies.{secrets.token_hex(3)}")
         self.ttl_s = ttl_s
         self.db = db
-        self.now = now
+        self.now = clock.now
         self._is_dead = is_dead
         self._numbers = itertools.count(1)
         self._lock = threading.Lock()
@@ -230,10 +228,11 @@ class ClaimSet:
         return set(session.scalars(stmt))
 
 
-def released_as_pending(session: Session, killmail_ids: Sequence[int]) -> dict[int, str]:
+def released_as_pending(
+    session: Session, killmail_ids: Sequence[int], now: datetime
+) -> dict[int, str]:
     """Of killmails whose claim was just released unsaved, those its holder recorded
-    pending (not due yet: it has just tried), with the reason: ``{killmail id: reason}``."""
-    now = utcnow()
+    pending (not due ``now``: it has just tried), with the reason: ``{killmail id: reason}``."""
     reasons: dict[int, str] = {}
     for start in range(0, len(killmail_ids), READ_CHUNK):
         rows = session.execute(

@@ -13,15 +13,15 @@
    per sync (:mod:`killcli.sync.fetcher`), so memory does not grow with a list's length.
 4. Save in batches, one transaction each: killmails, links, pending rows cleared, one
    ``killmail.saved`` outbox event per new killmail. A body that fails becomes pending with
-   its reason and a backoff, and is retried on later runs even when the list answers 304.
+   its reason and a jittered backoff (:mod:`killcli.backoff`), and is retried on later runs
+   even when the list answers 304.
 5. Only then store the list's ETag and expiry, so a crash never hides a killmail behind a 304.
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -30,10 +30,11 @@ from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from killcli.accounts import KILLMAIL_SCOPE, require_character
+from killcli.backoff import Backoff
+from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.db import Database
 from killcli.db.models import Character, CharacterKillmail, PendingKillmail, SyncRun
 from killcli.db.store import dialect_insert, existing_killmail_ids, link_characters, save_killmails
-from killcli.db.types import utcnow
 from killcli.errors import EsiError, NeedsLogin, UsageError
 from killcli.esi.client import EsiClient
 from killcli.esi.models import KillmailRef, ListPageResult
@@ -49,8 +50,7 @@ PENDING: Table = PendingKillmail.__table__  # type: ignore[assignment]
 CHARACTERS: Table = Character.__table__  # type: ignore[assignment]
 RUNS: Table = SyncRun.__table__  # type: ignore[assignment]
 LINKS: Table = CharacterKillmail.__table__  # type: ignore[assignment]
-PENDING_BACKOFF_S = 300.0
-PENDING_BACKOFF_CAP_S = 86_400.0
+PENDING_BACKOFF = Backoff(initial_s=300.0, cap_s=86_400.0)  # a body's retries: 5 min .. 1 day
 DEFAULT_BODY_THREADS = 16
 CLAIM_POLL_S = 0.5  # how often a sync looks for bodies another worker is fetching
 
@@ -168,13 +168,13 @@ class SyncEngine:
         inflight: InflightBodies | None = None,
         claims: BodyClaims | None = None,
         claim_poll_s: float = CLAIM_POLL_S,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.db = db
         self.esi = esi
         self.tokens = tokens
         self.inflight = inflight or InflightBodies()
-        self.claims = claims or BodyClaims(db)
+        self.claims = claims or BodyClaims(db, clock=clock)
         self._claim_poll_s = claim_poll_s
         self._closed = threading.Event()  # wakes syncs waiting for other workers' bodies
         # One sync may use every thread; twice that leaves room for a save pause.
@@ -205,7 +205,7 @@ class SyncEngine:
         try, :mod:`killcli.sync.quick`), used instead of asking for it again."""
         options = options or SyncOptions()
         progress = progress or _NoProgress()
-        started, started_at = self._clock(), utcnow()
+        started, started_at = self._clock.monotonic(), self._clock.now()
         run = _Run(
             self._load_character(character_id), options, self.claims.open(), first_page=first_page
         )
@@ -215,10 +215,10 @@ class SyncEngine:
         except NeedsLogin:
             raise
         except Exception as exc:
-            run.figures.elapsed_s = round(self._clock() - started, 3)
+            run.figures.elapsed_s = round(self._clock.monotonic() - started, 3)
             self._finish(run, started_at, "failed", error=str(exc))
             raise
-        run.figures.elapsed_s = round(self._clock() - started, 3)
+        run.figures.elapsed_s = round(self._clock.monotonic() - started, 3)
         self._finish(run, started_at, status)
         return SyncResult(
             character_id,
@@ -251,7 +251,8 @@ class SyncEngine:
         character, options = run.character, run.options
         due_pending = self._due_pending(character.character_id)
         expires = character.list_expires_at
-        if not (options.force or options.full) and expires is not None and expires > utcnow():
+        fresh = expires is not None and expires > self._clock.now()
+        if fresh and not (options.force or options.full):
             run.figures.skipped_cache = True
             refs: list[KillmailRef] = []
             list_result = None
@@ -341,7 +342,8 @@ class SyncEngine:
         with self.db.session() as session:
             rows = session.execute(
                 select(PENDING.c.killmail_id, PENDING.c.killmail_hash).where(
-                    PENDING.c.character_id == character_id, PENDING.c.next_attempt_at <= utcnow()
+                    PENDING.c.character_id == character_id,
+                    PENDING.c.next_attempt_at <= self._clock.now(),
                 )
             )
             return [KillmailRef(r.killmail_id, r.killmail_hash) for r in rows]
@@ -469,7 +471,9 @@ class SyncEngine:
         pending and released it: record it pending too (as for another sync of this
         process, :meth:`Claim.failure`); fetch the others."""
         with self.db.session() as session:
-            failed = released_as_pending(session, [ref.killmail_id for ref in refs])
+            failed = released_as_pending(
+                session, [ref.killmail_id for ref in refs], self._clock.now()
+            )
         for ref in refs:
             if ref.killmail_id in failed:
                 self._record_pending(run, ref, failed[ref.killmail_id])
@@ -549,7 +553,7 @@ class SyncEngine:
     def _record_pending(self, run: _Run, ref: KillmailRef, reason: str) -> None:
         run.figures.pending += 1
         run.pending[ref.killmail_id] = reason
-        now = utcnow()
+        now = self._clock.now()
         with self.db.session() as session:
             existing = session.get(PendingKillmail, ref.killmail_id)
             if existing is not None and existing.character_id != run.character.character_id:
@@ -557,7 +561,7 @@ class SyncEngine:
                 # links it to this one unless this list is walked again: keep its old ETag.
                 run.keep_old_etag = True
             attempts = 1 if existing is None else existing.attempts + 1
-            delay = min(PENDING_BACKOFF_S * 2 ** (attempts - 1), PENDING_BACKOFF_CAP_S)
+            delay = PENDING_BACKOFF.wait_s(attempts)
             values = {
                 "killmail_id": ref.killmail_id,
                 "killmail_hash": ref.killmail_hash,
@@ -585,6 +589,7 @@ class SyncEngine:
         with self.db.session() as session:
             record_runs(
                 session,
+                self._clock.now(),
                 [
                     RunRecord(
                         run.character.character_id,
@@ -610,11 +615,10 @@ class RunRecord:
     last_error: str | None = None  # what the character's row shows (a failure, a pending body)
 
 
-def record_runs(session: Session, runs: Sequence[RunRecord]) -> None:
-    """The runs' records, and each character's last sync and last error, in the caller's
-    transaction (one statement each, however many runs: the worker's quick path records
-    many at once)."""
-    now = utcnow()
+def record_runs(session: Session, now: datetime, runs: Sequence[RunRecord]) -> None:
+    """The runs' records, finished ``now``, and each character's last sync and last error,
+    in the caller's transaction (one statement each, however many runs: the worker's quick
+    path records many at once)."""
     session.execute(
         update(CHARACTERS)
         .where(CHARACTERS.c.character_id == bindparam("cid"))

@@ -18,7 +18,6 @@ so it is not asked for twice).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -26,9 +25,9 @@ from datetime import datetime
 from sqlalchemy import bindparam, func, select, update
 
 from killcli.accounts import KILLMAIL_SCOPE, Accounts
+from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.coalesce import Coalescer
 from killcli.db import Database
-from killcli.db.types import utcnow
 from killcli.errors import NeedsLogin
 from killcli.esi.client import EsiClient
 from killcli.esi.models import ListPageResult
@@ -98,9 +97,16 @@ class QuickSync:
     """The cheap path of one worker process; thread-safe."""
 
     def __init__(
-        self, db: Database, esi: EsiClient, accounts: Accounts, keeper: LeaseKeeper
+        self,
+        db: Database,
+        esi: EsiClient,
+        accounts: Accounts,
+        keeper: LeaseKeeper,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.db = db
+        self._clock = clock
         self.esi = esi
         self.accounts = accounts
         self.keeper = keeper
@@ -122,7 +128,7 @@ class QuickSync:
         if full or candidate is None:
             return Attempt()
         character_id = candidate.character_id
-        started, started_at = time.monotonic(), utcnow()
+        started, started_at = self._clock.monotonic(), self._clock.now()
         figures = SyncFigures()
         if candidate.list_expires_at is not None and candidate.list_expires_at > started_at:
             progress.started(candidate.name)
@@ -141,7 +147,7 @@ class QuickSync:
         except NeedsLogin:
             raise  # the worker marks the character; no run is recorded (as in the engine)
         except Exception as exc:
-            figures.elapsed_s = round(time.monotonic() - started, 3)
+            figures.elapsed_s = round(self._clock.monotonic() - started, 3)
             self._record(begun, candidate, started_at, "failed", figures, None, str(exc))
             raise
         if not page.not_modified:
@@ -161,7 +167,7 @@ class QuickSync:
         figures: SyncFigures,
         first: ListPageResult | None,
     ) -> Attempt:
-        figures.elapsed_s = round(time.monotonic() - started, 3)
+        figures.elapsed_s = round(self._clock.monotonic() - started, 3)
         self._record(begun, candidate, started_at, status, figures, first, None)
         return Attempt(SyncResult(candidate.character_id, candidate.name, status, figures))
 
@@ -187,7 +193,7 @@ class QuickSync:
         """One transaction: the leases, and the characters one request may settle (active,
         with the scope, no pending body due)."""
         ids = [s.character_id for s in starts]
-        now = utcnow()
+        now = self._clock.now()
         found: dict[int, Candidate] = {}
         due: set[int] = set()
         unique = sorted(set(ids))
@@ -255,6 +261,6 @@ class QuickSync:
                     listed,
                     execution_options={"synchronize_session": False},
                 )
-            record_runs(session, [r.run for r in records])
+            record_runs(session, self._clock.now(), [r.run for r in records])
             release_in(session, {r.lease: r.owner for r in records})
         return [None] * len(records)

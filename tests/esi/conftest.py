@@ -32,7 +32,7 @@ def etags() -> MemoryEtagStore:
 
 @pytest.fixture
 def limiter(clock: ManualClock) -> RateLimiter:
-    return RateLimiter(clock=clock.as_clock())
+    return RateLimiter(clock=clock)
 
 
 MakeClient = Callable[..., EsiClient]
@@ -51,7 +51,7 @@ def make_client(
             "transport": httpx.MockTransport(fake),
             "etag_store": etags,
             "limiter": limiter,
-            "clock": clock.as_clock(),
+            "clock": clock,
             "rand": lambda: 0.5,
             "retry_policy": RetryPolicy(max_attempts=4, backoff_initial_s=1.0),
         }

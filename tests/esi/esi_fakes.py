@@ -24,8 +24,6 @@ from typing import Any, Protocol
 
 import httpx
 
-from killcli.esi import Clock
-
 LIST_RE = re.compile(r"^/characters/(\d+)/killmails/recent$")
 KILLMAIL_RE = re.compile(r"^/killmails/(\d+)/([0-9a-f]+)$")
 
@@ -110,8 +108,8 @@ class SimulatedClock:
                     raise RuntimeError("simulated time is stuck")
             del self._deadlines[me]
 
-    def as_clock(self) -> Clock:
-        return Clock(monotonic=self.monotonic, wall=self.wall, sleep=self.sleep)
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.wall(), tz=UTC)
 
     def run(self, work: Callable[[int], Any], items: Sequence[int], threads: int) -> list[Any]:
         """``work`` over ``items`` on ``threads`` workers; results in item order."""

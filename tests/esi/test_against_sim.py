@@ -16,6 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from killcli.clock import SYSTEM_CLOCK
+from killcli.clock import SystemClock as HostClock
 from killcli.errors import EsiHttpError, NeedsLogin
 from killcli.esi import (
     Clock,
@@ -40,7 +42,7 @@ def keys() -> SigningKeys:
 
 def clock_of(sim_clock: ManualClock) -> Clock:
     """The library's clock over the simulator's: every sleep moves simulated time."""
-    return Clock(
+    return HostClock(
         monotonic=sim_clock.monotonic,
         wall=lambda: sim_clock.now().timestamp(),
         sleep=lambda s: sim_clock.advance(max(0.0, s)),
@@ -59,7 +61,7 @@ def start(keys: SigningKeys) -> Iterator[Start]:
         scenario: Scenario, *, manual: bool = True, **limiter: object
     ) -> tuple[SimServer, EsiClient]:
         sim_clock = ManualClock() if manual else SystemClock()
-        clock = clock_of(sim_clock) if isinstance(sim_clock, ManualClock) else Clock()
+        clock = clock_of(sim_clock) if isinstance(sim_clock, ManualClock) else SYSTEM_CLOCK
         sim = SimServer(scenario, clock=sim_clock, keys=keys).start()
         client = EsiClient(
             sim.esi_url,

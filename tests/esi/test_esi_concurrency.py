@@ -31,13 +31,13 @@ def sim_fake(sim: SimulatedClock) -> FakeEsi:
 
 @pytest.fixture
 def sim_client(sim: SimulatedClock, sim_fake: FakeEsi) -> Iterator[EsiClient]:
-    limiter = RateLimiter(clock=sim.as_clock())
+    limiter = RateLimiter(clock=sim)
     with EsiClient(
         BASE_URL,
         user_agent=UA,
         transport=httpx.MockTransport(sim_fake),
         limiter=limiter,
-        clock=sim.as_clock(),
+        clock=sim,
         rand=lambda: 0.5,
     ) as client:
         yield client

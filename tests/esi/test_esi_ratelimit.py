@@ -36,7 +36,7 @@ def spend_list_page(limiter: RateLimiter, remaining: int, owner: int = 7) -> Res
 
 def make(clock: ManualClock, **options: object) -> tuple[RateLimiter, list[WaitEvent]]:
     events: list[WaitEvent] = []
-    limiter = RateLimiter(clock=clock.as_clock(), on_wait=events.append, **options)  # type: ignore[arg-type]
+    limiter = RateLimiter(clock=clock, on_wait=events.append, **options)  # type: ignore[arg-type]
     return limiter, events
 
 
@@ -216,9 +216,7 @@ def test_errors_left_above_threshold_do_not_pause() -> None:
 def test_wait_reason_is_observable_during_a_wait() -> None:
     clock = ManualClock()
     seen: list[str | None] = []
-    limiter = RateLimiter(
-        clock=clock.as_clock(), on_wait=lambda _event: seen.append(limiter.wait_reason)
-    )
+    limiter = RateLimiter(clock=clock, on_wait=lambda _event: seen.append(limiter.wait_reason))
     reservation = limiter.acquire(KILLMAIL)
     limiter.release(
         reservation,

@@ -144,7 +144,7 @@ def limiter(
 ) -> RateLimiter:
     shared = SharedBudget(ledger(db, clock, owner), wall=clock.wall, max_block_tokens=8)
     on_wait = None if events is None else events.append
-    return RateLimiter(clock=clock.as_clock(), shared=shared, on_wait=on_wait)
+    return RateLimiter(clock=clock, shared=shared, on_wait=on_wait)
 
 
 def send(gate: RateLimiter, server: IpBucket) -> int:

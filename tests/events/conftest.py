@@ -12,8 +12,8 @@ import pika
 import pika.exceptions
 import pytest
 
+from killcli.clock import ManualClock
 from killcli.db import Database
-from killcli.esi.clock import ManualClock
 from killcli.killmail import format_time, parse_killmail
 from killcli.sso.crypto import TokenCipher, generate_key
 from killcli.sync.events import killmail_saved_events, save_events

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 import httpx
 import pytest
 
+from killcli.clock import ManualClock
 from killcli.db import Database
-from killcli.esi.clock import ManualClock
 from killcli.events.hookpost import PostStatus, RetryPolicy, make_client
 from killcli.events.webhooks import (
     DeliveryResult,
@@ -57,17 +57,15 @@ def _discord(
 def _deliver(
     db: Database, cipher: TokenCipher, http: httpx.Client, clock: ManualClock
 ) -> DeliveryResult:
-    return deliver_pending(db, cipher, http, clock.as_clock(), policy=POLICY)
+    return deliver_pending(db, cipher, http, clock, policy=POLICY)
 
 
 def test_a_fresh_event_is_posted_once(
     db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client, clock: ManualClock
 ) -> None:
-    add_events(db, [make_payload(1, clock.as_clock().now())])  # before the webhook: not posted
+    add_events(db, [make_payload(1, clock.now())])  # before the webhook: not posted
     hook = _discord(db, cipher, chat)
-    add_events(
-        db, [make_payload(2, clock.as_clock().now() - timedelta(minutes=5), victim="@everyone")]
-    )
+    add_events(db, [make_payload(2, clock.now() - timedelta(minutes=5), victim="@everyone")])
     first = _deliver(db, cipher, http, clock)
     assert (first.posted, first.rounds[0].outcome) == (1, RoundOutcome.DONE)
     assert _deliver(db, cipher, http, clock).posted == 0
@@ -83,7 +81,7 @@ def test_a_backfill_is_skipped_and_the_cursor_moves_past_it(
     db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client, clock: ManualClock
 ) -> None:
     hook = _discord(db, cipher, chat, max_age_s=3600)
-    now = clock.as_clock().now()
+    now = clock.now()
     backfill = [make_payload(k, now - timedelta(days=k)) for k in range(1, 120)]
     add_events(db, [*backfill, make_payload(500, now - timedelta(minutes=59))])
     rounds = 0
@@ -101,7 +99,7 @@ def test_character_filter(
     db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client, clock: ManualClock
 ) -> None:
     _discord(db, cipher, chat, character_id=77)
-    now = clock.as_clock().now()
+    now = clock.now()
     add_events(db, [make_payload(1, now, character_id=76), make_payload(2, now, character_id=77)])
     assert _deliver(db, cipher, http, clock).posted == 1
     assert chat.posted[0]["embeds"][0]["title"] == "Killmail 2"
@@ -111,13 +109,13 @@ def test_a_429_is_obeyed_then_the_post_succeeds_once(
     db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client, clock: ManualClock
 ) -> None:
     hook = _discord(db, cipher, chat)
-    add_events(db, [make_payload(1, clock.as_clock().now())])
+    add_events(db, [make_payload(1, clock.now())])
     chat.script.append(rate_limited(30.0))
     first = _deliver(db, cipher, http, clock)
     assert first.rounds[0].outcome is RoundOutcome.RESTING
     blocked = get_webhook(db, cipher, hook.id).blocked_until
     assert blocked is not None
-    assert abs((blocked - clock.as_clock().now()).total_seconds() - 30.0) < 1
+    assert abs((blocked - clock.now()).total_seconds() - 30.0) < 1
     clock.advance(29)
     assert _deliver(db, cipher, http, clock).rounds == ()  # still resting: no request at all
     assert len(chat.hits) == 1
@@ -153,7 +151,7 @@ def test_an_empty_bucket_after_a_success_makes_the_webhook_rest(
     chat = ChatServer(bucket_limit=2, bucket_window_s=30).start()
     try:
         hook = _discord(db, cipher, chat)
-        now = clock.as_clock().now()
+        now = clock.now()
         add_events(db, [make_payload(k, now) for k in range(1, 5)])
         result = _deliver(db, cipher, http, clock)
         assert result.posted == 2 and result.rounds[0].outcome is RoundOutcome.RESTING
@@ -168,11 +166,11 @@ def test_5xx_is_retried_and_then_rests_without_losing_the_event(
     db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client, clock: ManualClock
 ) -> None:
     hook = _discord(db, cipher, chat)
-    add_events(db, [make_payload(1, clock.as_clock().now())])
+    add_events(db, [make_payload(1, clock.now())])
     chat.script.extend([Reply(500), Reply(502)])
     assert _deliver(db, cipher, http, clock).posted == 1  # third attempt
     assert [h.status for h in chat.hits] == [500, 502, 204]
-    add_events(db, [make_payload(2, clock.as_clock().now())])
+    add_events(db, [make_payload(2, clock.now())])
     chat.script.extend([Reply(500)] * 3)
     result = _deliver(db, cipher, http, clock)
     assert (result.posted, result.failed) == (0, 1)
@@ -189,7 +187,7 @@ def test_a_deleted_webhook_is_disabled(
 ) -> None:
     hook = _discord(db, cipher, chat)
     chat.gone.add(chat.discord_url().rsplit("/", 1)[1])
-    add_events(db, [make_payload(1, clock.as_clock().now())])
+    add_events(db, [make_payload(1, clock.now())])
     assert _deliver(db, cipher, http, clock).rounds[0].outcome is RoundOutcome.DISABLED
     info = get_webhook(db, cipher, hook.id)
     assert not info.enabled and info.last_error and "404" in info.last_error
@@ -202,7 +200,7 @@ def test_a_rejected_message_is_skipped(
     db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client, clock: ManualClock
 ) -> None:
     hook = _discord(db, cipher, chat)
-    now = clock.as_clock().now()
+    now = clock.now()
     add_events(db, [make_payload(1, now), make_payload(2, now)])
     chat.script.append(Reply(400, {}, b'{"message": "Invalid Form Body"}'))
     assert _deliver(db, cipher, http, clock).posted == 1
@@ -217,7 +215,7 @@ def test_a_network_error_never_records_the_url(
     hook = add_webhook(
         db, cipher, "discord", "http://127.0.0.1:1/api/webhooks/1/sEcReT", allow_insecure=True
     )
-    add_events(db, [make_payload(1, clock.as_clock().now())])
+    add_events(db, [make_payload(1, clock.now())])
     assert _deliver(db, cipher, http, clock).failed == 1
     error = get_webhook(db, cipher, hook.id).last_error
     assert error and error.endswith("Z network error: ConnectError")
@@ -227,7 +225,7 @@ def test_slack(
     db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client, clock: ManualClock
 ) -> None:
     add_webhook(db, cipher, "slack", chat.slack_url(), allow_insecure=True)
-    add_events(db, [make_payload(1, clock.as_clock().now(), victim="<!channel> Boss")])
+    add_events(db, [make_payload(1, clock.now(), victim="<!channel> Boss")])
     assert _deliver(db, cipher, http, clock).posted == 1
     text = chat.posted[0]["text"]
     assert "&lt;!channel&gt; Boss" in text and "<" not in text
@@ -259,10 +257,10 @@ def test_test_message(
     db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client, clock: ManualClock
 ) -> None:
     hook = _discord(db, cipher, chat)
-    result = send_test_message(db, cipher, http, hook.id, clock=clock.as_clock(), policy=POLICY)
+    result = send_test_message(db, cipher, http, hook.id, clock=clock, policy=POLICY)
     assert result.status is PostStatus.OK
     assert chat.posted[0]["content"].startswith("killsync test message")
     chat.gone.add(chat.discord_url().rsplit("/", 1)[1])
-    gone = send_test_message(db, cipher, http, hook.id, clock=clock.as_clock(), policy=POLICY)
+    gone = send_test_message(db, cipher, http, hook.id, clock=clock, policy=POLICY)
     assert gone.status is PostStatus.GONE
     assert not get_webhook(db, cipher, hook.id).enabled

@@ -11,13 +11,14 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pika
 import pika.exceptions
 import pytest
 
+from killcli.clock import ManualClock
 from killcli.db import Database
 from killcli.queue import Broker, ConsumeResult, Handler, RetryPolicy
 from killcli.queue.rabbit import RabbitBroker
@@ -28,25 +29,13 @@ FAST = RetryPolicy(max_attempts=3, base_s=0.05, cap_s=0.2)
 WATCHDOG_S = 30.0  # a consumer that has not returned by then has a bug: stop it, fail
 
 
-class ManualNow:
-    """A wall clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.value = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self.value
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.value += timedelta(seconds=seconds)
+START = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def now() -> ManualNow:
-    return ManualNow()
+def now() -> ManualClock:
+    """The wall clock of the queue under test: it moves only when told to."""
+    return ManualClock.at(START)
 
 
 @pytest.fixture(scope="session")

@@ -11,12 +11,12 @@ from collections import Counter
 import pytest
 from sqlalchemy import func, insert, select
 
+from killcli.clock import ManualClock
 from killcli.db import Database
 from killcli.db.models import Job as JobRow
 from killcli.errors import UsageError
-from killcli.queue import DatabaseBroker, Job, Outcome, QueueStats, RetryPolicy
-from killcli.queue.policy import Action, Settlement
-from tests.queue.conftest import FAST, BackgroundConsumer, ManualNow, consume
+from killcli.queue import DatabaseBroker, Job, Outcome, OutcomeKind, QueueStats, RetryPolicy
+from tests.queue.conftest import FAST, BackgroundConsumer, consume
 
 
 def jobs(*character_ids: int) -> list[Job]:
@@ -34,8 +34,8 @@ def rows(db: Database) -> int:
         return int(s.scalar(select(func.count()).select_from(JobRow)) or 0)
 
 
-def test_priority_first_then_age(db: Database, now: ManualNow) -> None:
-    queue = broker(db, now=now)
+def test_priority_first_then_age(db: Database, now: ManualClock) -> None:
+    queue = broker(db, clock=now)
     assert queue.publish(jobs(1, 2)) == 2
     now.advance(1)
     assert queue.publish(jobs(3), priority=5) == 1
@@ -103,16 +103,16 @@ def test_racing_publishers_enqueue_each_character_once(db: Database) -> None:
     assert set(per_character.values()) == {1}
 
 
-def test_a_failed_job_waits_for_its_backoff(db: Database, now: ManualNow) -> None:
+def test_a_failed_job_waits_for_its_backoff(db: Database, now: ManualClock) -> None:
     policy = RetryPolicy(max_attempts=5, base_s=10, cap_s=100)
-    queue = broker(db, now=now, policy=policy, rng=random.Random(3))
+    queue = broker(db, clock=now, policy=policy, rng=random.Random(3))
     queue.publish(jobs(7))
     waits = []
     for tries in (1, 2, 3):
         (delivery,) = queue.reserve()
         assert delivery.tries == tries
         settlement = policy.settle(Outcome.retry("ESI 503"), tries=tries, rng=queue.rng)
-        assert settlement.action is Action.RETRY
+        assert settlement.kind is OutcomeKind.RETRY
         waits.append(settlement.delay_s)
         assert queue.settle(delivery, settlement)
         now.advance(settlement.delay_s - 0.01)
@@ -152,8 +152,8 @@ def test_a_handler_can_bury_a_job_at_once(db: Database) -> None:
     assert [d.reason for d in queue.dead_letters()] == ["character deleted"]
 
 
-def test_poison_goes_straight_to_the_dead_letters(db: Database, now: ManualNow) -> None:
-    queue = broker(db, now=now)
+def test_poison_goes_straight_to_the_dead_letters(db: Database, now: ManualClock) -> None:
+    queue = broker(db, clock=now)
     with db.session() as s:
         s.execute(
             insert(JobRow).values(
@@ -163,7 +163,7 @@ def test_poison_goes_straight_to_the_dead_letters(db: Database, now: ManualNow) 
                 priority=0,
                 attempt=0,
                 payload={"v": 2, "job_id": "bad-1", "character_id": 5},
-                available_at=now(),
+                available_at=now.now(),
             )
         )
     queue.publish(jobs(6))
@@ -177,12 +177,12 @@ def test_poison_goes_straight_to_the_dead_letters(db: Database, now: ManualNow) 
 
 
 def test_an_abandoned_claim_comes_back_after_the_visibility_timeout(
-    db: Database, now: ManualNow
+    db: Database, now: ManualClock
 ) -> None:
-    crashed = broker(db, now=now, visibility_timeout_s=30)
+    crashed = broker(db, clock=now, visibility_timeout_s=30)
     crashed.publish(jobs(9))
     (lost,) = crashed.reserve()  # ... and the worker is SIGKILLed
-    survivor = broker(db, now=now, visibility_timeout_s=30)
+    survivor = broker(db, clock=now, visibility_timeout_s=30)
     assert survivor.reserve() == []
     now.advance(29)
     assert survivor.reserve() == []
@@ -208,8 +208,8 @@ def test_a_crashed_workers_job_is_run_by_another_consumer(db: Database) -> None:
     assert lost.tries == 1
 
 
-def test_a_job_lost_too_often_is_buried(db: Database, now: ManualNow) -> None:
-    queue = broker(db, now=now, visibility_timeout_s=10)
+def test_a_job_lost_too_often_is_buried(db: Database, now: ManualClock) -> None:
+    queue = broker(db, clock=now, visibility_timeout_s=10)
     queue.publish(jobs(4))
     for _ in range(3):  # FAST.max_attempts claims, each by a worker that dies
         assert len(queue.reserve()) == 1
@@ -281,12 +281,12 @@ def test_stop_finishes_running_jobs_first(db: Database) -> None:
     assert queue.stats() == QueueStats(ready=2, delayed=0, running=0, dead_letters=0, consumers=0)
 
 
-def test_stats(db: Database, now: ManualNow) -> None:
-    queue = broker(db, now=now, visibility_timeout_s=120)  # the running one outlives 61 s
+def test_stats(db: Database, now: ManualClock) -> None:
+    queue = broker(db, clock=now, visibility_timeout_s=120)  # the running one outlives 61 s
     queue.publish(jobs(1, 2, 3, 4, 5))
     running, delayed, dead = queue.reserve(limit=3)
-    assert queue.settle(delayed, Settlement(Action.RETRY, "later", 60))
-    assert queue.settle(dead, Settlement(Action.DEAD, "gone"))
+    assert queue.settle(delayed, Outcome.retry("later", delay_s=60))
+    assert queue.settle(dead, Outcome.dead("gone"))
     assert queue.stats() == QueueStats(ready=2, delayed=1, running=1, dead_letters=1, consumers=0)
     assert running.job.character_id == 1
     now.advance(61)
@@ -312,8 +312,8 @@ def test_stats_count_live_consumers(db: Database) -> None:
     assert broker(db).stats().consumers == 0
 
 
-def test_operators_list_requeue_and_purge_dead_letters(db: Database, now: ManualNow) -> None:
-    queue = broker(db, now=now)
+def test_operators_list_requeue_and_purge_dead_letters(db: Database, now: ManualClock) -> None:
+    queue = broker(db, clock=now)
     queue.publish(jobs(1, 2, 3))
     for delivery in queue.reserve(limit=3):
         queue.dead_letter(delivery, f"broken {delivery.job.character_id}")
@@ -326,7 +326,7 @@ def test_operators_list_requeue_and_purge_dead_letters(db: Database, now: Manual
                 priority=0,
                 attempt=0,
                 payload={"nonsense": True},
-                available_at=now(),
+                available_at=now.now(),
             )
         )
     assert queue.reserve() == []  # buries the poison row

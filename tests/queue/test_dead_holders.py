@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import event
 
+from killcli.clock import ManualClock
 from killcli.db import Database
 from killcli.holders import this_owner
 from killcli.queue import DatabaseBroker, Job, Outcome
@@ -21,7 +22,7 @@ from killcli.queue.leases import (
     character_lease,
 )
 from killcli.queue.rabbit_consumer import LeaseBook
-from tests.queue.conftest import FAST, ManualNow, consume
+from tests.queue.conftest import FAST, consume
 from tests.test_holders import dead_owner
 
 ELSEWHERE = "another-host:4242:123456.abcdef01"  # a well-formed owner of another host
@@ -52,8 +53,8 @@ def statements_on(db: Database, table: str) -> Iterator[list[str]]:
 # -- leases --------------------------------------------------------------------------
 
 
-def test_a_dead_local_holders_lease_is_taken_over_at_once(db: Database, now: ManualNow) -> None:
-    leases = Leases(db, now=now)
+def test_a_dead_local_holders_lease_is_taken_over_at_once(db: Database, now: ManualClock) -> None:
+    leases = Leases(db, clock=now)
     name = character_lease(91000001)
     dead = dead_owner("job-1")
     assert leases.acquire(name, dead, ttl_s=HOLDER_TIMEOUT_S)  # ... and then it was killed
@@ -62,8 +63,8 @@ def test_a_dead_local_holders_lease_is_taken_over_at_once(db: Database, now: Man
     assert not leases.renew(name, dead, ttl_s=HOLDER_TIMEOUT_S)
 
 
-def test_a_live_local_holder_keeps_its_lease(db: Database, now: ManualNow) -> None:
-    leases = Leases(db, now=now)
+def test_a_live_local_holder_keeps_its_lease(db: Database, now: ManualClock) -> None:
+    leases = Leases(db, clock=now)
     name = character_lease(91000002)
     assert leases.acquire(name, this_owner("job-1"), ttl_s=HOLDER_TIMEOUT_S)
     assert not leases.acquire(name, this_owner("job-2"), ttl_s=HOLDER_TIMEOUT_S)
@@ -71,11 +72,11 @@ def test_a_live_local_holder_keeps_its_lease(db: Database, now: ManualNow) -> No
 
 
 def test_another_hosts_holder_is_taken_over_once_it_stops_heartbeating(
-    db: Database, now: ManualNow
+    db: Database, now: ManualClock
 ) -> None:
     name = character_lease(91000003)
-    there = LeaseKeeper(Leases(db, now=now))  # the holder on another host, beating
-    here = Leases(db, now=now)
+    there = LeaseKeeper(Leases(db, clock=now))  # the holder on another host, beating
+    here = Leases(db, clock=now)
     try:
         assert there.acquire(name, f"{ELSEWHERE}:job-1")
         for _ in range(5):  # alive: a minute of heartbeats, never taken over
@@ -91,8 +92,8 @@ def test_another_hosts_holder_is_taken_over_once_it_stops_heartbeating(
         there.close()
 
 
-def test_many_at_once_take_the_free_and_the_dead_only(db: Database, now: ManualNow) -> None:
-    leases = Leases(db, now=now)
+def test_many_at_once_take_the_free_and_the_dead_only(db: Database, now: ManualClock) -> None:
+    leases = Leases(db, clock=now)
     names = [character_lease(c) for c in range(91000010, 91000014)]
     held = {names[1]: dead_owner("a"), names[2]: this_owner("b"), names[3]: f"{ELSEWHERE}:c"}
     assert leases.acquire_many(held, ttl_s=HOLDER_TIMEOUT_S) == set(held)
@@ -134,8 +135,8 @@ def test_racing_takeovers_of_a_dead_lease_get_one_winner(db: Database) -> None:
     assert Leases(db).holder(name) == this_owner(winners[0])
 
 
-def test_the_keeper_renews_every_lease_in_one_statement(db: Database, now: ManualNow) -> None:
-    keeper = LeaseKeeper(Leases(db, now=now))
+def test_the_keeper_renews_every_lease_in_one_statement(db: Database, now: ManualClock) -> None:
+    keeper = LeaseKeeper(Leases(db, clock=now))
     try:
         for c in range(91000030, 91000040):
             assert keeper.acquire(character_lease(c), this_owner(f"job-{c}"))
@@ -145,7 +146,7 @@ def test_the_keeper_renews_every_lease_in_one_statement(db: Database, now: Manua
             keeper.beat()
         assert len(updates) == 1
         now.advance(HOLDER_TIMEOUT_S - 1)  # past the first expiry, within the renewed one
-        assert Leases(db, now=now).count("character:910000") == 9
+        assert Leases(db, clock=now).count("character:910000") == 9
     finally:
         keeper.close()
 
@@ -154,10 +155,10 @@ def test_the_keeper_renews_every_lease_in_one_statement(db: Database, now: Manua
 
 
 def test_a_redelivered_job_takes_its_rabbitmq_leases_back_at_once(
-    db: Database, now: ManualNow
+    db: Database, now: ManualClock
 ) -> None:
     def book() -> LeaseBook:
-        return LeaseBook(db, "q", now=now, queued_ttl_s=3600, running_ttl_s=HOLDER_TIMEOUT_S)
+        return LeaseBook(db, "q", clock=now, queued_ttl_s=3600, running_ttl_s=HOLDER_TIMEOUT_S)
 
     job = Job.new(91000050)
     assert book().start(job)  # ... and the worker running it is SIGKILLed
@@ -168,11 +169,11 @@ def test_a_redelivered_job_takes_its_rabbitmq_leases_back_at_once(
 # -- the database queue's running jobs ------------------------------------------------
 
 
-def test_a_dead_consumers_jobs_are_claimable_at_once(db: Database, now: ManualNow) -> None:
-    crashed = broker(db, now=now, consumer_id=dead_owner("c0ffee"))
+def test_a_dead_consumers_jobs_are_claimable_at_once(db: Database, now: ManualClock) -> None:
+    crashed = broker(db, clock=now, consumer_id=dead_owner("c0ffee"))
     crashed.publish([Job.new(1), Job.new(2)])
     lost = crashed.reserve(limit=2)  # claimed in the name of a process that is gone
-    survivor = broker(db, now=now)
+    survivor = broker(db, clock=now)
     assert survivor.reserve() == []  # still within the visibility timeout ...
     assert survivor.reclaim_dead() == 2  # ... but its holder is provably dead
     again = survivor.reserve(limit=2)
@@ -183,15 +184,15 @@ def test_a_dead_consumers_jobs_are_claimable_at_once(db: Database, now: ManualNo
 
 
 def test_a_live_or_remote_consumers_jobs_stay_claimed_until_the_timeout(
-    db: Database, now: ManualNow
+    db: Database, now: ManualClock
 ) -> None:
-    remote = broker(db, now=now, consumer_id=f"{ELSEWHERE}:beef01")
-    alive = broker(db, now=now)
+    remote = broker(db, clock=now, consumer_id=f"{ELSEWHERE}:beef01")
+    alive = broker(db, clock=now)
     remote.publish([Job.new(1)])
     alive.publish([Job.new(2)])
     assert len(remote.reserve()) == 1
     assert len(alive.reserve()) == 1
-    survivor = broker(db, now=now)
+    survivor = broker(db, clock=now)
     assert survivor.reclaim_dead() == 0
     now.advance(HOLDER_TIMEOUT_S - 1)
     assert survivor.reserve(limit=2) == []
@@ -211,8 +212,8 @@ def test_a_consumer_started_after_a_crash_runs_the_dead_consumers_jobs(db: Datab
     assert result.done == 3
 
 
-def test_one_heartbeat_extends_every_running_job(db: Database, now: ManualNow) -> None:
-    queue = broker(db, now=now)
+def test_one_heartbeat_extends_every_running_job(db: Database, now: ManualClock) -> None:
+    queue = broker(db, clock=now)
     queue.publish([Job.new(c) for c in range(1, 6)])
     running = queue.reserve(limit=5)
     assert queue.ack(running[0])  # settled: no longer ours to extend
@@ -221,4 +222,4 @@ def test_one_heartbeat_extends_every_running_job(db: Database, now: ManualNow) -
         assert queue.extend(running) == 4
     assert len(updates) == 1
     now.advance(HOLDER_TIMEOUT_S - 1)  # past the claim, within the heartbeat's extension
-    assert broker(db, now=now).reserve(limit=5) == []
+    assert broker(db, clock=now).reserve(limit=5) == []

@@ -8,8 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from killcli.queue import Job, Outcome, PoisonMessage, RetryPolicy, decode
-from killcli.queue.policy import Action
+from killcli.queue import Job, Outcome, OutcomeKind, PoisonMessage, RetryPolicy, decode
 from killcli.queue.rabbit_topology import Topology
 
 WHEN = datetime(2026, 3, 1, 10, 30, tzinfo=UTC)
@@ -92,13 +91,13 @@ def test_backoff_grows_with_jitter_and_stops_at_the_cap() -> None:
 def test_settlement_retries_then_gives_up_with_the_reason() -> None:
     policy, rng = RetryPolicy(max_attempts=3, base_s=1, cap_s=4), random.Random(1)
     first = policy.settle(Outcome.retry("ESI\n502"), tries=1, rng=rng)
-    assert (first.action, first.reason) == (Action.RETRY, "ESI 502")
+    assert (first.kind, first.reason) == (OutcomeKind.RETRY, "ESI 502")
     assert 0.5 <= first.delay_s <= 1
     assert policy.settle(Outcome.retry("x", delay_s=42), tries=2, rng=rng).delay_s == 42
     last = policy.settle(Outcome.retry("ESI 502"), tries=3, rng=rng)
-    assert (last.action, last.reason) == (Action.DEAD, "gave up after 3 attempts: ESI 502")
-    assert policy.settle(Outcome.dead("gone"), tries=1, rng=rng).action is Action.DEAD
-    assert policy.settle(Outcome.done(), tries=3, rng=rng).action is Action.ACK
+    assert (last.kind, last.reason) == (OutcomeKind.DEAD, "gave up after 3 attempts: ESI 502")
+    assert policy.settle(Outcome.dead("gone"), tries=1, rng=rng).kind is OutcomeKind.DEAD
+    assert policy.settle(Outcome.done(), tries=3, rng=rng).kind is OutcomeKind.DONE
 
 
 def test_delay_tiers_round_down_to_powers_of_two_milliseconds() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from killcli.clock import ManualClock
 from killcli.db import Database
 from killcli.queue.leases import (
     Leases,
@@ -12,11 +13,10 @@ from killcli.queue.leases import (
     lease_scope,
     queued_lease,
 )
-from tests.queue.conftest import ManualNow
 
 
-def test_a_lease_is_exclusive_until_released_or_expired(db: Database, now: ManualNow) -> None:
-    leases = Leases(db, now=now)
+def test_a_lease_is_exclusive_until_released_or_expired(db: Database, now: ManualClock) -> None:
+    leases = Leases(db, clock=now)
     name = character_lease(90000001)
     assert leases.acquire(name, "worker-a", ttl_s=60)
     assert not leases.acquire(name, "worker-b", ttl_s=60)
@@ -32,8 +32,8 @@ def test_a_lease_is_exclusive_until_released_or_expired(db: Database, now: Manua
     assert leases.renew(name, "worker-c", ttl_s=60)
 
 
-def test_renewing_keeps_a_lease_alive(db: Database, now: ManualNow) -> None:
-    leases = Leases(db, now=now)
+def test_renewing_keeps_a_lease_alive(db: Database, now: ManualClock) -> None:
+    leases = Leases(db, clock=now)
     assert leases.acquire("job", "me", ttl_s=10)
     for _ in range(5):
         now.advance(8)
@@ -43,8 +43,8 @@ def test_renewing_keeps_a_lease_alive(db: Database, now: ManualNow) -> None:
     assert leases.acquire("job", "other", ttl_s=10)
 
 
-def test_many_at_once_and_prefix_queries(db: Database, now: ManualNow) -> None:
-    leases = Leases(db, now=now)
+def test_many_at_once_and_prefix_queries(db: Database, now: ManualClock) -> None:
+    leases = Leases(db, clock=now)
     first = {queued_lease("q_%", c): f"job-{c}" for c in range(1, 6)}
     assert leases.acquire_many(first, ttl_s=30) == set(first)
     second = {queued_lease("q_%", c): f"other-{c}" for c in range(4, 9)}

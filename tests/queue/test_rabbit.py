@@ -13,6 +13,7 @@ from collections.abc import Callable
 import pika
 import pytest
 
+from killcli.clock import ManualClock
 from killcli.db import Database
 from killcli.errors import QueueUnavailable
 from killcli.queue import Job, Outcome, QueueStats
@@ -21,7 +22,6 @@ from killcli.queue.rabbit_topology import Topology
 from tests.queue.conftest import (
     BackgroundConsumer,
     MakeRabbit,
-    ManualNow,
     close_connections_named,
     consume,
 )
@@ -124,8 +124,8 @@ def test_racing_publishers_enqueue_each_character_once(
             d.close()
 
 
-def test_a_stale_duplicate_is_skipped(make_rabbit: MakeRabbit, now: ManualNow) -> None:
-    queue = make_rabbit(now=now, queued_ttl_s=60)
+def test_a_stale_duplicate_is_skipped(make_rabbit: MakeRabbit, now: ManualClock) -> None:
+    queue = make_rabbit(clock=now, queued_ttl_s=60)
     assert queue.publish(jobs(5)) == 1
     now.advance(61)  # the lease ran out while the job waited in a long backlog
     assert queue.publish(jobs(5)) == 1

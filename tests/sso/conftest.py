@@ -37,7 +37,7 @@ def make_sso(clock: ManualClock, sso_fake: FakeSso) -> Iterator[MakeSso]:
             CLIENT_ID,
             secret,
             transport=httpx.MockTransport(sso_fake),
-            clock=clock.as_clock(),
+            clock=clock,
             **options,
         )
         clients.append(client)

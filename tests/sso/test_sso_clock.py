@@ -59,7 +59,7 @@ def test_date_header_corrects_a_host_clock_25_minutes_ahead(
     tokens = sso.refresh("refresh-1")  # exp is 5 minutes in this host's past
     offset = sso.sso_clock_offset_s
     assert offset is not None and abs(offset + HOST_AHEAD_S) <= 1
-    host_now = clock.as_clock().now()
+    host_now = clock.now()
     # on this host's clock, the token lasts its 20 minutes
     assert host_now + timedelta(seconds=1190) <= tokens.expires_at
     assert tokens.expires_at <= host_now + timedelta(seconds=1200)
@@ -121,7 +121,7 @@ def test_unreadable_date_headers_are_ignored(
         "app-123",
         sso_fake.secret,
         transport=httpx.MockTransport(answer),
-        clock=sso_fake.clock.as_clock(),
+        clock=sso_fake.clock,
     )
     with sso:
         assert sso.refresh("refresh-1").claims.character_id == CHARACTER
@@ -149,7 +149,7 @@ def test_a_cached_answer_is_aged_back(
         "app-123",
         sso_fake.secret,
         transport=httpx.MockTransport(cached),
-        clock=sso_fake.clock.as_clock(),
+        clock=sso_fake.clock,
     )
     with sso:
         sso.metadata()
@@ -165,10 +165,10 @@ def test_unusable_expires_in_is_ignored(
     sso_fake.expires_in = expires_in
     tokens = sso.refresh("refresh-1")
     assert tokens.expires_at == tokens.claims.expires_at  # the token's exp decides
-    assert tokens.expires_at > clock.as_clock().now()
+    assert tokens.expires_at > clock.now()
 
 
 def test_expires_in_caps_the_expiry(sso: SsoClient, sso_fake: FakeSso, clock: ManualClock) -> None:
     sso_fake.expires_in = 60
     tokens = sso.refresh("refresh-1")
-    assert tokens.expires_at == clock.as_clock().now() + timedelta(seconds=60)
+    assert tokens.expires_at == clock.now() + timedelta(seconds=60)

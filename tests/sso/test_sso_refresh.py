@@ -50,7 +50,7 @@ def test_refresh_returns_the_rotated_refresh_token(
     tokens = sso.refresh("refresh-1")
     assert tokens.refresh_token == "refresh-2"
     assert sso.refresh(tokens.refresh_token).refresh_token == "refresh-3"
-    assert tokens.expires_at == clock.as_clock().now() + timedelta(seconds=1199)
+    assert tokens.expires_at == clock.now() + timedelta(seconds=1199)
 
 
 def test_refresh_keeps_the_old_token_when_none_is_returned(
@@ -106,7 +106,7 @@ def test_timeouts_are_retried(make_sso: MakeSso, sso_fake: FakeSso) -> None:
         CLIENT_ID,
         SECRET,
         transport=httpx.MockTransport(flaky),
-        clock=sso_fake.clock.as_clock(),
+        clock=sso_fake.clock,
     )
     with sso:
         assert sso.refresh("refresh-1").claims.character_id == CHARACTER

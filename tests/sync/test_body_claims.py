@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from killcli.clock import ManualClock
 from killcli.config import load_settings
 from killcli.db import Database
 from killcli.db.models import BodyClaim, Lease
@@ -39,19 +40,6 @@ from tests.test_worker import (
 )
 
 WORKER_TIMEOUT_S = 120
-
-
-class ManualNow:
-    """A wall clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.value = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.value
-
-    def advance(self, seconds: float) -> None:
-        self.value += timedelta(seconds=seconds)
 
 
 def claim_rows(db: Database) -> dict[int, str]:
@@ -74,17 +62,18 @@ def dead_owner() -> str:
 
 
 @pytest.fixture
-def now() -> ManualNow:
-    return ManualNow()
+def now() -> ManualClock:
+    """A wall clock that moves only when told to."""
+    return ManualClock.at(datetime(2026, 1, 1, 12, 0, tzinfo=UTC))
 
 
 @pytest.fixture
-def engines(db: Database, now: ManualNow) -> Iterator[Callable[..., BodyClaims]]:
+def engines(db: Database, now: ManualClock) -> Iterator[Callable[..., BodyClaims]]:
     """Claim owners on the test's database (two engines: two processes), closed after."""
     made: list[BodyClaims] = []
 
     def make(**options: Any) -> BodyClaims:
-        options.setdefault("now", now)
+        options.setdefault("clock", now)
         made.append(BodyClaims(db, **options))
         return made[-1]
 
@@ -93,7 +82,9 @@ def engines(db: Database, now: ManualNow) -> Iterator[Callable[..., BodyClaims]]
         claims.close()
 
 
-def test_a_claim_is_exclusive_until_it_expires(engines: Any, db: Database, now: ManualNow) -> None:
+def test_a_claim_is_exclusive_until_it_expires(
+    engines: Any, db: Database, now: ManualClock
+) -> None:
     first, second = engines(ttl_s=10).open(), engines(ttl_s=10).open()
     assert first.take([3, 1, 2]) == {1, 2, 3}
     assert second.take([2, 3, 4]) == {4}
@@ -105,7 +96,7 @@ def test_a_claim_is_exclusive_until_it_expires(engines: Any, db: Database, now: 
     assert claim_rows(db) == dict.fromkeys((1, 2, 3, 4), second.owner)
 
 
-def test_renewal_keeps_every_running_sync_s_claims(engines: Any, now: ManualNow) -> None:
+def test_renewal_keeps_every_running_sync_s_claims(engines: Any, now: ManualClock) -> None:
     mine, other = engines(ttl_s=10), engines(ttl_s=10)
     one, two = mine.open(), mine.open()
     one.take([1, 2])

@@ -1,9 +1,12 @@
-"""Time as the ESI and SSO layers see it: injectable so tests never really wait.
+"""Time, injectable, in one place: every component that reads the time or waits takes a
+:class:`Clock`, so tests never really wait and can move time by hand.
 
-:class:`Clock` bundles a monotonic clock (for waits and rate-limit windows), a wall clock
-(for ``Expires``, ``Last-Modified`` and token expiry) and ``sleep``. Production code uses
-``Clock()``; tests and the simulator use :class:`ManualClock`, whose ``sleep`` only moves
-time forward.
+A clock has four parts: ``monotonic()`` for elapsed time, waits and rate-limit windows;
+``wall()`` (epoch seconds) and ``now()`` (the same as a UTC-aware datetime) for anything
+stored or compared with another host (``Expires``, token expiry, leases, webhook rests);
+and ``sleep(s)``. Production code uses :data:`SYSTEM_CLOCK`; tests use :class:`ManualClock`,
+whose ``sleep`` only moves time forward. (The simulator keeps a clock of its own on purpose:
+it must not share the client's code.)
 """
 
 from __future__ import annotations
@@ -13,11 +16,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """What every waiting or time-reading component takes."""
+
+    def monotonic(self) -> float: ...
+
+    def wall(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+    def now(self) -> datetime: ...
 
 
 @dataclass(frozen=True)
-class Clock:
-    """The three time primitives every waiting component takes."""
+class SystemClock:
+    """The host's clocks; a part can be replaced (a test's skewed wall clock)."""
 
     monotonic: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
@@ -26,6 +42,9 @@ class Clock:
     def now(self) -> datetime:
         """The wall clock as a UTC-aware datetime."""
         return datetime.fromtimestamp(self.wall(), tz=UTC)
+
+
+SYSTEM_CLOCK: Clock = SystemClock()
 
 
 @dataclass
@@ -44,6 +63,11 @@ class ManualClock:
     _last_read_s: dict[int, float] = field(default_factory=dict, init=False, repr=False)
     sleeps: list[float] = field(default_factory=list, init=False, repr=False)
 
+    @classmethod
+    def at(cls, when: datetime) -> ManualClock:
+        """A manual clock whose wall clock starts at ``when``."""
+        return cls(start_wall_s=when.timestamp())
+
     def monotonic(self) -> float:
         with self._lock:
             return self._read()
@@ -51,6 +75,9 @@ class ManualClock:
     def wall(self) -> float:
         with self._lock:
             return self.start_wall_s + self._read()
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.wall(), tz=UTC)
 
     def sleep(self, seconds: float) -> None:
         with self._lock:
@@ -64,10 +91,6 @@ class ManualClock:
         with self._lock:
             self._offset_s += seconds
             self._read()
-
-    def as_clock(self) -> Clock:
-        """This fake as the :class:`Clock` the library takes."""
-        return Clock(monotonic=self.monotonic, wall=self.wall, sleep=self.sleep)
 
     def _read(self) -> float:
         self._last_read_s[threading.get_ident()] = self._offset_s
