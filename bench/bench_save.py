@@ -2,7 +2,8 @@
 
 Measures, on SQLite and PostgreSQL, killmails/s for
   * `import`: `killsync import` of a JSON-lines file (parse + validate + batched save), with
-    bodies shaped like the real samples in ../shared/esi/killmails (cycled, new ids), and
+    the sample bodies built by tests/killmail_shapes.py (cycled, new ids; built only, not
+    the real ones of ../shared, so that every clone measures the same workload), and
   * `save`: `save_killmails` of realistic parsed killmails (10 attackers, 25 items, some nested),
   * `raw`: the same rows through the DB-API driver's executemany in one transaction per batch,
 and prints the ratio save/raw. Usage:
@@ -30,15 +31,13 @@ from killcli.db.store import ATTACKERS, ITEMS, KILLMAILS, save_killmails  # noqa
 from killcli.importer import import_killmails  # noqa: E402
 from killcli.killmail import KillmailRows, parse_killmail  # noqa: E402
 from tests.factories import killmail  # noqa: E402
+from tests.killmail_shapes import built_killmails  # noqa: E402
 
 BATCH = 500
 
 
 def sample_bodies(count: int) -> list[dict[str, Any]]:
-    shared = ROOT.parent / "shared" / "esi" / "killmails"
-    samples = [json.loads(p.read_text()) for p in sorted(shared.glob("*.json"))]
-    if not samples:
-        raise SystemExit(f"no samples in {shared}")
+    samples = list(built_killmails().values())
     out = []
     for i in range(count):
         body = dict(samples[i % len(samples)])

@@ -26,12 +26,12 @@ from sqlalchemy.orm import Session
 
 from killcli.config import Settings, secret_keys
 from killcli.db import Database
-from killcli.db.models import Character, Webhook
+from killcli.db.models import Character, Webhook, table_of
 from killcli.sso.crypto import TokenCipher
 
 DEFAULT_BATCH_SIZE = 200
-CHARACTERS: Table = Character.__table__  # type: ignore[assignment]
-WEBHOOKS: Table = Webhook.__table__  # type: ignore[assignment]
+CHARACTERS = table_of(Character)
+WEBHOOKS = table_of(Webhook)
 
 
 @dataclass(frozen=True)

@@ -18,17 +18,17 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import delete, select
 
 from killcli.db import Database
-from killcli.db.models import WorkerStatus
+from killcli.db.models import WorkerStatus, table_of
 from killcli.db.store import dialect_insert
 from killcli.db.types import utcnow
 from killcli.errors import KillsyncError
 from killcli.esi.ratelimit import LimiterSnapshot, RateLimiter
 from killcli.ticker import Ticker
 
-STATUS: Table = WorkerStatus.__table__  # type: ignore[assignment]
+STATUS = table_of(WorkerStatus)
 WRITE_EVERY_S = 5.0
 LIVE_WITHIN = timedelta(minutes=2)
 

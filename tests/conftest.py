@@ -21,7 +21,6 @@ from killcli.db import Database
 from killcli.db.models import Base
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("KILLSYNC_SHARED_DIR", REPO.parent / "shared"))
 PG_ADMIN_URL = os.environ.get(
     "KILLSYNC_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -35,20 +34,11 @@ def unavailable(what: str) -> None:
     pytest.skip(f"{what} is not reachable")
 
 
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        unavailable(f"shared reference folder {SHARED}")
-    return SHARED
-
-
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No KILLSYNC_* from the developer's shell; a fresh data directory per test."""
     for key in list(os.environ):
-        if key.startswith("KILLSYNC_") and key not in {
-            "KILLSYNC_TEST_PG_URL",
-            "KILLSYNC_SHARED_DIR",
-        }:
+        if key.startswith("KILLSYNC_") and key != "KILLSYNC_TEST_PG_URL":
             monkeypatch.delenv(key)
     home = tmp_path / "home"
     monkeypatch.setenv("KILLSYNC_HOME", str(home))

@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from killcli.killmail import canonical_json
-from tests.conftest import CliResult, DbTarget, shared_dir
+from tests.conftest import CliResult, DbTarget
 from tests.factories import killmail
+from tests.refdata import killmail_sample_sets
 
 Cli = Callable[..., CliResult]
+SAMPLE_SETS = killmail_sample_sets()
 
 
 def write_archive(
@@ -33,22 +35,27 @@ def write_archive(
             tar.addfile(info, io.BytesIO(extra))
 
 
-def test_import_then_export_reproduces_real_samples(
-    cli: Cli, db_target: DbTarget, tmp_path: Path
+@pytest.mark.parametrize("sample_set", list(SAMPLE_SETS))
+def test_import_then_export_reproduces_samples(
+    cli: Cli, db_target: DbTarget, tmp_path: Path, sample_set: str
 ) -> None:
-    samples = shared_dir() / "esi" / "killmails"
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for name, text in SAMPLE_SETS[sample_set].items():
+        (samples / f"{name}.json").write_text(text, encoding="utf-8")
     originals = {
         json.loads(p.read_text())["killmail_id"]: p.read_text() for p in samples.glob("*.json")
     }
+    count = len(originals)
     url = ["--database-url", db_target.url]
     if db_target.kind == "postgresql":
         assert cli(*url, "db", "upgrade").exit_code == 0
     result = cli(*url, "import", str(samples), "--json")
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)["data"]
-    assert summary == {"read": 5, "new": 5, "already_present": 0, "rejected": 0}
+    assert summary == {"read": count, "new": count, "already_present": 0, "rejected": 0}
     again = json.loads(cli(*url, "import", str(samples), "--json").stdout)["data"]
-    assert again["new"] == 0 and again["already_present"] == 5
+    assert again["new"] == 0 and again["already_present"] == count
 
     out = tmp_path / "out.jsonl"
     assert cli(*url, "export", "--output", str(out)).exit_code == 0

@@ -1,4 +1,4 @@
-"""ESI body -> rows -> body must be the identity, for real and extreme killmails."""
+"""ESI body -> rows -> body must be the identity, for sample (built, real) and extreme killmails."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from killcli.killmail import (
     loads_body,
     parse_killmail,
 )
-from tests.conftest import shared_dir
 from tests.factories import killmail
+from tests.refdata import killmail_samples
+
+SAMPLES = killmail_samples()
 
 
 def roundtrip(body: dict[str, Any]) -> dict[str, Any]:
@@ -24,13 +26,11 @@ def roundtrip(body: dict[str, Any]) -> dict[str, Any]:
     return build_killmail(rows.killmail, rows.attackers, rows.items)
 
 
-def test_real_samples_round_trip_to_the_same_text() -> None:
-    files = sorted((shared_dir() / "esi" / "killmails").glob("*.json"))
-    assert len(files) >= 5
-    for path in files:
-        raw = path.read_text(encoding="utf-8")
-        again = json.dumps(roundtrip(json.loads(raw)), indent=2, ensure_ascii=False)
-        assert again == raw.rstrip("\n"), path.name
+@pytest.mark.parametrize("name", list(SAMPLES))
+def test_samples_round_trip_to_the_same_text(name: str) -> None:
+    raw = SAMPLES[name]
+    again = json.dumps(roundtrip(json.loads(raw)), indent=2, ensure_ascii=False)
+    assert again == raw.rstrip("\n"), name
 
 
 @pytest.mark.parametrize(

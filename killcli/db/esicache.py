@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Table
-
 from killcli.db.engine import Database
-from killcli.db.models import EsiCacheEntry
+from killcli.db.models import EsiCacheEntry, table_of
 from killcli.db.store import dialect_insert
 from killcli.db.types import utcnow
 from killcli.esi.etag import CacheEntry
 
-ESI_CACHE: Table = EsiCacheEntry.__table__  # type: ignore[assignment]
+ESI_CACHE = table_of(EsiCacheEntry)
 
 
 class DbEtagStore:

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -47,6 +48,18 @@ class Base(DeclarativeBase):
         datetime: UTCDateTime,
         dict[str, Any]: JSON,
     }
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core ``Table`` of a model, for ``insert(...)``, ``.c`` and bulk statements.
+
+    SQLAlchemy types ``Model.__table__`` as a ``FromClause`` (a class may map a join or a
+    select); every killsync model maps exactly one table, which this checks once.
+    """
+    table = model.__table__
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not mapped to a single table")
+    return table
 
 
 class Killmail(Base):

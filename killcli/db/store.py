@@ -23,14 +23,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
-from killcli.db.models import Attacker, Character, CharacterKillmail, Item, Killmail
+from killcli.db.models import Attacker, Character, CharacterKillmail, Item, Killmail, table_of
 from killcli.killmail import KillmailRows, build_killmail
 
-KILLMAILS: Table = Killmail.__table__  # type: ignore[assignment]
-ATTACKERS: Table = Attacker.__table__  # type: ignore[assignment]
-ITEMS: Table = Item.__table__  # type: ignore[assignment]
-CHARACTER_KILLMAILS: Table = CharacterKillmail.__table__  # type: ignore[assignment]
-CHARACTERS: Table = Character.__table__  # type: ignore[assignment]
+KILLMAILS = table_of(Killmail)
+ATTACKERS = table_of(Attacker)
+ITEMS = table_of(Item)
+CHARACTER_KILLMAILS = table_of(CharacterKillmail)
+CHARACTERS = table_of(Character)
 READ_CHUNK = 500
 COPY_MIN_ROWS = 100  # below this, an executemany costs no more than setting up a COPY
 _MAYBE_REFUSED = (StatementError, UnicodeError)  # narrowed by is_record_fault()

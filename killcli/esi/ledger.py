@@ -56,16 +56,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, Table, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import Row, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from killcli.db import Database
-from killcli.db.models import EgressBlock, EgressBudget
+from killcli.db.models import EgressBlock, EgressBudget, table_of
 from killcli.db.store import insert_ignore
 from killcli.holders import this_host
 
-BUDGETS: Table = EgressBudget.__table__  # type: ignore[assignment]
-BLOCKS: Table = EgressBlock.__table__  # type: ignore[assignment]
+BUDGETS = table_of(EgressBudget)
+BLOCKS = table_of(EgressBlock)
 ERROR_LIMIT = "error-limit"  #: the budget row of ESI's error limit (``blocked_until`` = pause)
 RETRY_ON_DB_ERROR_S = 1.0
 PURGE_EVERY = 16  #: leases between deletions of expired blocks (by each process)

@@ -4,7 +4,7 @@ ESI names a route's group in ``X-Ratelimit-Group`` on every response; the limite
 from that. For the killmail routes we also know the group up front, so the very first
 request already goes through the right bucket. The table below is transcribed from the
 ``x-rate-limit`` extension of CCP's OpenAPI document (compatibility date 2026-08-18); a
-test checks it against that file when it is present.
+test checks it against that extension (``tests/data/openapi``).
 """
 
 from __future__ import annotations

@@ -29,15 +29,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, Table, delete, func, or_, select
+from sqlalchemy import Row, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from killcli.db import Database
-from killcli.db.models import Event, Webhook
+from killcli.db.models import Event, Webhook, table_of
 from killcli.db.types import utcnow
 
-EVENTS: Table = Event.__table__  # type: ignore[assignment]
-WEBHOOKS: Table = Webhook.__table__  # type: ignore[assignment]
+EVENTS = table_of(Event)
+WEBHOOKS = table_of(Webhook)
 EXCHANGE = "killsync.events"  # the fanout exchange fleets publish events to
 GAP_SETTLE_S = 15.0
 DEFAULT_LIMIT = 100

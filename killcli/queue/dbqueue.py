@@ -42,13 +42,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, Table, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import Select, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.config import DEFAULT_QUEUE_NAME, new_token
 from killcli.db import Database
-from killcli.db.models import DeadLetter
+from killcli.db.models import DeadLetter, table_of
 from killcli.db.models import Job as JobRow
 from killcli.db.store import insert_ignore
 from killcli.errors import DatabaseError, QueueUnavailable, SchemaOutOfDate
@@ -79,8 +79,8 @@ from killcli.queue.policy import RetryPolicy, new_rng
 
 logger = logging.getLogger(__name__)
 
-JOBS: Table = JobRow.__table__  # type: ignore[assignment]
-DEAD: Table = DeadLetter.__table__  # type: ignore[assignment]
+JOBS = table_of(JobRow)
+DEAD = table_of(DeadLetter)
 CHUNK = 500
 
 

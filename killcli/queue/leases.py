@@ -36,13 +36,13 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, delete, func, or_, select, tuple_, update
+from sqlalchemy import CursorResult, delete, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.coalesce import Coalescer
 from killcli.db import Database
-from killcli.db.models import Lease
+from killcli.db.models import Lease, table_of
 from killcli.db.store import dialect_insert
 from killcli.errors import KillsyncError
 from killcli.holders import holder_is_dead, this_host
@@ -50,7 +50,7 @@ from killcli.ticker import Ticker
 
 logger = logging.getLogger(__name__)
 
-LEASES: Table = Lease.__table__  # type: ignore[assignment]
+LEASES = table_of(Lease)
 NAME_CHARS = 200  # leases.name
 MAX_SCOPE_CHARS = 120  # leaves room for kind and id in the 200 characters of leases.name
 CHUNK = 400  # names per statement, well below every driver's parameter limit

@@ -32,18 +32,18 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, delete, or_, select, update
+from sqlalchemy import CursorResult, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.db import Database
-from killcli.db.models import BodyClaim, PendingKillmail
+from killcli.db.models import BodyClaim, PendingKillmail, table_of
 from killcli.db.store import READ_CHUNK, dialect_insert
 from killcli.holders import holder_is_dead, this_owner
 from killcli.ticker import Ticker
 
-CLAIMS: Table = BodyClaim.__table__  # type: ignore[assignment]
-PENDING: Table = PendingKillmail.__table__  # type: ignore[assignment]
+CLAIMS = table_of(BodyClaim)
+PENDING = table_of(PendingKillmail)
 CLAIM_TTL_S = 10.0  # a dead owner's claims lapse this long after its last heartbeat
 HEARTBEATS_PER_TTL = 4  # a beat or two may come late (a busy database) before claims lapse
 CHUNK = 400  # ids per statement, well below every driver's parameter limit

@@ -26,14 +26,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from killcli.accounts import KILLMAIL_SCOPE, require_character
 from killcli.backoff import Backoff
 from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.db import Database
-from killcli.db.models import Character, CharacterKillmail, PendingKillmail, SyncRun
+from killcli.db.models import Character, CharacterKillmail, PendingKillmail, SyncRun, table_of
 from killcli.db.store import dialect_insert, existing_killmail_ids, link_characters, save_killmails
 from killcli.errors import EsiError, NeedsLogin, UsageError
 from killcli.esi.client import EsiClient
@@ -46,10 +46,10 @@ from killcli.sync.fetcher import BodyFetcher, Fetched, FetcherClosed
 from killcli.sync.inflight import Claim, InflightBodies
 from killcli.sync.names import NameResolver, ids_to_name
 
-PENDING: Table = PendingKillmail.__table__  # type: ignore[assignment]
-CHARACTERS: Table = Character.__table__  # type: ignore[assignment]
-RUNS: Table = SyncRun.__table__  # type: ignore[assignment]
-LINKS: Table = CharacterKillmail.__table__  # type: ignore[assignment]
+PENDING = table_of(PendingKillmail)
+CHARACTERS = table_of(Character)
+RUNS = table_of(SyncRun)
+LINKS = table_of(CharacterKillmail)
 PENDING_BACKOFF = Backoff(initial_s=300.0, cap_s=86_400.0)  # a body's retries: 5 min .. 1 day
 DEFAULT_BODY_THREADS = 16
 CLAIM_POLL_S = 0.5  # how often a sync looks for bodies another worker is fetching

@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
-from killcli.db.models import Event
+from killcli.db.models import Event, table_of
 from killcli.killmail import KillmailRows, format_time
 
-EVENTS: Table = Event.__table__  # type: ignore[assignment]
+EVENTS = table_of(Event)
 KILLMAIL_SAVED = "killmail.saved"
 _PARTY_KEYS = ("character_id", "corporation_id", "alliance_id", "ship_type_id")
 

@@ -13,18 +13,18 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Table, or_, select
+from sqlalchemy import or_, select
 
 from killcli.coalesce import Coalescer
 from killcli.db import Database
-from killcli.db.models import Name
+from killcli.db.models import Name, table_of
 from killcli.db.store import dialect_insert
 from killcli.db.types import utcnow
 from killcli.errors import EsiError
 from killcli.esi.names import NamesApi, fetch_names
 from killcli.killmail import KillmailRows
 
-NAMES: Table = Name.__table__  # type: ignore[assignment]
+NAMES = table_of(Name)
 UNKNOWN_RETRY = timedelta(days=1)
 READ_CHUNK = 500
 PARTY_KEYS = ("character_id", "corporation_id", "alliance_id", "faction_id")

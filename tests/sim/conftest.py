@@ -1,7 +1,6 @@
 """Fixtures for the simulator's tests: servers on port 0, HTTP clients, OpenAPI schemas.
 
-The ESI OpenAPI documents live in the shared folder beside the repository. Locally a
-missing folder skips the tests that need it; under ``CI=true`` it fails them.
+The OpenAPI schemas are CCP's, cut to the routes in use (``tests/data/openapi``).
 """
 
 from __future__ import annotations
@@ -12,19 +11,13 @@ import httpx
 import pytest
 
 from killcli.sim import ManualClock, Scenario, SigningKeys, SimServer
-from tests.sim.sim_helpers import (
-    CLIENT_HEADERS,
-    OPENAPI_JSON,
-    OpenApi,
-    SimFactory,
-    esi_file,
-    openapi_doc,
-)
+from tests.refdata import openapi_2025
+from tests.sim.sim_helpers import CLIENT_HEADERS, OpenApi, SimFactory
 
 
 @pytest.fixture(scope="session")
 def openapi() -> OpenApi:
-    return OpenApi(openapi_doc(esi_file(OPENAPI_JSON)))
+    return OpenApi(openapi_2025())
 
 
 @pytest.fixture(scope="session")

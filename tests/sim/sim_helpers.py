@@ -1,15 +1,11 @@
-"""Helpers for the simulator's tests: paths, the OpenAPI document, URL builders."""
+"""Helpers for the simulator's tests: paths, OpenAPI validation, URL builders."""
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-import pytest
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -17,10 +13,6 @@ from referencing.jsonschema import DRAFT202012
 from killcli.sim import SimServer
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("KILLSYNC_SHARED_DIR", REPO / ".." / "shared")).resolve()
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-OPENAPI_JSON = "esi-openapi-2025-08-26.json"
-OPENAPI_YAML = "esi-openapi-2026-08-18.yaml"
 #: ``make_sim(scenario_or_name, clock=None, seed=1) -> SimServer`` (see conftest).
 SimFactory = Callable[..., SimServer]
 CLIENT_HEADERS = {
@@ -29,25 +21,8 @@ CLIENT_HEADERS = {
 }
 
 
-def esi_file(name: str) -> Path:
-    """A file of the shared ESI folder; skip locally, fail in CI when it is missing."""
-    path = SHARED / "esi" / name
-    if not path.is_file():
-        message = f"shared ESI reference file {path} is missing"
-        if IN_CI:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return path
-
-
-@cache
-def openapi_doc(path: Path) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return doc
-
-
 class OpenApi:
-    """The ESI OpenAPI document with JSON-schema validation of its component schemas."""
+    """An ESI OpenAPI document with JSON-schema validation of its component schemas."""
 
     def __init__(self, doc: dict[str, Any]) -> None:
         self.doc = doc

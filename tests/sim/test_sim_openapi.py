@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import cache
 from typing import Any
 
 import httpx
@@ -11,15 +12,8 @@ import pytest
 
 from killcli.sim import ESI_BUCKETS, Scenario, SimServer, SystemClock, World, ids_in_body
 from killcli.sim.esi import ROUTES
-from tests.sim.sim_helpers import (
-    OPENAPI_YAML,
-    OpenApi,
-    SimFactory,
-    bearer,
-    body_url,
-    esi_file,
-    list_url,
-)
+from tests.refdata import REDERIVE, killmail_samples, openapi_2026
+from tests.sim.sim_helpers import OpenApi, bearer, body_url, list_url
 
 
 def _get(http: httpx.Client, url: str, **kwargs: Any) -> httpx.Response:
@@ -116,20 +110,27 @@ def test_error_bodies_match_the_error_schema(
         openapi.validate("Error", answer.json())
 
 
-def test_real_killmails_use_only_shapes_the_simulator_produces(
-    make_sim: SimFactory, openapi: OpenApi
+SAMPLES = killmail_samples()
+
+
+@pytest.mark.parametrize("name", list(SAMPLES))
+def test_sample_killmails_use_only_shapes_the_simulator_produces(
+    name: str, openapi: OpenApi
 ) -> None:
-    """The key sets of CCP's real bodies appear in generated bodies too (and vice versa)."""
-    folder = esi_file("README.md").parent / "killmails"
-    real = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
-    for body in real:  # the reference itself is a valid killmail
-        openapi.validate("KillmailsKillmailIdKillmailHashGet", body)
-    world = make_sim("smoke").world
-    generated = [world.body(k) for k in world.killmails]
-    real_shapes, sim_shapes = _shapes(real), _shapes(generated)
+    """The key sets of a sample body (built, or CCP's real one) appear in generated bodies."""
+    body = json.loads(SAMPLES[name])
+    openapi.validate("KillmailsKillmailIdKillmailHashGet", body)  # the sample is a valid killmail
+    real_shapes, sim_shapes = _shapes([body]), _smoke_shapes()
     assert real_shapes["attacker"] <= sim_shapes["attacker"]
     assert real_shapes["victim"] <= sim_shapes["victim"]
     assert real_shapes["item"] <= sim_shapes["item"]
+
+
+@cache
+def _smoke_shapes() -> dict[str, set[frozenset[str]]]:
+    """The key sets of every body of the smoke scenario (the world ``make_sim`` serves)."""
+    world = World(Scenario.named("smoke", seed=1), SystemClock())
+    return _shapes([world.body(k) for k in world.killmails])
 
 
 def _shapes(bodies: list[dict[str, Any]]) -> dict[str, set[frozenset[str]]]:
@@ -143,13 +144,6 @@ def _shapes(bodies: list[dict[str, Any]]) -> dict[str, set[frozenset[str]]]:
     return shapes
 
 
-def _yaml_route(text: str, route: str) -> str:
-    """The YAML block of one path of the 2026 document (no YAML parser needed)."""
-    start = text.index(f"\n  {route}:\n")
-    end = re.search(r"\n  /", text[start + 3 :])
-    return text[start : start + 3 + (end.start() if end else len(text))]
-
-
 @pytest.mark.parametrize(
     ("route", "group", "cache_s"),
     [
@@ -161,19 +155,19 @@ def _yaml_route(text: str, route: str) -> str:
 def test_rate_limit_groups_match_the_2026_document(
     route: str, group: str, cache_s: int | None
 ) -> None:
-    block = _yaml_route(esi_file(OPENAPI_YAML).read_text(encoding="utf-8"), route)
-    found = re.search(
-        r"x-rate-limit:\s+group: (\S+)\s+max-tokens: (\d+)\s+window-size: (\d+)m", block
-    )
-    assert found is not None
-    assert found.group(1) == group
-    assert ESI_BUCKETS[group] == (int(found.group(2)), int(found.group(3)) * 60)
+    operation = openapi_2026()["paths"][route]["get"]
+    limit = operation["x-rate-limit"]
+    window = re.fullmatch(r"(\d+)m", limit["window-size"])
+    assert window is not None, limit
+    assert limit["group"] == group
+    assert ESI_BUCKETS[group] == (limit["max-tokens"], int(window.group(1)) * 60)
     if cache_s is not None:
-        assert f"x-cache-age: {cache_s}" in block
+        assert operation["x-cache-age"] == cache_s
 
 
 def test_every_served_route_is_in_the_document(openapi: OpenApi) -> None:
     for route in ROUTES:
+        assert route.template in openapi.doc["paths"], f"{route.template}: {REDERIVE}"
         operation = openapi.doc["paths"][route.template][route.method.lower()]
         assert "200" in operation["responses"]
         scopes = [s for req in operation.get("security", []) for s in req.get("OAuth2", [])]
