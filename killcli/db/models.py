@@ -186,18 +186,6 @@ class Name(Base):
     retry_after: Mapped[datetime | None]
 
 
-class EsiCacheEntry(Base):
-    """ETag, Expires and Last-Modified per URL."""
-
-    __tablename__ = "esi_cache"
-
-    url: Mapped[str] = mapped_column(String(500), primary_key=True)
-    etag: Mapped[str | None] = mapped_column(String(200))
-    expires_at: Mapped[datetime | None]
-    last_modified: Mapped[datetime | None]
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-
-
 class SyncRun(Base):
     """One sync of one character, with its figures."""
 
