@@ -18,6 +18,7 @@ from killcli.db import Database
 from killcli.db.models import (
     Character,
     CharacterKillmail,
+    CharacterStatus,
     DeadLetter,
     Killmail,
     PendingKillmail,
@@ -34,7 +35,7 @@ DAY = timedelta(days=1)
 class CharacterStats:
     character_id: int
     name: str
-    status: str
+    status: CharacterStatus
     last_sync_at: datetime | None
     killmails: int
     pending: int
@@ -72,7 +73,11 @@ def cadence_stats(db: Database, cadence: Cadence, now: datetime) -> CadenceStats
     bands = cadence_bands(cadence, now)
     band = case(*[(condition, index) for index, (_, condition) in enumerate(bands)], else_=0)
     with db.session() as s:
-        query = select(band, func.count()).where(Character.status == "active").group_by(band)
+        query = (
+            select(band, func.count())
+            .where(Character.status == CharacterStatus.ACTIVE)
+            .group_by(band)
+        )
         counts: dict[int, int] = dict(s.execute(query).all())
     base = _per_day(BASE_INTERVAL)
     tiers = []
@@ -101,7 +106,7 @@ class Stats:
     killmails_total: int
     killmails_last_hour: int
     killmails_last_day: int
-    characters_by_status: dict[str, int]
+    characters_by_status: dict[CharacterStatus, int]
     oldest_last_sync_at: datetime | None
     pending_total: int
     dead_letters: int
@@ -136,7 +141,9 @@ def collect_stats(
             s.execute(select(Character.status, func.count()).group_by(Character.status)).all()
         )
         oldest = s.scalar(
-            select(func.min(Character.last_sync_at)).where(Character.status == "active")
+            select(func.min(Character.last_sync_at)).where(
+                Character.status == CharacterStatus.ACTIVE
+            )
         )
         pending_total = s.scalar(select(func.count()).select_from(PendingKillmail)) or 0
         dead = s.scalar(select(func.count()).select_from(DeadLetter)) or 0

@@ -10,6 +10,7 @@ at the container row they sat in. Fields ESI may add in the future land in ``ext
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -27,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from killcli.db.types import BigIntPK, Double, UTCDateTime, utcnow
+from killcli.db.types import BigIntPK, Double, StrEnumText, UTCDateTime, utcnow
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -37,7 +38,13 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-CHARACTER_STATUSES = ("active", "needs_login", "disabled")
+
+class CharacterStatus(StrEnum):
+    """Whether a tracked character is synced (``characters.status``, stored as the value)."""
+
+    ACTIVE = "active"  # synced and queued
+    NEEDS_LOGIN = "needs_login"  # its refresh token is gone or lacks the scope: `killsync login`
+    DISABLED = "disabled"  # an operator turned it off (`killsync users disable`)
 
 
 class Base(DeclarativeBase):
@@ -133,7 +140,9 @@ class Character(Base):
     access_token_enc: Mapped[str | None] = mapped_column(Text)
     access_expires_at: Mapped[datetime | None]
     token_version: Mapped[int] = mapped_column(Integer, default=0)
-    status: Mapped[str] = mapped_column(String(20), default="active", index=True)
+    status: Mapped[CharacterStatus] = mapped_column(
+        StrEnumText(CharacterStatus, 20), default=CharacterStatus.ACTIVE, index=True
+    )
     status_reason: Mapped[str | None] = mapped_column(Text)
     status_changed_at: Mapped[datetime | None]
     list_etag: Mapped[str | None] = mapped_column(String(200))

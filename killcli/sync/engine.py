@@ -31,7 +31,13 @@ from sqlalchemy.orm import Session
 
 from killcli.accounts import KILLMAIL_SCOPE, require_character
 from killcli.db import Database
-from killcli.db.models import Character, CharacterKillmail, PendingKillmail, SyncRun
+from killcli.db.models import (
+    Character,
+    CharacterKillmail,
+    CharacterStatus,
+    PendingKillmail,
+    SyncRun,
+)
 from killcli.db.store import dialect_insert, existing_killmail_ids, link_characters, save_killmails
 from killcli.db.types import utcnow
 from killcli.errors import EsiError, NeedsLogin, UsageError
@@ -232,7 +238,7 @@ class SyncEngine:
     def _load_character(self, character_id: int) -> Character:
         with self.db.session() as session:
             character = require_character(session, character_id)
-        if character.status != "active":
+        if character.status != CharacterStatus.ACTIVE:
             raise NeedsLogin(
                 f"character {character_id} ({character.name}) is "
                 f"{character.status.replace('_', ' ')}: "
