@@ -19,7 +19,6 @@ from killcli.db.models import (
     Character,
     CharacterKillmail,
     CharacterStatus,
-    DeadLetter,
     Killmail,
     PendingKillmail,
     SyncRun,
@@ -109,9 +108,10 @@ class Stats:
     characters_by_status: dict[CharacterStatus, int]
     oldest_last_sync_at: datetime | None
     pending_total: int
-    dead_letters: int
     last_run: dict[str, Any] | None
     characters: list[CharacterStats] = field(default_factory=list)
+    #: the broker's figures (``QueueStats``), dead letters included: each broker counts its
+    #: own (the database queue its table, RabbitMQ its dead queue), so none is counted here
     queue: dict[str, Any] = field(default_factory=dict)
     cadence: CadenceStats | None = None
     #: shared per-IP ESI budgets per egress (the ledger, :mod:`killcli.esi.ledger`)
@@ -146,7 +146,6 @@ def collect_stats(
             )
         )
         pending_total = s.scalar(select(func.count()).select_from(PendingKillmail)) or 0
-        dead = s.scalar(select(func.count()).select_from(DeadLetter)) or 0
         last = s.scalars(select(SyncRun).order_by(SyncRun.id.desc()).limit(1)).first()
         killmails = dict(
             s.execute(
@@ -193,7 +192,6 @@ def collect_stats(
         by_status,
         oldest,
         pending_total,
-        dead,
         last_run,
         characters,
         cadence=cadence_stats(db, cadence, now),
