@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.db import Database
-from killcli.db.models import Character, CharacterKillmail, PendingKillmail
+from killcli.db.models import Character, CharacterKillmail, CharacterStatus, PendingKillmail
 from killcli.db.types import utcnow
 from killcli.errors import (
     InputError,
@@ -113,7 +113,7 @@ class _Fresh:
 class CharacterInfo:
     character_id: int
     name: str
-    status: str
+    status: CharacterStatus
     status_reason: str | None
     scopes: tuple[str, ...]
     access_expires_at: datetime | None
@@ -200,7 +200,7 @@ class Accounts:
             character.owner_hash = claims.owner_hash
             character.scopes = " ".join(sorted(claims.scopes))
             self._put_tokens(character, tokens)
-            character.status, character.status_reason = "active", None
+            character.status, character.status_reason = CharacterStatus.ACTIVE, None
             character.status_changed_at = now
         return AddResult(claims.character_id, claims.name, created, owner_changed)
 
@@ -380,7 +380,7 @@ class Accounts:
         )
 
     def _require_active(self, character: Character) -> None:
-        if character.status != "active" or not character.refresh_token_enc:
+        if character.status != CharacterStatus.ACTIVE or not character.refresh_token_enc:
             raise self._needs_login(character, character.status_reason or character.status)
 
     @staticmethod
@@ -407,7 +407,7 @@ class Accounts:
         character.token_version = (character.token_version or 0) + 1
 
     def _mark_needs_login(self, character: Character, reason: str) -> None:
-        character.status = "needs_login"
+        character.status = CharacterStatus.NEEDS_LOGIN
         character.status_reason = reason
         character.status_changed_at = self._clock.now()
         character.access_token_enc = None
@@ -459,14 +459,14 @@ def set_enabled(db: Database, character_id: int, *, enabled: bool) -> str:
     """
     with db.session() as session:
         character = require_character(session, character_id, lock=True)
-        if enabled and character.status == "needs_login":
+        if enabled and character.status == CharacterStatus.NEEDS_LOGIN:
             raise UsageError(
                 f"{character.name} ({character_id}) needs to log in again, "
                 "enabling cannot fix that",
                 hint="killsync login",
             )
-        if enabled != (character.status == "active"):
-            character.status = "active" if enabled else "disabled"
+        if enabled != (character.status == CharacterStatus.ACTIVE):
+            character.status = CharacterStatus.ACTIVE if enabled else CharacterStatus.DISABLED
             character.status_reason = None if enabled else "disabled by the operator"
             character.status_changed_at = utcnow()
         return character.name

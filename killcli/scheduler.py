@@ -28,7 +28,7 @@ from sqlalchemy import ColumnElement, Select, and_, or_, select, true
 from killcli.accounts import KILLMAIL_SCOPE
 from killcli.cadence import Cadence, Tier
 from killcli.db import Database
-from killcli.db.models import Character, PendingKillmail
+from killcli.db.models import Character, CharacterStatus, PendingKillmail
 from killcli.db.types import utcnow
 from killcli.errors import UsageError
 from killcli.holders import this_owner
@@ -112,7 +112,7 @@ def _syncable() -> Select[int, str, datetime | None, datetime | None, datetime |
         Character.last_sync_at,
         Character.list_expires_at,
         Character.newest_killmail_at,
-    ).where(Character.status == "active", Character.scopes.contains(KILLMAIL_SCOPE))
+    ).where(Character.status == CharacterStatus.ACTIVE, Character.scopes.contains(KILLMAIL_SCOPE))
 
 
 def _pending_due(now: datetime) -> ColumnElement[bool]:
@@ -206,7 +206,7 @@ def explicit_characters(db: Database, ids: Sequence[int], priority: int) -> list
     missing = [cid for cid in ids if cid not in rows]
     if missing:
         raise UsageError(f"character {missing[0]} is not tracked", hint="see `killsync users list`")
-    inactive = [rows[cid] for cid in ids if rows[cid].status != "active"]
+    inactive = [rows[cid] for cid in ids if rows[cid].status != CharacterStatus.ACTIVE]
     if inactive:
         c = inactive[0]
         raise UsageError(

@@ -18,14 +18,16 @@ from killcli.db import Database
 from killcli.db.models import (
     Character,
     CharacterKillmail,
-    DeadLetter,
+    CharacterStatus,
     Killmail,
     PendingKillmail,
     SyncRun,
 )
 from killcli.db.types import utcnow
 from killcli.esi.ledger import egress_totals
+from killcli.queue.base import Broker
 from killcli.scheduler import NO_CADENCE, cadence_bands, tier_label
+from killcli.workerstatus import live_workers
 
 DAY = timedelta(days=1)
 
@@ -34,7 +36,7 @@ DAY = timedelta(days=1)
 class CharacterStats:
     character_id: int
     name: str
-    status: str
+    status: CharacterStatus
     last_sync_at: datetime | None
     killmails: int
     pending: int
@@ -72,7 +74,11 @@ def cadence_stats(db: Database, cadence: Cadence, now: datetime) -> CadenceStats
     bands = cadence_bands(cadence, now)
     band = case(*[(condition, index) for index, (_, condition) in enumerate(bands)], else_=0)
     with db.session() as s:
-        query = select(band, func.count()).where(Character.status == "active").group_by(band)
+        query = (
+            select(band, func.count())
+            .where(Character.status == CharacterStatus.ACTIVE)
+            .group_by(band)
+        )
         counts: dict[int, int] = dict(s.execute(query).all())
     base = _per_day(BASE_INTERVAL)
     tiers = []
@@ -101,12 +107,13 @@ class Stats:
     killmails_total: int
     killmails_last_hour: int
     killmails_last_day: int
-    characters_by_status: dict[str, int]
+    characters_by_status: dict[CharacterStatus, int]
     oldest_last_sync_at: datetime | None
     pending_total: int
-    dead_letters: int
     last_run: dict[str, Any] | None
     characters: list[CharacterStats] = field(default_factory=list)
+    #: the broker's figures (``QueueStats``), dead letters included: each broker counts its
+    #: own (the database queue its table, RabbitMQ its dead queue), so none is counted here
     queue: dict[str, Any] = field(default_factory=dict)
     cadence: CadenceStats | None = None
     #: shared per-IP ESI budgets per egress (the ledger, :mod:`killcli.esi.ledger`)
@@ -136,10 +143,11 @@ def collect_stats(
             s.execute(select(Character.status, func.count()).group_by(Character.status)).all()
         )
         oldest = s.scalar(
-            select(func.min(Character.last_sync_at)).where(Character.status == "active")
+            select(func.min(Character.last_sync_at)).where(
+                Character.status == CharacterStatus.ACTIVE
+            )
         )
         pending_total = s.scalar(select(func.count()).select_from(PendingKillmail)) or 0
-        dead = s.scalar(select(func.count()).select_from(DeadLetter)) or 0
         last = s.scalars(select(SyncRun).order_by(SyncRun.id.desc()).limit(1)).first()
         killmails = dict(
             s.execute(
@@ -186,7 +194,6 @@ def collect_stats(
         by_status,
         oldest,
         pending_total,
-        dead,
         last_run,
         characters,
         cadence=cadence_stats(db, cadence, now),
@@ -208,3 +215,15 @@ def egress_budgets(db: Database) -> list[dict[str, Any]]:
         }
         for t in egress_totals(db)
     ]
+
+
+def stats_report(db: Database, broker: Broker, *, cadence: Cadence = NO_CADENCE) -> dict[str, Any]:
+    """The `killsync stats` payload: the database's figures, the broker's queue and the live
+    workers. The broker is the one authority for its dead letters; their count is also at
+    the top level, where `stats --json` has carried it since 0.1."""
+    data = collect_stats(db, cadence=cadence).as_dict()
+    queue = broker.stats()
+    data["queue"] = asdict(queue)
+    data["dead_letters"] = queue.dead_letters
+    data["workers"] = live_workers(db)
+    return data

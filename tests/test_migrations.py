@@ -13,8 +13,10 @@ from pprint import pformat
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
 
 from killcli.db import Database
 from killcli.db.models import Base
@@ -28,11 +30,16 @@ def schema_differences(url: str) -> list[Any]:
     try:
         before, after = database.upgrade()
         assert before is None and after == database.head_revision()
-        with database.engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts=COMPARE)
-            return list(compare_metadata(context, Base.metadata))
+        return differences(database)
     finally:
         database.close()
+
+
+def differences(database: Database) -> list[Any]:
+    """What alembic's autogenerate finds between the database and the models."""
+    with database.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts=COMPARE)
+        return list(compare_metadata(context, Base.metadata))
 
 
 def test_migrations_build_the_models_schema_on_sqlite(tmp_path: Path) -> None:
@@ -43,4 +50,36 @@ def test_migrations_build_the_models_schema_on_sqlite(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_migrations_build_the_models_schema_on_postgresql(empty_pg_url: str) -> None:
     diffs = schema_differences(empty_pg_url)
+    assert diffs == [], pformat(diffs)
+
+
+def down_to_0004_and_up_again(url: str) -> list[Any]:
+    """Head, down to 0004 (0005 dropped the unused ``esi_cache``: its downgrade recreates
+    it) and up again; what then differs from the models."""
+    database = Database(url)
+    try:
+        database.upgrade()
+        cfg = database._alembic_config()  # the test drives alembic itself
+        with database.engine.connect() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0004")
+            conn.commit()
+            assert "esi_cache" in inspect(conn).get_table_names()  # 0005's downgrade
+        assert database.current_revision() == "0004"
+        database.upgrade()
+        with database.engine.connect() as conn:
+            assert "esi_cache" not in inspect(conn).get_table_names()
+        return differences(database)
+    finally:
+        database.close()
+
+
+def test_0005_goes_down_and_up_again_on_sqlite(tmp_path: Path) -> None:
+    diffs = down_to_0004_and_up_again(f"sqlite:///{tmp_path / 'migrated.db'}")
+    assert diffs == [], pformat(diffs)
+
+
+@pytest.mark.postgres
+def test_0005_goes_down_and_up_again_on_postgresql(empty_pg_url: str) -> None:
+    diffs = down_to_0004_and_up_again(empty_pg_url)
     assert diffs == [], pformat(diffs)

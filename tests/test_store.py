@@ -6,11 +6,11 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from killcli.db import Database
-from killcli.db.models import Attacker, Character, Item, Killmail
+from killcli.db.models import Attacker, Character, CharacterStatus, Item, Killmail
 from killcli.db.store import (
     COPY_MIN_ROWS,
     existing_killmail_ids,
@@ -67,6 +67,25 @@ def test_concurrent_saves_of_the_same_killmails(db: Database) -> None:
     assert errors == []
     assert sum(results) == len(batch)
     assert counts(db)[0:2] == (60, 180)
+
+
+def test_character_statuses_are_stored_as_the_strings_they_always_were(db: Database) -> None:
+    """``CharacterStatus`` changed the code, not the data: no migration, old rows read."""
+    assert [s.value for s in CharacterStatus] == ["active", "needs_login", "disabled"]
+    with db.session() as s:
+        s.add(Character(character_id=1, name="new", owner_hash="x"))  # the default
+        s.add(Character(character_id=2, name="off", owner_hash="x", status="disabled"))
+    with db.session() as s:
+        s.execute(text("UPDATE characters SET status = 'needs_login' WHERE character_id = 2"))
+    with db.session() as s:
+        raw = dict(s.execute(text("SELECT character_id, status FROM characters")).all())
+        loaded = {c.character_id: c.status for c in s.scalars(select(Character))}
+        only_active = s.scalars(
+            select(Character.character_id).where(Character.status == CharacterStatus.ACTIVE)
+        ).all()
+    assert raw == {1: "active", 2: "needs_login"} and type(raw[1]) is str
+    assert loaded == {1: CharacterStatus.ACTIVE, 2: CharacterStatus.NEEDS_LOGIN}
+    assert only_active == [1]
 
 
 def test_export_by_character_and_since(db: Database) -> None:

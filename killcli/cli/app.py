@@ -15,6 +15,7 @@ from rich.console import Console
 from killcli import __version__
 from killcli.cli import data as data_cmds
 from killcli.cli import db as db_cmds
+from killcli.cli import deadletters as dead_letters_cmds
 from killcli.cli import demo as demo_cmds
 from killcli.cli import events as events_cmds
 from killcli.cli import ops as ops_cmds
@@ -44,6 +45,7 @@ app.add_typer(db_cmds.app)
 app.add_typer(config_cmds.app)
 app.add_typer(sim_cmds.app)
 app.add_typer(secrets_cmds.app)
+app.add_typer(dead_letters_cmds.app)
 demo_cmds.register(app)
 events_cmds.register(app)
 webhooks_cmds.register(app)

@@ -26,11 +26,10 @@ from killcli.queue.base import Broker
 from killcli.scheduler import run_queue
 from killcli.service import WorkerOptions, run_worker
 from killcli.signals import stop_on_signals
-from killcli.stats import collect_stats
+from killcli.stats import stats_report
 from killcli.sync.progress import ProgressRegistry
 from killcli.textsafe import sanitize
 from killcli.worker import DEFAULT_CONCURRENCY, JobReport, check_settled
-from killcli.workerstatus import live_workers
 
 
 def _broker(app_ctx: AppContext) -> Broker:
@@ -293,11 +292,7 @@ def worker_cmd(
 
 
 def _stats_data(app_ctx: AppContext, broker: Broker) -> dict[str, Any]:
-    db = app_ctx.database()
-    data = collect_stats(db, cadence=app_ctx.settings.cadence_plan).as_dict()
-    data["queue"] = broker.stats().__dict__
-    data["workers"] = live_workers(db)
-    return data
+    return stats_report(app_ctx.database(), broker, cadence=app_ctx.settings.cadence_plan)
 
 
 def _esi_line(workers: list[dict[str, Any]]) -> str:

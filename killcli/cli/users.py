@@ -21,6 +21,7 @@ from killcli.cli import params
 from killcli.cli.context import AppContext, app_context, examples, print_json
 from killcli.cli.params import JsonFlag
 from killcli.console import PlainTextColumn, is_interactive, make_console
+from killcli.db.models import CharacterStatus
 from killcli.errors import ExitCode, UsageError
 from killcli.runtime import make_accounts
 from killcli.sso.login import run_login
@@ -229,7 +230,11 @@ def refresh_token(
     app_ctx = app_context(ctx)
     accounts = _accounts(app_ctx)
     if all_:
-        ids = [i.character_id for i in list_characters(app_ctx.database()) if i.status == "active"]
+        ids = [
+            i.character_id
+            for i in list_characters(app_ctx.database())
+            if i.status == CharacterStatus.ACTIVE
+        ]
     elif character_ids:
         ids = list(character_ids)
     else:

@@ -10,6 +10,7 @@ at the container row they sat in. Fields ESI may add in the future land in ``ext
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -28,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from killcli.db.types import BigIntPK, Double, UTCDateTime, utcnow
+from killcli.db.types import BigIntPK, Double, StrEnumText, UTCDateTime, utcnow
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -38,7 +39,13 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-CHARACTER_STATUSES = ("active", "needs_login", "disabled")
+
+class CharacterStatus(StrEnum):
+    """Whether a tracked character is synced (``characters.status``, stored as the value)."""
+
+    ACTIVE = "active"  # synced and queued
+    NEEDS_LOGIN = "needs_login"  # its refresh token is gone or lacks the scope: `killsync login`
+    DISABLED = "disabled"  # an operator turned it off (`killsync users disable`)
 
 
 class Base(DeclarativeBase):
@@ -146,7 +153,9 @@ class Character(Base):
     access_token_enc: Mapped[str | None] = mapped_column(Text)
     access_expires_at: Mapped[datetime | None]
     token_version: Mapped[int] = mapped_column(Integer, default=0)
-    status: Mapped[str] = mapped_column(String(20), default="active", index=True)
+    status: Mapped[CharacterStatus] = mapped_column(
+        StrEnumText(CharacterStatus, 20), default=CharacterStatus.ACTIVE, index=True
+    )
     status_reason: Mapped[str | None] = mapped_column(Text)
     status_changed_at: Mapped[datetime | None]
     list_etag: Mapped[str | None] = mapped_column(String(200))
@@ -197,18 +206,6 @@ class Name(Base):
     fetched_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Set for ids ESI could not resolve: ask again only after this time.
     retry_after: Mapped[datetime | None]
-
-
-class EsiCacheEntry(Base):
-    """ETag, Expires and Last-Modified per URL."""
-
-    __tablename__ = "esi_cache"
-
-    url: Mapped[str] = mapped_column(String(500), primary_key=True)
-    etag: Mapped[str | None] = mapped_column(String(200))
-    expires_at: Mapped[datetime | None]
-    last_modified: Mapped[datetime | None]
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class SyncRun(Base):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
-from sqlalchemy import BigInteger, DateTime, Dialect, Float, Integer
+from sqlalchemy import BigInteger, DateTime, Dialect, Float, Integer, String
 from sqlalchemy.types import TypeDecorator
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a real BIGINT.
@@ -34,6 +35,27 @@ class UTCDateTime(TypeDecorator[datetime]):
         parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
         assert isinstance(parsed, datetime)
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class StrEnumText(TypeDecorator[E]):
+    """A :class:`StrEnum` stored as its plain string value (a ``VARCHAR``: the column and
+    its stored strings are what they were before the enum; no database enum type)."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[E], length: int) -> None:
+        super().__init__(length)
+        self.enum = enum
+
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value  # an unknown value raises
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum(value)
 
 
 def utcnow() -> datetime:

@@ -1,11 +1,11 @@
-"""ESI access: the HTTP client, the header-driven rate limiter, ETags, retries, pagination.
+"""ESI access: the HTTP client, the header-driven rate limiter, retries, pagination.
 
 Build one :class:`RateLimiter` and one :class:`EsiClient` per process and pass them down::
 
     limiter = RateLimiter(on_wait=lambda event: console.print(event.message))
     with EsiClient(settings.esi_base_url, user_agent=user_agent(settings.contact),
-                   etag_store=store, limiter=limiter) as esi:
-        page = esi.fetch_killmail_list_page(character_id, access_token, page=1)
+                   limiter=limiter) as esi:
+        page = esi.fetch_killmail_list_page(character_id, access_token, 1, etag=stored_etag)
 
 Errors (all ``killcli.errors.EsiError``)::
 
@@ -27,7 +27,6 @@ from killcli.esi.client import (
     corporation_killmails_path,
     user_agent,
 )
-from killcli.esi.etag import CacheEntry, EtagStore, MemoryEtagStore, may_fetch
 from killcli.esi.exceptions import ListRefreshed, MalformedResponse
 from killcli.esi.models import (
     EsiResponse,
@@ -41,7 +40,6 @@ from killcli.esi.pagination import (
     FetchPage,
     ListWalkResult,
     iter_list_pages,
-    walk_character_killmails,
     walk_list,
 )
 from killcli.esi.ratelimit import LimiterSnapshot, RateLimiter, WaitEvent
@@ -52,12 +50,10 @@ __all__ = [
     "COMPATIBILITY_DATE",
     "BucketKey",
     "BucketSnapshot",
-    "CacheEntry",
     "ClientStats",
     "Clock",
     "EsiClient",
     "EsiResponse",
-    "EtagStore",
     "FetchPage",
     "KillmailRef",
     "LimiterSnapshot",
@@ -66,7 +62,6 @@ __all__ = [
     "ListWalkResult",
     "MalformedResponse",
     "ManualClock",
-    "MemoryEtagStore",
     "NameResult",
     "NamesResult",
     "RateLimiter",
@@ -78,8 +73,6 @@ __all__ = [
     "corporation_killmails_path",
     "fetch_names",
     "iter_list_pages",
-    "may_fetch",
     "user_agent",
-    "walk_character_killmails",
     "walk_list",
 ]

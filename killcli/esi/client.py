@@ -29,7 +29,6 @@ from tenacity import Retrying, retry_if_exception_type
 from killcli import __version__
 from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.errors import EsiHttpError, EsiUnavailable
-from killcli.esi.etag import CacheEntry, EtagStore, may_fetch
 from killcli.esi.headers import parse_error_reset, parse_http_date, parse_int, parse_retry_after
 from killcli.esi.models import (
     EsiResponse,
@@ -95,14 +94,12 @@ class EsiClient:
         max_connections: int = 32,
         transport: httpx.BaseTransport | None = None,
         local_address: str | None = None,
-        etag_store: EtagStore | None = None,
         limiter: RateLimiter | None = None,
         retry_policy: RetryPolicy | None = None,
         clock: Clock | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self._clock = clock or SYSTEM_CLOCK
-        self._etags = etag_store
         self._limiter = limiter
         self._policy = retry_policy or RetryPolicy()
         self._rand = rand
@@ -143,16 +140,9 @@ class EsiClient:
     ) -> None:
         self.close()
 
-    # -- cache helpers ------------------------------------------------------------------
-
     def url_for(self, path: str, params: Params | None = None) -> str:
-        """The absolute URL of a request: the key of its ETag entry and of messages."""
+        """The absolute URL of a request, as errors and messages name it."""
         return str(self._http.build_request("GET", path, params=params).url)
-
-    def may_fetch(self, path: str, params: Params | None = None, *, force: bool = False) -> bool:
-        """False while ESI's copy of this URL has not expired (asking again is frowned on)."""
-        entry = None if self._etags is None else self._etags.get(self.url_for(path, params))
-        return may_fetch(entry, self._clock.now(), force=force)
 
     # -- typed calls --------------------------------------------------------------------
 
@@ -167,8 +157,9 @@ class EsiClient:
     ) -> ListPageResult:
         """One page of a character's recent killmails.
 
-        Page 1 is conditional (``etag``, else the stored one) unless ``conditional`` is
-        false; later pages never are, because a 304 has no rows to read.
+        Page 1 is conditional on ``etag`` (the caller keeps it: the sync engine stores it on
+        the character, ``Character.list_etag``) unless ``conditional`` is false; later pages
+        never are, because a 304 has no rows to read.
         """
         return self._list_page(
             character_killmails_path(character_id),
@@ -232,7 +223,6 @@ class EsiClient:
         bucket_hint: str | None = None,
         character_id: int | None = None,
         etag: str | None = None,
-        use_etag_store: bool = False,
         conditional: bool = True,
     ) -> EsiResponse:
         """Send one request with rate limiting and retries; return a 2xx or 304 answer.
@@ -240,13 +230,10 @@ class EsiClient:
         ``bucket_hint`` names the rate-limit group of a route ESI has not told us about yet.
         A token's character keys the route's bucket (pass ``character_id`` to say it
         explicitly); send tokens only to authenticated routes. ``etag`` is sent as
-        ``If-None-Match``; with ``use_etag_store`` the stored ETag is sent when no ``etag``
-        is given, and the answer's ETag and expiry are stored. ``conditional=False`` sends
-        no ETag at all (a full answer is needed).
+        ``If-None-Match`` unless ``conditional`` is false (a full answer is needed).
         """
         url = self.url_for(path, params)
-        stored = self._etags.get(url) if use_etag_store and self._etags else None
-        if_none_match = (etag or (stored.etag if stored else None)) if conditional else None
+        if_none_match = etag if conditional else None
         headers = {"If-None-Match": if_none_match} if if_none_match else {}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
@@ -254,18 +241,7 @@ class EsiClient:
         call = _Call(
             method.upper(), path, url, route_of(path), owner, bucket_hint, params, json, headers
         )
-        response = self._with_retries(call)
-        if use_etag_store and self._etags is not None and response.etag is not None:
-            self._etags.put(
-                url,
-                CacheEntry(
-                    etag=response.etag,
-                    expires_at=response.expires,
-                    last_modified=response.last_modified
-                    or (stored.last_modified if stored else None),
-                ),
-            )
-        return response
+        return self._with_retries(call)
 
     def _list_page(
         self,
@@ -285,7 +261,6 @@ class EsiClient:
             params={"page": page},
             character_id=character_id,
             etag=etag if first else None,
-            use_etag_store=first,
             conditional=conditional and first,
         )
         items = () if response.not_modified else parse_killmail_refs(response.url, response.body)

@@ -4,7 +4,8 @@ All pages of a list share ``Last-Modified``. If a later page carries another one
 page count), ESI rebuilt the list between our requests and rows may have moved from one page
 to the next: the walk must start over. :func:`iter_list_pages` raises
 :class:`~killcli.esi.exceptions.ListRefreshed`; :func:`walk_list` restarts a bounded number
-of times.
+of times. A character's list is walked by :func:`killcli.sync.listwalk.walk_character_list`
+(the sync engine's walk, page 1 conditional on the character's stored ETag).
 
 The page size is not documented, so the end is ``X-Pages``, never a short page. A 304 page
 carries no rows: it is unchanged since the walk that stored its ETag. An ``X-Pages`` outside
@@ -31,18 +32,6 @@ class FetchPage(Protocol):
     """Reads one page; ``conditional=False`` must send no ``If-None-Match``."""
 
     def __call__(self, page: int, *, conditional: bool) -> ListPageResult: ...
-
-
-class _ListApi(Protocol):
-    def fetch_killmail_list_page(
-        self,
-        character_id: int,
-        access_token: str,
-        page: int = 1,
-        etag: str | None = None,
-        *,
-        conditional: bool = True,
-    ) -> ListPageResult: ...
 
 
 @dataclass(frozen=True)
@@ -122,31 +111,6 @@ def walk_list(
             if restart == max_restarts:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
-
-
-def walk_character_killmails(
-    client: _ListApi,
-    character_id: int,
-    access_token: str,
-    *,
-    stop_when: Callable[[ListPageResult], bool] | None = None,
-    max_restarts: int = 2,
-    conditional: bool = True,
-) -> ListWalkResult:
-    """:func:`walk_list` over a character's recent killmails."""
-
-    def fetch(page: int, *, conditional: bool) -> ListPageResult:
-        return client.fetch_killmail_list_page(
-            character_id, access_token, page, conditional=conditional
-        )
-
-    return walk_list(
-        fetch,
-        stop_when=stop_when,
-        max_restarts=max_restarts,
-        conditional=conditional,
-        label=f"the killmail list of character {character_id}",
-    )
 
 
 def _walk_once(

@@ -33,17 +33,24 @@ from killcli.accounts import KILLMAIL_SCOPE, require_character
 from killcli.backoff import Backoff
 from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.db import Database
-from killcli.db.models import Character, CharacterKillmail, PendingKillmail, SyncRun, table_of
+from killcli.db.models import (
+    Character,
+    CharacterKillmail,
+    CharacterStatus,
+    PendingKillmail,
+    SyncRun,
+    table_of,
+)
 from killcli.db.store import dialect_insert, existing_killmail_ids, link_characters, save_killmails
 from killcli.errors import EsiError, NeedsLogin, UsageError
 from killcli.esi.client import EsiClient
 from killcli.esi.models import KillmailRef, ListPageResult
-from killcli.esi.pagination import walk_list
 from killcli.killmail import KillmailError, KillmailRows, parse_killmail
 from killcli.sync.claims import BodyClaims, ClaimSet, released_as_pending
 from killcli.sync.events import killmail_saved_events, save_events
 from killcli.sync.fetcher import BodyFetcher, Fetched, FetcherClosed
 from killcli.sync.inflight import Claim, InflightBodies
+from killcli.sync.listwalk import walk_character_list
 from killcli.sync.names import NameResolver, ids_to_name
 
 PENDING = table_of(PendingKillmail)
@@ -232,7 +239,7 @@ class SyncEngine:
     def _load_character(self, character_id: int) -> Character:
         with self.db.session() as session:
             character = require_character(session, character_id)
-        if character.status != "active":
+        if character.status != CharacterStatus.ACTIVE:
             raise NeedsLogin(
                 f"character {character_id} ({character.name}) is "
                 f"{character.status.replace('_', ' ')}: "
@@ -276,27 +283,11 @@ class SyncEngine:
         self, run: _Run, progress: SyncProgress
     ) -> tuple[Sequence[KillmailRef], ListPageResult | None]:
         character_id = run.character.character_id
-        token = self.tokens.access_token(character_id)
-        etag = None if run.options.full else run.character.list_etag
-        first: list[ListPageResult] = []
 
-        def fetch_page(page: int, *, conditional: bool = True) -> ListPageResult:
-            if page == 1 and run.first_page is not None:  # fetched already; once only
-                result, run.first_page = run.first_page, None
-            else:
-                result = self.esi.fetch_killmail_list_page(
-                    character_id,
-                    token,
-                    page,
-                    etag=etag if page == 1 else None,
-                    conditional=conditional and etag is not None,
-                )
+        def count(page: ListPageResult) -> None:
             run.figures.pages += 1
-            run.figures.spend("char-killmail", 1 if result.not_modified else 2)
-            if page == 1:
-                first[:] = [result]
-            progress.pages(page, result.pages)
-            return result
+            run.figures.spend("char-killmail", 1 if page.not_modified else 2)
+            progress.pages(page.page, page.pages)
 
         def all_known(page: ListPageResult) -> bool:
             if run.options.full or not page.items:
@@ -304,12 +295,22 @@ class SyncEngine:
             ids = [ref.killmail_id for ref in page.items]
             return len(self._linked(character_id, ids)) == len(set(ids))
 
-        walk = walk_list(fetch_page, stop_when=all_known, label=f"character {character_id}'s list")
+        first_page, run.first_page = run.first_page, None  # fetched already; once only
+        listed = walk_character_list(
+            self.esi,
+            character_id,
+            self.tokens.access_token(character_id),
+            etag=None if run.options.full else run.character.list_etag,
+            first_page=first_page,
+            stop_when=all_known,
+            on_page=count,
+        )
+        walk = listed.walk
         run.figures.list_restarts = walk.restarts
         if walk.not_modified:
             run.figures.not_modified += 1
         run.figures.found = len(walk.items)
-        return walk.items, (first[0] if first else None)
+        return walk.items, listed.first
 
     def _linked(self, character_id: int, ids: Iterable[int]) -> set[int]:
         with self.db.session() as session:

@@ -28,6 +28,7 @@ from killcli.accounts import KILLMAIL_SCOPE, Accounts
 from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.coalesce import Coalescer
 from killcli.db import Database
+from killcli.db.models import CharacterStatus
 from killcli.errors import NeedsLogin
 from killcli.esi.client import EsiClient
 from killcli.esi.models import ListPageResult
@@ -217,7 +218,10 @@ class QuickSync:
                     ).where(c.character_id.in_(chunk))
                 )
                 for row in rows:
-                    if row.status == "active" and KILLMAIL_SCOPE in row.scopes.split():
+                    if (
+                        row.status == CharacterStatus.ACTIVE
+                        and KILLMAIL_SCOPE in row.scopes.split()
+                    ):
                         found[row.character_id] = Candidate(
                             row.character_id,
                             row.name,

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from killcli.esi import EsiClient, ManualClock, MemoryEtagStore, RateLimiter, RetryPolicy
+from killcli.esi import EsiClient, ManualClock, RateLimiter, RetryPolicy
 from tests.esi.esi_fakes import FakeEsi
 
 BASE_URL = "https://esi.test"
@@ -26,11 +26,6 @@ def fake(clock: ManualClock) -> FakeEsi:
 
 
 @pytest.fixture
-def etags() -> MemoryEtagStore:
-    return MemoryEtagStore()
-
-
-@pytest.fixture
 def limiter(clock: ManualClock) -> RateLimiter:
     return RateLimiter(clock=clock)
 
@@ -39,9 +34,7 @@ MakeClient = Callable[..., EsiClient]
 
 
 @pytest.fixture
-def make_client(
-    clock: ManualClock, fake: FakeEsi, etags: MemoryEtagStore, limiter: RateLimiter
-) -> Iterator[MakeClient]:
+def make_client(clock: ManualClock, fake: FakeEsi, limiter: RateLimiter) -> Iterator[MakeClient]:
     """Build clients on the fake; every one is closed after the test."""
     clients: list[EsiClient] = []
 
@@ -49,7 +42,6 @@ def make_client(
         options: dict[str, Any] = {
             "user_agent": UA,
             "transport": httpx.MockTransport(fake),
-            "etag_store": etags,
             "limiter": limiter,
             "clock": clock,
             "rand": lambda: 0.5,

@@ -23,13 +23,11 @@ from killcli.esi import (
     Clock,
     EsiClient,
     ListPageResult,
-    MemoryEtagStore,
     RateLimiter,
-    walk_character_killmails,
-    walk_list,
 )
 from killcli.sim import ManualClock, Scenario, SigningKeys, SimServer, SystemClock
 from killcli.sso import SsoClient, run_login
+from killcli.sync.listwalk import walk_character_list
 
 UA = "killsync/test (ops@example.org)"
 BODY_ROUTE = "/killmails/{killmail_id}/{killmail_hash}"
@@ -66,7 +64,6 @@ def start(keys: SigningKeys) -> Iterator[Start]:
         client = EsiClient(
             sim.esi_url,
             user_agent=UA,
-            etag_store=MemoryEtagStore(),
             limiter=RateLimiter(clock=clock, **limiter),  # type: ignore[arg-type]
             clock=clock,
         )
@@ -84,7 +81,7 @@ def test_walks_and_bodies_match_the_ground_truth(start: Start) -> None:
     truth = sim.world.ground_truth()
     for character_id, expected in truth.items():
         token = sim.access_token(character_id)
-        walk = walk_character_killmails(client, character_id, token)
+        walk = walk_character_list(client, character_id, token).walk
         assert dict(walk.items) == expected
         assert walk.pages == max(1, -(-len(expected) // 7))
     some = next(iter(truth.values()))
@@ -99,9 +96,10 @@ def test_a_second_walk_is_one_304(start: Start) -> None:
     sim, client = start(Scenario.named("smoke"))
     character_id = sim.world.character_ids[0]
     token = sim.access_token(character_id)
-    walk_character_killmails(client, character_id, token)
+    first = walk_character_list(client, character_id, token).first
+    assert first is not None
     before = sim.stats.snapshot().total
-    again = walk_character_killmails(client, character_id, token)
+    again = walk_character_list(client, character_id, token, etag=first.etag).walk
     assert again.not_modified and again.pages_read == 1
     assert sim.stats.snapshot().total == before + 1
     assert client.stats.snapshot().not_modified == 1
@@ -113,7 +111,7 @@ def test_tiny_buckets_are_paced_without_a_single_429(start: Start) -> None:
     truth = sim.world.ground_truth()[character_id]
     token = sim.access_token(character_id, lifetime_s=10**6)
     for _ in range(3):  # list pages: char-killmail 10/5s, 4 pages a full walk
-        walk = walk_character_killmails(client, character_id, token, conditional=False)
+        walk = walk_character_list(client, character_id, token).walk  # no ETag: in full
         assert dict(walk.items) == truth
     for killmail_id, killmail_hash in truth.items():  # bodies: killmail 20/5s
         client.fetch_killmail(killmail_id, killmail_hash)
@@ -169,16 +167,14 @@ def test_a_list_refreshed_mid_walk_is_walked_again(start: Start) -> None:
     token = sim.access_token(character_id)
     added: list[int] = []
 
-    def fetch(page: int, *, conditional: bool) -> ListPageResult:
-        result = client.fetch_killmail_list_page(character_id, token, page, conditional=conditional)
-        if page == 1 and not added:
+    def refresh_after_page_one(page: ListPageResult) -> None:
+        if page.page == 1 and not added:
             assert isinstance(sim.clock, ManualClock)
             sim.clock.advance(2)  # the rebuilt list gets a later Last-Modified
             added.append(sim.world.add_kill(victim=character_id))
             sim.faults.refresh_list(character_id)
-        return result
 
-    walk = walk_list(fetch)
+    walk = walk_character_list(client, character_id, token, on_page=refresh_after_page_one).walk
     assert walk.restarts == 1
     assert dict(walk.items) == sim.world.ground_truth()[character_id]
     assert added[0] in dict(walk.items)

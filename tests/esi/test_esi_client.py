@@ -202,7 +202,8 @@ def test_etag_is_sent_back_and_304_is_a_cheap_hit(client: EsiClient, fake: FakeE
     assert first.status == 200 and first.pages == 2 and first.etag
     assert [ref.killmail_id for ref in first.items] == [5, 4, 3]
     assert first.items[0] == (5, hash_of(5))
-    again = client.fetch_killmail_list_page(7, "tok", page=1)
+    assert "if-none-match" not in fake.seen[0].headers
+    again = client.fetch_killmail_list_page(7, "tok", page=1, etag=first.etag)
     assert fake.seen[1].headers["if-none-match"] == first.etag
     assert again.not_modified and again.items == () and again.etag == first.etag
     stats = client.stats.snapshot()
@@ -210,23 +211,18 @@ def test_etag_is_sent_back_and_304_is_a_cheap_hit(client: EsiClient, fake: FakeE
     assert stats.tokens_spent == {"char-killmail:7": 3}
 
 
-def test_explicit_etag_wins_over_the_store(client: EsiClient, fake: FakeEsi) -> None:
-    fake.set_list(7, [1])
+def test_only_the_etag_given_is_sent_and_only_on_page_one(client: EsiClient, fake: FakeEsi) -> None:
+    fake.set_list(7, [5, 4, 3, 2, 1])
     client.fetch_killmail_list_page(7, "tok")
     client.fetch_killmail_list_page(7, "tok", etag='"mine"')
-    assert fake.seen[1].headers["if-none-match"] == '"mine"'
-
-
-def test_may_fetch_respects_expires(client: EsiClient, fake: FakeEsi, clock: ManualClock) -> None:
-    fake.set_list(7, [1])
-    path = "/characters/7/killmails/recent"
-    assert client.may_fetch(path, {"page": 1})
-    client.fetch_killmail_list_page(7, "tok")
-    assert not client.may_fetch(path, {"page": 1})
-    assert client.may_fetch(path, {"page": 1}, force=True)
-    assert client.may_fetch(path, {"page": 2})
-    clock.advance(300)
-    assert client.may_fetch(path, {"page": 1})
+    client.fetch_killmail_list_page(7, "tok", etag='"mine"', conditional=False)
+    client.fetch_killmail_list_page(7, "tok", page=2, etag='"mine"')
+    assert [seen.headers.get("if-none-match") for seen in fake.seen] == [
+        None,
+        '"mine"',
+        None,
+        None,
+    ]
 
 
 def test_names_404_is_a_distinct_error_and_fetch_names_isolates_bad_ids(

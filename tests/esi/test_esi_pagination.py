@@ -1,4 +1,7 @@
-"""Walking X-Pages lists: to the last page, restarting when the list refreshes mid-walk."""
+"""Walking X-Pages lists: to the last page, restarting when the list refreshes mid-walk.
+
+A character's list is walked through the sync engine's own walk
+(:func:`killcli.sync.listwalk.walk_character_list`), ETags as the engine passes them."""
 
 from __future__ import annotations
 
@@ -15,9 +18,9 @@ from killcli.esi import (
     ListWalkResult,
     ManualClock,
     iter_list_pages,
-    walk_character_killmails,
     walk_list,
 )
+from killcli.sync.listwalk import CharacterListWalk, walk_character_list
 from tests.esi.esi_fakes import FakeEsi, hash_of
 
 MODIFIED = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -34,8 +37,12 @@ def fetcher(client: EsiClient, character_id: int = 7) -> FetchPage:
     return fetch
 
 
+def walk_of(client: EsiClient, **options: object) -> CharacterListWalk:
+    return walk_character_list(client, 7, "tok", **options)  # type: ignore[arg-type]
+
+
 def walk(client: EsiClient, **options: object) -> ListWalkResult:
-    return walk_character_killmails(client, 7, "tok", **options)  # type: ignore[arg-type]
+    return walk_of(client, **options).walk
 
 
 def test_walks_every_page_to_x_pages(client: EsiClient, fake: FakeEsi) -> None:
@@ -93,13 +100,14 @@ def test_new_kill_mid_walk_restarts_without_losing_or_repeating_rows(
 def test_restart_reads_page_one_in_full_even_if_it_did_not_change(
     client: EsiClient, fake: FakeEsi, clock: ManualClock
 ) -> None:
-    """Only the tail changed (a kill aged out): page 1's ETag from the aborted walk still
-    matches, but a 304 would end the walk without the rows of the later pages."""
+    """Only the tail changed (a kill aged out): page 1 may match the ETag the walk was
+    given, but a 304 would end the walk without the rows of the later pages."""
     fake.set_list(7, [6, 5, 4, 3, 2, 1])
     refresh_once_on_page_2(fake, clock, [6, 5, 4, 3, 2])
-    result = walk(client)
+    result = walk(client, etag='"from-the-last-sync"')
     assert result.restarts == 1 and not result.not_modified
     assert ids(result.items) == [6, 5, 4, 3, 2]
+    assert fake.seen[0].headers["if-none-match"] == '"from-the-last-sync"'
     assert "if-none-match" not in fake.seen[2].headers
 
 
@@ -129,8 +137,24 @@ def test_304_on_page_one_ends_the_walk_and_later_pages_are_never_conditional(
     client: EsiClient, fake: FakeEsi
 ) -> None:
     fake.set_list(7, [7, 6, 5, 4, 3, 2, 1])
-    walk(client)
+    first = walk_of(client)  # no ETag yet: nothing is conditional
     assert all("if-none-match" not in seen.headers for seen in fake.seen)
-    again = walk(client)
+    assert first.first is not None and first.first.etag
+    again = walk(client, etag=first.first.etag)  # as the engine passes Character.list_etag
     assert again.not_modified and again.items == () and again.pages_read == 1
     assert fake.seen[-1].headers["if-none-match"]
+
+
+def test_a_page_one_fetched_before_the_walk_is_used_once(
+    client: EsiClient, fake: FakeEsi, clock: ManualClock
+) -> None:
+    """The worker's quick path hands its page 1 over; a restart asks for page 1 again."""
+    fake.set_list(7, [6, 5, 4, 3, 2, 1])
+    page_one = client.fetch_killmail_list_page(7, "tok", 1)
+    refresh_once_on_page_2(fake, clock, [7, 6, 5, 4, 3, 2, 1])
+    read: list[int] = []
+    result = walk_of(client, first_page=page_one, on_page=lambda page: read.append(page.page))
+    assert [seen.query["page"] for seen in fake.seen] == ["1", "2", "1", "2", "3"]
+    assert read == [1, 2, 1, 2, 3] and result.walk.restarts == 1
+    assert ids(result.walk.items) == [7, 6, 5, 4, 3, 2, 1]
+    assert result.first is not None and ids(result.first.items) == [7, 6, 5]
