@@ -34,6 +34,12 @@ from tests.factories import killmail  # noqa: E402
 from tests.killmail_shapes import built_killmails  # noqa: E402
 
 BATCH = 500
+# The rows of each table in one killmail's rows, in the order of the raw INSERTs.
+PARTS: tuple[Callable[[KillmailRows], list[dict[str, Any]]], ...] = (
+    lambda r: [r.killmail],
+    lambda r: r.attackers,
+    lambda r: r.items,
+)
 
 
 def sample_bodies(count: int) -> list[dict[str, Any]]:
@@ -90,7 +96,7 @@ def bench_raw(db: Database, rows: list[KillmailRows]) -> float:
             value = row.get(col)
             if col in {"extra", "payload"} and value is not None:
                 value = json.dumps(value)
-            if col == "killmail_time" and db.dialect == "sqlite":
+            if col == "killmail_time" and db.dialect == "sqlite" and value is not None:
                 value = value.replace(tzinfo=None)
             if col == "saved_at":
                 value = (
@@ -119,12 +125,8 @@ def bench_raw(db: Database, rows: list[KillmailRows]) -> float:
                 cur = raw.cursor()
                 if db.dialect == "sqlite":
                     cur.execute("BEGIN IMMEDIATE")
-                for (sql, cols), getter in zip(
-                    statements,
-                    (lambda r: [r.killmail], lambda r: r.attackers, lambda r: r.items),
-                    strict=True,
-                ):
-                    cur.executemany(sql, [values(x, cols) for r in batch for x in getter(r)])
+                for (sql, cols), part in zip(statements, PARTS, strict=True):
+                    cur.executemany(sql, [values(x, cols) for r in batch for x in part(r)])
                 raw.commit()
                 cur.close()
         finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -351,7 +351,9 @@ def _sorted(obj: dict[str, Any], extra: Mapping[str, Any] | None) -> dict[str, A
 
 
 def build_killmail(
-    killmail: Mapping[str, Any], attackers: list[Mapping[str, Any]], items: list[Mapping[str, Any]]
+    killmail: Mapping[str, Any],
+    attackers: Sequence[Mapping[str, Any]],
+    items: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
     """The ESI body for stored rows (attackers and items ordered by position)."""
     extra = killmail["extra"] or {}
@@ -393,7 +395,7 @@ def _build_attacker(row: Mapping[str, Any]) -> dict[str, Any]:
     return _sorted(out, row["extra"])
 
 
-def _build_items(rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _build_items(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     top: list[dict[str, Any]] = []
     by_position: dict[int, dict[str, Any]] = {}
     for row in rows:

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -166,7 +167,7 @@ def start_sim() -> Iterator[Callable[..., object]]:
 
     servers: list[SimServer] = []
 
-    def start(name: str = "smoke", *, seed: int = 1, **overrides: object) -> SimServer:
+    def start(name: str = "smoke", *, seed: int = 1, **overrides: Any) -> SimServer:
         scenario = dataclasses.replace(Scenario.named(name, seed=seed), **overrides)
         server = SimServer(scenario, port=0).start()
         servers.append(server)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ def sim(start_sim: Any) -> SimServer:
 @pytest.fixture
 def accounts_for(
     db: Database, db_target: DbTarget, tmp_path: Path, sim: SimServer
-) -> Callable[[], Accounts]:
+) -> Iterator[Callable[[], Accounts]]:
     """A new Accounts each call: like separate worker processes on one database."""
     made: list[Accounts] = []
     environ = sim_environ(sim, tmp_path / "home", db_target.url)
@@ -43,7 +43,7 @@ def accounts_for(
         made.append(accounts)
         return accounts
 
-    yield make  # type: ignore[misc]
+    yield make
     for accounts in made:
         accounts.sso.close()
 

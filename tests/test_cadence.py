@@ -18,7 +18,7 @@ from killcli.accounts import KILLMAIL_SCOPE
 from killcli.cadence import DEFAULT_CADENCE, CadenceError, parse_cadence
 from killcli.config import load_settings
 from killcli.db import Database
-from killcli.db.models import Character, CharacterKillmail
+from killcli.db.models import Character, CharacterKillmail, table_of
 from killcli.db.store import link_characters, save_killmails
 from killcli.killmail import parse_killmail
 from killcli.queue import Broker, open_broker
@@ -319,7 +319,7 @@ def test_the_migration_backfills_newest_killmail_at(empty_database: Database) ->
     times = ["2026-10-01T00:00:00Z", "2026-10-20T08:30:00Z", "2026-10-05T00:00:00Z"]
     for body, when in zip(bodies, times, strict=True):
         body["killmail_time"] = when
-    characters = Character.__table__
+    characters = table_of(Character)
     with database.engine.begin() as conn:  # the schema before 0004: Core rows, no new column
         for cid in (ONE_DAY, NONE):
             conn.execute(
@@ -337,7 +337,7 @@ def test_the_migration_backfills_newest_killmail_at(empty_database: Database) ->
     with database.session() as s:
         save_killmails(s, [parse_killmail(b) for b in bodies])
         s.execute(
-            insert(CharacterKillmail.__table__),
+            insert(table_of(CharacterKillmail)),
             [
                 {"character_id": ONE_DAY, "killmail_id": kid, "seen_at": T0}
                 for kid in (131_000_001, 131_000_002, 131_000_003)

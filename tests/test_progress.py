@@ -161,6 +161,7 @@ def test_phases_and_counts_of_a_real_sync(world: World) -> None:
     snap, state = blocked[-1]
     wait = snap.wait_for(state)
     assert wait is not None and WAIT_LINE.fullmatch(wait.message(snap.now_s))
+    assert wait.refill_per_s is not None
     assert wait.refill_per_s == pytest.approx(BUCKET[0] / BUCKET[1] / 2)
     left = total - state.bodies_done  # the wait, then the rest at the bucket's pace
     assert snap.eta_s(state) == pytest.approx(

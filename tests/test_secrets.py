@@ -268,7 +268,7 @@ def test_ten_concurrent_first_commands_agree_on_one_key(
     assert by_kind(status)["webhook_url"] == ([10], 0)
 
 
-BAD_KEY_FILES: dict[str, Callable[[Path], None]] = {
+BAD_KEY_FILES: dict[str, Callable[[Path], object]] = {
     "non-ASCII": lambda p: p.write_text("clé-secrète\n", encoding="utf-8"),
     "binary": lambda p: p.write_bytes(bytes(range(256))),
     "NUL bytes": lambda p: p.write_bytes(b"\x00" * 44),
@@ -286,7 +286,7 @@ BAD_KEY_FILES: dict[str, Callable[[Path], None]] = {
 
 @pytest.mark.parametrize("make", BAD_KEY_FILES.values(), ids=BAD_KEY_FILES.keys())
 def test_a_bad_key_file_is_one_clear_line(
-    make: Callable[[Path], None], cli: Cli, isolated_env: Path
+    make: Callable[[Path], object], cli: Cli, isolated_env: Path
 ) -> None:
     assert cli("db", "upgrade").exit_code == 0
     key_file = isolated_env / "secret.key"

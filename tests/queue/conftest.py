@@ -20,7 +20,8 @@ import pytest
 
 from killcli.clock import ManualClock
 from killcli.db import Database
-from killcli.queue import Broker, ConsumeResult, Handler, RetryPolicy
+from killcli.queue import Broker, ConsumeResult, Handler, Job, RetryPolicy
+from killcli.queue.base import Outcome
 from killcli.queue.rabbit import RabbitBroker
 from tests.conftest import unavailable
 
@@ -86,6 +87,17 @@ def make_rabbit(rabbitmq_url: str, queue_name: str, lease_db: Database) -> Itera
         broker.close()
     cleanup = RabbitBroker(rabbitmq_url, lease_db, queue_name=queue_name)
     cleanup.delete_topology()
+
+
+def done_recording(seen: list[int], field: str) -> Handler:
+    """A handler that records one field of each job (``character_id``, ``attempt``) and
+    settles it done."""
+
+    def handle(job: Job) -> Outcome:
+        seen.append(getattr(job, field))
+        return Outcome.done()
+
+    return handle
 
 
 def consume(broker: Broker, handler: Handler, **options: object) -> ConsumeResult:

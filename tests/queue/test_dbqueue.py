@@ -16,7 +16,7 @@ from killcli.db import Database
 from killcli.db.models import Job as JobRow
 from killcli.errors import UsageError
 from killcli.queue import DatabaseBroker, Job, Outcome, OutcomeKind, QueueStats, RetryPolicy
-from tests.queue.conftest import FAST, BackgroundConsumer, consume
+from tests.queue.conftest import FAST, BackgroundConsumer, consume, done_recording
 
 
 def jobs(*character_ids: int) -> list[Job]:
@@ -50,7 +50,7 @@ def test_consume_runs_jobs_in_priority_order(db: Database) -> None:
     queue.publish(jobs(10, 11, 12))
     queue.publish(jobs(20), priority=3)
     seen: list[int] = []
-    result = consume(queue, lambda job: seen.append(job.character_id) or Outcome.done(), drain=True)
+    result = consume(queue, done_recording(seen, "character_id"), drain=True)
     assert seen == [20, 10, 11, 12]
     assert (result.handled, result.done) == (4, 4)
     assert rows(db) == 0
@@ -107,12 +107,13 @@ def test_a_failed_job_waits_for_its_backoff(db: Database, now: ManualClock) -> N
     policy = RetryPolicy(max_attempts=5, base_s=10, cap_s=100)
     queue = broker(db, clock=now, policy=policy, rng=random.Random(3))
     queue.publish(jobs(7))
-    waits = []
+    waits: list[float] = []
     for tries in (1, 2, 3):
         (delivery,) = queue.reserve()
         assert delivery.tries == tries
         settlement = policy.settle(Outcome.retry("ESI 503"), tries=tries, rng=queue.rng)
         assert settlement.kind is OutcomeKind.RETRY
+        assert settlement.delay_s is not None
         waits.append(settlement.delay_s)
         assert queue.settle(delivery, settlement)
         now.advance(settlement.delay_s - 0.01)
@@ -168,7 +169,7 @@ def test_poison_goes_straight_to_the_dead_letters(db: Database, now: ManualClock
         )
     queue.publish(jobs(6))
     seen: list[int] = []
-    result = consume(queue, lambda job: seen.append(job.character_id) or Outcome.done(), drain=True)
+    result = consume(queue, done_recording(seen, "character_id"), drain=True)
     assert (result.poisoned, result.done, seen) == (1, 1, [6])
     (dead,) = queue.dead_letters()
     assert dead.reason == "poison: unknown job version 2 (this killsync reads 1)"
@@ -201,7 +202,7 @@ def test_a_crashed_workers_job_is_run_by_another_consumer(db: Database) -> None:
     seen: list[int] = []
     result = consume(
         broker(db, visibility_timeout_s=0.5),
-        lambda job: seen.append(job.attempt) or Outcome.done(),
+        done_recording(seen, "attempt"),
         max_jobs=1,
     )
     assert (seen, result.done) == ([1], 1)

@@ -13,7 +13,7 @@ from sqlalchemy import event
 from killcli.clock import ManualClock
 from killcli.db import Database
 from killcli.holders import this_owner
-from killcli.queue import DatabaseBroker, Job, Outcome
+from killcli.queue import DatabaseBroker, Job
 from killcli.queue.leases import (
     HEARTBEAT_S,
     HOLDER_TIMEOUT_S,
@@ -22,7 +22,7 @@ from killcli.queue.leases import (
     character_lease,
 )
 from killcli.queue.rabbit_consumer import LeaseBook
-from tests.queue.conftest import FAST, consume
+from tests.queue.conftest import FAST, consume, done_recording
 from tests.test_holders import dead_owner
 
 ELSEWHERE = "another-host:4242:123456.abcdef01"  # a well-formed owner of another host
@@ -205,9 +205,7 @@ def test_a_consumer_started_after_a_crash_runs_the_dead_consumers_jobs(db: Datab
     crashed.publish([Job.new(1), Job.new(2), Job.new(3)])
     assert len(crashed.reserve(limit=2)) == 2
     seen: list[int] = []
-    result = consume(
-        broker(db), lambda job: seen.append(job.character_id) or Outcome.done(), drain=True
-    )
+    result = consume(broker(db), done_recording(seen, "character_id"), drain=True)
     assert sorted(seen) == [1, 2, 3]
     assert result.done == 3
 

@@ -92,7 +92,7 @@ def test_settlement_retries_then_gives_up_with_the_reason() -> None:
     policy, rng = RetryPolicy(max_attempts=3, base_s=1, cap_s=4), random.Random(1)
     first = policy.settle(Outcome.retry("ESI\n502"), tries=1, rng=rng)
     assert (first.kind, first.reason) == (OutcomeKind.RETRY, "ESI 502")
-    assert 0.5 <= first.delay_s <= 1
+    assert first.delay_s is not None and 0.5 <= first.delay_s <= 1
     assert policy.settle(Outcome.retry("x", delay_s=42), tries=2, rng=rng).delay_s == 42
     last = policy.settle(Outcome.retry("ESI 502"), tries=3, rng=rng)
     assert (last.kind, last.reason) == (OutcomeKind.DEAD, "gave up after 3 attempts: ESI 502")

@@ -9,6 +9,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import cast
 
 import pika
 import pytest
@@ -24,6 +25,7 @@ from tests.queue.conftest import (
     MakeRabbit,
     close_connections_named,
     consume,
+    done_recording,
 )
 
 pytestmark = pytest.mark.rabbitmq
@@ -184,7 +186,7 @@ def test_an_unacked_job_returns_when_its_connection_closes(
     with pika.BlockingConnection(pika.URLParameters(rabbitmq_url)) as crashed:
         method, _, body = crashed.channel().basic_get(queue_name, auto_ack=False)
         assert method is not None
-        assert body == job.encode()
+        assert cast(bytes, body) == job.encode()  # types-pika declares the body str
         assert queue.stats().ready == 0
     # the worker "died" without acking: RabbitMQ puts the job back
     seen: list[int] = []
@@ -281,7 +283,7 @@ def test_operators_list_requeue_and_purge_dead_letters(
     assert (result.requeued, result.dropped, result.kept) == (2, 1, 1)
     assert queue.stats().ready == 3
     attempts: list[int] = []
-    consume(queue, lambda job: attempts.append(job.attempt) or Outcome.done(), drain=True)
+    consume(queue, done_recording(attempts, "attempt"), drain=True)
     assert attempts == [0, 0, 0]
     assert queue.purge_dead_letters() == 1
     assert queue.dead_letters() == []

@@ -38,6 +38,9 @@ class Recorder:
                 self.running -= 1
 
 
+MakeFetcher = Callable[..., BodyFetcher[int, str]]
+
+
 @pytest.fixture
 def make_fetcher() -> Iterator[Callable[..., BodyFetcher[int, str]]]:
     fetchers: list[BodyFetcher[int, str]] = []
@@ -52,7 +55,7 @@ def make_fetcher() -> Iterator[Callable[..., BodyFetcher[int, str]]]:
         fetcher.close()
 
 
-def test_every_key_is_fetched_once_and_errors_reach_the_consumer(make_fetcher) -> None:
+def test_every_key_is_fetched_once_and_errors_reach_the_consumer(make_fetcher: MakeFetcher) -> None:
     fetch = Recorder(fail=frozenset({7, 42}))
     fetcher = make_fetcher(fetch)
     values, errors = {}, {}
@@ -68,7 +71,7 @@ def test_every_key_is_fetched_once_and_errors_reach_the_consumer(make_fetcher) -
     assert fetch.peak_running <= 4
 
 
-def test_a_slow_consumer_holds_at_most_per_stream_bodies(make_fetcher) -> None:
+def test_a_slow_consumer_holds_at_most_per_stream_bodies(make_fetcher: MakeFetcher) -> None:
     fetch = Recorder()
     fetcher = make_fetcher(fetch, threads=4, per_stream=5)
     consumed = 0
@@ -84,7 +87,7 @@ def test_a_slow_consumer_holds_at_most_per_stream_bodies(make_fetcher) -> None:
     assert stream.peak_held <= 5
 
 
-def test_threads_serve_the_oldest_stream_first(make_fetcher) -> None:
+def test_threads_serve_the_oldest_stream_first(make_fetcher: MakeFetcher) -> None:
     fetch = Recorder(delay_s=0.001)
     fetcher = make_fetcher(fetch, threads=1, per_stream=1000)
     with fetcher.stream(list(range(50))) as older, fetcher.stream(list(range(1000, 1050))) as newer:
@@ -94,7 +97,7 @@ def test_threads_serve_the_oldest_stream_first(make_fetcher) -> None:
     assert fetch.order == [*range(50), *range(1000, 1050)]
 
 
-def test_a_stream_at_its_bound_lets_the_next_stream_through(make_fetcher) -> None:
+def test_a_stream_at_its_bound_lets_the_next_stream_through(make_fetcher: MakeFetcher) -> None:
     fetch = Recorder()
     fetcher = make_fetcher(fetch, threads=2, per_stream=3)
     with fetcher.stream(list(range(100))) as stalled, fetcher.stream([500, 501]) as other:
@@ -105,7 +108,7 @@ def test_a_stream_at_its_bound_lets_the_next_stream_through(make_fetcher) -> Non
             assert len([k for k in fetch.order if k < 100]) == 3
 
 
-def test_leaving_a_stream_early_stops_its_fetches(make_fetcher) -> None:
+def test_leaving_a_stream_early_stops_its_fetches(make_fetcher: MakeFetcher) -> None:
     fetch = Recorder(delay_s=0.002)
     fetcher = make_fetcher(fetch, threads=2, per_stream=4)
     with fetcher.stream(list(range(1000))) as stream:
@@ -118,7 +121,7 @@ def test_leaving_a_stream_early_stops_its_fetches(make_fetcher) -> None:
     assert len(fetcher) == 0
 
 
-def test_closing_the_fetcher_wakes_a_waiting_consumer(make_fetcher) -> None:
+def test_closing_the_fetcher_wakes_a_waiting_consumer(make_fetcher: MakeFetcher) -> None:
     gate = threading.Event()
 
     def blocked(key: int) -> str:
@@ -149,7 +152,7 @@ def test_closing_the_fetcher_wakes_a_waiting_consumer(make_fetcher) -> None:
         fetcher.stream([4])
 
 
-def test_an_empty_stream_yields_nothing(make_fetcher) -> None:
+def test_an_empty_stream_yields_nothing(make_fetcher: MakeFetcher) -> None:
     fetcher = make_fetcher(Recorder())
     with fetcher.stream([]) as stream:
         assert list(stream) == []

@@ -31,7 +31,7 @@ def test_concurrent_syncs_share_one_lookup_and_each_gets_its_names(
     asked = sim.stats.snapshot().count(NAMES) - before
     for want, (names, _resolved) in zip(wanted, results, strict=True):
         assert set(names) == want
-        assert all(names[i] == sim.world.name(i)[0] for i in want)  # type: ignore[index]
+        assert all(names[i] == sim.world.name(i)[0] for i in want)
     # One lookup for the first caller, one for everyone who queued behind it (a lock held
     # across each round trip made that 16 lookups, one after another).
     assert asked <= 3
