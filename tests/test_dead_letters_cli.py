@@ -110,9 +110,9 @@ def add_and_remove_a_character(deployment: Deployment, cli: Cli) -> int:
     sim = deployment.sim
     character_id = next(iter(sim.world.ground_truth()))
     ok(cli("users", "add", "--refresh-token", "-", stdin=sim.issue_refresh_token(character_id)))
-    ok(cli("queue", "--character", str(character_id), "--quiet"))
+    ok(cli("queue", "--character", str(character_id), "--one-line"))
     ok(cli("users", "remove", str(character_id)))
-    return character_id
+    return int(character_id)
 
 
 def test_list_requeue_and_purge_dead_letters(deployment: Deployment, cli: Cli) -> None:

@@ -78,7 +78,10 @@ def test_character_statuses_are_stored_as_the_strings_they_always_were(db: Datab
     with db.session() as s:
         s.execute(text("UPDATE characters SET status = 'needs_login' WHERE character_id = 2"))
     with db.session() as s:
-        raw = dict(s.execute(text("SELECT character_id, status FROM characters")).all())
+        raw: dict[int, str] = {
+            r.character_id: r.status
+            for r in s.execute(text("SELECT character_id, status FROM characters"))
+        }
         loaded = {c.character_id: c.status for c in s.scalars(select(Character))}
         only_active = s.scalars(
             select(Character.character_id).where(Character.status == CharacterStatus.ACTIVE)
