@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -92,6 +92,10 @@ class RefreshResult:
     expires_at: datetime | None = None
     reason: str | None = None
     retryable: bool = False  #: not ok, but the new tokens are kept: a later refresh works
+
+    def as_dict(self) -> dict[str, Any]:
+        """One character of the ``refresh`` JSON payload."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)

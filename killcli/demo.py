@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from killcli.config import Settings, load_settings
 from killcli.db import Database
@@ -39,6 +40,19 @@ class DemoResult:
     elapsed_s: float
     esi_requests: int
     bodies_fetched_twice: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``demo`` JSON payload."""
+        return {
+            "characters": self.characters,
+            "jobs": self.jobs,
+            "killmails": self.stats.killmails_total,
+            "esi_requests": self.esi_requests,
+            "bodies_fetched_twice": self.bodies_fetched_twice,
+            "elapsed_s": round(self.elapsed_s, 2),
+            "database_url": self.settings.database_url,
+            "home": str(self.settings.home),
+        }
 
 
 def demo_settings(sim: SimServer, home: Path, database_url: str | None) -> Settings:

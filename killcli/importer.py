@@ -81,6 +81,15 @@ class ImportResult:
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
 
+    def as_dict(self) -> dict[str, int]:
+        """The ``import`` JSON payload (the rejections are printed as lines, not kept)."""
+        return {
+            "read": self.read,
+            "new": self.new,
+            "already_present": self.already,
+            "rejected": self.rejected,
+        }
+
     def reject(self, record: Record, reason: str) -> None:
         """Count a record that was not stored, and keep why (``file:position: reason``)."""
         self.rejected += 1

@@ -19,7 +19,7 @@ refuses a second job for a character anyway.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -64,6 +64,16 @@ class QueueRunResult:
     already_queued: int = 0
     skipped_lock: bool = False
     dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``queue`` JSON payload."""
+        return {
+            "due": len(self.due),
+            "queued": self.published,
+            "already_queued": self.already_queued,
+            "dry_run": self.dry_run,
+            "characters": [asdict(c) for c in self.due],
+        }
 
 
 def jitter(character_id: int, cache_span: timedelta) -> timedelta:

@@ -72,12 +72,7 @@ def import_cmd(
         app_ctx.console.print(f"rejected: {sanitize(str(error))}")
     if result.rejected > len(result.errors):
         app_ctx.console.print(f"... and {result.rejected - len(result.errors)} more rejected")
-    summary = {
-        "read": result.read,
-        "new": result.new,
-        "already_present": result.already,
-        "rejected": result.rejected,
-    }
+    summary = result.as_dict()
     if as_json:
         print_json("import", summary)
     else:

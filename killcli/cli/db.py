@@ -34,24 +34,15 @@ def status(
 ) -> None:
     """Show the schema version of the database and the one this killsync needs."""
     db = app_context(ctx).database(check_schema=False)
-    current, head = db.current_revision(), db.head_revision()
-    known = db.is_known_revision(current)
+    schema = db.schema_status()
     if as_json:
-        print_json(
-            "db.status",
-            {
-                "current": current,
-                "head": head,
-                "up_to_date": current == head,
-                "newer_than_killsync": not known,
-            },
-        )
+        print_json("db.status", schema.as_dict())
         return
     state = (
         "up to date"
-        if current == head
+        if schema.up_to_date
         else "out of date: run `killsync db upgrade`"
-        if known
+        if schema.known
         else "newer than this killsync: upgrade killsync"
     )
-    typer.echo(f"schema {current or 'none'} (needs {head}): {state}")
+    typer.echo(f"schema {schema.current or 'none'} (needs {schema.head}): {state}")

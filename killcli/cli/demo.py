@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -61,20 +60,9 @@ def demo(
             on_step=app_ctx.info,
             on_job=on_job,
         )
-    home: Path = result.settings.home
     url = result.settings.database_url
-    summary = {
-        "characters": result.characters,
-        "jobs": result.jobs,
-        "killmails": result.stats.killmails_total,
-        "esi_requests": result.esi_requests,
-        "bodies_fetched_twice": result.bodies_fetched_twice,
-        "elapsed_s": round(result.elapsed_s, 2),
-        "database_url": url,
-        "home": str(home),
-    }
     if as_json:
-        print_json("demo", summary)
+        print_json("demo", result.as_dict())
         return
     app_ctx.info(
         f"\ndemo done in {result.elapsed_s:.1f} s: {result.characters} characters, "

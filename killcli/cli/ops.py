@@ -89,24 +89,8 @@ def queue_cmd(
     if result.skipped_lock:
         app_ctx.info("another `killsync queue` is running: nothing queued")
         return
-    rows: list[dict[str, Any]] = [
-        {
-            "character_id": c.character_id,
-            "name": c.name,
-            "reason": c.reason,
-            "priority": c.priority,
-            "tier": c.tier,
-        }
-        for c in result.due
-    ]
-    summary = {
-        "due": len(result.due),
-        "queued": result.published,
-        "already_queued": result.already_queued,
-        "dry_run": dry_run,
-    }
     if as_json:
-        print_json("queue", {**summary, "characters": rows})
+        print_json("queue", result.as_dict())
     elif one_line or quiet_line:
         typer.echo(
             f"queued {result.published} of {len(result.due)} due "
@@ -121,13 +105,9 @@ def queue_cmd(
             "tier",
             title=("due (dry run)" if dry_run else f"queued {result.published}"),
         )
-        for row in rows:
+        for c in result.due:
             table.add_row(
-                str(row["character_id"]),
-                sanitize(row["name"]),
-                sanitize(row["reason"]),
-                str(row["priority"]),
-                row["tier"],
+                str(c.character_id), sanitize(c.name), sanitize(c.reason), str(c.priority), c.tier
             )
         make_console(stderr=False).print(table)
 

@@ -249,20 +249,7 @@ def refresh_token(
     ) as progress:
         results = [accounts.refresh(cid) for cid in progress.track(ids)]
     if as_json:
-        print_json(
-            "refresh",
-            [
-                {
-                    "character_id": r.character_id,
-                    "name": r.name,
-                    "ok": r.ok,
-                    "expires_at": r.expires_at,
-                    "reason": r.reason,
-                    "retryable": r.retryable,
-                }
-                for r in results
-            ],
-        )
+        print_json("refresh", [r.as_dict() for r in results])
     else:
         for r in results:
             state = (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,28 @@ def make_engine(url: str) -> Engine:
         ) from exc
 
 
+@dataclass(frozen=True)
+class SchemaStatus:
+    """Where a database's schema stands against this killsync's migrations."""
+
+    current: str | None  # None: an empty database
+    head: str
+    known: bool  # False: a newer killsync migrated it
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.head
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``db.status`` JSON payload."""
+        return {
+            "current": self.current,
+            "head": self.head,
+            "up_to_date": self.up_to_date,
+            "newer_than_killsync": not self.known,
+        }
+
+
 class Database:
     """One engine and session factory per process, built once and passed around."""
 
@@ -172,6 +195,10 @@ class Database:
         head = ScriptDirectory.from_config(self._alembic_config()).get_current_head()
         assert head is not None
         return head
+
+    def schema_status(self) -> SchemaStatus:
+        current = self.current_revision()
+        return SchemaStatus(current, self.head_revision(), self.is_known_revision(current))
 
     def upgrade(self) -> tuple[str | None, str]:
         """Migrate to the newest schema; idempotent. Returns (before, after)."""
