@@ -22,9 +22,9 @@ from killcli.db import Database
 from killcli.queue import open_broker
 from killcli.runtime import build_runtime
 from killcli.scheduler import run_queue
-from killcli.sim import Scenario, SimServer
 from killcli.stats import Stats, collect_stats
 from killcli.worker import JobReport, Worker
+from killsim import Scenario, SimServer
 
 DEMO_SCENARIO = "smoke"
 

@@ -36,9 +36,9 @@ from killcli.queue import Broker, Job, RetryPolicy, open_broker
 from killcli.queue.leases import character_lease
 from killcli.runtime import Runtime, build_runtime
 from killcli.scheduler import run_queue
-from killcli.sim import FaultPlan, SimServer
-from killcli.sim.scenario import ESI_BUCKETS
 from killcli.worker import Worker
+from killsim import FaultPlan, SimServer
+from killsim.scenario import ESI_BUCKETS
 from tests.conftest import REPO, CliResult, DbTarget, sim_environ, unavailable
 
 RABBIT_URL = os.environ.get("KILLSYNC_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")

@@ -13,9 +13,9 @@ from killcli.cli import params
 from killcli.cli.context import examples, print_json
 from killcli.console import make_console
 from killcli.signals import stop_on_signals
-from killcli.sim import Scenario, SimServer
-from killcli.sim.server import Provisioned
 from killcli.textsafe import sanitize
+from killsim import Scenario, SimServer
+from killsim.server import Provisioned
 
 app = typer.Typer(
     name="sim",

@@ -26,8 +26,8 @@ from killcli.esi import (
     walk_character_killmails,
     walk_list,
 )
-from killcli.sim import ManualClock, Scenario, SigningKeys, SimServer, SystemClock
 from killcli.sso import SsoClient, run_login
+from killsim import ManualClock, Scenario, SigningKeys, SimServer, SystemClock
 
 UA = "killsync/test (ops@example.org)"
 BODY_ROUTE = "/killmails/{killmail_id}/{killmail_hash}"

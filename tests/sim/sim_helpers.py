@@ -14,7 +14,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from killcli.sim import SimServer
+from killsim import SimServer
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("KILLSYNC_SHARED_DIR", REPO / ".." / "shared")).resolve()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from killcli.errors import InputError, UsageError
-from killcli.sim import ESI_BUCKETS, FaultPlan, Scenario, SystemClock, World
+from killsim import ESI_BUCKETS, FaultPlan, Scenario, SystemClock, World
 
 
 def test_named_scenarios_and_their_numbers() -> None:

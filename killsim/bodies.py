@@ -14,9 +14,9 @@ import random
 from typing import Any
 
 from killcli.killmail import esi_number, format_time
-from killcli.sim.generate import seeded
-from killcli.sim.model import KillSpec, Pilot
-from killcli.sim.names import TypeInfo
+from killsim.generate import seeded
+from killsim.model import KillSpec, Pilot
+from killsim.names import TypeInfo
 
 _HIGH, _MID, _LOW, _RIGS = range(27, 35), range(19, 27), range(11, 19), (92, 93, 94)
 _CARGO, _DRONE_BAY, _FIGHTER_BAY, _FUEL_BAY = 5, 87, 158, 133

@@ -1,4 +1,4 @@
-"""Scenario files: TOML with the keys of :class:`~killcli.sim.scenario.Scenario`.
+"""Scenario files: TOML with the keys of :class:`~killsim.scenario.Scenario`.
 
 ::
 
@@ -31,7 +31,7 @@ from types import MappingProxyType
 from typing import Any
 
 from killcli.errors import InputError, UsageError
-from killcli.sim.scenario import FAULT_FIELDS, SCENARIO_FIELDS, FaultPlan, Scenario, parse_limit
+from killsim.scenario import FAULT_FIELDS, SCENARIO_FIELDS, FaultPlan, Scenario, parse_limit
 
 
 def load_scenario_file(path: Path) -> Scenario:

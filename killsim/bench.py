@@ -1,6 +1,6 @@
 """How many requests per second the simulator sustains on this machine.
 
-``python -m killcli.sim.bench [--seconds 5] [--processes 1] [--threads 8]`` starts a
+``python -m killsim.bench [--seconds 5] [--processes 1] [--threads 8]`` starts a
 simulator with limits that never bite, then load processes (``http.client``, one
 keep-alive connection per thread) fetch killmail bodies round-robin for the given
 time. The load runs in other processes so that it does not share the server's GIL.
@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 from multiprocessing.queues import Queue
 from types import MappingProxyType
 
-from killcli.sim.scenario import Scenario
-from killcli.sim.server import SimServer
+from killsim.scenario import Scenario
+from killsim.server import SimServer
 
 _UNLIMITED = MappingProxyType(dict.fromkeys(("char-killmail", "killmail", "status"), (10**9, 900)))
 

@@ -246,7 +246,7 @@ class Scenario:
     def from_file(cls, path: Path | str) -> Scenario:
         """Load a TOML scenario (same keys as the dataclass; ``base = "smoke"`` starts
         from a named scenario; ``[buckets]`` and ``[faults]`` tables)."""
-        from killcli.sim.scenario_file import load_scenario_file  # noqa: PLC0415 - it imports us
+        from killsim.scenario_file import load_scenario_file  # noqa: PLC0415 - it imports us
 
         return load_scenario_file(Path(path))
 

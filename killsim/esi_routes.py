@@ -1,6 +1,6 @@
 """ESI's data routes: what each answers, with its caching headers.
 
-Limits, authentication and faults are applied around these by :mod:`killcli.sim.esi`.
+Limits, authentication and faults are applied around these by :mod:`killsim.esi`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from types import MappingProxyType
 from typing import Any
 
 from killcli.killmail import format_time
-from killcli.sim.bodies import encode
-from killcli.sim.clock import Clock
-from killcli.sim.lists import ListCache
-from killcli.sim.world import World
+from killsim.bodies import encode
+from killsim.clock import Clock
+from killsim.lists import ListCache
+from killsim.world import World
 
 JSON = "application/json; charset=utf-8"
 MAX_IDS = 1000
