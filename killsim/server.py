@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from killcli.errors import UsageError
 from killsim.clock import Clock, SystemClock
+from killsim.errors import ListenError
 from killsim.esi import EsiApp
 from killsim.esi_routes import EsiData
 from killsim.faults import Faults
@@ -114,7 +114,7 @@ class SimServer:
         try:
             self._httpd = SimHTTPServer(self._address, self._app, self.clock)
         except OSError as exc:
-            raise UsageError(
+            raise ListenError(
                 f"cannot listen on {self._address[0]}:{self._address[1]}: {exc.strerror or exc}"
             ) from exc
         self._sso_state.issuer = self.sso_url
