@@ -24,7 +24,7 @@ signed with RS256 or ES256, and faults on demand. ::
 
 Pass ``clock=ManualClock()`` to move time by hand (``clock.advance(900)``) and
 ``keys=SigningKeys.generate()`` made once to share signing keys between servers.
-``python -m killsim.bench`` measures the server's sustained requests per second.
+``bench/bench_sim.py`` measures the server's sustained requests per second.
 
 The simulator is the other side of every test of killsync's client, so it shares no
 code with it: it imports nothing from ``killcli`` (``tests/test_layout.py`` checks),
