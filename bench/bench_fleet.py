@@ -62,7 +62,7 @@ from bench.children import (  # noqa: E402
 )
 from bench.fleet_report import print_sigkill, print_sync, progress  # noqa: E402
 from bench.run import BODY, SimProcess, count, figures, fresh_database  # noqa: E402
-from killcli.sim import Scenario, min_sync_time_s  # noqa: E402
+from killsim import Scenario, min_sync_time_s  # noqa: E402
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -41,7 +41,7 @@ from bench.children import (  # noqa: E402
     exit_on_sigterm,
 )
 from bench.run import BODY, LIST, SimProcess, count, fresh_database  # noqa: E402
-from killcli.sim import FaultPlan  # noqa: E402
+from killsim import FaultPlan  # noqa: E402
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -44,7 +44,7 @@ from killcli.queue import open_broker  # noqa: E402
 from killcli.runtime import build_runtime  # noqa: E402
 from killcli.scheduler import run_queue  # noqa: E402
 from killcli.service import WorkerOptions, run_worker  # noqa: E402
-from killcli.sim import Scenario, SimServer  # noqa: E402
+from killsim import Scenario, SimServer  # noqa: E402
 
 BODY = "/killmails/{killmail_id}/{killmail_hash}"
 LIST = "/characters/{character_id}/killmails/recent"

@@ -13,20 +13,24 @@ import dataclasses
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from killcli.config import Settings, load_settings
 from killcli.db import Database
+from killcli.errors import UsageError
 from killcli.queue import open_broker
 from killcli.runtime import build_runtime
 from killcli.scheduler import run_queue
 from killcli.service import WorkerOptions, run_worker
-from killcli.sim import Scenario, SimServer
 from killcli.stats import Stats, collect_stats
 from killcli.worker import JobReport
+
+if TYPE_CHECKING:
+    from killsim import SimServer
 
 DEMO_SCENARIO = "smoke"
 
@@ -70,6 +74,25 @@ def demo_settings(sim: SimServer, home: Path, database_url: str | None) -> Setti
     return load_settings(environ=env)
 
 
+@contextmanager
+def _simulator(characters: int, killmails: int) -> Iterator[SimServer]:
+    """The demo's simulator, running; its errors as killsync's (exit code 2)."""
+    from killsim import Scenario, SimServer  # noqa: PLC0415 - only the demo imports it
+    from killsim.errors import SimError  # noqa: PLC0415
+
+    try:
+        scenario = dataclasses.replace(
+            Scenario.named(DEMO_SCENARIO), characters=characters, killmails=killmails
+        )
+        sim = SimServer(scenario, port=0).start()
+    except SimError as exc:  # a bad --characters or --killmails, no free port
+        raise UsageError(str(exc)) from exc
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
 def run_demo(
     *,
     database_url: str | None = None,
@@ -82,11 +105,8 @@ def run_demo(
 ) -> DemoResult:
     """Run the whole pipeline once; returns what it did (the database stays)."""
     started = time.monotonic()
-    scenario = dataclasses.replace(
-        Scenario.named(DEMO_SCENARIO), characters=characters, killmails=killmails
-    )
-    home = home or Path(tempfile.mkdtemp(prefix="killsync-demo-"))
-    with SimServer(scenario, port=0) as sim:
+    with _simulator(characters, killmails) as sim:
+        home = home or Path(tempfile.mkdtemp(prefix="killsync-demo-"))
         on_step(f"simulator running at {sim.esi_url} (SSO {sim.sso_url})")
         settings = demo_settings(sim, home, database_url)
         db = Database(settings.database_url)

@@ -163,7 +163,7 @@ def start_sim() -> Iterator[Callable[..., object]]:
     """Start simulators (``start_sim("smoke", page_size=7)``); all stopped after the test."""
     import dataclasses
 
-    from killcli.sim import Scenario, SimServer
+    from killsim import Scenario, SimServer
 
     servers: list[SimServer] = []
 

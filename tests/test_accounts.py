@@ -18,7 +18,7 @@ from killcli.db.models import Character
 from killcli.db.types import utcnow
 from killcli.errors import InputError, NeedsLogin, UsageError
 from killcli.runtime import make_accounts
-from killcli.sim import SimServer
+from killsim import SimServer
 from tests.conftest import CliResult, DbTarget, sim_environ
 
 TOKEN_ROUTE = "/sso/v2/oauth/token"

@@ -143,6 +143,10 @@ BAD_INPUTS: list[Bad] = [
     _row("sim serve --port 70000", 2, OUT_OF_RANGE),
     _row("sim serve --port -5", 2, OUT_OF_RANGE),
     _row("sim serve --port {port}", 2, "cannot listen on 127.0.0.1", "busy_port"),
+    # -- the simulator's own errors, as killsync's (exit 2) ------------------------------------
+    _row("sim serve --scenario nope", 2, "unknown scenario 'nope'"),
+    _row("sim serve --scenario {tmp}/absent.toml", 2, "absent.toml: not found"),
+    _row("demo --characters 0", 2, "characters: must be at least 1"),
     # -- worker sizes (exit 2) -----------------------------------------------------------------
     _row("worker --concurrency 100000", 2, OUT_OF_RANGE),
     _row("worker --concurrency 0", 2, OUT_OF_RANGE),

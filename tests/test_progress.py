@@ -31,10 +31,10 @@ from killcli.queue import open_broker
 from killcli.runtime import Runtime, build_runtime
 from killcli.scheduler import run_queue
 from killcli.service import WorkerOptions, run_worker
-from killcli.sim import SimServer
-from killcli.sim.scenario import ESI_BUCKETS
 from killcli.sync import SyncOptions
 from killcli.sync.progress import ProgressRegistry, ProgressSnapshot, SyncTracker
+from killsim import SimServer
+from killsim.scenario import ESI_BUCKETS
 from tests.conftest import sim_environ
 from tests.test_terminal_safety import assert_terminal_safe, run_on_pty, run_piped
 

@@ -23,8 +23,8 @@ from sqlalchemy import select, text, update
 
 from killcli.db import Database
 from killcli.db.models import Character, Webhook
-from killcli.sim import SimServer
 from killcli.sso.crypto import TokenCipher, generate_key
+from killsim import SimServer
 from tests.conftest import CliResult, DbTarget, sim_environ
 from tests.events.chat import ChatServer
 

@@ -20,7 +20,7 @@ import pytest
 from killcli.db import Database
 from killcli.esi.ledger import egress_totals
 from killcli.queue import open_broker
-from killcli.sim import SimServer
+from killsim import SimServer
 from tests.conftest import DbTarget, sim_environ, unavailable
 from tests.test_worker import assert_ground_truth_stored_once, queue_everyone, worker_process
 

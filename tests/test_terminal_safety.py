@@ -32,9 +32,9 @@ from rich.text import Text
 
 from killcli.console import PlainTextColumn, SafeConsole, SafeLogFormatter, make_console
 from killcli.events.render import discord_body, kill_line, slack_body
-from killcli.sim import FaultPlan, SimServer
-from killcli.sim.names import HOSTILE_NAMES, HOSTILE_SUFFIX
 from killcli.textsafe import dumps_for_terminal, sanitize
+from killsim import FaultPlan, SimServer
+from killsim.names import HOSTILE_NAMES, HOSTILE_SUFFIX
 from tests.conftest import REPO, sim_environ
 from tests.events.conftest import make_payload
 

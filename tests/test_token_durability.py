@@ -21,9 +21,9 @@ from killcli.clock import SystemClock
 from killcli.db import Database
 from killcli.db.models import Character
 from killcli.errors import ExitCode, NeedsLogin, SsoError, TokenUnverified
-from killcli.sim import SimServer
-from killcli.sim.scenario import READ_CORP_KILLMAILS
 from killcli.sso import SsoClient, TokenCipher, generate_key
+from killsim import SimServer
+from killsim.scenario import READ_CORP_KILLMAILS
 from tests.conftest import CliResult, DbTarget, sim_environ
 from tests.test_accounts import TOKEN_ROUTE, expire_access_token, first_character
 

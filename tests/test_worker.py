@@ -41,9 +41,9 @@ from killcli.runtime import Runtime, build_runtime
 from killcli.scheduler import run_queue
 from killcli.secrets import make_cipher
 from killcli.service import WorkerOptions, run_worker
-from killcli.sim import FaultPlan, SimServer
-from killcli.sim.scenario import ESI_BUCKETS
 from killcli.worker import JobReport, Worker
+from killsim import FaultPlan, SimServer
+from killsim.scenario import ESI_BUCKETS
 from tests.conftest import REPO, CliResult, DbTarget, sim_environ, unavailable
 from tests.events.chat import ChatServer
 

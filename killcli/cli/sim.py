@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from killcli.cli import params
 from killcli.cli.context import examples, print_json
 from killcli.console import make_console
+from killcli.errors import InputError, UsageError
 from killcli.signals import stop_on_signals
-from killcli.sim import Scenario, SimServer
-from killcli.sim.server import Provisioned
 from killcli.textsafe import sanitize
+
+if TYPE_CHECKING:
+    from killsim.server import Provisioned
+
+#: ``killsim.Scenario.names()``, spelled out so that ``--help`` (and every other command)
+#: does not import the simulator; tests/test_layout.py keeps the two equal.
+SCENARIO_NAMES = ("smoke", "fleet", "incremental", "chaos", "ratelimit", "huge")
 
 app = typer.Typer(
     name="sim",
@@ -49,7 +57,7 @@ def serve(
     scenario: Annotated[
         str,
         typer.Option(
-            "--scenario", help=f"Scenario name ({', '.join(Scenario.names())}) or TOML file."
+            "--scenario", help=f"Scenario name ({', '.join(SCENARIO_NAMES)}) or TOML file."
         ),
     ] = "smoke",
     seed: Annotated[
@@ -70,10 +78,13 @@ def serve(
     Prints the ESI URL, the SSO URL, the client id and a refresh token for every
     simulated character (lines KEY=value, then id, token and name per character).
     """
+    from killsim import Scenario, SimServer  # noqa: PLC0415 - only this command needs it
+
     console = make_console()
-    chosen = Scenario.load(scenario, seed=seed)
+    with _simulator_errors():
+        chosen = Scenario.load(scenario, seed=seed)
     # Handlers first: whoever reads the printed URLs may signal us right away.
-    with stop_on_signals() as stop, SimServer(chosen, port=port) as sim:
+    with stop_on_signals() as stop, _simulator_errors(), SimServer(chosen, port=port) as sim:
         details = sim.provision()
         if tokens_file is not None:
             _write_tokens(tokens_file, details)
@@ -83,6 +94,19 @@ def serve(
         console.print(f"ESI at {sim.esi_url}, SSO at {sim.sso_url}; Ctrl-C to stop")
         stop.wait()
     console.print("simulator stopped")
+
+
+@contextmanager
+def _simulator_errors() -> Iterator[None]:
+    """The simulator's errors as killsync's: one line, exit code 2."""
+    from killsim.errors import ListenError, ScenarioError, ScenarioFileError  # noqa: PLC0415
+
+    try:
+        yield
+    except ScenarioFileError as exc:
+        raise InputError(str(exc)) from exc
+    except (ScenarioError, ListenError) as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _print_details(details: Provisioned, *, as_json: bool, with_tokens: bool) -> None:

@@ -1,9 +1,11 @@
 """A small stateful fake of ESI for ``httpx.MockTransport``: real bucket arithmetic.
 
-It keeps its own floating-window token buckets (per group, and per character for the
-authenticated list route), an error-limit counter, ETags per URL and a recent-killmails list
-per character, all on a :class:`ManualClock`. Tests assert what the client does against it:
-what it sent, when, and whether the fake ever had to refuse.
+Its floating-window token buckets (per group, and per character for the authenticated list
+route) are the simulator's (:class:`killsim.ratelimit.TokenBuckets`, through
+:class:`ServerBuckets`): one bucket model per side, the client's in ``killcli.esi.buckets``
+and ESI's in ``killsim``. Beside them an error-limit counter, ETags per URL and a
+recent-killmails list per character, all on a :class:`ManualClock`. Tests assert what the
+client does against it: what it sent, when, and whether the fake ever had to refuse.
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any, Protocol
 
 import httpx
+
+from killsim.ratelimit import BucketReport, TokenBuckets, key_text
+from killsim.scenario import format_limit
 
 LIST_RE = re.compile(r"^/characters/(\d+)/killmails/recent$")
 KILLMAIL_RE = re.compile(r"^/killmails/(\d+)/([0-9a-f]+)$")
@@ -45,31 +50,65 @@ class Seen:
     status: int = 0
 
 
-@dataclass
-class FakeBucket:
-    limit: int
-    window_s: float
-    spends: deque[tuple[float, int]] = field(default_factory=deque)
-    peak_used: int = 0
-
-    def used(self, now_s: float) -> int:
-        while self.spends and self.spends[0][0] + self.window_s <= now_s:
-            self.spends.popleft()
-        return sum(tokens for _, tokens in self.spends)
-
-    def retry_after_s(self, now_s: float, need: int) -> float:
-        free = self.limit - self.used(now_s)
-        for at_s, tokens in self.spends:
-            free += tokens
-            if free >= need:
-                return at_s + self.window_s - now_s
-        return self.window_s
-
-
 class TestClock(Protocol):
     def monotonic(self) -> float: ...
 
     def wall(self) -> float: ...
+
+
+class _ServerTime:
+    """A test clock as the simulator's buckets read it (:class:`killsim.clock.Clock`)."""
+
+    def __init__(self, clock: TestClock) -> None:
+        self._clock = clock
+
+    def monotonic(self) -> float:
+        return self._clock.monotonic()
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock.wall(), tz=UTC)
+
+
+class ServerBuckets:
+    """ESI's token buckets as the simulator keeps them, and what tests assert on.
+
+    ``limits`` maps a group to ``(tokens, window_s)`` and is read when a group is first
+    used, so a test may change it before the first request. ``peak_used`` is the most
+    tokens a bucket ever had in use; ``refused`` counts the 429s the buckets sent.
+    """
+
+    def __init__(self, clock: TestClock, limits: Mapping[str, tuple[int, float]]) -> None:
+        self.limits = limits
+        self.peak_used: dict[tuple[str, Hashable], int] = {}
+        self.refused = 0
+        self._time = _ServerTime(clock)
+        self._groups: dict[str, TokenBuckets] = {}
+
+    def answer(
+        self, group: str, key: Hashable, build: Callable[[], httpx.Response]
+    ) -> httpx.Response:
+        """What ``build`` answers if the bucket admits the request, else the bucket's 429."""
+        buckets = self._buckets(group)
+        ticket = buckets.admit(group, key)
+        if isinstance(ticket, BucketReport):
+            self.refused += 1
+            return httpx.Response(429, headers=ticket.headers())
+        response = build()
+        report = buckets.settle(ticket, response.status_code)
+        used = buckets.spent()[group][key_text(key)]
+        self.peak_used[(group, key)] = max(self.peak_used.get((group, key), 0), used)
+        response.headers.update(report.headers())
+        return response
+
+    def _buckets(self, group: str) -> TokenBuckets:
+        if group not in self._groups:
+            limit, window = self.limits[group]
+            window_s = int(window)
+            assert window_s == window, "the simulator's buckets count whole seconds"
+            self._groups[group] = TokenBuckets(
+                {group: (limit, window_s)}, {group: format_limit(limit, window_s)}, self._time
+            )
+        return self._groups[group]
 
 
 class SimulatedClock:
@@ -168,7 +207,7 @@ class FakeEsi:
         self.error_window_s = error_window_s
         self.lock = threading.Lock()
         self.seen: list[Seen] = []
-        self.buckets: dict[tuple[str, int | None], FakeBucket] = {}
+        self.buckets = ServerBuckets(clock, self.limits)
         self.errors: list[float] = []
         self.scripted: deque[Callable[[httpx.Request], httpx.Response | None]] = deque()
         self.lists: dict[int, list[int]] = {}
@@ -177,7 +216,11 @@ class FakeEsi:
         self.list_cache_s = 300.0
         self.known_names: dict[int, tuple[str, str]] = {}
         self.on_list_page: Callable[[int, int], None] | None = None
-        self.over_limit = 0
+
+    @property
+    def over_limit(self) -> int:
+        """429s the buckets sent (scripted answers not counted)."""
+        return self.buckets.refused
 
     # -- set-up helpers --------------------------------------------------------------
 
@@ -245,13 +288,11 @@ class FakeEsi:
         if (match := LIST_RE.match(path)) is not None:
             character = int(match.group(1))
             return self._grouped(
-                "char-killmail", character, now_s, lambda: self._list_page(request, character)
+                "char-killmail", character, lambda: self._list_page(request, character)
             )
         if (match := KILLMAIL_RE.match(path)) is not None:
             kill_id, kill_hash = int(match.group(1)), match.group(2)
-            return self._grouped(
-                "killmail", None, now_s, lambda: self._killmail(kill_id, kill_hash)
-            )
+            return self._grouped("killmail", None, lambda: self._killmail(kill_id, kill_hash))
         if path == "/universe/names":
             return self._ungrouped(now_s, self._names(json.loads(request.content)))
         if path == "/status":
@@ -270,45 +311,10 @@ class FakeEsi:
 
     # -- buckets and error limit -------------------------------------------------------
 
-    def bucket(self, group: str, owner: int | None) -> FakeBucket:
-        key = (group, owner)
-        if key not in self.buckets:
-            limit, window_s = self.limits[group]
-            self.buckets[key] = FakeBucket(limit, window_s)
-        return self.buckets[key]
-
     def _grouped(
-        self, group: str, owner: int | None, now_s: float, build: Callable[[], httpx.Response]
+        self, group: str, owner: int | None, build: Callable[[], httpx.Response]
     ) -> httpx.Response:
-        bucket = self.bucket(group, owner)
-        limit_text = f"{bucket.limit}/{int(bucket.window_s // 60)}m"
-        if bucket.limit - bucket.used(now_s) < 2:
-            self.over_limit += 1
-            return httpx.Response(
-                429,
-                headers={
-                    "Retry-After": str(int(bucket.retry_after_s(now_s, 2)) + 1),
-                    "X-Ratelimit-Group": group,
-                    "X-Ratelimit-Limit": limit_text,
-                    "X-Ratelimit-Remaining": str(bucket.limit - bucket.used(now_s)),
-                    "X-Ratelimit-Used": "0",
-                },
-            )
-        response = build()
-        cost = {2: 2, 3: 1, 4: 5}.get(response.status_code // 100, 0)
-        if cost:
-            bucket.spends.append((now_s, cost))
-        used = bucket.used(now_s)
-        bucket.peak_used = max(bucket.peak_used, used)
-        response.headers.update(
-            {
-                "X-Ratelimit-Group": group,
-                "X-Ratelimit-Limit": limit_text,
-                "X-Ratelimit-Remaining": str(bucket.limit - used),
-                "X-Ratelimit-Used": str(cost),
-            }
-        )
-        return response
+        return self.buckets.answer(group, owner, build)
 
     def _ungrouped(self, now_s: float, response: httpx.Response) -> httpx.Response:
         if response.status_code >= 400:

@@ -25,9 +25,9 @@ from killcli.esi import (
     ListPageResult,
     RateLimiter,
 )
-from killcli.sim import ManualClock, Scenario, SigningKeys, SimServer, SystemClock
 from killcli.sso import SsoClient, run_login
 from killcli.sync.listwalk import walk_character_list
+from killsim import ManualClock, Scenario, SigningKeys, SimServer, SystemClock
 
 UA = "killsync/test (ops@example.org)"
 BODY_ROUTE = "/killmails/{killmail_id}/{killmail_hash}"

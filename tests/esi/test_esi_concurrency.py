@@ -50,7 +50,7 @@ def test_threads_share_the_killmail_bucket_at_full_speed_without_a_429(
     bodies = sim.run(lambda i: sim_client.fetch_killmail(i, hash_of(i)), range(1, 151), THREADS)
     assert [b["killmail_id"] for b in bodies] == list(range(1, 151))
     assert sim_fake.over_limit == 0
-    assert sim_fake.buckets[("killmail", None)].peak_used <= 40
+    assert sim_fake.buckets.peak_used[("killmail", None)] <= 40
     # (40 - 2 margin) / 2 = 19 fetches per window: 150 need 8 windows, the last one
     # starting 7 windows in. Near-full use: only the probe's polling as slack.
     optimum_s = (math.ceil(150 / ((40 - 2) // 2)) - 1) * 900

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from collections import deque
-
 import httpx
 import pytest
 
@@ -20,6 +18,7 @@ from killcli.esi.ledger import (
     egress_totals,
 )
 from killcli.esi.shared import SharedBudget
+from tests.esi.esi_fakes import ServerBuckets
 
 BODY = "/killmails/{id}/{hash}"
 LIMIT, WINDOW_S = 60, 10.0
@@ -109,34 +108,9 @@ def test_a_429_closes_the_bucket_for_every_process_until_retry_after(db: Databas
 # -- the process side, through the rate limiter ----------------------------------------------
 
 
-class IpBucket:
-    """ESI's per-IP floating-window bucket as the simulator keeps it: admitted while fewer
-    than ``limit`` tokens are in use; 2 tokens per success."""
-
-    def __init__(self, clock: ManualClock, limit: int = LIMIT, window_s: float = WINDOW_S) -> None:
-        self.clock, self.limit, self.window_s = clock, limit, window_s
-        self.spends: deque[float] = deque()
-        self.rejected = 0
-        self.peak = 0
-
-    def answer(self) -> tuple[int, httpx.Headers]:
-        now = self.clock.monotonic()
-        while self.spends and self.spends[0] + self.window_s <= now:
-            self.spends.popleft()
-        used = 2 * len(self.spends)
-        if used >= self.limit:
-            self.rejected += 1
-            return 429, httpx.Headers({"Retry-After": "1"})
-        self.spends.append(now)
-        self.peak = max(self.peak, used + 2)
-        return 200, httpx.Headers(
-            {
-                "X-Ratelimit-Group": "killmail",
-                "X-Ratelimit-Limit": f"{self.limit}/10s",
-                "X-Ratelimit-Remaining": str(self.limit - used - 2),
-                "X-Ratelimit-Used": "2",
-            }
-        )
+def ip_bucket(clock: ManualClock) -> ServerBuckets:
+    """ESI's per-IP ``killmail`` bucket, as the simulator keeps it."""
+    return ServerBuckets(clock, {"killmail": (LIMIT, WINDOW_S)})
 
 
 def limiter(
@@ -147,28 +121,28 @@ def limiter(
     return RateLimiter(clock=clock, shared=shared, on_wait=on_wait)
 
 
-def send(gate: RateLimiter, server: IpBucket) -> int:
+def send(gate: RateLimiter, server: ServerBuckets) -> int:
     reservation = gate.acquire(BODY, group_hint="killmail")
-    status, headers = server.answer()
-    gate.release(reservation, status=status, headers=headers)
-    return status
+    response = server.answer("killmail", "127.0.0.1", lambda: httpx.Response(200))
+    gate.release(reservation, status=response.status_code, headers=response.headers)
+    return response.status_code
 
 
 def test_two_processes_on_one_egress_never_overdraw_the_ip_bucket(db: Database) -> None:
     clock = ManualClock()
-    server = IpBucket(clock)
+    server = ip_bucket(clock)
     gates = [limiter(db, clock, "p1"), limiter(db, clock, "p2")]
     for n in range(200):  # 400 tokens through a 60-token window, turn by turn
         send(gates[n % 2], server)
         clock.advance(0.01)
-    assert server.rejected == 0
-    assert server.peak <= LIMIT
+    assert server.refused == 0
+    assert server.peak_used[("killmail", "127.0.0.1")] <= LIMIT
     assert clock.monotonic() > 5 * WINDOW_S  # they did wait for the budget
 
 
 def test_waits_say_the_budget_is_shared(db: Database) -> None:
     clock = ManualClock()
-    server = IpBucket(clock)
+    server = ip_bucket(clock)
     events: list[WaitEvent] = []
     gates = [limiter(db, clock, "p1", events), limiter(db, clock, "p2", events)]
     for n in range(60):
@@ -180,7 +154,7 @@ def test_waits_say_the_budget_is_shared(db: Database) -> None:
 
 def test_unused_tokens_are_handed_back_when_a_process_stops(db: Database) -> None:
     clock = ManualClock()
-    server = IpBucket(clock)
+    server = ip_bucket(clock)
     first = limiter(db, clock, "p1")
     send(first, server)  # the probe learns the bucket's size; its 2 tokens are booked
     send(first, server)  # leases a block of 4 tokens (2 requests), spends 2
@@ -210,9 +184,9 @@ def test_a_429_seen_by_one_process_stops_the_other(db: Database) -> None:
         ),
         retry_after_s=30.0,
     )
-    send(two, IpBucket(clock))  # probe: teaches two the bucket
+    send(two, ip_bucket(clock))  # probe: teaches two the bucket
     before = clock.monotonic()
-    send(two, IpBucket(clock))
+    send(two, ip_bucket(clock))
     assert clock.monotonic() - before >= 29.0
 
 
@@ -257,7 +231,7 @@ def test_the_header_still_wins_when_it_says_less_than_the_ledger(db: Database) -
 def test_a_process_learns_the_bucket_size_from_the_ledger_and_sends_no_probe(db: Database) -> None:
     """A probe is paid from no block: only the first process of an egress sends one."""
     clock = ManualClock()
-    server = IpBucket(clock)
+    server = ip_bucket(clock)
     first = limiter(db, clock, "p1")
     send(first, server)
     second = limiter(db, clock, "p2")

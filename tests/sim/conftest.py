@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from killcli.sim import ManualClock, Scenario, SigningKeys, SimServer
+from killsim import ManualClock, Scenario, SigningKeys, SimServer
 from tests.refdata import openapi_2025
 from tests.sim.sim_helpers import CLIENT_HEADERS, OpenApi, SimFactory
 

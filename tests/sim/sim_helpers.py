@@ -10,7 +10,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from killcli.sim import SimServer
+from killsim import SimServer
 
 REPO = Path(__file__).resolve().parents[2]
 #: ``make_sim(scenario_or_name, clock=None, seed=1) -> SimServer`` (see conftest).

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from killcli.sim import ManualClock, Scenario, SimServer, SystemClock, World, ids_in_body
+from killsim import ManualClock, Scenario, SimServer, SystemClock, World, ids_in_body
 from tests.sim.sim_helpers import SimFactory, body_url
 
 
@@ -228,7 +228,7 @@ def test_tickers_stay_unique_when_many_names_share_a_prefix() -> None:
     two-digit tickers (the generator looped forever once they ran out)."""
     import random
 
-    from killcli.sim.names import NameMaker
+    from killsim.names import NameMaker
 
     names = NameMaker(random.Random(1))
     tickers = [names.ticker("Kavel Holdings") for _ in range(2_000)]

@@ -9,7 +9,7 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from killcli.sim import FaultPlan, ManualClock, Scenario, SimServer
+from killsim import FaultPlan, ManualClock, Scenario, SimServer
 from tests.sim.sim_helpers import CLIENT_HEADERS, SimFactory, bearer, body_url, list_url
 
 

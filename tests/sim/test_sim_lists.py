@@ -9,7 +9,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 import pytest
 
-from killcli.sim import READ_CORP_KILLMAILS, ManualClock, Scenario, SimServer
+from killsim import READ_CORP_KILLMAILS, ManualClock, Scenario, SimServer
 from tests.sim.sim_helpers import SimFactory, bearer, list_url
 
 PAGE = 7

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from killcli.sim import ESI_BUCKETS, Scenario, SimServer, SystemClock, World, ids_in_body
-from killcli.sim.esi import ROUTES
+from killsim import ESI_BUCKETS, Scenario, SimServer, SystemClock, World, ids_in_body
+from killsim.esi import ROUTES
 from tests.refdata import REDERIVE, killmail_samples, openapi_2026
 from tests.sim.sim_helpers import OpenApi, bearer, body_url, list_url
 

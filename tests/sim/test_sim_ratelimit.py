@@ -8,7 +8,7 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from killcli.sim import (
+from killsim import (
     FaultPlan,
     ManualClock,
     Scenario,
@@ -17,7 +17,7 @@ from killcli.sim import (
     min_sync_time_s,
     parse_limit,
 )
-from killcli.sim.ratelimit import token_cost
+from killsim.ratelimit import token_cost
 from tests.sim.sim_helpers import CLIENT_HEADERS, SimFactory, bearer, body_url, list_url
 
 BUCKETS = {"char-killmail": (10, 60), "killmail": (12, 30), "status": (600, 900)}

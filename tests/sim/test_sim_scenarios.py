@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from killcli.errors import InputError, UsageError
-from killcli.sim import ESI_BUCKETS, FaultPlan, Scenario, SystemClock, World
+from killsim import ESI_BUCKETS, FaultPlan, Scenario, SystemClock, World
+from killsim.errors import ScenarioError, ScenarioFileError
 
 
 def test_named_scenarios_and_their_numbers() -> None:
@@ -22,7 +22,7 @@ def test_named_scenarios_and_their_numbers() -> None:
     assert chaos.server_error_rate and chaos.stall_rate and chaos.malformed_rate
     assert chaos.truncated_rate and chaos.jitter_ms and chaos.downtime_s
     assert Scenario.named("huge").huge_attackers == 3800
-    with pytest.raises(UsageError, match="unknown scenario 'nope'"):
+    with pytest.raises(ScenarioError, match="unknown scenario 'nope'"):
         Scenario.named("nope")
 
 
@@ -87,7 +87,7 @@ downtime_s = [5, 8]
 def test_bad_scenario_files_fail_with_one_line(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text, encoding="utf-8")
-    with pytest.raises(InputError) as caught:
+    with pytest.raises(ScenarioFileError) as caught:
         Scenario.from_file(path)
     assert message in str(caught.value)
     assert str(path) in str(caught.value)
@@ -95,5 +95,5 @@ def test_bad_scenario_files_fail_with_one_line(tmp_path: Path, text: str, messag
 
 
 def test_missing_scenario_file(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="not found"):
+    with pytest.raises(ScenarioFileError, match="not found"):
         Scenario.from_file(tmp_path / "absent.toml")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from killcli.sim import FaultPlan, Scenario, SigningKeys, SimServer
+from killsim import FaultPlan, Scenario, SigningKeys, SimServer
 from tests.sim.sim_helpers import CLIENT_HEADERS, REPO, SimFactory, body_url
 
 BODY = "/killmails/{killmail_id}/{killmail_hash}"

@@ -13,7 +13,7 @@ import httpx
 import jwt
 import pytest
 
-from killcli.sim import (
+from killsim import (
     ES256_KID,
     READ_CORP_KILLMAILS,
     READ_KILLMAILS,

@@ -10,7 +10,7 @@ import pytest
 from killcli.config import load_settings
 from killcli.db import Database
 from killcli.runtime import Runtime, build_runtime
-from killcli.sim import SimServer
+from killsim import SimServer
 from tests.conftest import DbTarget, sim_environ
 
 

@@ -28,8 +28,8 @@ from killcli.db.models import BodyClaim, Lease
 from killcli.db.models import Job as JobRow
 from killcli.holders import this_owner
 from killcli.runtime import Runtime
-from killcli.sim import FaultPlan, SimServer
 from killcli.sync.claims import BodyClaims
+from killsim import FaultPlan, SimServer
 from tests.conftest import DbTarget, sim_environ
 from tests.sync.test_sync_engine import assert_matches_ground_truth
 from tests.test_worker import (

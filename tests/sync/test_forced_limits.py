@@ -10,7 +10,7 @@ import httpx
 
 from killcli.db import Database
 from killcli.db.store import iter_killmail_bodies
-from killcli.sim import SimServer
+from killsim import SimServer
 
 BODY = "/killmails/{killmail_id}/{killmail_hash}"
 

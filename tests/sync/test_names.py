@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from killcli.db import Database
 from killcli.db.models import Name
 from killcli.runtime import Runtime
-from killcli.sim import FaultPlan, SimServer, ids_in_body
+from killsim import FaultPlan, SimServer, ids_in_body
 
 NAMES = "/universe/names"
 

@@ -15,8 +15,8 @@ from killcli.db import Database
 from killcli.db.models import Event, Name, PendingKillmail, SyncRun
 from killcli.db.store import iter_killmail_bodies
 from killcli.killmail import canonical_json
-from killcli.sim import SimServer
 from killcli.sync import SyncOptions
+from killsim import SimServer
 from tests.conftest import DbTarget, sim_environ
 
 KILLMAIL_ROUTE = "/killmails/{killmail_id}/{killmail_hash}"

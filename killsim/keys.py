@@ -1,7 +1,7 @@
 """The SSO's signing keys: RS256 (kid ``JWT-Signature-Key``, as EVE) and ES256.
 
 Key generation takes a moment (RSA); tests make one :class:`SigningKeys` and pass it to
-every :class:`~killcli.sim.server.SimServer` they start.
+every :class:`~killsim.server.SimServer` they start.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from killcli.sim.model import Alliance, Character, Corporation, Pilot, SolarSystem
-from killcli.sim.names import (
+from killsim.model import Alliance, Character, Corporation, Pilot, SolarSystem
+from killsim.names import (
     FACTIONS,
     KNOWN_SYSTEMS,
     NPC_CORPORATIONS,
@@ -21,7 +21,7 @@ from killcli.sim.names import (
     TypeInfo,
     type_table,
 )
-from killcli.sim.scenario import Scenario
+from killsim.scenario import Scenario
 
 HISTORY_DAYS = 90
 

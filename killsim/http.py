@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from killcli.sim.clock import Clock
+from killsim.clock import Clock
 
 MAX_BODY_BYTES = 1 << 20
 IDLE_TIMEOUT_S = 120.0

@@ -6,7 +6,7 @@ project's ESI notes: token buckets with a floating window, the per-IP error limi
 list caches with ``Last-Modified``/``ETag``/``X-Pages``, rotating refresh tokens, JWTs
 signed with RS256 or ES256, and faults on demand. ::
 
-    from killcli.sim import Scenario, SimServer
+    from killsim import Scenario, SimServer
 
     scenario = Scenario.named("smoke", seed=1)      # or Scenario.from_file("s.toml")
     with SimServer(scenario, port=0) as sim:
@@ -24,15 +24,21 @@ signed with RS256 or ES256, and faults on demand. ::
 
 Pass ``clock=ManualClock()`` to move time by hand (``clock.advance(900)``) and
 ``keys=SigningKeys.generate()`` made once to share signing keys between servers.
-``python -m killcli.sim.bench`` measures the server's sustained requests per second.
+``bench/bench_sim.py`` measures the server's sustained requests per second.
+
+The simulator is the other side of every test of killsync's client, so it shares no
+code with it: it imports nothing from ``killcli`` (``tests/test_layout.py`` checks),
+writes ESI's numbers and times with its own code (:mod:`killsim.esi_format`) and
+reports bad scenarios and busy ports with its own exceptions (:mod:`killsim.errors`),
+which ``killsync sim serve`` and ``killsync demo`` turn into killsync's errors.
 """
 
 from __future__ import annotations
 
-from killcli.sim.clock import Clock, ManualClock, SystemClock
-from killcli.sim.faults import Faults
-from killcli.sim.keys import ES256_KID, RS256_KID, SigningKeys
-from killcli.sim.scenario import (
+from killsim.clock import Clock, ManualClock, SystemClock
+from killsim.faults import Faults
+from killsim.keys import ES256_KID, RS256_KID, SigningKeys
+from killsim.scenario import (
     ESI_BUCKETS,
     READ_CORP_KILLMAILS,
     READ_KILLMAILS,
@@ -42,9 +48,9 @@ from killcli.sim.scenario import (
     min_sync_time_s,
     parse_limit,
 )
-from killcli.sim.server import SimServer
-from killcli.sim.stats import Stats, StatsSnapshot
-from killcli.sim.world import WorkloadSummary, World, ids_in_body
+from killsim.server import SimServer
+from killsim.stats import Stats, StatsSnapshot
+from killsim.world import WorkloadSummary, World, ids_in_body
 
 __all__ = [
     "ES256_KID",

@@ -12,8 +12,8 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from killcli.sim.clock import Clock
-from killcli.sim.world import World
+from killsim.clock import Clock
+from killsim.world import World
 
 
 @dataclass(frozen=True)

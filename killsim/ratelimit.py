@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 
-from killcli.sim.clock import Clock
+from killsim.clock import Clock
 
 ADMISSION_COST = 2
 

@@ -1,4 +1,4 @@
-"""Scenario files: TOML with the keys of :class:`~killcli.sim.scenario.Scenario`.
+"""Scenario files: TOML with the keys of :class:`~killsim.scenario.Scenario`.
 
 ::
 
@@ -17,8 +17,8 @@
     latency_ms = 10
     downtime_s = [5, 8]
 
-Every problem is reported as one :class:`~killcli.errors.InputError` naming the file
-and the key.
+Every problem is reported as one :class:`~killsim.errors.ScenarioFileError` naming the
+file and the key.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from killcli.errors import InputError, UsageError
-from killcli.sim.scenario import FAULT_FIELDS, SCENARIO_FIELDS, FaultPlan, Scenario, parse_limit
+from killsim.errors import ScenarioError, ScenarioFileError
+from killsim.scenario import FAULT_FIELDS, SCENARIO_FIELDS, FaultPlan, Scenario, parse_limit
 
 
 def load_scenario_file(path: Path) -> Scenario:
@@ -39,29 +39,29 @@ def load_scenario_file(path: Path) -> Scenario:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise InputError(f"scenario file {path}: not found") from exc
+        raise ScenarioFileError(f"scenario file {path}: not found") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"scenario file {path}: cannot be read ({exc})") from exc
+        raise ScenarioFileError(f"scenario file {path}: cannot be read ({exc})") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"scenario file {path}: not valid TOML ({exc})") from exc
+        raise ScenarioFileError(f"scenario file {path}: not valid TOML ({exc})") from exc
     try:
         return scenario_from_mapping(data, default_name=path.stem)
-    except UsageError as exc:
-        raise InputError(f"scenario file {path}: {exc.message}") from exc
+    except ScenarioError as exc:
+        raise ScenarioFileError(f"scenario file {path}: {exc}") from exc
 
 
 def scenario_from_mapping(data: dict[str, Any], *, default_name: str = "custom") -> Scenario:
-    """A scenario from parsed TOML; :class:`UsageError` names the bad key."""
+    """A scenario from parsed TOML; :class:`ScenarioError` names the bad key."""
     data = dict(data)
     base_name = data.pop("base", None)
     if base_name is not None and not isinstance(base_name, str):
-        raise UsageError("base: must be the name of a scenario")
+        raise ScenarioError("base: must be the name of a scenario")
     seed = data.get("seed", 1)
     _check_type("seed", seed, int)
     base = Scenario.named(base_name, seed=seed) if base_name else Scenario(name=default_name)
     unknown = sorted(set(data) - SCENARIO_FIELDS)
     if unknown:
-        raise UsageError(f"unknown key {unknown[0]!r}")
+        raise ScenarioError(f"unknown key {unknown[0]!r}")
     changes: dict[str, Any] = {}
     for key, value in data.items():
         if key == "buckets":
@@ -73,14 +73,14 @@ def scenario_from_mapping(data: dict[str, Any], *, default_name: str = "custom")
     try:
         return replace(base, **changes)
     except TypeError as exc:  # pragma: no cover - guarded by the checks above
-        raise UsageError(str(exc)) from exc
+        raise ScenarioError(str(exc)) from exc
 
 
 def _check_type(key: str, value: Any, kind: type | tuple[type, ...]) -> None:
     if isinstance(value, bool) and kind is not bool and bool not in _as_tuple(kind):
-        raise UsageError(f"{key}: expected {_kind_name(kind)}, got a boolean")
+        raise ScenarioError(f"{key}: expected {_kind_name(kind)}, got a boolean")
     if not isinstance(value, kind):
-        raise UsageError(f"{key}: expected {_kind_name(kind)}, got {type(value).__name__}")
+        raise ScenarioError(f"{key}: expected {_kind_name(kind)}, got {type(value).__name__}")
 
 
 def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
@@ -114,7 +114,7 @@ def _plain(key: str, value: Any) -> Any:
     _check_type(key, value, _EXPECTED.get(key, int))
     if key == "app_scopes":
         if not all(isinstance(s, str) for s in value):
-            raise UsageError("app_scopes: expected a list of strings")
+            raise ScenarioError("app_scopes: expected a list of strings")
         return tuple(value)
     if key in ("shared_fraction", "npc_final_blow_fraction", "structure_fraction"):
         return float(value)
@@ -134,7 +134,7 @@ def _buckets(value: Any) -> dict[str, tuple[int, int]]:
         ):
             out[group] = (spec[0], spec[1])
         else:
-            raise UsageError(f'buckets.{group}: expected "TOKENS/WINDOW" or [tokens, window_s]')
+            raise ScenarioError(f'buckets.{group}: expected "TOKENS/WINDOW" or [tokens, window_s]')
     return out
 
 
@@ -142,7 +142,7 @@ def _faults(value: Any, base: FaultPlan) -> FaultPlan:
     _check_type("faults", value, dict)
     unknown = sorted(set(value) - FAULT_FIELDS)
     if unknown:
-        raise UsageError(f"unknown key 'faults.{unknown[0]}'")
+        raise ScenarioError(f"unknown key 'faults.{unknown[0]}'")
     changes: dict[str, Any] = {}
     for key, item in value.items():
         name = f"faults.{key}"
@@ -160,7 +160,7 @@ def _faults(value: Any, base: FaultPlan) -> FaultPlan:
                 and len(item) == 2
                 and all(isinstance(n, int | float) and not isinstance(n, bool) for n in item)
             ):
-                raise UsageError(f"{name}: expected [start_s, end_s]")
+                raise ScenarioError(f"{name}: expected [start_s, end_s]")
             changes[key] = (float(item[0]), float(item[1]))
         elif key == "error_message":
             _check_type(name, item, str)

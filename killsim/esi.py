@@ -24,14 +24,14 @@ from typing import Any
 
 import jwt
 
-from killcli.sim.clock import Clock
-from killcli.sim.esi_routes import Answer, EsiData
-from killcli.sim.faults import Fault, Faults
-from killcli.sim.http import Request, Response
-from killcli.sim.keys import SigningKeys
-from killcli.sim.ratelimit import BucketReport, ErrorLimiter, Ticket, TokenBuckets, key_text
-from killcli.sim.scenario import READ_KILLMAILS
-from killcli.sim.stats import Stats
+from killsim.clock import Clock
+from killsim.esi_routes import Answer, EsiData
+from killsim.faults import Fault, Faults
+from killsim.http import Request, Response
+from killsim.keys import SigningKeys
+from killsim.ratelimit import BucketReport, ErrorLimiter, Ticket, TokenBuckets, key_text
+from killsim.scenario import READ_KILLMAILS
+from killsim.stats import Stats
 
 log = logging.getLogger(__name__)
 UNKNOWN_ROUTE = "/{unknown}"

@@ -12,9 +12,9 @@ import random
 from dataclasses import dataclass
 from datetime import datetime
 
-from killcli.sim.generate import UniverseBuilder, kill_times, npc_pilot, seeded
-from killcli.sim.model import KillSpec, Pilot
-from killcli.sim.scenario import Scenario
+from killsim.generate import UniverseBuilder, kill_times, npc_pilot, seeded
+from killsim.model import KillSpec, Pilot
+from killsim.scenario import Scenario
 
 KEEPSTAR = 35834
 _STRUCTURES = (35832, 35833, 35834, 81826)

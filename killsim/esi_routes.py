@@ -1,6 +1,6 @@
 """ESI's data routes: what each answers, with its caching headers.
 
-Limits, authentication and faults are applied around these by :mod:`killcli.sim.esi`.
+Limits, authentication and faults are applied around these by :mod:`killsim.esi`.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from email.utils import format_datetime
 from types import MappingProxyType
 from typing import Any
 
-from killcli.killmail import format_time
-from killcli.sim.bodies import encode
-from killcli.sim.clock import Clock
-from killcli.sim.lists import ListCache
-from killcli.sim.world import World
+from killsim.bodies import encode
+from killsim.clock import Clock
+from killsim.esi_format import esi_time
+from killsim.lists import ListCache
+from killsim.world import World
 
 JSON = "application/json; charset=utf-8"
 MAX_IDS = 1000
@@ -189,7 +189,7 @@ class EsiData:
                 else _without_none(
                     {
                         "alliance_id": char.alliance_id,
-                        "birthday": format_time(char.birthday),
+                        "birthday": esi_time(char.birthday),
                         "bloodline_id": char.bloodline_id,
                         "corporation_id": char.corporation_id,
                         "description": "",
@@ -212,9 +212,7 @@ class EsiData:
                         "ceo_id": corp.ceo_id,
                         "creator_id": corp.creator_id,
                         "description": "",
-                        "date_founded": format_time(corp.date_founded)
-                        if corp.date_founded
-                        else None,
+                        "date_founded": esi_time(corp.date_founded) if corp.date_founded else None,
                         "faction_id": corp.faction_id,
                         "member_count": corp.member_count,
                         "name": corp.name,
@@ -232,7 +230,7 @@ class EsiData:
                 else {
                     "creator_corporation_id": ally.creator_corporation_id,
                     "creator_id": ally.creator_id,
-                    "date_founded": format_time(ally.date_founded),
+                    "date_founded": esi_time(ally.date_founded),
                     "executor_corporation_id": ally.executor_corporation_id,
                     "name": ally.name,
                     "ticker": ally.ticker,
@@ -271,7 +269,7 @@ class EsiData:
         payload = {
             "players": 23_456,
             "server_version": "3001234",
-            "start_time": format_time(self._started),
+            "start_time": esi_time(self._started),
         }
         return self._ok(encode(payload), CACHE_AGE_S["status"])
 

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from killcli.sim.clock import Clock
-from killcli.sim.keys import ES256_KID, RS256_KID, SigningKeys
-from killcli.sim.scenario import Scenario
+from killsim.clock import Clock
+from killsim.keys import ES256_KID, RS256_KID, SigningKeys
+from killsim.scenario import Scenario
 
 CODE_LIFETIME_S = 300
 EVE_AUDIENCE = "EVE Online"

@@ -9,20 +9,20 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from killcli.errors import UsageError
-from killcli.sim.clock import Clock, SystemClock
-from killcli.sim.esi import EsiApp
-from killcli.sim.esi_routes import EsiData
-from killcli.sim.faults import Faults
-from killcli.sim.http import Request, Response, SimHTTPServer
-from killcli.sim.keys import SigningKeys
-from killcli.sim.lists import ListCache
-from killcli.sim.ratelimit import ErrorLimiter, TokenBuckets
-from killcli.sim.scenario import READ_KILLMAILS, Scenario
-from killcli.sim.sso import PREFIX, SsoApp
-from killcli.sim.sso_state import Grant, SsoState
-from killcli.sim.stats import Stats
-from killcli.sim.world import World
+from killsim.clock import Clock, SystemClock
+from killsim.errors import ListenError
+from killsim.esi import EsiApp
+from killsim.esi_routes import EsiData
+from killsim.faults import Faults
+from killsim.http import Request, Response, SimHTTPServer
+from killsim.keys import SigningKeys
+from killsim.lists import ListCache
+from killsim.ratelimit import ErrorLimiter, TokenBuckets
+from killsim.scenario import READ_KILLMAILS, Scenario
+from killsim.sso import PREFIX, SsoApp
+from killsim.sso_state import Grant, SsoState
+from killsim.stats import Stats
+from killsim.world import World
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class SimServer:
         try:
             self._httpd = SimHTTPServer(self._address, self._app, self.clock)
         except OSError as exc:
-            raise UsageError(
+            raise ListenError(
                 f"cannot listen on {self._address[0]}:{self._address[1]}: {exc.strerror or exc}"
             ) from exc
         self._sso_state.issuer = self.sso_url

@@ -14,8 +14,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Literal
 
-from killcli.sim.clock import Clock
-from killcli.sim.scenario import FaultPlan
+from killsim.clock import Clock
+from killsim.scenario import FaultPlan
 
 FaultKind = Literal["status", "malformed", "truncated", "stall", "pages"]
 _SERVER_ERRORS = (500, 502, 503, 504)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from killcli.sim.bodies import BodyMaker, encode
-from killcli.sim.clock import Clock
-from killcli.sim.generate import HISTORY_DAYS, Universe, build_universe, seeded
-from killcli.sim.model import (
+from killsim.bodies import BodyMaker, encode
+from killsim.clock import Clock
+from killsim.generate import HISTORY_DAYS, Universe, build_universe, seeded
+from killsim.model import (
     Alliance,
     Character,
     Corporation,
@@ -27,9 +27,9 @@ from killcli.sim.model import (
     Pilot,
     SolarSystem,
 )
-from killcli.sim.names import TypeInfo
-from killcli.sim.plan import KillPlanner, Sides, plan_world_kills, recipients
-from killcli.sim.scenario import Scenario, min_sync_time_s
+from killsim.names import TypeInfo
+from killsim.plan import KillPlanner, Sides, plan_world_kills, recipients
+from killsim.scenario import Scenario, min_sync_time_s
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """How many requests per second the simulator sustains on this machine.
 
-``python -m killcli.sim.bench [--seconds 5] [--processes 1] [--threads 8]`` starts a
-simulator with limits that never bite, then load processes (``http.client``, one
+    .venv/bin/python bench/bench_sim.py [--seconds 5] [--processes 1] [--threads 8]
+
+Starts a simulator with limits that never bite, then load processes (``http.client``, one
 keep-alive connection per thread) fetch killmail bodies round-robin for the given
 time. The load runs in other processes so that it does not share the server's GIL.
 """
@@ -11,14 +12,19 @@ from __future__ import annotations
 import argparse
 import http.client
 import multiprocessing
+import sys
 import threading
 import time
 from dataclasses import dataclass, replace
 from multiprocessing.queues import Queue
+from pathlib import Path
 from types import MappingProxyType
 
-from killcli.sim.scenario import Scenario
-from killcli.sim.server import SimServer
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from killsim.scenario import Scenario  # noqa: E402
+from killsim.server import SimServer  # noqa: E402
 
 _UNLIMITED = MappingProxyType(dict.fromkeys(("char-killmail", "killmail", "status"), (10**9, 900)))
 

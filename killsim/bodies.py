@@ -13,10 +13,10 @@ import json
 import random
 from typing import Any
 
-from killcli.killmail import esi_number, format_time
-from killcli.sim.generate import seeded
-from killcli.sim.model import KillSpec, Pilot
-from killcli.sim.names import TypeInfo
+from killsim.esi_format import esi_time, go_number
+from killsim.generate import seeded
+from killsim.model import KillSpec, Pilot
+from killsim.names import TypeInfo
 
 _HIGH, _MID, _LOW, _RIGS = range(27, 35), range(19, 27), range(11, 19), (92, 93, 94)
 _CARGO, _DRONE_BAY, _FIGHTER_BAY, _FUEL_BAY = 5, 87, 158, 133
@@ -39,7 +39,7 @@ def _esi_numbers(value: Any) -> Any:
     if isinstance(value, list):
         return [_esi_numbers(v) for v in value]
     if isinstance(value, float):
-        return esi_number(value)
+        return go_number(value)
     return value
 
 
@@ -70,7 +70,7 @@ class BodyMaker:
         body: dict[str, Any] = {
             "attackers": attackers,
             "killmail_id": spec.killmail_id,
-            "killmail_time": format_time(spec.killmail_time),
+            "killmail_time": esi_time(spec.killmail_time),
             "solar_system_id": spec.solar_system_id,
             "victim": victim,
         }

@@ -15,10 +15,10 @@ import binascii
 from collections.abc import Callable, Mapping
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
-from killcli.sim.faults import Faults
-from killcli.sim.http import Request, Response
-from killcli.sim.keys import SigningKeys
-from killcli.sim.sso_state import Grant, OAuthError, SsoState
+from killsim.faults import Faults
+from killsim.http import Request, Response
+from killsim.keys import SigningKeys
+from killsim.sso_state import Grant, OAuthError, SsoState
 
 PREFIX = "/sso"
 FORM = "application/x-www-form-urlencoded"

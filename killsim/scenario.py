@@ -34,7 +34,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-from killcli.errors import UsageError
+from killsim.errors import ScenarioError
 
 READ_KILLMAILS = "esi-killmails.read_killmails.v1"
 READ_CORP_KILLMAILS = "esi-killmails.read_corporation_killmails.v1"
@@ -74,7 +74,7 @@ def parse_limit(text: str) -> tuple[int, int]:
     """``"3600/15m"`` -> ``(3600, 900)``; units ``s``, ``m`` and ``h``."""
     match = _LIMIT_RE.match(text)
     if match is None:
-        raise UsageError(f"not a rate limit like '3600/15m': {text!r}")
+        raise ScenarioError(f"not a rate limit like '3600/15m': {text!r}")
     return int(match.group(1)), int(match.group(2)) * _UNIT_S[match.group(3)]
 
 
@@ -122,7 +122,7 @@ class FaultPlan:
         object.__setattr__(self, "routes", tuple(self.routes))
         for route in (*self.server_error_rate, *self.routes):
             if route not in ROUTE_NAMES:
-                raise UsageError(
+                raise ScenarioError(
                     f"faults: unknown route {route!r} (one of {', '.join(ROUTE_NAMES)})"
                 )
         for name in ("stall_rate", "malformed_rate", "truncated_rate"):
@@ -130,17 +130,19 @@ class FaultPlan:
         for route, rate in self.server_error_rate.items():
             _check_rate(f"faults.server_error_rate.{route}", rate)
         if self.latency_ms < 0 or self.jitter_ms < 0 or self.stall_s < 0:
-            raise UsageError("faults: latency_ms, jitter_ms and stall_s must be >= 0")
+            raise ScenarioError("faults: latency_ms, jitter_ms and stall_s must be >= 0")
         if self.downtime_s is not None:
             start, end = self.downtime_s
             if not 0 <= start < end:
-                raise UsageError("faults.downtime_s: needs [start_s, end_s] with 0 <= start < end")
+                raise ScenarioError(
+                    "faults.downtime_s: needs [start_s, end_s] with 0 <= start < end"
+                )
             object.__setattr__(self, "downtime_s", (float(start), float(end)))
 
 
 def _check_rate(name: str, value: float) -> None:
     if not 0.0 <= value <= 1.0:
-        raise UsageError(f"{name}: a probability between 0 and 1, got {value}")
+        raise ScenarioError(f"{name}: a probability between 0 and 1, got {value}")
 
 
 @dataclass(frozen=True)
@@ -201,23 +203,23 @@ class Scenario:
         }
         for key, value in positive.items():
             if value < 1:
-                raise UsageError(f"{key}: must be at least 1, got {value}")
+                raise ScenarioError(f"{key}: must be at least 1, got {value}")
         for key in ("killmails", "old_killmails", "huge_attackers", "unknown_name_ids"):
             if getattr(self, key) < 0:
-                raise UsageError(f"{key}: must be >= 0")
+                raise ScenarioError(f"{key}: must be >= 0")
         if self.characters < 2 and self.shared_fraction > 0:
-            raise UsageError("shared_fraction: needs at least 2 characters")
+            raise ScenarioError("shared_fraction: needs at least 2 characters")
         for key in ("shared_fraction", "npc_final_blow_fraction", "structure_fraction"):
             _check_rate(key, getattr(self, key))
         for group, (limit, window) in self.buckets.items():
             if limit < 1 or window < 1:
-                raise UsageError(f"buckets.{group}: limit and window must be >= 1")
+                raise ScenarioError(f"buckets.{group}: limit and window must be >= 1")
         if self.client_kind not in ("confidential", "pkce"):
-            raise UsageError(f"client_kind: 'confidential' or 'pkce', got {self.client_kind!r}")
+            raise ScenarioError(f"client_kind: 'confidential' or 'pkce', got {self.client_kind!r}")
         if self.signing not in ("RS256", "ES256", "alternate"):
-            raise UsageError(f"signing: 'RS256', 'ES256' or 'alternate', got {self.signing!r}")
+            raise ScenarioError(f"signing: 'RS256', 'ES256' or 'alternate', got {self.signing!r}")
         if not 0 <= self.login_character_index < self.characters:
-            raise UsageError("login_character_index: must name one of the characters")
+            raise ScenarioError("login_character_index: must name one of the characters")
 
     # -- construction ---------------------------------------------------------------
 
@@ -226,7 +228,7 @@ class Scenario:
         """One of the named scenarios (see the module docstring)."""
         factory = _NAMED.get(name)
         if factory is None:
-            raise UsageError(f"unknown scenario {name!r} (one of {', '.join(_NAMED)})")
+            raise ScenarioError(f"unknown scenario {name!r} (one of {', '.join(_NAMED)})")
         return factory(seed)
 
     @classmethod
@@ -246,7 +248,7 @@ class Scenario:
     def from_file(cls, path: Path | str) -> Scenario:
         """Load a TOML scenario (same keys as the dataclass; ``base = "smoke"`` starts
         from a named scenario; ``[buckets]`` and ``[faults]`` tables)."""
-        from killcli.sim.scenario_file import load_scenario_file  # noqa: PLC0415 - it imports us
+        from killsim.scenario_file import load_scenario_file  # noqa: PLC0415 - it imports us
 
         return load_scenario_file(Path(path))
 
