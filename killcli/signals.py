@@ -15,6 +15,13 @@ number to a pipe (:func:`signal.set_wakeup_fd`), and a watcher thread reads it, 
 event and calls ``on_signal``; the Python handler only raises ``KeyboardInterrupt`` on a
 second signal.
 
+The kernel may hand a process's signal to any of its threads. Python then runs the handler
+in the main thread only once that thread's blocking call returns: a main thread asleep in
+``time.sleep(30)`` or a long ``Event.wait`` would not see the second signal for that long.
+So on the second signal the watcher sends it again to the main thread itself
+(:func:`signal.pthread_kill`), which interrupts the call; the handler raises once, and the
+watcher does not count its own copy.
+
 Handlers are installed only for the duration of the ``with`` block, and only in the main
 thread (Python allows nothing else); elsewhere the block still works, without handlers.
 """
@@ -54,11 +61,16 @@ def stop_on_signals(
         return
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
+    main_ident = threading.main_thread().ident
+    assert main_ident is not None
     received = [0]
+    raised = [False]  # the handler raised KeyboardInterrupt (it does so once)
+    echoes = [0]  # signals the watcher sent the main thread, not to be counted again
 
     def handle(_signum: int, _frame: FrameType | None) -> None:
         received[0] += 1  # no lock here: see the module docstring
-        if received[0] > 1 and force == "interrupt":
+        if received[0] > 1 and force == "interrupt" and not raised[0]:
+            raised[0] = True
             raise KeyboardInterrupt
 
     def watch() -> None:
@@ -70,12 +82,18 @@ def stop_on_signals(
                     return
                 if signum not in STOP_SIGNALS:
                     continue
+                if echoes[0]:
+                    echoes[0] -= 1
+                    continue
                 count += 1
                 if on_signal is not None:
                     on_signal(signum, count)
                 event.set()
                 if count > 1 and force == "exit":
                     os._exit(130)
+                if count == 2 and not raised[0]:  # wake a main thread blocked in a call
+                    echoes[0] += 1
+                    signal.pthread_kill(main_ident, signum)
 
     watcher = threading.Thread(target=watch, name="killsync-signals", daemon=True)
     watcher.start()
@@ -84,10 +102,10 @@ def stop_on_signals(
     try:
         yield event
     finally:
+        os.write(write_fd, bytes([_WAKE]))  # the watcher first: it may signal the main thread
+        watcher.join()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         signal.set_wakeup_fd(previous_fd)
-        os.write(write_fd, bytes([_WAKE]))
-        watcher.join()
         os.close(read_fd)
         os.close(write_fd)

@@ -95,3 +95,49 @@ def test_a_busy_process_stops_on_the_first_signal_and_leaves_on_the_second(force
         assert proc.returncode == 130
         expected = {"signal 2", "interrupted"} if force == "interrupt" else {"signal 2"}
         assert set(out.splitlines()) == expected
+
+
+CHILD_SECOND_SIGNAL_ELSEWHERE = """
+import signal, sys, threading, time
+from killcli.signals import stop_on_signals
+
+def signal_this_thread():
+    time.sleep(0.3)
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # not the main thread
+
+try:
+    with stop_on_signals(on_signal=lambda s, n: print("signal", n, flush=True)) as stop:
+        print("ready", flush=True)
+        stop.wait()
+        print("stopping", flush=True)
+        threading.Thread(target=signal_this_thread).start()
+        time.sleep(30)  # the main thread blocked in one long call
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(130)
+"""
+
+
+def test_a_second_signal_taken_by_another_thread_still_interrupts_the_main_one() -> None:
+    """The kernel may deliver a signal to any thread; Python runs the handler in the main
+    thread only when its blocking call returns (here in 30 s). The watcher sends it on."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(CHILD_SECOND_SIGNAL_ELSEWHERE)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stdout.readline() == "signal 1\n"
+        assert proc.stdout.readline() == "stopping\n"
+        out, _ = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130
+    assert out.splitlines() == ["signal 2", "interrupted"]
