@@ -3,7 +3,9 @@
 Order of checks for one request: error limit (420), route (404/405), bearer token
 (401/403), token bucket (429), downtime (503), latency, injected fault (stall -> 504,
 5xx), the route's answer, ``If-None-Match`` (304), malformed/truncated body. Then the
-bucket is charged for the final status and the error limit counts it.
+bucket is charged for the final status and the error limit counts it. The corporation
+list's membership and Director checks (403) are part of the route's answer, so they cost
+5 ``corp-killmail`` tokens as on ESI.
 
 As on ESI, the per-IP budgets are keyed by the *peer address* of the connection
 (``request.client_ip``): the ``killmail`` bucket (``ip``, or ``(ip, application)`` with a
