@@ -16,7 +16,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import platformdirs
@@ -326,6 +326,23 @@ def masked(spec: SettingSpec, value: object) -> str:
     if spec.key.endswith("_url"):  # userinfo passwords and secret query parameters
         return mask_url(text)
     return "***" if spec.secret else text
+
+
+def settings_report(settings: Settings) -> dict[str, Any]:
+    """The `config show` payload: every setting, its value as shown (secrets masked) and
+    where it came from."""
+    return {
+        "config_file": str(settings.config_file),
+        "settings": [
+            {
+                "key": spec.key,
+                "env": spec.env,
+                "value": masked(spec, getattr(settings, spec.key)),
+                "source": settings.sources.get(spec.key, "default"),
+            }
+            for spec in SPECS
+        ],
+    }
 
 
 def secret_keys(

@@ -6,7 +6,7 @@ import typer
 
 from killcli.cli.context import app_context, examples, print_json
 from killcli.cli.params import JsonFlag
-from killcli.config import SPECS, masked
+from killcli.config import settings_report
 
 app = typer.Typer(name="config", help="Show the settings in effect.", no_args_is_help=True)
 
@@ -15,24 +15,14 @@ app = typer.Typer(name="config", help="Show the settings in effect.", no_args_is
 def show(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Every setting, its value (secrets masked) and where it came from."""
     settings = app_context(ctx).settings
-    rows = []
-    for spec in SPECS:
-        value = masked(spec, getattr(settings, spec.key))
-        rows.append(
-            {
-                "key": spec.key,
-                "env": spec.env,
-                "value": value,
-                "source": settings.sources.get(spec.key, "default"),
-            }
-        )
+    report = settings_report(settings)
     if as_json:
-        print_json("config", {"config_file": str(settings.config_file), "settings": rows})
+        print_json("config", report)
         return
     from rich.table import Table  # noqa: PLC0415
 
     table = Table("setting", "value", "source", title=f"config file: {settings.config_file}")
-    for row in rows:
+    for row in report["settings"]:
         table.add_row(row["env"], row["value"], row["source"])
     from killcli.console import make_console  # noqa: PLC0415
 
