@@ -19,7 +19,10 @@ from typing import Any
 
 import pytest
 
+from killcli.accounts import CORPORATION_LOGIN_SCOPES, KILLMAIL_SCOPE
 from killcli.cli.context import JSON_SCHEMA_VERSION
+from killcli.db import Database
+from killcli.db.models import Corporation
 from tests.conftest import CliResult, sim_environ
 
 Cli = Callable[..., CliResult]
@@ -74,7 +77,11 @@ def world(
 
 def test_every_json_payload_keeps_its_keys(world: Any, cli: Cli, tmp_path: Path) -> None:
     ids = sorted(world.world.ground_truth())
-    tokens = "\n".join(world.issue_refresh_token(cid) for cid in ids) + "\n"
+    # The first one a director (its roles check fails on this simulator: it stays unchecked).
+    scopes = [CORPORATION_LOGIN_SCOPES, (KILLMAIL_SCOPE,)]
+    tokens = (
+        "\n".join(world.issue_refresh_token(c, s) for c, s in zip(ids, scopes, strict=True)) + "\n"
+    )
     seen: dict[str, Any] = {}
 
     def record(*args: str, stdin: str | None = None) -> None:
@@ -85,6 +92,9 @@ def test_every_json_payload_keeps_its_keys(world: Any, cli: Cli, tmp_path: Path)
     record("config", "show")
     record("users", "import", "-", stdin=tokens)
     record("users", "list")
+    track_a_corporation(tmp_path / "k.db")
+    record("corporations", "list")
+    record("corporations", "check")
     record("refresh-token", "--all")
     record("queue")
     record("sync-user", str(ids[0]))
@@ -103,6 +113,15 @@ def test_every_json_payload_keeps_its_keys(world: Any, cli: Cli, tmp_path: Path)
     assert sorted(seen) == sorted(CONTRACT)
     problems = [p for kind, data in seen.items() for p in mismatches(data, CONTRACT[kind], kind)]
     assert problems == []
+
+
+def track_a_corporation(path: Path) -> None:
+    database = Database(f"sqlite:///{path}")
+    try:
+        with database.session() as session:
+            session.add(Corporation(corporation_id=98_000_001, name="Tracked"))
+    finally:
+        database.close()
 
 
 def test_the_contract_check_sees_gone_new_and_reshaped_keys() -> None:
@@ -158,7 +177,27 @@ CONTRACT: dict[str, Shape] = {
             "status",
             "status_reason",
         )
-        | {"scopes": [""]}
+        | {
+            "scopes": [""],
+            "corporation": scalars("corporation_id", "roles_expires_at", "status", "status_reason"),
+        }
+    ],
+    "corporations": [
+        scalars(
+            "corporation_id",
+            "directors_total",
+            "directors_usable",
+            "enabled",
+            "killmails",
+            "last_error",
+            "last_sync_at",
+            "name",
+            "status",
+            "status_reason",
+        )
+    ],
+    "corporations.check": [
+        scalars("character_id", "corporation_id", "reason", "status", "tracked")
     ],
     "refresh": [scalars("character_id", "expires_at", "name", "ok", "reason", "retryable")],
     "queue": scalars("already_queued", "dry_run", "due", "queued")

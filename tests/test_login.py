@@ -67,6 +67,19 @@ def test_login_stores_the_character(start_sim: Any, tmp_path: Path) -> None:
     assert [r["character_id"] for r in rows] == [character.character_id]
 
 
+def test_login_corporation_asks_for_the_corporation_scopes(start_sim: Any, tmp_path: Path) -> None:
+    sim = start_sim("smoke")
+    proc, url = start_login(login_env(sim, tmp_path), "--corporation")
+    [scope] = parse_qs(urlsplit(url).query)["scope"]
+    assert scope.split() == [
+        "esi-killmails.read_killmails.v1",
+        "esi-killmails.read_corporation_killmails.v1",
+        "esi-characters.read_corporation_roles.v1",
+    ]
+    proc.terminate()  # the simulator's SSO does not grant the corporation scopes yet
+    proc.communicate(timeout=30)
+
+
 def test_forged_callbacks_are_ignored_until_the_real_one(start_sim: Any, tmp_path: Path) -> None:
     sim = start_sim("smoke")
     env = login_env(sim, tmp_path)
