@@ -22,6 +22,16 @@ signed with RS256 or ES256, and faults on demand. ::
         sim.revoke(char)                            # its refresh tokens: invalid_grant
         sim.stats.snapshot().count("/killmails/{killmail_id}/{killmail_hash}", 200)
 
+Corporations (``Scenario.named("corporation")`` or ``corporations=N``)::
+
+        corps = sim.world.corporations()            # {id: CorporationInfo(directors, ...)}
+        sim.provision()                             # directors' tokens carry CORPORATION_SCOPES
+        sim.world.corporation_ground_truth()        # {corporation_id: [killmail_id, ...]}
+        sim.world.set_roles(director, [])           # loses Director: 403 on the corp route
+        sim.world.move_character(director, other)   # 403 "Character is not in the corporation"
+        sim.world.add_corporation_kill(corp_id)     # an untracked member's kill
+        sim.faults.refresh_corporation_list(corp_id)
+
 Pass ``clock=ManualClock()`` to move time by hand (``clock.advance(900)``) and
 ``keys=SigningKeys.generate()`` made once to share signing keys between servers.
 ``bench/bench_sim.py`` measures the server's sustained requests per second.
@@ -39,29 +49,49 @@ from killsim.clock import Clock, ManualClock, SystemClock
 from killsim.faults import Faults
 from killsim.keys import ES256_KID, RS256_KID, SigningKeys
 from killsim.scenario import (
+    CORPORATION_SCOPES,
+    DIRECTOR,
     ESI_BUCKETS,
+    NOT_IN_CORPORATION,
     READ_CORP_KILLMAILS,
+    READ_CORP_ROLES,
     READ_KILLMAILS,
+    ROLE_ERRORS,
     FaultPlan,
     Scenario,
     format_limit,
+    min_rotating_sync_time_s,
     min_sync_time_s,
     parse_limit,
 )
 from killsim.server import SimServer
 from killsim.stats import Stats, StatsSnapshot
-from killsim.world import WorkloadSummary, World, ids_in_body
+from killsim.world import (
+    CorporationInfo,
+    Roles,
+    WorkloadSummary,
+    World,
+    ids_in_body,
+    is_npc_corporation,
+)
 
 __all__ = [
+    "CORPORATION_SCOPES",
+    "DIRECTOR",
     "ES256_KID",
     "ESI_BUCKETS",
+    "NOT_IN_CORPORATION",
     "READ_CORP_KILLMAILS",
+    "READ_CORP_ROLES",
     "READ_KILLMAILS",
+    "ROLE_ERRORS",
     "RS256_KID",
     "Clock",
+    "CorporationInfo",
     "FaultPlan",
     "Faults",
     "ManualClock",
+    "Roles",
     "Scenario",
     "SigningKeys",
     "SimServer",
@@ -72,6 +102,8 @@ __all__ = [
     "World",
     "format_limit",
     "ids_in_body",
+    "is_npc_corporation",
+    "min_rotating_sync_time_s",
     "min_sync_time_s",
     "parse_limit",
 ]

@@ -3,7 +3,9 @@
 Order of checks for one request: error limit (420), route (404/405), bearer token
 (401/403), token bucket (429), downtime (503), latency, injected fault (stall -> 504,
 5xx), the route's answer, ``If-None-Match`` (304), malformed/truncated body. Then the
-bucket is charged for the final status and the error limit counts it.
+bucket is charged for the final status and the error limit counts it. The corporation
+list's membership and Director checks (403) are part of the route's answer, so they cost
+5 ``corp-killmail`` tokens as on ESI.
 
 As on ESI, the per-IP budgets are keyed by the *peer address* of the connection
 (``request.client_ip``): the ``killmail`` bucket (``ip``, or ``(ip, application)`` with a
@@ -30,7 +32,7 @@ from killsim.faults import Fault, Faults
 from killsim.http import Request, Response
 from killsim.keys import SigningKeys
 from killsim.ratelimit import BucketReport, ErrorLimiter, Ticket, TokenBuckets, key_text
-from killsim.scenario import READ_KILLMAILS
+from killsim.scenario import READ_CORP_KILLMAILS, READ_CORP_ROLES, READ_KILLMAILS
 from killsim.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,14 @@ ROUTES = (
         "char-killmail",
         READ_KILLMAILS,
     ),
+    Route(
+        "corp_list",
+        "GET",
+        "/corporations/{corporation_id}/killmails/recent",
+        "corp-killmail",
+        READ_CORP_KILLMAILS,
+    ),
+    Route("roles", "GET", "/characters/{character_id}/roles", "char-detail", READ_CORP_ROLES),
     Route("body", "GET", "/killmails/{killmail_id}/{killmail_hash}", "killmail"),
     Route("names", "POST", "/universe/names"),
     Route("affiliation", "POST", "/characters/affiliation"),
@@ -236,7 +246,9 @@ class EsiApp:
             return Response.error(403, "token is expired")
         if route.scope not in _scopes(claims):
             return Response.error(403, f"token not valid for scope(s): {route.scope}")
-        if Caller(claims).character_id != int(params["character_id"]):
+        # Character routes: the token's own character only. The corporation route checks
+        # membership and the Director role when it answers (esi_routes).
+        if "character_id" in params and Caller(claims).character_id != int(params["character_id"]):
             return Response.error(403, "token not valid for this character")
         return None
 
@@ -258,7 +270,7 @@ class EsiApp:
         if fault is not None and fault.kind == "status":
             text = self._faults.error_text(_STATUS_TEXT.get(fault.status, "Error"))
             return Response.error(fault.status, text), False
-        response = self._respond(route, request, params)
+        response = self._respond(route, request, params, caller)
         if route.name == "body":
             self._stats.body(int(params["killmail_id"]), response.status)
         return _corrupt(_conditional(response, request), fault), False
@@ -270,19 +282,27 @@ class EsiApp:
         self._stop.wait(fault.stall_s)
         return Response.error(504, self._faults.error_text(_STATUS_TEXT[504]))
 
-    def _respond(self, route: Route, request: Request, params: dict[str, str]) -> Response:
+    def _respond(
+        self, route: Route, request: Request, params: dict[str, str], caller: Caller
+    ) -> Response:
         try:
-            status, body, headers = self._dispatch(route, request, params)
+            status, body, headers = self._dispatch(route, request, params, caller)
         except Exception:  # a simulator bug must show as a 500, not a dropped connection
             log.exception("simulator error on %s %s", request.method, request.path)
             self._stats.internal_error()
             return Response.error(500, "Internal Server Error (simulator bug)")
         return Response(status, body, headers)
 
-    def _dispatch(self, route: Route, request: Request, params: dict[str, str]) -> Answer:
+    def _dispatch(
+        self, route: Route, request: Request, params: dict[str, str], caller: Caller
+    ) -> Answer:
         d = self._data
         handlers: dict[str, Callable[[], Answer]] = {
             "list": lambda: d.recent(int(params["character_id"]), request.param("page")),
+            "corp_list": lambda: d.corporation_recent(
+                int(params["corporation_id"]), caller.character_id, request.param("page")
+            ),
+            "roles": lambda: d.roles(int(params["character_id"])),
             "body": lambda: d.killmail(int(params["killmail_id"]), params["killmail_hash"]),
             "names": lambda: d.names(request.body),
             "affiliation": lambda: d.affiliation(request.body),
@@ -297,9 +317,10 @@ def _resource(route: Route, request: Request, params: dict[str, str]) -> Hashabl
     """What a fault decision is keyed by: the killmail, the list page, else the path."""
     if route.name == "body":
         return int(params["killmail_id"])
-    if route.name == "list":
+    if route.name in ("list", "corp_list"):
         page = request.param("page") or "1"
-        return (int(params["character_id"]), int(page) if page.isdigit() else page)
+        owner = int(params.get("character_id") or params["corporation_id"])
+        return (owner, int(page) if page.isdigit() else page)
     return request.path
 
 

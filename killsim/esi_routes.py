@@ -6,7 +6,9 @@ Limits, authentication and faults are applied around these by :mod:`killsim.esi`
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import threading
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from email.utils import format_datetime
@@ -16,8 +18,9 @@ from typing import Any
 from killsim.bodies import encode
 from killsim.clock import Clock
 from killsim.esi_format import esi_time
-from killsim.lists import ListCache
-from killsim.world import World
+from killsim.lists import ListCache, ListVersion
+from killsim.scenario import NOT_IN_CORPORATION, ROLE_ERRORS, RoleErrorMode
+from killsim.world import World, is_npc_corporation
 
 JSON = "application/json; charset=utf-8"
 MAX_IDS = 1000
@@ -33,8 +36,11 @@ CACHE_AGE_S = MappingProxyType(
         "status": 30,
         "affiliation": 3_600,
         "names": 3_600,
+        "roles": 3_600,
     }
 )
+#: ``POST /characters/affiliation`` when none of the ids is a character (esi-issues#527).
+NO_CHARACTERS = "No characters found!"
 
 
 def http_date(value: datetime) -> str:
@@ -56,9 +62,22 @@ Answer = tuple[int, bytes, dict[str, str]]
 class EsiData:
     """The answers of the data routes (status, body, headers)."""
 
-    def __init__(self, world: World, lists: ListCache, clock: Clock, body_cache_s: int) -> None:
+    def __init__(
+        self,
+        world: World,
+        lists: ListCache,
+        clock: Clock,
+        body_cache_s: int,
+        *,
+        corporation_lists: ListCache | None = None,
+        role_error: RoleErrorMode = "old",
+    ) -> None:
         self._world = world
         self._lists = lists
+        self._corp_lists = corporation_lists
+        self._role_error = role_error
+        self._refusals = itertools.count()
+        self._refusals_lock = threading.Lock()
         self._clock = clock
         self._body_cache_s = body_cache_s
         self._started = clock.now().replace(microsecond=0)
@@ -85,13 +104,46 @@ class EsiData:
 
     def recent(self, character_id: int, page_text: str | None) -> Answer:
         """``GET /characters/{id}/killmails/recent`` (authentication already checked)."""
-        try:
-            page = int(page_text) if page_text is not None else 1
-        except ValueError:
-            page = 0
+        page = _page_number(page_text)
         if page < 1:
             return _error(400, "page must be an integer of at least 1")
-        version = self._lists.get(character_id)
+        return self._list_page(self._lists.get(character_id), page)
+
+    def corporation_recent(
+        self, corporation_id: int, character_id: int | None, page_text: str | None
+    ) -> Answer:
+        """``GET /corporations/{id}/killmails/recent`` (token and scope already checked):
+        403 unless the token's character is in the corporation (never for an NPC
+        corporation: esi-issues#979) and has the Director role."""
+        char = None if character_id is None else self._world.character(character_id)
+        if (
+            char is None
+            or is_npc_corporation(corporation_id)
+            or char.corporation_id != corporation_id
+        ):
+            return _error(403, NOT_IN_CORPORATION)
+        if not self._world.roles(char.character_id).director:
+            return _error(403, self._role_refusal())
+        page = _page_number(page_text)
+        if page < 1:
+            return _error(400, "page must be an integer of at least 1")
+        if self._corp_lists is None:  # pragma: no cover - the server always passes one
+            return _error(404, "Not found")
+        return self._list_page(self._corp_lists.get(corporation_id), page)
+
+    def _role_refusal(self) -> str:
+        if self._role_error != "alternate":
+            return ROLE_ERRORS[self._role_error]
+        with self._refusals_lock:
+            count = next(self._refusals)
+        return ROLE_ERRORS["new" if count % 2 else "old"]
+
+    def roles(self, character_id: int) -> Answer:
+        """``GET /characters/{id}/roles`` (token already checked for this character)."""
+        payload = self._world.roles(character_id).to_json()
+        return self._ok(encode(payload), CACHE_AGE_S["roles"], private=True)
+
+    def _list_page(self, version: ListVersion, page: int) -> Answer:
         if page > version.pages:
             return _error(404, "Requested page does not exist!")
         data = encode(version.page(page))
@@ -154,8 +206,8 @@ class EsiData:
         rows: list[dict[str, Any]] = []
         for character_id in ids:
             char = self._world.character(character_id)
-            if char is None:
-                return _error(404, NAMES_404)
+            if char is None:  # left out; the call fails only when none is a character
+                continue
             row: dict[str, Any] = {
                 "character_id": character_id,
                 "corporation_id": char.corporation_id,
@@ -165,6 +217,8 @@ class EsiData:
             if char.faction_id is not None:
                 row["faction_id"] = char.faction_id
             rows.append(row)
+        if not rows:
+            return _error(404, NO_CHARACTERS)
         return self._ok(encode(rows), CACHE_AGE_S["affiliation"])
 
     # -- entities ------------------------------------------------------------------------------
@@ -272,6 +326,13 @@ class EsiData:
             "start_time": esi_time(self._started),
         }
         return self._ok(encode(payload), CACHE_AGE_S["status"])
+
+
+def _page_number(page_text: str | None) -> int:
+    try:
+        return int(page_text) if page_text is not None else 1
+    except ValueError:
+        return 0
 
 
 def _without_none(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -35,12 +35,18 @@ class Faults:
     """Decides the faults of each ESI request; tests add their own with the methods."""
 
     def __init__(
-        self, plan: FaultPlan, seed: int, clock: Clock, refresh_list: Callable[[int], None]
+        self,
+        plan: FaultPlan,
+        seed: int,
+        clock: Clock,
+        refresh_list: Callable[[int], None],
+        refresh_corporation_list: Callable[[int], None] | None = None,
     ) -> None:
         self._plan = plan
         self._seed = seed
         self._clock = clock
         self._refresh_list = refresh_list
+        self._refresh_corporation_list = refresh_corporation_list
         self._lock = threading.Lock()
         self._forced: dict[tuple[str, Hashable], deque[Fault]] = {}
         self._attempts: Counter[tuple[str, Hashable]] = Counter()
@@ -92,6 +98,17 @@ class Faults:
     def refresh_list(self, character_id: int) -> None:
         """Rebuild the character's list cache now (new ``Last-Modified``, new kills)."""
         self._refresh_list(character_id)
+
+    def fail_corporation_list(
+        self, corporation_id: int, *, page: int = 1, status: int = 500, times: int = 1
+    ) -> None:
+        """The next ``times`` requests for this corporation list page answer ``status``."""
+        self._force("corp_list", (corporation_id, page), Fault("status", status), times)
+
+    def refresh_corporation_list(self, corporation_id: int) -> None:
+        """Rebuild the corporation's list cache now (new ``Last-Modified``, new kills)."""
+        if self._refresh_corporation_list is not None:
+            self._refresh_corporation_list(corporation_id)
 
     def fail_sso(self, *, status: int = 503, times: int = 1) -> None:
         """The next ``times`` token-endpoint requests answer ``status``."""

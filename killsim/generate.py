@@ -55,6 +55,11 @@ class Universe:
     outsiders: list[int] = field(default_factory=list)
     outsider_corps: list[int] = field(default_factory=list)
     ghosts: list[int] = field(default_factory=list)
+    #: ``Scenario.corporations``: the player corporations of the tracked characters, their
+    #: untracked members (never log in, not outsiders) and the initial Directors.
+    tracked_corporations: list[int] = field(default_factory=list)
+    members: list[int] = field(default_factory=list)
+    directors: set[int] = field(default_factory=set)
 
     def pilot(self, character_id: int) -> Pilot:
         """The killmail side of a character: ids and security status."""
@@ -261,7 +266,48 @@ def build_universe(scenario: Scenario, now: datetime) -> UniverseBuilder:
     b.universe.outsider_corps = out_corps
     b.universe.ghosts = [b.ids.character(1) for _ in range(scenario.unknown_name_ids)]
     b.fix_founders()
+    if scenario.corporations:
+        _corporations(b, scenario)
     return b
+
+
+def _corporations(b: UniverseBuilder, scenario: Scenario) -> None:
+    """Put tracked characters into new corporations (the first in an alliance) and give
+    each its Directors and untracked members. Runs last, so that it only adds to the
+    world ``corporations = 0`` would build."""
+    u = b.universe
+    corp_ids = [b.corporation(None) for _ in range(scenario.corporations)]
+    alliance_id = b.alliance(corp_ids[:1])
+    u.corporations[corp_ids[0]] = replace(u.corporations[corp_ids[0]], alliance_id=alliance_id)
+    u.tracked_corporations = corp_ids
+    if scenario.corporation_members:  # in character order; the rest stay where they are
+        owners = [i for i, n in enumerate(scenario.corporation_members) for _ in range(n)]
+    else:
+        owners = [i % len(corp_ids) for i in range(len(u.simulated))]
+    directors = scenario.per_corporation("directors_per_corporation")
+    untracked = scenario.per_corporation("untracked_members")
+    for index, (char_id, owner) in enumerate(zip(u.simulated, owners, strict=False)):
+        corp = u.corporations[corp_ids[owner]]
+        u.characters[char_id] = replace(
+            u.characters[char_id], corporation_id=corp.corporation_id, alliance_id=corp.alliance_id
+        )
+        if owners[:index].count(owner) < directors[owner]:
+            u.directors.add(char_id)
+    for owner, corp_id in enumerate(corp_ids):
+        for _ in range(untracked[owner]):
+            char_id = b.character(corp_id, simulated=False)
+            u.outsiders.remove(char_id)  # members: on their corporation's side only
+            u.members.append(char_id)
+        tracked = [c for c in u.simulated if u.characters[c].corporation_id == corp_id]
+        ceo = next((c for c in tracked if c in u.directors), tracked[0])
+        u.corporations[corp_id] = replace(
+            u.corporations[corp_id],
+            ceo_id=ceo,
+            creator_id=ceo,
+            member_count=len(tracked) + untracked[owner],
+        )
+    ally = u.alliances[alliance_id]
+    u.alliances[alliance_id] = replace(ally, creator_id=u.corporations[corp_ids[0]].ceo_id)
 
 
 def npc_pilot(rng: random.Random) -> Pilot:

@@ -1,7 +1,9 @@
-"""The cache in front of each character's recent-killmails list.
+"""The cache in front of each character's (or corporation's) recent-killmails list.
 
 ESI serves a list from a cache refreshed every ``list_cache_s``: new kills appear only
-when it refreshes, and every page of one version shares ``Last-Modified``.
+when it refreshes, and every page of one version shares ``Last-Modified``. A
+corporation's list has one cache, whichever director asks (so rotating directors
+mid-walk sees one version).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -49,10 +52,18 @@ class ListVersion:
 
 
 class ListCache:
-    """Per-character list versions (thread-safe)."""
+    """Per-owner list versions (thread-safe): characters' lists, or with
+    ``rows=world.corporation_recent`` corporations' lists."""
 
-    def __init__(self, world: World, clock: Clock, cache_s: int, page_size: int) -> None:
-        self._world = world
+    def __init__(
+        self,
+        world: World,
+        clock: Clock,
+        cache_s: int,
+        page_size: int,
+        rows: Callable[[int], list[tuple[int, str]]] | None = None,
+    ) -> None:
+        self._rows = rows or world.recent
         self._clock = clock
         self._cache_s = cache_s
         self._page_size = page_size
@@ -79,7 +90,7 @@ class ListCache:
             # HTTP dates have one-second resolution: a new version must show a new date.
             now = previous.last_modified + timedelta(seconds=1)
         version = ListVersion(
-            rows=tuple(self._world.recent(character_id)),
+            rows=tuple(self._rows(character_id)),
             last_modified=now,
             expires=now + timedelta(seconds=self._cache_s),
             built_at_s=self._clock.monotonic(),

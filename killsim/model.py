@@ -109,3 +109,5 @@ class KillmailRecord:
     killmail_hash: str
     killmail_time: datetime
     recipients: frozenset[int]
+    #: The player corporations whose lists hold it (the victim's, the credited player's).
+    corporations: frozenset[int] = frozenset()

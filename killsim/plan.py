@@ -1,14 +1,18 @@
 """Planning kills: who died, who is credited, who else was on the attacker list.
 
 A character's ``recent`` list holds the kills it received: as the victim, as the final
-blow, or as the last player to do damage when an NPC got the final blow. Every planned
-kill is received by at least one simulated character; other simulated characters may
-appear as ordinary attackers (they must *not* receive it).
+blow, or as the last player to do damage when an NPC got the final blow. A corporation's
+list holds the kills its members received that way (and its structures' losses), by the
+corporation ids the killmail records. Every planned kill is received by at least one
+simulated character, or (``Scenario.untracked_kill_fraction``) by an untracked member of
+a tracked corporation only; other simulated characters may appear as ordinary attackers
+(they must *not* receive it).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -64,6 +68,10 @@ class KillPlanner:
         """Pick victim and credited attacker so that a simulated character receives it."""
         sc, rng, sims = self.scenario, self.rng, self.universe.simulated
         npc = not huge and rng.random() < sc.npc_final_blow_fraction
+        # Only drawn when the scenario has such kills: other worlds keep their streams.
+        untracked = not huge and sc.untracked_kill_fraction > 0 and bool(self.universe.members)
+        if untracked and rng.random() < sc.untracked_kill_fraction:
+            return self.untracked_sides(npc)
         if not huge and len(sims) >= 2 and rng.random() < sc.shared_fraction:
             a, b = rng.sample(sims, 2)
             return Sides(self.universe.pilot(a), self.ship(), self.universe.pilot(b), npc)
@@ -75,6 +83,22 @@ class KillPlanner:
         if rng.random() < 0.5:
             return Sides(x, self.ship(), self._outsider({x.character_id}), npc)
         return Sides(self._outsider({x.character_id}), self.ship(), x, npc)
+
+    def untracked_sides(self, npc: bool, member_id: int | None = None) -> Sides:
+        """A kill or loss of an untracked corporation member (or a structure loss of a
+        tracked corporation) against an outsider: no tracked character receives it."""
+        rng = self.rng
+        if member_id is None:
+            member_id = rng.choice(self.universe.members)
+        member = self.universe.pilot(member_id)
+        roll = rng.random()
+        if roll < self.scenario.structure_fraction:
+            corp = self.universe.corporations[member.corporation_id or 0]
+            victim = Pilot(None, corp.corporation_id, corp.alliance_id)
+            return Sides(victim, rng.choice(_STRUCTURES), self._outsider(set()), npc)
+        if roll < 0.5:
+            return Sides(member, self.ship(), self._outsider({member_id}), npc)
+        return Sides(self._outsider({member_id}), self.ship(), member, npc)
 
     # -- the attacker list --------------------------------------------------------------
 
@@ -150,6 +174,13 @@ def recipients(spec: KillSpec, simulated: set[int]) -> frozenset[int]:
     """The simulated characters whose lists hold this kill."""
     ids = {spec.victim.character_id, spec.credited.character_id if spec.credited else None}
     return frozenset(i for i in ids if i is not None and i in simulated)
+
+
+def corporations_of(spec: KillSpec, npc_corporation: Callable[[int], bool]) -> frozenset[int]:
+    """The player corporations whose lists hold this kill: the victim's (a structure's
+    owner too) and the credited player's, as recorded on the killmail."""
+    ids = {spec.victim.corporation_id, spec.credited.corporation_id if spec.credited else None}
+    return frozenset(i for i in ids if i is not None and not npc_corporation(i))
 
 
 def plan_world_kills(builder: UniverseBuilder, scenario: Scenario, now: datetime) -> list[KillSpec]:

@@ -21,7 +21,20 @@ Named scenarios (``Scenario.named(name, seed=...)``; all numbers are in their fa
 ``ratelimit``  2 characters, 60 killmails, page size 10, char-killmail 10/5s,
                killmail 20/5s, error limit 10 per 10 s.
 ``huge``       3 characters, 30 killmails, one of them with 3,800 attackers.
+``corporation`` 8 characters, 3 in corporation A (2 directors) with 40 untracked
+               members, 2 in B (1 director) with 4, 3 in neither; 1,500 killmails (half
+               only untracked members receive), page size 23, char-/corp-killmail 30/15s,
+               killmail 600/2s: A's list (~40 pages) needs more than one director's
+               bucket allows in a window (15 pages), so a walk must rotate directors.
 =============  ========================================================================
+
+Corporations (``corporations`` > 0): the tracked characters are spread over that many
+player corporations, round robin; the first ``directors_per_corporation`` of each have
+the in-game role Director, the others none. Each corporation also has
+``untracked_members`` characters who never log in, and ``untracked_kill_fraction`` of the
+killmails are kills and losses of those members (or structure losses of the corporation)
+only: no tracked character's own list holds them, their corporation's list does. With
+``corporations = 0`` (the default) the world is exactly what it was before corporations.
 """
 
 from __future__ import annotations
@@ -38,12 +51,26 @@ from killsim.errors import ScenarioError
 
 READ_KILLMAILS = "esi-killmails.read_killmails.v1"
 READ_CORP_KILLMAILS = "esi-killmails.read_corporation_killmails.v1"
+READ_CORP_ROLES = "esi-characters.read_corporation_roles.v1"
+#: The scopes a director's token needs for a corporation sync (with ``READ_KILLMAILS``).
+CORPORATION_SCOPES = (READ_CORP_KILLMAILS, READ_CORP_ROLES)
+DIRECTOR = "Director"
+#: The two wordings ESI has used for a corporation route's missing role (403).
+ROLE_ERRORS: Mapping[str, str] = MappingProxyType(
+    {
+        "old": "Character does not have required role(s)",
+        "new": "The given character doesn't have the required role(s)",
+    }
+)
+NOT_IN_CORPORATION = "Character is not in the corporation"
 
 #: Rate-limit groups of the routes the simulator serves, as ESI publishes them
 #: (``x-rate-limit`` in the 2026-08-18 OpenAPI document): group -> (tokens, window_s).
 ESI_BUCKETS: Mapping[str, tuple[int, int]] = MappingProxyType(
     {
         "char-killmail": (30, 900),
+        "corp-killmail": (30, 900),
+        "char-detail": (600, 900),
         "killmail": (3600, 900),
         "status": (600, 900),
     }
@@ -52,6 +79,8 @@ ESI_BUCKETS: Mapping[str, tuple[int, int]] = MappingProxyType(
 #: Short route names used by fault settings and statistics.
 ROUTE_NAMES = (
     "list",
+    "corp_list",
+    "roles",
     "body",
     "names",
     "affiliation",
@@ -65,6 +94,7 @@ ROUTE_NAMES = (
 
 SigningMode = Literal["RS256", "ES256", "alternate"]
 ClientKind = Literal["confidential", "pkce"]
+RoleErrorMode = Literal["old", "new", "alternate"]
 
 _LIMIT_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*([smh])\s*$")
 _UNIT_S = MappingProxyType({"s": 1, "m": 60, "h": 3600})
@@ -165,6 +195,17 @@ class Scenario:
     #: Names with terminal controls, OSC sequences and bidi overrides (``names.HOSTILE_NAMES``)
     hostile_names: bool = False
     killmail_id_start: int = 128_000_000
+    # -- corporations (0: none; the world is then exactly as without these knobs) --------
+    corporations: int = 0  #: player corporations the tracked characters are spread over
+    #: Tracked characters in each corporation, in character order (the rest stay outside
+    #: them); empty: every character, round robin.
+    corporation_members: tuple[int, ...] = ()
+    #: The first N tracked members of each corporation are Directors (one number for all,
+    #: or one per corporation); the others have no role.
+    directors_per_corporation: int | tuple[int, ...] = 1
+    #: Members of each corporation who never log in (one number for all, or one each).
+    untracked_members: int | tuple[int, ...] = 0
+    untracked_kill_fraction: float = 0.0  #: killmails only untracked members receive
     # -- ESI ------------------------------------------------------------------------
     page_size: int = 50
     list_cache_s: int = 300
@@ -172,11 +213,14 @@ class Scenario:
     buckets: Mapping[str, tuple[int, int]] = field(default_factory=lambda: dict(ESI_BUCKETS))
     error_limit: int = 100
     error_window_s: int = 60
+    #: The 403 text of a corporation route without the role: ``ROLE_ERRORS["old"]``,
+    #: ``["new"]``, or ``"alternate"`` (old, new, old, ... per refusal).
+    role_error: RoleErrorMode = "old"
     # -- SSO ------------------------------------------------------------------------
     client_kind: ClientKind = "confidential"
     client_id: str | None = None  #: None: derived from the seed
     client_secret: str | None = None  #: None: derived from the seed (confidential apps)
-    app_scopes: tuple[str, ...] = (READ_KILLMAILS, READ_CORP_KILLMAILS)
+    app_scopes: tuple[str, ...] = (READ_KILLMAILS, READ_CORP_KILLMAILS, READ_CORP_ROLES)
     callback_url: str | None = None  #: None: any http loopback redirect_uri is accepted
     rotate_refresh_tokens: bool = True
     access_token_lifetime_s: int = 1200
@@ -189,6 +233,11 @@ class Scenario:
         buckets = {group: (int(lim), int(win)) for group, (lim, win) in self.buckets.items()}
         object.__setattr__(self, "buckets", MappingProxyType(buckets))
         object.__setattr__(self, "app_scopes", tuple(self.app_scopes))
+        object.__setattr__(self, "corporation_members", tuple(self.corporation_members))
+        for key in ("directors_per_corporation", "untracked_members"):
+            value = getattr(self, key)
+            if not isinstance(value, int):
+                object.__setattr__(self, key, tuple(value))
         self._validate()
 
     def _validate(self) -> None:
@@ -204,13 +253,26 @@ class Scenario:
         for key, value in positive.items():
             if value < 1:
                 raise ScenarioError(f"{key}: must be at least 1, got {value}")
-        for key in ("killmails", "old_killmails", "huge_attackers", "unknown_name_ids"):
+        for key in (
+            "killmails",
+            "old_killmails",
+            "huge_attackers",
+            "unknown_name_ids",
+            "corporations",
+        ):
             if getattr(self, key) < 0:
                 raise ScenarioError(f"{key}: must be >= 0")
         if self.characters < 2 and self.shared_fraction > 0:
             raise ScenarioError("shared_fraction: needs at least 2 characters")
-        for key in ("shared_fraction", "npc_final_blow_fraction", "structure_fraction"):
+        for key in (
+            "shared_fraction",
+            "npc_final_blow_fraction",
+            "structure_fraction",
+            "untracked_kill_fraction",
+        ):
             _check_rate(key, getattr(self, key))
+        self._validate_corporations()
+        self._validate_roles()
         for group, (limit, window) in self.buckets.items():
             if limit < 1 or window < 1:
                 raise ScenarioError(f"buckets.{group}: limit and window must be >= 1")
@@ -220,6 +282,58 @@ class Scenario:
             raise ScenarioError(f"signing: 'RS256', 'ES256' or 'alternate', got {self.signing!r}")
         if not 0 <= self.login_character_index < self.characters:
             raise ScenarioError("login_character_index: must name one of the characters")
+
+    def per_corporation(self, key: str) -> tuple[int, ...]:
+        """``directors_per_corporation`` or ``untracked_members`` as one number per
+        corporation; ``corporation_members``: tracked members per corporation."""
+        if key == "corporation_members":
+            if self.corporation_members:
+                return self.corporation_members
+            n = self.corporations
+            return tuple(len(range(i, self.characters, n)) for i in range(n))
+        value = getattr(self, key)
+        return (value,) * self.corporations if isinstance(value, int) else tuple(value)
+
+    def _validate_corporations(self) -> None:
+        if self.corporations > self.characters:
+            raise ScenarioError("corporations: at most one per character")
+        for key in ("corporation_members", "directors_per_corporation", "untracked_members"):
+            value = getattr(self, key)
+            numbers = (value,) if isinstance(value, int) else value
+            if any(not isinstance(n, int) or isinstance(n, bool) or n < 0 for n in numbers):
+                raise ScenarioError(f"{key}: whole numbers >= 0")
+            if (
+                not isinstance(value, int)
+                and self.corporations
+                and len(value)
+                not in (
+                    0,
+                    self.corporations,
+                )
+            ):
+                raise ScenarioError(f"{key}: one number per corporation ({self.corporations})")
+        if not self.corporations:
+            return
+        members = self.per_corporation("corporation_members")
+        if sum(members) > self.characters or 0 in members:
+            raise ScenarioError("corporation_members: at least one each, at most characters in all")
+        if len(self.per_corporation("untracked_members")) != self.corporations:
+            raise ScenarioError("untracked_members: one number per corporation")
+        directors = self.per_corporation("directors_per_corporation")
+        if len(directors) != self.corporations or any(
+            d > m for d, m in zip(directors, members, strict=True)
+        ):
+            raise ScenarioError(
+                "directors_per_corporation: at most the tracked members of each corporation"
+            )
+
+    def _validate_roles(self) -> None:
+        if self.untracked_kill_fraction > 0 and (
+            self.corporations == 0 or not any(self.per_corporation("untracked_members"))
+        ):
+            raise ScenarioError("untracked_kill_fraction: needs corporations and untracked_members")
+        if self.role_error not in ("old", "new", "alternate"):
+            raise ScenarioError(f"role_error: 'old', 'new' or 'alternate', got {self.role_error!r}")
 
     # -- construction ---------------------------------------------------------------
 
@@ -281,6 +395,15 @@ def min_sync_time_s(
     """
     burst = limit_tokens - 1 + cost_tokens
     return max(0, math.ceil(tokens_needed / burst) - 1) * float(window_s)
+
+
+def min_rotating_sync_time_s(limit_tokens: int, window_s: int, pages: int, buckets: int) -> float:
+    """Lower bound (seconds) of walking ``pages`` fresh pages (2 tokens each) when the walk
+    may spread them over ``buckets`` equal buckets (a corporation's directors): the
+    busiest bucket serves at least ``ceil(pages / buckets)`` pages."""
+    if pages <= 0 or buckets <= 0:
+        return 0.0
+    return min_sync_time_s(limit_tokens, window_s, 2 * math.ceil(pages / buckets))
 
 
 # -- named scenarios ------------------------------------------------------------------
@@ -380,6 +503,31 @@ def _huge(seed: int) -> Scenario:
     )
 
 
+def _corporation(seed: int) -> Scenario:
+    return Scenario(
+        name="corporation",
+        seed=seed,
+        characters=8,
+        killmails=1500,
+        old_killmails=10,
+        shared_fraction=0.25,
+        corporations=2,
+        corporation_members=(3, 2),  # characters 6-8 are in no scenario corporation
+        directors_per_corporation=(2, 1),
+        untracked_members=(40, 4),
+        untracked_kill_fraction=0.5,
+        page_size=23,
+        buckets={
+            "char-killmail": (30, 15),
+            "corp-killmail": (30, 15),
+            "char-detail": (600, 15),
+            "killmail": (600, 2),
+            "status": (600, 900),
+        },
+        description="two corporations; the big one's list outgrows one director's bucket",
+    )
+
+
 _NAMED: Mapping[str, Callable[[int], Scenario]] = MappingProxyType(
     {
         "smoke": _smoke,
@@ -388,6 +536,7 @@ _NAMED: Mapping[str, Callable[[int], Scenario]] = MappingProxyType(
         "chaos": _chaos,
         "ratelimit": _ratelimit,
         "huge": _huge,
+        "corporation": _corporation,
     }
 )
 
@@ -395,15 +544,21 @@ SCENARIO_FIELDS = frozenset(f.name for f in fields(Scenario))
 FAULT_FIELDS = frozenset(f.name for f in fields(FaultPlan))
 
 __all__ = [
+    "CORPORATION_SCOPES",
+    "DIRECTOR",
     "ESI_BUCKETS",
     "FAULT_FIELDS",
+    "NOT_IN_CORPORATION",
     "READ_CORP_KILLMAILS",
+    "READ_CORP_ROLES",
     "READ_KILLMAILS",
+    "ROLE_ERRORS",
     "ROUTE_NAMES",
     "SCENARIO_FIELDS",
     "FaultPlan",
     "Scenario",
     "format_limit",
+    "min_rotating_sync_time_s",
     "min_sync_time_s",
     "parse_limit",
 ]

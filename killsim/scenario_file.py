@@ -105,6 +105,11 @@ _EXPECTED: Mapping[str, type | tuple[type, ...]] = MappingProxyType(
         "shared_fraction": (int, float),
         "npc_final_blow_fraction": (int, float),
         "structure_fraction": (int, float),
+        "untracked_kill_fraction": (int, float),
+        "role_error": str,
+        "corporation_members": list,
+        "directors_per_corporation": (int, list),
+        "untracked_members": (int, list),
         "app_scopes": list,
     }
 )
@@ -112,11 +117,22 @@ _EXPECTED: Mapping[str, type | tuple[type, ...]] = MappingProxyType(
 
 def _plain(key: str, value: Any) -> Any:
     _check_type(key, value, _EXPECTED.get(key, int))
+    if key in ("corporation_members", "directors_per_corporation", "untracked_members"):
+        if isinstance(value, int):
+            return value
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in value):
+            raise ScenarioError(f"{key}: expected a whole number or a list of them")
+        return tuple(value)
     if key == "app_scopes":
         if not all(isinstance(s, str) for s in value):
             raise ScenarioError("app_scopes: expected a list of strings")
         return tuple(value)
-    if key in ("shared_fraction", "npc_final_blow_fraction", "structure_fraction"):
+    if key in (
+        "shared_fraction",
+        "npc_final_blow_fraction",
+        "structure_fraction",
+        "untracked_kill_fraction",
+    ):
         return float(value)
     return value
 

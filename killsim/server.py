@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -18,7 +18,7 @@ from killsim.http import Request, Response, SimHTTPServer
 from killsim.keys import SigningKeys
 from killsim.lists import ListCache
 from killsim.ratelimit import ErrorLimiter, TokenBuckets
-from killsim.scenario import READ_KILLMAILS, Scenario
+from killsim.scenario import CORPORATION_SCOPES, READ_KILLMAILS, Scenario
 from killsim.sso import PREFIX, SsoApp
 from killsim.sso_state import Grant, SsoState
 from killsim.stats import Stats
@@ -34,6 +34,7 @@ class CharacterLogin:
     character_id: int
     name: str
     refresh_token: str
+    scopes: tuple[str, ...] = ()  #: what the token grants (not in ``to_dict``)
 
 
 @dataclass(frozen=True)
@@ -83,16 +84,36 @@ class SimServer:
         self.keys = keys or SigningKeys.generate()
         self.world = World(scenario, self.clock)
         self._lists = ListCache(self.world, self.clock, scenario.list_cache_s, scenario.page_size)
+        self._corp_lists = ListCache(
+            self.world,
+            self.clock,
+            scenario.list_cache_s,
+            scenario.page_size,
+            rows=self.world.corporation_recent,
+        )
         limit_headers = {g: scenario.limit_header(g) for g in scenario.buckets}
         self._buckets = TokenBuckets(scenario.buckets, limit_headers, self.clock)
         self.stats = Stats(self._buckets.spent)
-        self.faults = Faults(scenario.faults, scenario.seed, self.clock, self._lists.refresh)
+        self.faults = Faults(
+            scenario.faults,
+            scenario.seed,
+            self.clock,
+            self._lists.refresh,
+            self._corp_lists.refresh,
+        )
         self._errors = ErrorLimiter(scenario.error_limit, scenario.error_window_s, self.clock)
         names = {c.character_id: c.name for c in self.world.characters}
         self._sso_state = SsoState(scenario, names, self.keys, self.clock, issuer="")
         self._stop = threading.Event()
         self._esi = EsiApp(
-            data=EsiData(self.world, self._lists, self.clock, scenario.body_cache_s),
+            data=EsiData(
+                self.world,
+                self._lists,
+                self.clock,
+                scenario.body_cache_s,
+                corporation_lists=self._corp_lists,
+                role_error=scenario.role_error,
+            ),
             keys=self.keys,
             buckets=self._buckets,
             errors=self._errors,
@@ -197,13 +218,32 @@ class SimServer:
         """A refresh token of the scenario's application for a simulated character."""
         return self._sso_state.issue_refresh_token(character_id, tuple(scopes))
 
-    def provision(self, scopes: Sequence[str] = (READ_KILLMAILS,)) -> Provisioned:
-        """URLs, the application and one fresh refresh token per simulated character."""
-        logins = tuple(
-            CharacterLogin(c.character_id, c.name, self.issue_refresh_token(c.character_id, scopes))
-            for c in self.world.characters
+    def provision(
+        self,
+        scopes: Sequence[str] = (READ_KILLMAILS,),
+        *,
+        corporation_scopes_for: Iterable[int] | None = None,
+    ) -> Provisioned:
+        """URLs, the application and one fresh refresh token per simulated character.
+
+        The characters of ``corporation_scopes_for`` (None: every current Director of the
+        scenario's corporations) also get :data:`~killsim.scenario.CORPORATION_SCOPES`
+        (corporation killmails and roles); without corporations nobody does."""
+        if corporation_scopes_for is None:
+            corporation_scopes_for = [
+                d for info in self.world.corporations().values() for d in info.director_ids
+            ]
+        wider = set(corporation_scopes_for)
+        logins: list[CharacterLogin] = []
+        for char in self.world.characters:
+            granted = tuple(scopes)
+            if char.character_id in wider:
+                granted += tuple(s for s in CORPORATION_SCOPES if s not in granted)
+            token = self.issue_refresh_token(char.character_id, granted)
+            logins.append(CharacterLogin(char.character_id, char.name, token, granted))
+        return Provisioned(
+            self.esi_url, self.sso_url, self.client_id, self.client_secret, tuple(logins)
         )
-        return Provisioned(self.esi_url, self.sso_url, self.client_id, self.client_secret, logins)
 
     def access_token(
         self,

@@ -53,6 +53,7 @@ OPERATIONS: tuple[tuple[str, str], ...] = (
     ("post", "/characters/affiliation"),
     ("get", "/characters/{character_id}"),
     ("get", "/characters/{character_id}/killmails/recent"),
+    ("get", "/characters/{character_id}/roles"),
     ("get", "/corporations/{corporation_id}"),
     ("get", "/corporations/{corporation_id}/killmails/recent"),
     ("get", "/alliances/{alliance_id}"),

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 #: ``killsim.Scenario.names()``, spelled out so that ``--help`` (and every other command)
 #: does not import the simulator; tests/test_layout.py keeps the two equal.
-SCENARIO_NAMES = ("smoke", "fleet", "incremental", "chaos", "ratelimit", "huge")
+SCENARIO_NAMES = ("smoke", "fleet", "incremental", "chaos", "ratelimit", "huge", "corporation")
 
 app = typer.Typer(
     name="sim",

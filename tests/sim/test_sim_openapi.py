@@ -148,6 +148,8 @@ def _shapes(bodies: list[dict[str, Any]]) -> dict[str, set[frozenset[str]]]:
     ("route", "group", "cache_s"),
     [
         ("/characters/{character_id}/killmails/recent", "char-killmail", 300),
+        ("/corporations/{corporation_id}/killmails/recent", "corp-killmail", 300),
+        ("/characters/{character_id}/roles", "char-detail", 3600),
         ("/killmails/{killmail_id}/{killmail_hash}", "killmail", None),
         ("/status", "status", 30),
     ],

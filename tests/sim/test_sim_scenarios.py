@@ -11,7 +11,15 @@ from killsim.errors import ScenarioError, ScenarioFileError
 
 
 def test_named_scenarios_and_their_numbers() -> None:
-    assert set(Scenario.names()) == {"smoke", "fleet", "incremental", "chaos", "ratelimit", "huge"}
+    assert set(Scenario.names()) == {
+        "smoke",
+        "fleet",
+        "incremental",
+        "chaos",
+        "ratelimit",
+        "huge",
+        "corporation",
+    }
     smoke = Scenario.named("smoke")
     assert 3 <= smoke.characters <= 5 and smoke.killmails == 100 and smoke.page_size == 50
     assert smoke.buckets == ESI_BUCKETS and smoke.faults == FaultPlan()

@@ -14,6 +14,7 @@ import jwt
 import pytest
 
 from killsim import (
+    CORPORATION_SCOPES,
     ES256_KID,
     READ_CORP_KILLMAILS,
     READ_KILLMAILS,
@@ -93,6 +94,7 @@ def test_refresh_returns_eve_claims(sim: SimServer, http: httpx.Client) -> None:
     ("scopes", "expected"),
     [
         ([READ_KILLMAILS, READ_CORP_KILLMAILS], [READ_KILLMAILS, READ_CORP_KILLMAILS]),
+        ([READ_KILLMAILS, *CORPORATION_SCOPES], [READ_KILLMAILS, *CORPORATION_SCOPES]),
         ([], None),
     ],
 )
@@ -333,3 +335,20 @@ def test_sso_outage_on_demand(sim: SimServer, http: httpx.Client) -> None:
     assert _refresh(sim, http, token).status_code == 503
     assert _refresh(sim, http, token).status_code == 200  # the token was not consumed
     assert sim.stats.snapshot().count("/sso/v2/oauth/token") == 2
+
+
+def test_a_login_may_ask_for_the_corporation_scopes(
+    pkce_sim: SimServer, http: httpx.Client
+) -> None:
+    verifier, challenge = _pkce()
+    scope = " ".join([READ_KILLMAILS, *CORPORATION_SCOPES])
+    answer = _authorize(pkce_sim, http, challenge, scope=scope)
+    form = {
+        "grant_type": "authorization_code",
+        "code": answer["code"],
+        "client_id": pkce_sim.client_id,
+        "code_verifier": verifier,
+    }
+    tokens = _token(pkce_sim, http, form, basic=False)
+    claims = _claims(pkce_sim, http, tokens.json()["access_token"])
+    assert claims["scp"] == [READ_KILLMAILS, *CORPORATION_SCOPES]
