@@ -21,8 +21,6 @@ import pytest
 
 from killcli.accounts import CORPORATION_LOGIN_SCOPES, KILLMAIL_SCOPE
 from killcli.cli.context import JSON_SCHEMA_VERSION
-from killcli.db import Database
-from killcli.db.models import Corporation
 from tests.conftest import CliResult, sim_environ
 
 Cli = Callable[..., CliResult]
@@ -66,7 +64,7 @@ def run_json(cli: Cli, *args: str, stdin: str | None = None) -> dict[str, Any]:
 def world(
     start_sim: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli
 ) -> Any:
-    sim = start_sim("smoke", characters=2, killmails=20)
+    sim = start_sim("smoke", characters=2, killmails=20, corporations=1)
     env = sim_environ(sim, tmp_path / "home", f"sqlite:///{tmp_path / 'k.db'}")
     env["KILLSYNC_BROKER_URL"] = "database"
     for key, value in env.items():
@@ -77,10 +75,14 @@ def world(
 
 def test_every_json_payload_keeps_its_keys(world: Any, cli: Cli, tmp_path: Path) -> None:
     ids = sorted(world.world.ground_truth())
-    # The first one a director (its roles check fails on this simulator: it stays unchecked).
-    scopes = [CORPORATION_LOGIN_SCOPES, (KILLMAIL_SCOPE,)]
-    tokens = (
-        "\n".join(world.issue_refresh_token(c, s) for c, s in zip(ids, scopes, strict=True)) + "\n"
+    [(corporation_id, corporation)] = world.world.corporations().items()
+    [director] = corporation.director_ids  # logs in with the corporation scopes
+    tokens = "".join(
+        world.issue_refresh_token(
+            c, CORPORATION_LOGIN_SCOPES if c == director else (KILLMAIL_SCOPE,)
+        )
+        + "\n"
+        for c in ids
     )
     seen: dict[str, Any] = {}
 
@@ -92,9 +94,9 @@ def test_every_json_payload_keeps_its_keys(world: Any, cli: Cli, tmp_path: Path)
     record("config", "show")
     record("users", "import", "-", stdin=tokens)
     record("users", "list")
-    track_a_corporation(tmp_path / "k.db")
     record("corporations", "list")
     record("corporations", "check")
+    record("sync-corporation", str(corporation_id))
     record("refresh-token", "--all")
     record("queue")
     record("sync-user", str(ids[0]))
@@ -113,15 +115,6 @@ def test_every_json_payload_keeps_its_keys(world: Any, cli: Cli, tmp_path: Path)
     assert sorted(seen) == sorted(CONTRACT)
     problems = [p for kind, data in seen.items() for p in mismatches(data, CONTRACT[kind], kind)]
     assert problems == []
-
-
-def track_a_corporation(path: Path) -> None:
-    database = Database(f"sqlite:///{path}")
-    try:
-        with database.session() as session:
-            session.add(Corporation(corporation_id=98_000_001, name="Tracked"))
-    finally:
-        database.close()
 
 
 def test_the_contract_check_sees_gone_new_and_reshaped_keys() -> None:
@@ -204,6 +197,14 @@ CONTRACT: dict[str, Shape] = {
     | {"characters": [scalars("character_id", "name", "priority", "reason", "tier")]},
     "sync": scalars("character_id", "character_name", "status")
     | {"figures": FIGURES, "new_killmail_ids": [""], "pending_reasons": [ANY]},
+    "sync.corporation": scalars("corporation_id", "corporation_name", "status")
+    | {
+        "figures": FIGURES,
+        "directors_used": [""],
+        "directors_dropped": [""],
+        "new_killmail_ids": [""],
+        "pending_reasons": [ANY],
+    },
     "stats": scalars(
         "dead_letters",
         "killmails_last_day",
@@ -237,10 +238,12 @@ CONTRACT: dict[str, Shape] = {
             )
         ],
         "characters_by_status": ANY,
+        "corporations_by_status": ANY,
         "egress": [
             scalars("blocked_for_s", "budget", "egress", "holders", "in_use", "limit", "window_s")
         ],
-        "last_run": scalars("character_id", "finished_at", "status") | {"figures": FIGURES},
+        "last_run": scalars("character_id", "corporation_id", "finished_at", "status")
+        | {"figures": FIGURES},
         "queue": scalars("consumers", "dead_letters", "delayed", "ready", "running"),
         "workers": [ANY],
     },

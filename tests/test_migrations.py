@@ -81,7 +81,11 @@ def down_and_up_again(url: str, revision: str, back: set[str], gone: set[str]) -
 
 # 0005 dropped the unused ``esi_cache`` (its downgrade recreates it); 0006 added the
 # corporation tables (its downgrade drops them).
-DOWNGRADES = [("0004", {"esi_cache"}, CORPORATION_TABLES), ("0005", set(), CORPORATION_TABLES)]
+DOWNGRADES = [
+    ("0004", {"esi_cache"}, CORPORATION_TABLES),
+    ("0005", set(), CORPORATION_TABLES),
+    ("0006", set(), set()),  # 0007: pending bodies and runs of corporations' lists
+]
 
 
 @pytest.mark.parametrize(("revision", "back", "gone"), DOWNGRADES)

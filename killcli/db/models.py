@@ -264,7 +264,9 @@ class PendingKillmail(Base):
 
     killmail_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     killmail_hash: Mapped[str] = mapped_column(String(64))
-    character_id: Mapped[int] = mapped_column(index=True)
+    # Whose list it came from: a character's, or (character null) a corporation's.
+    character_id: Mapped[int | None] = mapped_column(index=True)
+    corporation_id: Mapped[int | None] = mapped_column(index=True)
     reason: Mapped[str] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -285,12 +287,14 @@ class Name(Base):
 
 
 class SyncRun(Base):
-    """One sync of one character, with its figures."""
+    """One sync of one character's list (or, character null, one corporation's), with its
+    figures."""
 
     __tablename__ = "sync_runs"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    character_id: Mapped[int] = mapped_column(index=True)
+    character_id: Mapped[int | None] = mapped_column(index=True)
+    corporation_id: Mapped[int | None] = mapped_column(index=True)
     started_at: Mapped[datetime] = mapped_column(index=True)
     finished_at: Mapped[datetime | None]
     status: Mapped[str] = mapped_column(String(20))
