@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from killcli.config import load_settings
 from killcli.corporations import list_corporations
 from killcli.db import Database
 from killcli.db.models import (
+    Character,
     Corporation,
     CorporationStatus,
     DirectorStatus,
@@ -31,6 +33,7 @@ from killcli.db.models import (
 from killcli.errors import NoDirector
 from killcli.killmail import canonical_json
 from killcli.runtime import Runtime, build_runtime
+from killcli.scheduler import _pending_due
 from killcli.sync import SyncOptions
 from killcli.sync.corporation import CorporationSyncResult, sync_corporation
 from killsim import SimServer
@@ -231,6 +234,9 @@ def test_pending_bodies_of_a_corporation_are_its_own(corps: Corps, db: Database)
     with db.session() as s:
         row = s.get(PendingKillmail, victim)
         assert row is not None and (row.character_id, row.corporation_id) == (None, corps.a)
+        later = row.next_attempt_at + timedelta(days=1)
+        # ... and makes no character due for a pending retry
+        assert s.scalars(select(Character.character_id).where(_pending_due(later))).all() == []
 
 
 def test_the_corporation_sync_commands(
