@@ -29,9 +29,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from killcli.clock import SYSTEM_CLOCK, Clock
+from killcli.corporations import CORPORATION_SCOPES, DirectorInfo, director_states, note_scopes
 from killcli.db import Database
 from killcli.db.models import Character, CharacterKillmail, CharacterStatus, PendingKillmail
 from killcli.db.types import utcnow
@@ -51,6 +52,7 @@ from killcli.tokenfile import TokenLine
 
 KILLMAIL_SCOPE = "esi-killmails.read_killmails.v1"
 DEFAULT_SCOPES = (KILLMAIL_SCOPE,)
+CORPORATION_LOGIN_SCOPES = (KILLMAIL_SCOPE, *CORPORATION_SCOPES)  # `login --corporation`
 REFRESH_MARGIN_S = 120.0  # refresh this long before expiry, not on a 401
 SCOPE_REMOVED = "scope removed"  # the needs-login reason when a refresh lost the scope
 
@@ -78,6 +80,7 @@ class TokenImportResult:
     added: int = 0
     updated: int = 0
     rejected: list[RejectedToken] = field(default_factory=list)
+    character_ids: list[int] = field(default_factory=list)  # added or updated
 
     def as_dict(self) -> dict[str, int]:
         """The ``users.import`` JSON payload."""
@@ -125,6 +128,7 @@ class CharacterInfo:
     killmails: int
     pending: int
     last_error: str | None
+    director: DirectorInfo | None = None  # granted the corporation scopes: its corp state
 
 
 class Accounts:
@@ -164,6 +168,7 @@ class Accounts:
                 result.rejected.append(rejected)
                 on_rejected(rejected)
                 continue
+            result.character_ids.append(added.character_id)
             if added.created:
                 result.added += 1
             else:
@@ -206,6 +211,8 @@ class Accounts:
             self._put_tokens(character, tokens)
             character.status, character.status_reason = CharacterStatus.ACTIVE, None
             character.status_changed_at = now
+            session.flush()  # the director row refers to the character
+            note_scopes(session, claims.character_id, claims.scopes)
         return AddResult(claims.character_id, claims.name, created, owner_changed)
 
     # -- tokens -------------------------------------------------------------------------
@@ -339,6 +346,9 @@ class Accounts:
         if claims.character_id != character.character_id:
             return self._unverified(character, f"the token is for character {claims.character_id}")
         character.scopes = " ".join(sorted(claims.scopes))  # never stale: from each token
+        session = object_session(character)  # the locked row's: a director may lose its scope
+        if session is not None:
+            note_scopes(session, character.character_id, claims.scopes)
         if KILLMAIL_SCOPE not in claims.scopes:
             self._mark_needs_login(character, SCOPE_REMOVED)
             character.last_error = f"SSO: the new token no longer grants {KILLMAIL_SCOPE}"
@@ -502,6 +512,7 @@ def list_characters(db: Database) -> list[CharacterInfo]:
             ).all()
         )
         rows = session.scalars(select(Character).order_by(Character.name)).all()
+        directors = director_states(session)
         return [
             CharacterInfo(
                 c.character_id,
@@ -514,6 +525,7 @@ def list_characters(db: Database) -> list[CharacterInfo]:
                 killmails.get(c.character_id, 0),
                 pending.get(c.character_id, 0),
                 c.last_error,
+                directors.get(c.character_id),
             )
             for c in rows
         ]
@@ -532,4 +544,16 @@ def info_as_dict(info: CharacterInfo) -> dict[str, Any]:
         "killmails": info.killmails,
         "pending": info.pending,
         "last_error": info.last_error,
+        "corporation": director_as_dict(info.director),
+    }
+
+
+def director_as_dict(director: DirectorInfo | None) -> dict[str, Any]:
+    """A character's corporation state in `users list --json`: all null for a character
+    that did not grant the corporation scopes (the shape stays the same)."""
+    return {
+        "corporation_id": None if director is None else director.corporation_id,
+        "status": None if director is None else director.status,
+        "status_reason": None if director is None else director.status_reason,
+        "roles_expires_at": None if director is None else director.roles_expires_at,
     }

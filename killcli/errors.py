@@ -16,6 +16,7 @@
     │   ├── TokenUnverified        ESI_UNAVAILABLE  new tokens stored, not verified yet: retry
     │   ├── NeedsLogin             NEEDS_LOGIN      invalid_grant & co: log in again
     │   └── LoginRefused           NEEDS_LOGIN      the person refused at EVE SSO
+    ├── NoDirector                 NEEDS_LOGIN      no usable director's token for a corporation
     ├── QueueUnavailable           QUEUE_UNAVAILABLE
     └── PartialFailure             PARTIAL          some work done, some left pending
 
@@ -78,6 +79,17 @@ class SchemaOutOfDate(DatabaseError):
             f"needs {head})",
             hint="run `killsync db upgrade`",
         )
+
+
+class NoDirector(KillsyncError):
+    """A corporation has no director whose token may read its killmails (nothing was
+    requested with it): a Director must log in with `killsync login --corporation`."""
+
+    exit_code = ExitCode.NEEDS_LOGIN
+
+    def __init__(self, message: str, *, corporation_id: int) -> None:
+        super().__init__(message, hint="a Director logs in with `killsync login --corporation`")
+        self.corporation_id = corporation_id
 
 
 class EsiError(KillsyncError):

@@ -77,12 +77,15 @@ def export_killmails(
     *,
     fmt: ExportFormat = "jsonl",
     character_id: int | None = None,
+    corporation_id: int | None = None,
     since: datetime | None = None,
 ) -> ExportResult:
     """Stream killmails to ``out``; a body that is not standard JSON is skipped and listed."""
     result = ExportResult()
     with db.session() as session:
-        bodies = iter_killmail_bodies(session, character_id=character_id, since=since)
+        bodies = iter_killmail_bodies(
+            session, character_id=character_id, corporation_id=corporation_id, since=since
+        )
         if fmt == "json":
             out.write("[")
         for body in bodies:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from killcli.accounts import Accounts
 from killcli.config import Settings
+from killcli.corporations import Corporations
 from killcli.db import Database
 from killcli.errors import ConfigError
 from killcli.esi import EsiClient, RateLimiter, user_agent
@@ -37,15 +38,14 @@ class Runtime:
     sso: SsoClient
     accounts: Accounts
     engine: SyncEngine
+    corporations: Corporations
     _closed: bool = field(default=False, repr=False)
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             self.engine.close()
-            if self.esi.limiter is not None:
-                self.esi.limiter.close()  # hand unused shared tokens back to the egress
-            self.esi.close()
+            close_esi(self.esi)
             self.sso.close()
 
 
@@ -92,17 +92,45 @@ def build_runtime(
     """Everything a sync needs; close it when done. ``list_concurrency``: syncs at once
     (each may have a list request in flight beside the body threads')."""
     accounts = make_accounts(settings, db)
+    esi = make_esi(
+        settings,
+        db,
+        max_block_tokens=2 * 2 * body_concurrency,
+        max_connections=max(8, body_concurrency * 2) + list_concurrency,
+        read_timeout_s=read_timeout_s,
+        on_wait=on_wait,
+    )
+    engine = SyncEngine(db, esi, accounts, body_threads=body_concurrency)
+    corporations = Corporations(db, esi, accounts)
+    return Runtime(settings, db, esi, accounts.sso, accounts, engine, corporations)
+
+
+def make_esi(
+    settings: Settings,
+    db: Database,
+    *,
+    max_block_tokens: int = 64,
+    max_connections: int = 8,
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+    on_wait: Callable[[WaitEvent], None] | None = None,
+) -> EsiClient:
+    """An ESI client whose limiter shares the egress's budget; close it (and its limiter)."""
     limiter = RateLimiter(
         on_wait=on_wait,
-        shared=make_shared_budget(settings, db, max_block_tokens=2 * 2 * body_concurrency),
+        shared=make_shared_budget(settings, db, max_block_tokens=max_block_tokens),
     )
-    esi = EsiClient(
+    return EsiClient(
         settings.esi_base_url,
         user_agent=user_agent(settings.contact),
         limiter=limiter,
-        max_connections=max(8, body_concurrency * 2) + list_concurrency,
+        max_connections=max_connections,
         read_timeout_s=read_timeout_s,
         local_address=settings.source_address,
     )
-    engine = SyncEngine(db, esi, accounts, body_threads=body_concurrency)
-    return Runtime(settings, db, esi, accounts.sso, accounts, engine)
+
+
+def close_esi(esi: EsiClient) -> None:
+    """Hand unused shared tokens back to the egress, then close the connection pool."""
+    if esi.limiter is not None:
+        esi.limiter.close()
+    esi.close()

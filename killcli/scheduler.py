@@ -128,8 +128,12 @@ def _syncable() -> Select[int, str, datetime | None, datetime | None, datetime |
 def _pending_due(now: datetime) -> ColumnElement[bool]:
     # An IN over the pending table's index (not a correlated EXISTS), so the OR of the due
     # query stays a union of index lookups.
+    # A corporation's pending rows (character null) are not a character's: a NULL in the
+    # IN list would make the answer NULL instead of false.
     return Character.character_id.in_(
-        select(PendingKillmail.character_id).where(PendingKillmail.next_attempt_at <= now)
+        select(PendingKillmail.character_id).where(
+            PendingKillmail.next_attempt_at <= now, PendingKillmail.character_id.is_not(None)
+        )
     )
 
 

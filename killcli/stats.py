@@ -7,6 +7,7 @@ Counts of killmails use the primary-key index; "last hour/day" use the index on
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from killcli.db.models import (
     Character,
     CharacterKillmail,
     CharacterStatus,
+    Corporation,
     Killmail,
     PendingKillmail,
     SyncRun,
@@ -112,6 +114,8 @@ class Stats:
     pending_total: int
     last_run: dict[str, Any] | None
     characters: list[CharacterStats] = field(default_factory=list)
+    #: tracked corporations: active, no_director, disabled (the operator turned it off)
+    corporations_by_status: dict[str, int] = field(default_factory=dict)
     #: the broker's figures (``QueueStats``), dead letters included: each broker counts its
     #: own (the database queue its table, RabbitMQ its dead queue), so none is counted here
     queue: dict[str, Any] = field(default_factory=dict)
@@ -149,6 +153,10 @@ def collect_stats(
         )
         pending_total = s.scalar(select(func.count()).select_from(PendingKillmail)) or 0
         last = s.scalars(select(SyncRun).order_by(SyncRun.id.desc()).limit(1)).first()
+        corporations = Counter(
+            "disabled" if not enabled else str(status)
+            for enabled, status in s.execute(select(Corporation.enabled, Corporation.status))
+        )
         killmails = dict(
             s.execute(
                 select(CharacterKillmail.character_id, func.count()).group_by(
@@ -182,6 +190,7 @@ def collect_stats(
         if last is None
         else {
             "character_id": last.character_id,
+            "corporation_id": last.corporation_id,
             "status": last.status,
             "finished_at": last.finished_at,
             "figures": last.figures,
@@ -196,6 +205,7 @@ def collect_stats(
         pending_total,
         last_run,
         characters,
+        dict(corporations),
         cadence=cadence_stats(db, cadence, now),
         egress=egress_budgets(db),
     )

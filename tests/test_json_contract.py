@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from killcli.accounts import CORPORATION_LOGIN_SCOPES, KILLMAIL_SCOPE
 from killcli.cli.context import JSON_SCHEMA_VERSION
 from tests.conftest import CliResult, sim_environ
 
@@ -63,7 +64,7 @@ def run_json(cli: Cli, *args: str, stdin: str | None = None) -> dict[str, Any]:
 def world(
     start_sim: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli
 ) -> Any:
-    sim = start_sim("smoke", characters=2, killmails=20)
+    sim = start_sim("smoke", characters=2, killmails=20, corporations=1)
     env = sim_environ(sim, tmp_path / "home", f"sqlite:///{tmp_path / 'k.db'}")
     env["KILLSYNC_BROKER_URL"] = "database"
     for key, value in env.items():
@@ -74,7 +75,15 @@ def world(
 
 def test_every_json_payload_keeps_its_keys(world: Any, cli: Cli, tmp_path: Path) -> None:
     ids = sorted(world.world.ground_truth())
-    tokens = "\n".join(world.issue_refresh_token(cid) for cid in ids) + "\n"
+    [(corporation_id, corporation)] = world.world.corporations().items()
+    [director] = corporation.director_ids  # logs in with the corporation scopes
+    tokens = "".join(
+        world.issue_refresh_token(
+            c, CORPORATION_LOGIN_SCOPES if c == director else (KILLMAIL_SCOPE,)
+        )
+        + "\n"
+        for c in ids
+    )
     seen: dict[str, Any] = {}
 
     def record(*args: str, stdin: str | None = None) -> None:
@@ -85,6 +94,9 @@ def test_every_json_payload_keeps_its_keys(world: Any, cli: Cli, tmp_path: Path)
     record("config", "show")
     record("users", "import", "-", stdin=tokens)
     record("users", "list")
+    record("corporations", "list")
+    record("corporations", "check")
+    record("sync-corporation", str(corporation_id))
     record("refresh-token", "--all")
     record("queue")
     record("sync-user", str(ids[0]))
@@ -158,13 +170,41 @@ CONTRACT: dict[str, Shape] = {
             "status",
             "status_reason",
         )
-        | {"scopes": [""]}
+        | {
+            "scopes": [""],
+            "corporation": scalars("corporation_id", "roles_expires_at", "status", "status_reason"),
+        }
+    ],
+    "corporations": [
+        scalars(
+            "corporation_id",
+            "directors_total",
+            "directors_usable",
+            "enabled",
+            "killmails",
+            "last_error",
+            "last_sync_at",
+            "name",
+            "status",
+            "status_reason",
+        )
+    ],
+    "corporations.check": [
+        scalars("character_id", "corporation_id", "reason", "status", "tracked")
     ],
     "refresh": [scalars("character_id", "expires_at", "name", "ok", "reason", "retryable")],
     "queue": scalars("already_queued", "dry_run", "due", "queued")
     | {"characters": [scalars("character_id", "name", "priority", "reason", "tier")]},
     "sync": scalars("character_id", "character_name", "status")
     | {"figures": FIGURES, "new_killmail_ids": [""], "pending_reasons": [ANY]},
+    "sync.corporation": scalars("corporation_id", "corporation_name", "status")
+    | {
+        "figures": FIGURES,
+        "directors_used": [""],
+        "directors_dropped": [""],
+        "new_killmail_ids": [""],
+        "pending_reasons": [ANY],
+    },
     "stats": scalars(
         "dead_letters",
         "killmails_last_day",
@@ -198,10 +238,12 @@ CONTRACT: dict[str, Shape] = {
             )
         ],
         "characters_by_status": ANY,
+        "corporations_by_status": ANY,
         "egress": [
             scalars("blocked_for_s", "budget", "egress", "holders", "in_use", "limit", "window_s")
         ],
-        "last_run": scalars("character_id", "finished_at", "status") | {"figures": FIGURES},
+        "last_run": scalars("character_id", "corporation_id", "finished_at", "status")
+        | {"figures": FIGURES},
         "queue": scalars("consumers", "dead_letters", "delayed", "ready", "running"),
         "workers": [ANY],
     },

@@ -67,6 +67,39 @@ def test_login_stores_the_character(start_sim: Any, tmp_path: Path) -> None:
     assert [r["character_id"] for r in rows] == [character.character_id]
 
 
+def test_login_corporation_asks_for_the_corporation_scopes(start_sim: Any, tmp_path: Path) -> None:
+    sim = start_sim("smoke", characters=3, corporations=1)
+    [(corporation_id, corporation)] = sim.world.corporations().items()
+    director = corporation.director_ids[0]
+    sim.set_login_character(director)
+    env = login_env(sim, tmp_path)
+    proc, url = start_login(env, "--corporation")
+    [scope] = parse_qs(urlsplit(url).query)["scope"]
+    assert scope.split() == [
+        "esi-killmails.read_killmails.v1",
+        "esi-killmails.read_corporation_killmails.v1",
+        "esi-characters.read_corporation_roles.v1",
+    ]
+    assert httpx.get(url, follow_redirects=True, timeout=10).status_code == 200
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "corporation now tracked" in err
+    listed = subprocess.run(
+        [sys.executable, "-m", "killcli", "corporations", "list", "--json"],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    [row] = json.loads(listed.stdout)["data"]
+    assert (row["corporation_id"], row["directors_usable"], row["status"]) == (
+        corporation_id,
+        1,
+        "active",
+    )
+
+
 def test_forged_callbacks_are_ignored_until_the_real_one(start_sim: Any, tmp_path: Path) -> None:
     sim = start_sim("smoke")
     env = login_env(sim, tmp_path)

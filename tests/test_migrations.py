@@ -53,33 +53,53 @@ def test_migrations_build_the_models_schema_on_postgresql(empty_pg_url: str) -> 
     assert diffs == [], pformat(diffs)
 
 
-def down_to_0004_and_up_again(url: str) -> list[Any]:
-    """Head, down to 0004 (0005 dropped the unused ``esi_cache``: its downgrade recreates
-    it) and up again; what then differs from the models."""
+CORPORATION_TABLES = {"corporations", "corporation_killmails", "corporation_directors"}
+
+
+def down_and_up_again(url: str, revision: str, back: set[str], gone: set[str]) -> list[Any]:
+    """Head, down to ``revision`` (where the tables ``back`` exist again and ``gone`` do
+    not) and up again; what then differs from the models."""
     database = Database(url)
     try:
         database.upgrade()
         cfg = database._alembic_config()  # the test drives alembic itself
         with database.engine.connect() as conn:
             cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0004")
+            command.downgrade(cfg, revision)
             conn.commit()
-            assert "esi_cache" in inspect(conn).get_table_names()  # 0005's downgrade
-        assert database.current_revision() == "0004"
+            tables = set(inspect(conn).get_table_names())
+            assert back <= tables and not gone & tables
+        assert database.current_revision() == revision
         database.upgrade()
         with database.engine.connect() as conn:
-            assert "esi_cache" not in inspect(conn).get_table_names()
+            tables = set(inspect(conn).get_table_names())
+            assert gone <= tables and not back & tables
         return differences(database)
     finally:
         database.close()
 
 
-def test_0005_goes_down_and_up_again_on_sqlite(tmp_path: Path) -> None:
-    diffs = down_to_0004_and_up_again(f"sqlite:///{tmp_path / 'migrated.db'}")
+# 0005 dropped the unused ``esi_cache`` (its downgrade recreates it); 0006 added the
+# corporation tables (its downgrade drops them).
+DOWNGRADES = [
+    ("0004", {"esi_cache"}, CORPORATION_TABLES),
+    ("0005", set(), CORPORATION_TABLES),
+    ("0006", set(), set()),  # 0007: pending bodies and runs of corporations' lists
+]
+
+
+@pytest.mark.parametrize(("revision", "back", "gone"), DOWNGRADES)
+def test_down_and_up_again_on_sqlite(
+    tmp_path: Path, revision: str, back: set[str], gone: set[str]
+) -> None:
+    diffs = down_and_up_again(f"sqlite:///{tmp_path / 'migrated.db'}", revision, back, gone)
     assert diffs == [], pformat(diffs)
 
 
 @pytest.mark.postgres
-def test_0005_goes_down_and_up_again_on_postgresql(empty_pg_url: str) -> None:
-    diffs = down_to_0004_and_up_again(empty_pg_url)
+@pytest.mark.parametrize(("revision", "back", "gone"), DOWNGRADES)
+def test_down_and_up_again_on_postgresql(
+    empty_pg_url: str, revision: str, back: set[str], gone: set[str]
+) -> None:
+    diffs = down_and_up_again(empty_pg_url, revision, back, gone)
     assert diffs == [], pformat(diffs)

@@ -158,9 +158,8 @@ LIST = "/characters/{character_id}/killmails/recent"
 
 def _runs_since(db: Database, since: Any) -> dict[int, Any]:
     with db.session() as s:
-        return {
-            r.character_id: r for r in s.scalars(select(SyncRun).where(SyncRun.started_at >= since))
-        }
+        runs = s.scalars(select(SyncRun).where(SyncRun.started_at >= since))
+        return {r.character_id: r for r in runs if r.character_id is not None}
 
 
 def test_a_resync_settles_what_one_request_can_and_hands_the_rest_to_the_engine(

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from killcli import __version__
+from killcli.cli import corporations as corporations_cmds
 from killcli.cli import data as data_cmds
 from killcli.cli import db as db_cmds
 from killcli.cli import deadletters as dead_letters_cmds
@@ -46,6 +47,7 @@ app.add_typer(config_cmds.app)
 app.add_typer(sim_cmds.app)
 app.add_typer(secrets_cmds.app)
 app.add_typer(dead_letters_cmds.app)
+app.add_typer(corporations_cmds.app)
 demo_cmds.register(app)
 events_cmds.register(app)
 webhooks_cmds.register(app)

@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
         epilog=examples(
             "killsync export --output all.jsonl",
             "killsync export --character 2112345678 --since 2026-01-01 --format json",
+            "killsync export --corporation 98000001 --output corp.jsonl",
         ),
     )(export_cmd)
 
@@ -106,6 +107,14 @@ def export_cmd(
             parser=params.character_id,
         ),
     ] = None,
+    corporation: Annotated[
+        int | None,
+        typer.Option(
+            "--corporation",
+            help="Only killmails this tracked corporation's list held (its kills and losses).",
+            parser=params.corporation_id,
+        ),
+    ] = None,
     since: Annotated[
         str | None, typer.Option("--since", help="Only killmails at or after this date (UTC).")
     ] = None,
@@ -126,7 +135,9 @@ def export_cmd(
     since_at = _parse_since(since)
     db = app_ctx.database()
     with open_output(output) as out:
-        result = export_killmails(db, out, fmt=fmt, character_id=character, since=since_at)
+        result = export_killmails(
+            db, out, fmt=fmt, character_id=character, corporation_id=corporation, since=since_at
+        )
     for reason in result.skipped:
         app_ctx.console.print(f"skipped: {sanitize(reason)}")
     app_ctx.info(

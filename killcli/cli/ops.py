@@ -328,6 +328,10 @@ def _render_stats(data: dict[str, Any]) -> Table:
             "characters",
             ", ".join(f"{k} {v}" for k, v in data["characters_by_status"].items()) or "none",
         ),
+        (
+            "corporations",
+            ", ".join(f"{k} {v}" for k, v in data["corporations_by_status"].items()) or "none",
+        ),
         ("oldest last sync", str(data["oldest_last_sync_at"] or "-")[:19]),
         (
             "killmails",

@@ -52,6 +52,11 @@ def character_id(text: str) -> int:
     return _integer(text, "a character id", 1, MAX_ID)
 
 
+def corporation_id(text: str) -> int:
+    """An EVE corporation id: 1..2^63-1."""
+    return _integer(text, "a corporation id", 1, MAX_ID)
+
+
 def port(text: str) -> int:
     """A TCP port to listen on: 1..65535."""
     return _integer(text, "a TCP port", 1, MAX_PORT)

@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress
 from rich.table import Table
 
 from killcli.accounts import (
+    CORPORATION_LOGIN_SCOPES,
     DEFAULT_SCOPES,
     Accounts,
     AddResult,
@@ -19,8 +20,10 @@ from killcli.accounts import (
 )
 from killcli.cli import params
 from killcli.cli.context import AppContext, app_context, examples, print_json
+from killcli.cli.corporations import make_corporations, report_checks
 from killcli.cli.params import JsonFlag
 from killcli.console import PlainTextColumn, is_interactive, make_console
+from killcli.corporations import DirectorInfo
 from killcli.db.models import CharacterStatus
 from killcli.errors import ExitCode, UsageError
 from killcli.runtime import make_accounts
@@ -49,6 +52,14 @@ def _report_added(app_ctx: AppContext, result: AddResult) -> None:
             "transfer): "
             "the previous owner's token was discarded"
         )
+    _check_directors(app_ctx, [result.character_id])
+
+
+def _check_directors(app_ctx: AppContext, character_ids: list[int]) -> None:
+    """Characters that granted the corporation scopes: are they Directors? (A Director's
+    corporation becomes tracked; a check ESI cannot answer now is retried later.)"""
+    if character_ids:
+        report_checks(app_ctx, make_corporations(app_ctx).check_candidates(character_ids))
 
 
 @app.command(
@@ -100,6 +111,7 @@ def import_tokens(
             f"line {r.line}: rejected: {sanitize(r.reason)}"
         ),
     )
+    _check_directors(app_ctx, result.character_ids)
     counts = result.as_dict()
     if as_json:
         print_json("users.import", counts)
@@ -118,7 +130,15 @@ def list_users(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         print_json("users", [info_as_dict(i) for i in infos])
         return
     table = Table(
-        "id", "name", "status", "token expires", "last sync", "killmails", "pending", "last error"
+        "id",
+        "name",
+        "status",
+        "corporation",
+        "token expires",
+        "last sync",
+        "killmails",
+        "pending",
+        "last error",
     )
     for i in infos:
         status = i.status if not i.status_reason else f"{i.status} ({i.status_reason})"
@@ -126,6 +146,7 @@ def list_users(ctx: typer.Context, as_json: JsonFlag = False) -> None:
             str(i.character_id),
             sanitize(i.name),
             sanitize(status),
+            _director(i.director),
             _when(i.access_expires_at),
             _when(i.last_sync_at),
             str(i.killmails),
@@ -133,6 +154,14 @@ def list_users(ctx: typer.Context, as_json: JsonFlag = False) -> None:
             sanitize((i.last_error or "")[:60]),
         )
     make_console(stderr=False).print(table)
+
+
+def _director(director: DirectorInfo | None) -> str:
+    """A director's corporation state: "98000001 usable", "no_role", "-" (not asked)."""
+    if director is None:
+        return "-"
+    where = "" if director.corporation_id is None else f"{director.corporation_id} "
+    return f"{where}{director.status}"
 
 
 def _when(value: object) -> str:
@@ -194,6 +223,14 @@ def login(
     scopes: Annotated[
         list[str] | None, typer.Option("--scopes", help="Scopes to ask for (repeatable).")
     ] = None,
+    corporation: Annotated[
+        bool,
+        typer.Option(
+            "--corporation",
+            help="Also ask for the corporation killmail and roles scopes: a Director's "
+            "corporation is then synced too.",
+        ),
+    ] = False,
     timeout_s: Annotated[
         float,
         typer.Option(
@@ -201,13 +238,17 @@ def login(
         ),
     ] = 300.0,
 ) -> None:
-    """Log a character in through EVE SSO (authorization code + PKCE) and track it."""
+    """Log a character in through EVE SSO (authorization code + PKCE) and track it; with
+    --corporation, a Director's corporation is tracked too."""
     app_ctx = app_context(ctx)
     accounts = _accounts(app_ctx, create=True)
+    wanted = list(scopes or DEFAULT_SCOPES)
+    if corporation:
+        wanted += [s for s in CORPORATION_LOGIN_SCOPES if s not in wanted]
     tokens = run_login(
         accounts.sso,
         app_ctx.settings.callback_url,
-        scopes or list(DEFAULT_SCOPES),
+        wanted,
         open_browser=not no_browser,
         timeout_s=timeout_s,
         on_url=lambda url: app_ctx.console.print(f"Open this URL to log in: {url}"),
@@ -269,7 +310,12 @@ def refresh_token(
 def register(root: typer.Typer) -> None:
     root.add_typer(app)
     root.command(
-        "login", epilog=examples("killsync login", "killsync login --no-browser --timeout 120")
+        "login",
+        epilog=examples(
+            "killsync login",
+            "killsync login --corporation",
+            "killsync login --no-browser --timeout 120",
+        ),
     )(login)
     root.command(
         "refresh-token",

@@ -48,6 +48,25 @@ class CharacterStatus(StrEnum):
     DISABLED = "disabled"  # an operator turned it off (`killsync users disable`)
 
 
+class DirectorStatus(StrEnum):
+    """Whether a character's token can read its corporation's killmails
+    (``corporation_directors.status``); never affects the character's own sync."""
+
+    UNCHECKED = "unchecked"  # granted the corporation scopes, roles not read yet
+    USABLE = "usable"  # a Director of ``corporation_id``: its token reads the corp list
+    NO_ROLE = "no_role"  # in the corporation without the Director role
+    NOT_IN_CORPORATION = "not_in_corporation"  # ESI says it left (a 403); re-checked later
+    NPC_CORPORATION = "npc_corporation"  # in an NPC corporation, which has no such list
+    NO_SCOPE = "no_scope"  # its token lacks one of the corporation scopes: `login --corporation`
+
+
+class CorporationStatus(StrEnum):
+    """Whether a tracked corporation can be synced (``corporations.status``)."""
+
+    ACTIVE = "active"  # at least one usable director
+    NO_DIRECTOR = "no_director"  # no usable director's token: nothing is requested
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map: ClassVar[dict[Any, Any]] = {
@@ -181,6 +200,63 @@ class CharacterKillmail(Base):
     seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Corporation(Base):
+    """A corporation whose killmails are synced through its directors' tokens; tracked
+    when a director logs in (never an NPC corporation). ``enabled`` is the operator's
+    switch (`killsync corporations disable`), ``status`` whether a director can read it."""
+
+    __tablename__ = "corporations"
+
+    corporation_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    name: Mapped[str | None] = mapped_column(String(100))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[CorporationStatus] = mapped_column(
+        StrEnumText(CorporationStatus, 20), default=CorporationStatus.ACTIVE, index=True
+    )
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    list_etag: Mapped[str | None] = mapped_column(String(200))
+    list_expires_at: Mapped[datetime | None] = mapped_column(index=True)
+    last_sync_at: Mapped[datetime | None] = mapped_column(index=True)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    newest_killmail_at: Mapped[datetime | None]  # the adaptive cadence reads it
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class CorporationKillmail(Base):
+    """Which tracked corporation's list held which killmail (a kill or a loss)."""
+
+    __tablename__ = "corporation_killmails"
+
+    corporation_id: Mapped[int] = mapped_column(
+        ForeignKey("corporations.corporation_id", ondelete="CASCADE"), primary_key=True
+    )
+    killmail_id: Mapped[int] = mapped_column(primary_key=True, index=True)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CorporationDirector(Base):
+    """A character whose token carries the corporation scopes, and whether it can read its
+    corporation's list (one row a character; ``last_used_at`` orders directors LRU)."""
+
+    __tablename__ = "corporation_directors"
+
+    character_id: Mapped[int] = mapped_column(
+        ForeignKey("characters.character_id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    )
+    corporation_id: Mapped[int | None] = mapped_column(index=True)
+    status: Mapped[DirectorStatus] = mapped_column(
+        StrEnumText(DirectorStatus, 30), default=DirectorStatus.UNCHECKED
+    )
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    roles_checked_at: Mapped[datetime | None]
+    roles_expires_at: Mapped[datetime | None] = mapped_column(index=True)
+    last_used_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
 class PendingKillmail(Base):
     """A listed killmail whose body could not be fetched yet; retried with backoff."""
 
@@ -188,7 +264,9 @@ class PendingKillmail(Base):
 
     killmail_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     killmail_hash: Mapped[str] = mapped_column(String(64))
-    character_id: Mapped[int] = mapped_column(index=True)
+    # Whose list it came from: a character's, or (character null) a corporation's.
+    character_id: Mapped[int | None] = mapped_column(index=True)
+    corporation_id: Mapped[int | None] = mapped_column(index=True)
     reason: Mapped[str] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -209,12 +287,14 @@ class Name(Base):
 
 
 class SyncRun(Base):
-    """One sync of one character, with its figures."""
+    """One sync of one character's list (or, character null, one corporation's), with its
+    figures."""
 
     __tablename__ = "sync_runs"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    character_id: Mapped[int] = mapped_column(index=True)
+    character_id: Mapped[int | None] = mapped_column(index=True)
+    corporation_id: Mapped[int | None] = mapped_column(index=True)
     started_at: Mapped[datetime] = mapped_column(index=True)
     finished_at: Mapped[datetime | None]
     status: Mapped[str] = mapped_column(String(20))

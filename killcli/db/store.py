@@ -18,12 +18,21 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
-from killcli.db.models import Attacker, Character, CharacterKillmail, Item, Killmail, table_of
+from killcli.db.models import (
+    Attacker,
+    Character,
+    CharacterKillmail,
+    Corporation,
+    CorporationKillmail,
+    Item,
+    Killmail,
+    table_of,
+)
 from killcli.killmail import KillmailRows, build_killmail
 
 KILLMAILS = table_of(Killmail)
@@ -31,6 +40,8 @@ ATTACKERS = table_of(Attacker)
 ITEMS = table_of(Item)
 CHARACTER_KILLMAILS = table_of(CharacterKillmail)
 CHARACTERS = table_of(Character)
+CORPORATION_KILLMAILS = table_of(CorporationKillmail)
+CORPORATIONS = table_of(Corporation)
 READ_CHUNK = 500
 COPY_MIN_ROWS = 100  # below this, an executemany costs no more than setting up a COPY
 _MAYBE_REFUSED = (StatementError, UnicodeError)  # narrowed by is_record_fault()
@@ -212,20 +223,37 @@ def link_characters(session: Session, pairs: Iterable[tuple[int, int]]) -> None:
     for row in rows:
         by_character[row["character_id"]].append(row["killmail_id"])
     for character_id, ids in by_character.items():
-        _raise_newest_killmail(session, character_id, ids)
+        _raise_newest_killmail(session, CHARACTERS.c.character_id == character_id, CHARACTERS, ids)
 
 
-def _raise_newest_killmail(session: Session, character_id: int, ids: list[int]) -> None:
+def link_corporation(session: Session, corporation_id: int, killmail_ids: Iterable[int]) -> None:
+    """Record that a corporation's list held these stored killmails, and raise its
+    ``newest_killmail_at`` (the adaptive cadence) to the newest of them."""
+    ids = sorted(set(killmail_ids))
+    if not ids:
+        return
+    session.execute(
+        insert_ignore(session, CORPORATION_KILLMAILS),
+        [{"corporation_id": corporation_id, "killmail_id": k} for k in ids],
+    )
+    _raise_newest_killmail(
+        session, CORPORATIONS.c.corporation_id == corporation_id, CORPORATIONS, ids
+    )
+
+
+def _raise_newest_killmail(
+    session: Session, owner: ColumnElement[bool], table: Table, ids: list[int]
+) -> None:
     """One UPDATE: the adaptive cadence reads this column instead of a join per cron run."""
     newest = (
         select(func.max(KILLMAILS.c.killmail_time))
         .where(KILLMAILS.c.killmail_id.in_(ids))
         .scalar_subquery()
     )
-    column = CHARACTERS.c.newest_killmail_at
+    column = table.c.newest_killmail_at
     session.execute(
-        update(CHARACTERS)
-        .where(CHARACTERS.c.character_id == character_id, or_(column.is_(None), column < newest))
+        update(table)
+        .where(owner, or_(column.is_(None), column < newest))
         .values(newest_killmail_at=newest)
     )
 
@@ -252,10 +280,12 @@ def iter_killmail_bodies(
     session: Session,
     *,
     character_id: int | None = None,
+    corporation_id: int | None = None,
     since: datetime | None = None,
     chunk: int = READ_CHUNK,
 ) -> Iterator[dict[str, Any]]:
-    """Stored killmails as ESI bodies, by ascending id, a chunk of rows at a time."""
+    """Stored killmails as ESI bodies, by ascending id, a chunk of rows at a time (only a
+    character's or a corporation's, when given)."""
     last_id: int | None = None
     while True:
         query = select(KILLMAILS).order_by(KILLMAILS.c.killmail_id).limit(chunk)
@@ -268,6 +298,11 @@ def iter_killmail_bodies(
                 CHARACTER_KILLMAILS.c.character_id == character_id
             )
             query = query.where(KILLMAILS.c.killmail_id.in_(linked))
+        if corporation_id is not None:
+            held = select(CORPORATION_KILLMAILS.c.killmail_id).where(
+                CORPORATION_KILLMAILS.c.corporation_id == corporation_id
+            )
+            query = query.where(KILLMAILS.c.killmail_id.in_(held))
         killmails = [dict(row) for row in session.execute(query).mappings()]
         if not killmails:
             return

@@ -31,13 +31,17 @@ from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.errors import EsiHttpError, EsiUnavailable
 from killcli.esi.headers import parse_error_reset, parse_http_date, parse_int, parse_retry_after
 from killcli.esi.models import (
+    AffiliationResult,
     EsiResponse,
     ListPageResult,
     NameResult,
+    RolesResult,
     StatusResult,
     check_killmail,
+    parse_affiliations,
     parse_killmail_refs,
     parse_names,
+    parse_roles,
     parse_status,
 )
 from killcli.esi.ratelimit import RateLimiter, SpendResult
@@ -49,6 +53,7 @@ from killcli.textsafe import mask_url
 
 COMPATIBILITY_DATE = "2025-08-26"  # pinned: the killmail schema we store was checked against it
 MAX_NAME_IDS = 1000
+MAX_AFFILIATION_IDS = 1000
 Params = Mapping[str, str | int]
 
 
@@ -194,6 +199,31 @@ class EsiClient:
         """A killmail's raw JSON body (public route, no token). 422: wrong hash."""
         response = self.request("GET", f"/killmails/{killmail_id}/{killmail_hash}")
         return check_killmail(response.url, response.body, killmail_id)
+
+    def fetch_character_roles(self, character_id: int, access_token: str) -> RolesResult:
+        """A character's corporation roles (scope ``esi-characters.read_corporation_roles.v1``,
+        cached an hour): read before spending corp-killmail tokens, where a 403 costs 5."""
+        response = self.request(
+            "GET",
+            f"/characters/{character_id}/roles",
+            token=access_token,
+            character_id=character_id,
+        )
+        return parse_roles(response.url, response.body, response.expires)
+
+    def post_character_affiliation(self, character_ids: Iterable[int]) -> list[AffiliationResult]:
+        """The current corporation of up to 1000 characters (public, cached an hour: fresher
+        than ``GET /characters/{id}``)."""
+        unique = list(dict.fromkeys(character_ids))
+        if len(unique) > MAX_AFFILIATION_IDS:
+            raise ValueError(
+                f"/characters/affiliation takes at most {MAX_AFFILIATION_IDS} ids, "
+                f"got {len(unique)}"
+            )
+        if not unique:
+            return []
+        response = self.request("POST", "/characters/affiliation", json=unique)
+        return parse_affiliations(response.url, response.body)
 
     def post_universe_names(self, ids: Iterable[int]) -> list[NameResult]:
         """Names of up to 1000 IDs. One unknown ID fails all with ``EsiHttpError`` 404."""

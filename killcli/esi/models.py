@@ -76,6 +76,32 @@ class StatusResult:
     vip: bool
 
 
+@dataclass(frozen=True)
+class RolesResult:
+    """``GET /characters/{id}/roles``: the character's corporation roles, and until when
+    ESI's answer holds (``Expires``)."""
+
+    roles: frozenset[str]
+    roles_at_hq: frozenset[str]
+    roles_at_base: frozenset[str]
+    roles_at_other: frozenset[str]
+    expires: datetime | None
+
+    def has(self, role: str) -> bool:
+        """Whether ``role`` is held corporation-wide (``roles``: Director is never local)."""
+        return role in self.roles
+
+
+@dataclass(frozen=True)
+class AffiliationResult:
+    """One entry of ``POST /characters/affiliation``: a character's current corporation."""
+
+    character_id: int
+    corporation_id: int
+    alliance_id: int | None = None
+    faction_id: int | None = None
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -134,3 +160,41 @@ def parse_status(url: str, body: Any) -> StatusResult:
         )
     except (TypeError, KeyError, ValueError) as exc:
         raise MalformedResponse(url, f"status body: {exc}") from exc
+
+
+def parse_roles(url: str, body: Any, expires: datetime | None) -> RolesResult:
+    """A roles body; each of its four lists is optional (an empty list may be left out)."""
+    if not isinstance(body, dict):
+        raise MalformedResponse(url, "expected a JSON object of roles")
+    lists = []
+    for key in ("roles", "roles_at_hq", "roles_at_base", "roles_at_other"):
+        value = body.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
+            raise MalformedResponse(url, f"{key} is not a list of role names")
+        lists.append(frozenset(value))
+    roles, at_hq, at_base, at_other = lists
+    return RolesResult(roles, at_hq, at_base, at_other, expires)
+
+
+def parse_affiliations(url: str, body: Any) -> list[AffiliationResult]:
+    """``/characters/affiliation`` rows; each needs an integer character and corporation."""
+    if not isinstance(body, list):
+        raise MalformedResponse(url, "expected a JSON array of affiliations")
+    rows = []
+    for row in body:
+        if not (
+            isinstance(row, dict)
+            and _is_int(row.get("character_id"))
+            and _is_int(row.get("corporation_id"))
+        ):
+            raise MalformedResponse(url, "an affiliation lacks character_id or corporation_id")
+        alliance, faction = row.get("alliance_id"), row.get("faction_id")
+        rows.append(
+            AffiliationResult(
+                row["character_id"],
+                row["corporation_id"],
+                alliance if _is_int(alliance) else None,
+                faction if _is_int(faction) else None,
+            )
+        )
+    return rows

@@ -244,6 +244,24 @@ class RateLimiter:
         self._share_blocks(key, closed_s, paused_s, now_s)
         return SpendResult(key, spent)
 
+    def ready_in_s(self, route: str, owner: int | None, group_hint: str | None = None) -> float:
+        """How long a request to ``route`` for ``owner`` would wait for its bucket now: 0
+        when it may go (or the bucket is not known yet), ``inf`` when only responses in
+        flight can free it. Reserves nothing: for a caller that may spend another bucket
+        instead (a corporation's list, read with any of its directors' tokens)."""
+        with self._lock:
+            now_s = self._clock.monotonic()
+            group = self._group_of(route, group_hint)
+            bucket = None if group is None else self._buckets.get(BucketKey(group, owner))
+            if bucket is None:
+                return 0.0
+            if bucket.blocked_until_s > now_s:
+                return bucket.blocked_until_s - now_s
+            if not bucket.known:
+                return 0.0
+            wait_s = bucket.seconds_until(self._need(bucket), now_s)
+            return math.inf if wait_s is None else wait_s
+
     def cancel(self, reservation: Reservation) -> None:
         """Give a reservation back unused (the request got no response at all).
 
@@ -314,9 +332,7 @@ class RateLimiter:
         self, bucket: Bucket, route: str, now_s: float
     ) -> Reservation | WaitEvent | _LeaseOrder:
         """A known, open bucket: enough tokens for a success and the margin?"""
-        # The margin never makes a small bucket unusable, nor a request bigger than it.
-        limit = bucket.limit_tokens or 0
-        need = min(limit, self._reserve + min(self._margin, max(0, limit - self._reserve)))
+        need = self._need(bucket)
         shared = bucket.key.owner is None and self._shared is not None
         if shared and not bucket.reported_short(need, now_s):
             # The ledger counts the other workers of the egress exactly; the header model
@@ -328,6 +344,12 @@ class RateLimiter:
         if wait_s is None:
             return self._wait("in_flight", self._poll_s, bucket.key)
         return self._wait("bucket", wait_s, bucket.key)
+
+    def _need(self, bucket: Bucket) -> int:
+        """Tokens a request needs free: a success and the margin. The margin never makes a
+        small bucket unusable, nor a request bigger than it."""
+        limit = bucket.limit_tokens or 0
+        return min(limit, self._reserve + min(self._margin, max(0, limit - self._reserve)))
 
     def _learn_key(
         self, reservation: Reservation, group: str | None, status: int

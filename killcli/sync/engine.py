@@ -26,8 +26,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, delete, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, select
 
 from killcli.accounts import KILLMAIL_SCOPE, require_character
 from killcli.backoff import Backoff
@@ -41,7 +40,7 @@ from killcli.db.models import (
     SyncRun,
     table_of,
 )
-from killcli.db.store import dialect_insert, existing_killmail_ids, link_characters, save_killmails
+from killcli.db.store import dialect_insert, existing_killmail_ids, save_killmails
 from killcli.errors import EsiError, NeedsLogin, UsageError
 from killcli.esi.client import EsiClient
 from killcli.esi.models import KillmailRef, ListPageResult
@@ -50,8 +49,9 @@ from killcli.sync.claims import BodyClaims, ClaimSet, released_as_pending
 from killcli.sync.events import killmail_saved_events, save_events
 from killcli.sync.fetcher import BodyFetcher, Fetched, FetcherClosed
 from killcli.sync.inflight import Claim, InflightBodies
-from killcli.sync.listwalk import walk_character_list
+from killcli.sync.listwalk import PageFetcher, walk_killmail_list
 from killcli.sync.names import NameResolver, ids_to_name
+from killcli.sync.owners import CharacterOwner, ListOwner, RunOutcome
 
 PENDING = table_of(PendingKillmail)
 CHARACTERS = table_of(Character)
@@ -138,23 +138,29 @@ class SyncResult:
     new_killmail_ids: tuple[int, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["new_killmail_ids"] = list(self.new_killmail_ids)[:1000]
-        return data
+        return run_record(self)
+
+
+def run_record(result: Any) -> dict[str, Any]:
+    """A sync result dataclass as its `--json` run record (at most 1000 new ids)."""
+    data: dict[str, Any] = asdict(result)
+    data["new_killmail_ids"] = list(result.new_killmail_ids)[:1000]
+    return data
 
 
 @dataclass
 class _Run:
     """Mutable state of one sync while it runs."""
 
-    character: Character
+    owner: ListOwner  # whose list: a character's, or a corporation's
     options: SyncOptions
     claims: ClaimSet  # its claims in the database, released as bodies are settled
+    fetch_page: PageFetcher  # one page of the owner's list (a token, or directors in turn)
     figures: SyncFigures = field(default_factory=SyncFigures)
     new_ids: list[int] = field(default_factory=list)
     pending: dict[int, str] = field(default_factory=dict)  # killmail id -> reason
     first_page: ListPageResult | None = None  # page 1, fetched before the sync began
-    keep_old_etag: bool = False  # a body went pending on another character's row
+    keep_old_etag: bool = False  # a body went pending on another owner's row
 
     @property
     def pending_reasons(self) -> list[str]:
@@ -210,13 +216,43 @@ class SyncEngine:
     ) -> SyncResult:
         """``first_page``: the list's page 1 already fetched (a 200, by the worker's quick
         try, :mod:`killcli.sync.quick`), used instead of asking for it again."""
+        character = self._load_character(character_id)
+        tokens: list[str] = []  # asked for once, by the walk's first request
+
+        def fetch(page: int, etag: str | None, *, conditional: bool) -> ListPageResult:
+            tokens[:] = tokens or [self.tokens.access_token(character_id)]
+            return self.esi.fetch_killmail_list_page(
+                character_id, tokens[0], page, etag=etag, conditional=conditional
+            )
+
+        run, status = self.sync_list(
+            CharacterOwner.of(character), fetch, options, progress, first_page=first_page
+        )
+        return SyncResult(
+            character_id,
+            run.owner.name,
+            status,
+            run.figures,
+            tuple(run.pending_reasons),
+            tuple(run.new_ids),
+        )
+
+    def sync_list(
+        self,
+        owner: ListOwner,
+        fetch: PageFetcher,
+        options: SyncOptions | None = None,
+        progress: SyncProgress | None = None,
+        *,
+        first_page: ListPageResult | None = None,
+    ) -> tuple[_Run, str]:
+        """Sync ``owner``'s list, read through ``fetch`` (a character's token, or a
+        corporation's directors in turn): the run and its status."""
         options = options or SyncOptions()
         progress = progress or _NoProgress()
         started, started_at = self._clock.monotonic(), self._clock.now()
-        run = _Run(
-            self._load_character(character_id), options, self.claims.open(), first_page=first_page
-        )
-        progress.started(run.character.name)
+        run = _Run(owner, options, self.claims.open(), fetch, first_page=first_page)
+        progress.started(owner.name)
         try:
             status = self._sync(run, progress)
         except NeedsLogin:
@@ -227,14 +263,7 @@ class SyncEngine:
             raise
         run.figures.elapsed_s = round(self._clock.monotonic() - started, 3)
         self._finish(run, started_at, status)
-        return SyncResult(
-            character_id,
-            run.character.name,
-            status,
-            run.figures,
-            tuple(run.pending_reasons),
-            tuple(run.new_ids),
-        )
+        return run, status
 
     def _load_character(self, character_id: int) -> Character:
         with self.db.session() as session:
@@ -255,9 +284,9 @@ class SyncEngine:
         return character
 
     def _sync(self, run: _Run, progress: SyncProgress) -> str:
-        character, options = run.character, run.options
-        due_pending = self._due_pending(character.character_id)
-        expires = character.list_expires_at
+        owner, options = run.owner, run.options
+        due_pending = self._due_pending(owner)
+        expires = owner.list_expires_at
         fresh = expires is not None and expires > self._clock.now()
         if fresh and not (options.force or options.full):
             run.figures.skipped_cache = True
@@ -268,9 +297,7 @@ class SyncEngine:
             refs = list(list_result[0])
         self._fetch_and_save(run, refs, due_pending, progress)
         if list_result is not None:
-            self._store_list_cache(
-                character.character_id, list_result[1], etag=not run.keep_old_etag
-            )
+            self._store_list_cache(owner, list_result[1], etag=not run.keep_old_etag)
         if run.pending:
             return "partial"
         if run.figures.skipped_cache:
@@ -282,25 +309,24 @@ class SyncEngine:
     def _walk(
         self, run: _Run, progress: SyncProgress
     ) -> tuple[Sequence[KillmailRef], ListPageResult | None]:
-        character_id = run.character.character_id
+        owner = run.owner
 
         def count(page: ListPageResult) -> None:
             run.figures.pages += 1
-            run.figures.spend("char-killmail", 1 if page.not_modified else 2)
+            run.figures.spend(owner.bucket, 1 if page.not_modified else 2)
             progress.pages(page.page, page.pages)
 
         def all_known(page: ListPageResult) -> bool:
             if run.options.full or not page.items:
                 return False
             ids = [ref.killmail_id for ref in page.items]
-            return len(self._linked(character_id, ids)) == len(set(ids))
+            return len(self._linked(owner, ids)) == len(set(ids))
 
         first_page, run.first_page = run.first_page, None  # fetched already; once only
-        listed = walk_character_list(
-            self.esi,
-            character_id,
-            self.tokens.access_token(character_id),
-            etag=None if run.options.full else run.character.list_etag,
+        listed = walk_killmail_list(
+            run.fetch_page,
+            label=f"{owner.label}'s list",
+            etag=None if run.options.full else owner.list_etag,
             first_page=first_page,
             stop_when=all_known,
             on_page=count,
@@ -312,38 +338,27 @@ class SyncEngine:
         run.figures.found = len(walk.items)
         return walk.items, listed.first
 
-    def _linked(self, character_id: int, ids: Iterable[int]) -> set[int]:
+    def _linked(self, owner: ListOwner, ids: Iterable[int]) -> set[int]:
         with self.db.session() as session:
-            return set(
-                session.scalars(
-                    select(LINKS.c.killmail_id).where(
-                        LINKS.c.character_id == character_id, LINKS.c.killmail_id.in_(list(ids))
-                    )
-                )
-            )
+            return owner.linked(session, ids)
 
     def _store_list_cache(
-        self, character_id: int, first: ListPageResult | None, *, etag: bool = True
+        self, owner: ListOwner, first: ListPageResult | None, *, etag: bool = True
     ) -> None:
         """The list's expiry, and its ETag unless ``etag`` is false (the next walk after
         the expiry must then read the list again)."""
         if first is None:
             return
         with self.db.session() as session:
-            character = session.get(Character, character_id)
-            if character is None:  # removed while syncing
-                return
-            if first.etag and etag:
-                character.list_etag = first.etag
-            character.list_expires_at = first.expires
+            owner.store_list_cache(session, first, etag=etag)
 
     # -- 2. the plan --------------------------------------------------------------------
 
-    def _due_pending(self, character_id: int) -> list[KillmailRef]:
+    def _due_pending(self, owner: ListOwner) -> list[KillmailRef]:
         with self.db.session() as session:
             rows = session.execute(
                 select(PENDING.c.killmail_id, PENDING.c.killmail_hash).where(
-                    PENDING.c.character_id == character_id,
+                    owner.pending_of(),
                     PENDING.c.next_attempt_at <= self._clock.now(),
                 )
             )
@@ -354,7 +369,7 @@ class SyncEngine:
         unique = {ref.killmail_id: ref for ref in refs}
         with self.db.session() as session:
             stored = existing_killmail_ids(session, unique)
-            link_characters(session, [(run.character.character_id, k) for k in stored])
+            run.owner.link(session, stored)
             session.execute(delete(PENDING).where(PENDING.c.killmail_id.in_(list(stored))))
         run.figures.already += len(stored)
         run.figures.linked += len(stored)
@@ -409,7 +424,7 @@ class SyncEngine:
         # Another sync may have saved some of these between our plan and our claim.
         with self.db.session() as session:
             stored = existing_killmail_ids(session, (ref.killmail_id for ref in ours))
-            link_characters(session, [(run.character.character_id, k) for k in stored])
+            run.owner.link(session, stored)
             run.claims.release_in(session, stored)
         run.figures.already += len(stored)
         todo = [ref for ref in ours if ref.killmail_id not in stored]
@@ -458,7 +473,7 @@ class SyncEngine:
         on them); how many."""
         with self.db.session() as session:
             stored = existing_killmail_ids(session, waiting)
-            link_characters(session, [(run.character.character_id, k) for k in stored])
+            run.owner.link(session, stored)
             run.claims.release_in(session, stored)
         for killmail_id in stored:
             del waiting[killmail_id]
@@ -517,7 +532,7 @@ class SyncEngine:
             owner.wait()
         with self.db.session() as session:
             stored = existing_killmail_ids(session, (ref.killmail_id for ref in refs))
-            link_characters(session, [(run.character.character_id, k) for k in stored])
+            run.owner.link(session, stored)
         run.figures.already += len(stored)
         for ref in refs:
             if ref.killmail_id not in stored:
@@ -532,18 +547,19 @@ class SyncEngine:
             return
         names, resolved = self.names.resolve(set().union(*map(ids_to_name, batch)))
         run.figures.names_resolved += resolved
-        character_id = run.character.character_id
         ids = [rows.killmail_id for rows in batch]
         with self.db.session() as session:
             result = save_killmails(session, batch)
-            link_characters(session, [(character_id, kid) for kid in ids])
+            run.owner.link(session, ids)
             session.execute(delete(PENDING).where(PENDING.c.killmail_id.in_(ids)))
             run.claims.release_in(session, ids)
             new = set(result.new_ids)
             save_events(
                 session,
                 killmail_saved_events(
-                    [rows for rows in batch if rows.killmail_id in new], character_id, names
+                    [rows for rows in batch if rows.killmail_id in new],
+                    names,
+                    **run.owner.event_ids(),
                 ),
             )
         run.figures.new += result.new
@@ -557,8 +573,12 @@ class SyncEngine:
         now = self._clock.now()
         with self.db.session() as session:
             existing = session.get(PendingKillmail, ref.killmail_id)
-            if existing is not None and existing.character_id != run.character.character_id:
-                # The row retries the body for another character; when it lands, nothing
+            mine = run.owner.pending_values()
+            if existing is not None and (existing.character_id, existing.corporation_id) != (
+                mine["character_id"],
+                mine["corporation_id"],
+            ):
+                # The row retries the body for another owner; when it lands, nothing
                 # links it to this one unless this list is walked again: keep its old ETag.
                 run.keep_old_etag = True
             attempts = 1 if existing is None else existing.attempts + 1
@@ -566,7 +586,7 @@ class SyncEngine:
             values = {
                 "killmail_id": ref.killmail_id,
                 "killmail_hash": ref.killmail_hash,
-                "character_id": run.character.character_id,
+                **mine,
                 "reason": reason[:2000],
                 "attempts": attempts,
                 "first_seen_at": now,
@@ -588,56 +608,8 @@ class SyncEngine:
     ) -> None:
         last_error = error or (run.pending_reasons[0] if run.pending_reasons else None)
         with self.db.session() as session:
-            record_runs(
+            run.owner.record_run(
                 session,
                 self._clock.now(),
-                [
-                    RunRecord(
-                        run.character.character_id,
-                        started_at,
-                        status,
-                        asdict(run.figures),
-                        error,
-                        last_error,
-                    )
-                ],
+                RunOutcome(started_at, status, asdict(run.figures), error, last_error),
             )
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One finished sync, as :func:`record_runs` stores it."""
-
-    character_id: int
-    started_at: datetime
-    status: str
-    figures: dict[str, Any]
-    error: str | None = None  # why the run failed
-    last_error: str | None = None  # what the character's row shows (a failure, a pending body)
-
-
-def record_runs(session: Session, now: datetime, runs: Sequence[RunRecord]) -> None:
-    """The runs' records, finished ``now``, and each character's last sync and last error,
-    in the caller's transaction (one statement each, however many runs: the worker's quick
-    path records many at once)."""
-    session.execute(
-        update(CHARACTERS)
-        .where(CHARACTERS.c.character_id == bindparam("cid"))
-        .values(last_sync_at=now, last_error=bindparam("last_error")),
-        [{"cid": r.character_id, "last_error": r.last_error} for r in runs],
-        execution_options={"synchronize_session": False},
-    )
-    session.execute(
-        insert(RUNS),
-        [
-            {
-                "character_id": r.character_id,
-                "started_at": r.started_at,
-                "finished_at": now,
-                "status": r.status,
-                "figures": r.figures,
-                "error": r.error,
-            }
-            for r in runs
-        ],
-    )

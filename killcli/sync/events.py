@@ -30,9 +30,15 @@ def _party(ids: Mapping[str, Any], names: Mapping[int, str | None]) -> dict[str,
 
 
 def killmail_saved_events(
-    batch: Iterable[KillmailRows], character_id: int, names: Mapping[int, str | None]
+    batch: Iterable[KillmailRows],
+    names: Mapping[int, str | None],
+    *,
+    character_id: int | None = None,
+    corporation_id: int | None = None,
 ) -> list[dict[str, Any]]:
-    """One payload per new killmail: who died, who got the final blow, where and when."""
+    """One payload per new killmail: who died, who got the final blow, where and when, and
+    whose sync saved it (``character_id``, or ``corporation_id`` for a corporation's
+    list: then ``character_id`` is null)."""
     events = []
     for rows in batch:
         km = rows.killmail
@@ -44,6 +50,7 @@ def killmail_saved_events(
                 "killmail_hash": km["killmail_hash"],
                 "killmail_time": format_time(km["killmail_time"]),
                 "character_id": character_id,
+                "corporation_id": corporation_id,
                 "solar_system_id": km["solar_system_id"],
                 "solar_system_name": names.get(km["solar_system_id"]),
                 "victim": _party(victim, names),

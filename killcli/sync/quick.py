@@ -33,15 +33,8 @@ from killcli.errors import NeedsLogin
 from killcli.esi.client import EsiClient
 from killcli.esi.models import ListPageResult
 from killcli.queue.leases import LeaseKeeper, acquire_each, release_in
-from killcli.sync.engine import (
-    CHARACTERS,
-    PENDING,
-    RunRecord,
-    SyncFigures,
-    SyncProgress,
-    SyncResult,
-    record_runs,
-)
+from killcli.sync.engine import CHARACTERS, PENDING, SyncFigures, SyncProgress, SyncResult
+from killcli.sync.owners import RunRecord, record_runs
 
 CHUNK = 500  # ids per IN list
 

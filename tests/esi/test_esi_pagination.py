@@ -20,7 +20,7 @@ from killcli.esi import (
     iter_list_pages,
     walk_list,
 )
-from killcli.sync.listwalk import CharacterListWalk, walk_character_list
+from killcli.sync.listwalk import ListWalk, walk_character_list
 from tests.esi.esi_fakes import FakeEsi, hash_of
 
 MODIFIED = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -37,7 +37,7 @@ def fetcher(client: EsiClient, character_id: int = 7) -> FetchPage:
     return fetch
 
 
-def walk_of(client: EsiClient, **options: object) -> CharacterListWalk:
+def walk_of(client: EsiClient, **options: object) -> ListWalk:
     return walk_character_list(client, 7, "tok", **options)  # type: ignore[arg-type]
 
 

@@ -46,7 +46,7 @@ def make_payload(
     for key in ("character_id", "corporation_id", "faction_id"):
         if key in blow:
             names[blow[key]] = final
-    return killmail_saved_events([rows], character_id, names)[0]
+    return killmail_saved_events([rows], names, character_id=character_id)[0]
 
 
 def add_events(db: Database, payloads: list[dict[str, Any]]) -> None:

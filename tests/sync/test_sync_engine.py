@@ -23,9 +23,12 @@ KILLMAIL_ROUTE = "/killmails/{killmail_id}/{killmail_hash}"
 LIST_ROUTE = "/characters/{character_id}/killmails/recent"
 
 
-def exported(db: Database, character_id: int | None = None) -> dict[int, dict[str, Any]]:
+def exported(
+    db: Database, character_id: int | None = None, *, corporation_id: int | None = None
+) -> dict[int, dict[str, Any]]:
     with db.session() as s:
-        return {b["killmail_id"]: b for b in iter_killmail_bodies(s, character_id=character_id)}
+        bodies = iter_killmail_bodies(s, character_id=character_id, corporation_id=corporation_id)
+        return {b["killmail_id"]: b for b in bodies}
 
 
 def assert_matches_ground_truth(sim: SimServer, db: Database, only: int | None = None) -> None:
