@@ -28,13 +28,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, object_session
 
 from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.corporations import CORPORATION_SCOPES, DirectorInfo, director_states, note_scopes
 from killcli.db import Database
 from killcli.db.models import Character, CharacterKillmail, CharacterStatus, PendingKillmail
+from killcli.db.store import count_by
 from killcli.db.types import utcnow
 from killcli.errors import (
     InputError,
@@ -497,20 +498,8 @@ def remove_character(db: Database, character_id: int) -> tuple[str, str | None]:
 def list_characters(db: Database) -> list[CharacterInfo]:
     """Every tracked character with its killmail and pending counts (no SSO needed)."""
     with db.session() as session:
-        killmails = dict(
-            session.execute(
-                select(CharacterKillmail.character_id, func.count()).group_by(
-                    CharacterKillmail.character_id
-                )
-            ).all()
-        )
-        pending = dict(
-            session.execute(
-                select(PendingKillmail.character_id, func.count()).group_by(
-                    PendingKillmail.character_id
-                )
-            ).all()
-        )
+        killmails = count_by(session, CharacterKillmail.character_id)
+        pending = count_by(session, PendingKillmail.character_id)
         rows = session.scalars(select(Character).order_by(Character.name)).all()
         directors = director_states(session)
         return [

@@ -36,6 +36,7 @@ from killcli.db.models import (
     CorporationStatus,
     DirectorStatus,
 )
+from killcli.db.store import count_by
 from killcli.errors import EsiError, EsiHttpError, KillsyncError, UsageError
 from killcli.esi.client import MAX_AFFILIATION_IDS, EsiClient
 from killcli.esi.models import AffiliationResult, RolesResult
@@ -419,13 +420,7 @@ def set_corporation_enabled(db: Database, corporation_id: int, *, enabled: bool)
 def list_corporations(db: Database) -> list[CorporationInfo]:
     """Every tracked corporation with its directors and killmail counts (local only)."""
     with db.session() as session:
-        killmails = dict(
-            session.execute(
-                select(CorporationKillmail.corporation_id, func.count()).group_by(
-                    CorporationKillmail.corporation_id
-                )
-            ).all()
-        )
+        killmails = count_by(session, CorporationKillmail.corporation_id)
         totals: Counter[int | None] = Counter()
         usable: Counter[int | None] = Counter()
         rows = session.execute(

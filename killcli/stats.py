@@ -25,6 +25,7 @@ from killcli.db.models import (
     PendingKillmail,
     SyncRun,
 )
+from killcli.db.store import count_by
 from killcli.db.types import utcnow
 from killcli.esi.ledger import egress_totals
 from killcli.queue.base import Broker
@@ -157,20 +158,8 @@ def collect_stats(
             "disabled" if not enabled else str(status)
             for enabled, status in s.execute(select(Corporation.enabled, Corporation.status))
         )
-        killmails = dict(
-            s.execute(
-                select(CharacterKillmail.character_id, func.count()).group_by(
-                    CharacterKillmail.character_id
-                )
-            ).all()
-        )
-        pending = dict(
-            s.execute(
-                select(PendingKillmail.character_id, func.count()).group_by(
-                    PendingKillmail.character_id
-                )
-            ).all()
-        )
+        killmails = count_by(s, CharacterKillmail.character_id)
+        pending = count_by(s, PendingKillmail.character_id)
         characters = [
             CharacterStats(
                 c.character_id,

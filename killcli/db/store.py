@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Table, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from killcli.db.models import (
     Attacker,
@@ -325,3 +325,10 @@ def _children(session: Session, table: Table, ids: list[int]) -> dict[int, list[
     for row in session.execute(query).mappings():
         grouped[row["killmail_id"]].append(row)
     return grouped
+
+
+def count_by(session: Session, column: InstrumentedAttribute[Any]) -> dict[Any, int]:
+    """Rows per value of ``column`` (killmails per character, pending bodies per
+    corporation, ...), one ``GROUP BY`` query."""
+    rows = session.execute(select(column, func.count()).group_by(column)).all()
+    return dict(rows)
