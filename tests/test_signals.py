@@ -70,31 +70,38 @@ except KeyboardInterrupt:
 """
 
 
+def stopped_child(code: str, *args: str, send_second: bool) -> tuple[int, list[str]]:
+    """Run ``code`` (it prints "ready", then "signal N" per signal and "stopping"), send
+    it SIGTERM, then SIGINT when ``send_second``; its exit code and its last lines."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stdout.readline() == "signal 1\n"
+        assert proc.stdout.readline() == "stopping\n"
+        if send_second:
+            proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, out.splitlines()
+
+
 @pytest.mark.parametrize("force", ["interrupt", "exit"])
 def test_a_busy_process_stops_on_the_first_signal_and_leaves_on_the_second(force: str) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     for _ in range(5):  # the old handler deadlocked on some of these runs
-        proc = subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(CHILD), force],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        try:
-            assert proc.stdout is not None
-            assert proc.stdout.readline() == "ready\n"
-            proc.send_signal(signal.SIGTERM)
-            assert proc.stdout.readline() == "signal 1\n"
-            assert proc.stdout.readline() == "stopping\n"
-            proc.send_signal(signal.SIGINT)
-            out, _ = proc.communicate(timeout=10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-        assert proc.returncode == 130
+        code, lines = stopped_child(CHILD, force, send_second=True)
+        assert code == 130
         expected = {"signal 2", "interrupted"} if force == "interrupt" else {"signal 2"}
-        assert set(out.splitlines()) == expected
+        assert set(lines) == expected
 
 
 CHILD_SECOND_SIGNAL_ELSEWHERE = """
@@ -121,23 +128,6 @@ except KeyboardInterrupt:
 def test_a_second_signal_taken_by_another_thread_still_interrupts_the_main_one() -> None:
     """The kernel may deliver a signal to any thread; Python runs the handler in the main
     thread only when its blocking call returns (here in 30 s). The watcher sends it on."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(CHILD_SECOND_SIGNAL_ELSEWHERE)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline() == "ready\n"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.stdout.readline() == "signal 1\n"
-        assert proc.stdout.readline() == "stopping\n"
-        out, _ = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 130
-    assert out.splitlines() == ["signal 2", "interrupted"]
+    code, lines = stopped_child(CHILD_SECOND_SIGNAL_ELSEWHERE, send_second=False)
+    assert code == 130
+    assert lines == ["signal 2", "interrupted"]
