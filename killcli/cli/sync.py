@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Annotated
 
@@ -126,7 +125,7 @@ def _foreground(
     with SyncBars(registry, console=app_ctx.console, disable=not show) as bars:
         result = _run(app_ctx, owner_id, run, bars)
     if as_json:
-        print_json(kind, json.loads(json.dumps(result.as_dict(), default=str)))
+        print_json(kind, result.as_dict())
     elif app_ctx.verbosity >= 0:
         make_console(stderr=False).print(summary_table(result))
         for reason in result.pending_reasons[:10]:

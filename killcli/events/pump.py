@@ -24,10 +24,11 @@ PUMP_INTERVAL_S = 5.0
 
 
 class EventPump:
-    """Thread-safe: one round at a time, rounds that find another running are skipped.
+    """Rounds run on the pump's thread (see :meth:`start`), and once more in :meth:`close`
+    after that thread ended, so never two at once.
 
-    :meth:`wake` asks the pump thread (see :meth:`start`) for a round now, without waiting
-    for it; several wakes during one round make one more round."""
+    :meth:`wake` asks the pump thread for a round now, without waiting for it; several
+    wakes during one round make one more round."""
 
     def __init__(
         self,
@@ -42,7 +43,6 @@ class EventPump:
         self._http = make_client()
         self._cipher = make_cipher(settings, db)
         self._on_problem = on_problem
-        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._timer: threading.Thread | None = None
@@ -51,17 +51,13 @@ class EventPump:
         """Run a round soon on the pump thread (new killmails were saved); never blocks."""
         self._wake.set()
 
-    def pump(self) -> None:
-        if not self._lock.acquire(blocking=False):
-            return
+    def _round(self) -> None:
         try:
             if self._relay is not None:
                 self._relay.relay_pending(self._db)
             deliver_pending(self._db, self._cipher, self._http)
         except KillsyncError as exc:
             self._on_problem(f"events: {exc} (will retry)")
-        finally:
-            self._lock.release()
 
     def start(self, interval_s: float = PUMP_INTERVAL_S) -> None:
         """Pump in a daemon thread when woken and every ``interval_s`` seconds, until
@@ -73,7 +69,7 @@ class EventPump:
                 if self._stop.is_set():
                     return
                 self._wake.clear()
-                self.pump()
+                self._round()
 
         self._timer = threading.Thread(target=loop, name="killsync-events", daemon=True)
         self._timer.start()
@@ -83,7 +79,7 @@ class EventPump:
         self._wake.set()
         if self._timer is not None:
             self._timer.join()
-        self.pump()  # what the last jobs saved goes out before the worker exits
+        self._round()  # what the last jobs saved goes out before the worker exits
         if self._relay is not None:
             self._relay.close()
         self._http.close()
