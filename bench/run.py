@@ -35,11 +35,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy import create_engine, func, select, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from killcli.config import load_settings  # noqa: E402
 from killcli.db import Database  # noqa: E402
+from killcli.db.models import Killmail  # noqa: E402
 from killcli.queue import open_broker  # noqa: E402
 from killcli.runtime import build_runtime  # noqa: E402
 from killcli.scheduler import run_queue  # noqa: E402
@@ -221,6 +222,8 @@ def run_scenario(
         try:
             for login in prov["characters"]:
                 runtime.accounts.add_refresh_token(login["refresh_token"])
+            if sim.info["summary"]["corporations"]:  # as `users import` does (not timed)
+                runtime.corporations.check_due()
             with open_broker(settings, db) as broker:
                 options = WorkerOptions(concurrency=concurrency, drain=True)
 
@@ -232,6 +235,7 @@ def run_scenario(
                 wall = sync_all(db, broker, drain)
                 first = sim.ask("stats")
                 result = figures(name, sim.info, wall, first)
+                result["complete"] = stored_killmails(db) == result["unique_killmails"]
                 if name == "incremental":
                     result["incremental"] = incremental(sim, db, broker, drain, first, new_kills)
         finally:
@@ -243,6 +247,11 @@ def run_scenario(
     result["concurrency"] = concurrency
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return result
+
+
+def stored_killmails(db: Database) -> int:
+    with db.session() as session:
+        return int(session.scalar(select(func.count()).select_from(Killmail)) or 0)
 
 
 def count(stats: dict[str, Any], route: str, status: int | None = None) -> int:
@@ -263,7 +272,8 @@ def figures(name: str, info: dict[str, Any], wall: float, stats: dict[str, Any])
     return {
         "scenario": name,
         "characters": summary["characters"],
-        "unique_killmails": summary["listed_killmails"],
+        # what the characters' lists hold, and what only the corporations' lists hold
+        "unique_killmails": summary["listed_killmails"] + summary["corporation_only_killmails"],
         "list_pages": summary["list_pages"],
         "wall_s": round(wall, 2),
         "lower_bound_s": round(bound, 2),
@@ -305,6 +315,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
     head = (
         f"{'scenario':<12}{'db':<11}{'chars':>6}{'kms':>7}{'wall s':>9}{'bound s':>9}"
         f"{'ratio':>7}{'429':>5}{'420':>5}{'twice':>6}{'bodies/s':>10}{'RSS MiB':>9}"
+        f"{'complete':>9}"
     )
     print(head)
     for r in results:
@@ -314,6 +325,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
             f"{r['unique_killmails']:>7}{r['wall_s']:>9.2f}{r['lower_bound_s']:>9.2f}"
             f"{ratio:>7}{r['429']:>5}{r['420']:>5}{r['bodies_fetched_twice']:>6}"
             f"{r['bodies_per_s'] or 0:>10.1f}{r['peak_rss_mib']:>9.1f}"
+            f"{'yes' if r['complete'] else 'NO':>9}"
         )
         if "incremental" in r:
             print(f"  incremental: {json.dumps(r['incremental'])}")

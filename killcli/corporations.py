@@ -37,7 +37,7 @@ from killcli.db.models import (
     DirectorStatus,
 )
 from killcli.db.store import count_by
-from killcli.errors import EsiError, EsiHttpError, KillsyncError, UsageError
+from killcli.errors import CorporationDisabled, EsiError, EsiHttpError, KillsyncError, UsageError
 from killcli.esi.client import MAX_AFFILIATION_IDS, EsiClient
 from killcli.esi.models import AffiliationResult, RolesResult
 
@@ -399,12 +399,26 @@ def refresh_corporation_status(session: Session, corporation_ids: Iterable[int])
 # -- listing and switching --------------------------------------------------------------
 
 
-def require_corporation(session: Session, corporation_id: int) -> Corporation:
-    corporation = session.get(Corporation, corporation_id, with_for_update=True)
+def require_corporation(
+    session: Session, corporation_id: int, *, for_update: bool = True
+) -> Corporation:
+    corporation = session.get(Corporation, corporation_id, with_for_update=for_update)
     if corporation is None:
         raise UsageError(
             f"corporation {corporation_id} is not tracked",
             hint="a Director logs in with `killsync login --corporation`",
+        )
+    return corporation
+
+
+def require_enabled_corporation(session: Session, corporation_id: int) -> Corporation:
+    """A tracked corporation that may be synced; :class:`CorporationDisabled` when an
+    operator turned it off."""
+    corporation = require_corporation(session, corporation_id, for_update=False)
+    if not corporation.enabled:
+        raise CorporationDisabled(
+            f"corporation {corporation_id} is disabled",
+            hint=f"killsync corporations enable {corporation_id}",
         )
     return corporation
 

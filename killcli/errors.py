@@ -60,6 +60,10 @@ class UsageError(KillsyncError):
     exit_code = ExitCode.USAGE
 
 
+class CorporationDisabled(UsageError):
+    """An operator turned the corporation off (`killsync corporations disable`)."""
+
+
 class ConfigError(UsageError):
     """A setting that cannot be used; the message names the key."""
 

@@ -12,14 +12,20 @@ since its last sync (plus the same kind of jitter). The decision is one indexed 
 and one pass over its rows. ``queue --all`` skips the decision and queues every active
 character now.
 
+Tracked corporations are queued by the same rules, on their own rows: an enabled
+corporation with a usable director is due when never synced, when pending bodies of its
+list are due, or when its list's cache passed (with the cadence of its newest killmail).
+One without a usable director costs nothing until a director's roles check is due (or a
+director logs in): then one job re-checks them, and syncs if one is usable again.
+
 One run at a time holds a lease, so two cron lines that meet never both enqueue; the broker
-refuses a second job for a character anyway.
+refuses a second job for a list anyway.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,12 +33,21 @@ from sqlalchemy import ColumnElement, Select, and_, or_, select, true
 
 from killcli.accounts import KILLMAIL_SCOPE
 from killcli.cadence import Cadence, Tier
+from killcli.corporations import require_enabled_corporation
 from killcli.db import Database
-from killcli.db.models import Character, CharacterStatus, PendingKillmail
+from killcli.db.models import (
+    Character,
+    CharacterStatus,
+    Corporation,
+    CorporationDirector,
+    CorporationStatus,
+    DirectorStatus,
+    PendingKillmail,
+)
 from killcli.db.types import utcnow
 from killcli.errors import UsageError
 from killcli.holders import this_owner
-from killcli.queue.base import Broker, check_priority
+from killcli.queue.base import Broker, check_priority, queued_ids
 from killcli.queue.jobs import Job
 from killcli.queue.leases import Leases, lease_scope
 
@@ -56,23 +71,41 @@ class QueuedCharacter:
 
 
 @dataclass(frozen=True)
+class QueuedCorporation:
+    """One corporation a run queued (or would queue), why, and its cadence tier."""
+
+    corporation_id: int
+    name: str
+    reason: str  # new | explicit | all | cache expired | cadence | pending retry | directors check
+    priority: int
+    tier: str = BASE_TIER
+
+
+@dataclass(frozen=True)
 class QueueRunResult:
-    """What one `killsync queue` run selected and published."""
+    """What one `killsync queue` run selected and published (``published`` and
+    ``already_queued`` count characters and corporations)."""
 
     due: list[QueuedCharacter] = field(default_factory=list)
     published: int = 0
     already_queued: int = 0
     skipped_lock: bool = False
     dry_run: bool = False
+    corporations: list[QueuedCorporation] = field(default_factory=list)
+
+    @property
+    def lists_due(self) -> int:
+        return len(self.due) + len(self.corporations)
 
     def as_dict(self) -> dict[str, Any]:
-        """The ``queue`` JSON payload."""
+        """The ``queue`` JSON payload (``due``: characters and corporations)."""
         return {
-            "due": len(self.due),
+            "due": self.lists_due,
             "queued": self.published,
             "already_queued": self.already_queued,
             "dry_run": self.dry_run,
             "characters": [asdict(c) for c in self.due],
+            "corporations": [asdict(c) for c in self.corporations],
         }
 
 
@@ -86,15 +119,21 @@ def tier_label(tier: Tier | None) -> str:
     return BASE_TIER if tier is None else tier.label
 
 
-def cadence_bands(cadence: Cadence, now: datetime) -> list[tuple[Tier | None, ColumnElement[bool]]]:
-    """Each tier (None: the base) with the SQL condition that a character falls in it.
+ListOwner = type[Character] | type[Corporation]  # the rows a list's due times live on
+
+
+def cadence_bands(
+    cadence: Cadence, now: datetime, model: ListOwner = Character
+) -> list[tuple[Tier | None, ColumnElement[bool]]]:
+    """Each tier (None: the base) with the SQL condition that a character (or, ``model``
+    Corporation, a corporation) falls in it.
 
     Ranges on ``newest_killmail_at``, so each band can use its index; the bands do not
-    overlap and together hold every character.
+    overlap and together hold every row.
     """
     if not cadence.tiers:
         return [(None, true())]
-    newest = Character.newest_killmail_at
+    newest = model.newest_killmail_at
     cutoffs = [now - tier.min_age for tier in cadence.tiers]
     bands: list[tuple[Tier | None, ColumnElement[bool]]] = [(None, newest >= cutoffs[0])]
     for i, tier in enumerate(cadence.tiers):
@@ -105,13 +144,25 @@ def cadence_bands(cadence: Cadence, now: datetime) -> list[tuple[Tier | None, Co
     return bands
 
 
-def _list_due(cadence: Cadence, now: datetime) -> ColumnElement[bool]:
+def _list_due(cadence: Cadence, now: datetime, model: ListOwner = Character) -> ColumnElement[bool]:
     """The list cache expired and, in a tier, its interval passed since the last sync."""
     polls = [
-        band if tier is None else and_(band, Character.last_sync_at <= now - tier.interval)
-        for tier, band in cadence_bands(cadence, now)
+        band if tier is None else and_(band, model.last_sync_at <= now - tier.interval)
+        for tier, band in cadence_bands(cadence, now, model)
     ]
-    return and_(Character.list_expires_at <= now, or_(*polls))
+    return and_(model.list_expires_at <= now, or_(*polls))
+
+
+def _due_condition(
+    cadence: Cadence, now: datetime, model: ListOwner, pending: ColumnElement[bool]
+) -> ColumnElement[bool]:
+    """Never synced, its list never read, pending bodies due, or its list due."""
+    return or_(
+        model.last_sync_at.is_(None),
+        model.list_expires_at.is_(None),
+        pending,
+        _list_due(cadence, now, model),
+    )
 
 
 def _syncable() -> Select[int, str, datetime | None, datetime | None, datetime | None]:
@@ -145,14 +196,7 @@ def due_characters(
     query = (
         _syncable()
         .add_columns(pending)
-        .where(
-            or_(
-                Character.last_sync_at.is_(None),
-                Character.list_expires_at.is_(None),
-                _pending_due(now),
-                _list_due(cadence, now),
-            )
-        )
+        .where(_due_condition(cadence, now, Character, _pending_due(now)))
         .order_by(Character.last_sync_at.is_not(None), Character.last_sync_at)
     )
     with db.session() as session:
@@ -162,7 +206,7 @@ def due_characters(
         if row.character_id in exclude:
             continue
         tier = cadence.tier_of(row.newest_killmail_at, now)
-        reason = _reason(row, tier, now)
+        reason = _reason(row, row.character_id, tier, now)
         if reason is not None:
             due.append(
                 QueuedCharacter(
@@ -176,7 +220,7 @@ def due_characters(
     return due
 
 
-def _reason(row: Any, tier: Tier | None, now: datetime) -> str | None:
+def _reason(row: Any, owner_id: int, tier: Tier | None, now: datetime) -> str | None:
     """Why a candidate row is due, or None when its jitter has not passed yet."""
     if row.last_sync_at is None:
         return "new"
@@ -186,11 +230,126 @@ def _reason(row: Any, tier: Tier | None, now: datetime) -> str | None:
         return "cache expired"
     if tier is None:
         span = row.list_expires_at - row.last_sync_at
-        return (
-            "cache expired" if row.list_expires_at + jitter(row.character_id, span) <= now else None
-        )
-    polled_at = row.last_sync_at + tier.interval + jitter(row.character_id, tier.interval)
+        return "cache expired" if row.list_expires_at + jitter(owner_id, span) <= now else None
+    polled_at = row.last_sync_at + tier.interval + jitter(owner_id, tier.interval)
     return "cadence" if polled_at <= now else None
+
+
+# -- corporations -----------------------------------------------------------------------
+
+
+def _corporation_pending_due(now: datetime) -> ColumnElement[bool]:
+    return Corporation.corporation_id.in_(
+        select(PendingKillmail.corporation_id).where(
+            PendingKillmail.next_attempt_at <= now, PendingKillmail.corporation_id.is_not(None)
+        )
+    )
+
+
+def _directors_check_due(now: datetime) -> ColumnElement[bool]:
+    """A director of an active character whose roles answer expired (or never came)."""
+    expires = CorporationDirector.roles_expires_at
+    return Corporation.corporation_id.in_(
+        select(CorporationDirector.corporation_id)
+        .join(Character, Character.character_id == CorporationDirector.character_id)
+        .where(
+            Character.status == CharacterStatus.ACTIVE,
+            CorporationDirector.status != DirectorStatus.NO_SCOPE,
+            CorporationDirector.corporation_id.is_not(None),
+            expires.is_(None) | (expires <= now),
+        )
+    )
+
+
+CorporationRows = Select[
+    int, str | None, CorporationStatus, datetime | None, datetime | None, datetime | None, bool
+]
+
+
+def _corporation_rows(where: ColumnElement[bool], now: datetime) -> CorporationRows:
+    return (
+        select(
+            Corporation.corporation_id,
+            Corporation.name,
+            Corporation.status,
+            Corporation.last_sync_at,
+            Corporation.list_expires_at,
+            Corporation.newest_killmail_at,
+            _corporation_pending_due(now).label("pending_due"),
+        )
+        .where(Corporation.enabled.is_(True), where)
+        .order_by(Corporation.last_sync_at.is_not(None), Corporation.last_sync_at)
+    )
+
+
+def _corporation_label(row: Any) -> str:
+    return row.name or f"corporation {row.corporation_id}"
+
+
+def due_corporations(
+    db: Database, now: datetime, *, exclude: set[int], cadence: Cadence = NO_CADENCE
+) -> list[QueuedCorporation]:
+    """Enabled corporations due now (see the module docstring)."""
+    active = Corporation.status == CorporationStatus.ACTIVE
+    query = _corporation_rows(
+        or_(
+            and_(active, _due_condition(cadence, now, Corporation, _corporation_pending_due(now))),
+            and_(~active, _directors_check_due(now)),
+        ),
+        now,
+    )
+    with db.session() as session:
+        rows = session.execute(query).all()
+    due = []
+    for row in rows:
+        if row.corporation_id in exclude:
+            continue
+        tier = cadence.tier_of(row.newest_killmail_at, now)
+        if row.status != CorporationStatus.ACTIVE:
+            reason: str | None = "directors check"
+        else:
+            reason = _reason(row, row.corporation_id, tier, now)
+        if reason is not None:
+            due.append(
+                QueuedCorporation(
+                    row.corporation_id,
+                    _corporation_label(row),
+                    reason,
+                    NEW_PRIORITY if reason == "new" else 0,
+                    tier_label(tier),
+                )
+            )
+    return due
+
+
+def all_corporations(db: Database, now: datetime, cadence: Cadence) -> list[QueuedCorporation]:
+    """Every enabled corporation with a usable director (``queue --all``)."""
+    query = _corporation_rows(Corporation.status == CorporationStatus.ACTIVE, now)
+    with db.session() as session:
+        rows = session.execute(query).all()
+    return [
+        QueuedCorporation(
+            r.corporation_id,
+            _corporation_label(r),
+            "new" if r.last_sync_at is None else "all",
+            NEW_PRIORITY if r.last_sync_at is None else 0,
+            tier_label(cadence.tier_of(r.newest_killmail_at, now)),
+        )
+        for r in rows
+    ]
+
+
+def explicit_corporations(
+    db: Database, ids: Sequence[int], priority: int
+) -> list[QueuedCorporation]:
+    """The corporations named with ``--corporation``; a usage error if one is not tracked
+    or is disabled (one without a usable director is queued: its job re-checks them)."""
+    with db.session() as session:
+        names = {
+            cid: require_enabled_corporation(session, cid).name or f"corporation {cid}"
+            for cid in ids
+        }
+    return [QueuedCorporation(cid, names[cid], "explicit", priority) for cid in ids]
 
 
 def all_characters(db: Database, now: datetime, cadence: Cadence) -> list[QueuedCharacter]:
@@ -230,31 +389,43 @@ def explicit_characters(db: Database, ids: Sequence[int], priority: int) -> list
     return [QueuedCharacter(cid, rows[cid].name, "explicit", priority) for cid in ids]
 
 
+@dataclass(frozen=True)
+class _Wanted:
+    characters: list[QueuedCharacter]
+    corporations: list[QueuedCorporation]
+
+
 def _wanted(
     db: Database,
     now: datetime,
-    queued: set[int],
+    queued: tuple[set[int], set[int]],
     *,
     character_ids: Sequence[int],
+    corporation_ids: Sequence[int],
     all_active: bool,
     priority: int | None,
     cadence: Cadence,
-) -> list[QueuedCharacter]:
-    if character_ids:
-        return explicit_characters(
-            db, character_ids, check_priority(EXPLICIT_PRIORITY if priority is None else priority)
+) -> _Wanted:
+    if character_ids or corporation_ids:
+        level = check_priority(EXPLICIT_PRIORITY if priority is None else priority)
+        return _Wanted(
+            explicit_characters(db, character_ids, level) if character_ids else [],
+            explicit_corporations(db, corporation_ids, level) if corporation_ids else [],
         )
-    wanted = (
-        all_characters(db, now, cadence)
-        if all_active
-        else due_characters(db, now, exclude=queued, cadence=cadence)
-    )
+    if all_active:
+        wanted = _Wanted(all_characters(db, now, cadence), all_corporations(db, now, cadence))
+    else:
+        wanted = _Wanted(
+            due_characters(db, now, exclude=queued[0], cadence=cadence),
+            due_corporations(db, now, exclude=queued[1], cadence=cadence),
+        )
     if priority is None:
         return wanted
-    return [
-        QueuedCharacter(c.character_id, c.name, c.reason, check_priority(priority), c.tier)
-        for c in wanted
-    ]
+    level = check_priority(priority)
+    return _Wanted(
+        [replace(c, priority=level) for c in wanted.characters],
+        [replace(c, priority=level) for c in wanted.corporations],
+    )
 
 
 def run_queue(
@@ -262,6 +433,7 @@ def run_queue(
     broker: Broker,
     *,
     character_ids: Sequence[int] = (),
+    corporation_ids: Sequence[int] = (),
     full: bool = False,
     priority: int | None = None,
     dry_run: bool = False,
@@ -269,14 +441,16 @@ def run_queue(
     all_active: bool = False,
     cadence: Cadence = NO_CADENCE,
 ) -> QueueRunResult:
-    """Select what is due and publish one job per character, newest first.
+    """Select what is due and publish one job per list (characters' and corporations'),
+    newest first.
 
     ``cadence`` is the adaptive cadence (the CLI passes ``settings.cadence_plan``; the
     default polls every list when its cache expires). ``all_active`` queues every active
-    character regardless of cadence and list cache; the worker still honours ``Expires``.
+    character and corporation regardless of cadence and list cache; the worker still
+    honours ``Expires``. ``character_ids`` and ``corporation_ids`` queue only those.
     """
-    if all_active and character_ids:
-        raise UsageError("--all and --character exclude each other")
+    if all_active and (character_ids or corporation_ids):
+        raise UsageError("--all and --character or --corporation exclude each other")
     now = now or utcnow()
     leases = Leases(db)
     lease_name = f"queue-run:{lease_scope(broker.queue_name)}"
@@ -284,26 +458,45 @@ def run_queue(
     if not dry_run and not leases.acquire(lease_name, owner, RUN_LEASE_TTL_S):
         return QueueRunResult(skipped_lock=True)
     try:
-        queued = broker.queued_character_ids()
+        queued = queued_ids(broker.queued_owner_keys())
         wanted = _wanted(
             db,
             now,
             queued,
             character_ids=character_ids,
+            corporation_ids=corporation_ids,
             all_active=all_active,
             priority=priority,
             cadence=cadence,
         )
-        fresh = [c for c in wanted if c.character_id not in queued]
+        characters = [c for c in wanted.characters if c.character_id not in queued[0]]
+        corporations = [c for c in wanted.corporations if c.corporation_id not in queued[1]]
         published = 0
         if not dry_run:
-            for level in sorted({c.priority for c in fresh}, reverse=True):
-                jobs = [Job.new(c.character_id, full=full) for c in fresh if c.priority == level]
-                published += broker.publish(jobs, priority=level)
-        return QueueRunResult(fresh, published, len(wanted) - len(fresh), dry_run=dry_run)
+            jobs = [(c.priority, Job.new(c.character_id, full=full)) for c in characters]
+            jobs += [
+                (c.priority, Job.for_corporation(c.corporation_id, full=full)) for c in corporations
+            ]
+            for level in sorted({level for level, _ in jobs}, reverse=True):
+                published += broker.publish([j for p, j in jobs if p == level], priority=level)
+        total = len(wanted.characters) + len(wanted.corporations)
+        return QueueRunResult(
+            characters,
+            published,
+            total - len(characters) - len(corporations),
+            dry_run=dry_run,
+            corporations=corporations,
+        )
     finally:
         if not dry_run:
             leases.release(lease_name, owner)
 
 
-__all__ = ["QueueRunResult", "QueuedCharacter", "cadence_bands", "run_queue", "tier_label"]
+__all__ = [
+    "QueueRunResult",
+    "QueuedCharacter",
+    "QueuedCorporation",
+    "cadence_bands",
+    "run_queue",
+    "tier_label",
+]

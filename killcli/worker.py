@@ -1,19 +1,23 @@
-"""`killsync worker`: consume jobs, sync characters, settle each job after its last commit.
+"""`killsync worker`: consume jobs, sync lists, settle each job after its last commit.
 
 N syncs run at once in one process and share one ESI client (one rate limiter, one body
-pool, one in-flight registry). A per-character lease in the database keeps two workers, on
-any host, from syncing one character at once (its list budget is per character). How a
-job ends:
+pool, one in-flight registry). A lease per character (and per corporation) in the database
+keeps two workers, on any host, from syncing one list at once (its list budget is per
+character, a corporation's per director). A job is a character's list, or a corporation's
+(read with its directors' tokens, :mod:`killcli.sync.corporation`). How a job ends:
 
-============================  =========================================================
-sync ok / not modified        done
-bodies left pending           done (pending bodies are retried by the next runs)
-character needs login         done (marked; `killsync queue` skips it until login)
-character gone / no scope     dead letter with the reason
-lease held elsewhere          retry in a short while
-ESI/SSO down, database down   retry with the broker's exponential backoff
-anything else                 retry; after the broker's max attempts, dead letter
-============================  =========================================================
+================================  =====================================================
+sync ok / not modified            done
+bodies left pending               done (pending bodies are retried by the next runs)
+character needs login             done (marked; `killsync queue` skips it until login)
+corporation without a director    done (marked; queued again when a director's roles
+                                  check is due, or one logs in)
+corporation disabled meanwhile    done
+character / corporation gone      dead letter with the reason
+lease held elsewhere              retry in a short while
+ESI/SSO down, database down       retry with the broker's exponential backoff
+anything else                     retry; after the broker's max attempts, dead letter
+================================  =====================================================
 """
 
 from __future__ import annotations
@@ -25,10 +29,10 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 from killcli.errors import (
-    DatabaseError,
-    EsiError,
+    CorporationDisabled,
     KillsyncError,
     NeedsLogin,
+    NoDirector,
     PartialFailure,
     UsageError,
 )
@@ -36,9 +40,16 @@ from killcli.holders import this_owner
 from killcli.metrics import WorkerMetrics
 from killcli.queue.base import Broker, ConsumeResult, Outcome
 from killcli.queue.jobs import Job
-from killcli.queue.leases import HOLDER_TIMEOUT_S, LeaseKeeper, Leases, character_lease
+from killcli.queue.leases import (
+    HOLDER_TIMEOUT_S,
+    LeaseKeeper,
+    Leases,
+    character_lease,
+    corporation_lease,
+)
 from killcli.runtime import Runtime
 from killcli.sync import SyncOptions, SyncResult
+from killcli.sync.corporation import CorporationSyncResult, sync_corporation
 from killcli.sync.progress import ProgressRegistry
 from killcli.sync.quick import QuickSync
 from killcli.workerstatus import StatusReporter
@@ -48,6 +59,12 @@ from killcli.workerstatus import StatusReporter
 # not at all for a worker on this host (the lease of a dead local process is taken over).
 LEASE_TTL_S = HOLDER_TIMEOUT_S
 LEASE_BUSY_RETRY_S = 30.0
+# What ends a job done although its sync raised: nothing to do until someone acts.
+DONE_WHEN: tuple[tuple[type[KillsyncError], str], ...] = (
+    (NeedsLogin, "needs_login"),  # marked; `killsync queue` skips it until login
+    (NoDirector, "no_director"),  # marked; queued again when a roles check is due
+    (CorporationDisabled, "disabled"),  # an operator turned it off after it was queued
+)
 # Syncs at once: sized for I/O, not CPU cores. Most of a sync is waiting for ESI (a 304
 # takes one 30-80 ms round trip); the bodies go through the engine's own threads and the
 # budget, so more syncs do not mean more body requests at once.
@@ -59,7 +76,7 @@ class JobReport:
     """One line per job for logs and the live view."""
 
     job_id: str
-    character_id: int
+    owner: str  # the character's id, or "corporation <id>"
     name: str
     outcome: str  # done | retry | dead
     status: str  # the sync's status, or the error kind
@@ -70,7 +87,7 @@ class JobReport:
 
     def line(self) -> str:
         text = (
-            f"{self.character_id} {self.name!r}: {self.status}, new {self.new}, "
+            f"{self.owner} {self.name!r}: {self.status}, new {self.new}, "
             f"pending {self.pending}, {self.elapsed_s:.1f} s -> {self.outcome}"
         )
         return f"{text} ({self.reason})" if self.reason else text
@@ -143,36 +160,71 @@ class Worker:
                 self.status.remove()
 
     def handle(self, job: Job) -> Outcome:
+        if job.corporation_id is not None:
+            return self._handle_corporation(job, job.corporation_id)
+        assert job.character_id is not None, "a job names a character or a corporation"
+        character_id = job.character_id
         started = time.monotonic()
-        lease = character_lease(job.character_id)
+        lease = character_lease(character_id)
         owner = this_owner(job.job_id)
-        begun = self.quick.begin(job.character_id, lease, owner, ttl_s=self.keeper.ttl_s)
+        begun = self.quick.begin(character_id, lease, owner, ttl_s=self.keeper.ttl_s)
         if not begun.leased:
-            holder = self.leases.holder(lease) or "another worker"
-            return self._settle(
-                job,
-                Outcome.retry(f"being synced by {holder}", delay_s=LEASE_BUSY_RETRY_S),
-                "busy",
-                started,
-            )
+            return self._busy(job, lease, started)
         try:
-            with self.progress.track(job.character_id) as tracker:
+            with self.progress.track(character_id) as tracker:
                 quick = self.quick.attempt(begun, full=job.full, progress=tracker)
                 result = quick.result or self.runtime.engine.sync_character(
-                    job.character_id,
+                    character_id,
                     SyncOptions(full=job.full),
                     tracker,
                     first_page=quick.first_page,
                 )
-        except NeedsLogin as exc:
-            return self._settle(job, Outcome.done(), "needs_login", started, reason=exc.message)
-        except UsageError as exc:
-            return self._settle(job, Outcome.dead(str(exc)), "refused", started)
-        except (EsiError, DatabaseError, KillsyncError) as exc:
-            return self._settle(job, Outcome.retry(str(exc)), type(exc).__name__, started)
+        except KillsyncError as exc:
+            return self._failed(job, exc, started)
         finally:
             self.keeper.release(lease, owner)
         return self._settle(job, Outcome.done(), result.status, started, result=result)
+
+    def _handle_corporation(self, job: Job, corporation_id: int) -> Outcome:
+        """A corporation's list, under its lease, through the engine's one path."""
+        started = time.monotonic()
+        lease = corporation_lease(corporation_id)
+        owner = this_owner(job.job_id)
+        if not self.keeper.acquire(lease, owner):
+            return self._busy(job, lease, started)
+        try:
+            with self.progress.track(corporation_id) as tracker:
+                result = sync_corporation(
+                    self.runtime.engine,
+                    self.runtime.corporations,
+                    corporation_id,
+                    SyncOptions(full=job.full),
+                    tracker,
+                )
+        except KillsyncError as exc:
+            return self._failed(job, exc, started)
+        finally:
+            self.keeper.release(lease, owner)
+        return self._settle(job, Outcome.done(), result.status, started, result=result)
+
+    def _failed(self, job: Job, exc: KillsyncError, started: float) -> Outcome:
+        """How a job whose sync raised ends (the table of the module docstring)."""
+        for kind, status in DONE_WHEN:
+            if isinstance(exc, kind):
+                return self._settle(job, Outcome.done(), status, started, reason=exc.message)
+        if isinstance(exc, UsageError):  # the character or corporation is gone, or no scope
+            return self._settle(job, Outcome.dead(str(exc)), "refused", started)
+        # ESI/SSO or the database down, or anything else: the broker's backoff
+        return self._settle(job, Outcome.retry(str(exc)), type(exc).__name__, started)
+
+    def _busy(self, job: Job, lease: str, started: float) -> Outcome:
+        holder = self.leases.holder(lease) or "another worker"
+        return self._settle(
+            job,
+            Outcome.retry(f"being synced by {holder}", delay_s=LEASE_BUSY_RETRY_S),
+            "busy",
+            started,
+        )
 
     def _settle(
         self,
@@ -181,15 +233,15 @@ class Worker:
         status: str,
         started: float,
         *,
-        result: SyncResult | None = None,
+        result: SyncResult | CorporationSyncResult | None = None,
         reason: str = "",
     ) -> Outcome:
         elapsed = time.monotonic() - started
         figures = result.figures if result else None
         report = JobReport(
             job.job_id,
-            job.character_id,
-            result.character_name if result else "",
+            str(job.character_id) if job.corporation_id is None else job.owner_label,
+            result.owner_name if result else "",
             outcome.kind.value,
             status,
             figures.new if figures else 0,

@@ -191,3 +191,7 @@ def sim_environ(sim: object, home: Path, database_url: str) -> dict[str, str]:
     if sim.client_secret:  # type: ignore[attr-defined]
         env["KILLSYNC_CLIENT_SECRET"] = sim.client_secret  # type: ignore[attr-defined]
     return env
+
+
+# The unattended pipeline's fixtures (``broker_url``, ``pipeline``), for every test module.
+from tests.pipeline import broker_url, pipeline  # noqa: E402, F401

@@ -126,7 +126,16 @@ BAD_INPUTS: list[Bad] = [
             "queue --priority 11",
             "queue --priority -1",
             "queue --character 0",
+            "queue --corporation 0",
+            f"queue --corporation {TOO_BIG_ID}",
         )
+    ),
+    _row("queue --corporation 98000001", 2, "corporation 98000001 is not tracked", "upgraded"),
+    _row(
+        "queue --all --corporation 98000001",
+        2,
+        "--all and --character or --corporation exclude each other",
+        "upgraded",
     ),
     _row("sync-user 12abc", 2, "is not a whole number"),
     _row("users disable -1", 2, "No such option"),
@@ -211,6 +220,8 @@ def _setup(name: str, cli: Cli, subs: dict[str, str]) -> Iterator[None]:
         with (_upgraded(cli, subs)).open("r+b") as fh:
             fh.seek(4096)
             fh.write(b"\xff" * 40_000)
+    elif name == "upgraded":
+        _upgraded(cli, subs)
     elif name == "newer_schema":
         _stamp(f"sqlite:///{_upgraded(cli, subs)}", FUTURE_REVISION)
     elif name == "binary_file":

@@ -24,7 +24,7 @@ from killcli.db.types import utcnow
 from killcli.queue import open_broker
 from killcli.queue.rabbit import RabbitBroker
 from tests.conftest import CliResult, _truncate, sim_environ
-from tests.test_worker import require_rabbitmq
+from tests.pipeline import require_rabbitmq
 
 Cli = Callable[..., CliResult]
 HOSTILE_JOB_ID = "\x1b]0;owned\x07\u202eevil"  # an OSC title change and a bidi override
@@ -118,14 +118,14 @@ def add_and_remove_a_character(deployment: Deployment, cli: Cli) -> int:
 def test_list_requeue_and_purge_dead_letters(deployment: Deployment, cli: Cli) -> None:
     assert data_of(cli("dead-letters", "list", "--json"))["total"] == 0
     character_id = add_and_remove_a_character(deployment, cli)
-    deployment.publish_poison({"v": 2, "job_id": HOSTILE_JOB_ID, "character_id": 5})
+    deployment.publish_poison({"v": 9, "job_id": HOSTILE_JOB_ID, "character_id": 5})
     assert cli("worker", "--drain").exit_code == 3  # work was dead-lettered
 
     listed = data_of(cli("dead-letters", "list", "--json"))
     assert listed["queue"] == deployment.queue_name and listed["total"] == 2
     by_character = {d["character_id"]: d for d in listed["dead_letters"]}
     assert "not tracked" in by_character[character_id]["reason"]
-    assert by_character[5]["reason"] == "poison: unknown job version 2 (this killsync reads 1)"
+    assert by_character[5]["reason"] == "poison: unknown job version 9 (this killsync reads [1, 2])"
     assert by_character[5]["job_id"] == HOSTILE_JOB_ID  # JSON is exact...
     assert "\x1b" not in cli("dead-letters", "list", "--json").stdout  # ...and escaped
 

@@ -96,9 +96,10 @@ def test_every_json_payload_keeps_its_keys(world: Any, cli: Cli, tmp_path: Path)
     record("users", "list")
     record("corporations", "list")
     record("corporations", "check")
+    record("queue")  # the new corporation among the lists it queues
+    assert seen["queue"]["corporations"] and seen["queue"]["characters"]
     record("sync-corporation", str(corporation_id))
     record("refresh-token", "--all")
-    record("queue")
     record("sync-user", str(ids[0]))
     assert cli("worker", "--drain").exit_code == 0
     record("stats")
@@ -194,7 +195,10 @@ CONTRACT: dict[str, Shape] = {
     ],
     "refresh": [scalars("character_id", "expires_at", "name", "ok", "reason", "retryable")],
     "queue": scalars("already_queued", "dry_run", "due", "queued")
-    | {"characters": [scalars("character_id", "name", "priority", "reason", "tier")]},
+    | {
+        "characters": [scalars("character_id", "name", "priority", "reason", "tier")],
+        "corporations": [scalars("corporation_id", "name", "priority", "reason", "tier")],
+    },
     "sync": scalars("character_id", "character_name", "status")
     | {"figures": FIGURES, "new_killmail_ids": [""], "pending_reasons": [ANY]},
     "sync.corporation": scalars("corporation_id", "corporation_name", "status")

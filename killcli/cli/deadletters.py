@@ -26,7 +26,7 @@ from killcli.cli.context import AppContext, app_context, examples, print_json
 from killcli.console import make_console
 from killcli.errors import UsageError
 from killcli.queue import open_broker
-from killcli.queue.base import Broker
+from killcli.queue.base import Broker, DeadLetterInfo
 from killcli.textsafe import sanitize
 
 DEFAULT_LIMIT = 50
@@ -75,13 +75,11 @@ def list_cmd(
             "dead-letters", {"queue": broker.queue_name, "total": total, "dead_letters": rows}
         )
         return
-    table = Table(
-        "job", "character", "attempts", "failed at", "reason", title=f"{total} dead letters"
-    )
+    table = Table("job", "list", "attempts", "failed at", "reason", title=f"{total} dead letters")
     for d in dead:
         table.add_row(
             sanitize(d.job_id or "-"),
-            "-" if d.character_id is None else str(d.character_id),
+            _list_of(d),
             str(d.attempts),
             "-" if d.failed_at is None else str(d.failed_at)[:19],
             sanitize(d.reason[:REASON_WIDTH]),
@@ -89,6 +87,12 @@ def list_cmd(
     make_console(stderr=False).print(table)
     if total > len(dead):
         app_ctx.info(f"showing {len(dead)} of {total}: see --limit")
+
+
+def _list_of(dead: DeadLetterInfo) -> str:
+    if dead.corporation_id is not None:
+        return f"corporation {dead.corporation_id}"
+    return "-" if dead.character_id is None else str(dead.character_id)
 
 
 @app.command(

@@ -49,10 +49,21 @@ def queue_cmd(
             parser=params.character_id,
         ),
     ] = None,
+    corporation: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--corporation",
+            help="Queue these tracked corporations now (repeatable).",
+            show_default=False,
+            parser=params.corporation_id,
+        ),
+    ] = None,
     all_active: Annotated[
         bool,
         typer.Option(
-            "--all", help="Queue every active character now (cadence and list cache ignored)."
+            "--all",
+            help="Queue every active character and corporation now (cadence and list cache "
+            "ignored).",
         ),
     ] = False,
     full: Annotated[bool, typer.Option("--full", help="Jobs walk every page.")] = False,
@@ -74,12 +85,13 @@ def queue_cmd(
         typer.Option("--quiet", hidden=True),  # before 0.2, clashed with the root's -q
     ] = False,
 ) -> None:
-    """Queue every character that is due for a sync (cron calls this)."""
+    """Queue every character and corporation that is due for a sync (cron calls this)."""
     app_ctx = app_context(ctx)
     result = run_queue(
         app_ctx.database(),
         _broker(app_ctx),
         character_ids=character or (),
+        corporation_ids=corporation or (),
         full=full,
         priority=priority,
         dry_run=dry_run,
@@ -93,22 +105,28 @@ def queue_cmd(
         print_json("queue", result.as_dict())
     elif one_line or quiet_line:
         typer.echo(
-            f"queued {result.published} of {len(result.due)} due "
+            f"queued {result.published} of {result.lists_due} due "
             f"({result.already_queued} already queued)"
         )
     else:
         table = Table(
             "id",
             "name",
+            "list",
             "why",
             "priority",
             "tier",
             title=("due (dry run)" if dry_run else f"queued {result.published}"),
         )
-        for c in result.due:
-            table.add_row(
-                str(c.character_id), sanitize(c.name), sanitize(c.reason), str(c.priority), c.tier
-            )
+        rows = [
+            (c.character_id, c.name, "character", c.reason, c.priority, c.tier) for c in result.due
+        ]
+        rows += [
+            (c.corporation_id, c.name, "corporation", c.reason, c.priority, c.tier)
+            for c in result.corporations
+        ]
+        for owner_id, name, kind, reason, level, tier in rows:
+            table.add_row(str(owner_id), sanitize(name), kind, sanitize(reason), str(level), tier)
         make_console(stderr=False).print(table)
 
 
@@ -196,14 +214,12 @@ class _LiveView:
         self.app_ctx.console.print(stamped(line))
 
     def _table(self) -> Table:
-        table = Table(
-            "character", "status", "new", "pending", "s", "outcome", title="finished jobs"
-        )
+        table = Table("list", "status", "new", "pending", "s", "outcome", title="finished jobs")
         with self.lock:
             reports = list(self.reports)
         for r in reports:
             table.add_row(
-                f"{sanitize(r.name)} ({r.character_id})",
+                f"{sanitize(r.name)} ({r.owner})",
                 r.status,
                 str(r.new),
                 str(r.pending),
@@ -394,6 +410,7 @@ def register(root: typer.Typer) -> None:
         epilog=examples(
             "killsync queue --one-line         # from cron, every 5 minutes",
             "killsync queue --character 2112345678 --priority 10",
+            "killsync queue --corporation 98000001",
             "killsync queue --all              # everyone now, whatever the cadence",
             "killsync queue --dry-run --json",
         ),

@@ -307,15 +307,18 @@ class Job(Base):
 
     __tablename__ = "jobs"
     __table_args__ = (
-        # One job per character and queue: queued, delayed or running.
+        # One job per list and queue: queued, delayed or running (a row names a character
+        # or, character null, a corporation; NULLs never collide).
         UniqueConstraint("queue", "character_id"),
+        UniqueConstraint("queue", "corporation_id"),
         Index(None, "queue", "priority", "available_at"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(String(64), unique=True)
     queue: Mapped[str] = mapped_column(String(200))
-    character_id: Mapped[int] = mapped_column(index=True)
+    character_id: Mapped[int | None] = mapped_column(index=True)
+    corporation_id: Mapped[int | None]
     payload: Mapped[dict[str, Any]]
     priority: Mapped[int] = mapped_column(Integer, default=0)
     attempt: Mapped[int] = mapped_column(Integer, default=0)

@@ -27,7 +27,7 @@ from enum import StrEnum
 from types import TracebackType
 
 from killcli.errors import UsageError
-from killcli.queue.jobs import Job
+from killcli.queue.jobs import Job, parse_owner_key
 
 MAX_PRIORITY = 10  # RabbitMQ's x-max-priority; the database queue uses the same range
 
@@ -93,11 +93,12 @@ class DeadLetterInfo:
     attempts: int
     failed_at: datetime | None
     raw: str
+    corporation_id: int | None = None  # a corporation's job (character_id None)
 
 
 @dataclass(frozen=True)
 class RequeueResult:
-    """``requeued`` went back to the queue; ``dropped`` were for characters already queued;
+    """``requeued`` went back to the queue; ``dropped`` were for lists already queued;
     ``kept`` are poison, which cannot be requeued and stay dead."""
 
     requeued: int
@@ -134,8 +135,9 @@ class Broker(ABC):
 
     @abstractmethod
     def publish(self, jobs: Sequence[Job], *, priority: int = 0) -> int:
-        """Enqueue jobs, skipping characters that already have a job queued or running
-        (and repeats within ``jobs``). Higher ``priority`` (0-10) goes first.
+        """Enqueue jobs, skipping lists (:attr:`Job.owner_key`) that already have a job
+        queued or running (and repeats within ``jobs``). Higher ``priority`` (0-10) goes
+        first.
         Returns how many were published."""
 
     @abstractmethod
@@ -167,11 +169,19 @@ class Broker(ABC):
 
     @abstractmethod
     def requeue_dead_letters(self) -> RequeueResult:
-        """Give every dead job a fresh start (attempt 0), unless its character is queued."""
+        """Give every dead job a fresh start (attempt 0), unless its list is queued."""
 
     @abstractmethod
+    def queued_owner_keys(self) -> set[str]:
+        """The lists (:attr:`Job.owner_key`) with a job queued, delayed or running."""
+
     def queued_character_ids(self) -> set[int]:
         """Characters with a job queued, delayed or running."""
+        return queued_ids(self.queued_owner_keys())[0]
+
+    def queued_corporation_ids(self) -> set[int]:
+        """Corporations with a job queued, delayed or running."""
+        return queued_ids(self.queued_owner_keys())[1]
 
     def close(self) -> None:  # noqa: B027 - optional hook; the database queue has nothing to close
         """Release connections; the broker is unusable afterwards."""
@@ -201,9 +211,22 @@ def check_concurrency(concurrency: int) -> int:
     return concurrency
 
 
-def unique_by_character(jobs: Sequence[Job]) -> dict[int, Job]:
-    """The first job of each character, in order."""
-    unique: dict[int, Job] = {}
+def unique_by_owner(jobs: Sequence[Job]) -> dict[str, Job]:
+    """The first job of each list (:attr:`Job.owner_key`), in order."""
+    unique: dict[str, Job] = {}
     for job in jobs:
-        unique.setdefault(job.character_id, job)
+        unique.setdefault(job.owner_key, job)
     return unique
+
+
+def queued_ids(keys: set[str]) -> tuple[set[int], set[int]]:
+    """The characters and the corporations among owner keys."""
+    characters: set[int] = set()
+    corporations: set[int] = set()
+    for key in keys:
+        character_id, corporation_id = parse_owner_key(key)
+        if character_id is not None:
+            characters.add(character_id)
+        elif corporation_id is not None:
+            corporations.add(corporation_id)
+    return characters, corporations

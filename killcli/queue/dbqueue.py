@@ -1,8 +1,8 @@
 """The database job queue: the embedded default, on SQLite or PostgreSQL.
 
 One row in ``jobs`` per job that is queued, delayed or running; acknowledging deletes it,
-burying moves it to ``dead_letters``. So "the character has a job queued or running" is
-simply "the character has a row in ``jobs``".
+burying moves it to ``dead_letters``. So "the character (or corporation) has a job queued
+or running" is simply "it has a row in ``jobs``".
 
 * **Order**: higher ``priority`` first, then earlier ``available_at`` (then insertion).
 * **Claim**: PostgreSQL ``SELECT .. FOR UPDATE SKIP LOCKED`` then ``UPDATE`` in one
@@ -19,11 +19,11 @@ simply "the character has a row in ``jobs``".
 * **Attempts**: ``jobs.attempt`` counts claims, so a job that keeps killing its workers is
   counted too and buried once it was lost more than ``max_attempts`` times.
 * **Delays**: a retry clears the lock and sets ``available_at = now + backoff``.
-* **One job per character**: publishers of a queue are serialized (a transaction-scoped
+* **One job per list**: publishers of a queue are serialized (a transaction-scoped
   ``pg_advisory_xact_lock`` on PostgreSQL, the ``BEGIN IMMEDIATE`` write lock on SQLite);
-  inside that, inserting only characters without a row is atomic. (A unique index on
-  ``jobs (queue, character_id)`` would make this a plain ``ON CONFLICT DO NOTHING``; the
-  insert already uses it, so adding the index later needs no code change.)
+  inside that, inserting only lists without a row is atomic; the unique constraints on
+  ``jobs (queue, character_id)`` and ``jobs (queue, corporation_id)`` back it up (the
+  insert is ``ON CONFLICT DO NOTHING``).
 
 All times come from the injected clock (``clock``, :mod:`killcli.clock`): hosts sharing a
 database need NTP time.
@@ -63,10 +63,10 @@ from killcli.queue.base import (
     QueueStats,
     RequeueResult,
     check_priority,
-    unique_by_character,
+    unique_by_owner,
 )
 from killcli.queue.dbconsumer import DatabaseConsumer
-from killcli.queue.jobs import Job, PoisonMessage, from_dict
+from killcli.queue.jobs import Job, PoisonMessage, from_dict, owner_key, peek_ids
 from killcli.queue.leases import (
     HEARTBEAT_S,
     HOLDER_TIMEOUT_S,
@@ -144,14 +144,14 @@ class DatabaseBroker(Broker):
 
     def publish(self, jobs: Sequence[Job], *, priority: int = 0) -> int:
         check_priority(priority)
-        fresh = unique_by_character(jobs)
+        fresh = unique_by_owner(jobs)
         if not fresh:
             return 0
         now = self.now()
         with self._session() as session:
             self._serialize_publishers(session)
-            taken = self._queued_among(session, fresh)
-            rows = [self._row(job, priority, now) for cid, job in fresh.items() if cid not in taken]
+            taken = self._queued_among(session, fresh.values())
+            rows = [self._row(job, priority, now) for key, job in fresh.items() if key not in taken]
             if not rows:
                 return 0
             stmt = insert_ignore(session, JOBS).returning(JOBS.c.id)
@@ -162,6 +162,7 @@ class DatabaseBroker(Broker):
             "job_id": job.job_id,
             "queue": self.queue_name,
             "character_id": job.character_id,
+            "corporation_id": job.corporation_id,
             "payload": job.to_dict(),
             "priority": priority,
             "attempt": job.attempt,
@@ -180,18 +181,34 @@ class DatabaseBroker(Broker):
         digest = hashlib.blake2b(f"killsync.jobs:{self.queue_name}".encode(), digest_size=8)
         return int.from_bytes(digest.digest(), "big", signed=True)
 
-    def _queued_among(self, session: Session, character_ids: Iterable[int]) -> set[int]:
-        wanted = list(character_ids)
-        found: set[int] = set()
-        for start in range(0, len(wanted), CHUNK):
-            found.update(
-                session.scalars(
-                    select(JOBS.c.character_id).where(
-                        JOBS.c.queue == self.queue_name,
-                        JOBS.c.character_id.in_(wanted[start : start + CHUNK]),
+    def _queued_among(self, session: Session, jobs: Iterable[Job]) -> set[str]:
+        """The owner keys of ``jobs`` that have a row in this queue."""
+        wanted = list(jobs)
+        found: set[str] = set()
+        for column, ids, key in (
+            (
+                JOBS.c.character_id,
+                [j.character_id for j in wanted if j.character_id is not None],
+                lambda i: owner_key(character_id=i),
+            ),
+            (
+                JOBS.c.corporation_id,
+                [j.corporation_id for j in wanted if j.corporation_id is not None],
+                lambda i: owner_key(corporation_id=i),
+            ),
+        ):
+            for start in range(0, len(ids), CHUNK):
+                found.update(
+                    map(
+                        key,
+                        session.scalars(
+                            select(column).where(
+                                JOBS.c.queue == self.queue_name,
+                                column.in_(ids[start : start + CHUNK]),
+                            )
+                        ),
                     )
                 )
-            )
         return found
 
     # -- claiming and settling (the pull API under consume) -----------------------------
@@ -464,6 +481,7 @@ class DatabaseBroker(Broker):
                 attempts=r.attempts,
                 failed_at=r.failed_at,
                 raw=r.raw or "",
+                corporation_id=peek_ids(r.raw or "").corporation_id,
             )
             for r in rows
         ]
@@ -481,17 +499,17 @@ class DatabaseBroker(Broker):
                 .where(DEAD.c.queue == self.queue_name)
                 .order_by(DEAD.c.id)
             ).all()
-            jobs: dict[int, Job] = {}
+            jobs: dict[str, Job] = {}
             handled: list[int] = []
             for row_id, payload in dead:
                 try:
                     job = replace(from_dict(payload), attempt=0)
                 except PoisonMessage:
                     continue  # nothing to requeue: it stays for an operator to read
-                jobs.setdefault(job.character_id, job)
+                jobs.setdefault(job.owner_key, job)
                 handled.append(row_id)
-            queued = self._queued_among(session, jobs)
-            rows = [self._row(job, 0, now) for cid, job in jobs.items() if cid not in queued]
+            queued = self._queued_among(session, jobs.values())
+            rows = [self._row(job, 0, now) for key, job in jobs.items() if key not in queued]
             if rows:
                 session.execute(insert_ignore(session, JOBS), rows)
             for start in range(0, len(handled), CHUNK):
@@ -500,13 +518,16 @@ class DatabaseBroker(Broker):
             requeued=len(rows), dropped=len(handled) - len(rows), kept=len(dead) - len(handled)
         )
 
-    def queued_character_ids(self) -> set[int]:
+    def queued_owner_keys(self) -> set[str]:
         with self._session() as session:
-            return set(
-                session.scalars(
-                    select(JOBS.c.character_id).distinct().where(JOBS.c.queue == self.queue_name)
+            rows = session.execute(
+                select(JOBS.c.character_id, JOBS.c.corporation_id).where(
+                    JOBS.c.queue == self.queue_name
                 )
-            )
+            ).all()
+        return {
+            owner_key(character_id=r.character_id, corporation_id=r.corporation_id) for r in rows
+        }
 
     def register_consumer(self, ttl_s: float) -> bool:
         """Announce (or keep announcing) this consumer for :meth:`stats`."""

@@ -74,12 +74,19 @@ def character_lease(character_id: int) -> str:
     return f"character:{character_id}"
 
 
-def queued_lease(queue: str, character_id: int) -> str:
-    return f"queued:{lease_scope(queue)}:{character_id}"
+def corporation_lease(corporation_id: int) -> str:
+    """Held while a worker syncs the corporation's list (its directors' buckets are one
+    corporation's budget)."""
+    return f"corporation:{corporation_id}"
 
 
-def running_lease(queue: str, character_id: int) -> str:
-    return f"running:{lease_scope(queue)}:{character_id}"
+def queued_lease(queue: str, owner_key: str) -> str:
+    """A job of the list ``owner_key`` (:attr:`~killcli.queue.jobs.Job.owner_key`) is queued."""
+    return f"queued:{lease_scope(queue)}:{owner_key}"
+
+
+def running_lease(queue: str, owner_key: str) -> str:
+    return f"running:{lease_scope(queue)}:{owner_key}"
 
 
 def consumer_lease(queue: str, consumer_id: str) -> str:

@@ -6,9 +6,11 @@ Messages are persistent, published with publisher confirms and ``mandatory``, an
 the job's priority; retries go through the delay queues, dead jobs to ``<name>.dead``
 with the reason in the ``killsync-reason`` header.
 
-**One job per character, across hosts.** A queue cannot be asked whether it holds a
-message for character X, so the database keeps that fact, as a lease per character
-``queued:<queue>:<character_id>`` owned by the job id (see :mod:`killcli.queue.leases`):
+**One job per list, across hosts.** A queue cannot be asked whether it holds a message
+for character X, so the database keeps that fact, as a lease per list
+``queued:<queue>:<owner>`` owned by the job id (the owner is the character's id, or
+``corporation:<id>``: :attr:`~killcli.queue.jobs.Job.owner_key`; see
+:mod:`killcli.queue.leases`):
 
 * ``publish`` takes the leases of all its characters in one statement and publishes only
   the jobs whose lease it got; two ``killsync queue`` runs at once, on any hosts, split
@@ -23,7 +25,7 @@ message for character X, so the database keeps that fact, as a lease per charact
   killsync (a purged queue) blocks its character for at most that long; a backlog older
   than the TTL may get a second job for a character, which the rule above then skips.
 
-The consumer also holds ``running:<queue>:<character_id>`` while a job runs (renewed every
+The consumer also holds ``running:<queue>:<owner>`` while a job runs (renewed every
 few seconds, see :data:`~killcli.queue.leases.HEARTBEAT_S`), which is what
 :meth:`RabbitBroker.stats` reports as running: AMQP itself only tells ready messages and
 consumers.
@@ -54,7 +56,7 @@ from killcli.queue.base import (
     QueueStats,
     RequeueResult,
     check_priority,
-    unique_by_character,
+    unique_by_owner,
 )
 from killcli.queue.dbqueue import default_consumer_id
 from killcli.queue.jobs import Job, PoisonMessage, decode, peek_ids
@@ -134,13 +136,13 @@ class RabbitBroker(Broker):
 
     def publish(self, jobs: Sequence[Job], *, priority: int = 0) -> int:
         check_priority(priority)
-        fresh = unique_by_character(jobs)
+        fresh = unique_by_owner(jobs)
         if not fresh:
             return 0
         with self._admin():  # reach the broker before taking any lease
-            owners = {queued_lease(self.queue_name, cid): j.job_id for cid, j in fresh.items()}
+            owners = {queued_lease(self.queue_name, key): j.job_id for key, j in fresh.items()}
             taken = self._db_call(lambda: self.leases.acquire_many(owners, self.queued_ttl_s))
-            ours = [j for cid, j in fresh.items() if queued_lease(self.queue_name, cid) in taken]
+            ours = [j for key, j in fresh.items() if queued_lease(self.queue_name, key) in taken]
             sent = 0
             try:
                 # Publisher confirms on a blocking channel wait for each message (~1 ms:
@@ -156,7 +158,7 @@ class RabbitBroker(Broker):
                     tx.tx_commit()
                     sent += len(batch)
             finally:
-                # A batch that failed was rolled back: free the characters of every job
+                # A batch that failed was rolled back: free the lists of every job
                 # not sent so a later run can queue them.
                 self._release_quietly(ours[sent:])
         return sent
@@ -169,7 +171,7 @@ class RabbitBroker(Broker):
         return self._tx_chan
 
     def _release_quietly(self, jobs: Sequence[Job]) -> None:
-        owners = {queued_lease(self.queue_name, j.character_id): j.job_id for j in jobs}
+        owners = {queued_lease(self.queue_name, j.owner_key): j.job_id for j in jobs}
         with contextlib.suppress(KillsyncError):  # else they expire after queued_ttl_s
             self.leases.release_many(owners)
 
@@ -258,16 +260,16 @@ class RabbitBroker(Broker):
         return RequeueResult(requeued=requeued, dropped=dropped, kept=kept)
 
     def _requeue(self, channel: BlockingChannel, job: Job) -> bool:
-        name = queued_lease(self.queue_name, job.character_id)
+        name = queued_lease(self.queue_name, job.owner_key)
         if not self._db_call(lambda: self.leases.acquire(name, job.job_id, self.queued_ttl_s)):
-            return False  # the character is queued already
+            return False  # the list is queued already
         publish(channel, self.queue_name, job.encode(), job_properties(job.job_id, 0))
         return True
 
-    def queued_character_ids(self) -> set[int]:
+    def queued_owner_keys(self) -> set[str]:
         prefix = f"queued:{lease_scope(self.queue_name)}:"
         names = self._db_call(lambda: self.leases.active(prefix))
-        return {int(name[len(prefix) :]) for name in names}
+        return {name[len(prefix) :] for name in names}
 
     def delete_topology(self) -> None:
         """Delete every queue of this queue name, messages included (without declaring
@@ -337,17 +339,18 @@ def _get_all(channel: BlockingChannel, queue: str, limit: int) -> list[tuple[Any
 
 
 def _dead_info(headers: dict[str, Any], body: bytes) -> DeadLetterInfo:
-    job_id, character_id = peek_ids(body)
+    ids = peek_ids(body)
     reason = headers.get(REASON_HEADER, "")
     try:
         failed_at = datetime.fromisoformat(str(headers[FAILED_AT_HEADER]))
     except (KeyError, ValueError):
         failed_at = None
     return DeadLetterInfo(
-        job_id=job_id,
-        character_id=character_id,
+        job_id=ids.job_id,
+        character_id=ids.character_id,
         reason=reason.decode() if isinstance(reason, bytes) else str(reason),
         attempts=int(headers.get(ATTEMPTS_HEADER, 0) or 0),
         failed_at=failed_at,
         raw=body.decode("utf-8", errors="replace"),
+        corporation_id=ids.corporation_id,
     )

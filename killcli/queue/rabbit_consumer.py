@@ -103,12 +103,12 @@ class LeaseBook:
 
     def _names(self, job: Job) -> tuple[str, str]:
         return (
-            queued_lease(self._queue, job.character_id),
-            running_lease(self._queue, job.character_id),
+            queued_lease(self._queue, job.owner_key),
+            running_lease(self._queue, job.owner_key),
         )
 
     def start(self, job: Job) -> bool:
-        """Take the job's leases; False if the character's ``queued:`` lease is another
+        """Take the job's leases; False if its list's ``queued:`` lease is another
         job's. Jobs starting at once share one transaction (:mod:`killcli.coalesce`)."""
         if not self._starts.submit(job):
             return False
@@ -160,11 +160,12 @@ class LeaseBook:
 
     def forget(self, raw: bytes) -> None:
         """Release the ``queued:`` lease of a poison message, if it names its job."""
-        job_id, character_id = peek_ids(raw)
-        if job_id is None or character_id is None or character_id <= 0:
+        ids = peek_ids(raw)
+        key = ids.owner_key
+        if ids.job_id is None or key is None:
             return
         with self._db.session() as session:
-            release_in(session, {queued_lease(self._queue, character_id): job_id})
+            release_in(session, {queued_lease(self._queue, key): ids.job_id})
 
     def beat(self) -> None:
         with self._lock:
@@ -378,12 +379,11 @@ class RabbitConsumer:
         assert self._chan is not None
         assert self._ledger is not None
         logger.warning("poison message on %s: %s", self._topology.name, reason)
-        job_id, _ = peek_ids(body)
         publish(
             self._chan,
             self._topology.dead,
             body,
-            job_properties(job_id, 0, self._dead_headers(f"poison: {reason}", 0)),
+            job_properties(peek_ids(body).job_id, 0, self._dead_headers(f"poison: {reason}", 0)),
         )
         self._chan.basic_ack(tag)
         self._tally.add("poisoned")

@@ -21,10 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from killcli.corporations import Corporations
+from killcli.corporations import Corporations, require_enabled_corporation
 from killcli.db import Database
-from killcli.db.models import Corporation
-from killcli.errors import EsiHttpError, NeedsLogin, NoDirector, UsageError
+from killcli.errors import EsiHttpError, NeedsLogin, NoDirector
 from killcli.esi.client import corporation_killmails_path
 from killcli.esi.models import ListPageResult
 from killcli.esi.routes import route_of
@@ -46,6 +45,10 @@ class CorporationSyncResult:
     directors_dropped: tuple[int, ...] = ()  # answered 403 in this run: not used again
     pending_reasons: tuple[str, ...] = ()
     new_killmail_ids: tuple[int, ...] = ()
+
+    @property
+    def owner_name(self) -> str:
+        return self.corporation_name
 
     def as_dict(self) -> dict[str, Any]:
         return run_record(self)
@@ -139,15 +142,4 @@ def sync_corporation(
 
 def _load(db: Database, corporation_id: int) -> CorporationOwner:
     with db.session() as session:
-        corporation = session.get(Corporation, corporation_id)
-        if corporation is None:
-            raise UsageError(
-                f"corporation {corporation_id} is not tracked",
-                hint="see `killsync corporations list`",
-            )
-        if not corporation.enabled:
-            raise UsageError(
-                f"corporation {corporation_id} is disabled",
-                hint=f"killsync corporations enable {corporation_id}",
-            )
-        return CorporationOwner.of(corporation)
+        return CorporationOwner.of(require_enabled_corporation(session, corporation_id))

@@ -137,6 +137,10 @@ class SyncResult:
     pending_reasons: tuple[str, ...] = ()
     new_killmail_ids: tuple[int, ...] = ()
 
+    @property
+    def owner_name(self) -> str:
+        return self.character_name
+
     def as_dict(self) -> dict[str, Any]:
         return run_record(self)
 

@@ -163,7 +163,7 @@ def test_poison_goes_straight_to_the_dead_letters(db: Database, now: ManualClock
                 character_id=5,
                 priority=0,
                 attempt=0,
-                payload={"v": 2, "job_id": "bad-1", "character_id": 5},
+                payload={"v": 9, "job_id": "bad-1", "character_id": 5},
                 available_at=now.now(),
             )
         )
@@ -172,9 +172,9 @@ def test_poison_goes_straight_to_the_dead_letters(db: Database, now: ManualClock
     result = consume(queue, done_recording(seen, "character_id"), drain=True)
     assert (result.poisoned, result.done, seen) == (1, 1, [6])
     (dead,) = queue.dead_letters()
-    assert dead.reason == "poison: unknown job version 2 (this killsync reads 1)"
+    assert dead.reason == "poison: unknown job version 9 (this killsync reads [1, 2])"
     assert (dead.job_id, dead.character_id, dead.attempts) == ("bad-1", 5, 1)
-    assert '"v": 2' in dead.raw
+    assert '"v": 9' in dead.raw
 
 
 def test_an_abandoned_claim_comes_back_after_the_visibility_timeout(
@@ -358,7 +358,7 @@ def test_competing_consumers_run_each_job_once(db: Database) -> None:
 
     def handler(job: Job) -> Outcome:
         with lock:
-            seen.append(job.character_id)
+            seen.append(job.owner_id)
         time.sleep(0.01)
         return Outcome.done()
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from killcli.queue import Job, Outcome, OutcomeKind, PoisonMessage, RetryPolicy, decode
+from killcli.queue.jobs import peek_ids
 from killcli.queue.rabbit_topology import Topology
 
 WHEN = datetime(2026, 3, 1, 10, 30, tzinfo=UTC)
@@ -19,6 +20,14 @@ GOOD = {
     "requested_at": "2026-03-01T10:30:00+00:00",
     "full": False,
     "attempt": 0,
+}
+CORPORATION = {
+    "v": 2,
+    "job_id": "j-9",
+    "corporation_id": 98000001,
+    "requested_at": "2026-03-01T10:30:00+00:00",
+    "full": True,
+    "attempt": 1,
 }
 
 
@@ -51,7 +60,19 @@ def test_new_jobs_have_distinct_ids_and_no_attempts() -> None:
         (b"{not json", "not JSON"),
         (b"\xff\xfe", "not JSON"),
         (b"[1, 2]", "JSON object"),
-        (json.dumps({**GOOD, "v": 2}).encode(), "unknown job version 2"),
+        (json.dumps({**GOOD, "v": 3}).encode(), "unknown job version 3"),
+        (json.dumps({**GOOD, "v": True}).encode(), "unknown job version True"),
+        (json.dumps({**GOOD, "v": 2}).encode(), "missing ['corporation_id']"),
+        (json.dumps({**CORPORATION, "v": 1}).encode(), "unexpected ['corporation_id']"),
+        (
+            json.dumps({**CORPORATION, "character_id": 90000001}).encode(),
+            "unexpected ['character_id']",
+        ),
+        (json.dumps({**CORPORATION, "corporation_id": 0}).encode(), "corporation_id must be posi"),
+        (
+            json.dumps({**CORPORATION, "corporation_id": "98"}).encode(),
+            "corporation_id must be int",
+        ),
         (json.dumps({k: v for k, v in GOOD.items() if k != "v"}).encode(), "version None"),
         (json.dumps({**GOOD, "access_token": "eyJ..."}).encode(), "unexpected ['access_token']"),
         (json.dumps({k: v for k, v in GOOD.items() if k != "full"}).encode(), "missing ['full']"),
@@ -78,6 +99,46 @@ def test_poison_is_detected_with_a_reason(raw: bytes, reason: str) -> None:
 
 def test_the_good_document_decodes() -> None:
     assert decode(json.dumps(GOOD).encode()) == Job("j-1", 90000001, WHEN, False, 0)
+
+
+def test_a_corporation_job_is_version_2_with_its_own_key() -> None:
+    job = Job.for_corporation(98000001, full=True, now=lambda: WHEN)
+    assert (job.version, job.character_id, job.corporation_id) == (2, None, 98000001)
+    assert json.loads(job.encode()) == {**CORPORATION, "job_id": job.job_id, "attempt": 0}
+    back = decode(json.dumps(CORPORATION).encode())
+    assert back == Job("j-9", None, WHEN, True, 1, version=2, corporation_id=98000001)
+    assert (back.owner_key, back.owner_id, back.owner_label) == (
+        "corporation:98000001",
+        98000001,
+        "corporation 98000001",
+    )
+    assert Job.new(98000001).owner_key == "98000001"  # the same id as a character: another list
+
+
+@pytest.mark.parametrize(
+    ("character_id", "corporation_id", "version"),
+    [(None, None, 1), (7, 98000001, 1), (7, 98000001, 2), (None, 98000001, 1), (7, None, 2)],
+)
+def test_a_job_names_exactly_one_list(
+    character_id: int | None, corporation_id: int | None, version: int
+) -> None:
+    with pytest.raises(ValueError, match="exactly one list"):
+        Job("j", character_id, WHEN, False, 0, version=version, corporation_id=corporation_id)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        (json.dumps(GOOD), "90000001"),
+        (json.dumps(CORPORATION), "corporation:98000001"),
+        (json.dumps({**CORPORATION, "character_id": 5}), None),  # names two lists
+        (json.dumps({**GOOD, "character_id": -1}), None),
+        ("[1]", None),
+        ("{not json", None),
+    ],
+)
+def test_peeking_at_poison_finds_its_list_only_when_it_names_one(raw: str, key: str | None) -> None:
+    assert peek_ids(raw.encode()).owner_key == key
 
 
 def test_backoff_grows_with_jitter_and_stops_at_the_cap() -> None:

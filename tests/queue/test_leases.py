@@ -45,10 +45,10 @@ def test_renewing_keeps_a_lease_alive(db: Database, now: ManualClock) -> None:
 
 def test_many_at_once_and_prefix_queries(db: Database, now: ManualClock) -> None:
     leases = Leases(db, clock=now)
-    first = {queued_lease("q_%", c): f"job-{c}" for c in range(1, 6)}
+    first = {queued_lease("q_%", str(c)): f"job-{c}" for c in range(1, 6)}
     assert leases.acquire_many(first, ttl_s=30) == set(first)
-    second = {queued_lease("q_%", c): f"other-{c}" for c in range(4, 9)}
-    assert leases.acquire_many(second, ttl_s=30) == {queued_lease("q_%", c) for c in (6, 7, 8)}
+    second = {queued_lease("q_%", str(c)): f"other-{c}" for c in range(4, 9)}
+    assert leases.acquire_many(second, ttl_s=30) == {queued_lease("q_%", str(c)) for c in (6, 7, 8)}
     assert leases.acquire("queued:qx%:1", "unrelated", ttl_s=30)  # `_` and `%` are literal
     assert leases.count("queued:q_%:") == 8
     assert set(leases.active("queued:q_%:").values()) == {
@@ -62,7 +62,8 @@ def test_many_at_once_and_prefix_queries(db: Database, now: ManualClock) -> None
         "other-8",
     }
     assert (
-        leases.release_many({queued_lease("q_%", 1): "job-1", queued_lease("q_%", 2): "wrong"}) == 1
+        leases.release_many({queued_lease("q_%", "1"): "job-1", queued_lease("q_%", "2"): "wrong"})
+        == 1
     )
     now.advance(31)
     assert leases.count("queued:") == 0
@@ -71,7 +72,7 @@ def test_many_at_once_and_prefix_queries(db: Database, now: ManualClock) -> None
 
 def test_long_queue_names_fit_the_lease_column() -> None:
     long_name = "q" * 200
-    assert len(queued_lease(long_name, 2**62)) <= 200
+    assert len(queued_lease(long_name, str(2**62))) <= 200
     assert lease_scope(long_name) != lease_scope(long_name + "x")
     assert lease_scope("short") == "short"
     consumer = "h" * 60 + ":4194304:123456789012.abcdef01:abcdef"  # the longest owner

@@ -37,7 +37,7 @@ def jobs(*character_ids: int) -> list[Job]:
 
 def record(into: list[int]) -> Callable[[Job], Outcome]:
     def handler(job: Job) -> Outcome:
-        into.append(job.character_id)
+        into.append(job.owner_id)
         return Outcome.done()
 
     return handler
@@ -165,7 +165,7 @@ def test_poison_goes_straight_to_the_dead_letters(
 ) -> None:
     queue = make_rabbit().open()
     raw_publish(rabbitmq_url, queue_name, b"{oops")
-    future = {**json.loads(Job.new(3).encode()), "v": 2}
+    future = {**json.loads(Job.new(3).encode()), "v": 9}
     raw_publish(rabbitmq_url, queue_name, json.dumps(future).encode())
     queue.publish(jobs(4))
     seen: list[int] = []
@@ -173,7 +173,7 @@ def test_poison_goes_straight_to_the_dead_letters(
     assert (result.poisoned, seen) == (2, [4])
     reasons = [d.reason for d in queue.dead_letters()]
     assert reasons[0].startswith("poison: not JSON")
-    assert reasons[1] == "poison: unknown job version 2 (this killsync reads 1)"
+    assert reasons[1] == "poison: unknown job version 9 (this killsync reads [1, 2])"
     assert queue.dead_letters()[0].raw == "{oops"
 
 
@@ -202,7 +202,7 @@ def test_a_job_longer_than_the_heartbeat_completes(
     calls: list[int] = []
 
     def slow(job: Job) -> Outcome:
-        calls.append(job.character_id)
+        calls.append(job.owner_id)
         time.sleep(5)  # two and a half heartbeat intervals
         return Outcome.done()
 
@@ -250,7 +250,7 @@ def test_reconnects_after_a_forced_close_and_runs_every_job_once(
 
     def handler(job: Job) -> Outcome:
         with lock:
-            calls[job.character_id] += 1
+            calls[job.owner_id] += 1
         started.set()
         gate.wait(10)  # the first two are running when the connection goes
         time.sleep(0.2)

@@ -31,13 +31,9 @@ from killcli.runtime import Runtime
 from killcli.sync.claims import BodyClaims
 from killsim import FaultPlan, SimServer
 from tests.conftest import DbTarget, sim_environ
+from tests.pipeline import RABBIT_URL, require_rabbitmq
 from tests.sync.test_sync_engine import assert_matches_ground_truth
-from tests.test_worker import (
-    RABBIT_URL,
-    assert_ground_truth_stored_once,
-    queue_everyone,
-    require_rabbitmq,
-)
+from tests.test_worker import assert_ground_truth_stored_once, queue_everyone
 
 WORKER_TIMEOUT_S = 120
 
