@@ -473,10 +473,11 @@ def run_queue(
         corporations = [c for c in wanted.corporations if c.corporation_id not in queued[1]]
         published = 0
         if not dry_run:
-            jobs = [(c.priority, Job.new(c.character_id, full=full)) for c in characters]
-            jobs += [
+            # Corporations first within a priority: their lists are the longest walks.
+            jobs = [
                 (c.priority, Job.for_corporation(c.corporation_id, full=full)) for c in corporations
             ]
+            jobs += [(c.priority, Job.new(c.character_id, full=full)) for c in characters]
             for level in sorted({level for level, _ in jobs}, reverse=True):
                 published += broker.publish([j for p, j in jobs if p == level], priority=level)
         total = len(wanted.characters) + len(wanted.corporations)

@@ -26,6 +26,7 @@ from killcli.db import Database
 from killcli.errors import EsiHttpError, NeedsLogin, NoDirector
 from killcli.esi.client import corporation_killmails_path
 from killcli.esi.models import ListPageResult
+from killcli.esi.ratelimit import RateLimiter
 from killcli.esi.routes import route_of
 from killcli.sync.engine import SyncEngine, SyncFigures, SyncOptions, SyncProgress, run_record
 from killcli.sync.owners import CorporationOwner
@@ -85,6 +86,17 @@ class DirectorRotation:
             self._note_used(director)
             return result
 
+    def ready_in_s(self) -> float:
+        """How long the next page would wait: the soonest of the directors' buckets."""
+        limiter = self.engine.esi.limiter
+        if limiter is None or not self.directors:
+            return 0.0
+        return min(self._waits(limiter))
+
+    def _waits(self, limiter: RateLimiter) -> list[float]:
+        route = route_of(corporation_killmails_path(self.corporation_id))
+        return [limiter.ready_in_s(route, d, CORP_GROUP) for d in self.directors]
+
     def _choose(self) -> int:
         """The first director (LRU order) whose bucket can pay now, else the one whose
         bucket refills first; :class:`NoDirector` when none is left."""
@@ -96,8 +108,7 @@ class DirectorRotation:
         limiter = self.engine.esi.limiter
         if limiter is None or len(self.directors) == 1:
             return self.directors[0]
-        route = route_of(corporation_killmails_path(self.corporation_id))
-        waits = [limiter.ready_in_s(route, d, CORP_GROUP) for d in self.directors]
+        waits = self._waits(limiter)
         return self.directors[waits.index(min(waits))]
 
     def _drop(self, director: int) -> None:

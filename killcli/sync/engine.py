@@ -42,14 +42,15 @@ from killcli.db.models import (
 )
 from killcli.db.store import dialect_insert, existing_killmail_ids, save_killmails
 from killcli.errors import EsiError, NeedsLogin, UsageError
-from killcli.esi.client import EsiClient
+from killcli.esi.client import EsiClient, character_killmails_path
 from killcli.esi.models import KillmailRef, ListPageResult
+from killcli.esi.routes import route_of
 from killcli.killmail import KillmailError, KillmailRows, parse_killmail
 from killcli.sync.claims import BodyClaims, ClaimSet, released_as_pending
 from killcli.sync.events import killmail_saved_events, save_events
 from killcli.sync.fetcher import BodyFetcher, Fetched, FetcherClosed
 from killcli.sync.inflight import Claim, InflightBodies
-from killcli.sync.listwalk import PageFetcher, walk_killmail_list
+from killcli.sync.listwalk import PacedPageFetcher, PageFetcher, walk_killmail_list
 from killcli.sync.names import NameResolver, ids_to_name
 from killcli.sync.owners import CharacterOwner, ListOwner, RunOutcome
 
@@ -60,6 +61,9 @@ LINKS = table_of(CharacterKillmail)
 PENDING_BACKOFF = Backoff(initial_s=300.0, cap_s=86_400.0)  # a body's retries: 5 min .. 1 day
 DEFAULT_BODY_THREADS = 16
 CLAIM_POLL_S = 0.5  # how often a sync looks for bodies another worker is fetching
+# A walk whose next page would wait this long for its list's bucket first fetches and saves
+# the bodies of the pages it read (a corporation's list outgrows its directors' buckets).
+SAVE_WHILE_WAITING_S = 1.0
 
 
 class TokenProvider(Protocol):
@@ -165,10 +169,35 @@ class _Run:
     pending: dict[int, str] = field(default_factory=dict)  # killmail id -> reason
     first_page: ListPageResult | None = None  # page 1, fetched before the sync began
     keep_old_etag: bool = False  # a body went pending on another owner's row
+    read: list[KillmailRef] = field(default_factory=list)  # listed on the pages read so far
+    flushed: set[int] = field(default_factory=set)  # saved while the walk waited
 
     @property
     def pending_reasons(self) -> list[str]:
         return [f"{kid}: {reason}" for kid, reason in self.pending.items()]
+
+
+@dataclass
+class CharacterPages:
+    """Pages of a character's list with its token (asked for once, by the first request)."""
+
+    engine: SyncEngine
+    character_id: int
+    token: str | None = None
+
+    def __call__(self, page: int, etag: str | None, *, conditional: bool) -> ListPageResult:
+        if self.token is None:
+            self.token = self.engine.tokens.access_token(self.character_id)
+        return self.engine.esi.fetch_killmail_list_page(
+            self.character_id, self.token, page, etag=etag, conditional=conditional
+        )
+
+    def ready_in_s(self) -> float:
+        limiter = self.engine.esi.limiter
+        if limiter is None:
+            return 0.0
+        route = route_of(character_killmails_path(self.character_id))
+        return limiter.ready_in_s(route, self.character_id)
 
 
 class SyncEngine:
@@ -221,14 +250,7 @@ class SyncEngine:
         """``first_page``: the list's page 1 already fetched (a 200, by the worker's quick
         try, :mod:`killcli.sync.quick`), used instead of asking for it again."""
         character = self._load_character(character_id)
-        tokens: list[str] = []  # asked for once, by the walk's first request
-
-        def fetch(page: int, etag: str | None, *, conditional: bool) -> ListPageResult:
-            tokens[:] = tokens or [self.tokens.access_token(character_id)]
-            return self.esi.fetch_killmail_list_page(
-                character_id, tokens[0], page, etag=etag, conditional=conditional
-            )
-
+        fetch = CharacterPages(self, character_id)
         run, status = self.sync_list(
             CharacterOwner.of(character), fetch, options, progress, first_page=first_page
         )
@@ -299,7 +321,12 @@ class SyncEngine:
         else:
             list_result = self._walk(run, progress)
             refs = list(list_result[0])
-        self._fetch_and_save(run, refs, due_pending, progress)
+        self._fetch_and_save(
+            run,
+            [ref for ref in refs if ref.killmail_id not in run.flushed],
+            [ref for ref in due_pending if ref.killmail_id not in run.flushed],
+            progress,
+        )
         if list_result is not None:
             self._store_list_cache(owner, list_result[1], etag=not run.keep_old_etag)
         if run.pending:
@@ -319,11 +346,18 @@ class SyncEngine:
             run.figures.pages += 1
             run.figures.spend(owner.bucket, 1 if page.not_modified else 2)
             progress.pages(page.page, page.pages)
+            run.read.extend(page.items)
+            if page.page < page.pages and self._next_page_waits(run):
+                self._save_what_was_read(run, progress)
 
         def all_known(page: ListPageResult) -> bool:
             if run.options.full or not page.items:
                 return False
             ids = [ref.killmail_id for ref in page.items]
+            # Saved by this walk (while it waited) is not known from before: after a
+            # restart, such a page must not end the walk above pages it has not read.
+            if run.flushed.intersection(ids):
+                return False
             return len(self._linked(owner, ids)) == len(set(ids))
 
         first_page, run.first_page = run.first_page, None  # fetched already; once only
@@ -341,6 +375,22 @@ class SyncEngine:
             run.figures.not_modified += 1
         run.figures.found = len(walk.items)
         return walk.items, listed.first
+
+    def _next_page_waits(self, run: _Run) -> bool:
+        """Whether the list's next page would wait for its bucket at least
+        :data:`SAVE_WHILE_WAITING_S` (a long list: a corporation's, or a huge character's)."""
+        fetch = run.fetch_page
+        return isinstance(fetch, PacedPageFetcher) and fetch.ready_in_s() >= SAVE_WHILE_WAITING_S
+
+    def _save_what_was_read(self, run: _Run, progress: SyncProgress) -> None:
+        """Fetch and save the bodies of the pages read so far, while the list's bucket
+        refills, instead of after the walk (killmails are immutable: what a list held is
+        stored whatever the walk meets later)."""
+        refs = [ref for ref in run.read if ref.killmail_id not in run.flushed]
+        run.read.clear()
+        if refs:
+            run.flushed.update(ref.killmail_id for ref in refs)
+            self._fetch_and_save(run, refs, (), progress)
 
     def _linked(self, owner: ListOwner, ids: Iterable[int]) -> set[int]:
         with self.db.session() as session:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from killcli.esi.client import EsiClient
 from killcli.esi.models import ListPageResult
@@ -24,6 +24,16 @@ class PageFetcher(Protocol):
     """One page of a list; page 1 conditional on ``etag`` when ``conditional``."""
 
     def __call__(self, page: int, etag: str | None, *, conditional: bool) -> ListPageResult: ...
+
+
+@runtime_checkable
+class PacedPageFetcher(PageFetcher, Protocol):
+    """A page fetcher that can tell how long its next page would wait for its bucket."""
+
+    def ready_in_s(self) -> float:
+        """Seconds until the next page may go (0: now; ``inf``: when answers in flight
+        free the bucket). Reserves nothing."""
+        ...
 
 
 @dataclass(frozen=True)

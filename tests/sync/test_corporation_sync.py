@@ -37,6 +37,7 @@ from killcli.scheduler import _pending_due
 from killcli.sync import SyncOptions
 from killcli.sync.corporation import CorporationSyncResult, sync_corporation
 from killsim import SimServer
+from killsim.scenario import ESI_BUCKETS
 from tests.conftest import DbTarget, sim_environ
 from tests.sync.test_sync_engine import KILLMAIL_ROUTE, exported
 
@@ -84,12 +85,13 @@ class Corps:
             assert canonical_json(body) == canonical_json(self.sim.world.body(kid))
 
 
-@pytest.fixture
-def corps(
-    start_sim: Callable[..., Any], db: Database, db_target: DbTarget, tmp_path: Path
-) -> Iterator[Corps]:
-    sim: SimServer = start_sim("smoke", **SMALL)
-    settings = load_settings(environ=sim_environ(sim, tmp_path / "home", db_target.url))
+def make_corps(
+    start_sim: Callable[..., Any], db: Database, db_target: DbTarget, home: Path, **overrides: Any
+) -> Corps:
+    """The SMALL scenario (with ``overrides``), every character logged in with the
+    corporation scopes and checked; close ``.runtime`` afterwards."""
+    sim: SimServer = start_sim("smoke", **(SMALL | overrides))
+    settings = load_settings(environ=sim_environ(sim, home, db_target.url))
     runtime = build_runtime(settings, db)
     for cid in sim.world.ground_truth():
         runtime.accounts.add_refresh_token(
@@ -98,8 +100,16 @@ def corps(
     runtime.corporations.check_due()
     corporations = sim.world.corporations()
     a, b = sorted(corporations, key=lambda c: -len(corporations[c].director_ids))
-    yield Corps(sim, runtime, db, a, b)
-    runtime.close()
+    return Corps(sim, runtime, db, a, b)
+
+
+@pytest.fixture
+def corps(
+    start_sim: Callable[..., Any], db: Database, db_target: DbTarget, tmp_path: Path
+) -> Iterator[Corps]:
+    made = make_corps(start_sim, db, db_target, tmp_path / "home")
+    yield made
+    made.runtime.close()
 
 
 def test_every_corporation_killmail_stored_exactly_and_no_body_twice(
@@ -133,6 +143,89 @@ def test_every_corporation_killmail_stored_exactly_and_no_body_twice(
         assert {p["corporation_id"] for p in corp_events} >= {corps.a, corps.b}
         runs = s.scalars(select(SyncRun).where(SyncRun.corporation_id == corps.a)).all()
         assert [r.status for r in runs] == ["ok"] and runs[0].character_id is None
+
+
+class StoredAtEachPage:
+    """Progress that notes, at each page read, how many of the corporation's killmails
+    are stored already; ``after_save`` runs at the first page read after some were."""
+
+    def __init__(
+        self, corps: Corps, corporation_id: int, after_save: Callable[[], None] | None = None
+    ) -> None:
+        self.corps, self.corporation_id, self.after_save = corps, corporation_id, after_save
+        self.stored: list[int] = []
+
+    def started(self, character_name: str) -> None:
+        pass
+
+    def pages(self, read: int, total: int) -> None:
+        self.stored.append(len(exported(self.corps.db, corporation_id=self.corporation_id)))
+        if self.stored[-1] and self.after_save is not None:
+            hook, self.after_save = self.after_save, None
+            hook()
+
+    def bodies(self, done: int, total: int) -> None:
+        pass
+
+    def saving(self, killmails: int) -> None:
+        pass
+
+
+#: Each director may read a few pages per 2 s: corporation A's list (two directors) needs
+#: more.
+TIGHT_CORP_BUCKET = {"buckets": {**ESI_BUCKETS, "corp-killmail": (6, 2)}}
+
+
+@pytest.fixture
+def tight_corps(
+    start_sim: Callable[..., Any], db: Database, db_target: DbTarget, tmp_path: Path
+) -> Iterator[Corps]:
+    made = make_corps(start_sim, db, db_target, tmp_path / "home", **TIGHT_CORP_BUCKET)
+    yield made
+    made.runtime.close()
+
+
+def test_a_list_longer_than_its_buckets_saves_what_it_read_while_it_waits(
+    tight_corps: Corps,
+) -> None:
+    corps = tight_corps
+    truth = corps.sim.world.corporation_ground_truth()[corps.a]
+    pages = -(-len(truth) // SMALL["page_size"])
+    assert pages > 6  # more than both directors' buckets hold in one window
+    progress = StoredAtEachPage(corps, corps.a)
+    result = sync_corporation(
+        corps.runtime.engine, corps.runtime.corporations, corps.a, None, progress
+    )
+    assert result.status == "ok" and result.figures.pages == pages
+    # The bodies of the pages read before the wait were stored before the next page ...
+    first = next(i for i, n in enumerate(progress.stored) if n)
+    assert 2 <= first < pages and 0 < progress.stored[first] <= first * SMALL["page_size"]
+    assert progress.stored[-1] < len(truth)  # ... not at the end of the walk
+    corps.assert_stored_exactly(corps.a)  # ... and every killmail in the end, each once
+    assert max(corps.sim.stats.snapshot().body_fetches.values()) == 1
+    f = result.figures
+    assert (f.found, f.new, f.fetched, f.already) == (len(truth), len(truth), len(truth), 0)
+    assert corps.sync(corps.a, force=True).status == "not_modified"
+
+
+def test_a_list_refreshed_after_saving_while_waiting_restarts_and_misses_nothing(
+    tight_corps: Corps,
+) -> None:
+    corps = tight_corps
+
+    def new_kill_and_refresh() -> None:
+        corps.sim.world.add_corporation_kill(corps.a)
+        corps.sim.faults.refresh_corporation_list(corps.a)
+
+    # The list changes under the walk after the wait (and the save).
+    progress = StoredAtEachPage(corps, corps.a, after_save=new_kill_and_refresh)
+    result = sync_corporation(
+        corps.runtime.engine, corps.runtime.corporations, corps.a, None, progress
+    )
+    assert result.figures.list_restarts == 1
+    assert result.status == "ok"
+    corps.assert_stored_exactly(corps.a)  # the new kill, and every page below the saved ones
+    assert max(corps.sim.stats.snapshot().body_fetches.values()) == 1
 
 
 def test_a_resync_is_one_304(corps: Corps) -> None:
