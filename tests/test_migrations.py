@@ -85,6 +85,7 @@ DOWNGRADES = [
     ("0004", {"esi_cache"}, CORPORATION_TABLES),
     ("0005", set(), CORPORATION_TABLES),
     ("0006", set(), set()),  # 0007: pending bodies and runs of corporations' lists
+    ("0007", set(), set()),  # 0008: the `kills` index, webhook filters and delay
 ]
 
 
