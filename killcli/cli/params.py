@@ -65,6 +65,11 @@ def killmail_id(text: str) -> int:
     return _integer(text, "a killmail id", 1, MAX_ID)
 
 
+def system_id(text: str) -> int:
+    """An EVE solar system id: 1..2^63-1."""
+    return _integer(text, "a solar system id", 1, MAX_ID)
+
+
 def port(text: str) -> int:
     """A TCP port to listen on: 1..65535."""
     return _integer(text, "a TCP port", 1, MAX_PORT)

@@ -6,7 +6,9 @@ Delivery (:func:`deliver_pending`, one round over every due webhook):
   event when it is added (adding one never replays history);
 * only kills younger than ``max_age_s`` **by killmail time** are posted; older ones (a
   backfill of months) are skipped and the cursor moves past them, so a channel is never
-  flooded; with ``character_id`` set, only kills involving that character are posted;
+  flooded; with an owner (``character_id`` or ``corporation_id``) only its kills and
+  losses, and only what every filter accepts; with ``delay_s`` a kill waits in the outbox
+  until it is that old (:mod:`killcli.events.filters` decides all of it);
 * one deliverer per webhook at a time, through the lease ``webhook:<id>``;
 * after each successful post the cursor moves and is committed. **At least once**: a
   process that dies between Discord's 204 and that commit posts the event again when it
@@ -22,7 +24,7 @@ Delivery (:func:`deliver_pending`, one round over every due webhook):
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -34,6 +36,14 @@ from sqlalchemy import Row, case, delete, insert, select, update
 from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.db import Database
 from killcli.errors import InputError, UsageError
+from killcli.events.filters import (
+    KillFilter,
+    Selection,
+    Verdict,
+    check_selection,
+    dump_filters,
+    load_filters,
+)
 from killcli.events.hookpost import (
     DEFAULT_POLICY,
     PostResult,
@@ -43,13 +53,15 @@ from killcli.events.hookpost import (
 )
 from killcli.events.hookurl import mask_url, parse_kind, validate_url
 from killcli.events.outbox import WEBHOOKS, OutboxEvent, iter_events, latest_event_id
-from killcli.events.render import involves, killmail_time, webhook_body
+from killcli.events.render import webhook_body
 from killcli.holders import this_owner
+from killcli.kills import Owner
 from killcli.queue.leases import Leases
 from killcli.sso.crypto import TokenCipher
 from killcli.sync.events import KILLMAIL_SAVED
 
 DEFAULT_MAX_AGE_S = 3600
+MAX_DELAY_S = 86_400  # a day: the outbox keeps events a week (`events prune`)
 EVENTS_PER_ROUND = 50
 LEASE_TTL_S = 120.0
 TEST_PREFIX = "killsync test message: "
@@ -63,7 +75,10 @@ class WebhookInfo:
     kind: str
     url: str
     character_id: int | None
+    corporation_id: int | None
     max_age_s: int
+    delay_s: int
+    filters: dict[str, Any] | None
     cursor_event_id: int
     enabled: bool
     blocked_until: datetime | None
@@ -84,7 +99,10 @@ def _info(row: Row[Any], cipher: TokenCipher) -> WebhookInfo:
         kind=row.kind,
         url=url,
         character_id=row.character_id,
+        corporation_id=row.corporation_id,
         max_age_s=row.max_age_s,
+        delay_s=row.delay_s,
+        filters=row.filters,
         cursor_event_id=row.cursor_event_id,
         enabled=row.enabled,
         blocked_until=row.blocked_until,
@@ -100,14 +118,16 @@ def add_webhook(
     url: str,
     *,
     character_id: int | None = None,
+    corporation_id: int | None = None,
     max_age_s: int = DEFAULT_MAX_AGE_S,
+    delay_s: int = 0,
+    filters: Sequence[KillFilter] = (),
     allow_insecure: bool = False,
 ) -> WebhookInfo:
     """Validate, encrypt and store a webhook; it starts after the newest event."""
     webhook_kind = parse_kind(kind)
     clean = validate_url(webhook_kind, url, allow_insecure=allow_insecure)
-    if max_age_s <= 0:
-        raise UsageError(f"--max-age must be a positive number of seconds, got {max_age_s}")
+    _check(Owner.of(character_id, corporation_id), filters, max_age_s, delay_s)
     cursor = latest_event_id(db)
     with db.session() as session:
         new_id = session.execute(
@@ -116,13 +136,59 @@ def add_webhook(
                 kind=webhook_kind.value,
                 url_enc=cipher.encrypt(clean),
                 character_id=character_id,
+                corporation_id=corporation_id,
                 max_age_s=max_age_s,
+                delay_s=delay_s,
+                filters=dump_filters(filters),
                 cursor_event_id=cursor,
                 enabled=True,
             )
             .returning(WEBHOOKS.c.id)
         ).scalar_one()
     return get_webhook(db, cipher, new_id)
+
+
+def _check(
+    owner: Owner | None, filters: Sequence[KillFilter], max_age_s: int, delay_s: int
+) -> None:
+    if max_age_s <= 0:
+        raise UsageError(f"--max-age must be a positive number of seconds, got {max_age_s}")
+    if not 0 <= delay_s <= MAX_DELAY_S:
+        raise UsageError(f"--delay must be between 0 and {MAX_DELAY_S} seconds, got {delay_s}")
+    check_selection(owner, filters)
+
+
+_KEEP: Any = object()  # `edit_webhook`: leave this setting as it is
+
+
+def edit_webhook(
+    db: Database,
+    cipher: TokenCipher,
+    webhook_id: int,
+    *,
+    owner: Owner | None = _KEEP,
+    max_age_s: int = _KEEP,
+    delay_s: int = _KEEP,
+    filters: Sequence[KillFilter] = _KEEP,
+) -> WebhookInfo:
+    """Change what a webhook posts and when; settings not given stay as they are."""
+    row = _row(db, webhook_id)
+    if owner is _KEEP:
+        owner = Owner.of(row.character_id, row.corporation_id)
+    new_filters = load_filters(row.filters) if filters is _KEEP else list(filters)
+    new_age = row.max_age_s if max_age_s is _KEEP else max_age_s
+    new_delay = row.delay_s if delay_s is _KEEP else delay_s
+    _check(owner, new_filters, new_age, new_delay)
+    _save(
+        db,
+        webhook_id,
+        character_id=owner.character_id if owner else None,
+        corporation_id=owner.corporation_id if owner else None,
+        max_age_s=new_age,
+        delay_s=new_delay,
+        filters=dump_filters(new_filters),
+    )
+    return get_webhook(db, cipher, webhook_id)
 
 
 def list_webhooks(db: Database, cipher: TokenCipher) -> list[WebhookInfo]:
@@ -262,6 +328,7 @@ class RoundOutcome(StrEnum):
     DONE = "done"  # caught up with the outbox
     MORE = "more"  # stopped at the per-round limit: call again
     RESTING = "resting"  # rate limited or cooling down after errors
+    HELD = "held"  # the next kill is not as old as the webhook's delay yet
     DISABLED = "disabled"
     ERROR = "error"  # URL cannot be decrypted
     BUSY = "busy"  # another process is delivering to it
@@ -278,6 +345,7 @@ class WebhookRound:
     detail: str = ""
     blocked_until: datetime | None = None
     last_status: PostStatus | None = None  # of the last post this round, if any
+    held_until: datetime | None = None  # HELD: when the next kill is old enough
 
 
 @dataclass(frozen=True)
@@ -297,6 +365,11 @@ class DeliveryResult:
     @property
     def more(self) -> bool:
         return any(r.outcome is RoundOutcome.MORE for r in self.rounds)
+
+    @property
+    def held_until(self) -> datetime | None:
+        """When the first kill held for a delay is due, None when none is held."""
+        return min((r.held_until for r in self.rounds if r.held_until), default=None)
 
     def count(self, outcome: RoundOutcome) -> int:
         return sum(r.outcome is outcome for r in self.rounds)
@@ -333,18 +406,27 @@ class _Deps:
     limit: int
 
 
-def _deliverable(event: OutboxEvent, row: Row[Any], now: datetime) -> bool:
+def _selection(row: Row[Any]) -> Selection:
+    return Selection(
+        Owner.of(row.character_id, row.corporation_id),
+        tuple(load_filters(row.filters)),
+        row.max_age_s,
+        row.delay_s,
+    )
+
+
+def _judge(deps: _Deps, run: _Run, event: OutboxEvent) -> tuple[Verdict, datetime | None]:
     if event.event_type != KILLMAIL_SAVED:
-        return False
-    if row.character_id is not None and not involves(event.payload, row.character_id):
-        return False
-    when = killmail_time(event.payload)
-    # No readable time: cannot tell a fresh kill from a backfill, so do not announce it.
-    return when is not None and when >= now - timedelta(seconds=row.max_age_s)
+        return Verdict.SKIP, None
+    return _selection(run.row).judge(event.payload, deps.db, run.now)
 
 
 def _finish(
-    deps: _Deps, run: _Run, outcome: RoundOutcome, result: PostResult | None = None
+    deps: _Deps,
+    run: _Run,
+    outcome: RoundOutcome,
+    result: PostResult | None = None,
+    held_until: datetime | None = None,
 ) -> WebhookRound:
     values = {} if result is None else _state(result, deps.clock.now())
     _save(deps.db, run.row.id, run.cursor, **values)
@@ -356,6 +438,7 @@ def _finish(
         result.detail if result else "",
         values.get("blocked_until"),
         result.status if result else None,
+        held_until,
     )
 
 
@@ -386,7 +469,10 @@ _STOPS = {
 def _drain(deps: _Deps, run: _Run) -> WebhookRound:
     events = list(iter_events(deps.db, run.cursor, deps.limit, now=run.now))
     for event in events:
-        if not _deliverable(event, run.row, run.now):
+        verdict, due = _judge(deps, run, event)
+        if verdict is Verdict.HOLD:  # this kill and everything after it wait
+            return _finish(deps, run, RoundOutcome.HELD, held_until=due)
+        if verdict is Verdict.SKIP:
             run.cursor, run.skipped = event.id, run.skipped + 1
             continue
         result = _post_event(deps, run, event)
@@ -515,5 +601,7 @@ def run_delivery(
         if on_round is not None:
             on_round(result)
         pause = 0.0 if result.more else next_wake_s(db, clock.now(), poll_s)
+        if result.held_until is not None:
+            pause = max(0.0, min(pause, (result.held_until - clock.now()).total_seconds()))
         if once or wait(pause):
             return DeliveryTotals(rounds, posted, skipped, disabled, failed)

@@ -1,0 +1,252 @@
+"""Webhook filters and the opsec delay, against a local Discord-like server.
+
+Killmails are stored through the real write path (so the deliverer can read attackers the
+event payload does not carry) and their `killmail.saved` events built by the sync
+engine's own function; time is a manual clock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from killcli.clock import ManualClock
+from killcli.db import Database
+from killcli.db.store import save_killmails
+from killcli.errors import UsageError
+from killcli.events.filters import SideFilter, SystemFilter
+from killcli.events.hookpost import RetryPolicy, make_client
+from killcli.events.webhooks import (
+    RoundOutcome,
+    WebhookInfo,
+    add_webhook,
+    deliver_pending,
+    edit_webhook,
+    get_webhook,
+)
+from killcli.killmail import format_time, parse_killmail
+from killcli.kills import Owner, Side
+from killcli.sso.crypto import TokenCipher
+from killcli.sync.events import killmail_saved_events
+from tests.conftest import CliResult
+from tests.events.chat import ChatServer
+from tests.events.conftest import add_events
+from tests.factories import killmail
+
+POLICY = RetryPolicy(attempts=2, backoff_s=0.01, backoff_cap_s=0.02, cooldown_s=60.0)
+ME = 2_112_000_777
+MY_CORP = 98_000_777
+VICTIM_CORP = 98_000_001  # every factory victim's corporation
+JITA, AMARR = 30_000_142, 30_002_187
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with make_client() as client:
+        yield client
+
+
+def store_kill(
+    db: Database,
+    killmail_id: int,
+    when: datetime,
+    *,
+    victim: int | None = None,
+    attacker: int | None = None,
+    attacker_corp: int | None = None,
+    system: int = JITA,
+    saver: int | None = None,
+) -> None:
+    """Store a killmail (``attacker`` is a non-final attacker) and add its event."""
+    body = killmail(killmail_id, attackers=6, items=1)
+    body["killmail_time"] = format_time(when)
+    body["solar_system_id"] = system
+    if victim is not None:
+        body["victim"]["character_id"] = victim
+    helper = next(a for a in body["attackers"] if not a["final_blow"])
+    if attacker is not None:
+        helper["character_id"] = attacker
+    if attacker_corp is not None:
+        helper["corporation_id"] = attacker_corp
+    rows = parse_killmail(body, killmail_hash="b" * 40)
+    with db.session() as session:
+        save_killmails(session, [rows])
+    add_events(db, killmail_saved_events([rows], {}, character_id=saver))
+
+
+def posted_ids(chat: ChatServer) -> list[int]:
+    return [int(b["embeds"][0]["title"].split()[-1]) for b in chat.posted]
+
+
+@pytest.fixture
+def hook(db: Database, cipher: TokenCipher, chat: ChatServer) -> Callable[..., WebhookInfo]:
+    def add(**kw: Any) -> WebhookInfo:
+        return add_webhook(db, cipher, "discord", chat.discord_url(), allow_insecure=True, **kw)
+
+    return add
+
+
+def deliver(db: Database, cipher: TokenCipher, http: httpx.Client, clock: ManualClock) -> Any:
+    return deliver_pending(db, cipher, http, clock, policy=POLICY)
+
+
+def _three_kills(db: Database, now: datetime) -> None:
+    store_kill(db, 1, now, victim=ME)  # a loss of ME
+    store_kill(db, 2, now, attacker=ME)  # a kill: ME helped, not the final blow
+    store_kill(db, 3, now)  # ME took no part
+
+
+@pytest.mark.parametrize(("side", "expected"), [(None, [1, 2]), (Side.KILL, [2]), (Side.LOSS, [1])])
+def test_a_characters_kills_or_losses_only(
+    db: Database,
+    cipher: TokenCipher,
+    chat: ChatServer,
+    http: httpx.Client,
+    clock: ManualClock,
+    hook: Callable[..., WebhookInfo],
+    side: Side | None,
+    expected: list[int],
+) -> None:
+    hook(character_id=ME, filters=[SideFilter(side)] if side else [])
+    _three_kills(db, clock.now())
+    result = deliver(db, cipher, http, clock)
+    assert posted_ids(chat) == expected
+    assert (result.posted, result.skipped) == (len(expected), 3 - len(expected))
+
+
+@pytest.mark.parametrize(("side", "expected"), [(Side.KILL, [12]), (Side.LOSS, [11])])
+def test_a_corporations_kills_or_losses_only(
+    db: Database,
+    cipher: TokenCipher,
+    chat: ChatServer,
+    http: httpx.Client,
+    clock: ManualClock,
+    hook: Callable[..., WebhookInfo],
+    side: Side,
+    expected: list[int],
+) -> None:
+    hook(corporation_id=MY_CORP, filters=[SideFilter(side)])
+    now = clock.now()
+    store_kill(db, 10, now)  # neither
+    store_kill(db, 12, now, attacker_corp=MY_CORP)  # a member helped: a kill
+    # A loss: the victim's corporation is MY_CORP.
+    body_loss = killmail(11, attackers=3, items=0)
+    body_loss["killmail_time"] = format_time(now)
+    body_loss["victim"]["corporation_id"] = MY_CORP
+    rows = parse_killmail(body_loss, killmail_hash="c" * 40)
+    with db.session() as session:
+        save_killmails(session, [rows])
+    add_events(db, killmail_saved_events([rows], {}, corporation_id=MY_CORP))
+    deliver(db, cipher, http, clock)
+    assert posted_ids(chat) == expected
+
+
+def test_a_system_filter_takes_several_systems(
+    db: Database,
+    cipher: TokenCipher,
+    chat: ChatServer,
+    http: httpx.Client,
+    clock: ManualClock,
+    hook: Callable[..., WebhookInfo],
+) -> None:
+    hook(filters=[SystemFilter((JITA, AMARR))])
+    now = clock.now()
+    for killmail_id, system in [(21, JITA), (22, 30_000_001), (23, AMARR), (24, 30_045_000)]:
+        store_kill(db, killmail_id, now, system=system)
+    deliver(db, cipher, http, clock)
+    assert posted_ids(chat) == [21, 23]
+
+
+def test_a_delay_holds_the_kill_and_all_after_it_until_it_is_old_enough(
+    db: Database,
+    cipher: TokenCipher,
+    chat: ChatServer,
+    http: httpx.Client,
+    clock: ManualClock,
+    hook: Callable[..., WebhookInfo],
+) -> None:
+    info = hook(delay_s=600, max_age_s=3600)
+    now = clock.now()
+    store_kill(db, 31, now - timedelta(seconds=100))  # due at +500 s
+    store_kill(db, 32, now - timedelta(seconds=2000))  # due already, but after 31
+    # Posted at +501 s, 69 min old: older than the max age, fresh after the delay (60 + 10).
+    store_kill(db, 33, now - timedelta(seconds=3650))
+    store_kill(db, 34, now - timedelta(seconds=4300))  # older than delay + max age
+    held = deliver(db, cipher, http, clock)
+    assert held.rounds[0].outcome is RoundOutcome.HELD and chat.posted == []
+    assert held.held_until == now - timedelta(seconds=100) + timedelta(seconds=600)
+    assert get_webhook(db, cipher, info.id).cursor_event_id == info.cursor_event_id
+    clock.advance(499)
+    assert deliver(db, cipher, http, clock).rounds[0].outcome is RoundOutcome.HELD
+    assert chat.posted == []
+    clock.advance(2)
+    done = deliver(db, cipher, http, clock)
+    assert done.rounds[0].outcome is RoundOutcome.DONE
+    assert posted_ids(chat) == [31, 32, 33]
+    assert (done.posted, done.skipped) == (3, 1)
+
+
+def test_a_delay_applies_after_the_filters(
+    db: Database,
+    cipher: TokenCipher,
+    chat: ChatServer,
+    http: httpx.Client,
+    clock: ManualClock,
+    hook: Callable[..., WebhookInfo],
+) -> None:
+    hook(character_id=ME, delay_s=300, filters=[SideFilter(Side.LOSS)])
+    now = clock.now()
+    store_kill(db, 41, now, attacker=ME)  # not a loss: skipped at once, never held
+    store_kill(db, 42, now - timedelta(seconds=400), victim=ME)
+    result = deliver(db, cipher, http, clock)
+    assert result.rounds[0].outcome is RoundOutcome.DONE
+    assert posted_ids(chat) == [42]
+
+
+def test_edit_changes_the_selection_and_keeps_what_is_not_given(
+    db: Database,
+    cipher: TokenCipher,
+    chat: ChatServer,
+    http: httpx.Client,
+    clock: ManualClock,
+    hook: Callable[..., WebhookInfo],
+) -> None:
+    info = hook(character_id=ME, filters=[SideFilter(Side.KILL)])
+    changed = edit_webhook(db, cipher, info.id, delay_s=60)
+    assert (changed.character_id, changed.filters, changed.delay_s) == (ME, {"side": "kill"}, 60)
+    changed = edit_webhook(db, cipher, info.id, filters=[SideFilter(Side.LOSS)], delay_s=0)
+    _three_kills(db, clock.now())
+    deliver(db, cipher, http, clock)
+    assert changed.filters == {"side": "loss"} and posted_ids(chat) == [1]
+
+
+def test_cli_add_edit_and_list_show_the_filters(
+    cli: Callable[..., CliResult], secret_key: str, chat: ChatServer
+) -> None:
+    assert cli("db", "upgrade").exit_code == 0
+    url = chat.discord_url() + "\n"
+    added = cli(
+        "webhooks", "add", "discord", "-", "--allow-insecure", "--corporation", str(MY_CORP),
+        "--losses-only", "--delay", "30m", "--system", str(JITA), "--system", str(AMARR),
+        stdin=url,
+    )  # fmt: skip
+    assert added.exit_code == 0, added.stderr
+    assert "losses only" in added.stderr and "delayed 1800 s" in added.stderr
+    edited = cli("webhooks", "edit", "1", "--all-systems", "--kills-only", "--delay", "0")
+    assert edited.exit_code == 0, edited.stderr
+    listed = cli("webhooks", "list", "--json")
+    [row] = json.loads(listed.stdout)["data"]
+    assert (row["corporation_id"], row["character_id"]) == (MY_CORP, None)
+    assert (row["filters"], row["delay_s"]) == ({"side": "kill"}, 0)
+    table = cli("webhooks", "list")
+    assert "kills only" in table.stdout and "corporation 98000777" in table.stdout
+
+
+def test_an_owner_is_a_character_or_a_corporation() -> None:
+    with pytest.raises(UsageError, match="not both"):
+        Owner(ME, MY_CORP)
