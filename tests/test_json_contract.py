@@ -260,6 +260,11 @@ CONTRACT: dict[str, Shape] = {
         | {"figures": FIGURES},
         "queue": scalars("consumers", "dead_letters", "delayed", "ready", "running"),
         "workers": [ANY],
+        "activity": scalars("days")
+        | {
+            "daily": [scalars("day", "kills", "losses")],
+            "top_ships": [scalars("kills", "losses", "ship_type_id", "ship_type_name")],
+        },
     },
     "secrets.status": scalars("keys", "old_keys_unused", "on_first_key", "total", "undecryptable")
     | {"kinds": [scalars("kind", "total", "undecryptable") | {"by_key": [""]}]},
