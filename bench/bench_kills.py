@@ -41,7 +41,7 @@ SECONDS_APART = 31  # 1M killmails span a year
 def _series(kind: str) -> tuple[str, str]:
     """(a prefix, a FROM clause) that yield x = 0 .. :n - 1."""
     if kind == "postgresql":
-        return "", "generate_series(0, :n - 1) AS g(x)"
+        return "", "generate_series(0::bigint, :n - 1) AS g(x)"
     return "WITH RECURSIVE g(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM g WHERE x < :n - 1) ", "g"
 
 

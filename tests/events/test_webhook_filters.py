@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,7 @@ from killcli.errors import UsageError
 from killcli.events.filters import SideFilter, SystemFilter
 from killcli.events.hookpost import RetryPolicy, make_client
 from killcli.events.webhooks import (
+    DeliveryResult,
     RoundOutcome,
     WebhookInfo,
     add_webhook,
@@ -59,10 +61,13 @@ def store_kill(
     victim: int | None = None,
     attacker: int | None = None,
     attacker_corp: int | None = None,
+    victim_corp: int | None = None,
     system: int = JITA,
     saver: int | None = None,
+    saver_corp: int | None = None,
 ) -> None:
-    """Store a killmail (``attacker`` is a non-final attacker) and add its event."""
+    """Store a killmail (``attacker`` is a non-final attacker) and add its event, saved by
+    ``saver``'s list or ``saver_corp``'s."""
     body = killmail(killmail_id, attackers=6, items=1)
     body["killmail_time"] = format_time(when)
     body["solar_system_id"] = system
@@ -73,26 +78,42 @@ def store_kill(
         helper["character_id"] = attacker
     if attacker_corp is not None:
         helper["corporation_id"] = attacker_corp
+    if victim_corp is not None:
+        body["victim"]["corporation_id"] = victim_corp
     rows = parse_killmail(body, killmail_hash="b" * 40)
     with db.session() as session:
         save_killmails(session, [rows])
-    add_events(db, killmail_saved_events([rows], {}, character_id=saver))
+    payloads = killmail_saved_events([rows], {}, character_id=saver, corporation_id=saver_corp)
+    add_events(db, payloads)
 
 
-def posted_ids(chat: ChatServer) -> list[int]:
-    return [int(b["embeds"][0]["title"].split()[-1]) for b in chat.posted]
+@dataclass
+class Setup:
+    """A database, a local Discord, an HTTP client and a manual clock."""
+
+    db: Database
+    cipher: TokenCipher
+    chat: ChatServer
+    http: httpx.Client
+    clock: ManualClock
+
+    def hook(self, **kw: Any) -> WebhookInfo:
+        return add_webhook(
+            self.db, self.cipher, "discord", self.chat.discord_url(), allow_insecure=True, **kw
+        )
+
+    def deliver(self) -> DeliveryResult:
+        return deliver_pending(self.db, self.cipher, self.http, self.clock, policy=POLICY)
+
+    def posted(self) -> list[int]:
+        return [int(b["embeds"][0]["title"].split()[-1]) for b in self.chat.posted]
 
 
 @pytest.fixture
-def hook(db: Database, cipher: TokenCipher, chat: ChatServer) -> Callable[..., WebhookInfo]:
-    def add(**kw: Any) -> WebhookInfo:
-        return add_webhook(db, cipher, "discord", chat.discord_url(), allow_insecure=True, **kw)
-
-    return add
-
-
-def deliver(db: Database, cipher: TokenCipher, http: httpx.Client, clock: ManualClock) -> Any:
-    return deliver_pending(db, cipher, http, clock, policy=POLICY)
+def setup(
+    db: Database, cipher: TokenCipher, chat: ChatServer, http: httpx.Client, clock: ManualClock
+) -> Setup:
+    return Setup(db, cipher, chat, http, clock)
 
 
 def _three_kills(db: Database, now: datetime) -> None:
@@ -103,126 +124,83 @@ def _three_kills(db: Database, now: datetime) -> None:
 
 @pytest.mark.parametrize(("side", "expected"), [(None, [1, 2]), (Side.KILL, [2]), (Side.LOSS, [1])])
 def test_a_characters_kills_or_losses_only(
-    db: Database,
-    cipher: TokenCipher,
-    chat: ChatServer,
-    http: httpx.Client,
-    clock: ManualClock,
-    hook: Callable[..., WebhookInfo],
+    setup: Setup,
     side: Side | None,
     expected: list[int],
 ) -> None:
-    hook(character_id=ME, filters=[SideFilter(side)] if side else [])
-    _three_kills(db, clock.now())
-    result = deliver(db, cipher, http, clock)
-    assert posted_ids(chat) == expected
+    setup.hook(character_id=ME, filters=[SideFilter(side)] if side else [])
+    _three_kills(setup.db, setup.clock.now())
+    result = setup.deliver()
+    assert setup.posted() == expected
     assert (result.posted, result.skipped) == (len(expected), 3 - len(expected))
 
 
 @pytest.mark.parametrize(("side", "expected"), [(Side.KILL, [12]), (Side.LOSS, [11])])
 def test_a_corporations_kills_or_losses_only(
-    db: Database,
-    cipher: TokenCipher,
-    chat: ChatServer,
-    http: httpx.Client,
-    clock: ManualClock,
-    hook: Callable[..., WebhookInfo],
+    setup: Setup,
     side: Side,
     expected: list[int],
 ) -> None:
-    hook(corporation_id=MY_CORP, filters=[SideFilter(side)])
-    now = clock.now()
-    store_kill(db, 10, now)  # neither
-    store_kill(db, 12, now, attacker_corp=MY_CORP)  # a member helped: a kill
-    # A loss: the victim's corporation is MY_CORP.
-    body_loss = killmail(11, attackers=3, items=0)
-    body_loss["killmail_time"] = format_time(now)
-    body_loss["victim"]["corporation_id"] = MY_CORP
-    rows = parse_killmail(body_loss, killmail_hash="c" * 40)
-    with db.session() as session:
-        save_killmails(session, [rows])
-    add_events(db, killmail_saved_events([rows], {}, corporation_id=MY_CORP))
-    deliver(db, cipher, http, clock)
-    assert posted_ids(chat) == expected
+    setup.hook(corporation_id=MY_CORP, filters=[SideFilter(side)])
+    now = setup.clock.now()
+    store_kill(setup.db, 10, now)  # neither
+    store_kill(setup.db, 12, now, attacker_corp=MY_CORP)  # a member helped: a kill
+    store_kill(setup.db, 11, now, victim_corp=MY_CORP, saver_corp=MY_CORP)  # a loss
+    setup.deliver()
+    assert setup.posted() == expected
 
 
-def test_a_system_filter_takes_several_systems(
-    db: Database,
-    cipher: TokenCipher,
-    chat: ChatServer,
-    http: httpx.Client,
-    clock: ManualClock,
-    hook: Callable[..., WebhookInfo],
-) -> None:
-    hook(filters=[SystemFilter((JITA, AMARR))])
-    now = clock.now()
+def test_a_system_filter_takes_several_systems(setup: Setup) -> None:
+    setup.hook(filters=[SystemFilter((JITA, AMARR))])
+    now = setup.clock.now()
     for killmail_id, system in [(21, JITA), (22, 30_000_001), (23, AMARR), (24, 30_045_000)]:
-        store_kill(db, killmail_id, now, system=system)
-    deliver(db, cipher, http, clock)
-    assert posted_ids(chat) == [21, 23]
+        store_kill(setup.db, killmail_id, now, system=system)
+    setup.deliver()
+    assert setup.posted() == [21, 23]
 
 
-def test_a_delay_holds_the_kill_and_all_after_it_until_it_is_old_enough(
-    db: Database,
-    cipher: TokenCipher,
-    chat: ChatServer,
-    http: httpx.Client,
-    clock: ManualClock,
-    hook: Callable[..., WebhookInfo],
-) -> None:
-    info = hook(delay_s=600, max_age_s=3600)
-    now = clock.now()
-    store_kill(db, 31, now - timedelta(seconds=100))  # due at +500 s
-    store_kill(db, 32, now - timedelta(seconds=2000))  # due already, but after 31
+def test_a_delay_holds_the_kill_and_all_after_it_until_it_is_old_enough(setup: Setup) -> None:
+    info = setup.hook(delay_s=600, max_age_s=3600)
+    now = setup.clock.now()
+    store_kill(setup.db, 31, now - timedelta(seconds=100))  # due at +500 s
+    store_kill(setup.db, 32, now - timedelta(seconds=2000))  # due already, but after 31
     # Posted at +501 s, 69 min old: older than the max age, fresh after the delay (60 + 10).
-    store_kill(db, 33, now - timedelta(seconds=3650))
-    store_kill(db, 34, now - timedelta(seconds=4300))  # older than delay + max age
-    held = deliver(db, cipher, http, clock)
-    assert held.rounds[0].outcome is RoundOutcome.HELD and chat.posted == []
+    store_kill(setup.db, 33, now - timedelta(seconds=3650))
+    store_kill(setup.db, 34, now - timedelta(seconds=4300))  # older than delay + max age
+    held = setup.deliver()
+    assert held.rounds[0].outcome is RoundOutcome.HELD and setup.chat.posted == []
     assert held.held_until == now - timedelta(seconds=100) + timedelta(seconds=600)
-    assert get_webhook(db, cipher, info.id).cursor_event_id == info.cursor_event_id
-    clock.advance(499)
-    assert deliver(db, cipher, http, clock).rounds[0].outcome is RoundOutcome.HELD
-    assert chat.posted == []
-    clock.advance(2)
-    done = deliver(db, cipher, http, clock)
+    assert get_webhook(setup.db, setup.cipher, info.id).cursor_event_id == info.cursor_event_id
+    setup.clock.advance(499)
+    assert setup.deliver().rounds[0].outcome is RoundOutcome.HELD
+    assert setup.chat.posted == []
+    setup.clock.advance(2)
+    done = setup.deliver()
     assert done.rounds[0].outcome is RoundOutcome.DONE
-    assert posted_ids(chat) == [31, 32, 33]
+    assert setup.posted() == [31, 32, 33]
     assert (done.posted, done.skipped) == (3, 1)
 
 
-def test_a_delay_applies_after_the_filters(
-    db: Database,
-    cipher: TokenCipher,
-    chat: ChatServer,
-    http: httpx.Client,
-    clock: ManualClock,
-    hook: Callable[..., WebhookInfo],
-) -> None:
-    hook(character_id=ME, delay_s=300, filters=[SideFilter(Side.LOSS)])
-    now = clock.now()
-    store_kill(db, 41, now, attacker=ME)  # not a loss: skipped at once, never held
-    store_kill(db, 42, now - timedelta(seconds=400), victim=ME)
-    result = deliver(db, cipher, http, clock)
+def test_a_delay_applies_after_the_filters(setup: Setup) -> None:
+    setup.hook(character_id=ME, delay_s=300, filters=[SideFilter(Side.LOSS)])
+    now = setup.clock.now()
+    store_kill(setup.db, 41, now, attacker=ME)  # not a loss: skipped at once, never held
+    store_kill(setup.db, 42, now - timedelta(seconds=400), victim=ME)
+    result = setup.deliver()
     assert result.rounds[0].outcome is RoundOutcome.DONE
-    assert posted_ids(chat) == [42]
+    assert setup.posted() == [42]
 
 
-def test_edit_changes_the_selection_and_keeps_what_is_not_given(
-    db: Database,
-    cipher: TokenCipher,
-    chat: ChatServer,
-    http: httpx.Client,
-    clock: ManualClock,
-    hook: Callable[..., WebhookInfo],
-) -> None:
-    info = hook(character_id=ME, filters=[SideFilter(Side.KILL)])
-    changed = edit_webhook(db, cipher, info.id, delay_s=60)
+def test_edit_changes_the_selection_and_keeps_what_is_not_given(setup: Setup) -> None:
+    info = setup.hook(character_id=ME, filters=[SideFilter(Side.KILL)])
+    changed = edit_webhook(setup.db, setup.cipher, info.id, delay_s=60)
     assert (changed.character_id, changed.filters, changed.delay_s) == (ME, {"side": "kill"}, 60)
-    changed = edit_webhook(db, cipher, info.id, filters=[SideFilter(Side.LOSS)], delay_s=0)
-    _three_kills(db, clock.now())
-    deliver(db, cipher, http, clock)
-    assert changed.filters == {"side": "loss"} and posted_ids(chat) == [1]
+    changed = edit_webhook(
+        setup.db, setup.cipher, info.id, filters=[SideFilter(Side.LOSS)], delay_s=0
+    )
+    _three_kills(setup.db, setup.clock.now())
+    setup.deliver()
+    assert changed.filters == {"side": "loss"} and setup.posted() == [1]
 
 
 def test_cli_add_edit_and_list_show_the_filters(
