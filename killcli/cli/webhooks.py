@@ -17,19 +17,17 @@ from killcli.console import make_console
 from killcli.db.types import utcnow
 from killcli.errors import ExitCode, InputError, UsageError
 from killcli.events.filters import edit_filters, load_filters, make_filters
-from killcli.events.hookpost import PostStatus, make_client
-from killcli.events.webhooks import (
+from killcli.events.hookconfig import (
     DEFAULT_MAX_AGE_S,
-    DeliveryResult,
     WebhookInfo,
     add_webhook,
     edit_webhook,
     get_webhook,
     list_webhooks,
     remove_webhook,
-    run_delivery,
-    send_test_message,
 )
+from killcli.events.hookpost import PostStatus, make_client
+from killcli.events.webhooks import DeliveryResult, run_delivery, send_test_message
 from killcli.kills import Owner, Side
 from killcli.secrets import make_cipher
 from killcli.signals import stop_on_signals

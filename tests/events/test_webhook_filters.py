@@ -21,16 +21,9 @@ from killcli.db import Database
 from killcli.db.store import save_killmails
 from killcli.errors import UsageError
 from killcli.events.filters import SideFilter, SystemFilter
+from killcli.events.hookconfig import WebhookInfo, add_webhook, edit_webhook, get_webhook
 from killcli.events.hookpost import RetryPolicy, make_client
-from killcli.events.webhooks import (
-    DeliveryResult,
-    RoundOutcome,
-    WebhookInfo,
-    add_webhook,
-    deliver_pending,
-    edit_webhook,
-    get_webhook,
-)
+from killcli.events.webhooks import DeliveryResult, RoundOutcome, deliver_pending
 from killcli.killmail import format_time, parse_killmail
 from killcli.kills import Owner, Side
 from killcli.sso.crypto import TokenCipher

@@ -11,14 +11,12 @@ import pytest
 
 from killcli.clock import ManualClock
 from killcli.db import Database
+from killcli.events.hookconfig import WebhookInfo, add_webhook, get_webhook
 from killcli.events.hookpost import PostStatus, RetryPolicy, make_client
 from killcli.events.webhooks import (
     DeliveryResult,
     RoundOutcome,
-    WebhookInfo,
-    add_webhook,
     deliver_pending,
-    get_webhook,
     run_delivery,
     send_test_message,
 )
