@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from killcli.accounts import CORPORATION_LOGIN_SCOPES
 from killcli.killmail import parse_time
 from tests.conftest import CliResult, DbTarget, sim_environ
 
@@ -192,3 +193,31 @@ def test_show_an_unknown_killmail_is_one_line_exit_2(synced: Synced, cli: Cli) -
     assert result.stderr.strip().splitlines() == [
         "killsync: error: no killmail 1 in the database (see `killsync kills`)"
     ]
+
+
+def test_kills_of_a_corporation_are_its_list_and_its_losses_marked(
+    start_sim: Callable[..., Any],
+    cli: Cli,
+    db_target: DbTarget,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sim = start_sim("smoke", characters=2, killmails=40, corporations=1)
+    for key, value in sim_environ(sim, tmp_path / "home", db_target.url).items():
+        monkeypatch.setenv(key, value)
+    assert cli("db", "upgrade").exit_code == 0
+    [(corporation_id, corporation)] = sim.world.corporations().items()
+    [director] = corporation.director_ids
+    token = sim.issue_refresh_token(director, CORPORATION_LOGIN_SCOPES)
+    assert cli("users", "add", "--refresh-token", "-", stdin=token).exit_code == 0
+    synced = cli("sync-corporation", str(corporation_id), "--no-progress")
+    assert synced.exit_code == 0, synced.stderr
+    listed = sim.world.corporation_ground_truth()[corporation_id]
+    bodies = {k: sim.world.body(k) for k in listed}  # the corporation sync stored its list
+    data = _json(cli, "kills", "--corporation", str(corporation_id), "--limit", "10000")
+    assert [k["killmail_id"] for k in data["kills"]] == _newest_first(bodies)
+    sides = {k["killmail_id"]: k["side"] for k in data["kills"]}
+    losses = {k for k, b in bodies.items() if b["victim"].get("corporation_id") == corporation_id}
+    assert losses and len(losses) < len(bodies)
+    assert sides == {k: "loss" if k in losses else "kill" for k in bodies}
+    assert data["corporation_id"] == corporation_id and data["character_id"] is None

@@ -114,7 +114,7 @@ def kills_cmd(
         return
     make_console(stderr=False).print(kills_table(result.kills, marked=owner is not None))
     if not result.kills:
-        app_ctx.info("no killmails stored" + (" for that owner" if owner else ""))
+        app_ctx.info("no stored killmail matches")
 
 
 # -- show -------------------------------------------------------------------------------
@@ -164,14 +164,15 @@ def _add_items(tree: Tree, nodes: list[ItemNode], names: Mapping[int, str | None
 def render_killmail(view: KillmailView, *, top: int) -> RenderableType:
     """Header, victim, attackers by damage (top ones), the items as a tree."""
     km, names = view.rows.killmail, view.names
-    victim_who = km["victim_character_id"] or km["victim_corporation_id"]
     header = (
         f"killmail {km['killmail_id']}  {_when(km['killmail_time'])}  "
         f"{_name(names, km['solar_system_id'])}"
     )
+    who = _name(names, km["victim_corporation_id"])  # a structure: its corporation
+    if km["victim_character_id"] is not None:
+        who = f"{_name(names, km['victim_character_id'])} ({who})"
     victim = (
-        f"victim: {_name(names, victim_who)} ({_name(names, km['victim_corporation_id'])}) "
-        f"in a {_name(names, km['victim_ship_type_id'])}, "
+        f"victim: {who} in a {_name(names, km['victim_ship_type_id'])}, "
         f"{km['victim_damage_taken']:,} damage taken"
     )
     items = Tree(f"items ({len(view.rows.items)})")

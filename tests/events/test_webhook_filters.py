@@ -23,7 +23,7 @@ from killcli.errors import UsageError
 from killcli.events.filters import SideFilter, SystemFilter
 from killcli.events.hookconfig import WebhookInfo, add_webhook, edit_webhook, get_webhook
 from killcli.events.hookpost import RetryPolicy, make_client
-from killcli.events.webhooks import DeliveryResult, RoundOutcome, deliver_pending
+from killcli.events.webhooks import DeliveryResult, RoundOutcome, deliver_pending, run_delivery
 from killcli.killmail import format_time, parse_killmail
 from killcli.kills import Owner, Side
 from killcli.sso.crypto import TokenCipher
@@ -221,3 +221,26 @@ def test_cli_add_edit_and_list_show_the_filters(
 def test_an_owner_is_a_character_or_a_corporation() -> None:
     with pytest.raises(UsageError, match="not both"):
         Owner(ME, MY_CORP)
+
+
+def test_the_delivery_loop_sleeps_until_the_held_kill_is_due(setup: Setup) -> None:
+    setup.hook(delay_s=600)
+    store_kill(setup.db, 51, setup.clock.now() - timedelta(seconds=100))  # due in 500 s
+    pauses: list[float] = []
+
+    def wait(seconds: float) -> bool:
+        pauses.append(seconds)
+        setup.clock.advance(seconds)
+        return bool(setup.chat.posted) or len(pauses) > 5
+
+    totals = run_delivery(
+        setup.db,
+        setup.cipher,
+        setup.http,
+        wait=wait,
+        poll_s=3600.0,
+        clock=setup.clock,
+        policy=POLICY,
+    )
+    assert abs(pauses[0] - 500) < 1  # not the poll interval: exactly until it is due
+    assert (totals.posted, setup.posted()) == (1, [51])
