@@ -19,7 +19,6 @@ from killcli.errors import ExitCode, InputError, UsageError
 from killcli.events.filters import edit_filters, load_filters, make_filters
 from killcli.events.hookconfig import (
     DEFAULT_MAX_AGE_S,
-    WebhookInfo,
     add_webhook,
     edit_webhook,
     get_webhook,
@@ -108,19 +107,6 @@ def _delay_s(delay: timedelta | None) -> int:
     return 0 if delay is None else int(delay.total_seconds())
 
 
-def describe(info: WebhookInfo) -> str:
-    """What a webhook posts, in a few words (`add`, `edit`, `webhooks list`)."""
-    parts = [f"kills younger than {info.max_age_s} s"]
-    if info.character_id is not None:
-        parts.append(f"character {info.character_id}")
-    if info.corporation_id is not None:
-        parts.append(f"corporation {info.corporation_id}")
-    parts += [f.describe() for f in load_filters(info.filters)]
-    if info.delay_s:
-        parts.append(f"delayed {info.delay_s} s")
-    return ", ".join(parts)
-
-
 @app.command(
     "add",
     epilog=examples(
@@ -174,7 +160,7 @@ def add(
         filters=filters,
         allow_insecure=allow_insecure,
     )
-    app_ctx.info(f"added webhook {info.id}: {info.kind} {info.url}, {describe(info)}")
+    app_ctx.info(f"added webhook {info.id}: {info.kind} {info.url}, {info.describe()}")
 
 
 @app.command(
@@ -234,7 +220,7 @@ def edit(
             all_systems=all_systems,
         )
     info = edit_webhook(db, cipher, webhook_id, **changes)
-    app_ctx.info(f"webhook {info.id}: {describe(info)}")
+    app_ctx.info(f"webhook {info.id}: {info.describe()}")
 
 
 @app.command("list", epilog=examples("killsync webhooks list --json"))
@@ -260,7 +246,7 @@ def list_cmd(ctx: typer.Context, as_json: JsonFlag = False) -> None:
             str(i.id),
             i.kind,
             i.url,
-            describe(i),
+            i.describe(),
             str(i.cursor_event_id),
             state,
             sanitize((i.last_error or "")[:60]),

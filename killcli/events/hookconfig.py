@@ -47,6 +47,18 @@ class WebhookInfo:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def describe(self) -> str:
+        """What it posts, in a few words (`webhooks add`, `edit` and `list`)."""
+        parts = [f"kills younger than {self.max_age_s} s"]
+        if self.character_id is not None:
+            parts.append(f"character {self.character_id}")
+        if self.corporation_id is not None:
+            parts.append(f"corporation {self.corporation_id}")
+        parts += [f.describe() for f in load_filters(self.filters)]
+        if self.delay_s:
+            parts.append(f"delayed {self.delay_s} s")
+        return ", ".join(parts)
+
 
 def _info(row: Row[Any], cipher: TokenCipher) -> WebhookInfo:
     try:
