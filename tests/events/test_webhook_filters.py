@@ -8,7 +8,7 @@ engine's own function; time is a manual clock.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,7 +22,7 @@ from killcli.db.store import save_killmails
 from killcli.errors import UsageError
 from killcli.events.filters import SideFilter, SystemFilter
 from killcli.events.hookconfig import WebhookInfo, add_webhook, edit_webhook, get_webhook
-from killcli.events.hookpost import RetryPolicy, make_client
+from killcli.events.hookpost import RetryPolicy
 from killcli.events.webhooks import DeliveryResult, RoundOutcome, deliver_pending, run_delivery
 from killcli.killmail import format_time, parse_killmail
 from killcli.kills import Owner, Side
@@ -38,12 +38,6 @@ ME = 2_112_000_777
 MY_CORP = 98_000_777
 VICTIM_CORP = 98_000_001  # every factory victim's corporation
 JITA, AMARR = 30_000_142, 30_002_187
-
-
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with make_client() as client:
-        yield client
 
 
 def store_kill(

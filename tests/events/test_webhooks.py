@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import httpx
-import pytest
 
 from killcli.clock import ManualClock
 from killcli.db import Database
@@ -25,12 +23,6 @@ from tests.events.chat import ChatServer, Reply, rate_limited
 from tests.events.conftest import add_events, make_payload
 
 POLICY = RetryPolicy(attempts=3, backoff_s=0.01, backoff_cap_s=0.05, cooldown_s=60.0)
-
-
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with make_client() as client:
-        yield client
 
 
 def _discord(
