@@ -94,18 +94,21 @@ def activity(db: Database, now: datetime, days: int = ACTIVITY_DAYS) -> Activity
     """Kills and losses per day over the last ``days`` days, and the top victim ships."""
     first = (now - (days - 1) * DAY).replace(hour=0, minute=0, second=0, microsecond=0)
     loss = _is_loss().label("loss")
+    ship = Killmail.victim_ship_type_id
+    per_day: Counter[tuple[str, int]] = Counter()
+    ships: dict[int, list[int]] = {}
     with db.session() as s:
-        recent = Killmail.killmail_time >= first
         day = _day(s).label("day")
-        per_day = s.execute(select(day, loss, func.count()).where(recent).group_by(day, loss))
-        counts = {(row[0], row[1]): row[2] for row in per_day}
-        ship = Killmail.victim_ship_type_id
-        per_ship = s.execute(select(ship, loss, func.count()).where(recent).group_by(ship, loss))
-        ships: dict[int, list[int]] = {}
-        for ship_id, lost, n in per_ship:
+        query = (
+            select(day, ship, loss, func.count())
+            .where(Killmail.killmail_time >= first)
+            .group_by(day, ship, loss)
+        )  # one pass over the window's index range serves both tables
+        for day_text, ship_id, lost, n in s.execute(query):
+            per_day[(day_text, lost)] += n
             ships.setdefault(ship_id, [0, 0])[lost] += n
     dates = [(first + i * DAY).strftime("%Y-%m-%d") for i in range(days)]
-    daily = [DayCount(d, counts.get((d, 0), 0), counts.get((d, 1), 0)) for d in dates]
+    daily = [DayCount(d, per_day[(d, 0)], per_day[(d, 1)]) for d in dates]
     top = sorted(ships.items(), key=lambda pair: (-sum(pair[1]), pair[0]))[:TOP_SHIPS]
     names = read_names(db, [ship_id for ship_id, _ in top])
     return Activity(
