@@ -172,7 +172,7 @@ def render_killmail(view: KillmailView, *, top: int) -> RenderableType:
     if km["victim_character_id"] is not None:
         who = f"{_name(names, km['victim_character_id'])} ({who})"
     victim = (
-        f"victim: {who} in a {_name(names, km['victim_ship_type_id'])}, "
+        f"victim: {who}, {_name(names, km['victim_ship_type_id'])}, "
         f"{km['victim_damage_taken']:,} damage taken"
     )
     items = Tree(f"items ({len(view.rows.items)})")
