@@ -3,6 +3,11 @@
 Counts of killmails use the primary-key index; "last hour/day" use the index on
 ``killmail_time``; the per-character table aggregates ``character_killmails`` and
 ``pending_killmails`` once each. Fast on millions of killmails.
+
+The activity of the last 30 days (:func:`activity`) is two grouped queries over the
+``killmail_time`` index range: killmails per UTC day, split into **losses** (the victim is
+a tracked character, or a tracked corporation) and **kills** (everything else a tracked
+list held), and the victim ships most often seen.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import ColumnElement, String, case, func, or_, select
+from sqlalchemy.orm import Session
 
 from killcli.cadence import BASE_INTERVAL, Cadence
 from killcli.db import Database
@@ -30,9 +36,86 @@ from killcli.db.types import utcnow
 from killcli.esi.ledger import egress_totals
 from killcli.queue.base import Broker
 from killcli.scheduler import NO_CADENCE, cadence_bands, tier_label
+from killcli.sync.names import read_names
 from killcli.workerstatus import live_workers
 
 DAY = timedelta(days=1)
+ACTIVITY_DAYS = 30
+TOP_SHIPS = 10
+
+
+@dataclass(frozen=True)
+class DayCount:
+    """Kills and losses of one UTC day (``YYYY-MM-DD``)."""
+
+    day: str
+    kills: int
+    losses: int
+
+
+@dataclass(frozen=True)
+class ShipCount:
+    """A victim ship type: how often it died in kills and in losses."""
+
+    ship_type_id: int
+    ship_type_name: str | None
+    kills: int
+    losses: int
+
+
+@dataclass(frozen=True)
+class Activity:
+    """The last ``days`` UTC days (today included, oldest first) and the top victim ships."""
+
+    days: int
+    daily: list[DayCount]
+    top_ships: list[ShipCount]
+
+
+def _day(session: Session) -> ColumnElement[str]:
+    """A killmail's UTC day as ``YYYY-MM-DD`` (SQLite stores UTC text, PostgreSQL zones)."""
+    column = Killmail.killmail_time
+    if session.get_bind().dialect.name == "postgresql":
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD", type_=String)
+    return func.substr(column, 1, 10, type_=String)
+
+
+def _is_loss() -> ColumnElement[int]:
+    tracked = select(Character.character_id)
+    corporations = select(Corporation.corporation_id)
+    lost = or_(
+        Killmail.victim_character_id.in_(tracked),
+        Killmail.victim_corporation_id.in_(corporations),
+    )
+    return case((lost, 1), else_=0)
+
+
+def activity(db: Database, now: datetime, days: int = ACTIVITY_DAYS) -> Activity:
+    """Kills and losses per day over the last ``days`` days, and the top victim ships."""
+    first = (now - (days - 1) * DAY).replace(hour=0, minute=0, second=0, microsecond=0)
+    loss = _is_loss().label("loss")
+    ship = Killmail.victim_ship_type_id
+    per_day: Counter[tuple[str, int]] = Counter()
+    ships: dict[int, list[int]] = {}
+    with db.session() as s:
+        day = _day(s).label("day")
+        query = (
+            select(day, ship, loss, func.count())
+            .where(Killmail.killmail_time >= first)
+            .group_by(day, ship, loss)
+        )  # one pass over the window's index range serves both tables
+        for day_text, ship_id, lost, n in s.execute(query):
+            per_day[(day_text, lost)] += n
+            ships.setdefault(ship_id, [0, 0])[lost] += n
+    dates = [(first + i * DAY).strftime("%Y-%m-%d") for i in range(days)]
+    daily = [DayCount(d, per_day[(d, 0)], per_day[(d, 1)]) for d in dates]
+    top = sorted(ships.items(), key=lambda pair: (-sum(pair[1]), pair[0]))[:TOP_SHIPS]
+    names = read_names(db, [ship_id for ship_id, _ in top])
+    return Activity(
+        days,
+        daily,
+        [ShipCount(ship_id, names.get(ship_id), k, lo) for ship_id, (k, lo) in top],
+    )
 
 
 @dataclass(frozen=True)
@@ -123,6 +206,8 @@ class Stats:
     cadence: CadenceStats | None = None
     #: shared per-IP ESI budgets per egress (the ledger, :mod:`killcli.esi.ledger`)
     egress: list[dict[str, Any]] = field(default_factory=list)
+    #: kills and losses per day of the last 30 days, and the top victim ships
+    activity: Activity | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -197,6 +282,7 @@ def collect_stats(
         dict(corporations),
         cadence=cadence_stats(db, cadence, now),
         egress=egress_budgets(db),
+        activity=activity(db, now),
     )
 
 

@@ -34,6 +34,7 @@ from tests.conftest import REPO, CliResult, DbTarget, sim_environ
 Cli = Callable[..., CliResult]
 TOO_BIG_ID = str(2**63)  # one more than BIGINT holds: was an OverflowError (exit 1)
 FUTURE_REVISION = "9999_from_the_future"
+HOOK_URL = "https://discord.com/api/webhooks/123456/sEcReT\n"
 
 NO_DATABASE = "no database at"
 NOT_SQLITE = "is not a SQLite database"
@@ -189,6 +190,47 @@ BAD_INPUTS: list[Bad] = [
     _row("--config {tmp} config show", 2, "cannot read: Is a directory"),
     _row("--config /dev/zero config show", 2, "larger than"),
     _row("--config {tmp}/token.bin config show", 2, "cannot read", "binary_file"),
+    # -- looking at killmails: kills, show (exit 2; 6 without a database) ------------------
+    _row("kills", 6, NO_DATABASE),
+    _row("show 5", 6, NO_DATABASE),
+    _row("kills --character 5 --corporation 6", 2, "not both"),
+    _row("kills --since yesterday", 2, "not a duration: 'yesterday'"),
+    _row("kills --since 2026-13-45", 2, "is not a date"),
+    _row("kills --since 99999999d", 2, "at most ten years"),
+    _row("kills --limit 0", 2, OUT_OF_RANGE),
+    _row("kills --limit 10001", 2, OUT_OF_RANGE),
+    _row(f"kills --character {TOO_BIG_ID}", 2, OUT_OF_RANGE),
+    _row(f"kills --corporation {TOO_BIG_ID}", 2, OUT_OF_RANGE),
+    _row("show 0", 2, OUT_OF_RANGE),
+    _row(f"show {TOO_BIG_ID}", 2, OUT_OF_RANGE),
+    _row("show abc", 2, "is not a whole number"),
+    _row("show 5 --attackers 0", 2, OUT_OF_RANGE),
+    _row("show 5", 2, "no killmail 5 in the database", "upgraded"),
+    _row("show 5 --json", 2, "no killmail 5 in the database", "upgraded"),
+    # -- webhook filters and delay (exit 2) ------------------------------------------------
+    _row("webhooks add discord - --kills-only --losses-only", 2, "not both", stdin=HOOK_URL),
+    _row("webhooks add discord - --character 5 --corporation 6", 2, "not both", stdin=HOOK_URL),
+    _row("webhooks add discord - --delay soon", 2, "not a duration", stdin=HOOK_URL),
+    _row(
+        "webhooks add discord - --delay 5d",
+        2,
+        "--delay must be between",
+        "upgraded",
+        stdin=HOOK_URL,
+    ),
+    _row(
+        "webhooks add discord - --kills-only",
+        2,
+        "need --character or --corporation",
+        "upgraded",
+        stdin=HOOK_URL,
+    ),
+    _row("webhooks add discord - --system 0", 2, OUT_OF_RANGE, stdin=HOOK_URL),
+    _row(f"webhooks add discord - --system {TOO_BIG_ID}", 2, OUT_OF_RANGE, stdin=HOOK_URL),
+    _row("webhooks edit 99 --delay 1h", 2, "no webhook with id 99", "upgraded"),
+    _row("webhooks edit 0 --delay 1h", 2, OUT_OF_RANGE),
+    _row("webhooks edit 1 --anyone --character 5", 2, "not both", "upgraded"),
+    _row("webhooks edit 1 --kills-only --losses-only", 2, "not both", "upgraded"),
 ]
 
 
@@ -228,6 +270,8 @@ def _setup(name: str, cli: Cli, subs: dict[str, str]) -> Iterator[None]:
         _write(tmp / "token.bin", bytes(range(128, 256)))
     elif name == "nul_file":
         _write(tmp / "nul.txt", b"token-one\n\x00\x00\x00\n")
+    elif name == "upgraded":
+        _upgraded(cli, subs)
     if name != "busy_port":
         yield
         return

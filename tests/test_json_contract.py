@@ -106,10 +106,14 @@ def test_every_json_payload_keeps_its_keys(world: Any, cli: Cli, tmp_path: Path)
     record("secrets", "status")
     record("secrets", "rotate")
     hook = "http://127.0.0.1:9/api/webhooks/1/x\n"  # nothing listens: the post fails
-    assert cli("webhooks", "add", "discord", "-", "--allow-insecure", stdin=hook).exit_code == 0
+    selection = ("--character", str(ids[0]), "--kills-only", "--system", "30000142")
+    added = cli("webhooks", "add", "discord", "-", "--allow-insecure", *selection, stdin=hook)
+    assert added.exit_code == 0, added.stderr
     record("webhooks", "list")
     record("webhooks", "deliver", "--once")
     record("events", "prune", "--older-than", "7d")
+    record("kills", "--character", str(ids[0]))
+    record("show", str(seen["kills"]["kills"][0]["killmail_id"]))
     out = tmp_path / "all.jsonl"
     assert cli("export", "--output", str(out)).exit_code == 0
     record("import", str(out))
@@ -153,6 +157,16 @@ FIGURES: Shape = dict.fromkeys(
 
 def scalars(*keys: str) -> dict[str, Shape]:
     return dict.fromkeys(keys, "")
+
+
+PARTY = scalars(
+    "character_id",
+    "character_name",
+    "corporation_id",
+    "corporation_name",
+    "ship_type_id",
+    "ship_type_name",
+)
 
 
 CONTRACT: dict[str, Shape] = {
@@ -250,6 +264,11 @@ CONTRACT: dict[str, Shape] = {
         | {"figures": FIGURES},
         "queue": scalars("consumers", "dead_letters", "delayed", "ready", "running"),
         "workers": [ANY],
+        "activity": scalars("days")
+        | {
+            "daily": [scalars("day", "kills", "losses")],
+            "top_ships": [scalars("kills", "losses", "ship_type_id", "ship_type_name")],
+        },
     },
     "secrets.status": scalars("keys", "old_keys_unused", "on_first_key", "total", "undecryptable")
     | {"kinds": [scalars("kind", "total", "undecryptable") | {"by_key": [""]}]},
@@ -269,9 +288,31 @@ CONTRACT: dict[str, Shape] = {
             "last_error",
             "max_age_s",
             "url",
+            "corporation_id",
+            "delay_s",
         )
+        | {"filters": {"side": "", "systems": [""]}}
     ],
     "webhooks.deliver": scalars("disabled", "failed", "posted", "rounds", "skipped"),
     "events.prune": scalars("deleted", "remaining"),
+    "kills": scalars("character_id", "corporation_id", "limit", "since")
+    | {
+        "kills": [
+            scalars(
+                "attacker_count",
+                "killmail_id",
+                "killmail_time",
+                "side",
+                "solar_system_id",
+                "solar_system_name",
+            )
+            | {
+                "victim": PARTY,
+                "final_blow": PARTY,
+                "value": ANY,  # null until ISK values exist (issue 14), then an object
+            }
+        ]
+    },
+    "show": {"killmail": ANY, "names": ANY, "value": ANY},  # ESI's body, {id: name}
     "import": scalars("already_present", "new", "read", "rejected"),
 }

@@ -86,6 +86,7 @@ DOWNGRADES = [
     ("0005", set(), CORPORATION_TABLES),
     ("0006", set(), set()),  # 0007: pending bodies and runs of corporations' lists
     ("0007", set(), set()),  # 0008: jobs of corporations' lists
+    ("0008", set(), set()),  # 0009: the `kills` index, webhook filters and delay
 ]
 
 

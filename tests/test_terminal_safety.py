@@ -336,3 +336,28 @@ def test_no_command_builds_its_own_console_or_markup_column() -> None:
         if re.search(r"\b(?:Console|TextColumn)\(", line)
     ]
     assert offenders == []
+
+
+def test_kills_and_show_on_a_terminal_show_hostile_names_visibly(hostile: HostileWorld) -> None:
+    env, ids = hostile.env, hostile.ids
+    assert run_piped(env, "sync-user", str(ids[0]), "--no-progress").returncode == 0
+    listed = json.loads(run_piped(env, "kills", "--json").stdout)["data"]["kills"]
+    killmail_id = str(listed[0]["killmail_id"])
+    link = "␛]8;;https://evil.invalid/␛\\link"  # every type name ends in a hyperlink
+    for args in (
+        ("kills",),
+        ("kills", "--character", str(ids[0])),
+        ("show", killmail_id),
+        ("show", killmail_id, "--attackers", "1000"),
+    ):
+        run = run_on_pty(env, *args)
+        assert run.code == 0, (args, run.text)
+        assert_terminal_safe(run)
+        assert link in run.text, (args, run.text)
+    everyone = run_on_pty(env, "kills", "--limit", "10000")
+    assert any(sanitize(name) in everyone.text for name in HOSTILE_NAMES[:2])
+    shown = run_piped(env, "show", killmail_id, "--json")
+    assert shown.returncode == 0, shown.stderr
+    names = set(json.loads(shown.stdout)["data"]["names"].values())
+    assert any(name and name.endswith(HOSTILE_SUFFIX) for name in names)  # exact in JSON
+    assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", shown.stdout)

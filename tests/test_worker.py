@@ -31,8 +31,8 @@ from killcli.db.models import (
 from killcli.db.models import Job as JobRow
 from killcli.db.store import iter_killmail_bodies
 from killcli.db.types import utcnow
+from killcli.events.hookconfig import add_webhook, get_webhook
 from killcli.events.outbox import latest_event_id
-from killcli.events.webhooks import add_webhook, get_webhook
 from killcli.killmail import canonical_json
 from killcli.queue import Job, open_broker
 from killcli.queue.base import ConsumeResult

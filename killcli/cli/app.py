@@ -19,6 +19,7 @@ from killcli.cli import db as db_cmds
 from killcli.cli import deadletters as dead_letters_cmds
 from killcli.cli import demo as demo_cmds
 from killcli.cli import events as events_cmds
+from killcli.cli import kills as kills_cmds
 from killcli.cli import ops as ops_cmds
 from killcli.cli import secrets as secrets_cmds
 from killcli.cli import settings as config_cmds
@@ -55,6 +56,7 @@ ops_cmds.register(app)
 users_cmds.register(app)
 sync_cmds.register(app)
 data_cmds.register(app)
+kills_cmds.register(app)
 
 
 def _version(value: bool) -> None:

@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.table import Table
 
 from killcli.cli import params
+from killcli.cli.charts import activity_chart
 from killcli.cli.context import AppContext, app_context, examples, print_json
 from killcli.cli.params import JsonFlag
 from killcli.cli.progressview import running_table, stamped, wait_line
@@ -399,6 +400,8 @@ def stats_cmd(
                 sanitize((c["last_error"] or "")[:50]),
             )
         out.print(chars)
+        if data["activity"] is not None:
+            out.print(activity_chart(data["activity"]))
         if watch is None:
             return
         time.sleep(watch)

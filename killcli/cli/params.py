@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
 
+from killcli.db.types import utcnow
+from killcli.events.outbox import parse_age
 from killcli.queue.base import MAX_PRIORITY
 
 MAX_ID = 2**63 - 1  # ESI ids are int64; the database stores BIGINT
@@ -55,6 +58,16 @@ def character_id(text: str) -> int:
 def corporation_id(text: str) -> int:
     """An EVE corporation id: 1..2^63-1."""
     return _integer(text, "a corporation id", 1, MAX_ID)
+
+
+def killmail_id(text: str) -> int:
+    """An EVE killmail id: 1..2^63-1."""
+    return _integer(text, "a killmail id", 1, MAX_ID)
+
+
+def system_id(text: str) -> int:
+    """An EVE solar system id: 1..2^63-1."""
+    return _integer(text, "a solar system id", 1, MAX_ID)
 
 
 def port(text: str) -> int:
@@ -104,6 +117,36 @@ def interval_s(minimum_s: float = MIN_WATCH_S) -> Callable[[str], float]:
         return _seconds(text, minimum_s, MAX_DURATION_S, low_open=False)
 
     return parse
+
+
+def duration(text: str) -> timedelta:
+    """A duration (``90m``, ``12h``, ``7d``, ``2w`` or seconds): 0..ten years."""
+    try:
+        value = parse_age(str(text))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if value.total_seconds() > MAX_AGE_S:
+        raise typer.BadParameter(f"{text} is out of range (a duration: at most ten years)")
+    return value
+
+
+def since(text: str) -> datetime:
+    """A moment: a date (``2026-01-01``, UTC), an ISO date-time, or a duration ago (``7d``)."""
+    value = str(text).strip()
+    if "-" not in value:  # no date has none, no duration has one
+        return utcnow() - duration(value)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not a date (YYYY-MM-DD, an ISO date-time, or a duration like 7d)"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def limit(text: str) -> int:
+    """How many rows to show: 1..10000."""
+    return _integer(text, "a number of rows", 1, 10_000)
 
 
 # The one `--json` flag: every command that can print JSON takes it with this spelling.

@@ -1,10 +1,11 @@
-"""`killsync webhooks add|list|remove|test|deliver`: post fresh kills to chat channels."""
+"""`killsync webhooks add|edit|list|remove|test|deliver`: post fresh kills to chat channels."""
 
 from __future__ import annotations
 
 import sys
 from dataclasses import asdict
-from typing import Annotated
+from datetime import timedelta
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -14,17 +15,19 @@ from killcli.cli.context import AppContext, app_context, examples, print_json
 from killcli.cli.params import JsonFlag
 from killcli.console import make_console
 from killcli.db.types import utcnow
-from killcli.errors import ExitCode, InputError
-from killcli.events.hookpost import PostStatus, make_client
-from killcli.events.webhooks import (
+from killcli.errors import ExitCode, InputError, UsageError
+from killcli.events.filters import edit_filters, load_filters, make_filters
+from killcli.events.hookconfig import (
     DEFAULT_MAX_AGE_S,
-    DeliveryResult,
     add_webhook,
+    edit_webhook,
+    get_webhook,
     list_webhooks,
     remove_webhook,
-    run_delivery,
-    send_test_message,
 )
+from killcli.events.hookpost import PostStatus, make_client
+from killcli.events.webhooks import DeliveryResult, run_delivery, send_test_message
+from killcli.kills import Owner, Side
 from killcli.secrets import make_cipher
 from killcli.signals import stop_on_signals
 from killcli.sso.crypto import TokenCipher
@@ -49,12 +52,69 @@ def _read_url(source: str) -> str:
     return text
 
 
+CharacterOption = Annotated[
+    int | None,
+    typer.Option(
+        "--character",
+        help="Only kills and losses of this character.",
+        show_default=False,
+        parser=params.character_id,
+    ),
+]
+CorporationOption = Annotated[
+    int | None,
+    typer.Option(
+        "--corporation",
+        help="Only kills and losses of this corporation.",
+        show_default=False,
+        parser=params.corporation_id,
+    ),
+]
+DelayOption = Annotated[
+    timedelta | None,
+    typer.Option(
+        "--delay",
+        help="Post a kill only once it is this old (opsec): 15m, 2h, 0 for none; at most 1d.",
+        show_default=False,
+        parser=params.duration,
+        metavar="DURATION",
+    ),
+]
+KillsOnly = Annotated[
+    bool, typer.Option("--kills-only", help="Only kills of the character or corporation.")
+]
+LossesOnly = Annotated[
+    bool, typer.Option("--losses-only", help="Only losses of the character or corporation.")
+]
+SystemOption = Annotated[
+    list[int] | None,
+    typer.Option(
+        "--system",
+        help="Only kills in this solar system (repeatable).",
+        show_default=False,
+        parser=params.system_id,
+    ),
+]
+
+
+def _side(kills_only: bool, losses_only: bool) -> Side | None:
+    if kills_only and losses_only:
+        raise UsageError("give --kills-only or --losses-only, not both")
+    return Side.KILL if kills_only else Side.LOSS if losses_only else None
+
+
+def _delay_s(delay: timedelta | None) -> int:
+    return 0 if delay is None else int(delay.total_seconds())
+
+
 @app.command(
     "add",
     epilog=examples(
         "killsync webhooks add discord - < discord-url.txt",
         "killsync webhooks add slack - --max-age 1800 < slack-url.txt",
         "killsync webhooks add discord - --character 2112345678",
+        "killsync webhooks add discord - --corporation 98000001 --losses-only --delay 30m",
+        "killsync webhooks add slack - --system 30000142 --system 30002187 < slack-url.txt",
     ),
 )
 def add(
@@ -66,37 +126,101 @@ def add(
             help="The webhook URL, or '-' to read it from stdin (preferred: it is a secret)."
         ),
     ],
-    character: Annotated[
-        int | None,
-        typer.Option(
-            "--character", help="Only kills of this character.", parser=params.character_id
-        ),
-    ] = None,
+    character: CharacterOption = None,
+    corporation: CorporationOption = None,
     max_age_s: Annotated[
         int,
         typer.Option(
-            "--max-age", help="Post only kills younger than this, in seconds.", parser=params.age_s
+            "--max-age",
+            help="Post only kills younger than this (after the delay), in seconds.",
+            parser=params.age_s,
         ),
     ] = DEFAULT_MAX_AGE_S,
+    delay: DelayOption = None,
+    kills_only: KillsOnly = False,
+    losses_only: LossesOnly = False,
+    system: SystemOption = None,
     allow_insecure: Annotated[
         bool, typer.Option("--allow-insecure", help="Accept http://127.0.0.1 (simulators).")
     ] = False,
 ) -> None:
     """Add a webhook; it posts kills saved from now on (the URL is stored encrypted)."""
     app_ctx = app_context(ctx)
+    filters = make_filters(side=_side(kills_only, losses_only), system_ids=system or ())
+    Owner.of(character, corporation)  # not both
     info = add_webhook(
         app_ctx.database(),
         _cipher(app_ctx),
         kind,
         _read_url(url),
         character_id=character,
+        corporation_id=corporation,
         max_age_s=max_age_s,
+        delay_s=_delay_s(delay),
+        filters=filters,
         allow_insecure=allow_insecure,
     )
-    app_ctx.info(
-        f"added webhook {info.id}: {info.kind} {info.url}, kills younger than "
-        f"{info.max_age_s} s" + (f", character {character}" if character else "")
-    )
+    app_ctx.info(f"added webhook {info.id}: {info.kind} {info.url}, {info.describe()}")
+
+
+@app.command(
+    "edit",
+    epilog=examples(
+        "killsync webhooks edit 3 --delay 1h",
+        "killsync webhooks edit 3 --character 2112345678 --kills-only",
+        "killsync webhooks edit 3 --system 30000142 --system 30002187",
+        "killsync webhooks edit 3 --all-sides --all-systems --delay 0",
+    ),
+)
+def edit(
+    ctx: typer.Context,
+    webhook_id: Annotated[int, typer.Argument(help="Its id.", parser=params.row_id)],
+    character: CharacterOption = None,
+    corporation: CorporationOption = None,
+    anyone: Annotated[
+        bool, typer.Option("--anyone", help="Follow no character or corporation any more.")
+    ] = False,
+    max_age_s: Annotated[
+        int | None,
+        typer.Option(
+            "--max-age",
+            help="Post only kills younger than this (after the delay), in seconds.",
+            show_default=False,
+            parser=params.age_s,
+        ),
+    ] = None,
+    delay: DelayOption = None,
+    kills_only: KillsOnly = False,
+    losses_only: LossesOnly = False,
+    all_sides: Annotated[bool, typer.Option("--all-sides", help="Kills and losses again.")] = False,
+    system: SystemOption = None,
+    all_systems: Annotated[
+        bool, typer.Option("--all-systems", help="Every solar system again.")
+    ] = False,
+) -> None:
+    """Change what a webhook posts and when; what is not given stays as it is."""
+    app_ctx = app_context(ctx)
+    db, cipher = app_ctx.database(), _cipher(app_ctx)
+    changes: dict[str, Any] = {}
+    if anyone and (character or corporation):
+        raise UsageError("give --anyone or --character/--corporation, not both")
+    if anyone or character or corporation:
+        changes["owner"] = Owner.of(character, corporation)
+    if max_age_s is not None:
+        changes["max_age_s"] = max_age_s
+    if delay is not None:
+        changes["delay_s"] = _delay_s(delay)
+    side = _side(kills_only, losses_only)
+    if side or all_sides or system or all_systems:
+        changes["filters"] = edit_filters(
+            load_filters(get_webhook(db, cipher, webhook_id).filters),
+            side=side,
+            all_sides=all_sides,
+            systems=system,
+            all_systems=all_systems,
+        )
+    info = edit_webhook(db, cipher, webhook_id, **changes)
+    app_ctx.info(f"webhook {info.id}: {info.describe()}")
 
 
 @app.command("list", epilog=examples("killsync webhooks list --json"))
@@ -107,7 +231,7 @@ def list_cmd(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     if as_json:
         print_json("webhooks", [i.as_dict() for i in infos])
         return
-    table = Table("id", "kind", "url", "character", "max age", "cursor", "state", "last error")
+    table = Table("id", "kind", "url", "posts", "cursor", "state", "last error")
     for i in infos:
         state = (
             "disabled"
@@ -122,8 +246,7 @@ def list_cmd(ctx: typer.Context, as_json: JsonFlag = False) -> None:
             str(i.id),
             i.kind,
             i.url,
-            str(i.character_id or "-"),
-            f"{i.max_age_s} s",
+            i.describe(),
             str(i.cursor_event_id),
             state,
             sanitize((i.last_error or "")[:60]),

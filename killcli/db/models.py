@@ -90,6 +90,8 @@ def table_of(model: type[Base]) -> Table:
 
 class Killmail(Base):
     __tablename__ = "killmails"
+    # `killsync kills`: newest first with the id as tie-break, read backwards from the top.
+    __table_args__ = (Index(None, "killmail_time", "killmail_id"),)
 
     killmail_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     killmail_hash: Mapped[str | None] = mapped_column(String(64))
@@ -375,7 +377,13 @@ class Webhook(Base):
     kind: Mapped[str] = mapped_column(String(20))
     url_enc: Mapped[str] = mapped_column(Text)  # webhook URLs carry a secret: encrypted
     character_id: Mapped[int | None]
+    # The tracked corporation whose kills and losses it posts (instead of a character's).
+    corporation_id: Mapped[int | None]
     max_age_s: Mapped[int] = mapped_column(Integer, default=3600)
+    # Opsec: a kill is posted only once it is this old (the outbox holds it until then).
+    delay_s: Mapped[int] = mapped_column(Integer, default=0)
+    # The filters of `killcli.events.filters`, as {kind: setting}; null: none.
+    filters: Mapped[dict[str, Any] | None]
     cursor_event_id: Mapped[int] = mapped_column(default=0)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     blocked_until: Mapped[datetime | None]

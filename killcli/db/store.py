@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, Table, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.orm import InstrumentedAttribute, Session
@@ -303,16 +303,38 @@ def iter_killmail_bodies(
                 CORPORATION_KILLMAILS.c.corporation_id == corporation_id
             )
             query = query.where(KILLMAILS.c.killmail_id.in_(held))
-        killmails = [dict(row) for row in session.execute(query).mappings()]
-        if not killmails:
+        stored = read_killmail_rows(session, query)
+        if not stored:
             return
-        ids = [row["killmail_id"] for row in killmails]
-        attackers = _children(session, ATTACKERS, ids)
-        items = _children(session, ITEMS, ids)
-        for row in killmails:
-            kid = row["killmail_id"]
-            yield build_killmail(row, attackers.get(kid, []), items.get(kid, []))
-        last_id = ids[-1]
+        for rows in stored:
+            yield build_killmail(rows.killmail, rows.attackers, rows.items)
+        last_id = stored[-1].killmail_id
+
+
+def read_killmail_rows(session: Session, query: Select[Any]) -> list[KillmailRows]:
+    """The stored rows of the killmails ``query`` selects (whole ``killmails`` rows), in
+    its order, with their attackers and items by position: :func:`build_killmail` turns
+    each back into its exact ESI body."""
+    killmails = [dict(row) for row in session.execute(query).mappings()]
+    ids = [row["killmail_id"] for row in killmails]
+    attackers = _children(session, ATTACKERS, ids) if ids else {}
+    items = _children(session, ITEMS, ids) if ids else {}
+    return [
+        KillmailRows(
+            row,
+            [dict(a) for a in attackers.get(row["killmail_id"], [])],
+            [dict(i) for i in items.get(row["killmail_id"], [])],
+        )
+        for row in killmails
+    ]
+
+
+def get_killmail_rows(session: Session, killmail_id: int) -> KillmailRows | None:
+    """One stored killmail's rows, None when it is not stored."""
+    found = read_killmail_rows(
+        session, select(KILLMAILS).where(KILLMAILS.c.killmail_id == killmail_id)
+    )
+    return found[0] if found else None
 
 
 def _children(session: Session, table: Table, ids: list[int]) -> dict[int, list[Any]]:

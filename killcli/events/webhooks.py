@@ -6,7 +6,9 @@ Delivery (:func:`deliver_pending`, one round over every due webhook):
   event when it is added (adding one never replays history);
 * only kills younger than ``max_age_s`` **by killmail time** are posted; older ones (a
   backfill of months) are skipped and the cursor moves past them, so a channel is never
-  flooded; with ``character_id`` set, only kills involving that character are posted;
+  flooded; with an owner (``character_id`` or ``corporation_id``) only its kills and
+  losses, and only what every filter accepts; with ``delay_s`` a kill waits in the outbox
+  until it is that old (:mod:`killcli.events.filters` decides all of it);
 * one deliverer per webhook at a time, through the lease ``webhook:<id>``;
 * after each successful post the cursor moves and is committed. **At least once**: a
   process that dies between Discord's 204 and that commit posts the event again when it
@@ -23,17 +25,19 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 import httpx
-from sqlalchemy import Row, case, delete, insert, select, update
+from sqlalchemy import Row, select
 
 from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.db import Database
-from killcli.errors import InputError, UsageError
+from killcli.errors import InputError
+from killcli.events.filters import Selection, Verdict, load_filters
+from killcli.events.hookconfig import find_webhook_row, save_webhook, webhook_row
 from killcli.events.hookpost import (
     DEFAULT_POLICY,
     PostResult,
@@ -41,139 +45,24 @@ from killcli.events.hookpost import (
     RetryPolicy,
     post_message,
 )
-from killcli.events.hookurl import mask_url, parse_kind, validate_url
-from killcli.events.outbox import WEBHOOKS, OutboxEvent, iter_events, latest_event_id
-from killcli.events.render import involves, killmail_time, webhook_body
+from killcli.events.outbox import WEBHOOKS, OutboxEvent, iter_events
+from killcli.events.render import webhook_body
 from killcli.holders import this_owner
+from killcli.kills import Owner
 from killcli.queue.leases import Leases
 from killcli.sso.crypto import TokenCipher
 from killcli.sync.events import KILLMAIL_SAVED
 
-DEFAULT_MAX_AGE_S = 3600
 EVENTS_PER_ROUND = 50
 LEASE_TTL_S = 120.0
 TEST_PREFIX = "killsync test message: "
-
-
-@dataclass(frozen=True)
-class WebhookInfo:
-    """A webhook as users see it: the URL masked."""
-
-    id: int
-    kind: str
-    url: str
-    character_id: int | None
-    max_age_s: int
-    cursor_event_id: int
-    enabled: bool
-    blocked_until: datetime | None
-    last_error: str | None
-    created_at: datetime
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _info(row: Row[Any], cipher: TokenCipher) -> WebhookInfo:
-    try:
-        url = mask_url(row.kind, cipher.decrypt(row.url_enc))
-    except InputError:
-        url = "<cannot decrypt: secret key changed?>"
-    return WebhookInfo(
-        id=row.id,
-        kind=row.kind,
-        url=url,
-        character_id=row.character_id,
-        max_age_s=row.max_age_s,
-        cursor_event_id=row.cursor_event_id,
-        enabled=row.enabled,
-        blocked_until=row.blocked_until,
-        last_error=row.last_error,
-        created_at=row.created_at,
-    )
-
-
-def add_webhook(
-    db: Database,
-    cipher: TokenCipher,
-    kind: str,
-    url: str,
-    *,
-    character_id: int | None = None,
-    max_age_s: int = DEFAULT_MAX_AGE_S,
-    allow_insecure: bool = False,
-) -> WebhookInfo:
-    """Validate, encrypt and store a webhook; it starts after the newest event."""
-    webhook_kind = parse_kind(kind)
-    clean = validate_url(webhook_kind, url, allow_insecure=allow_insecure)
-    if max_age_s <= 0:
-        raise UsageError(f"--max-age must be a positive number of seconds, got {max_age_s}")
-    cursor = latest_event_id(db)
-    with db.session() as session:
-        new_id = session.execute(
-            insert(WEBHOOKS)
-            .values(
-                kind=webhook_kind.value,
-                url_enc=cipher.encrypt(clean),
-                character_id=character_id,
-                max_age_s=max_age_s,
-                cursor_event_id=cursor,
-                enabled=True,
-            )
-            .returning(WEBHOOKS.c.id)
-        ).scalar_one()
-    return get_webhook(db, cipher, new_id)
-
-
-def list_webhooks(db: Database, cipher: TokenCipher) -> list[WebhookInfo]:
-    with db.session() as session:
-        rows = session.execute(select(WEBHOOKS).order_by(WEBHOOKS.c.id)).all()
-    return [_info(row, cipher) for row in rows]
-
-
-def _find(db: Database, webhook_id: int) -> Row[Any] | None:
-    with db.session() as session:
-        return session.execute(select(WEBHOOKS).where(WEBHOOKS.c.id == webhook_id)).first()
-
-
-def _row(db: Database, webhook_id: int) -> Row[Any]:
-    row = _find(db, webhook_id)
-    if row is None:
-        raise UsageError(f"no webhook with id {webhook_id}", hint="see `killsync webhooks list`")
-    return row
-
-
-def get_webhook(db: Database, cipher: TokenCipher, webhook_id: int) -> WebhookInfo:
-    return _info(_row(db, webhook_id), cipher)
-
-
-def remove_webhook(db: Database, webhook_id: int) -> None:
-    """Delete a webhook; ``UsageError`` when there is none with that id."""
-    with db.session() as session:
-        deleted = (
-            session.connection()
-            .execute(delete(WEBHOOKS).where(WEBHOOKS.c.id == webhook_id))
-            .rowcount
-        )
-    if not deleted:
-        raise UsageError(f"no webhook with id {webhook_id}", hint="see `killsync webhooks list`")
-
-
-def _save(db: Database, webhook_id: int, cursor: int | None = None, **values: Any) -> None:
-    """Update a webhook; the cursor only ever moves forward."""
-    if cursor is not None:
-        values["cursor_event_id"] = case(
-            (WEBHOOKS.c.cursor_event_id < cursor, cursor), else_=WEBHOOKS.c.cursor_event_id
-        )
-    with db.session() as session:
-        session.execute(update(WEBHOOKS).where(WEBHOOKS.c.id == webhook_id).values(**values))
 
 
 def _decrypt(db: Database, cipher: TokenCipher, row: Row[Any], now: datetime) -> str | None:
     try:
         return cipher.decrypt(row.url_enc)
     except InputError as exc:
-        _save(db, row.id, last_error=_stamp(now, str(exc)))
+        save_webhook(db, row.id, last_error=_stamp(now, str(exc)))
         return None
 
 
@@ -202,7 +91,7 @@ def _record(db: Database, row: Row[Any], result: PostResult, now: datetime) -> N
     if result.status is PostStatus.OK:
         values["last_error"] = None
     if result.status is not PostStatus.REJECTED:
-        _save(db, row.id, **values)
+        save_webhook(db, row.id, **values)
 
 
 def sample_payload(now: datetime) -> dict[str, Any]:
@@ -242,7 +131,7 @@ def send_test_message(
     """Post one sample message now (unless the webhook must rest) and record the outcome:
     a deleted webhook is disabled, a 429 makes it rest, a success clears ``last_error``."""
     clock = clock or SYSTEM_CLOCK
-    row, now = _row(db, webhook_id), clock.now()
+    row, now = webhook_row(db, webhook_id), clock.now()
     if row.blocked_until is not None and row.blocked_until > now:
         wait_s = (row.blocked_until - now).total_seconds()
         return PostResult(PostStatus.RATE_LIMITED, "resting after a rate limit", wait_s, 0)
@@ -262,6 +151,7 @@ class RoundOutcome(StrEnum):
     DONE = "done"  # caught up with the outbox
     MORE = "more"  # stopped at the per-round limit: call again
     RESTING = "resting"  # rate limited or cooling down after errors
+    HELD = "held"  # the next kill is not as old as the webhook's delay yet
     DISABLED = "disabled"
     ERROR = "error"  # URL cannot be decrypted
     BUSY = "busy"  # another process is delivering to it
@@ -278,6 +168,7 @@ class WebhookRound:
     detail: str = ""
     blocked_until: datetime | None = None
     last_status: PostStatus | None = None  # of the last post this round, if any
+    held_until: datetime | None = None  # HELD: when the next kill is old enough
 
 
 @dataclass(frozen=True)
@@ -297,6 +188,11 @@ class DeliveryResult:
     @property
     def more(self) -> bool:
         return any(r.outcome is RoundOutcome.MORE for r in self.rounds)
+
+    @property
+    def held_until(self) -> datetime | None:
+        """When the first kill held for a delay is due, None when none is held."""
+        return min((r.held_until for r in self.rounds if r.held_until), default=None)
 
     def count(self, outcome: RoundOutcome) -> int:
         return sum(r.outcome is outcome for r in self.rounds)
@@ -333,21 +229,30 @@ class _Deps:
     limit: int
 
 
-def _deliverable(event: OutboxEvent, row: Row[Any], now: datetime) -> bool:
+def _selection(row: Row[Any]) -> Selection:
+    return Selection(
+        Owner.of(row.character_id, row.corporation_id),
+        tuple(load_filters(row.filters)),
+        row.max_age_s,
+        row.delay_s,
+    )
+
+
+def _judge(deps: _Deps, run: _Run, event: OutboxEvent) -> tuple[Verdict, datetime | None]:
     if event.event_type != KILLMAIL_SAVED:
-        return False
-    if row.character_id is not None and not involves(event.payload, row.character_id):
-        return False
-    when = killmail_time(event.payload)
-    # No readable time: cannot tell a fresh kill from a backfill, so do not announce it.
-    return when is not None and when >= now - timedelta(seconds=row.max_age_s)
+        return Verdict.SKIP, None
+    return _selection(run.row).judge(event.payload, deps.db, run.now)
 
 
 def _finish(
-    deps: _Deps, run: _Run, outcome: RoundOutcome, result: PostResult | None = None
+    deps: _Deps,
+    run: _Run,
+    outcome: RoundOutcome,
+    result: PostResult | None = None,
+    held_until: datetime | None = None,
 ) -> WebhookRound:
     values = {} if result is None else _state(result, deps.clock.now())
-    _save(deps.db, run.row.id, run.cursor, **values)
+    save_webhook(deps.db, run.row.id, run.cursor, **values)
     return WebhookRound(
         run.row.id,
         outcome,
@@ -356,6 +261,7 @@ def _finish(
         result.detail if result else "",
         values.get("blocked_until"),
         result.status if result else None,
+        held_until,
     )
 
 
@@ -364,10 +270,10 @@ def _post_event(deps: _Deps, run: _Run, event: OutboxEvent) -> PostResult:
     result = post_message(deps.http, run.url, body, policy=deps.policy, sleep=deps.clock.sleep)
     if result.status is PostStatus.OK:
         run.cursor, run.posted = event.id, run.posted + 1
-        _save(deps.db, run.row.id, run.cursor, blocked_until=None)
+        save_webhook(deps.db, run.row.id, run.cursor, blocked_until=None)
     elif result.status is PostStatus.REJECTED:
         run.cursor, run.skipped = event.id, run.skipped + 1
-        _save(
+        save_webhook(
             deps.db,
             run.row.id,
             run.cursor,
@@ -386,7 +292,10 @@ _STOPS = {
 def _drain(deps: _Deps, run: _Run) -> WebhookRound:
     events = list(iter_events(deps.db, run.cursor, deps.limit, now=run.now))
     for event in events:
-        if not _deliverable(event, run.row, run.now):
+        verdict, due = _judge(deps, run, event)
+        if verdict is Verdict.HOLD:  # this kill and everything after it wait
+            return _finish(deps, run, RoundOutcome.HELD, held_until=due)
+        if verdict is Verdict.SKIP:
             run.cursor, run.skipped = event.id, run.skipped + 1
             continue
         result = _post_event(deps, run, event)
@@ -406,7 +315,8 @@ def _deliver_one(deps: _Deps, cipher: TokenCipher, webhook_id: int) -> WebhookRo
     if not deps.leases.acquire(lease, deps.owner, LEASE_TTL_S):
         return WebhookRound(webhook_id, RoundOutcome.BUSY)
     try:
-        row = _find(deps.db, webhook_id)  # re-read under the lease: the cursor may have moved
+        # Re-read under the lease: the cursor may have moved.
+        row = find_webhook_row(deps.db, webhook_id)
         now = deps.clock.now()
         if row is None:
             return WebhookRound(webhook_id, RoundOutcome.DISABLED, detail="removed")
@@ -515,5 +425,7 @@ def run_delivery(
         if on_round is not None:
             on_round(result)
         pause = 0.0 if result.more else next_wake_s(db, clock.now(), poll_s)
+        if result.held_until is not None:
+            pause = max(0.0, min(pause, (result.held_until - clock.now()).total_seconds()))
         if once or wait(pause):
             return DeliveryTotals(rounds, posted, skipped, disabled, failed)

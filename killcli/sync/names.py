@@ -10,7 +10,7 @@ held across the ESI call made each sync with new killmails wait ~2 s).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -42,6 +42,25 @@ def ids_to_name(rows: KillmailRows) -> set[int]:
     return ids
 
 
+def read_names(
+    db: Database, ids: Iterable[int | None], *, now: datetime | None = None
+) -> dict[int, str | None]:
+    """What the cache holds for ``ids`` (no ESI call): a name, or None for an id ESI could
+    not resolve. With ``now``, unresolved ids whose retry time has passed are left out
+    (the resolver asks ESI for them again); without it every cached row is returned."""
+    wanted = list({i for i in ids if i is not None})
+    found: dict[int, str | None] = {}
+    with db.session() as session:
+        for start in range(0, len(wanted), READ_CHUNK):
+            query = select(NAMES.c.id, NAMES.c.name).where(
+                NAMES.c.id.in_(wanted[start : start + READ_CHUNK])
+            )
+            if now is not None:
+                query = query.where(or_(NAMES.c.retry_after.is_(None), NAMES.c.retry_after > now))
+            found.update({row.id: row.name for row in session.execute(query)})
+    return found
+
+
 class NameResolver:
     """Resolve ids through the cache, asking ESI only for what it has never answered."""
 
@@ -54,20 +73,7 @@ class NameResolver:
 
     def cached(self, ids: Iterable[int]) -> dict[int, str | None]:
         """Names the cache knows (None for ids ESI could not resolve, still within retry)."""
-        wanted = list(set(ids))
-        now = utcnow()
-        found: dict[int, str | None] = {}
-        with self._db.session() as session:
-            for start in range(0, len(wanted), READ_CHUNK):
-                chunk = wanted[start : start + READ_CHUNK]
-                rows = session.execute(
-                    select(NAMES.c.id, NAMES.c.name).where(
-                        NAMES.c.id.in_(chunk),
-                        or_(NAMES.c.retry_after.is_(None), NAMES.c.retry_after > now),
-                    )
-                )
-                found.update({row.id: row.name for row in rows})
-        return found
+        return read_names(self._db, ids, now=utcnow())
 
     def resolve(self, ids: Iterable[int]) -> tuple[dict[int, str | None], int]:
         """All names for ``ids`` and how many ESI resolved now. ESI errors leave gaps."""

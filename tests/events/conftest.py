@@ -8,12 +8,14 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pika
 import pika.exceptions
 import pytest
 
 from killcli.clock import ManualClock
 from killcli.db import Database
+from killcli.events.hookpost import make_client
 from killcli.killmail import format_time, parse_killmail
 from killcli.sso.crypto import TokenCipher, generate_key
 from killcli.sync.events import killmail_saved_events, save_events
@@ -76,6 +78,13 @@ def secret_key(monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.fixture
 def cipher(secret_key: str) -> TokenCipher:
     return TokenCipher([secret_key])
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    """The webhook deliverer's HTTP client."""
+    with make_client() as client:
+        yield client
 
 
 @pytest.fixture

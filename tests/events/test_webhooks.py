@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import httpx
-import pytest
 
 from killcli.clock import ManualClock
 from killcli.db import Database
+from killcli.events.hookconfig import WebhookInfo, add_webhook, get_webhook
 from killcli.events.hookpost import PostStatus, RetryPolicy, make_client
 from killcli.events.webhooks import (
     DeliveryResult,
     RoundOutcome,
-    WebhookInfo,
-    add_webhook,
     deliver_pending,
-    get_webhook,
     run_delivery,
     send_test_message,
 )
@@ -27,12 +23,6 @@ from tests.events.chat import ChatServer, Reply, rate_limited
 from tests.events.conftest import add_events, make_payload
 
 POLICY = RetryPolicy(attempts=3, backoff_s=0.01, backoff_cap_s=0.05, cooldown_s=60.0)
-
-
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with make_client() as client:
-        yield client
 
 
 def _discord(

@@ -1,0 +1,234 @@
+"""Which kills a webhook posts, and when: its owner, its filters, the fresh-only rule and the
+opsec delay.
+
+A webhook may follow an **owner** (a tracked character or corporation, the
+``character_id``/``corporation_id`` columns): then only that owner's kills and losses
+are posted. A kill is the owner's **loss** when the owner is the victim (its character,
+its corporation); its **kill** when it attacked: the payload says so (its list held the
+kill, it got the final blow) or, for the attackers the payload does not carry, the stored
+``killmail_attackers`` rows do.
+
+**Filters** (the ``filters`` JSON column, ``{kind: setting}``) each narrow what is posted;
+a kill is posted when every filter accepts it. A new kind of filter is one class here with
+a ``kind``, ``accepts``, ``setting``, ``from_setting`` and ``describe``, added to
+:data:`FILTER_KINDS` (no migration: the column is JSON).
+
+**Time**: a kill is posted once it is ``delay_s`` old (opsec; until then the outbox holds
+it and everything after it, so the channel's order is kept) and while it is younger than
+``delay_s + max_age_s`` (the fresh-only rule, counted from the end of the delay: a
+backfill is never announced).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, ClassVar, Protocol
+
+from sqlalchemy import select
+
+from killcli.db import Database
+from killcli.db.models import Attacker, table_of
+from killcli.errors import UsageError
+from killcli.events.render import killmail_time
+from killcli.kills import Owner, Side
+
+ATTACKERS = table_of(Attacker)
+MAX_SYSTEMS = 1000
+
+
+def _party(payload: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = payload.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+@dataclass
+class KillFacts:
+    """What filters read of one `killmail.saved` event: its payload, and (read once, when
+    a filter asks) the stored attackers the payload does not carry."""
+
+    payload: Mapping[str, Any]
+    db: Database
+    _attackers: list[tuple[int | None, int | None]] | None = field(default=None, repr=False)
+
+    def attackers(self) -> list[tuple[int | None, int | None]]:
+        """``(character_id, corporation_id)`` of every stored attacker."""
+        if self._attackers is None:
+            killmail_id = self.payload.get("killmail_id")
+            if not isinstance(killmail_id, int):
+                self._attackers = []
+            else:
+                query = select(ATTACKERS.c.character_id, ATTACKERS.c.corporation_id).where(
+                    ATTACKERS.c.killmail_id == killmail_id
+                )
+                with self.db.session() as session:
+                    self._attackers = [(row[0], row[1]) for row in session.execute(query)]
+        return self._attackers
+
+    def side_of(self, owner: Owner) -> Side | None:
+        """The owner's loss, its kill, or None when it took no part."""
+        victim, blow = _party(self.payload, "victim"), _party(self.payload, "final_blow")
+        key, wanted, index = (
+            ("character_id", owner.character_id, 0)
+            if owner.character_id is not None
+            else ("corporation_id", owner.corporation_id, 1)
+        )
+        if victim.get(key) == wanted:
+            return Side.LOSS
+        if self.payload.get(key) == wanted or blow.get(key) == wanted:
+            return Side.KILL  # its list held the kill (and it is not the victim)
+        if any(attacker[index] == wanted for attacker in self.attackers()):
+            return Side.KILL
+        return None
+
+
+class KillFilter(Protocol):
+    """One narrowing of what a webhook posts."""
+
+    kind: ClassVar[str]
+
+    def accepts(self, kill: KillFacts, owner: Owner | None) -> bool: ...
+
+    def setting(self) -> Any:
+        """The JSON stored under :attr:`kind`."""
+        ...
+
+    def describe(self) -> str:
+        """A few words for `webhooks list`."""
+        ...
+
+
+@dataclass(frozen=True)
+class SideFilter:
+    """Only the owner's kills (``--kills-only``) or only its losses (``--losses-only``)."""
+
+    side: Side
+    kind: ClassVar[str] = "side"
+
+    def accepts(self, kill: KillFacts, owner: Owner | None) -> bool:
+        return owner is not None and kill.side_of(owner) is self.side
+
+    def setting(self) -> Any:
+        return str(self.side)
+
+    @classmethod
+    def from_setting(cls, value: Any) -> SideFilter:
+        return cls(Side(value))
+
+    def describe(self) -> str:
+        return "kills only" if self.side is Side.KILL else "losses only"
+
+
+@dataclass(frozen=True)
+class SystemFilter:
+    """Only kills in these solar systems (``--system``, repeatable)."""
+
+    system_ids: tuple[int, ...]
+    kind: ClassVar[str] = "systems"
+
+    def accepts(self, kill: KillFacts, owner: Owner | None) -> bool:
+        return kill.payload.get("solar_system_id") in self.system_ids
+
+    def setting(self) -> Any:
+        return list(self.system_ids)
+
+    @classmethod
+    def from_setting(cls, value: Any) -> SystemFilter:
+        return cls(tuple(int(v) for v in value))
+
+    def describe(self) -> str:
+        return "systems " + ", ".join(map(str, self.system_ids))
+
+
+FILTER_KINDS: dict[str, Any] = {SideFilter.kind: SideFilter, SystemFilter.kind: SystemFilter}
+
+
+def load_filters(stored: Mapping[str, Any] | None) -> list[KillFilter]:
+    """The filters of a ``filters`` column (unknown kinds, from a newer killsync, are kept
+    out: they cannot be applied, and `webhooks list` shows the column as stored)."""
+    return [
+        FILTER_KINDS[kind].from_setting(value)
+        for kind, value in (stored or {}).items()
+        if kind in FILTER_KINDS
+    ]
+
+
+def dump_filters(filters: Iterable[KillFilter]) -> dict[str, Any] | None:
+    """The ``filters`` column for these filters (None: no filter)."""
+    stored = {f.kind: f.setting() for f in filters}
+    return stored or None
+
+
+def make_filters(*, side: Side | None, system_ids: Iterable[int]) -> list[KillFilter]:
+    """The filters the command-line options ask for."""
+    filters: list[KillFilter] = []
+    if side is not None:
+        filters.append(SideFilter(side))
+    systems = tuple(sorted(set(system_ids)))
+    if len(systems) > MAX_SYSTEMS:
+        raise UsageError(f"--system: at most {MAX_SYSTEMS} systems")
+    if systems:
+        filters.append(SystemFilter(systems))
+    return filters
+
+
+def edit_filters(
+    current: list[KillFilter],
+    *,
+    side: Side | None,
+    all_sides: bool,
+    systems: Iterable[int] | None,
+    all_systems: bool,
+) -> list[KillFilter]:
+    """The current filters with the options' changes: a given kind replaces its filter."""
+    systems = list(systems or ())
+    if (side and all_sides) or (systems and all_systems):
+        raise UsageError("a filter option and its --all-... option contradict each other")
+    kept = {f.kind: f for f in current}
+    for new in make_filters(side=side, system_ids=systems):
+        kept[new.kind] = new
+    if all_sides:
+        kept.pop("side", None)
+    if all_systems:
+        kept.pop("systems", None)
+    return list(kept.values())
+
+
+def check_selection(owner: Owner | None, filters: Iterable[KillFilter]) -> None:
+    """A side filter needs an owner: kills and losses of whom?"""
+    if owner is None and any(isinstance(f, SideFilter) for f in filters):
+        raise UsageError("--kills-only and --losses-only need --character or --corporation")
+
+
+class Verdict(StrEnum):
+    POST = "post"
+    SKIP = "skip"  # not for this webhook, or too old: the cursor moves past it
+    HOLD = "hold"  # for this webhook, not old enough yet: the round stops before it
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Everything that decides whether and when a webhook posts an event."""
+
+    owner: Owner | None
+    filters: tuple[KillFilter, ...]
+    max_age_s: int
+    delay_s: int
+
+    def judge(
+        self, payload: Mapping[str, Any], db: Database, now: datetime
+    ) -> tuple[Verdict, datetime | None]:
+        """Post, skip, or hold until the returned time."""
+        kill = KillFacts(payload, db)
+        if self.owner is not None and kill.side_of(self.owner) is None:
+            return Verdict.SKIP, None
+        if not all(f.accepts(kill, self.owner) for f in self.filters):
+            return Verdict.SKIP, None
+        when = killmail_time(payload)
+        # No readable time: cannot tell a fresh kill from a backfill, so do not announce it.
+        if when is None or when < now - timedelta(seconds=self.delay_s + self.max_age_s):
+            return Verdict.SKIP, None
+        due = when + timedelta(seconds=self.delay_s)
+        return (Verdict.HOLD, due) if due > now else (Verdict.POST, None)

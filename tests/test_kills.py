@@ -1,0 +1,223 @@
+"""`killsync kills` and `killsync show` against the simulator's ground truth.
+
+The `huge` world (one structure kill with 3,800 attackers) with two ids `/universe/names`
+cannot resolve is synced through the real CLI into SQLite and PostgreSQL; what `kills`
+and `show` print is compared with the simulator's own bodies and names.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from killcli.accounts import CORPORATION_LOGIN_SCOPES
+from killcli.killmail import parse_time
+from tests.conftest import CliResult, DbTarget, sim_environ
+
+Cli = Callable[..., CliResult]
+
+
+@dataclass(frozen=True)
+class Synced:
+    sim: Any
+    bodies: dict[int, dict[str, Any]]  # every killmail a complete sync stores
+
+    def name(self, entity_id: int | None) -> str | None:
+        found = None if entity_id is None else self.sim.world.name(entity_id)
+        return None if found is None else found[0]
+
+
+def _json(cli: Cli, *args: str) -> Any:
+    result = cli(*args, "--json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)["data"]
+
+
+@pytest.fixture
+def synced(
+    start_sim: Callable[..., Any],
+    cli: Cli,
+    db_target: DbTarget,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Synced:
+    sim = start_sim("huge", unknown_name_ids=2)
+    for key, value in sim_environ(sim, tmp_path / "home", db_target.url).items():
+        monkeypatch.setenv(key, value)
+    assert cli("db", "upgrade").exit_code == 0
+    truth = sim.world.ground_truth()
+    for character_id in truth:
+        token = sim.issue_refresh_token(character_id)
+        assert cli("users", "add", "--refresh-token", "-", stdin=token).exit_code == 0
+        synced = cli("sync-user", str(character_id), "--no-progress")
+        assert synced.exit_code == 0, synced.stderr
+    ids = {k for listed in truth.values() for k in listed}
+    return Synced(sim, {k: sim.world.body(k) for k in ids})
+
+
+def _newest_first(bodies: dict[int, dict[str, Any]]) -> list[int]:
+    return sorted(bodies, key=lambda k: (parse_time(bodies[k]["killmail_time"]), k), reverse=True)
+
+
+def _final_blow(body: dict[str, Any]) -> dict[str, Any]:
+    return next(a for a in body["attackers"] if a["final_blow"])
+
+
+def test_kills_lists_every_killmail_newest_first_with_the_simulators_names(
+    synced: Synced, cli: Cli
+) -> None:
+    data = _json(cli, "kills", "--limit", "10000")
+    assert [k["killmail_id"] for k in data["kills"]] == _newest_first(synced.bodies)
+    for row in data["kills"]:
+        body = synced.bodies[row["killmail_id"]]
+        victim, blow = body["victim"], _final_blow(body)
+        assert row["solar_system_name"] == synced.name(body["solar_system_id"])
+        assert row["victim"]["character_id"] == victim.get("character_id")
+        assert row["victim"]["character_name"] == synced.name(victim.get("character_id"))
+        assert row["victim"]["corporation_name"] == synced.name(victim.get("corporation_id"))
+        assert row["victim"]["ship_type_name"] == synced.name(victim["ship_type_id"])
+        assert row["final_blow"]["character_name"] == synced.name(blow.get("character_id"))
+        assert row["final_blow"]["ship_type_id"] == blow.get("ship_type_id")
+        assert row["attacker_count"] == len(body["attackers"])
+        assert row["side"] is None and row["value"] is None
+    assert max(k["attacker_count"] for k in data["kills"]) == 3800
+    limited = _json(cli, "kills", "--limit", "5")["kills"]
+    assert [k["killmail_id"] for k in limited] == _newest_first(synced.bodies)[:5]
+
+
+def test_kills_of_a_character_are_its_kills_and_losses_marked(synced: Synced, cli: Cli) -> None:
+    for character_id in synced.sim.world.ground_truth():
+        mine = {
+            k: b
+            for k, b in synced.bodies.items()
+            if b["victim"].get("character_id") == character_id
+            or any(a.get("character_id") == character_id for a in b["attackers"])
+        }
+        data = _json(cli, "kills", "--character", str(character_id), "--limit", "10000")
+        assert [k["killmail_id"] for k in data["kills"]] == _newest_first(mine)
+        sides = {k["killmail_id"]: k["side"] for k in data["kills"]}
+        assert sides == {
+            k: "loss" if b["victim"].get("character_id") == character_id else "kill"
+            for k, b in mine.items()
+        }
+        assert {"kill", "loss"} >= set(sides.values())
+
+
+def test_kills_since_a_date_or_a_duration(synced: Synced, cli: Cli) -> None:
+    times = {k: parse_time(b["killmail_time"]) for k, b in synced.bodies.items()}
+    now = datetime.now(UTC)
+    day = (now - timedelta(days=10)).strftime("%Y-%m-%d")
+    for arg, cutoff in [
+        ("30d", now - timedelta(days=30)),
+        (day, datetime.fromisoformat(day).replace(tzinfo=UTC)),
+    ]:
+        data = _json(cli, "kills", "--since", arg, "--limit", "10000")
+        expected = {k: b for k, b in synced.bodies.items() if times[k] >= cutoff}
+        assert expected and len(expected) < len(synced.bodies)
+        assert [k["killmail_id"] for k in data["kills"]] == _newest_first(expected)
+
+
+def test_unknown_names_are_null_in_json_and_ids_on_the_terminal(synced: Synced, cli: Cli) -> None:
+    ghosts = set(synced.sim.world.unknown_ids)
+    with_ghost = {
+        k: ghosts & {a.get("character_id") for a in b["attackers"]}
+        for k, b in synced.bodies.items()
+    }
+    with_ghost = {k: found for k, found in with_ghost.items() if found}
+    assert ghosts and with_ghost
+    for killmail_id, found in with_ghost.items():
+        names = _json(cli, "show", str(killmail_id))["names"]
+        assert all(names[str(g)] is None for g in found)
+        assert any(name is not None for name in names.values())
+        shown = cli("show", str(killmail_id), "--attackers", "10000")
+        assert shown.exit_code == 0, shown.stderr
+        assert all(str(g) in shown.stdout for g in found)
+
+
+def test_show_prints_the_exact_body_and_every_name(synced: Synced, cli: Cli) -> None:
+    for killmail_id, body in synced.bodies.items():
+        data = _json(cli, "show", str(killmail_id))
+        assert data["killmail"] == body
+        assert json.dumps(data["killmail"], sort_keys=True) == json.dumps(body, sort_keys=True)
+        for key, name in data["names"].items():
+            assert name == synced.name(int(key)), key
+        assert data["value"] is None
+
+
+def test_show_the_3800_attacker_kill(synced: Synced, cli: Cli) -> None:
+    [(killmail_id, body)] = [
+        (k, b) for k, b in synced.bodies.items() if len(b["attackers"]) == 3800
+    ]
+    result = cli("show", str(killmail_id), "--attackers", "5")
+    assert result.exit_code == 0, result.stderr
+    assert "and 3,795 more" in result.stdout
+    top = sorted(body["attackers"], key=lambda a: -a["damage_done"])[:5]
+    for attacker in top:
+        assert f"{attacker['damage_done']:,}" in result.stdout
+    default = cli("show", str(killmail_id))
+    assert "and 3,790 more" in default.stdout
+    assert str(synced.name(body["solar_system_id"])) in default.stdout
+
+
+def test_show_nests_the_items_with_their_quantities(synced: Synced, cli: Cli) -> None:
+    nested = [
+        (k, b)
+        for k, b in synced.bodies.items()
+        if any(i.get("items") for i in b["victim"].get("items", []))
+    ]
+    assert nested
+    killmail_id, body = nested[0]
+    result = cli("show", str(killmail_id))
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    container = next(i for i in body["victim"]["items"] if i.get("items"))
+    child = container["items"][0]
+    child_name = synced.name(child["item_type_id"]) or str(child["item_type_id"])
+    row = next(line for line in lines if child_name in line and "[" in line)
+    depth = len(row) - len(row.lstrip(" │├└─"))
+    top_rows = [line for line in lines if line.startswith(("├── ", "└── "))]
+    assert top_rows and depth > 4  # under its container, not at the top level
+    if child.get("quantity_dropped"):
+        assert f"dropped {child['quantity_dropped']:,}" in row
+
+
+def test_show_an_unknown_killmail_is_one_line_exit_2(synced: Synced, cli: Cli) -> None:
+    result = cli("show", "1")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "killsync: error: no killmail 1 in the database (see `killsync kills`)"
+    ]
+
+
+def test_kills_of_a_corporation_are_its_list_and_its_losses_marked(
+    start_sim: Callable[..., Any],
+    cli: Cli,
+    db_target: DbTarget,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sim = start_sim("smoke", characters=2, killmails=40, corporations=1)
+    for key, value in sim_environ(sim, tmp_path / "home", db_target.url).items():
+        monkeypatch.setenv(key, value)
+    assert cli("db", "upgrade").exit_code == 0
+    [(corporation_id, corporation)] = sim.world.corporations().items()
+    [director] = corporation.director_ids
+    token = sim.issue_refresh_token(director, CORPORATION_LOGIN_SCOPES)
+    assert cli("users", "add", "--refresh-token", "-", stdin=token).exit_code == 0
+    synced = cli("sync-corporation", str(corporation_id), "--no-progress")
+    assert synced.exit_code == 0, synced.stderr
+    listed = sim.world.corporation_ground_truth()[corporation_id]
+    bodies = {k: sim.world.body(k) for k in listed}  # the corporation sync stored its list
+    data = _json(cli, "kills", "--corporation", str(corporation_id), "--limit", "10000")
+    assert [k["killmail_id"] for k in data["kills"]] == _newest_first(bodies)
+    sides = {k["killmail_id"]: k["side"] for k in data["kills"]}
+    losses = {k for k, b in bodies.items() if b["victim"].get("corporation_id") == corporation_id}
+    assert losses and len(losses) < len(bodies)
+    assert sides == {k: "loss" if k in losses else "kill" for k in bodies}
+    assert data["corporation_id"] == corporation_id and data["character_id"] is None
