@@ -56,6 +56,7 @@ def test_migrations_build_the_models_schema_on_postgresql(empty_pg_url: str) -> 
 CORPORATION_TABLES = {"corporations", "corporation_killmails", "corporation_directors"}
 PRICE_TABLES = {
     "market_history",
+    "price_imports",
     "price_changes",
     "price_fetches",
     "market_prices",

@@ -462,15 +462,29 @@ class MarketHistory(Base):
     order_count: Mapped[int]
 
 
+class PriceImport(Base):
+    """A market-history file `killsync prices import` stored (by the SHA-256 of its
+    bytes): a re-run skips it, so an interrupted import resumes with the next file."""
+
+    __tablename__ = "price_imports"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    file_name: Mapped[str] = mapped_column(Text)
+    rows: Mapped[int]
+    imported_at: Mapped[datetime]
+
+
 class PriceChange(Base):
-    """Which history of a type changed since when (``first_date``: its earliest changed
-    day; kept as the least of all changes): `killsync values` recomputes the killmails
-    with that type priced on or after it and valued before ``changed_at``."""
+    """Prices that changed: the history of one type (``type_id``; null for every type,
+    as a daily archive) from ``first_date`` on. `killsync values` recomputes the values
+    priced on or after ``first_date`` and computed before ``changed_at``, then drops the
+    changes it covered."""
 
     __tablename__ = "price_changes"
 
-    region_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
-    type_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    region_id: Mapped[int]
+    type_id: Mapped[int | None]
     first_date: Mapped[dt.date] = mapped_column(Date)
     changed_at: Mapped[datetime] = mapped_column(index=True)
 

@@ -59,11 +59,26 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("region_id", "type_id", "date", name=op.f("pk_market_history")),
     )
     op.create_table(
+        "price_imports",
+        sa.Column("sha256", sa.String(length=64), nullable=False),
+        sa.Column("file_name", sa.Text(), nullable=False),
+        sa.Column("rows", BIG(), nullable=False),
+        sa.Column("imported_at", WHEN, nullable=False),
+        sa.PrimaryKeyConstraint("sha256", name=op.f("pk_price_imports")),
+    )
+    op.create_table(
         "price_changes",
-        *_pair("region_id", "type_id"),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("region_id", BIG(), nullable=False),
+        sa.Column("type_id", BIG(), nullable=True),
         sa.Column("first_date", sa.Date(), nullable=False),
         sa.Column("changed_at", WHEN, nullable=False),
-        sa.PrimaryKeyConstraint("region_id", "type_id", name=op.f("pk_price_changes")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_price_changes")),
     )
     _index("price_changes", "changed_at")
     op.create_table(
@@ -128,6 +143,7 @@ TABLES = (
     "market_prices",
     "price_fetches",
     "price_changes",
+    "price_imports",
     "market_history",
 )
 
