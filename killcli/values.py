@@ -325,7 +325,7 @@ def _targets(
     joined = base.outerjoin(VALUES, VALUES.c.killmail_id == KILLMAILS.c.killmail_id).where(
         or_(VALUES.c.killmail_id.is_(None), VALUES.c.method.not_in(CURRENT_METHODS))
     )
-    wanted = dict(session.execute(joined).tuples().all())
+    wanted = {row[0]: row[1] for row in session.execute(joined)}
     for change in session.execute(select(CHANGES)).mappings():
         wanted.update(_changed(session, dict(change), since))
     return sorted(wanted.items(), key=lambda pair: (pair[1], pair[0]))
@@ -354,7 +354,7 @@ def _changed(
                 KILLMAILS.c.killmail_id.in_(has_item),
             )
         )
-    return dict(session.execute(query).tuples().all())
+    return {row[0]: row[1] for row in session.execute(query)}
 
 
 def _all_types(db: Database, killmail_ids: list[int]) -> set[int]:

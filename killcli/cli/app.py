@@ -20,6 +20,7 @@ from killcli.cli import deadletters as dead_letters_cmds
 from killcli.cli import demo as demo_cmds
 from killcli.cli import events as events_cmds
 from killcli.cli import ops as ops_cmds
+from killcli.cli import prices as prices_cmds
 from killcli.cli import secrets as secrets_cmds
 from killcli.cli import settings as config_cmds
 from killcli.cli import sim as sim_cmds
@@ -55,6 +56,7 @@ ops_cmds.register(app)
 users_cmds.register(app)
 sync_cmds.register(app)
 data_cmds.register(app)
+prices_cmds.register(app)
 
 
 def _version(value: bool) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +11,7 @@ from rich.progress import BarColumn, Progress, TimeElapsedColumn
 from killcli.cli import params
 from killcli.cli.context import app_context, examples, print_json
 from killcli.console import PlainTextColumn, is_interactive
-from killcli.errors import ExitCode, UsageError
+from killcli.errors import ExitCode
 from killcli.exporter import ExportFormat, export_killmails, open_output
 from killcli.importer import import_killmails
 from killcli.textsafe import sanitize
@@ -33,6 +32,7 @@ def register(app: typer.Typer) -> None:
             "killsync export --output all.jsonl",
             "killsync export --character 2112345678 --since 2026-01-01 --format json",
             "killsync export --corporation 98000001 --output corp.jsonl",
+            "killsync export --values --since 2026-01-01 --output valued.jsonl",
         ),
     )(export_cmd)
 
@@ -84,16 +84,6 @@ def import_cmd(
         raise typer.Exit(int(ExitCode.PARTIAL))
 
 
-def _parse_since(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise UsageError(f"--since: not a date (YYYY-MM-DD or ISO date-time): {value!r}") from exc
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
-
-
 def export_cmd(
     ctx: typer.Context,
     fmt: Annotated[
@@ -129,14 +119,28 @@ def export_cmd(
             "place, a symlink to a file refused.",
         ),
     ] = None,
+    values: Annotated[
+        bool,
+        typer.Option(
+            "--values",
+            help='Each line {"killmail": BODY, "value": {total, destroyed, dropped, fitted, '
+            "ship, price_date, method, unpriced_type_ids}} (null: not valued yet).",
+        ),
+    ] = False,
 ) -> None:
     """Export stored killmails as ESI bodies, exactly as ESI sent them."""
     app_ctx = app_context(ctx)
-    since_at = _parse_since(since)
+    since_at = params.parse_since(since)
     db = app_ctx.database()
     with open_output(output) as out:
         result = export_killmails(
-            db, out, fmt=fmt, character_id=character, corporation_id=corporation, since=since_at
+            db,
+            out,
+            fmt=fmt,
+            character_id=character,
+            corporation_id=corporation,
+            since=since_at,
+            values=values,
         )
     for reason in result.skipped:
         app_ctx.console.print(f"skipped: {sanitize(reason)}")

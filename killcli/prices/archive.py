@@ -153,8 +153,13 @@ class RowReader:
         for number, row in enumerate(rows, start=line):
             try:
                 if wanted is not None and row[columns[0]] != wanted:
-                    continue  # counted by the caller
-                out.extend(self._checked(_fast(list(zip(row, strict=False)), columns, orders, 1)))
+                    self.other_regions += 1
+                    continue
+                values = row
+                if orders is not None and len(row) > orders and row[orders] == "":
+                    values = [*row[:orders], "0", *row[orders + 1 :]]  # an empty count is 0
+                by_column = list(zip(*[values], strict=False))
+                out.extend(self._checked(_fast(by_column, columns, orders, 1)))
             except (ValueError, IndexError) as exc:
                 self._reject(number, row, columns, exc)
         return out
