@@ -9,6 +9,7 @@ is rounded to 2 decimals, half away from zero, as PHP's ``round``.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -48,37 +49,50 @@ def _decimal(value: float) -> Decimal:
     return Decimal(repr(value))
 
 
+@dataclass(frozen=True)
+class DailyAverages:
+    """One type's stored daily averages > 0, by ascending day ordinal (for bisection)."""
+
+    days: list[int]
+    averages: list[float]
+
+    @classmethod
+    def of(cls, history: Mapping[date, float]) -> DailyAverages:
+        pairs = sorted((d.toordinal(), a) for d, a in history.items() if a is not None and a > 0)
+        return cls([d for d, _ in pairs], [a for _, a in pairs])
+
+
 def trimmed_average(history: Mapping[date, float], day: date, stored_days: int) -> Decimal | None:
     """A type's price at ``day`` from its daily averages (``history``: at least every
-    stored day within reach), or None when it has none > 0.01.
+    stored day within reach), or None when it has none > 0.01: see :func:`price_from`."""
+    return price_from(DailyAverages.of(history), day, stored_days)
+
+
+def price_from(averages: DailyAverages, day: date, stored_days: int) -> Decimal | None:
+    """A type's price at ``day``.
 
     Walk back from ``day`` for at most ``stored_days`` calendar days (the number of days
-    the type has stored: zKillboard's bound) collecting up to 34 averages; sorted, with
-    all 34 drop the 2 lowest and 2 highest, with more than 6 drop the 2 highest; average
-    the rest, round to 2 decimals; that day's own average caps it when > 0.
+    the type has stored: zKillboard's bound; at least the day itself) collecting up to 34
+    averages; sorted, with all 34 drop the 2 lowest and 2 highest, with more than 6 drop
+    the 2 highest; average the rest, round to 2 decimals; that day's own average caps it
+    when > 0. The mean is taken in floating point, as zKillboard's PHP does, and rounded
+    from its shortest decimal form (as PHP's ``round`` does: 1.005 rounds to 1.01).
     """
-    found: list[Decimal] = []
-    walked = 0
-    cursor = day
-    while True:  # at least the day itself, as zKillboard's do-while
-        average = history.get(cursor)
-        if average is not None and average > 0:
-            found.append(_decimal(average))
-        cursor -= timedelta(days=1)
-        walked += 1
-        if len(found) >= MAX_DAYS or walked >= stored_days:
-            break
-    found.sort()
+    target = day.toordinal()
+    days = averages.days
+    end = bisect_right(days, target)
+    start = max(bisect_left(days, target - max(1, stored_days) + 1), end - MAX_DAYS)
+    found = sorted(averages.averages[start:end])
     if len(found) == MAX_DAYS:
         found = found[2:-2]
     elif len(found) > 6:
         found = found[:-2]
     if not found:
         return None
-    price = money(sum(found, Decimal(0)) / len(found))
-    own = history.get(day)
-    if own is not None and own > 0 and _decimal(own) < price:
-        price = _decimal(own)
+    price = money(_decimal(sum(found) / len(found)))
+    if end and days[end - 1] == target:
+        own = _decimal(averages.averages[end - 1])
+        price = min(price, own)
     return price if price > CENT else None
 
 
@@ -99,13 +113,23 @@ class PriceBook:
     history: dict[int, dict[date, float]] = field(default_factory=dict)
     stored_days: dict[int, int] = field(default_factory=dict)
     fallback: dict[int, float] = field(default_factory=dict)
+    _sorted: dict[int, DailyAverages] = field(default_factory=dict, repr=False)
+    _sorted_from: dict[int, dict[date, float]] = field(default_factory=dict, repr=False)
 
     def market_price(self, type_id: int, day: date) -> Decimal | None:
+        return self.history_price(type_id, day)
+
+    def history_price(self, type_id: int, day: date) -> Decimal | None:
+        """:func:`price_from` the type's held history."""
         rows = self.history.get(type_id)
         count = self.stored_days.get(type_id, len(rows) if rows else 0)
         if not rows or count <= 0:
             return None
-        return trimmed_average(rows, day, count)
+        held = self._sorted.get(type_id)
+        if held is None or self._sorted_from.get(type_id) is not rows:
+            held = self._sorted[type_id] = DailyAverages.of(rows)
+            self._sorted_from[type_id] = rows
+        return price_from(held, day, count)
 
     def fallback_price(self, type_id: int) -> Decimal | None:
         value = self.fallback.get(type_id)

@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select
@@ -85,10 +86,12 @@ class StoredPrices(PriceBook):
         self._region_id = region_id
         self._window_start: date = date.max
         self._complete: set[int] = set()
+        self._memo: dict[tuple[int, date], Decimal | None] = {}
 
     def load(self, type_ids: Iterable[int], first: date, last: date) -> None:
         """Hold the averages of these types from ``first - WINDOW_DAYS`` to ``last``."""
         self._window_start = first - timedelta(days=WINDOW_DAYS)
+        self._memo.clear()
         wanted = [t for t in set(type_ids) if self.stored_days.get(t)]
         self.history = {t: rows for t, rows in self.history.items() if t in self._complete}
         fresh = [t for t in wanted if t not in self._complete]
@@ -96,17 +99,22 @@ class StoredPrices(PriceBook):
             load_averages(self._session, self._region_id, fresh, self._window_start, last)
         )
 
-    def market_price(self, type_id: int, day: date) -> Any:
+    def market_price(self, type_id: int, day: date) -> Decimal | None:
+        key = (type_id, day)
+        if key not in self._memo:
+            self._memo[key] = self._price(type_id, day)
+        return self._memo[key]
+
+    def _price(self, type_id: int, day: date) -> Decimal | None:
         count = self.stored_days.get(type_id, 0)
         rows = self.history.get(type_id, {})
         if count and type_id not in self._complete and len(rows) < count:
             reach = day - timedelta(days=count - 1)  # the farthest day a walk may reach
-            held = sum(1 for d in rows if d <= day)
-            if reach < self._window_start and held < MAX_DAYS:
+            if reach < self._window_start and sum(1 for d in rows if d <= day) < MAX_DAYS:
                 whole = load_averages(self._session, self._region_id, [type_id])
                 self.history[type_id] = whole[type_id]
                 self._complete.add(type_id)
-        return super().market_price(type_id, day)
+        return self.history_price(type_id, day)
 
 
 @dataclass(frozen=True)
