@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TimeElapsedColumn
 
 from killcli.cli import params
 from killcli.cli.context import app_context, examples, print_json
-from killcli.console import PlainTextColumn, is_interactive
+from killcli.cli.progressview import count_bar
 from killcli.errors import ExitCode
 from killcli.exporter import ExportFormat, export_killmails, open_output
 from killcli.importer import import_killmails
@@ -54,14 +53,8 @@ def import_cmd(
     """Import ESI killmail bodies (backfill beyond ESI's 90 days)."""
     app_ctx = app_context(ctx)
     db = app_ctx.database(create=True)  # bringing killmails in may start a database
-    show = is_interactive() and not no_progress and app_ctx.verbosity >= 0
-    columns = (
-        PlainTextColumn("{task.description}"),
-        BarColumn(),
-        PlainTextColumn("{task.completed} saved"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=app_ctx.console, disable=not show) as progress:
+    show = not no_progress and app_ctx.verbosity >= 0
+    with count_bar(app_ctx.console, show=show, unit="saved") as progress:
         task = progress.add_task("importing", total=None)
         result = import_killmails(
             db,

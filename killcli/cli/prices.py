@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TimeElapsedColumn
+from rich.progress import Progress
 
 from killcli.cli import params
 from killcli.cli.context import AppContext, app_context, examples, print_json
 from killcli.cli.params import JsonFlag, parse_since
+from killcli.cli.progressview import count_bar
 from killcli.config import env_var
-from killcli.console import PlainTextColumn, is_interactive
 from killcli.errors import ExitCode
 from killcli.prices.importer import import_price_files
 from killcli.prices.sync import DEFAULT_PER_MINUTE, sync_prices
@@ -50,14 +50,7 @@ def register(app_: typer.Typer) -> None:
 
 
 def _progress(app_ctx: AppContext, no_progress: bool, unit: str) -> Progress:
-    show = is_interactive() and not no_progress and app_ctx.verbosity >= 0
-    columns = (
-        PlainTextColumn("{task.description}"),
-        BarColumn(),
-        PlainTextColumn("{task.completed} " + unit),
-        TimeElapsedColumn(),
-    )
-    return Progress(*columns, console=app_ctx.console, disable=not show)
+    return count_bar(app_ctx.console, show=not no_progress and app_ctx.verbosity >= 0, unit=unit)
 
 
 @app.command(

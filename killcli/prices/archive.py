@@ -203,24 +203,22 @@ def _why(row: list[str], columns: list[int]) -> str:
     return "order_count: not a count"
 
 
-def _id(text: str) -> int:
+def _integer(text: str, low: int, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise ValueError(f"not an integer: {text[:30]!r}") from None
-    if not 0 < value <= MAX_ID:
-        raise ValueError(f"id out of range: {text[:30]!r}")
+    if not low <= value <= MAX_ID:
+        raise ValueError(f"{what} out of range: {text[:30]!r}")
     return value
+
+
+def _id(text: str) -> int:
+    return _integer(text, 1, "id")
 
 
 def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"not an integer: {text[:30]!r}") from None
-    if not 0 <= value <= MAX_ID:
-        raise ValueError(f"count out of range: {text[:30]!r}")
-    return value
+    return _integer(text, 0, "count")
 
 
 def _price(text: str) -> float:
