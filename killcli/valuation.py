@@ -74,9 +74,10 @@ def price_from(averages: DailyAverages, day: date, stored_days: int) -> Decimal 
     Walk back from ``day`` for at most ``stored_days`` calendar days (the number of days
     the type has stored: zKillboard's bound; at least the day itself) collecting up to 34
     averages; sorted, with all 34 drop the 2 lowest and 2 highest, with more than 6 drop
-    the 2 highest; average the rest, round to 2 decimals; that day's own average caps it
-    when > 0. The mean is taken in floating point, as zKillboard's PHP does, and rounded
-    from its shortest decimal form (as PHP's ``round`` does: 1.005 rounds to 1.01).
+    the 2 highest; average the rest, round to 2 decimals; 0.01 or less is no price;
+    otherwise that day's own average caps it. The mean is taken in floating point, as
+    zKillboard's PHP does, and rounded from its shortest decimal form (as PHP's ``round``
+    does: 1.005 rounds to 1.01).
     """
     target = day.toordinal()
     days = averages.days
@@ -90,10 +91,11 @@ def price_from(averages: DailyAverages, day: date, stored_days: int) -> Decimal 
     if not found:
         return None
     price = money(_decimal(sum(found) / len(found)))
-    if end and days[end - 1] == target:
-        own = _decimal(averages.averages[end - 1])
-        price = min(price, own)
-    return price if price > CENT else None
+    if price <= CENT:  # no usable price (zKillboard would try the build cost here)
+        return None
+    if end and days[end - 1] == target:  # capped by the day's own average, as zKillboard
+        price = min(price, _decimal(averages.averages[end - 1]))
+    return price
 
 
 class Prices(Protocol):

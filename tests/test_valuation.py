@@ -251,3 +251,8 @@ def test_no_price_at_all_or_one_cent_is_none() -> None:
     assert trimmed_average({}, DAY, 0) is None
     assert trimmed_average(_days(DAY, [0.01, 0.01]), DAY, 2) is None
     assert trimmed_average({DAY - timedelta(days=5): 50.0}, DAY, 1) is None  # out of reach
+
+
+def test_the_cap_applies_after_the_one_cent_check() -> None:
+    # a mean of 20.005 -> 20.01 is a price; the day's own 0.01 then caps it (zKillboard's order)
+    assert trimmed_average(_days(DAY, [40.0, 0.01]), DAY, 2) == Decimal("0.01")
