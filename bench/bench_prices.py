@@ -103,6 +103,7 @@ def run(
         imported = import_price_files(db, [archives], THE_FORGE)
         assert imported.rows == rows, imported.errors
         assert not imported.errors, imported.errors
+        print(f"{kind}: imported at {imported.rows_per_s:.0f} rows/s", file=sys.stderr)
         store_killmails(db, args.killmails, args.types, args.days)
         started = time.perf_counter()
         valued = compute_values(db, THE_FORGE)

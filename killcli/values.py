@@ -57,6 +57,7 @@ CHANGES = table_of(PriceChange)
 CHUNK = 2_000
 READ_CHUNK = 500
 WINDOW_DAYS = 2 * MAX_DAYS  # history loaded before a chunk's first price date
+SLIDE_AT_TYPES = 1_000  # from this many types a chunk, every type's window slides
 CURRENT_METHODS = (METHOD, METHOD + FALLBACK_SUFFIX)
 ITEM_COLUMNS = (
     "killmail_id",
@@ -71,33 +72,61 @@ ITEM_COLUMNS = (
 
 
 class StoredPrices(PriceBook):
-    """A :class:`PriceBook` over a window of the database's history, completing a type's
-    history from the database when a walk back needs more than the window holds."""
+    """A :class:`PriceBook` over a window of the database's history, for killmails valued
+    in time order, a chunk at a time (:meth:`load` before each chunk).
 
-    def __init__(
-        self,
-        session: Session,
-        region_id: int,
-        counts: Mapping[int, int],
-        fallback: Mapping[int, float],
-    ) -> None:
+    Few types: their window is read for each chunk. Many (``SLIDE_AT_TYPES``): the window
+    of every type slides, each chunk reading only the days it adds (and dropping what fell
+    out of it now and then), so a run reads each row of the history about once. A type
+    whose walk back needs more than the window holds (sparse history) is read whole.
+    """
+
+    def __init__(self, region_id: int, counts: Mapping[int, int], fallback: Mapping[int, float]):
         super().__init__(stored_days=dict(counts), fallback=dict(fallback))
-        self._session = session
         self._region_id = region_id
-        self._window_start: date = date.max
+        self._session: Session | None = None
+        self._held_from: date = date.max  # every type's days are held from here on
+        self._span: tuple[date, date] | None = None  # the sliding window, once sliding
         self._complete: set[int] = set()
         self._memo: dict[tuple[int, date], Decimal | None] = {}
 
-    def load(self, type_ids: Iterable[int], first: date, last: date) -> None:
-        """Hold the averages of these types from ``first - WINDOW_DAYS`` to ``last``."""
-        self._window_start = first - timedelta(days=WINDOW_DAYS)
+    def load(self, session: Session, type_ids: Iterable[int], first: date, last: date) -> None:
+        """Hold every average a chunk priced from ``first`` to ``last`` may need."""
+        self._session = session
         self._memo.clear()
-        wanted = [t for t in set(type_ids) if self.stored_days.get(t)]
+        self._sorted.clear()
+        start = first - timedelta(days=WINDOW_DAYS)
+        wanted = {t for t in type_ids if self.stored_days.get(t)}
+        if self._span is not None or len(wanted) >= SLIDE_AT_TYPES:
+            self._slide(session, start, last)
+            return
         self.history = {t: rows for t, rows in self.history.items() if t in self._complete}
         fresh = [t for t in wanted if t not in self._complete]
-        self.history.update(
-            load_averages(self._session, self._region_id, fresh, self._window_start, last)
-        )
+        self.history.update(load_averages(session, self._region_id, fresh, start, last))
+        self._held_from = start
+
+    def _slide(self, session: Session, start: date, last: date) -> None:
+        if self._span is None or start > self._span[1] or last < self._span[1]:
+            self._add(load_averages(session, self._region_id, None, start, last), reset=True)
+            self._span = (start, last)
+        else:
+            added_from = self._span[1] + timedelta(days=1)
+            self._add(load_averages(session, self._region_id, None, added_from, last))
+            self._span = (self._span[0], last)
+            if (start - self._span[0]).days > WINDOW_DAYS:  # drop what fell out, now and then
+                for type_id, rows in self.history.items():
+                    if type_id not in self._complete:
+                        for day in [d for d in rows if d < start]:
+                            del rows[day]
+                self._span = (start, last)
+        self._held_from = self._span[0]
+
+    def _add(self, loaded: dict[int, dict[date, float]], *, reset: bool = False) -> None:
+        if reset:
+            self.history = {t: rows for t, rows in self.history.items() if t in self._complete}
+        for type_id, rows in loaded.items():
+            if type_id not in self._complete:
+                self.history.setdefault(type_id, {}).update(rows)
 
     def market_price(self, type_id: int, day: date) -> Decimal | None:
         key = (type_id, day)
@@ -110,9 +139,11 @@ class StoredPrices(PriceBook):
         rows = self.history.get(type_id, {})
         if count and type_id not in self._complete and len(rows) < count:
             reach = day - timedelta(days=count - 1)  # the farthest day a walk may reach
-            if reach < self._window_start and sum(1 for d in rows if d <= day) < MAX_DAYS:
+            if reach < self._held_from and sum(1 for d in rows if d <= day) < MAX_DAYS:
+                assert self._session is not None  # load() ran
                 whole = load_averages(self._session, self._region_id, [type_id])
                 self.history[type_id] = whole[type_id]
+                self._sorted.pop(type_id, None)
                 self._complete.add(type_id)
         return self.history_price(type_id, day)
 
@@ -241,8 +272,8 @@ def _book(
 ) -> StoredPrices:
     days = [price_date(r.killmail["killmail_time"]) for r in rows]
     counts = stored_day_counts_for(session, region_id, types)
-    book = StoredPrices(session, region_id, counts, load_fallback_prices(session))
-    book.load(types, min(days), max(days))
+    book = StoredPrices(region_id, counts, load_fallback_prices(session))
+    book.load(session, types, min(days), max(days))
     return book
 
 
@@ -301,12 +332,13 @@ def compute_values(
         fetch_types(db, esi, _all_types(db, [kid for kid, _ in targets]))
     valued = unpriced = fallback = 0
     with db.session() as session:
-        counts = stored_day_counts(session, region_id)
-        fallback_prices = load_fallback_prices(session)
+        book = StoredPrices(
+            region_id, stored_day_counts(session, region_id), load_fallback_prices(session)
+        )
     for start in range(0, len(targets), CHUNK):
         chunk = [kid for kid, _ in targets[start : start + CHUNK]]
         with db.session() as session:
-            valuations = _value_chunk(session, region_id, chunk, counts, fallback_prices)
+            valuations = _value_chunk(session, chunk, book)
             save_values(session, valuations)
         valued += len(valuations)
         unpriced += sum(1 for v in valuations if v.unpriced_type_ids)
@@ -385,13 +417,7 @@ def _all_types(db: Database, killmail_ids: list[int]) -> set[int]:
     return found
 
 
-def _value_chunk(
-    session: Session,
-    region_id: int,
-    chunk: list[int],
-    counts: Mapping[int, int],
-    fallback: Mapping[int, float],
-) -> list[KillmailValuation]:
+def _value_chunk(session: Session, chunk: list[int], book: StoredPrices) -> list[KillmailValuation]:
     killmails: list[Mapping[str, Any]] = []
     items: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
     columns = [ITEMS.c[name] for name in ITEM_COLUMNS]
@@ -420,6 +446,5 @@ def _value_chunk(
     wanted.update(i["item_type_id"] for rows in items.values() for i in rows)
     types = get_types(session, wanted)
     days = [price_date(k["killmail_time"]) for k in killmails]
-    book = StoredPrices(session, region_id, counts, fallback)
-    book.load(wanted, min(days), max(days))
+    book.load(session, wanted, min(days), max(days))
     return [_value(k, items.get(k["killmail_id"], []), book, types) for k in killmails]

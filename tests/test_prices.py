@@ -370,3 +370,18 @@ def test_values_recompute_only_what_changed(
 def get_values_by_id(db: Database, ids: list[int]) -> dict[int, Any]:
     with db.session() as session:
         return get_values(session, ids)
+
+
+def test_a_sliding_window_values_as_a_window_per_chunk(
+    db: Database, market_sim: SimServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many types a chunk slide one window over the history (each row read about once):
+    the values are the same as with each chunk's own window."""
+    archives = tmp_path / "archives"
+    _archives(market_sim, archives)
+    _priced_world(db, market_sim, archives)
+    per_chunk = _all_values(db)
+    monkeypatch.setattr("killcli.values.SLIDE_AT_TYPES", 1)
+    monkeypatch.setattr("killcli.values.CHUNK", 7)  # many chunks, the window moving on
+    assert compute_values(db, THE_FORGE, recompute=True).valued == len(per_chunk)
+    assert _all_values(db) == per_chunk

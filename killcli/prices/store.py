@@ -107,22 +107,28 @@ def note_change(
 def load_averages(
     session: Session,
     region_id: int,
-    type_ids: Iterable[int],
+    type_ids: Iterable[int] | None,
     first: date | None = None,
     last: date | None = None,
 ) -> dict[int, dict[date, float]]:
-    """Daily averages by type (between ``first`` and ``last`` when given)."""
+    """Daily averages by type (every type's when ``type_ids`` is None), between ``first``
+    and ``last`` when given."""
+    base = select(HISTORY.c.type_id, HISTORY.c.date, HISTORY.c.average).where(
+        HISTORY.c.region_id == region_id
+    )
+    if first is not None:
+        base = base.where(HISTORY.c.date >= first)
+    if last is not None:
+        base = base.where(HISTORY.c.date <= last)
+    if type_ids is None:
+        out: dict[int, dict[date, float]] = {}
+        for type_id, day, average in session.execute(base):
+            out.setdefault(type_id, {})[day] = average
+        return out
     wanted = sorted(set(type_ids))
-    out: dict[int, dict[date, float]] = {t: {} for t in wanted}
+    out = {t: {} for t in wanted}
     for start in range(0, len(wanted), 500):
-        query = select(HISTORY.c.type_id, HISTORY.c.date, HISTORY.c.average).where(
-            HISTORY.c.region_id == region_id,
-            HISTORY.c.type_id.in_(wanted[start : start + 500]),
-        )
-        if first is not None:
-            query = query.where(HISTORY.c.date >= first)
-        if last is not None:
-            query = query.where(HISTORY.c.date <= last)
+        query = base.where(HISTORY.c.type_id.in_(wanted[start : start + 500]))
         for type_id, day, average in session.execute(query):
             out[type_id][day] = average
     return out
