@@ -116,7 +116,6 @@ class PriceBook:
     stored_days: dict[int, int] = field(default_factory=dict)
     fallback: dict[int, float] = field(default_factory=dict)
     _sorted: dict[int, DailyAverages] = field(default_factory=dict, repr=False)
-    _sorted_from: dict[int, dict[date, float]] = field(default_factory=dict, repr=False)
 
     def market_price(self, type_id: int, day: date) -> Decimal | None:
         return self.history_price(type_id, day)
@@ -127,11 +126,21 @@ class PriceBook:
         count = self.stored_days.get(type_id, len(rows) if rows else 0)
         if not rows or count <= 0:
             return None
+        return price_from(self.averages(type_id), day, count)
+
+    def averages(self, type_id: int) -> DailyAverages:
+        """The type's held history, sorted (built once, until :meth:`forget` is called)."""
         held = self._sorted.get(type_id)
-        if held is None or self._sorted_from.get(type_id) is not rows:
-            held = self._sorted[type_id] = DailyAverages.of(rows)
-            self._sorted_from[type_id] = rows
-        return price_from(held, day, count)
+        if held is None:
+            held = self._sorted[type_id] = DailyAverages.of(self.history.get(type_id, {}))
+        return held
+
+    def forget(self, type_id: int | None = None) -> None:
+        """The held history of a type (or of all) changed: sort it again when needed."""
+        if type_id is None:
+            self._sorted.clear()
+        else:
+            self._sorted.pop(type_id, None)
 
     def fallback_price(self, type_id: int) -> Decimal | None:
         value = self.fallback.get(type_id)

@@ -15,6 +15,7 @@ type's whole history only when its walk back reaches further (sparse history).
 from __future__ import annotations
 
 import time
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -43,6 +44,7 @@ from killcli.valuation import (
     FALLBACK_SUFFIX,
     MAX_DAYS,
     METHOD,
+    DailyAverages,
     KillmailValuation,
     PriceBook,
     price_date,
@@ -94,7 +96,6 @@ class StoredPrices(PriceBook):
         """Hold every average a chunk priced from ``first`` to ``last`` may need."""
         self._session = session
         self._memo.clear()
-        self._sorted.clear()
         start = first - timedelta(days=WINDOW_DAYS)
         wanted = {t for t in type_ids if self.stored_days.get(t)}
         if self._span is not None or len(wanted) >= SLIDE_AT_TYPES:
@@ -103,6 +104,7 @@ class StoredPrices(PriceBook):
         self.history = {t: rows for t, rows in self.history.items() if t in self._complete}
         fresh = [t for t in wanted if t not in self._complete]
         self.history.update(load_averages(session, self._region_id, fresh, start, last))
+        self.forget()
         self._held_from = start
 
     def _slide(self, session: Session, start: date, last: date) -> None:
@@ -118,15 +120,24 @@ class StoredPrices(PriceBook):
                     if type_id not in self._complete:
                         for day in [d for d in rows if d < start]:
                             del rows[day]
+                self.forget()
                 self._span = (start, last)
         self._held_from = self._span[0]
 
     def _add(self, loaded: dict[int, dict[date, float]], *, reset: bool = False) -> None:
+        """Take newly read days (later than every day held, unless ``reset``)."""
         if reset:
             self.history = {t: rows for t, rows in self.history.items() if t in self._complete}
+            self.forget()
         for type_id, rows in loaded.items():
-            if type_id not in self._complete:
-                self.history.setdefault(type_id, {}).update(rows)
+            if type_id in self._complete:
+                continue
+            self.history.setdefault(type_id, {}).update(rows)
+            held = self._sorted.get(type_id)
+            if held is not None:  # the new days come after the held ones: append them
+                new = DailyAverages.of(rows)
+                held.days.extend(new.days)
+                held.averages.extend(new.averages)
 
     def market_price(self, type_id: int, day: date) -> Decimal | None:
         key = (type_id, day)
@@ -136,16 +147,20 @@ class StoredPrices(PriceBook):
 
     def _price(self, type_id: int, day: date) -> Decimal | None:
         count = self.stored_days.get(type_id, 0)
-        rows = self.history.get(type_id, {})
-        if count and type_id not in self._complete and len(rows) < count:
+        if count and type_id not in self._complete:
             reach = day - timedelta(days=count - 1)  # the farthest day a walk may reach
-            if reach < self._held_from and sum(1 for d in rows if d <= day) < MAX_DAYS:
+            if reach < self._held_from and self._held_days(type_id, day) < MAX_DAYS:
                 assert self._session is not None  # load() ran
                 whole = load_averages(self._session, self._region_id, [type_id])
                 self.history[type_id] = whole[type_id]
-                self._sorted.pop(type_id, None)
+                self.forget(type_id)
                 self._complete.add(type_id)
         return self.history_price(type_id, day)
+
+    def _held_days(self, type_id: int, day: date) -> int:
+        """How many days of the type are held from the window's start to ``day``."""
+        held = self.averages(type_id).days
+        return bisect_right(held, day.toordinal()) - bisect_left(held, self._held_from.toordinal())
 
 
 @dataclass(frozen=True)

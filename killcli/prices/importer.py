@@ -13,7 +13,7 @@ import gc
 import hashlib
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -21,6 +21,7 @@ from queue import Empty, Queue
 from typing import Any, TypeVar
 
 from sqlalchemy import select, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from killcli.db import Database
 from killcli.db.models import PriceImport, table_of
@@ -32,6 +33,7 @@ from killcli.prices.store import HistoryTuple, note_change, save_history
 T = TypeVar("T")
 IMPORTS = table_of(PriceImport)
 BATCH_ROWS = 10_000
+SQLITE_IMPORT_CACHE_KIB = 262_144
 MAX_ERRORS = 20
 
 
@@ -131,7 +133,7 @@ def _import_file(
     first_dates: dict[int, str] = {}
     stored = 0
     try:
-        with db.session() as session:
+        with db.session() as session, _big_cache(session):
             if not force and session.get(PriceImport, digest) is not None:
                 result.skipped_files += 1
                 return
@@ -152,6 +154,22 @@ def _import_file(
     types.update(first_dates)
     for bad in reader.bad:
         result.note(f"{path}:{bad.line}: {bad.reason}")
+
+
+@contextmanager
+def _big_cache(session: Any) -> Iterator[None]:
+    """On SQLite, a 256 MiB page cache while a file is stored: a day's rows land one per
+    type all over the history's index, which SQLite's default 2 MiB cache rereads from
+    disk as the table grows (2.5x slower for a year)."""
+    if session.get_bind().dialect.name != "sqlite":
+        yield
+        return
+    session.execute(text(f"PRAGMA cache_size = -{SQLITE_IMPORT_CACHE_KIB}"))
+    try:
+        yield
+    finally:
+        with suppress(SQLAlchemyError):  # a failed file's own error is the one to report
+            session.execute(text("PRAGMA cache_size = -2000"))
 
 
 def prefetched(batches: Iterable[T], depth: int = 3) -> Iterator[T]:
