@@ -32,6 +32,8 @@ DEFAULT_SSO_BASE_URL = "https://login.eveonline.com"
 DEFAULT_CALLBACK_URL = "http://127.0.0.1:8765/callback"
 DEFAULT_QUEUE_NAME = "esi_user_killmails_queue"
 MAX_CONFIG_BYTES = 1 << 20
+DEFAULT_PRICE_REGION = "10000002"  # The Forge (Jita)
+REGION_IDS = (10_000_000, 13_000_000)  # EVE's region ids, wormhole and Abyssal ones included
 SECRET_KEY_FILE = "secret.key"  # noqa: S105 - a file name, not a secret
 
 Source = Literal["flag", "env", "file", "default"]
@@ -55,6 +57,7 @@ class Settings:
     source_address: str | None = None
     egress: str | None = None
     cadence: str = DEFAULT_CADENCE
+    price_region: str = DEFAULT_PRICE_REGION
     config_file: Path | None = None
     sources: Mapping[str, Source] = field(default_factory=dict, compare=False, repr=False)
 
@@ -66,6 +69,11 @@ class Settings:
     def cadence_plan(self) -> Cadence:
         """The adaptive cadence (checked when the settings were loaded)."""
         return parse_cadence(self.cadence)
+
+    @property
+    def price_region_id(self) -> int:
+        """The region whose market prices killmails (checked when loaded)."""
+        return int(self.price_region)
 
     @property
     def is_pkce_app(self) -> bool:
@@ -170,6 +178,15 @@ def _check_egress(key: str, value: str) -> str:
     return name
 
 
+def _check_price_region(key: str, value: str) -> str:
+    text = value.strip()
+    if not text.isdigit() or not REGION_IDS[0] <= int(text) < REGION_IDS[1]:
+        raise ConfigError(
+            f"{key}: not a region id (like {DEFAULT_PRICE_REGION}, The Forge), got {value!r}"
+        )
+    return str(int(text))
+
+
 SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("home", "Data directory (SQLite file, generated secret key)."),
     SettingSpec(
@@ -220,6 +237,12 @@ SPECS: tuple[SettingSpec, ...] = (
         f"{DEFAULT_CADENCE}: newest kill > 7 days hourly, > 30 days every 4 h, > 90 "
         "days or none daily); 'off' polls every list when its cache expires.",
         check=_check_cadence,
+    ),
+    SettingSpec(
+        "price_region",
+        f"Region whose daily market history prices killmails (default {DEFAULT_PRICE_REGION}, "
+        "The Forge, as zKillboard).",
+        check=_check_price_region,
     ),
 )
 SPEC_BY_KEY = {spec.key: spec for spec in SPECS}

@@ -27,17 +27,21 @@ import json
 import os
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from sqlalchemy.orm import Session
+
 from killcli.db import Database
 from killcli.db.store import iter_killmail_bodies
 from killcli.errors import InputError
 from killcli.files import open_for_writing
+from killcli.valuation import KillmailValuation
+from killcli.values import get_values
 
 ExportFormat = Literal["jsonl", "json"]
 STDOUT_NAMES = frozenset({"-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"})
@@ -79,8 +83,13 @@ def export_killmails(
     character_id: int | None = None,
     corporation_id: int | None = None,
     since: datetime | None = None,
+    values: bool = False,
 ) -> ExportResult:
-    """Stream killmails to ``out``; a body that is not standard JSON is skipped and listed."""
+    """Stream killmails to ``out``; a body that is not standard JSON is skipped and listed.
+
+    ``values``: each record is ``{"killmail": BODY, "value": VALUE}``, the body exactly as
+    without it and the stored value (``killmail_values``) or null when there is none.
+    """
     result = ExportResult()
     with db.session() as session:
         bodies = iter_killmail_bodies(
@@ -88,12 +97,16 @@ def export_killmails(
         )
         if fmt == "json":
             out.write("[")
-        for body in bodies:
+        for body, value in _with_values(session, bodies) if values else _plain(bodies):
             try:
                 text = dumps_body(body)
             except ValueError as exc:
                 result.skip(f"killmail {body.get('killmail_id')}: {exc}")
                 continue
+            if values:
+                shown = None if value is None else value.as_dict()
+                text = f'{{"killmail":{text},"value":{json.dumps(shown, separators=(",", ":"))}}}'
+
             if fmt == "json":
                 out.write(",\n" if result.written else "\n")
                 out.write(text)
@@ -103,6 +116,30 @@ def export_killmails(
         if fmt == "json":
             out.write("\n]\n" if result.written else "]\n")
     return result
+
+
+def _plain(bodies: Iterable[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], None]]:
+    return ((body, None) for body in bodies)
+
+
+def _with_values(
+    session: Session, bodies: Iterable[dict[str, Any]], chunk: int = 500
+) -> Iterator[tuple[dict[str, Any], KillmailValuation | None]]:
+    """Bodies with their stored values, read a chunk of ids at a time."""
+    batch: list[dict[str, Any]] = []
+    for body in bodies:
+        batch.append(body)
+        if len(batch) >= chunk:
+            yield from _valued(session, batch)
+            batch = []
+    yield from _valued(session, batch)
+
+
+def _valued(
+    session: Session, batch: list[dict[str, Any]]
+) -> Iterator[tuple[dict[str, Any], KillmailValuation | None]]:
+    found = get_values(session, (b["killmail_id"] for b in batch))
+    return ((b, found.get(b["killmail_id"])) for b in batch)
 
 
 # -- where the export goes --------------------------------------------------------------

@@ -25,6 +25,7 @@ from killcli.holders import this_owner
 from killcli.secrets import make_cipher
 from killcli.sso.client import SsoClient
 from killcli.sync import SyncEngine
+from killcli.values import SaveTimeValuer
 
 DEFAULT_BODY_CONCURRENCY = 16
 DEFAULT_READ_TIMEOUT_S = 20.0
@@ -100,7 +101,13 @@ def build_runtime(
         read_timeout_s=read_timeout_s,
         on_wait=on_wait,
     )
-    engine = SyncEngine(db, esi, accounts, body_threads=body_concurrency)
+    engine = SyncEngine(
+        db,
+        esi,
+        accounts,
+        body_threads=body_concurrency,
+        valuer=SaveTimeValuer(settings.price_region_id),
+    )
     corporations = Corporations(db, esi, accounts)
     return Runtime(settings, db, esi, accounts.sso, accounts, engine, corporations)
 

@@ -20,6 +20,8 @@ from killsim.names import TypeInfo
 
 _HIGH, _MID, _LOW, _RIGS = range(27, 35), range(19, 27), range(11, 19), (92, 93, 94)
 _CARGO, _DRONE_BAY, _FIGHTER_BAY, _FUEL_BAY = 5, 87, 158, 133
+_SHIP_HANGAR = 90
+_BLUEPRINT_COPY = 2  # ``singleton`` of a blueprint copy
 _STRUCTURE_FLAGS = (164, 172, 180, 186)
 
 
@@ -46,8 +48,11 @@ def _esi_numbers(value: Any) -> Any:
 class BodyMaker:
     """Turns a :class:`KillSpec` into the ESI body."""
 
-    def __init__(self, seed: int, types: dict[int, TypeInfo]) -> None:
+    def __init__(
+        self, seed: int, types: dict[int, TypeInfo], *, valued_items: bool = False
+    ) -> None:
         self._seed = seed
+        self._valued_items = valued_items
         self._by_role: dict[str, list[int]] = {}
         for info in types.values():
             self._by_role.setdefault(info.role, []).append(info.type_id)
@@ -127,7 +132,26 @@ class BodyMaker:
         if rng.random() < 0.2:
             items.append(self._container(rng))
         rng.shuffle(items)
+        if self._valued_items:  # a stream of its own: the rows above stay what they were
+            items.extend(self._extras(seeded(f"extras:{self._seed}:{spec.killmail_id}")))
         return items
+
+    def _extras(self, rng: random.Random) -> list[dict[str, Any]]:
+        """Blueprint copies, SKINs and an assembled ship in the ship hangar (fitted)."""
+        extras: list[dict[str, Any]] = []
+        if rng.random() < 0.15:
+            bpc = self._item(rng, flag=_CARGO, role="blueprint", quantity=1)
+            extras.append({**bpc, "singleton": _BLUEPRINT_COPY})
+        if rng.random() < 0.1:
+            extras.append(self._item(rng, flag=_CARGO, role="skin", quantity=1))
+        if rng.random() < 0.08:
+            ship = {**self._item(rng, flag=_SHIP_HANGAR, role="ship", quantity=1), "singleton": 1}
+            ship["items"] = [
+                self._item(rng, flag=flag, role=role, quantity=1)
+                for flag, role in ((27, "weapon"), (19, "module"), (11, "module"))
+            ]
+            extras.append(ship)
+        return extras
 
     def _fitting(self, rng: random.Random) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []

@@ -1,6 +1,7 @@
 """ESI over HTTP: routing, authentication, rate limits, faults and conditional requests.
 
-Order of checks for one request: error limit (420), route (404/405), bearer token
+Order of checks for one request: error limit (420), route (404/405), the market
+history's per-minute limit (500, :class:`killsim.market.HistoryLimiter`), bearer token
 (401/403), token bucket (429), downtime (503), latency, injected fault (stall -> 504,
 5xx), the route's answer, ``If-None-Match`` (304), malformed/truncated body. Then the
 bucket is charged for the final status and the error limit counts it. The corporation
@@ -31,6 +32,7 @@ from killsim.esi_routes import Answer, EsiData
 from killsim.faults import Fault, Faults
 from killsim.http import Request, Response
 from killsim.keys import SigningKeys
+from killsim.market import HISTORY_500, HistoryLimiter
 from killsim.ratelimit import BucketReport, ErrorLimiter, Ticket, TokenBuckets, key_text
 from killsim.scenario import READ_CORP_KILLMAILS, READ_CORP_ROLES, READ_KILLMAILS
 from killsim.stats import Stats
@@ -95,6 +97,11 @@ ROUTES = (
     Route("alliance", "GET", "/alliances/{alliance_id}"),
     Route("type", "GET", "/universe/types/{type_id}"),
     Route("system", "GET", "/universe/systems/{system_id}"),
+    Route("group", "GET", "/universe/groups/{group_id}"),
+    Route("category", "GET", "/universe/categories/{category_id}"),
+    Route("constellation", "GET", "/universe/constellations/{constellation_id}"),
+    Route("market_history", "GET", "/markets/{region_id}/history"),
+    Route("market_prices", "GET", "/markets/prices"),
     Route("status", "GET", "/status", "status"),
 )
 
@@ -140,8 +147,10 @@ class EsiApp:
         stats: Stats,
         clock: Clock,
         stop: threading.Event,
+        history_limiter: HistoryLimiter | None = None,
     ) -> None:
         self._data = data
+        self._history_limiter = history_limiter
         self._keys = keys
         self._buckets = buckets
         self._errors = errors
@@ -187,6 +196,12 @@ class EsiApp:
         if isinstance(matched, Response):
             return self._finish(matched, ip, None)
         route, params = matched
+        if (
+            route.name == "market_history"
+            and self._history_limiter is not None
+            and not self._history_limiter.admit(ip)
+        ):  # the route's own per-minute limit (no bucket, no headers; a 500 beyond it)
+            return self._finish(Response.error(500, HISTORY_500), ip, None)
         caller = self._authenticate(route, request, params)
         ticket: Ticket | None = None
         key = self._bucket_key(route, caller, ip)
@@ -306,6 +321,10 @@ class EsiApp:
             "body": lambda: d.killmail(int(params["killmail_id"]), params["killmail_hash"]),
             "names": lambda: d.names(request.body),
             "affiliation": lambda: d.affiliation(request.body),
+            "market_history": lambda: d.market_history(
+                int(params["region_id"]), request.param("type_id")
+            ),
+            "market_prices": d.market_prices,
             "status": d.status,
         }
         if route.name in handlers:

@@ -19,6 +19,15 @@ from killsim.bodies import encode
 from killsim.clock import Clock
 from killsim.esi_format import esi_time
 from killsim.lists import ListCache, ListVersion
+from killsim.market import (
+    CATEGORIES,
+    GROUPS,
+    REGION_IDS,
+    Market,
+    last_history_day,
+    next_refresh,
+    region_of_constellation,
+)
 from killsim.scenario import NOT_IN_CORPORATION, ROLE_ERRORS, RoleErrorMode
 from killsim.world import World, is_npc_corporation
 
@@ -37,8 +46,13 @@ CACHE_AGE_S = MappingProxyType(
         "affiliation": 3_600,
         "names": 3_600,
         "roles": 3_600,
+        "group": 86_400,
+        "category": 86_400,
+        "constellation": 86_400,
+        "market_prices": 3_600,
     }
 )
+_LOCALISED = frozenset({"type", "system", "group", "category", "constellation"})
 #: ``POST /characters/affiliation`` when none of the ids is a character (esi-issues#527).
 NO_CHARACTERS = "No characters found!"
 
@@ -81,6 +95,7 @@ class EsiData:
         self._clock = clock
         self._body_cache_s = body_cache_s
         self._started = clock.now().replace(microsecond=0)
+        self.market = Market(world.item_types())
 
     def _ok(
         self,
@@ -229,7 +244,7 @@ class EsiData:
         if payload is None:
             return _error(404, f"{kind.capitalize()} not found")
         status, data, headers = self._ok(encode(payload), CACHE_AGE_S[kind])
-        if kind in ("type", "system"):  # localised routes say which language they answer in
+        if kind in _LOCALISED:  # localised routes say which language they answer in
             headers["Content-Language"] = "en"
         return status, data, headers
 
@@ -293,6 +308,8 @@ class EsiData:
         return self._static_payload(kind, entity_id)
 
     def _static_payload(self, kind: str, entity_id: int) -> Mapping[str, Any] | None:
+        if kind in ("group", "category", "constellation"):
+            return self._grouping_payload(kind, entity_id)
         if kind == "type":
             info = self._world.item_type(entity_id)
             return (
@@ -317,6 +334,72 @@ class EsiData:
             "security_status": system.security_status,
             "system_id": system.system_id,
         }
+
+    def _grouping_payload(self, kind: str, entity_id: int) -> Mapping[str, Any] | None:
+        """``/universe/groups|categories|constellations/{id}``, from the world's tables."""
+        if kind == "group":
+            if entity_id not in GROUPS:
+                return None
+            name, category_id = GROUPS[entity_id]
+            types = sorted(t.type_id for t in self._world.item_types() if t.group_id == entity_id)
+            return {
+                "category_id": category_id,
+                "group_id": entity_id,
+                "name": name,
+                "published": True,
+                "types": types,
+            }
+        if kind == "category":
+            if entity_id not in CATEGORIES:
+                return None
+            groups = sorted(g for g, (_, c) in GROUPS.items() if c == entity_id)
+            return {
+                "category_id": entity_id,
+                "groups": groups,
+                "name": CATEGORIES[entity_id],
+                "published": True,
+            }
+        systems = sorted(
+            s.system_id for s in self._world.systems() if s.constellation_id == entity_id
+        )
+        if not systems:
+            return None
+        return {
+            "constellation_id": entity_id,
+            "name": f"Constellation {entity_id - 20_000_000}",
+            "position": {"x": 1.0e17, "y": -2.5e16, "z": 3.0e17},
+            "region_id": region_of_constellation(entity_id),
+            "systems": systems,
+        }
+
+    # -- the market ------------------------------------------------------------------------------
+
+    def market_history(self, region_id: int, type_text: str | None) -> Answer:
+        """``GET /markets/{region_id}/history?type_id=``: refreshed daily at 11:05 UTC."""
+        if type_text is None or not type_text.isdigit():
+            return _error(400, "type_id: must be an integer")
+        if region_id not in REGION_IDS:
+            return _error(400, "Invalid region_id: no market in this region")
+        type_id = int(type_text)
+        if self._world.item_type(type_id) is None:
+            return _error(404, "Type not found!")
+        now = self._clock.now().replace(microsecond=0)
+        rows = self.market.history(region_id, type_id, last_history_day(now))
+        expires = next_refresh(now)
+        data = encode([r.to_json() for r in rows])
+        headers = {
+            "Content-Type": JSON,
+            "ETag": _etag(data),
+            "Cache-Control": f"public, max-age={int((expires - now).total_seconds())}",
+            "Expires": http_date(expires),
+            "Last-Modified": http_date(expires - timedelta(days=1)),
+        }
+        return 200, data, headers
+
+    def market_prices(self) -> Answer:
+        """``GET /markets/prices`` (cached an hour)."""
+        rows = self.market.prices(last_history_day(self._clock.now()))
+        return self._ok(encode(rows), CACHE_AGE_S["market_prices"])
 
     def status(self) -> Answer:
         """``GET /status``."""

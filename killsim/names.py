@@ -43,7 +43,9 @@ class TypeInfo:
     type_id: int
     name: str
     group_id: int
-    role: str  # ship | structure | capsule | weapon | module | charge | drone | container
+    #: ship | structure | capsule | weapon | module | charge | drone | container |
+    #: blueprint (carried as copies, singleton 2) | skin
+    role: str
 
 
 FACTIONS: tuple[tuple[int, str], ...] = (
@@ -146,6 +148,15 @@ _CONTAINERS = (
     (3466, "Medium Secure Container", 340),
     (37456, "Mobile Depot", 1246),
 )
+_BLUEPRINTS = (
+    (691, "Rifter Blueprint", 105),
+    (2049, "Damage Control II Blueprint", 344),
+    (2890, "200mm AutoCannon II Blueprint", 344),
+)
+_SKINS = (
+    (44131, "Rifter Valklear Glory SKIN", 1950),
+    (47513, "Tengu Kopis Edge SKIN", 1950),
+)
 CAPSULE = TypeInfo(670, "Capsule", 29, "capsule")
 
 
@@ -159,6 +170,8 @@ def type_table(*, hostile: bool = False) -> tuple[TypeInfo, ...]:
         ("charge", _CHARGES),
         ("drone", _DRONES),
         ("container", _CONTAINERS),
+        ("blueprint", _BLUEPRINTS),
+        ("skin", _SKINS),
     )
     table = [TypeInfo(tid, name, group, role) for role, rows in groups for tid, name, group in rows]
     if hostile:

@@ -195,6 +195,9 @@ class Scenario:
     #: Names with terminal controls, OSC sequences and bidi overrides (``names.HOSTILE_NAMES``)
     hostile_names: bool = False
     killmail_id_start: int = 128_000_000
+    #: Blueprint copies, SKINs and fitted ships in the ship hangar among the victims' items
+    #: (what the valuation must handle); off keeps every older world's bodies as they were.
+    valued_items: bool = False
     # -- corporations (0: none; the world is then exactly as without these knobs) --------
     corporations: int = 0  #: player corporations the tracked characters are spread over
     #: Tracked characters in each corporation, in character order (the rest stay outside
@@ -213,6 +216,9 @@ class Scenario:
     buckets: Mapping[str, tuple[int, int]] = field(default_factory=lambda: dict(ESI_BUCKETS))
     error_limit: int = 100
     error_window_s: int = 60
+    #: ``GET /markets/{region_id}/history`` per IP: requests per window, 500s beyond.
+    market_history_limit: int = 300
+    market_history_window_s: int = 60
     #: The 403 text of a corporation route without the role: ``ROLE_ERRORS["old"]``,
     #: ``["new"]``, or ``"alternate"`` (old, new, old, ... per refusal).
     role_error: RoleErrorMode = "old"
@@ -248,6 +254,8 @@ class Scenario:
             "body_cache_s": self.body_cache_s,
             "error_limit": self.error_limit,
             "error_window_s": self.error_window_s,
+            "market_history_limit": self.market_history_limit,
+            "market_history_window_s": self.market_history_window_s,
             "access_token_lifetime_s": self.access_token_lifetime_s,
         }
         for key, value in positive.items():
@@ -528,6 +536,19 @@ def _corporation(seed: int) -> Scenario:
     )
 
 
+def _market(seed: int) -> Scenario:
+    return Scenario(
+        name="market",
+        seed=seed,
+        characters=3,
+        killmails=200,
+        old_killmails=3,
+        structure_fraction=0.08,
+        valued_items=True,
+        description="blueprint copies, SKINs, fitted ships in hangars, capsules: for values",
+    )
+
+
 _NAMED: Mapping[str, Callable[[int], Scenario]] = MappingProxyType(
     {
         "smoke": _smoke,
@@ -537,6 +558,7 @@ _NAMED: Mapping[str, Callable[[int], Scenario]] = MappingProxyType(
         "ratelimit": _ratelimit,
         "huge": _huge,
         "corporation": _corporation,
+        "market": _market,
     }
 )
 

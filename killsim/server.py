@@ -17,6 +17,7 @@ from killsim.faults import Faults
 from killsim.http import Request, Response, SimHTTPServer
 from killsim.keys import SigningKeys
 from killsim.lists import ListCache
+from killsim.market import HistoryLimiter
 from killsim.ratelimit import ErrorLimiter, TokenBuckets
 from killsim.scenario import CORPORATION_SCOPES, READ_KILLMAILS, Scenario
 from killsim.sso import PREFIX, SsoApp
@@ -102,6 +103,10 @@ class SimServer:
             self._corp_lists.refresh,
         )
         self._errors = ErrorLimiter(scenario.error_limit, scenario.error_window_s, self.clock)
+        #: The market history's per-minute limit (``answered`` and ``refused`` counts).
+        self.market_history_limiter = HistoryLimiter(
+            scenario.market_history_limit, scenario.market_history_window_s, self.clock
+        )
         names = {c.character_id: c.name for c in self.world.characters}
         self._sso_state = SsoState(scenario, names, self.keys, self.clock, issuer="")
         self._stop = threading.Event()
@@ -121,6 +126,7 @@ class SimServer:
             stats=self.stats,
             clock=self.clock,
             stop=self._stop,
+            history_limiter=self.market_history_limiter,
         )
         self._sso: SsoApp | None = None
         self._httpd: SimHTTPServer | None = None

@@ -158,7 +158,9 @@ class World:
         self._builder = build_universe(scenario, self.created_at)
         self._universe: Universe = self._builder.universe
         self._planner = KillPlanner(self._builder, scenario, seeded(f"added:{scenario.seed}"))
-        self._bodies = BodyMaker(scenario.seed, self._universe.types)
+        self._bodies = BodyMaker(
+            scenario.seed, self._universe.types, valued_items=scenario.valued_items
+        )
         self._records: dict[int, KillmailRecord] = {}
         self._bytes: dict[int, bytes] = {}
         self._by_character: dict[int, list[int]] = {c: [] for c in self._universe.simulated}
@@ -356,6 +358,14 @@ class World:
     def item_type(self, type_id: int) -> TypeInfo | None:
         """An inventory type by id."""
         return self._universe.types.get(type_id)
+
+    def item_types(self) -> tuple[TypeInfo, ...]:
+        """Every inventory type of the world."""
+        return tuple(self._universe.types.values())
+
+    def systems(self) -> tuple[SolarSystem, ...]:
+        """Every solar system of the world."""
+        return tuple(self._universe.systems.values())
 
     # -- corporations and roles -------------------------------------------------------------
 

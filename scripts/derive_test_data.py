@@ -62,6 +62,11 @@ OPERATIONS: tuple[tuple[str, str], ...] = (
     ("post", "/universe/names"),
     ("get", "/universe/systems/{system_id}"),
     ("get", "/universe/types/{type_id}"),
+    ("get", "/universe/groups/{group_id}"),
+    ("get", "/universe/categories/{category_id}"),
+    ("get", "/universe/constellations/{constellation_id}"),
+    ("get", "/markets/{region_id}/history"),
+    ("get", "/markets/prices"),
 )
 #: The operation extensions taken from the 2026 document.
 EXTENSIONS = ("x-cache-age", "x-rate-limit")

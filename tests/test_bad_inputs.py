@@ -231,6 +231,20 @@ BAD_INPUTS: list[Bad] = [
     _row("webhooks edit 0 --delay 1h", 2, OUT_OF_RANGE),
     _row("webhooks edit 1 --anyone --character 5", 2, "not both", "upgraded"),
     _row("webhooks edit 1 --kills-only --losses-only", 2, "not both", "upgraded"),
+    # -- prices and values (issue 14) ----------------------------------------------------------
+    _row("prices import {tmp}/absent", 2, "absent: no such file or directory"),
+    _row("prices import --region 5 {tmp}", 2, OUT_OF_RANGE),
+    _row("prices import --region 10000002x {tmp}", 2, "is not a whole number"),
+    _row("prices sync --days 0", 2, OUT_OF_RANGE),
+    _row("prices sync --days 100000", 2, OUT_OF_RANGE),
+    _row("prices sync --per-minute 301", 2, OUT_OF_RANGE),
+    _row("prices sync --per-minute many", 2, "is not a whole number"),
+    _row("values --since yesterday", 2, "--since: not a date"),
+    _row("export --values --since 2026-13-01", 2, "--since: not a date"),
+    _row("values", 6, NO_DATABASE),
+    _row("prices sync", 6, NO_DATABASE),
+    _row("values", 2, "not a region id", env={"KILLSYNC_PRICE_REGION": "jita"}),
+    _row("prices sync", 2, "not a region id", env={"KILLSYNC_PRICE_REGION": "99"}),
 ]
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 
 from killcli.accounts import CORPORATION_LOGIN_SCOPES, KILLMAIL_SCOPE
 from killcli.cli.context import JSON_SCHEMA_VERSION
+from killsim.market import Market, write_history_archives
 from tests.conftest import CliResult, sim_environ
 
 Cli = Callable[..., CliResult]
@@ -117,6 +119,13 @@ def test_every_json_payload_keeps_its_keys(world: Any, cli: Cli, tmp_path: Path)
     out = tmp_path / "all.jsonl"
     assert cli("export", "--output", str(out)).exit_code == 0
     record("import", str(out))
+    market = Market(world.world.item_types())
+    today = world.clock.now().date()
+    days = [today - timedelta(days=n) for n in range(3)]
+    write_history_archives(tmp_path / "prices", market, days, compress_level=1)
+    record("prices", "import", str(tmp_path / "prices"))
+    record("prices", "sync", "--days", "30")
+    record("values")
     assert sorted(seen) == sorted(CONTRACT)
     problems = [p for kind, data in seen.items() for p in mismatches(data, CONTRACT[kind], kind)]
     assert problems == []
@@ -315,4 +324,30 @@ CONTRACT: dict[str, Shape] = {
     },
     "show": {"killmail": ANY, "names": ANY, "value": ANY},  # ESI's body, {id: name}
     "import": scalars("already_present", "new", "read", "rejected"),
+    "prices.import": scalars(
+        "elapsed_s",
+        "failed_files",
+        "files",
+        "other_regions",
+        "rejected_rows",
+        "rows",
+        "rows_per_s",
+        "skipped_files",
+        "types",
+    ),
+    "prices.sync": scalars(
+        "elapsed_s",
+        "fetched",
+        "fresh",
+        "market_prices",
+        "paced_s",
+        "region_id",
+        "rows",
+        "stopped",
+        "types_needed",
+        "without_history",
+    ),
+    "values": scalars(
+        "changes_covered", "elapsed_s", "unpriced_killmails", "valued", "with_fallback"
+    ),
 }

@@ -54,6 +54,18 @@ def test_migrations_build_the_models_schema_on_postgresql(empty_pg_url: str) -> 
 
 
 CORPORATION_TABLES = {"corporations", "corporation_killmails", "corporation_directors"}
+PRICE_TABLES = {
+    "market_history",
+    "price_imports",
+    "price_changes",
+    "price_fetches",
+    "market_prices",
+    "universe_types",
+    "universe_groups",
+    "universe_systems",
+    "universe_constellations",
+    "killmail_values",
+}
 
 
 def down_and_up_again(url: str, revision: str, back: set[str], gone: set[str]) -> list[Any]:
@@ -80,13 +92,14 @@ def down_and_up_again(url: str, revision: str, back: set[str], gone: set[str]) -
 
 
 # 0005 dropped the unused ``esi_cache`` (its downgrade recreates it); 0006 added the
-# corporation tables (its downgrade drops them).
+# corporation tables (its downgrade drops them); 0008 the price and value tables.
 DOWNGRADES = [
     ("0004", {"esi_cache"}, CORPORATION_TABLES),
     ("0005", set(), CORPORATION_TABLES),
     ("0006", set(), set()),  # 0007: pending bodies and runs of corporations' lists
     ("0007", set(), set()),  # 0008: jobs of corporations' lists
     ("0008", set(), set()),  # 0009: the `kills` index, webhook filters and delay
+    ("0009", set(), PRICE_TABLES),  # 0010: prices, the universe cache, values
 ]
 
 

@@ -21,6 +21,7 @@ from killcli.cli import demo as demo_cmds
 from killcli.cli import events as events_cmds
 from killcli.cli import kills as kills_cmds
 from killcli.cli import ops as ops_cmds
+from killcli.cli import prices as prices_cmds
 from killcli.cli import secrets as secrets_cmds
 from killcli.cli import settings as config_cmds
 from killcli.cli import sim as sim_cmds
@@ -57,6 +58,7 @@ users_cmds.register(app)
 sync_cmds.register(app)
 data_cmds.register(app)
 kills_cmds.register(app)
+prices_cmds.register(app)
 
 
 def _version(value: bool) -> None:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TimeElapsedColumn
 
 from killcli.cli import params
 from killcli.cli.context import app_context, examples, print_json
-from killcli.console import PlainTextColumn, is_interactive
-from killcli.errors import ExitCode, UsageError
+from killcli.cli.progressview import count_bar
+from killcli.errors import ExitCode
 from killcli.exporter import ExportFormat, export_killmails, open_output
 from killcli.importer import import_killmails
 from killcli.textsafe import sanitize
@@ -33,6 +31,7 @@ def register(app: typer.Typer) -> None:
             "killsync export --output all.jsonl",
             "killsync export --character 2112345678 --since 2026-01-01 --format json",
             "killsync export --corporation 98000001 --output corp.jsonl",
+            "killsync export --values --since 2026-01-01 --output valued.jsonl",
         ),
     )(export_cmd)
 
@@ -54,14 +53,8 @@ def import_cmd(
     """Import ESI killmail bodies (backfill beyond ESI's 90 days)."""
     app_ctx = app_context(ctx)
     db = app_ctx.database(create=True)  # bringing killmails in may start a database
-    show = is_interactive() and not no_progress and app_ctx.verbosity >= 0
-    columns = (
-        PlainTextColumn("{task.description}"),
-        BarColumn(),
-        PlainTextColumn("{task.completed} saved"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=app_ctx.console, disable=not show) as progress:
+    show = not no_progress and app_ctx.verbosity >= 0
+    with count_bar(app_ctx.console, show=show, unit="saved") as progress:
         task = progress.add_task("importing", total=None)
         result = import_killmails(
             db,
@@ -82,16 +75,6 @@ def import_cmd(
         )
     if result.rejected:
         raise typer.Exit(int(ExitCode.PARTIAL))
-
-
-def _parse_since(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise UsageError(f"--since: not a date (YYYY-MM-DD or ISO date-time): {value!r}") from exc
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
 def export_cmd(
@@ -129,14 +112,28 @@ def export_cmd(
             "place, a symlink to a file refused.",
         ),
     ] = None,
+    values: Annotated[
+        bool,
+        typer.Option(
+            "--values",
+            help='Each line {"killmail": BODY, "value": {total, destroyed, dropped, fitted, '
+            "ship, price_date, method, unpriced_type_ids}} (null: not valued yet).",
+        ),
+    ] = False,
 ) -> None:
     """Export stored killmails as ESI bodies, exactly as ESI sent them."""
     app_ctx = app_context(ctx)
-    since_at = _parse_since(since)
+    since_at = params.parse_since(since)
     db = app_ctx.database()
     with open_output(output) as out:
         result = export_killmails(
-            db, out, fmt=fmt, character_id=character, corporation_id=corporation, since=since_at
+            db,
+            out,
+            fmt=fmt,
+            character_id=character,
+            corporation_id=corporation,
+            since=since_at,
+            values=values,
         )
     for reason in result.skipped:
         app_ctx.console.print(f"skipped: {sanitize(reason)}")

@@ -1,4 +1,5 @@
-"""Bounded command-line numbers: one place that says what a valid id, port or duration is.
+"""Bounded command-line numbers: one place that says what a valid id, port or duration is
+(and the one ``--since`` date parser).
 
 Each function is a Typer ``parser=``: it turns the text of an argument into a value or
 raises :class:`typer.BadParameter`, which Typer reports as a usage error (exit 2) naming
@@ -17,6 +18,7 @@ from typing import Annotated
 import typer
 
 from killcli.db.types import utcnow
+from killcli.errors import UsageError
 from killcli.events.outbox import parse_age
 from killcli.queue.base import MAX_PRIORITY
 
@@ -90,6 +92,21 @@ def row_id(text: str) -> int:
     return _integer(text, "an id", 1, MAX_ID)
 
 
+def region_id(text: str) -> int:
+    """An EVE region id (10000000..12999999)."""
+    return _integer(text, "a region id", 10_000_000, 12_999_999)
+
+
+def days(text: str) -> int:
+    """A number of days: 1..3650."""
+    return _integer(text, "a number of days", 1, 3650)
+
+
+def per_minute(text: str) -> int:
+    """Market-history requests a minute: 1..300 (CCP's limit for the route)."""
+    return _integer(text, "requests a minute", 1, 300)
+
+
 def priority(text: str) -> int:
     """A job priority: 0..10, higher first."""
     return _integer(text, "a priority", 0, MAX_PRIORITY)
@@ -151,3 +168,14 @@ def limit(text: str) -> int:
 
 # The one `--json` flag: every command that can print JSON takes it with this spelling.
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def parse_since(value: str | None) -> datetime | None:
+    """``--since``: a date or ISO date-time, UTC unless it says otherwise."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise UsageError(f"--since: not a date (YYYY-MM-DD or ISO date-time): {value!r}") from exc
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed

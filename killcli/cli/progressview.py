@@ -13,15 +13,34 @@ import time
 from collections.abc import Iterable
 
 from rich.console import Console, RenderableType
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
-from killcli.console import PlainTextColumn
+from killcli.console import PlainTextColumn, is_interactive
 from killcli.sync.progress import ProgressRegistry, ProgressSnapshot, SyncState, SyncTracker
 from killcli.textsafe import sanitize
 
 UNKNOWN = "-"
+
+
+def count_bar(console: Console, *, show: bool, unit: str) -> Progress:
+    """A bar of a long count (rows imported, killmails valued): what, bar, count, time.
+    Drawn only when ``show`` and stderr is a terminal."""
+    columns = (
+        PlainTextColumn("{task.description}"),
+        BarColumn(),
+        PlainTextColumn("{task.completed} " + unit),
+        TimeElapsedColumn(),
+    )
+    return Progress(*columns, console=console, disable=not (show and is_interactive()))
 
 
 def stamped(line: str) -> str:

@@ -23,7 +23,16 @@ if TYPE_CHECKING:
 
 #: ``killsim.Scenario.names()``, spelled out so that ``--help`` (and every other command)
 #: does not import the simulator; tests/test_layout.py keeps the two equal.
-SCENARIO_NAMES = ("smoke", "fleet", "incremental", "chaos", "ratelimit", "huge", "corporation")
+SCENARIO_NAMES = (
+    "smoke",
+    "fleet",
+    "incremental",
+    "chaos",
+    "ratelimit",
+    "huge",
+    "corporation",
+    "market",
+)
 
 app = typer.Typer(
     name="sim",

@@ -9,7 +9,9 @@ at the container row they sat in. Fields ESI may add in the future land in ``ext
 
 from __future__ import annotations
 
+import datetime as dt
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -17,11 +19,13 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
+    Numeric,
     String,
     Table,
     Text,
@@ -448,3 +452,149 @@ class BodyClaim(Base):
     killmail_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     owner: Mapped[str] = mapped_column(String(200), index=True)
     expires_at: Mapped[datetime]
+
+
+# -- prices, the universe around killmails, values -------------------------------------------
+
+
+class MarketHistory(Base):
+    """One day of one type's market in one region (ESI's market history, EVE Ref's
+    archives): the valuation reads ``average``."""
+
+    __tablename__ = "market_history"
+
+    region_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    type_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    average: Mapped[float] = mapped_column(Double)
+    highest: Mapped[float] = mapped_column(Double)
+    lowest: Mapped[float] = mapped_column(Double)
+    volume: Mapped[int]
+    order_count: Mapped[int]
+
+
+class PriceImport(Base):
+    """A market-history file `killsync prices import` stored (by the SHA-256 of its
+    bytes): a re-run skips it, so an interrupted import resumes with the next file."""
+
+    __tablename__ = "price_imports"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    file_name: Mapped[str] = mapped_column(Text)
+    rows: Mapped[int]
+    imported_at: Mapped[datetime]
+
+
+class PriceChange(Base):
+    """Prices that changed: the history of one type (``type_id``; null for every type,
+    as a daily archive) from ``first_date`` on. `killsync values` recomputes the values
+    priced on or after ``first_date`` and computed before ``changed_at``, then drops the
+    changes it covered."""
+
+    __tablename__ = "price_changes"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    region_id: Mapped[int]
+    type_id: Mapped[int | None]
+    first_date: Mapped[dt.date] = mapped_column(Date)
+    changed_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class PriceFetch(Base):
+    """`killsync prices sync`'s progress: when a type's history was last fetched and when
+    ESI refreshes it (its ``Expires``, 11:05 UTC); a type is asked again only after."""
+
+    __tablename__ = "price_fetches"
+
+    region_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    type_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    fetched_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    rows: Mapped[int] = mapped_column(Integer)
+
+
+class MarketPrice(Base):
+    """``GET /markets/prices``: the fallback price of types without history (values
+    priced with it say so in their ``method``)."""
+
+    __tablename__ = "market_prices"
+
+    type_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    average_price: Mapped[float | None] = mapped_column(Double)
+    adjusted_price: Mapped[float | None] = mapped_column(Double)
+    fetched_at: Mapped[datetime]
+
+
+class UniverseType(Base):
+    """``GET /universe/types/{id}``, cached: a type's group (null with ``retry_after`` for
+    ids ESI does not know)."""
+
+    __tablename__ = "universe_types"
+
+    type_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    group_id: Mapped[int | None]
+    name: Mapped[str | None] = mapped_column(Text)
+    fetched_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retry_after: Mapped[datetime | None]
+
+
+class UniverseGroup(Base):
+    """``GET /universe/groups/{id}``, cached: a group's category."""
+
+    __tablename__ = "universe_groups"
+
+    group_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    category_id: Mapped[int | None]
+    name: Mapped[str | None] = mapped_column(Text)
+    fetched_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retry_after: Mapped[datetime | None]
+
+
+class UniverseSystem(Base):
+    """``GET /universe/systems/{id}``, cached: a system's constellation and security."""
+
+    __tablename__ = "universe_systems"
+
+    system_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    constellation_id: Mapped[int | None]
+    security_status: Mapped[float | None] = mapped_column(Double)
+    name: Mapped[str | None] = mapped_column(Text)
+    fetched_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retry_after: Mapped[datetime | None]
+
+
+class UniverseConstellation(Base):
+    """``GET /universe/constellations/{id}``, cached: a constellation's region."""
+
+    __tablename__ = "universe_constellations"
+
+    constellation_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    region_id: Mapped[int | None]
+    name: Mapped[str | None] = mapped_column(Text)
+    fetched_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retry_after: Mapped[datetime | None]
+
+
+ISK = Numeric(20, 2)
+
+
+class KillmailValue(Base):
+    """The ISK value of a killmail, priced at its day (docs/valuation.md): totals rounded
+    to 2 decimals, the price date, the method version, the types no price was found for."""
+
+    __tablename__ = "killmail_values"
+
+    killmail_id: Mapped[int] = mapped_column(
+        ForeignKey("killmails.killmail_id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    )
+    total: Mapped[Decimal] = mapped_column(ISK)
+    destroyed: Mapped[Decimal] = mapped_column(ISK)
+    dropped: Mapped[Decimal] = mapped_column(ISK)
+    fitted: Mapped[Decimal] = mapped_column(ISK)
+    ship: Mapped[Decimal] = mapped_column(ISK)
+    price_date: Mapped[dt.date] = mapped_column(Date, index=True)
+    method: Mapped[str] = mapped_column(Text)
+    unpriced_type_ids: Mapped[list[int]] = mapped_column(JSON)
+    computed_at: Mapped[datetime]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from killcli.events.outbox import OutboxEvent
@@ -83,6 +84,18 @@ def _when(payload: Mapping[str, Any]) -> str:
     return "????-??-?? ??:??:??" if when is None else when.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def isk_value(payload: Mapping[str, Any]) -> str | None:
+    """``1,234,567.89 ISK`` from the payload's ``value.total``; None when not valued."""
+    value = payload.get("value")
+    if not isinstance(value, Mapping):
+        return None
+    try:
+        total = Decimal(str(value.get("total")))
+    except (InvalidOperation, ValueError):
+        return None
+    return f"{total:,.2f} ISK" if total.is_finite() else None
+
+
 def kill_line(payload: Mapping[str, Any]) -> str:
     """``2026-01-02 12:34:56  Victim (Ship) killed by Final (Ship) in Jita  killmail 1``."""
     victim, final = _party(payload, "victim"), _party(payload, "final_blow")
@@ -133,6 +146,8 @@ def discord_body(payload: Mapping[str, Any], *, prefix: str = "") -> dict[str, A
         {"name": "System", "value": esc(system_name(payload)), "inline": True},
         {"name": "Attackers", "value": str(payload.get("attacker_count", "?")), "inline": True},
     ]
+    if (isk := isk_value(payload)) is not None:
+        fields.append({"name": "Value", "value": esc(isk), "inline": True})
     embed: dict[str, Any] = {"title": "Killmail", "fields": fields}
     if isinstance(payload.get("killmail_id"), int):
         embed["title"] = f"Killmail {payload['killmail_id']}"
@@ -154,6 +169,8 @@ def escape_slack(text: str) -> str:
 def slack_body(payload: Mapping[str, Any], *, prefix: str = "") -> dict[str, Any]:
     """``{"text", "mrkdwn": false}`` for a Slack incoming webhook."""
     line = kill_line(payload)
+    if (isk := isk_value(payload)) is not None:
+        line += f"  {isk}"
     if isinstance(payload.get("killmail_id"), int):
         line += "  " + ZKILLBOARD_URL.format(killmail_id=payload["killmail_id"])
     return {"text": escape_slack(prefix + line), "mrkdwn": False}

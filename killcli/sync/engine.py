@@ -53,6 +53,7 @@ from killcli.sync.inflight import Claim, InflightBodies
 from killcli.sync.listwalk import PacedPageFetcher, PageFetcher, walk_killmail_list
 from killcli.sync.names import NameResolver, ids_to_name
 from killcli.sync.owners import CharacterOwner, ListOwner, RunOutcome
+from killcli.values import SaveTimeValuer
 
 PENDING = table_of(PendingKillmail)
 CHARACTERS = table_of(Character)
@@ -215,8 +216,10 @@ class SyncEngine:
         claims: BodyClaims | None = None,
         claim_poll_s: float = CLAIM_POLL_S,
         clock: Clock = SYSTEM_CLOCK,
+        valuer: SaveTimeValuer | None = None,
     ) -> None:
         self.db = db
+        self.valuer = valuer  # values new killmails whose prices are stored
         self.esi = esi
         self.tokens = tokens
         self.inflight = inflight or InflightBodies()
@@ -608,13 +611,11 @@ class SyncEngine:
             session.execute(delete(PENDING).where(PENDING.c.killmail_id.in_(ids)))
             run.claims.release_in(session, ids)
             new = set(result.new_ids)
+            fresh = [rows for rows in batch if rows.killmail_id in new]
+            values = self.valuer.value_new(session, fresh) if self.valuer and fresh else {}
             save_events(
                 session,
-                killmail_saved_events(
-                    [rows for rows in batch if rows.killmail_id in new],
-                    names,
-                    **run.owner.event_ids(),
-                ),
+                killmail_saved_events(fresh, names, values=values, **run.owner.event_ids()),
             )
         run.figures.new += result.new
         run.figures.already += result.already

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from killcli.db.models import Event, table_of
 from killcli.killmail import KillmailRows, format_time
+from killcli.valuation import KillmailValuation
 
 EVENTS = table_of(Event)
 KILLMAIL_SAVED = "killmail.saved"
@@ -35,10 +36,13 @@ def killmail_saved_events(
     *,
     character_id: int | None = None,
     corporation_id: int | None = None,
+    values: Mapping[int, KillmailValuation] | None = None,
 ) -> list[dict[str, Any]]:
-    """One payload per new killmail: who died, who got the final blow, where and when, and
+    """One payload per new killmail: who died, who got the final blow, where and when,
     whose sync saved it (``character_id``, or ``corporation_id`` for a corporation's
-    list: then ``character_id`` is null)."""
+    list: then ``character_id`` is null), and its ISK value (null when not valued yet:
+    its prices are not stored)."""
+    values = values or {}
     events = []
     for rows in batch:
         km = rows.killmail
@@ -56,6 +60,9 @@ def killmail_saved_events(
                 "victim": _party(victim, names),
                 "final_blow": _party(final, names),
                 "attacker_count": km["attacker_count"],
+                "value": (
+                    values[km["killmail_id"]].as_dict() if km["killmail_id"] in values else None
+                ),
             }
         )
     return events

@@ -19,6 +19,7 @@ def test_named_scenarios_and_their_numbers() -> None:
         "ratelimit",
         "huge",
         "corporation",
+        "market",
     }
     smoke = Scenario.named("smoke")
     assert 3 <= smoke.characters <= 5 and smoke.killmails == 100 and smoke.page_size == 50

@@ -127,5 +127,5 @@ def test_serve_rejects_a_bad_scenario_in_one_line() -> None:
     assert out == ""
     assert err.strip().splitlines() == [
         "killsync: error: unknown scenario 'nope' (one of smoke, fleet, incremental, "
-        "chaos, ratelimit, huge, corporation)"
+        "chaos, ratelimit, huge, corporation, market)"
     ]

@@ -1,0 +1,271 @@
+"""The ISK value of a killmail, priced at its own day: zKillboard's method
+(docs/valuation.md; ``METHOD`` names its version).
+
+Pure functions: the prices come from a :class:`Prices` (a :class:`PriceBook` filled from
+the database by :mod:`killcli.values`, or a plain one in tests) and the types' groups and
+categories from :mod:`killcli.universe`. Amounts are :class:`~decimal.Decimal`; each total
+is rounded to 2 decimals, half away from zero, as PHP's ``round``.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Protocol
+
+from killcli.universe import TypeInfo
+
+#: The method's version, stored with every value: a new version recomputes them all.
+METHOD = "zkb-1"
+#: ``METHOD`` plus this: some type was priced from ``/markets/prices`` (no history).
+FALLBACK_SUFFIX = "+market-prices"
+PRICE_DATE_OFFSET = timedelta(seconds=3601)
+MAX_DAYS = 34
+CENT = Decimal("0.01")
+BLUEPRINT_COPY_PRICE = CENT
+SKIN_PRICE = CENT
+CAPSULE_PRICE = Decimal(10_000)
+UNPRICED_PRICE = CENT
+BLUEPRINT_COPY = 2  # an item's ``singleton``
+FITTED_FLAGS = frozenset(
+    [*range(11, 35), *range(92, 99), *range(125, 133), *range(159, 164)]
+)  # low, mid, high slots, rigs, subsystems, fighter tubes
+
+
+def price_date(killmail_time: datetime) -> date:
+    """The day a killmail is priced at: its time minus 3601 s (00:30 is the day before)."""
+    return (killmail_time - PRICE_DATE_OFFSET).date()
+
+
+def money(value: Decimal) -> Decimal:
+    """Rounded to 2 decimals, half away from zero."""
+    return value.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def _decimal(value: float) -> Decimal:
+    return Decimal(repr(value))
+
+
+@dataclass(frozen=True)
+class DailyAverages:
+    """One type's stored daily averages > 0, by ascending day ordinal (for bisection)."""
+
+    days: list[int]
+    averages: list[float]
+
+    @classmethod
+    def of(cls, history: Mapping[date, float]) -> DailyAverages:
+        pairs = sorted((d.toordinal(), a) for d, a in history.items() if a is not None and a > 0)
+        return cls([d for d, _ in pairs], [a for _, a in pairs])
+
+
+def trimmed_average(history: Mapping[date, float], day: date, stored_days: int) -> Decimal | None:
+    """A type's price at ``day`` from its daily averages (``history``: at least every
+    stored day within reach), or None when it has none > 0.01: see :func:`price_from`."""
+    return price_from(DailyAverages.of(history), day, stored_days)
+
+
+def price_from(averages: DailyAverages, day: date, stored_days: int) -> Decimal | None:
+    """A type's price at ``day``.
+
+    Walk back from ``day`` for at most ``stored_days`` calendar days (the number of days
+    the type has stored: zKillboard's bound; at least the day itself) collecting up to 34
+    averages; sorted, with all 34 drop the 2 lowest and 2 highest, with more than 6 drop
+    the 2 highest; average the rest, round to 2 decimals; 0.01 or less is no price;
+    otherwise that day's own average caps it. The mean is taken in floating point, as
+    zKillboard's PHP does, and rounded from its shortest decimal form (as PHP's ``round``
+    does: 1.005 rounds to 1.01).
+    """
+    target = day.toordinal()
+    days = averages.days
+    end = bisect_right(days, target)
+    start = max(bisect_left(days, target - max(1, stored_days) + 1), end - MAX_DAYS)
+    found = sorted(averages.averages[start:end])
+    if len(found) == MAX_DAYS:
+        found = found[2:-2]
+    elif len(found) > 6:
+        found = found[:-2]
+    if not found:
+        return None
+    price = money(_decimal(sum(found) / len(found)))
+    if price <= CENT:  # no usable price (zKillboard would try the build cost here)
+        return None
+    if end and days[end - 1] == target:  # capped by the day's own average, as zKillboard
+        price = min(price, _decimal(averages.averages[end - 1]))
+    return price
+
+
+class Prices(Protocol):
+    """Where the valuation reads prices."""
+
+    def market_price(self, type_id: int, day: date) -> Decimal | None:
+        """The type's price from its history at ``day`` (:func:`trimmed_average`)."""
+
+    def fallback_price(self, type_id: int) -> Decimal | None:
+        """The type's ``/markets/prices`` average, for types without history."""
+
+
+@dataclass
+class PriceBook:
+    """Prices held in memory: daily averages by type, stored-day counts, fallbacks."""
+
+    history: dict[int, dict[date, float]] = field(default_factory=dict)
+    stored_days: dict[int, int] = field(default_factory=dict)
+    fallback: dict[int, float] = field(default_factory=dict)
+    _sorted: dict[int, DailyAverages] = field(default_factory=dict, repr=False)
+
+    def market_price(self, type_id: int, day: date) -> Decimal | None:
+        return self.history_price(type_id, day)
+
+    def history_price(self, type_id: int, day: date) -> Decimal | None:
+        """:func:`price_from` the type's held history."""
+        rows = self.history.get(type_id)
+        count = self.stored_days.get(type_id, len(rows) if rows else 0)
+        if not rows or count <= 0:
+            return None
+        return price_from(self.averages(type_id), day, count)
+
+    def averages(self, type_id: int) -> DailyAverages:
+        """The type's held history, sorted (built once, until :meth:`forget` is called)."""
+        held = self._sorted.get(type_id)
+        if held is None:
+            held = self._sorted[type_id] = DailyAverages.of(self.history.get(type_id, {}))
+        return held
+
+    def forget(self, type_id: int | None = None) -> None:
+        """The held history of a type (or of all) changed: sort it again when needed."""
+        if type_id is None:
+            self._sorted.clear()
+        else:
+            self._sorted.pop(type_id, None)
+
+    def fallback_price(self, type_id: int) -> Decimal | None:
+        value = self.fallback.get(type_id)
+        return None if value is None or value <= 0 else money(_decimal(value))
+
+
+@dataclass(frozen=True)
+class KillmailValuation:
+    """A killmail's value (the row of ``killmail_values`` without ``computed_at``)."""
+
+    killmail_id: int
+    total: Decimal
+    destroyed: Decimal
+    dropped: Decimal
+    fitted: Decimal
+    ship: Decimal
+    price_date: date
+    method: str
+    unpriced_type_ids: tuple[int, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``value`` of events, webhooks and ``export --values`` (amounts as strings
+        with 2 decimals: exact in JSON)."""
+        return {
+            "total": str(self.total),
+            "destroyed": str(self.destroyed),
+            "dropped": str(self.dropped),
+            "fitted": str(self.fitted),
+            "ship": str(self.ship),
+            "price_date": self.price_date.isoformat(),
+            "method": self.method,
+            "unpriced_type_ids": list(self.unpriced_type_ids),
+        }
+
+
+class _Pricer:
+    """Prices of one killmail's types at its day, remembering what had no price."""
+
+    def __init__(self, prices: Prices, types: Mapping[int, TypeInfo], day: date) -> None:
+        self._prices = prices
+        self._types = types
+        self._day = day
+        self._memo: dict[int, Decimal] = {}
+        self.unpriced: set[int] = set()
+        self.fallback_used = False
+
+    def type_price(self, type_id: int) -> Decimal:
+        """The plain price of a type (capsules and SKINs by rule)."""
+        if type_id not in self._memo:
+            self._memo[type_id] = self._price(type_id)
+        return self._memo[type_id]
+
+    def _price(self, type_id: int) -> Decimal:
+        info = self._types.get(type_id)
+        if info is not None and info.is_skin:
+            return SKIN_PRICE
+        if info is not None and info.is_capsule:
+            return CAPSULE_PRICE
+        price = self._prices.market_price(type_id, self._day)
+        if price is not None:
+            return price
+        price = self._prices.fallback_price(type_id)
+        if price is not None:
+            self.fallback_used = True
+            return price
+        self.unpriced.add(type_id)
+        return UNPRICED_PRICE
+
+    def item_price(self, item: Mapping[str, Any]) -> Decimal:
+        """An item row's unit price: a blueprint copy is worth 0.01."""
+        if item.get("singleton") == BLUEPRINT_COPY:
+            return BLUEPRINT_COPY_PRICE
+        return self.type_price(int(item["item_type_id"]))
+
+
+def _quantity(item: Mapping[str, Any]) -> int:
+    return int(item.get("quantity_destroyed") or 0) + int(item.get("quantity_dropped") or 0)
+
+
+def value_killmail(
+    killmail_id: int,
+    killmail_time: datetime,
+    ship_type_id: int,
+    items: Sequence[Mapping[str, Any]],
+    prices: Prices,
+    types: Mapping[int, TypeInfo],
+) -> KillmailValuation:
+    """Value one killmail. ``items`` are its item rows (``killmail_items``: ``position``,
+    ``parent_position``, ``item_type_id``, ``flag``, ``singleton``, quantities)."""
+    day = price_date(killmail_time)
+    pricer = _Pricer(prices, types, day)
+    ship = pricer.type_price(ship_type_id)
+    destroyed, dropped, fitted = ship, Decimal(0), ship
+    children: dict[int, list[Mapping[str, Any]]] = {}
+    for item in items:
+        if item.get("parent_position") is not None:
+            children.setdefault(int(item["parent_position"]), []).append(item)
+    for item in items:
+        if item.get("parent_position") is not None:
+            continue
+        value = pricer.item_price(item) * _quantity(item)
+        value += sum(
+            (pricer.item_price(c) * _quantity(c) for c in children.get(item["position"], ())),
+            Decimal(0),
+        )
+        if int(item.get("quantity_destroyed") or 0) > 0:
+            destroyed += value
+        if int(item.get("quantity_dropped") or 0) > 0:
+            dropped += value
+        if item["flag"] in FITTED_FLAGS:  # the plain price: no blueprint-copy rule here
+            fitted += pricer.type_price(int(item["item_type_id"])) * _quantity(item)
+    destroyed, dropped = money(destroyed), money(dropped)
+    return KillmailValuation(
+        killmail_id,
+        destroyed + dropped,
+        destroyed,
+        dropped,
+        money(fitted),
+        money(ship),
+        day,
+        METHOD + (FALLBACK_SUFFIX if pricer.fallback_used else ""),
+        tuple(sorted(pricer.unpriced)),
+    )
+
+
+def type_ids_of(ship_type_id: int, items: Iterable[Mapping[str, Any]]) -> set[int]:
+    """Every type a killmail's value needs: the hull and every item's."""
+    return {ship_type_id, *(int(i["item_type_id"]) for i in items)}

@@ -1,0 +1,465 @@
+"""Values of stored killmails (``killmail_values``): computing, storing, recomputing.
+
+* when a killmail is saved (:class:`SaveTimeValuer`): valued at once if the price store
+  already reaches its price date and every type's group is cached; its
+  ``killmail.saved`` event then carries the value;
+* `killsync values` (:func:`compute_values`): killmails without a value, values of an
+  older method version, and values whose prices changed since they were computed
+  (``price_changes``, written by every import and sync); ``recompute`` redoes all.
+
+Killmails are valued in time order, a chunk at a time, with the chunk's prices loaded in
+one read (:class:`StoredPrices`): the 34-day window before the chunk's dates, and a
+type's whole history only when its walk back reaches further (sparse history).
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left, bisect_right
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.orm import Session
+
+from killcli.db import Database
+from killcli.db.models import Item, Killmail, KillmailValue, PriceChange, table_of
+from killcli.db.store import dialect_insert
+from killcli.db.types import utcnow
+from killcli.esi.market import Requester
+from killcli.killmail import KillmailRows
+from killcli.prices.store import (
+    HISTORY,
+    load_averages,
+    load_fallback_prices,
+    newest_history_day,
+    stored_day_counts,
+)
+from killcli.universe import TypeInfo, fetch_types, get_types
+from killcli.valuation import (
+    FALLBACK_SUFFIX,
+    MAX_DAYS,
+    METHOD,
+    DailyAverages,
+    KillmailValuation,
+    PriceBook,
+    price_date,
+    type_ids_of,
+    value_killmail,
+)
+
+KILLMAILS = table_of(Killmail)
+ITEMS = table_of(Item)
+VALUES = table_of(KillmailValue)
+CHANGES = table_of(PriceChange)
+CHUNK = 2_000
+READ_CHUNK = 500
+WINDOW_DAYS = 2 * MAX_DAYS  # history loaded before a chunk's first price date
+SLIDE_AT_TYPES = 1_000  # from this many types a chunk, every type's window slides
+CURRENT_METHODS = (METHOD, METHOD + FALLBACK_SUFFIX)
+ITEM_COLUMNS = (
+    "killmail_id",
+    "position",
+    "parent_position",
+    "item_type_id",
+    "flag",
+    "singleton",
+    "quantity_destroyed",
+    "quantity_dropped",
+)
+
+
+class StoredPrices(PriceBook):
+    """A :class:`PriceBook` over a window of the database's history, for killmails valued
+    in time order, a chunk at a time (:meth:`load` before each chunk).
+
+    Few types: their window is read for each chunk. Many (``SLIDE_AT_TYPES``): the window
+    of every type slides, each chunk reading only the days it adds (and dropping what fell
+    out of it now and then), so a run reads each row of the history about once. A type
+    whose walk back needs more than the window holds (sparse history) is read whole.
+    """
+
+    def __init__(self, region_id: int, counts: Mapping[int, int], fallback: Mapping[int, float]):
+        super().__init__(stored_days=dict(counts), fallback=dict(fallback))
+        self._region_id = region_id
+        self._session: Session | None = None
+        self._held_from: date = date.max  # every type's days are held from here on
+        self._span: tuple[date, date] | None = None  # the sliding window, once sliding
+        self._complete: set[int] = set()
+        self._memo: dict[tuple[int, date], Decimal | None] = {}
+
+    def load(self, session: Session, type_ids: Iterable[int], first: date, last: date) -> None:
+        """Hold every average a chunk priced from ``first`` to ``last`` may need."""
+        self._session = session
+        self._memo.clear()
+        start = first - timedelta(days=WINDOW_DAYS)
+        wanted = {t for t in type_ids if self.stored_days.get(t)}
+        if self._span is not None or len(wanted) >= SLIDE_AT_TYPES:
+            self._slide(session, start, last)
+            return
+        self.history = {t: rows for t, rows in self.history.items() if t in self._complete}
+        fresh = [t for t in wanted if t not in self._complete]
+        self.history.update(load_averages(session, self._region_id, fresh, start, last))
+        self.forget()
+        self._held_from = start
+
+    def _slide(self, session: Session, start: date, last: date) -> None:
+        if self._span is None or start > self._span[1] or last < self._span[1]:
+            self._add(load_averages(session, self._region_id, None, start, last), reset=True)
+            self._span = (start, last)
+        else:
+            added_from = self._span[1] + timedelta(days=1)
+            self._add(load_averages(session, self._region_id, None, added_from, last))
+            self._span = (self._span[0], last)
+            if (start - self._span[0]).days > WINDOW_DAYS:  # drop what fell out, now and then
+                for type_id, rows in self.history.items():
+                    if type_id not in self._complete:
+                        for day in [d for d in rows if d < start]:
+                            del rows[day]
+                self.forget()
+                self._span = (start, last)
+        self._held_from = self._span[0]
+
+    def _add(self, loaded: dict[int, dict[date, float]], *, reset: bool = False) -> None:
+        """Take newly read days (later than every day held, unless ``reset``)."""
+        if reset:
+            self.history = {t: rows for t, rows in self.history.items() if t in self._complete}
+            self.forget()
+        for type_id, rows in loaded.items():
+            if type_id in self._complete:
+                continue
+            self.history.setdefault(type_id, {}).update(rows)
+            held = self._sorted.get(type_id)
+            if held is not None:  # the new days come after the held ones: append them
+                new = DailyAverages.of(rows)
+                held.days.extend(new.days)
+                held.averages.extend(new.averages)
+
+    def market_price(self, type_id: int, day: date) -> Decimal | None:
+        key = (type_id, day)
+        if key not in self._memo:
+            self._memo[key] = self._price(type_id, day)
+        return self._memo[key]
+
+    def _price(self, type_id: int, day: date) -> Decimal | None:
+        count = self.stored_days.get(type_id, 0)
+        if count and type_id not in self._complete:
+            reach = day - timedelta(days=count - 1)  # the farthest day a walk may reach
+            if reach < self._held_from and self._held_days(type_id, day) < MAX_DAYS:
+                assert self._session is not None  # load() ran
+                whole = load_averages(self._session, self._region_id, [type_id])
+                self.history[type_id] = whole[type_id]
+                self.forget(type_id)
+                self._complete.add(type_id)
+        return self.history_price(type_id, day)
+
+    def _held_days(self, type_id: int, day: date) -> int:
+        """How many days of the type are held from the window's start to ``day``."""
+        held = self.averages(type_id).days
+        return bisect_right(held, day.toordinal()) - bisect_left(held, self._held_from.toordinal())
+
+
+@dataclass(frozen=True)
+class ValuesResult:
+    """What `killsync values` did."""
+
+    valued: int
+    unpriced_killmails: int
+    with_fallback: int
+    changes_covered: int
+    elapsed_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["elapsed_s"] = round(self.elapsed_s, 3)
+        return out
+
+
+def value_row(valuation: KillmailValuation, computed_at: datetime) -> dict[str, Any]:
+    """The ``killmail_values`` row of a valuation."""
+    return {
+        "killmail_id": valuation.killmail_id,
+        "total": valuation.total,
+        "destroyed": valuation.destroyed,
+        "dropped": valuation.dropped,
+        "fitted": valuation.fitted,
+        "ship": valuation.ship,
+        "price_date": valuation.price_date,
+        "method": valuation.method,
+        "unpriced_type_ids": list(valuation.unpriced_type_ids),
+        "computed_at": computed_at,
+    }
+
+
+def save_values(session: Session, valuations: Sequence[KillmailValuation]) -> None:
+    """Insert or replace values in the caller's transaction."""
+    if not valuations:
+        return
+    now = utcnow()
+    stmt = dialect_insert(session, VALUES)
+    columns = [c.name for c in VALUES.c if c.name != "killmail_id"]
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[VALUES.c.killmail_id],
+            set_={c: stmt.excluded[c] for c in columns},
+        ),
+        [value_row(v, now) for v in valuations],
+    )
+
+
+def get_values(session: Session, killmail_ids: Iterable[int]) -> dict[int, KillmailValuation]:
+    """Stored values by killmail id (for exports and events)."""
+    wanted = sorted(set(killmail_ids))
+    out: dict[int, KillmailValuation] = {}
+    for start in range(0, len(wanted), READ_CHUNK):
+        query = select(VALUES).where(VALUES.c.killmail_id.in_(wanted[start : start + READ_CHUNK]))
+        for row in session.execute(query).mappings():
+            out[row["killmail_id"]] = KillmailValuation(
+                row["killmail_id"],
+                row["total"],
+                row["destroyed"],
+                row["dropped"],
+                row["fitted"],
+                row["ship"],
+                row["price_date"],
+                row["method"],
+                tuple(row["unpriced_type_ids"]),
+            )
+    return out
+
+
+# -- at save time -------------------------------------------------------------------------
+
+
+class SaveTimeValuer:
+    """Values new killmails in the transaction that saves them, when it can without ESI:
+    the history reaches their price date and every type's group is cached."""
+
+    def __init__(self, region_id: int, *, recheck_s: float = 300.0) -> None:
+        self.region_id = region_id
+        self._recheck_s = recheck_s
+        self._newest: tuple[float, date | None] = (-1e18, None)
+
+    def _newest_day(self, session: Session) -> date | None:
+        checked, day = self._newest
+        if time.monotonic() - checked > self._recheck_s:
+            day = newest_history_day(session, self.region_id)
+            self._newest = (time.monotonic(), day)
+        return day
+
+    def value_new(
+        self, session: Session, batch: Iterable[KillmailRows]
+    ) -> dict[int, KillmailValuation]:
+        """Value and store what can be valued now; the values by killmail id."""
+        newest = self._newest_day(session)
+        if newest is None:
+            return {}
+        ready = [r for r in batch if price_date(r.killmail["killmail_time"]) <= newest]
+        if not ready:
+            return {}
+        wanted = set().union(
+            *(type_ids_of(r.killmail["victim_ship_type_id"], r.items) for r in ready)
+        )
+        types = get_types(session, wanted)
+        ready = [
+            r
+            for r in ready
+            if type_ids_of(r.killmail["victim_ship_type_id"], r.items) <= types.keys()
+        ]
+        if not ready:
+            return {}
+        prices = _book(session, self.region_id, ready_types(ready), ready)
+        valuations = [_value(r.killmail, r.items, prices, types) for r in ready]
+        save_values(session, valuations)
+        return {v.killmail_id: v for v in valuations}
+
+
+def ready_types(batch: Iterable[KillmailRows]) -> set[int]:
+    return set().union(*(type_ids_of(r.killmail["victim_ship_type_id"], r.items) for r in batch))
+
+
+def _book(
+    session: Session, region_id: int, types: set[int], rows: Sequence[KillmailRows]
+) -> StoredPrices:
+    days = [price_date(r.killmail["killmail_time"]) for r in rows]
+    counts = stored_day_counts_for(session, region_id, types)
+    book = StoredPrices(region_id, counts, load_fallback_prices(session))
+    book.load(session, types, min(days), max(days))
+    return book
+
+
+def stored_day_counts_for(session: Session, region_id: int, types: set[int]) -> dict[int, int]:
+    """Stored-day counts of a few types (the save path: not the whole region)."""
+    wanted = sorted(types)
+    out: dict[int, int] = {}
+    for start in range(0, len(wanted), READ_CHUNK):
+        query = (
+            select(HISTORY.c.type_id, func.count())
+            .where(
+                HISTORY.c.region_id == region_id,
+                HISTORY.c.type_id.in_(wanted[start : start + READ_CHUNK]),
+            )
+            .group_by(HISTORY.c.type_id)
+        )
+        out.update({t: int(n) for t, n in session.execute(query)})
+    return out
+
+
+def _value(
+    killmail: Mapping[str, Any],
+    items: Sequence[Mapping[str, Any]],
+    prices: PriceBook,
+    types: Mapping[int, TypeInfo],
+) -> KillmailValuation:
+    return value_killmail(
+        killmail["killmail_id"],
+        killmail["killmail_time"],
+        killmail["victim_ship_type_id"],
+        items,
+        prices,
+        types,
+    )
+
+
+# -- `killsync values` --------------------------------------------------------------------
+
+
+def compute_values(
+    db: Database,
+    region_id: int,
+    *,
+    recompute: bool = False,
+    since: datetime | None = None,
+    esi: Requester | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> ValuesResult:
+    """Value the killmails that need it (all of them with ``recompute``), killed at or
+    after ``since`` when given. With ``esi``, types missing from the cache are fetched
+    first (else they are valued as plain types)."""
+    started, run_at = time.perf_counter(), utcnow()
+    with db.session() as session:
+        targets = _targets(session, recompute=recompute, since=since)
+    if esi is not None and targets:
+        fetch_types(db, esi, _all_types(db, [kid for kid, _ in targets]))
+    valued = unpriced = fallback = 0
+    with db.session() as session:
+        book = StoredPrices(
+            region_id, stored_day_counts(session, region_id), load_fallback_prices(session)
+        )
+    for start in range(0, len(targets), CHUNK):
+        chunk = [kid for kid, _ in targets[start : start + CHUNK]]
+        with db.session() as session:
+            valuations = _value_chunk(session, chunk, book)
+            save_values(session, valuations)
+        valued += len(valuations)
+        unpriced += sum(1 for v in valuations if v.unpriced_type_ids)
+        fallback += sum(1 for v in valuations if v.method.endswith(FALLBACK_SUFFIX))
+        if on_chunk:
+            on_chunk(len(valuations))
+    covered = 0
+    if since is None:  # every change up to the run's start is now reflected
+        with db.session() as session:
+            result = session.execute(delete(CHANGES).where(CHANGES.c.changed_at <= run_at))
+            covered = int(getattr(result, "rowcount", 0) or 0)
+    return ValuesResult(valued, unpriced, fallback, covered, time.perf_counter() - started)
+
+
+def _targets(
+    session: Session, *, recompute: bool, since: datetime | None
+) -> list[tuple[int, datetime]]:
+    """``(killmail_id, killmail_time)`` to value, oldest first."""
+    base = select(KILLMAILS.c.killmail_id, KILLMAILS.c.killmail_time)
+    if since is not None:
+        base = base.where(KILLMAILS.c.killmail_time >= since)
+    if recompute:
+        return [(k, t) for k, t in session.execute(base.order_by(KILLMAILS.c.killmail_time))]
+    joined = base.outerjoin(VALUES, VALUES.c.killmail_id == KILLMAILS.c.killmail_id).where(
+        or_(VALUES.c.killmail_id.is_(None), VALUES.c.method.not_in(CURRENT_METHODS))
+    )
+    wanted = {row[0]: row[1] for row in session.execute(joined)}
+    for change in session.execute(select(CHANGES)).mappings():
+        wanted.update(_changed(session, dict(change), since))
+    return sorted(wanted.items(), key=lambda pair: (pair[1], pair[0]))
+
+
+def _changed(
+    session: Session, change: Mapping[str, Any], since: datetime | None
+) -> dict[int, datetime]:
+    """Killmails whose value a price change may have changed."""
+    query = (
+        select(KILLMAILS.c.killmail_id, KILLMAILS.c.killmail_time)
+        .join(VALUES, VALUES.c.killmail_id == KILLMAILS.c.killmail_id)
+        .where(
+            VALUES.c.price_date >= change["first_date"],
+            VALUES.c.computed_at < change["changed_at"],
+        )
+    )
+    if since is not None:
+        query = query.where(KILLMAILS.c.killmail_time >= since)
+    if change["type_id"] is not None:
+        type_id = change["type_id"]
+        has_item = select(ITEMS.c.killmail_id).where(ITEMS.c.item_type_id == type_id)
+        query = query.where(
+            or_(
+                KILLMAILS.c.victim_ship_type_id == type_id,
+                KILLMAILS.c.killmail_id.in_(has_item),
+            )
+        )
+    return {row[0]: row[1] for row in session.execute(query)}
+
+
+def _all_types(db: Database, killmail_ids: list[int]) -> set[int]:
+    found: set[int] = set()
+    with db.session() as session:
+        for start in range(0, len(killmail_ids), READ_CHUNK):
+            chunk = killmail_ids[start : start + READ_CHUNK]
+            found.update(
+                session.scalars(
+                    select(KILLMAILS.c.victim_ship_type_id).where(
+                        KILLMAILS.c.killmail_id.in_(chunk)
+                    )
+                )
+            )
+            found.update(
+                session.scalars(
+                    select(ITEMS.c.item_type_id).where(ITEMS.c.killmail_id.in_(chunk)).distinct()
+                )
+            )
+    return found
+
+
+def _value_chunk(session: Session, chunk: list[int], book: StoredPrices) -> list[KillmailValuation]:
+    killmails: list[Mapping[str, Any]] = []
+    items: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
+    columns = [ITEMS.c[name] for name in ITEM_COLUMNS]
+    for start in range(0, len(chunk), READ_CHUNK):
+        ids = chunk[start : start + READ_CHUNK]
+        killmails.extend(
+            dict(row)
+            for row in session.execute(
+                select(
+                    KILLMAILS.c.killmail_id,
+                    KILLMAILS.c.killmail_time,
+                    KILLMAILS.c.victim_ship_type_id,
+                ).where(KILLMAILS.c.killmail_id.in_(ids))
+            ).mappings()
+        )
+        query = (
+            select(*columns)
+            .where(ITEMS.c.killmail_id.in_(ids))
+            .order_by(ITEMS.c.killmail_id, ITEMS.c.position)
+        )
+        for row in session.execute(query).mappings():
+            items[row["killmail_id"]].append(dict(row))
+    if not killmails:
+        return []
+    wanted = {k["victim_ship_type_id"] for k in killmails}
+    wanted.update(i["item_type_id"] for rows in items.values() for i in rows)
+    types = get_types(session, wanted)
+    days = [price_date(k["killmail_time"]) for k in killmails]
+    book.load(session, wanted, min(days), max(days))
+    return [_value(k, items.get(k["killmail_id"], []), book, types) for k in killmails]
