@@ -28,6 +28,7 @@ from killcli.db import Database
 from killcli.db.models import Attacker, CorporationKillmail, Killmail, table_of
 from killcli.errors import UsageError
 from killcli.sync.names import read_names
+from killcli.values import get_values
 
 KILLMAILS = table_of(Killmail)
 ATTACKERS = table_of(Attacker)
@@ -94,7 +95,7 @@ class KillRow:
     final_blow: Party
     attacker_count: int
     side: Side | None  # with an owner: its kill or its loss
-    #: ISK value, once a value source exists (issue 14); None until then
+    #: its stored ISK value (``killmail_values``, :mod:`killcli.values`); None until valued
     value: dict[str, Any] | None = None
 
 
@@ -211,6 +212,7 @@ def list_kills(
         query = select(KILLMAILS).where(KILLMAILS.c.killmail_id.in_(ids))
         rows = [dict(row) for row in session.execute(query).mappings()] if ids else []
         blows = _final_blows(session, ids) if ids else {}
+        values = get_values(session, ids) if ids else {}
     names = read_names(db, _ids_to_name(rows, blows.values()))
     by_id = {row["killmail_id"]: row for row in rows}
     kills = []
@@ -228,6 +230,7 @@ def list_kills(
                 None
                 if owner is None
                 else owner.side(row["victim_character_id"], row["victim_corporation_id"]),
+                values[killmail_id].as_dict() if killmail_id in values else None,
             )
         )
     return KillsResult(

@@ -17,6 +17,7 @@ from killcli.db.store import get_killmail_rows
 from killcli.errors import UsageError
 from killcli.killmail import KillmailRows, build_killmail
 from killcli.sync.names import ids_to_name, read_names
+from killcli.values import get_values
 
 #: Inventory flags a person recognises (ESI's ``flag``); others are shown as numbers.
 FLAG_NAMES: dict[int, str] = {
@@ -65,7 +66,7 @@ class KillmailView:
     body: dict[str, Any]
     rows: KillmailRows
     names: dict[int, str | None]
-    #: ISK value, once a value source exists (issue 14); None until then
+    #: its stored ISK value (``killmail_values``, :mod:`killcli.values`); None until valued
     value: dict[str, Any] | None = None
 
     def attackers_by_damage(self) -> list[dict[str, Any]]:
@@ -96,7 +97,10 @@ def get_killmail_view(db: Database, killmail_id: int) -> KillmailView:
     """The stored killmail ``killmail_id``; :class:`UsageError` when it is not stored."""
     with db.session() as session:
         rows = get_killmail_rows(session, killmail_id)
+        value = get_values(session, [killmail_id]).get(killmail_id)
     if rows is None:
         raise UsageError(f"no killmail {killmail_id} in the database", hint="see `killsync kills`")
     body = build_killmail(rows.killmail, rows.attackers, rows.items)
-    return KillmailView(body, rows, read_names(db, ids_to_name(rows)))
+    return KillmailView(
+        body, rows, read_names(db, ids_to_name(rows)), None if value is None else value.as_dict()
+    )

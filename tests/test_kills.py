@@ -10,14 +10,18 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from killcli.accounts import CORPORATION_LOGIN_SCOPES
+from killcli.db import Database
 from killcli.killmail import parse_time
+from killcli.valuation import KillmailValuation
+from killcli.values import save_values
 from tests.conftest import CliResult, DbTarget, sim_environ
 
 Cli = Callable[..., CliResult]
@@ -221,3 +225,30 @@ def test_kills_of_a_corporation_are_its_list_and_its_losses_marked(
     assert losses and len(losses) < len(bodies)
     assert sides == {k: "loss" if k in losses else "kill" for k in bodies}
     assert data["corporation_id"] == corporation_id and data["character_id"] is None
+
+
+def test_kills_and_show_carry_the_stored_value(synced: Synced, cli: Cli, db: Database) -> None:
+    newest = _newest_first(synced.bodies)
+    valued, unvalued = newest[0], newest[1]
+    value = KillmailValuation(
+        valued,
+        Decimal("1234567890.12"),
+        Decimal("1000000000.00"),
+        Decimal("234567890.12"),
+        Decimal("1200000000.00"),
+        Decimal("900000000.00"),
+        date(2026, 11, 30),
+        "zkb-1",
+        (588,),
+    )
+    with db.session() as session:
+        save_values(session, [value])
+    rows = {r["killmail_id"]: r for r in _json(cli, "kills", "--limit", "2")["kills"]}
+    assert rows[valued]["value"] == value.as_dict() and rows[unvalued]["value"] is None
+    assert _json(cli, "show", str(valued))["value"] == value.as_dict()
+    table = cli("kills", "--limit", "2")
+    assert table.exit_code == 0 and "1.23b" in table.stdout
+    shown = cli("show", str(valued))
+    assert "1.23b ISK (destroyed 1.00b, dropped 234.57m, fitted 1.20b" in shown.stdout
+    assert "1 type unpriced" in shown.stdout
+    assert "not valued yet" in cli("show", str(unvalued)).stdout

@@ -15,6 +15,7 @@ from killcli.cli import params
 from killcli.cli.context import app_context, examples, print_json
 from killcli.cli.params import JsonFlag
 from killcli.console import make_console
+from killcli.events.render import amount, isk_compact, value_total
 from killcli.kills import DEFAULT_LIMIT, KillRow, Owner, Party, list_kills
 from killcli.killview import ItemNode, KillmailView, flag_name, get_killmail_view
 from killcli.textsafe import sanitize
@@ -51,6 +52,7 @@ def kills_table(rows: list[KillRow], *, marked: bool) -> Table:
         "final blow",
         "ship",
         "attackers",
+        "ISK",
         "killmail",
     )
     for row in rows:
@@ -63,6 +65,7 @@ def kills_table(rows: list[KillRow], *, marked: bool) -> Table:
             _who(row.final_blow),
             shown(row.final_blow.ship_type_name, row.final_blow.ship_type_id),
             str(row.attacker_count),
+            _isk(row.value),
             str(row.killmail_id),
         ]
         table.add_row(*([str(row.side or "")] if marked else []), *cells)
@@ -120,6 +123,11 @@ def kills_cmd(
 # -- show -------------------------------------------------------------------------------
 
 
+def _isk(value: Mapping[str, Any] | None) -> str:
+    total = value_total(value)
+    return "-" if total is None else isk_compact(total)
+
+
 def _name(names: Mapping[int, str | None], entity_id: int | None) -> str:
     return shown(names.get(entity_id) if entity_id is not None else None, entity_id)
 
@@ -161,12 +169,30 @@ def _add_items(tree: Tree, nodes: list[ItemNode], names: Mapping[int, str | None
         _add_items(branch, node.children, names)
 
 
+def _value_line(value: Mapping[str, Any] | None) -> str:
+    """``1.23b ISK (destroyed 1.00b, dropped 230.00m, fitted 1.10b; prices of 2026-11-30)``"""
+    total = value_total(value)
+    if value is None or total is None:
+        return "not valued yet (see `killsync values`)"
+    parts = [
+        f"{key} {isk_compact(part)}"
+        for key in ("destroyed", "dropped", "fitted")
+        if (part := amount(value.get(key))) is not None
+    ]
+    unpriced = value.get("unpriced_type_ids") or []
+    note = f", {len(unpriced)} type{'s' if len(unpriced) > 1 else ''} unpriced" if unpriced else ""
+    return (
+        f"{isk_compact(total)} ISK ({', '.join(parts)}; prices of "
+        f"{sanitize(str(value.get('price_date')))}{note})"
+    )
+
+
 def render_killmail(view: KillmailView, *, top: int) -> RenderableType:
     """Header, victim, attackers by damage (top ones), the items as a tree."""
     km, names = view.rows.killmail, view.names
     header = (
         f"killmail {km['killmail_id']}  {_when(km['killmail_time'])}  "
-        f"{_name(names, km['solar_system_id'])}"
+        f"{_name(names, km['solar_system_id'])}  {_value_line(view.value)}"
     )
     who = _name(names, km["victim_corporation_id"])  # a structure: its corporation
     if km["victim_character_id"] is not None:

@@ -11,8 +11,10 @@ a ``time.sleep``, a socket or a database column (ids are BIGINT: at most 2^63 - 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Annotated
 
 import typer
@@ -164,6 +166,24 @@ def since(text: str) -> datetime:
 def limit(text: str) -> int:
     """How many rows to show: 1..10000."""
     return _integer(text, "a number of rows", 1, 10_000)
+
+
+_ISK_RE = re.compile(r"^(\d{1,15}(?:\.\d{1,2})?)([kmbt]?)$")
+_ISK_UNITS = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
+MAX_ISK = Decimal(10) ** 15  # more than any killmail was ever worth
+
+
+def isk(text: str) -> Decimal:
+    """An ISK amount: ``2500000``, ``1.5b``, ``500m``, ``20k`` (more than 0, at most 10^15)."""
+    match = _ISK_RE.match(str(text).strip().lower().replace(",", "").replace("_", ""))
+    if match is None:
+        raise typer.BadParameter(f"{text!r} is not an ISK amount (like 2500000, 500m or 1.5b)")
+    value = Decimal(match.group(1)) * _ISK_UNITS[match.group(2)]
+    if not 0 < value <= MAX_ISK:
+        raise typer.BadParameter(
+            f"{text} is out of range (an ISK amount: more than 0, at most 1e15)"
+        )
+    return value
 
 
 # The one `--json` flag: every command that can print JSON takes it with this spelling.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict
 from datetime import timedelta
+from decimal import Decimal
 from typing import Annotated, Any
 
 import typer
@@ -97,6 +98,18 @@ SystemOption = Annotated[
 ]
 
 
+MinValueOption = Annotated[
+    Decimal | None,
+    typer.Option(
+        "--min-value",
+        help="Only kills worth at least this (2500000, 500m, 1.5b); unvalued kills are not posted.",
+        show_default=False,
+        parser=params.isk,
+        metavar="ISK",
+    ),
+]
+
+
 def _side(kills_only: bool, losses_only: bool) -> Side | None:
     if kills_only and losses_only:
         raise UsageError("give --kills-only or --losses-only, not both")
@@ -115,6 +128,7 @@ def _delay_s(delay: timedelta | None) -> int:
         "killsync webhooks add discord - --character 2112345678",
         "killsync webhooks add discord - --corporation 98000001 --losses-only --delay 30m",
         "killsync webhooks add slack - --system 30000142 --system 30002187 < slack-url.txt",
+        "killsync webhooks add discord - --min-value 1b --delay 15m < big-kills-url.txt",
     ),
 )
 def add(
@@ -140,13 +154,16 @@ def add(
     kills_only: KillsOnly = False,
     losses_only: LossesOnly = False,
     system: SystemOption = None,
+    min_value: MinValueOption = None,
     allow_insecure: Annotated[
         bool, typer.Option("--allow-insecure", help="Accept http://127.0.0.1 (simulators).")
     ] = False,
 ) -> None:
     """Add a webhook; it posts kills saved from now on (the URL is stored encrypted)."""
     app_ctx = app_context(ctx)
-    filters = make_filters(side=_side(kills_only, losses_only), system_ids=system or ())
+    filters = make_filters(
+        side=_side(kills_only, losses_only), system_ids=system or (), min_value=min_value
+    )
     Owner.of(character, corporation)  # not both
     info = add_webhook(
         app_ctx.database(),
@@ -169,7 +186,8 @@ def add(
         "killsync webhooks edit 3 --delay 1h",
         "killsync webhooks edit 3 --character 2112345678 --kills-only",
         "killsync webhooks edit 3 --system 30000142 --system 30002187",
-        "killsync webhooks edit 3 --all-sides --all-systems --delay 0",
+        "killsync webhooks edit 3 --min-value 500m",
+        "killsync webhooks edit 3 --all-sides --all-systems --any-value --delay 0",
     ),
 )
 def edit(
@@ -197,6 +215,10 @@ def edit(
     all_systems: Annotated[
         bool, typer.Option("--all-systems", help="Every solar system again.")
     ] = False,
+    min_value: MinValueOption = None,
+    any_value: Annotated[
+        bool, typer.Option("--any-value", help="Kills of any value again.")
+    ] = False,
 ) -> None:
     """Change what a webhook posts and when; what is not given stays as it is."""
     app_ctx = app_context(ctx)
@@ -211,13 +233,17 @@ def edit(
     if delay is not None:
         changes["delay_s"] = _delay_s(delay)
     side = _side(kills_only, losses_only)
-    if side or all_sides or system or all_systems:
+    if min_value is not None and any_value:
+        raise UsageError("give --min-value or --any-value, not both")
+    if side or all_sides or system or all_systems or min_value or any_value:
         changes["filters"] = edit_filters(
             load_filters(get_webhook(db, cipher, webhook_id).filters),
             side=side,
             all_sides=all_sides,
             systems=system,
             all_systems=all_systems,
+            min_value=min_value,
+            any_value=any_value,
         )
     info = edit_webhook(db, cipher, webhook_id, **changes)
     app_ctx.info(f"webhook {info.id}: {info.describe()}")

@@ -8,9 +8,13 @@ its corporation); its **kill** when it attacked: the payload says so (its list h
 kill, it got the final blow) or, for the attackers the payload does not carry, the stored
 ``killmail_attackers`` rows do.
 
-**Filters** (the ``filters`` JSON column, ``{kind: setting}``) each narrow what is posted;
-a kill is posted when every filter accepts it. A new kind of filter is one class here with
-a ``kind``, ``accepts``, ``setting``, ``from_setting`` and ``describe``, added to
+**Filters** (the ``filters`` JSON column, ``{kind: setting}``) each narrow what is posted
+(the owner's side, solar systems, a minimum ISK value);
+a kill is posted when every filter accepts it. Filters of what cannot change (side,
+systems) decide at once; the value filter (``when_due``) decides when the kill is due,
+after the delay, from the value stored by then (`killsync values` may value it after it
+was saved). A new kind of filter is one class here with a ``kind``, ``when_due``,
+``accepts``, ``setting``, ``from_setting`` and ``describe``, added to
 :data:`FILTER_KINDS` (no migration: the column is JSON).
 
 **Time**: a kill is posted once it is ``delay_s`` old (opsec; until then the outbox holds
@@ -24,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
@@ -32,8 +37,9 @@ from sqlalchemy import select
 from killcli.db import Database
 from killcli.db.models import Attacker, table_of
 from killcli.errors import UsageError
-from killcli.events.render import killmail_time
+from killcli.events.render import isk_compact, killmail_time, value_total
 from killcli.kills import Owner, Side
+from killcli.values import get_values
 
 ATTACKERS = table_of(Attacker)
 MAX_SYSTEMS = 1000
@@ -67,6 +73,17 @@ class KillFacts:
                     self._attackers = [(row[0], row[1]) for row in session.execute(query)]
         return self._attackers
 
+    def value(self) -> Decimal | None:
+        """The kill's ISK value: the event's, else the one stored since (``killsync
+        values`` may have valued it after the event was written); None while unvalued."""
+        total = value_total(self.payload.get("value"))
+        killmail_id = self.payload.get("killmail_id")
+        if total is not None or not isinstance(killmail_id, int):
+            return total
+        with self.db.session() as session:
+            stored = get_values(session, [killmail_id]).get(killmail_id)
+        return None if stored is None else stored.total
+
     def side_of(self, owner: Owner) -> Side | None:
         """The owner's loss, its kill, or None when it took no part."""
         victim, blow = _party(self.payload, "victim"), _party(self.payload, "final_blow")
@@ -85,9 +102,12 @@ class KillFacts:
 
 
 class KillFilter(Protocol):
-    """One narrowing of what a webhook posts."""
+    """One narrowing of what a webhook posts. ``when_due`` filters read what may change
+    after the kill was saved (its value) and are applied when the kill is due, after the
+    delay; the others at once (a kill they refuse never holds the channel)."""
 
     kind: ClassVar[str]
+    when_due: ClassVar[bool]
 
     def accepts(self, kill: KillFacts, owner: Owner | None) -> bool: ...
 
@@ -106,6 +126,7 @@ class SideFilter:
 
     side: Side
     kind: ClassVar[str] = "side"
+    when_due: ClassVar[bool] = False
 
     def accepts(self, kill: KillFacts, owner: Owner | None) -> bool:
         return owner is not None and kill.side_of(owner) is self.side
@@ -127,6 +148,7 @@ class SystemFilter:
 
     system_ids: tuple[int, ...]
     kind: ClassVar[str] = "systems"
+    when_due: ClassVar[bool] = False
 
     def accepts(self, kill: KillFacts, owner: Owner | None) -> bool:
         return kill.payload.get("solar_system_id") in self.system_ids
@@ -142,7 +164,34 @@ class SystemFilter:
         return "systems " + ", ".join(map(str, self.system_ids))
 
 
-FILTER_KINDS: dict[str, Any] = {SideFilter.kind: SideFilter, SystemFilter.kind: SystemFilter}
+@dataclass(frozen=True)
+class MinValueFilter:
+    """Only kills worth at least ``min_isk`` (``--min-value``). A kill not valued by the
+    time it is due is not posted: run `killsync values` after `prices sync` (and give
+    it time with ``--delay``)."""
+
+    min_isk: Decimal
+    kind: ClassVar[str] = "min_value"
+    when_due: ClassVar[bool] = True
+
+    def accepts(self, kill: KillFacts, owner: Owner | None) -> bool:
+        value = kill.value()
+        return value is not None and value >= self.min_isk
+
+    def setting(self) -> Any:
+        return str(self.min_isk)
+
+    @classmethod
+    def from_setting(cls, value: Any) -> MinValueFilter:
+        return cls(Decimal(str(value)))
+
+    def describe(self) -> str:
+        return f"worth at least {isk_compact(self.min_isk)} ISK"
+
+
+FILTER_KINDS: dict[str, Any] = {
+    kind.kind: kind for kind in (SideFilter, SystemFilter, MinValueFilter)
+}
 
 
 def load_filters(stored: Mapping[str, Any] | None) -> list[KillFilter]:
@@ -161,7 +210,9 @@ def dump_filters(filters: Iterable[KillFilter]) -> dict[str, Any] | None:
     return stored or None
 
 
-def make_filters(*, side: Side | None, system_ids: Iterable[int]) -> list[KillFilter]:
+def make_filters(
+    *, side: Side | None, system_ids: Iterable[int], min_value: Decimal | None = None
+) -> list[KillFilter]:
     """The filters the command-line options ask for."""
     filters: list[KillFilter] = []
     if side is not None:
@@ -171,6 +222,8 @@ def make_filters(*, side: Side | None, system_ids: Iterable[int]) -> list[KillFi
         raise UsageError(f"--system: at most {MAX_SYSTEMS} systems")
     if systems:
         filters.append(SystemFilter(systems))
+    if min_value is not None:
+        filters.append(MinValueFilter(min_value))
     return filters
 
 
@@ -181,18 +234,19 @@ def edit_filters(
     all_sides: bool,
     systems: Iterable[int] | None,
     all_systems: bool,
+    min_value: Decimal | None = None,
+    any_value: bool = False,
 ) -> list[KillFilter]:
     """The current filters with the options' changes: a given kind replaces its filter."""
     systems = list(systems or ())
-    if (side and all_sides) or (systems and all_systems):
-        raise UsageError("a filter option and its --all-... option contradict each other")
+    if (side and all_sides) or (systems and all_systems) or (min_value and any_value):
+        raise UsageError("a filter option and its --all-.../--any-... option contradict each other")
     kept = {f.kind: f for f in current}
-    for new in make_filters(side=side, system_ids=systems):
+    for new in make_filters(side=side, system_ids=systems, min_value=min_value):
         kept[new.kind] = new
-    if all_sides:
-        kept.pop("side", None)
-    if all_systems:
-        kept.pop("systems", None)
+    for dropped, kind in ((all_sides, "side"), (all_systems, "systems"), (any_value, "min_value")):
+        if dropped:
+            kept.pop(kind, None)
     return list(kept.values())
 
 
@@ -224,11 +278,15 @@ class Selection:
         kill = KillFacts(payload, db)
         if self.owner is not None and kill.side_of(self.owner) is None:
             return Verdict.SKIP, None
-        if not all(f.accepts(kill, self.owner) for f in self.filters):
+        if not all(f.accepts(kill, self.owner) for f in self.filters if not f.when_due):
             return Verdict.SKIP, None
         when = killmail_time(payload)
         # No readable time: cannot tell a fresh kill from a backfill, so do not announce it.
         if when is None or when < now - timedelta(seconds=self.delay_s + self.max_age_s):
             return Verdict.SKIP, None
         due = when + timedelta(seconds=self.delay_s)
-        return (Verdict.HOLD, due) if due > now else (Verdict.POST, None)
+        if due > now:
+            return Verdict.HOLD, due
+        if not all(f.accepts(kill, self.owner) for f in self.filters if f.when_due):
+            return Verdict.SKIP, None
+        return Verdict.POST, None

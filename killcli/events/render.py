@@ -84,16 +84,39 @@ def _when(payload: Mapping[str, Any]) -> str:
     return "????-??-?? ??:??:??" if when is None else when.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def isk_value(payload: Mapping[str, Any]) -> str | None:
-    """``1,234,567.89 ISK`` from the payload's ``value.total``; None when not valued."""
-    value = payload.get("value")
-    if not isinstance(value, Mapping):
+def amount(raw: object) -> Decimal | None:
+    """An ISK amount as a value's dict writes it (a string with 2 decimals); None when
+    missing or unreadable."""
+    if raw is None:
         return None
     try:
-        total = Decimal(str(value.get("total")))
+        value = Decimal(str(raw))
     except (InvalidOperation, ValueError):
         return None
-    return f"{total:,.2f} ISK" if total.is_finite() else None
+    return value if value.is_finite() else None
+
+
+def value_total(value: object) -> Decimal | None:
+    """The ``total`` of a stored value's dict (``KillmailValuation.as_dict``); None when
+    not valued."""
+    return amount(value.get("total")) if isinstance(value, Mapping) else None
+
+
+def isk_value(payload: Mapping[str, Any]) -> str | None:
+    """``1,234,567.89 ISK`` from the payload's ``value.total``; None when not valued."""
+    total = value_total(payload.get("value"))
+    return None if total is None else f"{total:,.2f} ISK"
+
+
+ISK_UNITS = ((Decimal(10) ** 12, "t"), (Decimal(10) ** 9, "b"), (Decimal(10) ** 6, "m"))
+
+
+def isk_compact(total: Decimal) -> str:
+    """As killboards write it: ``1.23b``, ``45.60m``, ``780,000.00``."""
+    for size, unit in ISK_UNITS:
+        if abs(total) >= size:
+            return f"{total / size:,.2f}{unit}"
+    return f"{total:,.2f}"
 
 
 def kill_line(payload: Mapping[str, Any]) -> str:

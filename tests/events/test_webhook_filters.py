@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -20,7 +21,7 @@ from killcli.clock import ManualClock
 from killcli.db import Database
 from killcli.db.store import save_killmails
 from killcli.errors import UsageError
-from killcli.events.filters import SideFilter, SystemFilter
+from killcli.events.filters import MinValueFilter, SideFilter, SystemFilter
 from killcli.events.hookconfig import WebhookInfo, add_webhook, edit_webhook, get_webhook
 from killcli.events.hookpost import RetryPolicy
 from killcli.events.webhooks import DeliveryResult, RoundOutcome, deliver_pending, run_delivery
@@ -28,6 +29,8 @@ from killcli.killmail import format_time, parse_killmail
 from killcli.kills import Owner, Side
 from killcli.sso.crypto import TokenCipher
 from killcli.sync.events import killmail_saved_events
+from killcli.valuation import KillmailValuation
+from killcli.values import save_values
 from tests.conftest import CliResult
 from tests.events.chat import ChatServer
 from tests.events.conftest import add_events
@@ -144,6 +147,44 @@ def test_a_system_filter_takes_several_systems(setup: Setup) -> None:
         store_kill(setup.db, killmail_id, now, system=system)
     setup.deliver()
     assert setup.posted() == [21, 23]
+
+
+def value_of(killmail_id: int, total: str) -> KillmailValuation:
+    amount = Decimal(total)
+    return KillmailValuation(
+        killmail_id, amount, amount, Decimal(0), amount, Decimal(0), date(2026, 1, 1), "zkb-1", ()
+    )
+
+
+def test_a_minimum_value_reads_the_value_stored_by_the_time_the_kill_is_due(
+    setup: Setup,
+) -> None:
+    setup.hook(filters=[MinValueFilter(Decimal("1000000000"))], delay_s=600, max_age_s=3600)
+    now = setup.clock.now()
+    for killmail_id in (31, 32, 33, 34):
+        store_kill(setup.db, killmail_id, now)
+    with setup.db.session() as session:  # valued when saved: a big one and a small one
+        save_values(session, [value_of(31, "1500000000.00"), value_of(32, "999999999.99")])
+    held = setup.deliver()
+    assert held.held_until is not None and setup.posted() == []  # the delay holds them
+    with setup.db.session() as session:  # `killsync values` runs before the kills are due
+        save_values(session, [value_of(33, "1000000000.00")])
+    setup.clock.advance(601)
+    setup.deliver()
+    assert setup.posted() == [31, 33]  # 32 is too cheap; 34 was never valued: not posted
+
+
+def test_a_minimum_value_in_the_event_is_enough(setup: Setup) -> None:
+    setup.hook(filters=[MinValueFilter(Decimal("500000000"))])
+    now = setup.clock.now()
+    body = killmail(41, attackers=3, items=1)
+    body["killmail_time"] = format_time(now)
+    rows = parse_killmail(body, killmail_hash="b" * 40)
+    with setup.db.session() as session:
+        save_killmails(session, [rows])
+    add_events(setup.db, killmail_saved_events([rows], {}, values={41: value_of(41, "6e8")}))
+    setup.deliver()
+    assert setup.posted() == [41]
 
 
 def test_a_delay_holds_the_kill_and_all_after_it_until_it_is_old_enough(setup: Setup) -> None:
