@@ -23,7 +23,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from killcli.db import Database
@@ -33,7 +33,6 @@ from killcli.db.types import utcnow
 from killcli.esi.market import Requester
 from killcli.killmail import KillmailRows
 from killcli.prices.store import (
-    HISTORY,
     load_averages,
     load_fallback_prices,
     newest_history_day,
@@ -83,8 +82,15 @@ class StoredPrices(PriceBook):
     whose walk back needs more than the window holds (sparse history) is read whole.
     """
 
-    def __init__(self, region_id: int, counts: Mapping[int, int], fallback: Mapping[int, float]):
-        super().__init__(stored_days=dict(counts), fallback=dict(fallback))
+    def __init__(
+        self,
+        region_id: int,
+        spans: Mapping[int, tuple[int, date]],
+        fallback: Mapping[int, float],
+    ) -> None:
+        """``spans``: each type's stored days and first day (``stored_day_counts``)."""
+        super().__init__(stored_days={t: n for t, (n, _) in spans.items()}, fallback=dict(fallback))
+        self._first_day = {t: first for t, (_, first) in spans.items()}
         self._region_id = region_id
         self._session: Session | None = None
         self._held_from: date = date.max  # every type's days are held from here on
@@ -149,7 +155,11 @@ class StoredPrices(PriceBook):
         count = self.stored_days.get(type_id, 0)
         if count and type_id not in self._complete:
             reach = day - timedelta(days=count - 1)  # the farthest day a walk may reach
-            if reach < self._held_from and self._held_days(type_id, day) < MAX_DAYS:
+            if (
+                reach < self._held_from
+                and self._first_day.get(type_id, date.min) < self._held_from  # more before
+                and self._held_days(type_id, day) < MAX_DAYS
+            ):
                 assert self._session is not None  # load() ran
                 whole = load_averages(self._session, self._region_id, [type_id])
                 self.history[type_id] = whole[type_id]
@@ -286,27 +296,10 @@ def _book(
     session: Session, region_id: int, types: set[int], rows: Sequence[KillmailRows]
 ) -> StoredPrices:
     days = [price_date(r.killmail["killmail_time"]) for r in rows]
-    counts = stored_day_counts_for(session, region_id, types)
-    book = StoredPrices(region_id, counts, load_fallback_prices(session))
+    spans = stored_day_counts(session, region_id, types)
+    book = StoredPrices(region_id, spans, load_fallback_prices(session))
     book.load(session, types, min(days), max(days))
     return book
-
-
-def stored_day_counts_for(session: Session, region_id: int, types: set[int]) -> dict[int, int]:
-    """Stored-day counts of a few types (the save path: not the whole region)."""
-    wanted = sorted(types)
-    out: dict[int, int] = {}
-    for start in range(0, len(wanted), READ_CHUNK):
-        query = (
-            select(HISTORY.c.type_id, func.count())
-            .where(
-                HISTORY.c.region_id == region_id,
-                HISTORY.c.type_id.in_(wanted[start : start + READ_CHUNK]),
-            )
-            .group_by(HISTORY.c.type_id)
-        )
-        out.update({t: int(n) for t, n in session.execute(query)})
-    return out
 
 
 def _value(

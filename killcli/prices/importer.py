@@ -13,7 +13,7 @@ import gc
 import hashlib
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -104,6 +104,9 @@ def import_price_files(
     finally:
         if collecting:
             gc.enable()
+        if db.dialect == "sqlite":
+            with db.session() as session:
+                _bulk_sqlite(session, on=False)
     if result.rows and db.dialect == "postgresql":
         # Fresh statistics after a bulk load: without them PostgreSQL plans the valuation's
         # window reads as bitmap scans of the whole region (30x slower).
@@ -133,7 +136,8 @@ def _import_file(
     first_dates: dict[int, str] = {}
     stored = 0
     try:
-        with db.session() as session, _big_cache(session):
+        with db.session() as session:
+            _bulk_sqlite(session, on=True)
             if not force and session.get(PriceImport, digest) is not None:
                 result.skipped_files += 1
                 return
@@ -156,20 +160,18 @@ def _import_file(
         result.note(f"{path}:{bad.line}: {bad.reason}")
 
 
-@contextmanager
-def _big_cache(session: Any) -> Iterator[None]:
-    """On SQLite, a 256 MiB page cache while a file is stored: a day's rows land one per
-    type all over the history's index, which SQLite's default 2 MiB cache rereads from
-    disk as the table grows (2.5x slower for a year)."""
+def _bulk_sqlite(session: Any, *, on: bool) -> None:
+    """On SQLite, while files are stored: a 256 MiB page cache (a day's rows land one per
+    type all over the history's index, which the default 2 MiB cache rereads from disk as
+    the table grows) and a checkpoint every 100,000 WAL pages instead of 1,000 (each file
+    rewrites thousands of index pages: checkpointed after every file, each is written back
+    again and again; +40 % rows/s on 90 days). Back to the defaults after the last file."""
     if session.get_bind().dialect.name != "sqlite":
-        yield
         return
-    session.execute(text(f"PRAGMA cache_size = -{SQLITE_IMPORT_CACHE_KIB}"))
-    try:
-        yield
-    finally:
-        with suppress(SQLAlchemyError):  # a failed file's own error is the one to report
-            session.execute(text("PRAGMA cache_size = -2000"))
+    cache, checkpoint = (SQLITE_IMPORT_CACHE_KIB, 100_000) if on else (2_000, 1_000)
+    with suppress(SQLAlchemyError):  # a failed file's own error is the one to report
+        session.execute(text(f"PRAGMA cache_size = -{cache}"))
+        session.execute(text(f"PRAGMA wal_autocheckpoint = {checkpoint}"))
 
 
 def prefetched(batches: Iterable[T], depth: int = 3) -> Iterator[T]:

@@ -134,14 +134,28 @@ def load_averages(
     return out
 
 
-def stored_day_counts(session: Session, region_id: int) -> dict[int, int]:
-    """How many days each type of the region has stored."""
+def stored_day_counts(
+    session: Session, region_id: int, type_ids: Iterable[int] | None = None
+) -> dict[int, tuple[int, date]]:
+    """How many days each type of the region has stored, and its first (of ``type_ids``,
+    else of every type)."""
     query = (
-        select(HISTORY.c.type_id, func.count())
+        select(HISTORY.c.type_id, func.count(), func.min(HISTORY.c.date))
         .where(HISTORY.c.region_id == region_id)
         .group_by(HISTORY.c.type_id)
     )
-    return {type_id: int(count) for type_id, count in session.execute(query)}
+    if type_ids is None:
+        return {t: (int(n), _as_date(d)) for t, n, d in session.execute(query)}
+    wanted = sorted(set(type_ids))
+    out: dict[int, tuple[int, date]] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = query.where(HISTORY.c.type_id.in_(wanted[start : start + 500]))
+        out.update({t: (int(n), _as_date(d)) for t, n, d in session.execute(chunk)})
+    return out
+
+
+def _as_date(value: object) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
 def newest_history_day(session: Session, region_id: int) -> date | None:
