@@ -28,6 +28,7 @@ from killcli.db import Database
 from killcli.db.models import Attacker, CorporationKillmail, Killmail, table_of
 from killcli.errors import UsageError
 from killcli.sync.names import read_names
+from killcli.universe import SystemInfo, get_systems
 from killcli.values import get_values
 
 KILLMAILS = table_of(Killmail)
@@ -95,6 +96,9 @@ class KillRow:
     final_blow: Party
     attacker_count: int
     side: Side | None  # with an owner: its kill or its loss
+    #: the system's security status and region (the universe cache; None while unknown)
+    security_status: float | None = None
+    region_id: int | None = None
     #: its stored ISK value (``killmail_values``, :mod:`killcli.values`); None until valued
     value: dict[str, Any] | None = None
 
@@ -199,6 +203,10 @@ def _ids_to_name(rows: Iterable[Mapping[str, Any]], blows: Iterable[Mapping[str,
     return {i for i in wanted if i is not None}
 
 
+def _place(system: SystemInfo | None) -> tuple[float | None, int | None]:
+    return (None, None) if system is None else (system.security_status, system.region_id)
+
+
 def list_kills(
     db: Database,
     *,
@@ -213,6 +221,7 @@ def list_kills(
         rows = [dict(row) for row in session.execute(query).mappings()] if ids else []
         blows = _final_blows(session, ids) if ids else {}
         values = get_values(session, ids) if ids else {}
+        systems = get_systems(session, {row["solar_system_id"] for row in rows})
     names = read_names(db, _ids_to_name(rows, blows.values()))
     by_id = {row["killmail_id"]: row for row in rows}
     kills = []
@@ -230,7 +239,8 @@ def list_kills(
                 None
                 if owner is None
                 else owner.side(row["victim_character_id"], row["victim_corporation_id"]),
-                values[killmail_id].as_dict() if killmail_id in values else None,
+                *_place(systems.get(row["solar_system_id"])),
+                value=values[killmail_id].as_dict() if killmail_id in values else None,
             )
         )
     return KillsResult(

@@ -232,9 +232,12 @@ BAD_INPUTS: list[Bad] = [
     _row("webhooks edit 1 --anyone --character 5", 2, "not both", "upgraded"),
     _row("webhooks edit 1 --kills-only --losses-only", 2, "not both", "upgraded"),
     _row("webhooks add discord - --min-value lots", 2, "not an ISK amount", stdin=HOOK_URL),
+    _row("webhooks add discord - --region 5", 2, OUT_OF_RANGE, stdin=HOOK_URL),
+    _row("webhooks add discord - --ship-group 0", 2, OUT_OF_RANGE, stdin=HOOK_URL),
+    _row("webhooks edit 1 --region 10000002 --all-regions", 2, "contradict", "upgraded"),
     _row("webhooks add discord - --min-value 0", 2, OUT_OF_RANGE, stdin=HOOK_URL),
     _row("webhooks add discord - --min-value 2000t", 2, OUT_OF_RANGE, stdin=HOOK_URL),
-    _row("webhooks edit 1 --min-value 1b --any-value", 2, "not both", "upgraded"),
+    _row("webhooks edit 1 --min-value 1b --any-value", 2, "contradict", "upgraded"),
     # -- prices and values (issue 14) ----------------------------------------------------------
     _row("prices import {tmp}/absent", 2, "absent: no such file or directory"),
     _row("prices import --region 5 {tmp}", 2, OUT_OF_RANGE),

@@ -311,6 +311,8 @@ CONTRACT: dict[str, Shape] = {
                 "attacker_count",
                 "killmail_id",
                 "killmail_time",
+                "region_id",
+                "security_status",
                 "side",
                 "solar_system_id",
                 "solar_system_name",
@@ -318,7 +320,7 @@ CONTRACT: dict[str, Shape] = {
             | {
                 "victim": PARTY,
                 "final_blow": PARTY,
-                "value": ANY,  # null until ISK values exist (issue 14), then an object
+                "value": ANY,  # null until valued, then export --values' value object
             }
         ]
     },

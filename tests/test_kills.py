@@ -18,10 +18,12 @@ from typing import Any
 import pytest
 
 from killcli.accounts import CORPORATION_LOGIN_SCOPES
+from killcli.cli.kills import security_label
 from killcli.db import Database
 from killcli.killmail import parse_time
 from killcli.valuation import KillmailValuation
 from killcli.values import save_values
+from killsim.market import region_of_constellation
 from tests.conftest import CliResult, DbTarget, sim_environ
 
 Cli = Callable[..., CliResult]
@@ -90,6 +92,9 @@ def test_kills_lists_every_killmail_newest_first_with_the_simulators_names(
         assert row["final_blow"]["ship_type_id"] == blow.get("ship_type_id")
         assert row["attacker_count"] == len(body["attackers"])
         assert row["side"] is None and row["value"] is None
+        system = synced.sim.world.system(body["solar_system_id"])  # cached by the sync
+        assert row["security_status"] == system.security_status
+        assert row["region_id"] == region_of_constellation(system.constellation_id)
     assert max(k["attacker_count"] for k in data["kills"]) == 3800
     limited = _json(cli, "kills", "--limit", "5")["kills"]
     assert [k["killmail_id"] for k in limited] == _newest_first(synced.bodies)[:5]
@@ -252,3 +257,11 @@ def test_kills_and_show_carry_the_stored_value(synced: Synced, cli: Cli, db: Dat
     assert "1.23b ISK (destroyed 1.00b, dropped 234.57m, fitted 1.20b" in shown.stdout
     assert "1 type unpriced" in shown.stdout
     assert "not valued yet" in cli("show", str(unvalued)).stdout
+
+
+@pytest.mark.parametrize(
+    ("security", "label"),
+    [(1.0, "1.0"), (0.46, "0.5"), (0.44, "0.4"), (0.04, "0.1"), (0.0, "0.0"), (-0.23, "-0.2")],
+)
+def test_security_is_shown_as_the_game_rounds_it(security: float, label: str) -> None:
+    assert security_label(security) == label

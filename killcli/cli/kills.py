@@ -58,7 +58,7 @@ def kills_table(rows: list[KillRow], *, marked: bool) -> Table:
     for row in rows:
         cells = [
             _when(row.killmail_time),
-            shown(row.solar_system_name, row.solar_system_id),
+            _system(row),
             _who(row.victim),
             shown(row.victim.corporation_name, row.victim.corporation_id),
             shown(row.victim.ship_type_name, row.victim.ship_type_id),
@@ -121,6 +121,18 @@ def kills_cmd(
 
 
 # -- show -------------------------------------------------------------------------------
+
+
+def security_label(security: float) -> str:
+    """As the game shows it: one decimal, and never 0.0 for a low-security system."""
+    return "0.1" if 0 < security < 0.05 else f"{round(security, 1):.1f}"
+
+
+def _system(row: KillRow) -> str:
+    name = shown(row.solar_system_name, row.solar_system_id)
+    if row.security_status is None:
+        return name
+    return f"{name} {security_label(row.security_status)}"
 
 
 def _isk(value: Mapping[str, Any] | None) -> str:

@@ -74,6 +74,11 @@ def system_id(text: str) -> int:
     return _integer(text, "a solar system id", 1, MAX_ID)
 
 
+def group_id(text: str) -> int:
+    """An EVE inventory group id: 1..2^63-1."""
+    return _integer(text, "an inventory group id", 1, MAX_ID)
+
+
 def port(text: str) -> int:
     """A TCP port to listen on: 1..65535."""
     return _integer(text, "a TCP port", 1, MAX_PORT)

@@ -98,6 +98,24 @@ SystemOption = Annotated[
 ]
 
 
+RegionOption = Annotated[
+    list[int] | None,
+    typer.Option(
+        "--region",
+        help="Only kills in this region (repeatable; 10000002 The Forge).",
+        show_default=False,
+        parser=params.region_id,
+    ),
+]
+ShipGroupOption = Annotated[
+    list[int] | None,
+    typer.Option(
+        "--ship-group",
+        help="Only kills of a victim's ship of this inventory group (repeatable; 30 titans).",
+        show_default=False,
+        parser=params.group_id,
+    ),
+]
 MinValueOption = Annotated[
     Decimal | None,
     typer.Option(
@@ -129,6 +147,7 @@ def _delay_s(delay: timedelta | None) -> int:
         "killsync webhooks add discord - --corporation 98000001 --losses-only --delay 30m",
         "killsync webhooks add slack - --system 30000142 --system 30002187 < slack-url.txt",
         "killsync webhooks add discord - --min-value 1b --delay 15m < big-kills-url.txt",
+        "killsync webhooks add discord - --region 10000060 --ship-group 30 < caps-url.txt",
     ),
 )
 def add(
@@ -154,6 +173,8 @@ def add(
     kills_only: KillsOnly = False,
     losses_only: LossesOnly = False,
     system: SystemOption = None,
+    region: RegionOption = None,
+    ship_group: ShipGroupOption = None,
     min_value: MinValueOption = None,
     allow_insecure: Annotated[
         bool, typer.Option("--allow-insecure", help="Accept http://127.0.0.1 (simulators).")
@@ -162,7 +183,11 @@ def add(
     """Add a webhook; it posts kills saved from now on (the URL is stored encrypted)."""
     app_ctx = app_context(ctx)
     filters = make_filters(
-        side=_side(kills_only, losses_only), system_ids=system or (), min_value=min_value
+        side=_side(kills_only, losses_only),
+        system_ids=system or (),
+        region_ids=region or (),
+        ship_group_ids=ship_group or (),
+        min_value=min_value,
     )
     Owner.of(character, corporation)  # not both
     info = add_webhook(
@@ -215,6 +240,12 @@ def edit(
     all_systems: Annotated[
         bool, typer.Option("--all-systems", help="Every solar system again.")
     ] = False,
+    region: RegionOption = None,
+    all_regions: Annotated[bool, typer.Option("--all-regions", help="Every region again.")] = False,
+    ship_group: ShipGroupOption = None,
+    all_ship_groups: Annotated[
+        bool, typer.Option("--all-ship-groups", help="Every ship group again.")
+    ] = False,
     min_value: MinValueOption = None,
     any_value: Annotated[
         bool, typer.Option("--any-value", help="Kills of any value again.")
@@ -233,18 +264,22 @@ def edit(
     if delay is not None:
         changes["delay_s"] = _delay_s(delay)
     side = _side(kills_only, losses_only)
-    if min_value is not None and any_value:
-        raise UsageError("give --min-value or --any-value, not both")
-    if side or all_sides or system or all_systems or min_value or any_value:
-        changes["filters"] = edit_filters(
-            load_filters(get_webhook(db, cipher, webhook_id).filters),
-            side=side,
-            all_sides=all_sides,
-            systems=system,
-            all_systems=all_systems,
-            min_value=min_value,
-            any_value=any_value,
-        )
+    options: dict[str, Any] = {
+        "side": side,
+        "all_sides": all_sides,
+        "systems": system,
+        "all_systems": all_systems,
+        "regions": region,
+        "all_regions": all_regions,
+        "ship_groups": ship_group,
+        "all_ship_groups": all_ship_groups,
+        "min_value": min_value,
+        "any_value": any_value,
+    }
+    if any(value not in (None, False, []) for value in options.values()):
+        edit_filters([], **options)  # contradicting options: a usage error before any read
+        current = load_filters(get_webhook(db, cipher, webhook_id).filters)
+        changes["filters"] = edit_filters(current, **options)
     info = edit_webhook(db, cipher, webhook_id, **changes)
     app_ctx.info(f"webhook {info.id}: {info.describe()}")
 

@@ -9,9 +9,10 @@ kill, it got the final blow) or, for the attackers the payload does not carry, t
 ``killmail_attackers`` rows do.
 
 **Filters** (the ``filters`` JSON column, ``{kind: setting}``) each narrow what is posted
-(the owner's side, solar systems, a minimum ISK value);
+(the owner's side, solar systems, regions, the victim's ship group, a minimum ISK value);
 a kill is posted when every filter accepts it. Filters of what cannot change (side,
-systems) decide at once; the value filter (``when_due``) decides when the kill is due,
+systems, regions and ship groups, read from the universe cache that the sync fills before
+it saves) decide at once; the value filter (``when_due``) decides when the kill is due,
 after the delay, from the value stored by then (`killsync values` may value it after it
 was saved). A new kind of filter is one class here with a ``kind``, ``when_due``,
 ``accepts``, ``setting``, ``from_setting`` and ``describe``, added to
@@ -39,6 +40,7 @@ from killcli.db.models import Attacker, table_of
 from killcli.errors import UsageError
 from killcli.events.render import isk_compact, killmail_time, value_total
 from killcli.kills import Owner, Side
+from killcli.universe import get_systems, get_types
 from killcli.values import get_values
 
 ATTACKERS = table_of(Attacker)
@@ -83,6 +85,25 @@ class KillFacts:
         with self.db.session() as session:
             stored = get_values(session, [killmail_id]).get(killmail_id)
         return None if stored is None else stored.total
+
+    def region_id(self) -> int | None:
+        """The region of the kill's system, from the universe cache (the sync fills it
+        before it saves); None while unknown."""
+        system_id = self.payload.get("solar_system_id")
+        if not isinstance(system_id, int):
+            return None
+        with self.db.session() as session:
+            found = get_systems(session, [system_id]).get(system_id)
+        return None if found is None else found.region_id
+
+    def victim_ship_group(self) -> int | None:
+        """The group of the victim's ship (or structure), from the universe cache."""
+        ship = _party(self.payload, "victim").get("ship_type_id")
+        if not isinstance(ship, int):
+            return None
+        with self.db.session() as session:
+            found = get_types(session, [ship]).get(ship)
+        return None if found is None else found.group_id
 
     def side_of(self, owner: Owner) -> Side | None:
         """The owner's loss, its kill, or None when it took no part."""
@@ -165,6 +186,52 @@ class SystemFilter:
 
 
 @dataclass(frozen=True)
+class RegionFilter:
+    """Only kills in these regions (``--region``, repeatable); a kill whose system's
+    region is not known is not posted."""
+
+    region_ids: tuple[int, ...]
+    kind: ClassVar[str] = "regions"
+    when_due: ClassVar[bool] = False
+
+    def accepts(self, kill: KillFacts, owner: Owner | None) -> bool:
+        return kill.region_id() in self.region_ids
+
+    def setting(self) -> Any:
+        return list(self.region_ids)
+
+    @classmethod
+    def from_setting(cls, value: Any) -> RegionFilter:
+        return cls(tuple(int(v) for v in value))
+
+    def describe(self) -> str:
+        return "regions " + ", ".join(map(str, self.region_ids))
+
+
+@dataclass(frozen=True)
+class ShipGroupFilter:
+    """Only kills whose victim's ship is of these inventory groups (``--ship-group``,
+    repeatable: 27 battleships, 30 titans, 1657 citadels...); an unknown ship is refused."""
+
+    group_ids: tuple[int, ...]
+    kind: ClassVar[str] = "ship_groups"
+    when_due: ClassVar[bool] = False
+
+    def accepts(self, kill: KillFacts, owner: Owner | None) -> bool:
+        return kill.victim_ship_group() in self.group_ids
+
+    def setting(self) -> Any:
+        return list(self.group_ids)
+
+    @classmethod
+    def from_setting(cls, value: Any) -> ShipGroupFilter:
+        return cls(tuple(int(v) for v in value))
+
+    def describe(self) -> str:
+        return "ship groups " + ", ".join(map(str, self.group_ids))
+
+
+@dataclass(frozen=True)
 class MinValueFilter:
     """Only kills worth at least ``min_isk`` (``--min-value``). A kill not valued by the
     time it is due is not posted: run `killsync values` after `prices sync` (and give
@@ -190,8 +257,15 @@ class MinValueFilter:
 
 
 FILTER_KINDS: dict[str, Any] = {
-    kind.kind: kind for kind in (SideFilter, SystemFilter, MinValueFilter)
+    kind.kind: kind
+    for kind in (SideFilter, SystemFilter, RegionFilter, ShipGroupFilter, MinValueFilter)
 }
+#: the filters that are sets of ids: (kind, class, the option that sets it)
+ID_FILTERS = (
+    ("systems", SystemFilter, "--system"),
+    ("regions", RegionFilter, "--region"),
+    ("ship_groups", ShipGroupFilter, "--ship-group"),
+)
 
 
 def load_filters(stored: Mapping[str, Any] | None) -> list[KillFilter]:
@@ -211,17 +285,24 @@ def dump_filters(filters: Iterable[KillFilter]) -> dict[str, Any] | None:
 
 
 def make_filters(
-    *, side: Side | None, system_ids: Iterable[int], min_value: Decimal | None = None
+    *,
+    side: Side | None,
+    system_ids: Iterable[int] = (),
+    min_value: Decimal | None = None,
+    region_ids: Iterable[int] = (),
+    ship_group_ids: Iterable[int] = (),
 ) -> list[KillFilter]:
     """The filters the command-line options ask for."""
     filters: list[KillFilter] = []
     if side is not None:
         filters.append(SideFilter(side))
-    systems = tuple(sorted(set(system_ids)))
-    if len(systems) > MAX_SYSTEMS:
-        raise UsageError(f"--system: at most {MAX_SYSTEMS} systems")
-    if systems:
-        filters.append(SystemFilter(systems))
+    given = {"systems": system_ids, "regions": region_ids, "ship_groups": ship_group_ids}
+    for kind, cls, option in ID_FILTERS:
+        ids = tuple(sorted(set(given[kind])))
+        if len(ids) > MAX_SYSTEMS:
+            raise UsageError(f"{option}: at most {MAX_SYSTEMS} ids")
+        if ids:
+            filters.append(cls(ids))
     if min_value is not None:
         filters.append(MinValueFilter(min_value))
     return filters
@@ -236,15 +317,36 @@ def edit_filters(
     all_systems: bool,
     min_value: Decimal | None = None,
     any_value: bool = False,
+    regions: Iterable[int] | None = None,
+    all_regions: bool = False,
+    ship_groups: Iterable[int] | None = None,
+    all_ship_groups: bool = False,
 ) -> list[KillFilter]:
     """The current filters with the options' changes: a given kind replaces its filter."""
-    systems = list(systems or ())
-    if (side and all_sides) or (systems and all_systems) or (min_value and any_value):
+    systems, regions, ship_groups = (
+        list(systems or ()),
+        list(regions or ()),
+        list(ship_groups or ()),
+    )
+    drops = {
+        "side": (bool(side), all_sides),
+        "systems": (bool(systems), all_systems),
+        "regions": (bool(regions), all_regions),
+        "ship_groups": (bool(ship_groups), all_ship_groups),
+        "min_value": (min_value is not None, any_value),
+    }
+    if any(given and dropped for given, dropped in drops.values()):
         raise UsageError("a filter option and its --all-.../--any-... option contradict each other")
     kept = {f.kind: f for f in current}
-    for new in make_filters(side=side, system_ids=systems, min_value=min_value):
+    for new in make_filters(
+        side=side,
+        system_ids=systems,
+        min_value=min_value,
+        region_ids=regions,
+        ship_group_ids=ship_groups,
+    ):
         kept[new.kind] = new
-    for dropped, kind in ((all_sides, "side"), (all_systems, "systems"), (any_value, "min_value")):
+    for kind, (_, dropped) in drops.items():
         if dropped:
             kept.pop(kind, None)
     return list(kept.values())

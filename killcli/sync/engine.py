@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -53,8 +54,10 @@ from killcli.sync.inflight import Claim, InflightBodies
 from killcli.sync.listwalk import PacedPageFetcher, PageFetcher, walk_killmail_list
 from killcli.sync.names import NameResolver, ids_to_name
 from killcli.sync.owners import CharacterOwner, ListOwner, RunOutcome
+from killcli.universe import fetch_systems, fetch_types, get_systems, get_types
 from killcli.values import SaveTimeValuer
 
+logger = logging.getLogger(__name__)
 PENDING = table_of(PendingKillmail)
 CHARACTERS = table_of(Character)
 RUNS = table_of(SyncRun)
@@ -231,6 +234,7 @@ class SyncEngine:
             self._fetch_body, threads=body_threads, per_stream=2 * body_threads
         )
         self.names = NameResolver(db, esi)
+        self._universe_lock = threading.Lock()
         self._clock = clock
 
     def close(self) -> None:
@@ -599,9 +603,30 @@ class SyncEngine:
                 )
                 self._record_pending(run, ref, reason)
 
+    def _learn_universe(self, batch: list[KillmailRows]) -> None:
+        """Cache the solar systems (region, security) and victims' ships (group) of a
+        batch before it is saved, for `kills` and the webhooks' region and ship-group
+        filters. Static data: after the first sightings this is two cache reads. A fill
+        holds a process-wide lock, so no id is asked for twice at once; a failure leaves
+        the ids unknown (filters then refuse the kill) and never the save."""
+        systems = {rows.killmail["solar_system_id"] for rows in batch}
+        ships = {rows.killmail["victim_ship_type_id"] for rows in batch}
+        with self.db.session() as session:
+            systems -= get_systems(session, systems).keys()
+            ships -= get_types(session, ships).keys()
+        if not systems and not ships:
+            return
+        try:
+            with self._universe_lock:
+                fetch_systems(self.db, self.esi, systems)
+                fetch_types(self.db, self.esi, ships)
+        except EsiError as exc:
+            logger.warning("could not look up systems or ship types: %s", exc)
+
     def _save_batch(self, run: _Run, batch: list[KillmailRows]) -> None:
         if not batch:
             return
+        self._learn_universe(batch)
         names, resolved = self.names.resolve(set().union(*map(ids_to_name, batch)))
         run.figures.names_resolved += resolved
         ids = [rows.killmail_id for rows in batch]

@@ -19,9 +19,16 @@ import pytest
 
 from killcli.clock import ManualClock
 from killcli.db import Database
+from killcli.db.models import UniverseConstellation, UniverseGroup, UniverseSystem, UniverseType
 from killcli.db.store import save_killmails
 from killcli.errors import UsageError
-from killcli.events.filters import MinValueFilter, SideFilter, SystemFilter
+from killcli.events.filters import (
+    MinValueFilter,
+    RegionFilter,
+    ShipGroupFilter,
+    SideFilter,
+    SystemFilter,
+)
 from killcli.events.hookconfig import WebhookInfo, add_webhook, edit_webhook, get_webhook
 from killcli.events.hookpost import RetryPolicy
 from killcli.events.webhooks import DeliveryResult, RoundOutcome, deliver_pending, run_delivery
@@ -55,6 +62,7 @@ def store_kill(
     system: int = JITA,
     saver: int | None = None,
     saver_corp: int | None = None,
+    ship: int | None = None,
 ) -> None:
     """Store a killmail (``attacker`` is a non-final attacker) and add its event, saved by
     ``saver``'s list or ``saver_corp``'s."""
@@ -70,6 +78,8 @@ def store_kill(
         helper["corporation_id"] = attacker_corp
     if victim_corp is not None:
         body["victim"]["corporation_id"] = victim_corp
+    if ship is not None:
+        body["victim"]["ship_type_id"] = ship
     rows = parse_killmail(body, killmail_hash="b" * 40)
     with db.session() as session:
         save_killmails(session, [rows])
@@ -147,6 +157,58 @@ def test_a_system_filter_takes_several_systems(setup: Setup) -> None:
         store_kill(setup.db, killmail_id, now, system=system)
     setup.deliver()
     assert setup.posted() == [21, 23]
+
+
+def cache_universe(db: Database, systems: dict[int, int], ships: dict[int, int]) -> None:
+    """What the sync caches before it saves: system -> region (through one constellation
+    per region) and ship type -> group."""
+    with db.session() as session:
+        for region in set(systems.values()):
+            session.add(
+                UniverseConstellation(constellation_id=region + 10_000_000, region_id=region)
+            )
+        for system, region in systems.items():
+            session.add(
+                UniverseSystem(
+                    system_id=system, constellation_id=region + 10_000_000, security_status=0.5
+                )
+            )
+        for group in set(ships.values()):
+            session.add(UniverseGroup(group_id=group, category_id=6))
+        for ship, group in ships.items():
+            session.add(UniverseType(type_id=ship, group_id=group))
+
+
+THE_FORGE, DOMAIN = 10_000_002, 10_000_043
+TITANS, FRIGATES = 30, 25
+
+
+def test_region_and_ship_group_filters_read_the_universe_cache(setup: Setup) -> None:
+    setup.hook(filters=[RegionFilter((DOMAIN,)), ShipGroupFilter((TITANS,))])
+    cache_universe(setup.db, {JITA: THE_FORGE, AMARR: DOMAIN}, {11567: TITANS, 587: FRIGATES})
+    now = setup.clock.now()
+    kills = [(51, AMARR, 11567), (52, AMARR, 587), (53, JITA, 11567), (54, 30_000_001, 11567)]
+    for killmail_id, system, ship in kills:
+        store_kill(setup.db, killmail_id, now, system=system, ship=ship)
+    setup.deliver()
+    # 52 is a frigate, 53 in The Forge, 54 in a system whose region is not known
+    assert setup.posted() == [51]
+
+
+def test_cli_region_and_ship_group_options(
+    cli: Callable[..., CliResult], secret_key: str, chat: ChatServer
+) -> None:
+    assert cli("db", "upgrade").exit_code == 0
+    added = cli(
+        "webhooks", "add", "discord", "-", "--allow-insecure", "--region", str(DOMAIN),
+        "--ship-group", str(TITANS), "--min-value", "1.5b",
+        stdin=chat.discord_url() + "\n",
+    )  # fmt: skip
+    assert added.exit_code == 0, added.stderr
+    assert "regions 10000043, ship groups 30, worth at least 1.50b ISK" in added.stderr
+    assert cli("webhooks", "edit", "1", "--all-regions", "--any-value").exit_code == 0
+    [hook] = json.loads(cli("webhooks", "list", "--json").stdout)["data"]
+    assert hook["filters"] == {"ship_groups": [TITANS]}
 
 
 def value_of(killmail_id: int, total: str) -> KillmailValuation:

@@ -263,3 +263,36 @@ def test_sync_user_prints_markup_names_verbatim(
     assert stats["characters_by_status"] == {"active": 1}
     assert stats["queue"]["ready"] == 0
     assert stats["characters"][0]["name"] == "[b]Boss[/b]"
+
+
+def test_a_sync_caches_the_systems_and_victim_ships_of_what_it_saves(
+    start_sim: Any, wire: Any, db: Database
+) -> None:
+    from killcli.universe import get_systems, get_types
+    from killsim.market import region_of_constellation
+
+    sim = start_sim("smoke")
+    runtime = wire(sim)
+    for cid in sim.world.ground_truth():
+        runtime.engine.sync_character(cid)
+    bodies = exported(db)
+    systems = {b["solar_system_id"] for b in bodies.values()}
+    ships = {b["victim"]["ship_type_id"] for b in bodies.values()}
+    with db.session() as s:
+        cached_systems = get_systems(s, systems)
+        cached_ships = get_types(s, ships)
+    assert set(cached_systems) == systems and set(cached_ships) == ships
+    for system_id, info in cached_systems.items():
+        truth = sim.world.system(system_id)
+        assert truth is not None
+        assert (info.security_status, info.region_id) == (
+            truth.security_status,
+            region_of_constellation(truth.constellation_id),
+        )
+    for type_id, ship in cached_ships.items():
+        known = sim.world.item_type(type_id)
+        assert known is not None and ship.group_id == known.group_id
+    asked = sim.stats.snapshot().count("/universe/systems/{system_id}")
+    assert asked == len(systems)  # each system asked for once
+    runtime.engine.sync_character(next(iter(sim.world.ground_truth())), SyncOptions(full=True))
+    assert sim.stats.snapshot().count("/universe/systems/{system_id}") == asked  # cached
