@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ColumnElement, String, case, func, or_, select
@@ -28,6 +29,7 @@ from killcli.db.models import (
     CharacterStatus,
     Corporation,
     Killmail,
+    KillmailValue,
     PendingKillmail,
     SyncRun,
 )
@@ -42,15 +44,20 @@ from killcli.workerstatus import live_workers
 DAY = timedelta(days=1)
 ACTIVITY_DAYS = 30
 TOP_SHIPS = 10
+ZERO = Decimal(0)
+CENT = Decimal("0.01")
 
 
 @dataclass(frozen=True)
 class DayCount:
-    """Kills and losses of one UTC day (``YYYY-MM-DD``)."""
+    """Kills and losses of one UTC day (``YYYY-MM-DD``), and the ISK destroyed in its
+    kills and lost in its losses (the valued ones; ``"0.00"`` when none is valued)."""
 
     day: str
     kills: int
     losses: int
+    isk_destroyed: str = "0.00"
+    isk_lost: str = "0.00"
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,9 @@ class Activity:
     days: int
     daily: list[DayCount]
     top_ships: list[ShipCount]
+    isk_destroyed: str = "0.00"  # over the window, valued killmails only
+    isk_lost: str = "0.00"
+    valued: int = 0  # killmails of the window with a stored value
 
 
 def _day(session: Session) -> ColumnElement[str]:
@@ -96,26 +106,56 @@ def activity(db: Database, now: datetime, days: int = ACTIVITY_DAYS) -> Activity
     loss = _is_loss().label("loss")
     ship = Killmail.victim_ship_type_id
     per_day: Counter[tuple[str, int]] = Counter()
+    isk: dict[tuple[str, int], Decimal] = {}
     ships: dict[int, list[int]] = {}
+    valued = 0
     with db.session() as s:
         day = _day(s).label("day")
         query = (
-            select(day, ship, loss, func.count())
+            select(
+                day,
+                ship,
+                loss,
+                func.count(),
+                func.sum(KillmailValue.total),
+                func.count(KillmailValue.total),
+            )
+            .select_from(Killmail)
+            .outerjoin(KillmailValue, KillmailValue.killmail_id == Killmail.killmail_id)
             .where(Killmail.killmail_time >= first)
             .group_by(day, ship, loss)
-        )  # one pass over the window's index range serves both tables
-        for day_text, ship_id, lost, n in s.execute(query):
+        )  # one pass over the window's index range serves both tables and the ISK sums
+        for day_text, ship_id, lost, n, total, with_value in s.execute(query):
             per_day[(day_text, lost)] += n
+            isk[(day_text, lost)] = isk.get((day_text, lost), ZERO) + Decimal(total or 0)
+            valued += with_value
             ships.setdefault(ship_id, [0, 0])[lost] += n
     dates = [(first + i * DAY).strftime("%Y-%m-%d") for i in range(days)]
-    daily = [DayCount(d, per_day[(d, 0)], per_day[(d, 1)]) for d in dates]
+    daily = [
+        DayCount(
+            d,
+            per_day[(d, 0)],
+            per_day[(d, 1)],
+            _isk(isk.get((d, 0), ZERO)),
+            _isk(isk.get((d, 1), ZERO)),
+        )
+        for d in dates
+    ]
     top = sorted(ships.items(), key=lambda pair: (-sum(pair[1]), pair[0]))[:TOP_SHIPS]
     names = read_names(db, [ship_id for ship_id, _ in top])
     return Activity(
         days,
         daily,
         [ShipCount(ship_id, names.get(ship_id), k, lo) for ship_id, (k, lo) in top],
+        _isk(sum((v for (_, lost), v in isk.items() if not lost), ZERO)),
+        _isk(sum((v for (_, lost), v in isk.items() if lost), ZERO)),
+        valued,
     )
+
+
+def _isk(amount: Decimal) -> str:
+    """An ISK sum with 2 decimals (a string: exact in JSON, like the values' own)."""
+    return str(amount.quantize(CENT))
 
 
 @dataclass(frozen=True)

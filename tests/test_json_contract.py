@@ -273,9 +273,9 @@ CONTRACT: dict[str, Shape] = {
         | {"figures": FIGURES},
         "queue": scalars("consumers", "dead_letters", "delayed", "ready", "running"),
         "workers": [ANY],
-        "activity": scalars("days")
+        "activity": scalars("days", "isk_destroyed", "isk_lost", "valued")
         | {
-            "daily": [scalars("day", "kills", "losses")],
+            "daily": [scalars("day", "isk_destroyed", "isk_lost", "kills", "losses")],
             "top_ships": [scalars("kills", "losses", "ship_type_id", "ship_type_name")],
         },
     },

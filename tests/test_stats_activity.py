@@ -4,16 +4,19 @@ direct count of the stored killmails (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from killcli.db import Database
 from killcli.db.models import Character, Corporation
 from killcli.db.store import save_killmails
 from killcli.killmail import format_time, parse_killmail
-from killcli.stats import activity
+from killcli.stats import ZERO, activity
+from killcli.valuation import KillmailValuation
+from killcli.values import save_values
 from tests.conftest import CliResult, DbTarget
 from tests.factories import killmail
 
@@ -110,3 +113,43 @@ def test_stats_json_carries_the_series_and_the_chart_shows_it(
     assert shown.exit_code == 0, shown.stderr
     assert "kills and losses per day, last 30 days" in shown.stdout
     assert "█" in shown.stdout and now.strftime("%Y-%m-%d") in shown.stdout
+
+
+def test_isk_destroyed_and_lost_per_day_are_the_sums_of_the_stored_values(
+    db: Database, db_target: DbTarget, cli: Callable[..., CliResult]
+) -> None:
+    now = datetime.now(UTC)
+    bodies = _store(db, now)
+    first = (now - timedelta(days=29)).replace(hour=0, minute=0, second=0, microsecond=0)
+    expected: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    values = []
+    for i, b in enumerate(bodies):
+        if i % 3 == 2:
+            continue  # a third is not valued
+        total = Decimal(1_000_000 * (i + 1)) + Decimal("0.25")
+        values.append(
+            KillmailValuation(
+                b["killmail_id"], total, total, ZERO, total, ZERO, date(2026, 1, 1), "zkb-1", ()
+            )
+        )
+        when = datetime.fromisoformat(b["killmail_time"])
+        if when >= first:
+            v = b["victim"]
+            lost = v.get("character_id") == ME or v["corporation_id"] == MY_CORP
+            expected[(when.strftime("%Y-%m-%d"), "lost" if lost else "destroyed")] += total
+    with db.session() as session:
+        save_values(session, values)
+    result = activity(db, now)
+    for d in result.daily:
+        assert Decimal(d.isk_destroyed) == expected[(d.day, "destroyed")]
+        assert Decimal(d.isk_lost) == expected[(d.day, "lost")]
+    assert Decimal(result.isk_destroyed) == sum(
+        (v for (_, side), v in expected.items() if side == "destroyed"), ZERO
+    )
+    in_window = {
+        b["killmail_id"] for b in bodies if datetime.fromisoformat(b["killmail_time"]) >= first
+    }
+    assert result.valued == sum(1 for v in values if v.killmail_id in in_window)
+    shown = cli("--database-url", db_target.url, "stats")
+    assert shown.exit_code == 0, shown.stderr
+    assert "ISK destroyed" in shown.stdout and "valued killmails" in shown.stdout
