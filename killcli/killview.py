@@ -10,6 +10,7 @@ contents), in ESI's order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from killcli.db import Database
@@ -17,7 +18,7 @@ from killcli.db.store import get_killmail_rows
 from killcli.errors import UsageError
 from killcli.killmail import KillmailRows, build_killmail
 from killcli.sync.names import ids_to_name, read_names
-from killcli.values import get_values
+from killcli.values import get_values, item_values_of
 
 #: Inventory flags a person recognises (ESI's ``flag``); others are shown as numbers.
 FLAG_NAMES: dict[int, str] = {
@@ -68,6 +69,8 @@ class KillmailView:
     names: dict[int, str | None]
     #: its stored ISK value (``killmail_values``, :mod:`killcli.values`); None until valued
     value: dict[str, Any] | None = None
+    #: each item row's value by position, at the killmail's day (valued killmails only)
+    item_values: dict[int, Decimal] = field(default_factory=dict)
 
     def attackers_by_damage(self) -> list[dict[str, Any]]:
         """Most damage first; equal damage keeps ESI's order."""
@@ -93,14 +96,26 @@ class KillmailView:
         }
 
 
-def get_killmail_view(db: Database, killmail_id: int) -> KillmailView:
-    """The stored killmail ``killmail_id``; :class:`UsageError` when it is not stored."""
+def get_killmail_view(
+    db: Database, killmail_id: int, *, region_id: int | None = None
+) -> KillmailView:
+    """The stored killmail ``killmail_id``; :class:`UsageError` when it is not stored.
+    With ``region_id`` (the price region), a valued killmail's items get their values."""
     with db.session() as session:
         rows = get_killmail_rows(session, killmail_id)
         value = get_values(session, [killmail_id]).get(killmail_id)
+        items = (
+            item_values_of(session, region_id, rows)
+            if rows is not None and value is not None and region_id is not None
+            else {}
+        )
     if rows is None:
         raise UsageError(f"no killmail {killmail_id} in the database", hint="see `killsync kills`")
     body = build_killmail(rows.killmail, rows.attackers, rows.items)
     return KillmailView(
-        body, rows, read_names(db, ids_to_name(rows)), None if value is None else value.as_dict()
+        body,
+        rows,
+        read_names(db, ids_to_name(rows)),
+        None if value is None else value.as_dict(),
+        items,
     )

@@ -266,6 +266,19 @@ def value_killmail(
     )
 
 
+def item_values(
+    killmail_time: datetime,
+    items: Sequence[Mapping[str, Any]],
+    prices: Prices,
+    types: Mapping[int, TypeInfo],
+) -> dict[int, Decimal]:
+    """Each item row's own value by ``position`` (unit price x quantity, by the rules
+    of :func:`value_killmail`; a container's contents are rows of their own), for people
+    reading one killmail (`killsync show`)."""
+    pricer = _Pricer(prices, types, price_date(killmail_time))
+    return {int(i["position"]): money(pricer.item_price(i) * _quantity(i)) for i in items}
+
+
 def type_ids_of(ship_type_id: int, items: Iterable[Mapping[str, Any]]) -> set[int]:
     """Every type a killmail's value needs: the hull and every item's."""
     return {ship_type_id, *(int(i["item_type_id"]) for i in items)}

@@ -46,6 +46,7 @@ from killcli.valuation import (
     DailyAverages,
     KillmailValuation,
     PriceBook,
+    item_values,
     price_date,
     type_ids_of,
     value_killmail,
@@ -315,6 +316,16 @@ def _value(
         items,
         prices,
         types,
+    )
+
+
+def item_values_of(session: Session, region_id: int, rows: KillmailRows) -> dict[int, Decimal]:
+    """The value of each of one killmail's item rows at its day, from the stored prices
+    and the universe cache (what `killsync show` prints beside each item)."""
+    types_needed = ready_types([rows])
+    prices = _book(session, region_id, types_needed, [rows])
+    return item_values(
+        rows.killmail["killmail_time"], rows.items, prices, get_types(session, types_needed)
     )
 
 

@@ -20,6 +20,8 @@ import pytest
 from killcli.accounts import CORPORATION_LOGIN_SCOPES
 from killcli.cli.kills import security_label
 from killcli.db import Database
+from killcli.db.models import MarketHistory
+from killcli.events.render import isk_compact
 from killcli.killmail import parse_time
 from killcli.valuation import KillmailValuation
 from killcli.values import save_values
@@ -265,3 +267,34 @@ def test_kills_and_show_carry_the_stored_value(synced: Synced, cli: Cli, db: Dat
 )
 def test_security_is_shown_as_the_game_rounds_it(security: float, label: str) -> None:
     assert security_label(security) == label
+
+
+def test_show_values_each_item_at_the_killmails_day(synced: Synced, cli: Cli, db: Database) -> None:
+    [killmail_id] = [
+        k for k in _newest_first(synced.bodies) if synced.bodies[k]["victim"].get("items")
+    ][:1]
+    body = synced.bodies[killmail_id]
+    day = parse_time(body["killmail_time"]).date() - timedelta(days=1)
+    types = {i["item_type_id"] for i in body["victim"]["items"]} | {body["victim"]["ship_type_id"]}
+    with db.session() as session:  # every type at 2,000,000 ISK for the 10 days before
+        for type_id in types:
+            for n in range(10):
+                session.add(
+                    MarketHistory(
+                        region_id=10_000_002,
+                        type_id=type_id,
+                        date=day - timedelta(days=n),
+                        average=2_000_000.0,
+                        highest=2_000_000.0,
+                        lowest=2_000_000.0,
+                        volume=1,
+                        order_count=1,
+                    )
+                )
+    assert cli("values", "--no-fetch").exit_code == 0
+    shown = cli("show", str(killmail_id))
+    assert shown.exit_code == 0, shown.stderr
+    first = body["victim"]["items"][0]
+    quantity = first.get("quantity_destroyed", 0) + first.get("quantity_dropped", 0)
+    worth = Decimal(2_000_000 * quantity) if first.get("singleton") != 2 else Decimal("0.01")
+    assert f"{isk_compact(worth)} ISK" in shown.stdout

@@ -23,6 +23,7 @@ from killcli.valuation import (
     METHOD,
     KillmailValuation,
     PriceBook,
+    item_values,
     price_date,
     trimmed_average,
     value_killmail,
@@ -166,6 +167,33 @@ def test_capsule_hull_blueprint_copies_skins_hangar_ships_and_unpriced_types() -
     assert value.fitted == Decimal("10100.04")
     assert value.ship == Decimal("10000.00")
     assert value.unpriced_type_ids == (NO_PRICE,)
+
+
+def test_item_values_are_each_rows_share_of_the_total() -> None:
+    hangar_ship = _item(SHIP, 90, destroyed=1, singleton=1)
+    hangar_ship["items"] = [_item(MODULE, 11, destroyed=1), _item(MODULE, 19, dropped=2)]
+    body = _body(
+        CAPSULE,
+        [
+            _item(BLUEPRINT, 5, destroyed=3, singleton=2),
+            hangar_ship,
+            _item(NO_PRICE, 12, dropped=4),
+        ],
+    )
+    day = date(2026, 3, 10)
+    book = flat_book(day, {BLUEPRINT, SHIP, MODULE, CAPSULE}, hull=-1)
+    rows = parse_killmail(body)
+    values = item_values(rows.killmail["killmail_time"], rows.items, book, TYPES)
+    by_type = {(r["item_type_id"], r["flag"]): values[r["position"]] for r in rows.items}
+    assert by_type == {
+        (BLUEPRINT, 5): Decimal("0.03"),  # three copies at 0.01
+        (SHIP, 90): Decimal("100.00"),
+        (MODULE, 11): Decimal("100.00"),  # inside the hangar ship: rows of their own
+        (MODULE, 19): Decimal("200.00"),
+        (NO_PRICE, 12): Decimal("0.04"),
+    }
+    total = value_body(body, book, TYPES)
+    assert sum(values.values()) + total.ship == total.total
 
 
 def test_the_fallback_price_is_used_and_flagged() -> None:

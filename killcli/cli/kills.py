@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 import typer
@@ -166,19 +167,28 @@ def _attackers(view: KillmailView, top: int) -> Table:
     return table
 
 
-def _item_label(names: Mapping[int, str | None], row: Mapping[str, Any]) -> str:
+def _item_label(
+    names: Mapping[int, str | None], row: Mapping[str, Any], values: Mapping[int, Decimal]
+) -> str:
     parts = [_name(names, row["item_type_id"]), f"[{flag_name(row['flag'])}]"]
     if row["quantity_dropped"]:
         parts.append(f"dropped {row['quantity_dropped']:,}")
     if row["quantity_destroyed"]:
         parts.append(f"destroyed {row['quantity_destroyed']:,}")
+    if row["position"] in values:
+        parts.append(f"{isk_compact(values[row['position']])} ISK")
     return "  ".join(parts)
 
 
-def _add_items(tree: Tree, nodes: list[ItemNode], names: Mapping[int, str | None]) -> None:
+def _add_items(
+    tree: Tree,
+    nodes: list[ItemNode],
+    names: Mapping[int, str | None],
+    values: Mapping[int, Decimal],
+) -> None:
     for node in nodes:
-        branch = tree.add(_item_label(names, node.row))
-        _add_items(branch, node.children, names)
+        branch = tree.add(_item_label(names, node.row, values))
+        _add_items(branch, node.children, names, values)
 
 
 def _value_line(value: Mapping[str, Any] | None) -> str:
@@ -214,7 +224,7 @@ def render_killmail(view: KillmailView, *, top: int) -> RenderableType:
         f"{km['victim_damage_taken']:,} damage taken"
     )
     items = Tree(f"items ({len(view.rows.items)})")
-    _add_items(items, view.item_tree(), names)
+    _add_items(items, view.item_tree(), names, view.item_values)
     return Group(header, victim, _attackers(view, top), items)
 
 
@@ -235,7 +245,9 @@ def show_cmd(
 ) -> None:
     """One stored killmail: victim, attackers by damage, items as a tree (exit 2: not stored)."""
     app_ctx = app_context(ctx)
-    view = get_killmail_view(app_ctx.database(), killmail_id)
+    view = get_killmail_view(
+        app_ctx.database(), killmail_id, region_id=app_ctx.settings.price_region_id
+    )
     if as_json:
         print_json("show", view.as_dict())
         return
