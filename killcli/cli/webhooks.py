@@ -17,7 +17,7 @@ from killcli.cli.params import JsonFlag
 from killcli.console import make_console
 from killcli.db.types import utcnow
 from killcli.errors import ExitCode, InputError, UsageError
-from killcli.events.filters import edit_filters, load_filters, make_filters
+from killcli.events.filters import FilterEdit, load_filters, make_filters
 from killcli.events.hookconfig import (
     DEFAULT_MAX_AGE_S,
     add_webhook,
@@ -264,22 +264,28 @@ def edit(
     if delay is not None:
         changes["delay_s"] = _delay_s(delay)
     side = _side(kills_only, losses_only)
-    options: dict[str, Any] = {
-        "side": side,
-        "all_sides": all_sides,
-        "systems": system,
-        "all_systems": all_systems,
-        "regions": region,
-        "all_regions": all_regions,
-        "ship_groups": ship_group,
-        "all_ship_groups": all_ship_groups,
-        "min_value": min_value,
-        "any_value": any_value,
+    dropped = {
+        "side": all_sides,
+        "systems": all_systems,
+        "regions": all_regions,
+        "ship_groups": all_ship_groups,
+        "min_value": any_value,
     }
-    if any(value not in (None, False, []) for value in options.values()):
-        edit_filters([], **options)  # contradicting options: a usage error before any read
+    edit = FilterEdit(
+        tuple(
+            make_filters(
+                side=side,
+                system_ids=system or (),
+                region_ids=region or (),
+                ship_group_ids=ship_group or (),
+                min_value=min_value,
+            )
+        ),
+        frozenset(kind for kind, drop in dropped.items() if drop),
+    )
+    if edit:
         current = load_filters(get_webhook(db, cipher, webhook_id).filters)
-        changes["filters"] = edit_filters(current, **options)
+        changes["filters"] = edit.apply(current)
     info = edit_webhook(db, cipher, webhook_id, **changes)
     app_ctx.info(f"webhook {info.id}: {info.describe()}")
 

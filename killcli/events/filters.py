@@ -308,48 +308,30 @@ def make_filters(
     return filters
 
 
-def edit_filters(
-    current: list[KillFilter],
-    *,
-    side: Side | None,
-    all_sides: bool,
-    systems: Iterable[int] | None,
-    all_systems: bool,
-    min_value: Decimal | None = None,
-    any_value: bool = False,
-    regions: Iterable[int] | None = None,
-    all_regions: bool = False,
-    ship_groups: Iterable[int] | None = None,
-    all_ship_groups: bool = False,
-) -> list[KillFilter]:
-    """The current filters with the options' changes: a given kind replaces its filter."""
-    systems, regions, ship_groups = (
-        list(systems or ()),
-        list(regions or ()),
-        list(ship_groups or ()),
-    )
-    drops = {
-        "side": (bool(side), all_sides),
-        "systems": (bool(systems), all_systems),
-        "regions": (bool(regions), all_regions),
-        "ship_groups": (bool(ship_groups), all_ship_groups),
-        "min_value": (min_value is not None, any_value),
-    }
-    if any(given and dropped for given, dropped in drops.values()):
-        raise UsageError("a filter option and its --all-.../--any-... option contradict each other")
-    kept = {f.kind: f for f in current}
-    for new in make_filters(
-        side=side,
-        system_ids=systems,
-        min_value=min_value,
-        region_ids=regions,
-        ship_group_ids=ship_groups,
-    ):
-        kept[new.kind] = new
-    for kind, (_, dropped) in drops.items():
-        if dropped:
-            kept.pop(kind, None)
-    return list(kept.values())
+@dataclass(frozen=True)
+class FilterEdit:
+    """What `webhooks edit` changes in a webhook's filters: the filters its options ask
+    for replace those of their kinds, and the kinds in ``dropped`` (``--all-sides``,
+    ``--all-systems``, ``--all-regions``, ``--all-ship-groups``, ``--any-value``) go.
+    Asking for a kind and dropping it is a usage error, raised when the edit is built
+    (before any webhook is read)."""
+
+    new: tuple[KillFilter, ...] = ()
+    dropped: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if {f.kind for f in self.new} & self.dropped:
+            raise UsageError(
+                "a filter option and its --all-.../--any-... option contradict each other"
+            )
+
+    def __bool__(self) -> bool:
+        return bool(self.new or self.dropped)
+
+    def apply(self, current: Iterable[KillFilter]) -> list[KillFilter]:
+        kept = {f.kind: f for f in current if f.kind not in self.dropped}
+        kept.update({f.kind: f for f in self.new})
+        return list(kept.values())
 
 
 def check_selection(owner: Owner | None, filters: Iterable[KillFilter]) -> None:
