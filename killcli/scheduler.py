@@ -176,15 +176,20 @@ def _syncable() -> Select[int, str, datetime | None, datetime | None, datetime |
     ).where(Character.status == CharacterStatus.ACTIVE, Character.scopes.contains(KILLMAIL_SCOPE))
 
 
-def _pending_due(now: datetime) -> ColumnElement[bool]:
+def _pending_due(now: datetime, model: ListOwner = Character) -> ColumnElement[bool]:
+    """The character's (or, ``model`` Corporation, the corporation's) pending bodies are
+    due for a retry."""
     # An IN over the pending table's index (not a correlated EXISTS), so the OR of the due
     # query stays a union of index lookups.
-    # A corporation's pending rows (character null) are not a character's: a NULL in the
-    # IN list would make the answer NULL instead of false.
-    return Character.character_id.in_(
-        select(PendingKillmail.character_id).where(
-            PendingKillmail.next_attempt_at <= now, PendingKillmail.character_id.is_not(None)
-        )
+    # A row names a character or a corporation, the other null: a NULL in the IN list
+    # would make the answer NULL instead of false.
+    own, theirs = (
+        (Character.character_id, PendingKillmail.character_id)
+        if model is Character
+        else (Corporation.corporation_id, PendingKillmail.corporation_id)
+    )
+    return own.in_(
+        select(theirs).where(PendingKillmail.next_attempt_at <= now, theirs.is_not(None))
     )
 
 
@@ -238,14 +243,6 @@ def _reason(row: Any, owner_id: int, tier: Tier | None, now: datetime) -> str | 
 # -- corporations -----------------------------------------------------------------------
 
 
-def _corporation_pending_due(now: datetime) -> ColumnElement[bool]:
-    return Corporation.corporation_id.in_(
-        select(PendingKillmail.corporation_id).where(
-            PendingKillmail.next_attempt_at <= now, PendingKillmail.corporation_id.is_not(None)
-        )
-    )
-
-
 def _directors_check_due(now: datetime) -> ColumnElement[bool]:
     """A director of an active character whose roles answer expired (or never came)."""
     expires = CorporationDirector.roles_expires_at
@@ -275,7 +272,7 @@ def _corporation_rows(where: ColumnElement[bool], now: datetime) -> CorporationR
             Corporation.last_sync_at,
             Corporation.list_expires_at,
             Corporation.newest_killmail_at,
-            _corporation_pending_due(now).label("pending_due"),
+            _pending_due(now, Corporation).label("pending_due"),
         )
         .where(Corporation.enabled.is_(True), where)
         .order_by(Corporation.last_sync_at.is_not(None), Corporation.last_sync_at)
@@ -293,7 +290,7 @@ def due_corporations(
     active = Corporation.status == CorporationStatus.ACTIVE
     query = _corporation_rows(
         or_(
-            and_(active, _due_condition(cadence, now, Corporation, _corporation_pending_due(now))),
+            and_(active, _due_condition(cadence, now, Corporation, _pending_due(now, Corporation))),
             and_(~active, _directors_check_due(now)),
         ),
         now,
