@@ -283,10 +283,14 @@ class RabbitConsumer:
     def _queue_empty(self) -> bool:
         assert self._chan is not None
         assert self._conn is not None
-        frame = self._chan.queue_declare(self._topology.name, passive=True)
-        if frame.method.message_count:
-            return False
-        self._conn.process_data_events(time_limit=0)  # deliveries sent before that answer
+        # Twice: the broker may hand us the next message while it answers the first count
+        # (the count omits it, the delivery follows the answer). The second answer comes after
+        # that delivery, which pika then holds for process_data_events.
+        for _ in range(2):
+            frame = self._chan.queue_declare(self._topology.name, passive=True)
+            if frame.method.message_count:
+                return False
+        self._conn.process_data_events(time_limit=0)  # deliveries sent before those answers
         return not self._runs
 
     def _on_message(
