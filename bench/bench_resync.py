@@ -39,6 +39,7 @@ from bench.children import (  # noqa: E402
     child_environ,
     delete_rabbit_queues,
     exit_on_sigterm,
+    process_cpu_s,
 )
 from bench.run import BODY, LIST, SimProcess, count, fresh_database  # noqa: E402
 from killsim import FaultPlan  # noqa: E402
@@ -148,7 +149,9 @@ def resync(deployment: Deployment) -> dict[str, Any]:
     startup = deployment.worker("worker-empty").seconds  # a drain with nothing to do
     before = deployment.sim.ask("stats")
     queued = deployment.run("queue-all", "queue", "--all", "--quiet")
+    sim_cpu_s = process_cpu_s(deployment.sim.process.pid or 0)
     drained = deployment.worker("worker-resync")
+    sim_cpu_s = process_cpu_s(deployment.sim.process.pid or 0) - sim_cpu_s
     after = deployment.sim.ask("stats")
     n = deployment.opts.characters
     return {
@@ -158,6 +161,8 @@ def resync(deployment: Deployment) -> dict[str, Any]:
         "chars_per_s": round(n / drained.seconds, 1),
         "chars_per_s_round": round(n / (queued.seconds + drained.seconds), 1),
         "chars_per_s_net_of_startup": round(n / max(drained.seconds - startup, 1e-3), 1),
+        "worker_cpu_ms_per_char": round(1000 * (drained.cpu_s or 0.0) / n, 2),
+        "sim_cpu_ms_per_char": round(1000 * sim_cpu_s / n, 2),
         "list_304": count(after, LIST, 304) - count(before, LIST, 304),
         "list_200": count(after, LIST, 200) - count(before, LIST, 200),
         "bodies": count(after, BODY) - count(before, BODY),
@@ -199,6 +204,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
     print(
         f"{'deployment':<22}{'chars':>7}{'queue s':>9}{'drain s':>9}{'start s':>9}"
         f"{'chars/s':>9}{'round/s':>9}{'net/s':>9}{'304s':>7}{'200s':>6}{'bodies':>7}"
+        f"{'cpu ms':>8}{'sim ms':>8}"
     )
     for r in results:
         print(
@@ -206,7 +212,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
             f"{r['queue_all_s']:>9.2f}{r['drain_s']:>9.2f}{r['worker_startup_s']:>9.2f}"
             f"{r['chars_per_s']:>9.1f}{r['chars_per_s_round']:>9.1f}"
             f"{r['chars_per_s_net_of_startup']:>9.1f}{r['list_304']:>7}{r['list_200']:>6}"
-            f"{r['bodies']:>7}"
+            f"{r['bodies']:>7}{r['worker_cpu_ms_per_char']:>8.2f}{r['sim_cpu_ms_per_char']:>8.2f}"
         )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -49,12 +50,14 @@ def child_environ(settings: dict[str, str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Finished:
-    """How a child ended: exit code (None: killed by the timeout), seconds, stderr tail."""
+    """How a child ended: exit code (None: killed by the timeout), seconds, stderr tail, and
+    (from `Children.run`) the CPU seconds it used."""
 
     name: str
     exit_code: int | None
     seconds: float
     tail: str
+    cpu_s: float | None = None
 
     @property
     def timed_out(self) -> bool:
@@ -139,7 +142,9 @@ class Children:
 
     def run(self, name: str, args: list[str], env: dict[str, str], timeout_s: float) -> Finished:
         """Start a child and wait for it (at most ``timeout_s``)."""
-        return self.wait(self.start(name, args, env), time.monotonic() + timeout_s)
+        before = _children_cpu_s()
+        done = self.wait(self.start(name, args, env), time.monotonic() + timeout_s)
+        return dataclasses.replace(done, cpu_s=_children_cpu_s() - before)
 
     def sigkill(self, child: Child) -> None:
         """``kill -9`` of the child itself (not its group): what an OOM killer does."""
@@ -159,6 +164,18 @@ class Children:
             if child.process.returncode is not None:
                 return
         print(f"bench: could not end {child.name} (pid {child.process.pid})", file=sys.stderr)
+
+
+def _children_cpu_s() -> float:
+    """User + system seconds of every child reaped so far (one at a time in `run`)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system seconds a running process used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def delete_rabbit_queues(amqp_url: str, queue_name: str) -> None:

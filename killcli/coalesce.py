@@ -17,6 +17,7 @@ item must not fail the others), and each caller gets its own outcome.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
@@ -25,6 +26,8 @@ In = TypeVar("In")
 Out = TypeVar("Out")
 
 MAX_BATCH = 256
+
+logger = logging.getLogger(__name__)
 
 
 class _Slot(Generic[In, Out]):
@@ -127,3 +130,101 @@ class Coalescer(Generic[In, Out]):
                 slot.result = result
             slot.lead = False
             slot.wake()
+
+
+class WriteBehind(Generic[In]):
+    """Items written in batches by a thread of its own, ``every_s`` after the first of a
+    batch was posted; :meth:`post` does not wait.
+
+    For the steps of a finished job that nobody waits for (its run record, its ack): a
+    :class:`Coalescer` batches what is waiting at one moment, a few items when hundreds of
+    jobs a second finish spread out over time; this batches what came in ``every_s``, and
+    no job thread waits or is handed a lead. ``run_batch`` handles its own failures (what
+    escapes it is logged and the batch dropped: these steps are redone by the next sync).
+    :meth:`close` writes what is left; a process killed before loses at most ``every_s`` of
+    items, whose jobs then run again.
+    """
+
+    def __init__(
+        self,
+        run_batch: Callable[[Sequence[In]], object],
+        *,
+        every_s: float,
+        name: str,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self._run_batch = run_batch
+        self._every_s = every_s
+        self._name = name
+        self._max_batch = max_batch
+        self._items: list[In] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._writing = threading.Lock()  # one batch at a time, in posting order
+        self.batches = 0  # figures for benchmarks and tests
+        self.items = 0
+
+    def post(self, item: In) -> None:
+        with self._cond:
+            self._items.append(item)
+            closed = self._closed
+            if not closed:
+                if self._thread is None:
+                    # A daemon: an owner that never closes it must not keep the process.
+                    self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+                    self._thread.start()
+                if len(self._items) == 1 or len(self._items) >= self._max_batch:
+                    self._cond.notify()
+        if closed:  # a straggler after close(): written at once, in its own thread
+            self.flush()
+
+    def flush(self) -> None:
+        """Write everything posted so far, in the caller's thread."""
+        while self._write_some():
+            pass
+
+    def close(self) -> None:
+        """Write what is left and stop the thread (posts after this are written at once)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+        self.flush()
+
+    def __enter__(self) -> WriteBehind[In]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._items and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return  # close() writes the rest
+                # Gather for every_s, unless the batch fills first or we are closing.
+                self._cond.wait_for(
+                    lambda: self._closed or len(self._items) >= self._max_batch, self._every_s
+                )
+            self._write_some()
+
+    def _write_some(self) -> bool:
+        """Write one batch; False if there was nothing to write."""
+        with self._writing:
+            with self._cond:
+                batch = self._items[: self._max_batch]
+                del self._items[: self._max_batch]
+            if not batch:
+                return False
+            self.batches += 1
+            self.items += len(batch)
+            try:
+                self._run_batch(batch)
+            except Exception:
+                logger.exception("%s: a batch of %d could not be written", self._name, len(batch))
+            return True

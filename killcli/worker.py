@@ -155,6 +155,7 @@ class Worker:
                     self.handle, concurrency=concurrency, stop=stop, drain=drain, max_jobs=max_jobs
                 )
         finally:
+            self.quick.close()  # the run records still behind, and their leases
             self.keeper.close()
             if self.status is not None:
                 self.status.remove()

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from killcli.coalesce import Coalescer
+from killcli.coalesce import Coalescer, WriteBehind
 
 
 def test_a_lone_caller_runs_a_batch_of_one_at_once() -> None:
@@ -136,3 +136,51 @@ def test_a_base_exception_in_the_leader_releases_the_waiting_callers() -> None:
         t.join(5)
         assert not t.is_alive()
     assert sorted(outcomes) == ["2", "3", "interrupted"]
+
+
+def test_write_behind_gathers_what_is_posted_within_its_interval() -> None:
+    batches: list[list[int]] = []
+    behind: WriteBehind[int] = WriteBehind(
+        lambda items: batches.append(list(items)), every_s=0.2, name="test-behind"
+    )
+    for i in range(5):
+        behind.post(i)  # returns at once: nothing written yet
+    assert batches == []
+    deadline = time.monotonic() + 5
+    while not batches and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert batches == [[0, 1, 2, 3, 4]]  # one batch, written by its own thread
+    behind.close()
+    assert (behind.batches, behind.items) == (1, 5)
+
+
+def test_write_behind_writes_the_rest_on_close_and_stragglers_at_once() -> None:
+    batches: list[list[int]] = []
+    behind: WriteBehind[int] = WriteBehind(
+        lambda items: batches.append(list(items)), every_s=60.0, name="test-behind", max_batch=3
+    )
+    for i in range(7):
+        behind.post(i)
+    behind.close()  # long before the interval: close writes what is left, in order
+    assert [i for b in batches for i in b] == list(range(7))
+    assert all(len(b) <= 3 for b in batches)
+    behind.post(7)  # after close: written in the poster's thread
+    assert batches[-1] == [7]
+
+
+def test_a_write_behind_batch_that_fails_is_logged_and_the_poster_never_sees_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    written: list[int] = []
+
+    def run(items: Sequence[int]) -> None:
+        if 13 in items:
+            raise RuntimeError("the database went away")
+        written.extend(items)
+
+    behind = WriteBehind(run, every_s=0.01, name="test-behind")
+    behind.post(13)
+    behind.close()
+    behind.post(1)
+    assert written == [1]
+    assert "a batch of 1 could not be written" in caplog.text

@@ -17,8 +17,10 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
+from sqlalchemy.sql import operators
 
 from killcli.db import Database
+from killcli.db.engine import SCHEMA_HEAD
 from killcli.db.models import Base
 
 COMPARE = {"compare_type": True, "compare_server_default": True}
@@ -36,10 +38,49 @@ def schema_differences(url: str) -> list[Any]:
 
 
 def differences(database: Database) -> list[Any]:
-    """What alembic's autogenerate finds between the database and the models."""
+    """What alembic's autogenerate finds between the database and the models.
+
+    SQLAlchemy does not reflect an SQLite index column's ``DESC``, so such an index always
+    looks changed; those are compared here through SQLite's own ``index_xinfo``."""
     with database.engine.connect() as conn:
         context = MigrationContext.configure(conn, opts=COMPARE)
-        return list(compare_metadata(context, Base.metadata))
+        diffs = list(compare_metadata(context, Base.metadata))
+        if database.dialect != "sqlite":
+            return diffs
+        descending = {
+            index.name: [_column_sorting(c) for c in index.expressions]
+            for table in Base.metadata.tables.values()
+            for index in table.indexes
+            if any(_column_sorting(c)[1] for c in index.expressions)
+        }
+        for name, wanted in descending.items():
+            built = [
+                (row[2], bool(row[3]))
+                for row in conn.exec_driver_sql(f"PRAGMA index_xinfo('{name}')")
+                if row[5]
+            ]  # key columns only (not the rowid)
+            assert built == wanted, f"{name}: {built} != {wanted}"
+        return [
+            d
+            for d in diffs
+            if not (d[0] in {"add_index", "remove_index"} and d[1].name in descending)
+        ]
+
+
+def _column_sorting(expression: Any) -> tuple[str, bool]:
+    """(column name, descending) of one index expression of the models."""
+    descending = getattr(expression, "modifier", None) is operators.desc_op
+    column = expression.element if descending else expression
+    return str(getattr(column, "name", None) or column.element), descending
+
+
+def test_schema_head_names_the_newest_migration(tmp_path: Path) -> None:
+    """`ensure_schema` trusts SCHEMA_HEAD without loading alembic: it must be the head."""
+    database = Database(f"sqlite:///{tmp_path / 'head.db'}")
+    try:
+        assert database.head_revision() == SCHEMA_HEAD
+    finally:
+        database.close()
 
 
 def test_migrations_build_the_models_schema_on_sqlite(tmp_path: Path) -> None:
@@ -100,6 +141,7 @@ DOWNGRADES = [
     ("0007", set(), set()),  # 0008: jobs of corporations' lists
     ("0008", set(), set()),  # 0009: the `kills` index, webhook filters and delay
     ("0009", set(), PRICE_TABLES),  # 0010: prices, the universe cache, values
+    ("0010", set(), set()),  # 0011: the claim's index in the claim's order
 ]
 
 

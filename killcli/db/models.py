@@ -30,6 +30,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    desc,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -317,7 +318,8 @@ class Job(Base):
         # or, character null, a corporation; NULLs never collide).
         UniqueConstraint("queue", "character_id"),
         UniqueConstraint("queue", "corporation_id"),
-        Index(None, "queue", "priority", "available_at"),
+        # The claim's order, in full (no sort of the ready jobs on every claim).
+        Index("ix_jobs_ready", "queue", desc("priority"), "available_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)

@@ -48,7 +48,7 @@ from killcli.esi.ratelimit import RateLimiter, SpendResult
 from killcli.esi.retry import RetryBudget, RetryPolicy, RetrySignal
 from killcli.esi.routes import character_of, route_of
 from killcli.esi.stats import ClientStats
-from killcli.esi.transport import bound_transport
+from killcli.esi.transport import bound_transport, tls_context
 from killcli.textsafe import mask_url
 
 COMPATIBILITY_DATE = "2025-08-26"  # pinned: the killmail schema we store was checked against it
@@ -80,9 +80,8 @@ class _Call:
     route: str
     owner: int | None
     group_hint: str | None
-    params: Params | None
-    json: Any
     headers: Mapping[str, str] = field(repr=False)  # may hold the bearer token
+    request: httpx.Request = field(repr=False)  # built once, sent by every attempt
 
 
 class EsiClient:
@@ -118,6 +117,7 @@ class EsiClient:
             transport=transport or bound_transport(local_address, limits),
             timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
             limits=limits,
+            verify=tls_context(),
             headers={
                 "User-Agent": user_agent,
                 "X-Compatibility-Date": compatibility_date,
@@ -144,10 +144,6 @@ class EsiClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    def url_for(self, path: str, params: Params | None = None) -> str:
-        """The absolute URL of a request, as errors and messages name it."""
-        return str(self._http.build_request("GET", path, params=params).url)
 
     # -- typed calls --------------------------------------------------------------------
 
@@ -262,14 +258,21 @@ class EsiClient:
         explicitly); send tokens only to authenticated routes. ``etag`` is sent as
         ``If-None-Match`` unless ``conditional`` is false (a full answer is needed).
         """
-        url = self.url_for(path, params)
         if_none_match = etag if conditional else None
         headers = {"If-None-Match": if_none_match} if if_none_match else {}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         owner = character_id if character_id is not None or token is None else character_of(token)
+        request = self._http.build_request(method, path, params=params, json=json, headers=headers)
         call = _Call(
-            method.upper(), path, url, route_of(path), owner, bucket_hint, params, json, headers
+            request.method,
+            path,
+            str(request.url),
+            route_of(path),
+            owner,
+            bucket_hint,
+            headers,
+            request,
         )
         return self._with_retries(call)
 
@@ -305,6 +308,16 @@ class EsiClient:
         )
 
     def _with_retries(self, call: _Call) -> EsiResponse:
+        try:
+            return self._attempt(call)  # most requests succeed at once: no tenacity to run
+        except RetrySignal as signal:
+            failed = [signal]
+
+        def attempt() -> EsiResponse:
+            if failed:  # tenacity takes the first attempt's failure as its own first try
+                raise failed.pop()
+            return self._attempt(call)
+
         budget = RetryBudget(self._policy, self._rand)
         retrying = Retrying(
             retry=retry_if_exception_type(RetrySignal),
@@ -316,7 +329,7 @@ class EsiClient:
             reraise=True,
         )
         try:
-            return retrying(self._attempt, call)
+            return retrying(attempt)
         except RetrySignal as signal:
             raise self._gave_up(call, signal, budget) from signal
 
@@ -329,9 +342,7 @@ class EsiClient:
         if self._limiter is not None:
             reservation = self._limiter.acquire(call.route, call.owner, call.group_hint)
         try:
-            response = self._http.request(
-                call.method, call.path, params=call.params, json=call.json, headers=call.headers
-            )
+            response = self._http.send(call.request)
         except (httpx.TransportError, httpx.DecodingError) as exc:
             if self._limiter is not None and reservation is not None:
                 self._limiter.cancel(reservation)

@@ -28,6 +28,7 @@ import httpx
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt
 
 from killcli.backoff import Backoff, tenacity_wait
+from killcli.esi.transport import tls_context
 
 GONE_STATUSES = frozenset({401, 403, 404, 410})
 DEFAULT_RETRY_AFTER_S = 5.0  # a 429 without any hint still must not be hammered
@@ -80,6 +81,7 @@ def make_client(*, transport: httpx.BaseTransport | None = None) -> httpx.Client
         timeout=httpx.Timeout(TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
         follow_redirects=False,
         transport=transport,
+        verify=tls_context(),
         headers={"User-Agent": "killsync (webhooks)"},
     )
 

@@ -2,8 +2,12 @@
 
 Each worker thread claims one job, runs the handler, settles the job, and claims the next;
 an idle thread polls every ``poll_interval_s`` (or returns, when draining). Threads that
-claim or ack at the same moment share one transaction (:mod:`killcli.coalesce`), so a
-worker running many short jobs at once does not pay one per job. The heartbeat
+claim at the same moment share one transaction (:mod:`killcli.coalesce`), which also
+claims up to half the concurrency more for the threads to come (given back unstarted
+when the consumer stops; a run with ``max_jobs`` claims only what it runs), and the jobs
+done are acked behind, every :data:`ACK_EVERY_S` in one transaction, so a worker running
+many short jobs at once does not pay one per job (a process killed before an ack is
+written leaves its jobs to run again: handlers are idempotent). The heartbeat
 thread extends the claims of running jobs (one statement for all of them), makes the jobs
 of dead consumers of this host claimable (:meth:`DatabaseBroker.reclaim_dead`, also once
 before the first claim, so a round started right after a crash finds them) and keeps this
@@ -20,10 +24,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from killcli.coalesce import Coalescer
+from killcli.coalesce import Coalescer, WriteBehind
 from killcli.errors import QueueUnavailable
 from killcli.queue.base import ConsumeResult, Handler, OutcomeKind, check_concurrency
 from killcli.queue.policy import Budget, Tally, run_handler
@@ -35,6 +40,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_OUTAGE_WAIT_S = 10.0
+ACK_EVERY_S = 0.05  # jobs done gathered per ack transaction
 
 
 class _InFlight:
@@ -76,6 +82,9 @@ class DatabaseConsumer:
         self._stop = stop or threading.Event()
         self._drain = drain
         self._budget = Budget(max_jobs)
+        # Jobs claimed ahead for the threads to come (also in _inflight: kept claimed).
+        self._ready: deque[Delivery] = deque()
+        self._prefetch = 0 if max_jobs is not None else self._concurrency // 2
         self._tally = Tally()
         self._inflight = _InFlight()
         self._abort = threading.Event()  # set when the outage outlasted its timeout
@@ -83,9 +92,11 @@ class DatabaseConsumer:
         self._failure: Exception | None = None
         self._lock = threading.Lock()
         self._failing_since: float | None = None
-        # Threads that claim or ack at once share one transaction (see killcli.coalesce).
+        # Threads that claim at once share one transaction; acks are written behind.
         self._claims: Coalescer[None, tuple[Delivery | None, int]] = Coalescer(self._claim_many)
-        self._acks: Coalescer[Delivery, bool] = Coalescer(broker.ack_many)
+        self._acks: WriteBehind[Delivery] = WriteBehind(
+            self._ack_many, every_s=ACK_EVERY_S, name="killsync-queue-acks"
+        )
 
     def run(self) -> ConsumeResult:
         lease_ttl_s = self._broker.heartbeat_s * 3
@@ -106,6 +117,8 @@ class DatabaseConsumer:
                 for thread in threads:
                     thread.join()
         finally:
+            self._acks.close()
+            self._give_back_ready()
             try:
                 self._broker.unregister_consumer()
             except QueueUnavailable:
@@ -130,8 +143,10 @@ class DatabaseConsumer:
 
     def _claim_loop(self) -> None:
         while not self._halted() and self._budget.take():
+            delivery, poisoned = self._take_ready(), 0
             try:
-                delivery, poisoned = self._claims.submit(None)
+                if delivery is None:
+                    delivery, poisoned = self._claims.submit(None)
             except QueueUnavailable as exc:
                 self._budget.give_back()
                 self._wait_out(exc)
@@ -149,23 +164,53 @@ class DatabaseConsumer:
     def _claim_many(self, wanted: Sequence[None]) -> list[tuple[Delivery | None, int]]:
         """One claim for every thread asking now: a job each while there are enough (the
         poison buried on the way is counted once)."""
-        deliveries, poisoned = self._broker.claim(len(wanted))
-        found: list[Delivery | None] = [*deliveries, *[None] * (len(wanted) - len(deliveries))]
+        with self._lock:
+            ahead = max(0, self._prefetch - len(self._ready))
+        deliveries, poisoned = self._broker.claim(len(wanted) + ahead)
+        mine, extra = deliveries[: len(wanted)], deliveries[len(wanted) :]
+        for delivery in extra:
+            self._inflight.add(delivery)
+        with self._lock:
+            self._ready.extend(extra)
+        found: list[Delivery | None] = [*mine, *[None] * (len(wanted) - len(mine))]
         return [(delivery, poisoned if i == 0 else 0) for i, delivery in enumerate(found)]
+
+    def _take_ready(self) -> Delivery | None:
+        with self._lock:
+            return self._ready.popleft() if self._ready else None
+
+    def _give_back_ready(self) -> None:
+        """The jobs claimed ahead that no thread started (a stop): claimable again now."""
+        with self._lock:
+            left, self._ready = list(self._ready), deque()
+        if not left:
+            return
+        try:
+            self._broker.unclaim(left)
+        except QueueUnavailable:
+            logger.warning(
+                "could not give back %d jobs claimed ahead; they run after the visibility timeout",
+                len(left),
+            )
+        for delivery in left:
+            self._inflight.discard(delivery)
 
     def _process(self, delivery: Delivery) -> None:
         self._inflight.add(delivery)
+        acking = False
         try:
             outcome = run_handler(self._handler, delivery.job)
             self._tally.add("handled")
             settled_as = self._broker.policy.settle(
                 outcome, tries=delivery.tries, rng=self._broker.rng
             )
+            if settled_as.kind is OutcomeKind.DONE:
+                # Kept in flight (its claim extended) until the ack is written, then tallied.
+                acking = True
+                self._acks.post(delivery)
+                return
             try:
-                if settled_as.kind is OutcomeKind.DONE:
-                    settled = self._acks.submit(delivery)
-                else:
-                    settled = self._broker.settle(delivery, settled_as)
+                settled = self._broker.settle(delivery, settled_as)
             except QueueUnavailable:
                 logger.warning(
                     "could not settle job %s; it will run again after the visibility timeout",
@@ -173,16 +218,35 @@ class DatabaseConsumer:
                     exc_info=True,
                 )
                 return
-            if settled:
-                self._tally.settled(settled_as.kind)
-            else:
-                logger.warning(
-                    "job %s was claimed by another worker meanwhile (heartbeats "
-                    "missed the visibility timeout)",
-                    delivery.job.job_id,
-                )
+            self._tally_settled(delivery, settled_as.kind, settled)
         finally:
+            if not acking:
+                self._inflight.discard(delivery)
+
+    def _ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        try:
+            acked = self._broker.ack_many(deliveries)
+        except QueueUnavailable:
+            logger.warning(
+                "could not ack %d jobs; they run again after the visibility timeout",
+                len(deliveries),
+                exc_info=True,
+            )
+            acked = []
+        for delivery in deliveries:
             self._inflight.discard(delivery)
+        for delivery, settled in zip(deliveries, acked, strict=False):
+            self._tally_settled(delivery, OutcomeKind.DONE, settled)
+
+    def _tally_settled(self, delivery: Delivery, kind: OutcomeKind, settled: bool) -> None:
+        if settled:
+            self._tally.settled(kind)
+        else:
+            logger.warning(
+                "job %s was claimed by another worker meanwhile (heartbeats "
+                "missed the visibility timeout)",
+                delivery.job.job_id,
+            )
 
     def _beat(self, lease_ttl_s: float) -> None:
         self._broker.extend(self._inflight.snapshot())

@@ -351,6 +351,24 @@ class DatabaseBroker(Broker):
             return self.retry(delivery, outcome.reason, outcome.delay_s or 0.0)
         return self.dead_letter(delivery, outcome.reason)
 
+    def unclaim(self, deliveries: Sequence[Delivery]) -> int:
+        """Give back claimed jobs that were never started (a consumer's prefetch when it
+        stops): claimable again at once, their attempt not counted; returns how many."""
+        claimed = sorted((d.row_id, d.token) for d in deliveries)
+        with self._session() as session:
+            return sum(
+                rowcount(
+                    session.execute(
+                        update(JOBS)
+                        .where(
+                            tuple_(JOBS.c.id, JOBS.c.locked_by).in_(claimed[start : start + CHUNK])
+                        )
+                        .values(locked_by=None, locked_until=None, attempt=JOBS.c.attempt - 1)
+                    )
+                )
+                for start in range(0, len(claimed), CHUNK)
+            )
+
     def extend(self, deliveries: Iterable[Delivery]) -> int:
         """Heartbeat: push the visibility timeout of running jobs forward, in one statement
         per :data:`CHUNK` jobs; returns how many are still ours."""

@@ -34,7 +34,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 
 from killcli.backoff import Backoff
 from killcli.clock import Clock
-from killcli.coalesce import Coalescer
+from killcli.coalesce import Coalescer, WriteBehind
 from killcli.db import Database
 from killcli.errors import KillsyncError, QueueUnavailable
 from killcli.queue.base import ConsumeResult, Handler, Outcome, OutcomeKind, check_concurrency
@@ -71,6 +71,7 @@ from killcli.ticker import Ticker
 logger = logging.getLogger(__name__)
 
 Key = tuple[str, int]  # (job_id, attempt): one try of one job
+FINISH_EVERY_S = 0.05  # finished jobs gathered per lease-release transaction
 RECONNECT_BACKOFF = Backoff(initial_s=0.5, cap_s=30.0)
 
 
@@ -81,7 +82,9 @@ class LeaseBook:
     job's since publishing) and the ``running:`` lease; it fails when the character's
     ``queued:`` lease belongs to another job, which makes this delivery a duplicate.
     A ticker renews both while the job runs; ``finish`` drops them (keeping ``queued:``
-    for a retry). Both are owned by the job id, not by this process: when a worker dies,
+    for a retry), behind (:class:`~killcli.coalesce.WriteBehind`): jobs finishing within
+    :data:`FINISH_EVERY_S` share one transaction, and ``then`` runs once theirs is written
+    (the job's ack). Both are owned by the job id, not by this process: when a worker dies,
     RabbitMQ redelivers its unacked jobs (the connection closes with the process) and
     whoever gets one takes both leases back at once (taking is re-entrant), so they never
     block the next round; a dead worker's ``running:`` leases only linger in
@@ -99,7 +102,9 @@ class LeaseBook:
         self._active: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._starts: Coalescer[Job, bool] = Coalescer(self._start_many)
-        self._finishes: Coalescer[tuple[Job, bool], None] = Coalescer(self._finish_many)
+        self._finishes: WriteBehind[_Finishing] = WriteBehind(
+            self._finish_many, every_s=FINISH_EVERY_S, name="killsync-lease-releases"
+        )
 
     def _names(self, job: Job) -> tuple[str, str]:
         return (
@@ -116,15 +121,18 @@ class LeaseBook:
             self._active[job.job_id] = job
         return True
 
-    def finish(self, job: Job, *, still_queued: bool) -> None:
+    def finish(
+        self, job: Job, *, still_queued: bool, then: Callable[[], None] | None = None
+    ) -> None:
+        """Drop the job's leases (keep ``queued:`` if ``still_queued``), behind; ``then``
+        runs once that is written, or failed (they expire then)."""
         with self._lock:
             self._active.pop(job.job_id, None)
-        try:
-            self._finishes.submit((job, still_queued))
-        except KillsyncError:
-            logger.warning(
-                "could not release the leases of job %s; they expire", job.job_id, exc_info=True
-            )
+        self._finishes.post(_Finishing(job, still_queued, then))
+
+    def close(self) -> None:
+        """Write the lease releases still behind (and run their ``then``)."""
+        self._finishes.close()
 
     def _start_many(self, jobs: Sequence[Job]) -> list[bool]:
         with self._db.session() as session:
@@ -144,7 +152,18 @@ class LeaseBook:
             )
         return started
 
-    def _finish_many(self, finished: Sequence[tuple[Job, bool]]) -> list[None]:
+    def _finish_many(self, finished: Sequence[_Finishing]) -> None:
+        try:
+            self._release_many([(f.job, f.still_queued) for f in finished])
+        except KillsyncError:
+            logger.warning(
+                "could not release the leases of %d jobs; they expire", len(finished), exc_info=True
+            )
+        for f in finished:
+            if f.then is not None:
+                f.then()
+
+    def _release_many(self, finished: Sequence[tuple[Job, bool]]) -> None:
         with self._db.session() as session:
             release_in(session, {self._names(job)[1]: job.job_id for job, _ in finished})
             release_in(
@@ -156,7 +175,6 @@ class LeaseBook:
                 self.queued_ttl_s,
                 self._now(),
             )
-        return [None] * len(finished)
 
     def forget(self, raw: bytes) -> None:
         """Release the ``queued:`` lease of a poison message, if it names its job."""
@@ -176,6 +194,15 @@ class LeaseBook:
             now = self._now()
             renew_in(session, {self._names(j)[1]: j.job_id for j in jobs}, self.running_ttl_s, now)
             renew_in(session, {self._names(j)[0]: j.job_id for j in jobs}, self.queued_ttl_s, now)
+
+
+@dataclass(frozen=True)
+class _Finishing:
+    """A job whose leases are to be dropped, and what to do once they are."""
+
+    job: Job
+    still_queued: bool
+    then: Callable[[], None] | None
 
 
 @dataclass
@@ -248,6 +275,7 @@ class RabbitConsumer:
                 self._loop()
             finally:
                 self._close()  # unacked deliveries go back to the queue
+                self._book.close()
         return self._tally.result()
 
     def _stopping(self) -> bool:
@@ -374,10 +402,8 @@ class RabbitConsumer:
             )
         self._chan.basic_ack(run.tag)  # only now: the retry or dead letter is confirmed
         self._tally.settled(outcome.kind)
-        if not finished.released:
-            self._ledger.submit(
-                self._book.finish, job, still_queued=outcome.kind is OutcomeKind.RETRY
-            )
+        if not finished.released:  # (behind: never blocks this thread)
+            self._book.finish(job, still_queued=outcome.kind is OutcomeKind.RETRY)
 
     def _bury_poison(self, tag: int, body: bytes, reason: str) -> None:
         assert self._chan is not None
@@ -417,6 +443,11 @@ class RabbitConsumer:
             finished = _Finished(
                 key, self._settled(job, Outcome.retry(f"bookkeeping failed: {describe(exc)}"))
             )
+        if finished is not None:
+            self._hand_over(finished)
+
+    def _hand_over(self, finished: _Finished) -> None:
+        """Give a result to the connection thread (any thread) and wake it."""
         self._finished.put(finished)
         conn = self._conn
         if conn is not None:
@@ -424,7 +455,8 @@ class RabbitConsumer:
             with contextlib.suppress(*LINK_ERRORS):
                 conn.add_callback_threadsafe(_wake_up)
 
-    def _attempt(self, key: Key, job: Job) -> _Finished:
+    def _attempt(self, key: Key, job: Job) -> _Finished | None:
+        """The job's result, or None when it is handed over once its leases are dropped."""
         if not self._book.start(job):
             # The character's queued lease names another job: that one will sync it.
             return _Finished(key, Outcome.done(), skipped=True)
@@ -436,8 +468,9 @@ class RabbitConsumer:
         # then leaves a job that RabbitMQ redelivers and that runs once more (harmless),
         # never a queued: lease that blocks its character for queued_ttl_s with no job
         # behind it.
-        self._book.finish(job, still_queued=False)
-        return _Finished(key, outcome, released=True)
+        finished = _Finished(key, outcome, released=True)
+        self._book.finish(job, still_queued=False, then=lambda: self._hand_over(finished))
+        return None
 
     def _settled(self, job: Job, outcome: Outcome) -> Outcome:
         return self._policy.settle(outcome, tries=job.attempt + 1, rng=self._rng)

@@ -37,7 +37,7 @@ from killcli.backoff import tenacity_wait
 from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.errors import NeedsLogin, SsoError, TokenRejected
 from killcli.esi.retry import RetryPolicy
-from killcli.esi.transport import bound_transport
+from killcli.esi.transport import bound_transport, tls_context
 from killcli.sso.models import IssuedTokens, ServerMetadata, TokenClaims, TokenSet
 from killcli.sso.tokens import Jwk, read_header, select_key, validate
 
@@ -79,6 +79,7 @@ class SsoClient:
         self._http = http or httpx.Client(
             transport=transport or bound_transport(local_address),
             timeout=httpx.Timeout(timeout_s),
+            verify=tls_context(),
             headers={"User-Agent": user_agent} if user_agent else None,
             follow_redirects=False,
         )

@@ -7,8 +7,11 @@ load the character, one for its due pending bodies, one for its token, one for t
 one for the run record. Here jobs that run at once share them (:mod:`killcli.coalesce`):
 one transaction takes every starting job's lease and reads its character and whether it
 has pending bodies due; the job then sends its one conditional request on its own thread;
-one transaction records every finished job (list ETag and expiry, last sync, the run record)
-and gives its lease up.
+and one transaction, written behind (:class:`~killcli.coalesce.WriteBehind`, every
+:data:`RECORD_EVERY_S`), records the jobs finished meanwhile (list ETag and expiry, last
+sync, the run record) and gives their leases up. The job does not wait for it: a process
+killed before it is written loses only those records (the characters are synced again,
+one request each; their leases are taken over as a dead holder's).
 
 A job that one request cannot settle goes on to :meth:`SyncEngine.sync_character`
 unchanged: a full sync, pending bodies due, a token to refresh, a character that is not
@@ -18,6 +21,7 @@ so it is not asked for twice).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -26,10 +30,10 @@ from sqlalchemy import bindparam, func, select, update
 
 from killcli.accounts import KILLMAIL_SCOPE, Accounts
 from killcli.clock import SYSTEM_CLOCK, Clock
-from killcli.coalesce import Coalescer
+from killcli.coalesce import Coalescer, WriteBehind
 from killcli.db import Database
 from killcli.db.models import CharacterStatus
-from killcli.errors import NeedsLogin
+from killcli.errors import KillsyncError, NeedsLogin
 from killcli.esi.client import EsiClient
 from killcli.esi.models import ListPageResult
 from killcli.queue.leases import LeaseKeeper, acquire_each, release_in
@@ -37,6 +41,9 @@ from killcli.sync.engine import CHARACTERS, PENDING, SyncFigures, SyncProgress, 
 from killcli.sync.owners import RunRecord, record_runs
 
 CHUNK = 500  # ids per IN list
+RECORD_EVERY_S = 0.05  # finished jobs gathered per record transaction
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,8 @@ class Attempt:
 
 
 class QuickSync:
-    """The cheap path of one worker process; thread-safe."""
+    """The cheap path of one worker process; thread-safe. :meth:`close` writes the records
+    still behind."""
 
     def __init__(
         self,
@@ -105,7 +113,12 @@ class QuickSync:
         self.accounts = accounts
         self.keeper = keeper
         self.starts: Coalescer[_Start, Begun] = Coalescer(self._begin_many)
-        self.finishes: Coalescer[_Record, None] = Coalescer(self._record_many)
+        self.finishes: WriteBehind[_Record] = WriteBehind(
+            self._record_many, every_s=RECORD_EVERY_S, name="killsync-run-records"
+        )
+
+    def close(self) -> None:
+        self.finishes.close()
 
     def begin(self, character_id: int, lease: str, owner: str, *, ttl_s: float) -> Begun:
         """Take the character's lease (see :mod:`killcli.queue.leases`) and read what a
@@ -175,11 +188,11 @@ class QuickSync:
         first: ListPageResult | None,
         error: str | None,
     ) -> None:
-        """Record the run and give the lease up, in a transaction shared with the jobs
-        finishing now (the lease is no longer renewed from here on)."""
+        """Record the run and give the lease up, behind, in a transaction shared with the
+        jobs finishing meanwhile (the lease is no longer renewed from here on)."""
         self.keeper.forget(begun.lease)
         run = RunRecord(candidate.character_id, started_at, status, asdict(figures), error, error)
-        self.finishes.submit(_Record(begun.lease, begun.owner, run, first))
+        self.finishes.post(_Record(begun.lease, begun.owner, run, first))
 
     # -- the batches --------------------------------------------------------------------
 
@@ -237,9 +250,21 @@ class QuickSync:
             for s, ok in zip(starts, leased, strict=True)
         ]
 
-    def _record_many(self, records: Sequence[_Record]) -> list[None]:
+    def _record_many(self, records: Sequence[_Record]) -> None:
         """One transaction: each character's list cache, its run (:func:`record_runs`) and
-        its lease given up."""
+        its lease given up. If the database refuses, they are lost, as the docstring of
+        this module says (logged)."""
+        try:
+            self._write_records(records)
+        except KillsyncError as exc:
+            logger.warning(
+                "could not record %d finished syncs (%s); their characters are synced again "
+                "and their leases expire",
+                len(records),
+                exc,
+            )
+
+    def _write_records(self, records: Sequence[_Record]) -> None:
         listed = [
             {"cid": r.run.character_id, "etag": r.first.etag or None, "expires": r.first.expires}
             for r in records
@@ -260,4 +285,3 @@ class QuickSync:
                 )
             record_runs(session, self._clock.now(), [r.run for r in records])
             release_in(session, {r.lease: r.owner for r in records})
-        return [None] * len(records)

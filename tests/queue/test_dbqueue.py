@@ -373,3 +373,43 @@ def test_competing_consumers_run_each_job_once(db: Database) -> None:
             d.close()
     assert sorted(seen) == list(range(1, 41))
     assert sum(r.done for r in results) == 40
+
+
+def test_jobs_claimed_ahead_go_back_unstarted_when_a_consumer_stops(db: Database) -> None:
+    """A consumer claims ahead for its threads (half its concurrency); stopped, it gives
+    those back: claimable at once by the next round, their claim not counted as a try."""
+    queue = broker(db)
+    queue.publish(jobs(*range(1, 31)))
+    stop = threading.Event()
+    first: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def handler(job: Job) -> Outcome:
+        with lock:
+            first.append((job.owner_id, job.attempt))
+            if len(first) >= 8:
+                stop.set()
+        time.sleep(0.02)
+        return Outcome.done()
+
+    result = consume(queue, handler, concurrency=8, stop=stop)
+    assert result.done == len(first) < 30
+    assert queue.stats().running == 0  # nothing left claimed: neither run nor ahead
+    second: list[tuple[int, int]] = []
+
+    def record(job: Job) -> Outcome:
+        second.append((job.owner_id, job.attempt))
+        return Outcome.done()
+
+    again = consume(queue, record, concurrency=8, drain=True)
+    assert sorted(c for c, _ in first + second) == list(range(1, 31))  # each once
+    assert again.done == len(second)
+    assert {a for _, a in first + second} == {0}  # a claim given back is not a try
+
+
+def test_done_jobs_are_acked_behind_and_all_acked_when_consume_returns(db: Database) -> None:
+    queue = broker(db)
+    queue.publish(jobs(*range(1, 51)))
+    result = consume(queue, lambda job: Outcome.done(), concurrency=8, drain=True)
+    assert result.done == 50  # each counted once its ack was written
+    assert rows(db) == 0
