@@ -354,28 +354,22 @@ class DatabaseBroker(Broker):
     def unclaim(self, deliveries: Sequence[Delivery]) -> int:
         """Give back claimed jobs that were never started (a consumer's prefetch when it
         stops): claimable again at once, their attempt not counted; returns how many."""
-        claimed = sorted((d.row_id, d.token) for d in deliveries)
-        with self._session() as session:
-            return sum(
-                rowcount(
-                    session.execute(
-                        update(JOBS)
-                        .where(
-                            tuple_(JOBS.c.id, JOBS.c.locked_by).in_(claimed[start : start + CHUNK])
-                        )
-                        .values(locked_by=None, locked_until=None, attempt=JOBS.c.attempt - 1)
-                    )
-                )
-                for start in range(0, len(claimed), CHUNK)
-            )
+        return self._update_claims(
+            deliveries, locked_by=None, locked_until=None, attempt=JOBS.c.attempt - 1
+        )
 
     def extend(self, deliveries: Iterable[Delivery]) -> int:
         """Heartbeat: push the visibility timeout of running jobs forward, in one statement
         per :data:`CHUNK` jobs; returns how many are still ours."""
+        until = self.now() + timedelta(seconds=self.visibility_timeout_s)
+        return self._update_claims(deliveries, locked_until=until)
+
+    def _update_claims(self, deliveries: Iterable[Delivery], **values: Any) -> int:
+        """Set ``values`` on the jobs of ``deliveries`` still claimed by them, one statement
+        per :data:`CHUNK`; returns how many."""
         claimed = sorted((d.row_id, d.token) for d in deliveries)
         if not claimed:
             return 0
-        until = self.now() + timedelta(seconds=self.visibility_timeout_s)
         with self._session() as session:
             return sum(
                 rowcount(
@@ -384,7 +378,7 @@ class DatabaseBroker(Broker):
                         .where(
                             tuple_(JOBS.c.id, JOBS.c.locked_by).in_(claimed[start : start + CHUNK])
                         )
-                        .values(locked_until=until)
+                        .values(**values)
                     )
                 )
                 for start in range(0, len(claimed), CHUNK)
