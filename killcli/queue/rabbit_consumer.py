@@ -357,16 +357,43 @@ class RabbitConsumer:
             self._tally.add("skipped")
 
     def _settle_finished(self) -> None:
+        plain: list[tuple[_Run, _Finished]] = []  # done: an ack and nothing to publish
         while True:
             try:
                 finished = self._finished.get_nowait()
             except Empty:
-                return
+                break
             run = self._runs.pop(finished.key)
-            if run.generation == self._generation:
-                self._settle(run, finished)
-            else:  # the broker requeued it when the link broke: settle the redelivery
+            if run.generation != self._generation:
+                # the broker requeued it when the link broke: settle the redelivery
                 self._orphans[finished.key] = finished
+            elif finished.skipped or finished.outcome.kind is OutcomeKind.DONE:
+                plain.append((run, finished))
+            else:
+                self._settle(run, finished)
+        if plain:
+            self._ack_together(plain)
+
+    def _ack_together(self, plain: list[tuple[_Run, _Finished]]) -> None:
+        """Ack jobs done in one ``multiple`` ack up to the lowest delivery still running
+        (every tag below it is settled), the others one by one: pika flushes its socket
+        at each ack, which cost more than anything else of a re-sync's bookkeeping."""
+        assert self._chan is not None
+        running = [r.tag for r in self._runs.values() if r.generation == self._generation]
+        below = min(running, default=None)
+        tags = sorted(run.tag for run, _ in plain)
+        together = [t for t in tags if below is None or t < below]
+        try:
+            if together:
+                self._chan.basic_ack(together[-1], multiple=True)
+            for tag in tags[len(together) :]:
+                self._chan.basic_ack(tag)
+        except LINK_ERRORS:
+            for _, finished in plain:
+                self._orphans[finished.key] = finished
+            raise
+        for run, finished in plain:
+            self._acked(run, finished)
 
     def _settle(self, run: _Run, finished: _Finished) -> None:
         try:
@@ -377,14 +404,11 @@ class RabbitConsumer:
 
     def _apply(self, run: _Run, finished: _Finished) -> None:
         assert self._chan is not None
-        assert self._ledger is not None
         job = run.job
-        if finished.skipped:
-            self._chan.basic_ack(run.tag)
-            self._tally.add("skipped")
-            return
         outcome = finished.outcome
-        if outcome.kind is OutcomeKind.RETRY:
+        if finished.skipped:
+            pass
+        elif outcome.kind is OutcomeKind.RETRY:
             queue = self._topology.delay_queue(self._topology.tier_for(outcome.delay_s or 0.0))
             publish(
                 self._chan,
@@ -401,9 +425,17 @@ class RabbitConsumer:
                 job_properties(job.job_id, run.priority, headers),
             )
         self._chan.basic_ack(run.tag)  # only now: the retry or dead letter is confirmed
-        self._tally.settled(outcome.kind)
+        self._acked(run, finished)
+
+    def _acked(self, run: _Run, finished: _Finished) -> None:
+        """The tally and the leases of a job whose delivery was just acked."""
+        if finished.skipped:
+            self._tally.add("skipped")
+            return
+        kind = finished.outcome.kind
+        self._tally.settled(kind)
         if not finished.released:  # (behind: never blocks this thread)
-            self._book.finish(job, still_queued=outcome.kind is OutcomeKind.RETRY)
+            self._book.finish(run.job, still_queued=kind is OutcomeKind.RETRY)
 
     def _bury_poison(self, tag: int, body: bytes, reason: str) -> None:
         assert self._chan is not None
