@@ -36,6 +36,7 @@ from killcli.prices.store import (
     load_averages,
     load_fallback_prices,
     newest_history_day,
+    settle_day_counts,
     stored_day_counts,
 )
 from killcli.universe import TypeInfo, fetch_types, get_types
@@ -350,6 +351,8 @@ def compute_values(
     if esi is not None and targets:
         fetch_types(db, esi, _all_types(db, [kid for kid, _ in targets]))
     valued = unpriced = fallback = 0
+    with db.session() as session:
+        settle_day_counts(session, region_id)
     with db.session() as session:
         book = StoredPrices(
             region_id, stored_day_counts(session, region_id), load_fallback_prices(session)
