@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from operator import itemgetter
+from typing import Any
 
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
@@ -336,16 +337,9 @@ def load_averages(
         HISTORY.c.region_id == region_id
     )
     if type_ids is None:
-        if first is not None:
-            base = base.where(HISTORY.c.date >= first)
-        if last is not None:
-            base = base.where(HISTORY.c.date <= last)
-        out: dict[int, dict[date, float]] = {}
-        for type_id, day, average in session.execute(base):
-            out.setdefault(type_id, {})[day] = average
-        return out
+        return _window(session, region_id, first, last)
     wanted = sorted(set(type_ids))
-    out = {t: {} for t in wanted}
+    out: dict[int, dict[date, float]] = {t: {} for t in wanted}
     if not wanted:
         return out
     if first is None:
@@ -363,6 +357,41 @@ def load_averages(
             )
             for type_id, day, average in session.execute(query):
                 out[type_id][day] = average
+    return out
+
+
+def raw_rows(session: Session, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` (``?`` placeholders) straight from the driver: no per-row work in
+    SQLAlchemy, for reads of many rows of plain values (SQLite's dates come as text)."""
+    driver: Any = session.connection().connection.driver_connection
+    if session.get_bind().dialect.name == "postgresql":
+        sql = sql.replace("?", "%s")
+    cursor = driver.cursor()
+    try:
+        cursor.execute(sql, list(params))
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def _window(
+    session: Session, region_id: int, first: date | None, last: date | None
+) -> dict[int, dict[date, float]]:
+    """Every type's averages from ``first`` to ``last``: one range of the key."""
+    sql = "SELECT type_id, date, average FROM market_history WHERE region_id = ?"
+    params: list[Any] = [region_id]
+    text_days = session.get_bind().dialect.name != "postgresql"
+    for bound, op in ((first, ">="), (last, "<=")):
+        if bound is not None:
+            sql += f" AND date {op} ?"
+            params.append(bound.isoformat() if text_days else bound)
+    days: dict[Any, date] = {}
+    out: dict[int, dict[date, float]] = {}
+    for type_id, day, average in raw_rows(session, sql, params):
+        when = days.get(day)
+        if when is None:
+            when = days[day] = day if isinstance(day, date) else date.fromisoformat(day)
+        out.setdefault(type_id, {})[when] = average
     return out
 
 
