@@ -50,6 +50,7 @@ from killcli.valuation import (
     KillmailValuation,
     PriceBook,
     UnitPrices,
+    item_row,
     item_values,
     price_date,
     type_ids_of,
@@ -250,12 +251,20 @@ def get_values(session: Session, killmail_ids: Iterable[int]) -> dict[int, Killm
 
 class SaveTimeValuer:
     """Values new killmails in the transaction that saves them, when it can without ESI:
-    the history reaches their price date and every type's group is cached."""
+    the history reaches their price date and every type's group is cached.
 
-    def __init__(self, region_id: int, *, recheck_s: float = 300.0) -> None:
+    ``keep_window``: one price window kept from batch to batch, sliding with them (for a
+    run that saves many batches in time order, as `killsync import` of daily archives:
+    each history row is read about once); else each batch reads its own."""
+
+    def __init__(
+        self, region_id: int, *, recheck_s: float = 300.0, keep_window: bool = False
+    ) -> None:
         self.region_id = region_id
         self._recheck_s = recheck_s
         self._newest: tuple[float, date | None] = (-1e18, None)
+        self._keep_window = keep_window
+        self._window: StoredPrices | None = None
 
     def _newest_day(self, session: Session) -> date | None:
         checked, day = self._newest
@@ -278,17 +287,36 @@ class SaveTimeValuer:
             *(type_ids_of(r.killmail["victim_ship_type_id"], r.items) for r in ready)
         )
         types = get_types(session, wanted)
-        ready = [
-            r
-            for r in ready
-            if type_ids_of(r.killmail["victim_ship_type_id"], r.items) <= types.keys()
-        ]
+        ready = sorted(  # in time order: how the price window is asked (StoredPrices)
+            (r for r in ready if ready_types([r]) <= types.keys()),
+            key=lambda r: (r.killmail["killmail_time"], r.killmail_id),
+        )
         if not ready:
             return {}
-        prices = _book(session, self.region_id, ready_types(ready), ready)
-        valuations = [_value(r.killmail, r.items, prices, types) for r in ready]
+        prices = self._prices(session, ready)
+        unit = UnitPrices(prices, types)
+        valuations = [
+            value_rows(
+                r.killmail_id,
+                r.killmail["killmail_time"],
+                r.killmail["victim_ship_type_id"],
+                [item_row(i) for i in r.items],
+                unit,
+            )
+            for r in ready
+        ]
         save_values(session, valuations)
         return {v.killmail_id: v for v in valuations}
+
+    def _prices(self, session: Session, ready: Sequence[KillmailRows]) -> StoredPrices:
+        if not self._keep_window:
+            return _book(session, self.region_id, ready_types(ready), ready)
+        if self._window is None:
+            spans = stored_day_counts(session, self.region_id)
+            self._window = StoredPrices(self.region_id, spans, load_fallback_prices(session))
+        days = [price_date(r.killmail["killmail_time"]) for r in ready]
+        self._window.load(session, ready_types(ready), min(days), max(days))
+        return self._window
 
 
 def ready_types(batch: Iterable[KillmailRows]) -> set[int]:
