@@ -114,7 +114,8 @@ def import_cmd(
             f"({result.skipped_files} already imported, {result.failed_files} failed, "
             f"{result.rejected_rows} rows rejected) at {summary['rows_per_s']} rows/s"
         )
-    if result.files and not no_values and region_id == app_ctx.settings.price_region_id:
+    summary["values"] = None
+    if not no_values and region_id == app_ctx.settings.price_region_id:
         summary["values"] = _value_changed(app_ctx, db, as_json, no_progress)
     if as_json:
         print_json("prices.import", summary)
@@ -181,6 +182,7 @@ def sync_cmd(
             f"({result.without_history} without history), {result.fresh} still fresh, "
             f"{result.rows} rows; /markets/prices: {result.market_prices} rows"
         )
+    summary["values"] = None
     if not no_values:
         summary["values"] = _value_changed(app_ctx, db, as_json, no_progress, esi)
     if as_json:
