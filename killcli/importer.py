@@ -39,6 +39,7 @@ from killcli.killmail import (
     loads_body,
     parse_killmail,
 )
+from killcli.values import SaveTimeValuer
 
 ARCHIVE_SUFFIXES = (".tar.bz2", ".tar.gz", ".tgz", ".tar")
 JSON_SUFFIXES = tuple(
@@ -302,8 +303,10 @@ def import_killmails(
     batch_size: int = DEFAULT_BATCH,
     on_file: Callable[[Path], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    valuer: SaveTimeValuer | None = None,
 ) -> ImportResult:
-    """Import every body in ``paths``; returns the counts and the first errors."""
+    """Import every body in ``paths``; returns the counts and the first errors. With
+    ``valuer``, new killmails whose prices are stored are valued as they are saved."""
     files = expand_paths(paths)
     result = ImportResult()
     totals = SaveTotals()
@@ -313,6 +316,9 @@ def import_killmails(
         if batch:
             with db.session() as session:
                 saved = save_killmails(session, [rows for rows, _ in batch], isolate=True)
+                if valuer is not None and saved.new_ids:
+                    new = set(saved.new_ids)
+                    valuer.value_new(session, [r for r, _ in batch if r.killmail_id in new])
             totals.add(saved)
             where = {rows.killmail_id: record for rows, record in reversed(batch)}
             for refused in saved.rejected:

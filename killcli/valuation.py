@@ -122,11 +122,11 @@ class PriceBook:
 
     def history_price(self, type_id: int, day: date) -> Decimal | None:
         """:func:`price_from` the type's held history."""
-        rows = self.history.get(type_id)
-        count = self.stored_days.get(type_id, len(rows) if rows else 0)
-        if not rows or count <= 0:
+        held = self._sorted.get(type_id) or self.averages(type_id)
+        count = self.stored_days.get(type_id, len(held.days))
+        if not held.days or count <= 0:
             return None
-        return price_from(self.averages(type_id), day, count)
+        return price_from(held, day, count)
 
     def averages(self, type_id: int) -> DailyAverages:
         """The type's held history, sorted (built once, until :meth:`forget` is called)."""
@@ -176,48 +176,61 @@ class KillmailValuation:
         }
 
 
-class _Pricer:
-    """Prices of one killmail's types at its day, remembering what had no price."""
+#: Where a unit price came from (:meth:`UnitPrices.price`).
+MARKET, FALLBACK, UNPRICED = 0, 1, 2
+#: An item row as the valuation reads it (``killmail_items``' columns): position, parent
+#: position (None at the top), type, flag, singleton, quantity destroyed, dropped.
+ItemRow = tuple[int, int | None, int, int, int | None, int | None, int | None]
 
-    def __init__(self, prices: Prices, types: Mapping[int, TypeInfo], day: date) -> None:
+
+def item_row(item: Mapping[str, Any]) -> ItemRow:
+    """An item row of ``killmail_items`` (a mapping) as an :data:`ItemRow`."""
+    parent = item.get("parent_position")
+    return (
+        int(item["position"]),
+        None if parent is None else int(parent),
+        int(item["item_type_id"]),
+        int(item["flag"]),
+        item.get("singleton"),
+        item.get("quantity_destroyed"),
+        item.get("quantity_dropped"),
+    )
+
+
+class UnitPrices:
+    """The price of a type at a day by the rules (SKINs, capsules, the market, the
+    fallback, 0.01), with where it came from; remembered, so killmails valued together
+    price each (type, day) once. ``types`` may grow between calls."""
+
+    def __init__(self, prices: Prices, types: Mapping[int, TypeInfo]) -> None:
         self._prices = prices
         self._types = types
-        self._day = day
-        self._memo: dict[int, Decimal] = {}
-        self.unpriced: set[int] = set()
-        self.fallback_used = False
+        self._memo: dict[tuple[int, date], tuple[Decimal, int]] = {}
 
-    def type_price(self, type_id: int) -> Decimal:
-        """The plain price of a type (capsules and SKINs by rule)."""
-        if type_id not in self._memo:
-            self._memo[type_id] = self._price(type_id)
-        return self._memo[type_id]
+    def price(self, type_id: int, day: date) -> tuple[Decimal, int]:
+        key = (type_id, day)
+        found = self._memo.get(key)
+        if found is None:
+            found = self._memo[key] = self._price(type_id, day)
+        return found
 
-    def _price(self, type_id: int) -> Decimal:
+    def forget_before(self, day: date) -> None:
+        """Drop what was remembered of days before ``day`` (killmails come in time order)."""
+        self._memo = {k: v for k, v in self._memo.items() if k[1] >= day}
+
+    def _price(self, type_id: int, day: date) -> tuple[Decimal, int]:
         info = self._types.get(type_id)
         if info is not None and info.is_skin:
-            return SKIN_PRICE
+            return SKIN_PRICE, MARKET
         if info is not None and info.is_capsule:
-            return CAPSULE_PRICE
-        price = self._prices.market_price(type_id, self._day)
+            return CAPSULE_PRICE, MARKET
+        price = self._prices.market_price(type_id, day)
         if price is not None:
-            return price
+            return price, MARKET
         price = self._prices.fallback_price(type_id)
         if price is not None:
-            self.fallback_used = True
-            return price
-        self.unpriced.add(type_id)
-        return UNPRICED_PRICE
-
-    def item_price(self, item: Mapping[str, Any]) -> Decimal:
-        """An item row's unit price: a blueprint copy is worth 0.01."""
-        if item.get("singleton") == BLUEPRINT_COPY:
-            return BLUEPRINT_COPY_PRICE
-        return self.type_price(int(item["item_type_id"]))
-
-
-def _quantity(item: Mapping[str, Any]) -> int:
-    return int(item.get("quantity_destroyed") or 0) + int(item.get("quantity_dropped") or 0)
+            return price, FALLBACK
+        return UNPRICED_PRICE, UNPRICED
 
 
 def value_killmail(
@@ -230,28 +243,45 @@ def value_killmail(
 ) -> KillmailValuation:
     """Value one killmail. ``items`` are its item rows (``killmail_items``: ``position``,
     ``parent_position``, ``item_type_id``, ``flag``, ``singleton``, quantities)."""
+    rows = [item_row(i) for i in items]
+    return value_rows(killmail_id, killmail_time, ship_type_id, rows, UnitPrices(prices, types))
+
+
+def value_rows(
+    killmail_id: int,
+    killmail_time: datetime,
+    ship_type_id: int,
+    rows: Sequence[ItemRow],
+    unit: UnitPrices,
+) -> KillmailValuation:
+    """:func:`value_killmail` of item rows as tuples, with prices shared across killmails."""
     day = price_date(killmail_time)
-    pricer = _Pricer(prices, types, day)
-    ship = pricer.type_price(ship_type_id)
+    used: dict[int, int] = {}  # type -> where its price came from, for the types priced
+    ship, used[ship_type_id] = unit.price(ship_type_id, day)
     destroyed, dropped, fitted = ship, Decimal(0), ship
-    children: dict[int, list[Mapping[str, Any]]] = {}
-    for item in items:
-        if item.get("parent_position") is not None:
-            children.setdefault(int(item["parent_position"]), []).append(item)
-    for item in items:
-        if item.get("parent_position") is not None:
-            continue
-        value = pricer.item_price(item) * _quantity(item)
-        value += sum(
-            (pricer.item_price(c) * _quantity(c) for c in children.get(item["position"], ())),
-            Decimal(0),
-        )
-        if int(item.get("quantity_destroyed") or 0) > 0:
+    inside: dict[int, Decimal] = {}  # a top-level row's position -> its contents' value
+    top: list[tuple[ItemRow, Decimal, int]] = []
+    for row in rows:
+        _, parent, type_id, _, singleton, lost, left = row
+        quantity = (lost or 0) + (left or 0)
+        if singleton == BLUEPRINT_COPY:
+            value = BLUEPRINT_COPY_PRICE * quantity
+        else:
+            price, used[type_id] = unit.price(type_id, day)
+            value = price * quantity
+        if parent is None:
+            top.append((row, value, quantity))
+        else:
+            inside[parent] = inside.get(parent, Decimal(0)) + value
+    for (position, _, type_id, flag, _, lost, left), own, quantity in top:
+        value = own + inside.get(position, Decimal(0))
+        if lost:
             destroyed += value
-        if int(item.get("quantity_dropped") or 0) > 0:
+        if left:
             dropped += value
-        if item["flag"] in FITTED_FLAGS:  # the plain price: no blueprint-copy rule here
-            fitted += pricer.type_price(int(item["item_type_id"])) * _quantity(item)
+        if flag in FITTED_FLAGS:  # the plain price: no blueprint-copy rule here
+            price, used[type_id] = unit.price(type_id, day)
+            fitted += price * quantity
     destroyed, dropped = money(destroyed), money(dropped)
     return KillmailValuation(
         killmail_id,
@@ -261,8 +291,8 @@ def value_killmail(
         money(fitted),
         money(ship),
         day,
-        METHOD + (FALLBACK_SUFFIX if pricer.fallback_used else ""),
-        tuple(sorted(pricer.unpriced)),
+        METHOD + (FALLBACK_SUFFIX if FALLBACK in used.values() else ""),
+        tuple(sorted(t for t, source in used.items() if source == UNPRICED)),
     )
 
 
@@ -275,8 +305,12 @@ def item_values(
     """Each item row's own value by ``position`` (unit price x quantity, by the rules
     of :func:`value_killmail`; a container's contents are rows of their own), for people
     reading one killmail (`killsync show`)."""
-    pricer = _Pricer(prices, types, price_date(killmail_time))
-    return {int(i["position"]): money(pricer.item_price(i) * _quantity(i)) for i in items}
+    unit, day = UnitPrices(prices, types), price_date(killmail_time)
+    out: dict[int, Decimal] = {}
+    for position, _, type_id, _, singleton, lost, left in map(item_row, items):
+        price = BLUEPRINT_COPY_PRICE if singleton == BLUEPRINT_COPY else unit.price(type_id, day)[0]
+        out[position] = money(price * ((lost or 0) + (left or 0)))
+    return out
 
 
 def type_ids_of(ship_type_id: int, items: Iterable[Mapping[str, Any]]) -> set[int]:

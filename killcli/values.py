@@ -36,6 +36,8 @@ from killcli.prices.store import (
     load_averages,
     load_fallback_prices,
     newest_history_day,
+    raw_rows,
+    settle_day_counts,
     stored_day_counts,
 )
 from killcli.universe import TypeInfo, fetch_types, get_types
@@ -44,12 +46,16 @@ from killcli.valuation import (
     MAX_DAYS,
     METHOD,
     DailyAverages,
+    ItemRow,
     KillmailValuation,
     PriceBook,
+    UnitPrices,
+    item_row,
     item_values,
     price_date,
     type_ids_of,
     value_killmail,
+    value_rows,
 )
 
 KILLMAILS = table_of(Killmail)
@@ -61,15 +67,9 @@ READ_CHUNK = 500
 WINDOW_DAYS = 2 * MAX_DAYS  # history loaded before a chunk's first price date
 SLIDE_AT_TYPES = 1_000  # from this many types a chunk, every type's window slides
 CURRENT_METHODS = (METHOD, METHOD + FALLBACK_SUFFIX)
-ITEM_COLUMNS = (
-    "killmail_id",
-    "position",
-    "parent_position",
-    "item_type_id",
-    "flag",
-    "singleton",
-    "quantity_destroyed",
-    "quantity_dropped",
+_ITEMS_SQL = (
+    "SELECT killmail_id, position, parent_position, item_type_id, flag, singleton,"
+    " quantity_destroyed, quantity_dropped FROM killmail_items"
 )
 
 
@@ -97,12 +97,12 @@ class StoredPrices(PriceBook):
         self._held_from: date = date.max  # every type's days are held from here on
         self._span: tuple[date, date] | None = None  # the sliding window, once sliding
         self._complete: set[int] = set()
-        self._memo: dict[tuple[int, date], Decimal | None] = {}
+        self._checked: set[int] = set()  # types asked for since the last load()
 
     def load(self, session: Session, type_ids: Iterable[int], first: date, last: date) -> None:
         """Hold every average a chunk priced from ``first`` to ``last`` may need."""
         self._session = session
-        self._memo.clear()
+        self._checked.clear()
         start = first - timedelta(days=WINDOW_DAYS)
         wanted = {t for t in type_ids if self.stored_days.get(t)}
         if self._span is not None or len(wanted) >= SLIDE_AT_TYPES:
@@ -147,26 +147,29 @@ class StoredPrices(PriceBook):
                 held.averages.extend(new.averages)
 
     def market_price(self, type_id: int, day: date) -> Decimal | None:
-        key = (type_id, day)
-        if key not in self._memo:
-            self._memo[key] = self._price(type_id, day)
-        return self._memo[key]
-
-    def _price(self, type_id: int, day: date) -> Decimal | None:
-        count = self.stored_days.get(type_id, 0)
-        if count and type_id not in self._complete:
-            reach = day - timedelta(days=count - 1)  # the farthest day a walk may reach
-            if (
-                reach < self._held_from
-                and self._first_day.get(type_id, date.min) < self._held_from  # more before
-                and self._held_days(type_id, day) < MAX_DAYS
-            ):
-                assert self._session is not None  # load() ran
-                whole = load_averages(self._session, self._region_id, [type_id])
-                self.history[type_id] = whole[type_id]
-                self.forget(type_id)
-                self._complete.add(type_id)
+        """The type's price at ``day``. Asked in time order within a chunk: the first
+        ask of a type reaches back the farthest, so only it may need the whole history."""
+        if type_id not in self._checked:
+            self._checked.add(type_id)
+            self._read_whole_if_needed(type_id, day)
         return self.history_price(type_id, day)
+
+    def _read_whole_if_needed(self, type_id: int, day: date) -> None:
+        count = self.stored_days.get(type_id, 0)
+        if not count or type_id in self._complete:
+            return
+        reach = day - timedelta(days=count - 1)  # the farthest day a walk may reach
+        first = self._first_day.get(type_id, date.min)
+        if (
+            reach < self._held_from
+            and first < self._held_from  # more before
+            and self._held_days(type_id, day) < MAX_DAYS
+        ):
+            assert self._session is not None  # load() ran
+            whole = load_averages(self._session, self._region_id, [type_id], first)
+            self.history[type_id] = whole[type_id]
+            self.forget(type_id)
+            self._complete.add(type_id)
 
     def _held_days(self, type_id: int, day: date) -> int:
         """How many days of the type are held from the window's start to ``day``."""
@@ -248,12 +251,20 @@ def get_values(session: Session, killmail_ids: Iterable[int]) -> dict[int, Killm
 
 class SaveTimeValuer:
     """Values new killmails in the transaction that saves them, when it can without ESI:
-    the history reaches their price date and every type's group is cached."""
+    the history reaches their price date and every type's group is cached.
 
-    def __init__(self, region_id: int, *, recheck_s: float = 300.0) -> None:
+    ``keep_window``: one price window kept from batch to batch, sliding with them (for a
+    run that saves many batches in time order, as `killsync import` of daily archives:
+    each history row is read about once); else each batch reads its own."""
+
+    def __init__(
+        self, region_id: int, *, recheck_s: float = 300.0, keep_window: bool = False
+    ) -> None:
         self.region_id = region_id
         self._recheck_s = recheck_s
         self._newest: tuple[float, date | None] = (-1e18, None)
+        self._keep_window = keep_window
+        self._window: StoredPrices | None = None
 
     def _newest_day(self, session: Session) -> date | None:
         checked, day = self._newest
@@ -276,17 +287,36 @@ class SaveTimeValuer:
             *(type_ids_of(r.killmail["victim_ship_type_id"], r.items) for r in ready)
         )
         types = get_types(session, wanted)
-        ready = [
-            r
-            for r in ready
-            if type_ids_of(r.killmail["victim_ship_type_id"], r.items) <= types.keys()
-        ]
+        ready = sorted(  # in time order: how the price window is asked (StoredPrices)
+            (r for r in ready if ready_types([r]) <= types.keys()),
+            key=lambda r: (r.killmail["killmail_time"], r.killmail_id),
+        )
         if not ready:
             return {}
-        prices = _book(session, self.region_id, ready_types(ready), ready)
-        valuations = [_value(r.killmail, r.items, prices, types) for r in ready]
+        prices = self._prices(session, ready)
+        unit = UnitPrices(prices, types)
+        valuations = [
+            value_rows(
+                r.killmail_id,
+                r.killmail["killmail_time"],
+                r.killmail["victim_ship_type_id"],
+                [item_row(i) for i in r.items],
+                unit,
+            )
+            for r in ready
+        ]
         save_values(session, valuations)
         return {v.killmail_id: v for v in valuations}
+
+    def _prices(self, session: Session, ready: Sequence[KillmailRows]) -> StoredPrices:
+        if not self._keep_window:
+            return _book(session, self.region_id, ready_types(ready), ready)
+        if self._window is None:
+            spans = stored_day_counts(session, self.region_id)
+            self._window = StoredPrices(self.region_id, spans, load_fallback_prices(session))
+        days = [price_date(r.killmail["killmail_time"]) for r in ready]
+        self._window.load(session, ready_types(ready), min(days), max(days))
+        return self._window
 
 
 def ready_types(batch: Iterable[KillmailRows]) -> set[int]:
@@ -351,13 +381,17 @@ def compute_values(
         fetch_types(db, esi, _all_types(db, [kid for kid, _ in targets]))
     valued = unpriced = fallback = 0
     with db.session() as session:
+        settle_day_counts(session, region_id)
+    with db.session() as session:
         book = StoredPrices(
             region_id, stored_day_counts(session, region_id), load_fallback_prices(session)
         )
+    types: dict[int, TypeInfo] = {}
+    unit = UnitPrices(book, types)
     for start in range(0, len(targets), CHUNK):
         chunk = [kid for kid, _ in targets[start : start + CHUNK]]
         with db.session() as session:
-            valuations = _value_chunk(session, chunk, book)
+            valuations = _value_chunk(session, chunk, book, unit, types)
             save_values(session, valuations)
         valued += len(valuations)
         unpriced += sum(1 for v in valuations if v.unpriced_type_ids)
@@ -436,34 +470,37 @@ def _all_types(db: Database, killmail_ids: list[int]) -> set[int]:
     return found
 
 
-def _value_chunk(session: Session, chunk: list[int], book: StoredPrices) -> list[KillmailValuation]:
-    killmails: list[Mapping[str, Any]] = []
-    items: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
-    columns = [ITEMS.c[name] for name in ITEM_COLUMNS]
+def _value_chunk(
+    session: Session,
+    chunk: list[int],
+    book: StoredPrices,
+    unit: UnitPrices,
+    types: dict[int, TypeInfo],
+) -> list[KillmailValuation]:
+    killmails: list[tuple[int, datetime, int]] = []
+    items: dict[int, list[ItemRow]] = defaultdict(list)
     for start in range(0, len(chunk), READ_CHUNK):
         ids = chunk[start : start + READ_CHUNK]
         killmails.extend(
-            dict(row)
-            for row in session.execute(
+            session.execute(
                 select(
                     KILLMAILS.c.killmail_id,
                     KILLMAILS.c.killmail_time,
                     KILLMAILS.c.victim_ship_type_id,
                 ).where(KILLMAILS.c.killmail_id.in_(ids))
-            ).mappings()
+            ).all()
         )
-        query = (
-            select(*columns)
-            .where(ITEMS.c.killmail_id.in_(ids))
-            .order_by(ITEMS.c.killmail_id, ITEMS.c.position)
-        )
-        for row in session.execute(query).mappings():
-            items[row["killmail_id"]].append(dict(row))
+        marks = ", ".join("?" * len(ids))
+        query = f"{_ITEMS_SQL} WHERE killmail_id IN ({marks}) ORDER BY killmail_id, position"
+        for killmail_id, *row in raw_rows(session, query, ids):
+            items[killmail_id].append(tuple(row))
     if not killmails:
         return []
-    wanted = {k["victim_ship_type_id"] for k in killmails}
-    wanted.update(i["item_type_id"] for rows in items.values() for i in rows)
-    types = get_types(session, wanted)
-    days = [price_date(k["killmail_time"]) for k in killmails]
+    wanted = {ship for _, _, ship in killmails}
+    wanted.update(row[2] for rows in items.values() for row in rows)
+    types.update(get_types(session, wanted - types.keys()))
+    days = [price_date(when) for _, when, _ in killmails]
     book.load(session, wanted, min(days), max(days))
-    return [_value(k, items.get(k["killmail_id"], []), book, types) for k in killmails]
+    unit.forget_before(min(days))
+    killmails.sort(key=lambda k: (k[1], k[0]))
+    return [value_rows(k, when, ship, items.get(k, ()), unit) for k, when, ship in killmails]

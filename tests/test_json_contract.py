@@ -168,6 +168,7 @@ def scalars(*keys: str) -> dict[str, Shape]:
     return dict.fromkeys(keys, "")
 
 
+VALUES = scalars("changes_covered", "elapsed_s", "unpriced_killmails", "valued", "with_fallback")
 PARTY = scalars(
     "character_id",
     "character_name",
@@ -336,7 +337,8 @@ CONTRACT: dict[str, Shape] = {
         "rows_per_s",
         "skipped_files",
         "types",
-    ),
+    )
+    | {"values": VALUES},  # null with --no-values (or another region's prices)
     "prices.sync": scalars(
         "elapsed_s",
         "fetched",
@@ -348,8 +350,7 @@ CONTRACT: dict[str, Shape] = {
         "stopped",
         "types_needed",
         "without_history",
-    ),
-    "values": scalars(
-        "changes_covered", "elapsed_s", "unpriced_killmails", "valued", "with_fallback"
-    ),
+    )
+    | {"values": VALUES},  # null with --no-values
+    "values": VALUES,
 }

@@ -109,6 +109,10 @@ PRICE_TABLES = {
 }
 
 
+HISTORY_TABLES = {"market_history_types", "market_history_pending"}
+PRICE_TABLES |= HISTORY_TABLES
+
+
 def down_and_up_again(url: str, revision: str, back: set[str], gone: set[str]) -> list[Any]:
     """Head, down to ``revision`` (where the tables ``back`` exist again and ``gone`` do
     not) and up again; what then differs from the models."""
@@ -142,6 +146,7 @@ DOWNGRADES = [
     ("0008", set(), set()),  # 0009: the `kills` index, webhook filters and delay
     ("0009", set(), PRICE_TABLES),  # 0010: prices, the universe cache, values
     ("0010", set(), set()),  # 0011: the claim's index in the claim's order
+    ("0011", set(), HISTORY_TABLES),  # 0012: the history keyed by day, its day counts
 ]
 
 

@@ -20,6 +20,7 @@ from killcli.db.store import save_killmails
 from killcli.esi import EsiClient
 from killcli.killmail import parse_killmail
 from killcli.prices.importer import import_price_files, imported_files
+from killcli.prices.store import PENDING, save_history, settle_day_counts, stored_day_counts
 from killcli.prices.sync import WindowPacer, needed_types, sync_prices
 from killcli.universe import fetch_systems, fetch_types, get_types
 from killcli.valuation import CENT, METHOD, PriceBook, price_date, value_killmail
@@ -140,6 +141,51 @@ def test_bad_rows_are_skipped_with_their_line_and_columns_found_by_name(
         f"{path}:7: too few columns",
     ]
     assert [(r[1], r[3], r[7]) for r in _history(db)] == [(34, 5.5, 10), (39, 1.25, 0)]
+
+
+def _recounted(db: Database) -> dict[int, tuple[int, date]]:
+    """Each type's stored days and first day, counted from the history itself."""
+    query = (
+        select(HISTORY.c.type_id, func.count(), func.min(HISTORY.c.date))
+        .where(HISTORY.c.region_id == THE_FORGE)
+        .group_by(HISTORY.c.type_id)
+    )
+    with db.session() as session:
+        return {t: (n, d) for t, n, d in session.execute(query)}
+
+
+def _counts(db: Database) -> dict[int, tuple[int, date]]:
+    with db.session() as session:
+        return stored_day_counts(session, THE_FORGE)
+
+
+def test_day_counts_stay_those_of_the_history_however_it_is_written(
+    db: Database, tmp_path: Path
+) -> None:
+    market = Market(())
+    span = [date(2025, 3, 1) + timedelta(days=n) for n in range(6)]
+    files = write_history_archives(tmp_path, market, span, type_ids=range(1, 1201))
+    import_price_files(db, files[2:4], THE_FORGE)  # bulk days: counted after the import
+    assert _counts(db) == _recounted(db) and len(_recounted(db)) == 1200
+    # one type over stored and new days (as `prices sync`), and a day counted later
+    rows = [market.row(THE_FORGE, 7, d) for d in span[1:5]]
+    with db.session() as session:
+        save_history(session, [(THE_FORGE, 7, r.day.isoformat(), r.average, r.highest,
+                                r.lowest, r.volume, r.order_count) for r in rows])  # fmt: skip
+        session.execute(PENDING.insert(), [{"region_id": THE_FORGE, "date": span[5]}])
+        save_history(session, [(THE_FORGE, 8, span[5].isoformat(), 1.0, 1.0, 1.0, 1, 1)])
+    assert _counts(db) == _recounted(db)  # the pending day is counted by readers too
+    import_price_files(db, files, THE_FORGE)  # days partly there, and new ones
+    import_price_files(db, files[:3], THE_FORGE, force=True)  # again: nothing new
+    assert _counts(db) == _recounted(db)
+    assert _counts(db)[7] == (6, span[0]) and _counts(db)[1200] == (6, span[0])
+    with db.session() as session:  # a row written around the store: `values` finds it
+        session.execute(HISTORY.insert(), [{"region_id": THE_FORGE, "type_id": 7,
+            "date": date(2025, 2, 1), "average": 1.0, "highest": 1.0, "lowest": 1.0,
+            "volume": 1, "order_count": 1}])  # fmt: skip
+        assert settle_day_counts(session, THE_FORGE)
+        assert not settle_day_counts(session, THE_FORGE)
+    assert _counts(db) == _recounted(db) and _counts(db)[7] == (7, date(2025, 2, 1))
 
 
 def test_a_file_that_is_not_market_history_fails_alone(db: Database, tmp_path: Path) -> None:

@@ -61,14 +61,21 @@ def test_import_prices_value_and_export_with_values(
     bodies = [market.world.body(k) for k in sorted(market.world.killmails)]
     dump = tmp_path / "bodies.jsonl"
     dump.write_text("".join(json.dumps(b) + "\n" for b in bodies[:-1]), encoding="utf-8")
-    assert cli("import", str(dump)).exit_code == 0
+    assert cli("import", str(dump)).exit_code == 0  # no prices yet: no values
     imported = cli("prices", "import", str(tmp_path / "history"), "--no-progress")
     assert imported.exit_code == 0, imported.stderr
-    assert "rows/s" in imported.stderr
+    assert "rows/s" in imported.stderr  # and the new prices valued what they could
+    assert f"valued {len(bodies) - 1} killmails" in imported.stderr
     valued = cli("values", "--json", "--no-progress")
     assert valued.exit_code == 0, valued.stderr
-    assert json.loads(valued.stdout)["data"]["valued"] == len(bodies) - 1
-    # the last killmail arrives after the values were computed: null until `values` runs
+    assert json.loads(valued.stdout)["data"]["valued"] == 0  # nothing left to value
+    # with its prices and types stored, the last killmail is valued as it is imported
+    db = Database(db_target.url)
+    try:
+        with EsiClient(market.esi_url, user_agent="killsync-tests") as esi:
+            fetch_types(db, esi, [t.type_id for t in market.world.item_types()])
+    finally:
+        db.close()
     (tmp_path / "last.jsonl").write_text(json.dumps(bodies[-1]) + "\n", encoding="utf-8")
     assert cli("import", str(tmp_path / "last.jsonl")).exit_code == 0
     out = tmp_path / "valued.jsonl"
@@ -77,14 +84,17 @@ def test_import_prices_value_and_export_with_values(
     records = [json.loads(line) for line in lines]
     assert [r["killmail"] for r in records] == bodies  # the bodies exactly, in id order
     assert all(set(r) == {"killmail", "value"} for r in records)
-    by_id = {r["killmail"]["killmail_id"]: r["value"] for r in records}
-    assert by_id[bodies[-1]["killmail_id"]] is None
-    for record in records[:-1]:
+    for record in records:
         value = record["value"]
         assert set(value) == VALUE_KEYS and value["method"].startswith(METHOD)
         assert float(value["total"]) == pytest.approx(
             float(value["destroyed"]) + float(value["dropped"])
         )
+    # the value given at import is the one `killsync values` computes
+    assert cli("values", "--recompute", "--no-progress").exit_code == 0
+    again = tmp_path / "again.jsonl"
+    assert cli("export", "--values", "--output", str(again)).exit_code == 0
+    assert again.read_text(encoding="utf-8").splitlines() == lines
     # each line is the plain export's body, byte for byte, inside the record
     plain = tmp_path / "plain.jsonl"
     assert cli("export", "--output", str(plain)).exit_code == 0

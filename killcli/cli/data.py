@@ -14,6 +14,7 @@ from killcli.errors import ExitCode
 from killcli.exporter import ExportFormat, export_killmails, open_output
 from killcli.importer import import_killmails
 from killcli.textsafe import sanitize
+from killcli.values import SaveTimeValuer
 
 
 def register(app: typer.Typer) -> None:
@@ -61,6 +62,7 @@ def import_cmd(
             paths,
             on_file=lambda p: progress.update(task, description=p.name),
             on_batch=lambda n: progress.advance(task, n),
+            valuer=SaveTimeValuer(app_ctx.settings.price_region_id, keep_window=True),
         )
     for error in result.errors:
         app_ctx.console.print(f"rejected: {sanitize(str(error))}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import Progress
@@ -13,12 +13,13 @@ from killcli.cli.context import AppContext, app_context, examples, print_json
 from killcli.cli.params import JsonFlag, parse_since
 from killcli.cli.progressview import count_bar
 from killcli.config import env_var
+from killcli.db import Database
 from killcli.errors import ExitCode
 from killcli.prices.importer import import_price_files
 from killcli.prices.sync import DEFAULT_PER_MINUTE, sync_prices
 from killcli.runtime import close_esi, make_esi
 from killcli.textsafe import sanitize
-from killcli.values import compute_values
+from killcli.values import ValuesResult, compute_values
 
 app = typer.Typer(
     name="prices",
@@ -26,6 +27,13 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 NoProgress = Annotated[bool, typer.Option("--no-progress", help="No progress bar.")]
+NoValues = Annotated[
+    bool,
+    typer.Option(
+        "--no-values",
+        help="Do not value the killmails the new prices change (leave it to killsync values).",
+    ),
+]
 Region = Annotated[
     int | None,
     typer.Option(
@@ -76,11 +84,13 @@ def import_cmd(
     ] = False,
     as_json: JsonFlag = False,
     no_progress: NoProgress = False,
+    no_values: NoValues = False,
 ) -> None:
     """Import EVE Ref's daily market-history archives.
 
     One transaction per file; files imported before are skipped, so a stopped import
-    resumes. Only the price region's rows are stored.
+    resumes. Only the price region's rows are stored. Then values the killmails the new
+    prices change, as killsync values does (--no-values: not).
     """
     app_ctx = app_context(ctx)
     db = app_ctx.database(create=True)
@@ -98,14 +108,17 @@ def import_cmd(
     for error in result.errors:
         app_ctx.console.print(f"rejected: {sanitize(error)}")
     summary = result.as_dict()
-    if as_json:
-        print_json("prices.import", summary)
-    else:
+    if not as_json:
         app_ctx.info(
             f"imported {result.rows} rows of region {region_id} from {result.files} files "
             f"({result.skipped_files} already imported, {result.failed_files} failed, "
             f"{result.rejected_rows} rows rejected) at {summary['rows_per_s']} rows/s"
         )
+    summary["values"] = None
+    if not no_values and region_id == app_ctx.settings.price_region_id:
+        summary["values"] = _value_changed(app_ctx, db, as_json, no_progress)
+    if as_json:
+        print_json("prices.import", summary)
     if result.failed_files or result.rejected_rows:
         raise typer.Exit(int(ExitCode.PARTIAL))
 
@@ -139,12 +152,14 @@ def sync_cmd(
     ] = DEFAULT_PER_MINUTE,
     as_json: JsonFlag = False,
     no_progress: NoProgress = False,
+    no_values: NoValues = False,
 ) -> None:
     """Fetch from ESI the market history of the types stored killmails need.
 
     One call a type, under CCP's per-minute limit of the route; each type is refreshed
     daily at 11:05 UTC (its Expires), so a stopped run resumes and a second run the same
-    day asks for nothing. Also refreshes /markets/prices (hourly), the fallback.
+    day asks for nothing. Also refreshes /markets/prices (hourly), the fallback. Then
+    values the killmails the new prices change, as killsync values does (--no-values: not).
     """
     app_ctx = app_context(ctx)
     db = app_ctx.database()
@@ -160,17 +175,49 @@ def sync_cmd(
             per_minute=per_minute,
             on_type=lambda done, due: progress.update(task, completed=done, total=due),
         )
-    if as_json:
-        print_json("prices.sync", result.as_dict())
-    else:
+    summary = result.as_dict()
+    if not as_json:
         app_ctx.info(
             f"market history of region {result.region_id}: {result.fetched} types fetched "
             f"({result.without_history} without history), {result.fresh} still fresh, "
             f"{result.rows} rows; /markets/prices: {result.market_prices} rows"
         )
+    summary["values"] = None
+    if not no_values:
+        summary["values"] = _value_changed(app_ctx, db, as_json, no_progress, esi)
+    if as_json:
+        print_json("prices.sync", summary)
     if result.stopped:
         app_ctx.console.print(f"stopped: {sanitize(result.stopped)} (run it again to resume)")
         raise typer.Exit(int(ExitCode.PARTIAL))
+
+
+def _value_changed(
+    app_ctx: AppContext, db: Database, as_json: bool, no_progress: bool, esi: Any = None
+) -> dict[str, Any]:
+    """`killsync values` after new prices: what they changed, and what has no value."""
+    if esi is None:
+        esi = make_esi(app_ctx.settings, db)
+        app_ctx.on_close(lambda: close_esi(esi))
+    with _progress(app_ctx, no_progress, "valued") as progress:
+        task = progress.add_task("valuing", total=None)
+        result = compute_values(
+            db,
+            app_ctx.settings.price_region_id,
+            esi=esi,
+            on_chunk=lambda n: progress.advance(task, n),
+        )
+    if not as_json:
+        _say_valued(app_ctx, result)
+    return result.as_dict()
+
+
+def _say_valued(app_ctx: AppContext, result: ValuesResult) -> None:
+    app_ctx.info(
+        f"valued {result.valued} killmails ({result.unpriced_killmails} with unpriced "
+        f"types, {result.with_fallback} priced partly from /markets/prices) in "
+        f"{result.elapsed_s:.1f} s"
+    )
 
 
 def values_cmd(
@@ -214,8 +261,4 @@ def values_cmd(
     if as_json:
         print_json("values", result.as_dict())
     else:
-        app_ctx.info(
-            f"valued {result.valued} killmails ({result.unpriced_killmails} with unpriced "
-            f"types, {result.with_fallback} priced partly from /markets/prices) in "
-            f"{result.elapsed_s:.1f} s"
-        )
+        _say_valued(app_ctx, result)

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Numeric,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -464,15 +465,43 @@ class MarketHistory(Base):
     archives): the valuation reads ``average``."""
 
     __tablename__ = "market_history"
+    # Keyed by day first: a daily archive's rows append instead of landing all over the
+    # table. What readers need by type is in ``MarketHistoryType``.
+    __table_args__ = (
+        PrimaryKeyConstraint("region_id", "date", "type_id", name="pk_market_history"),
+        {"sqlite_with_rowid": False},
+    )
 
-    region_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
-    type_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
-    date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    region_id: Mapped[int] = mapped_column(autoincrement=False)
+    type_id: Mapped[int] = mapped_column(autoincrement=False)
+    date: Mapped[dt.date] = mapped_column(Date)
     average: Mapped[float] = mapped_column(Double)
     highest: Mapped[float] = mapped_column(Double)
     lowest: Mapped[float] = mapped_column(Double)
     volume: Mapped[int]
     order_count: Mapped[int]
+
+
+class MarketHistoryType(Base):
+    """How many days of one type's history a region has stored, and its first: what the
+    valuation's walk back needs (``killcli.prices.store`` keeps it as it writes)."""
+
+    __tablename__ = "market_history_types"
+
+    region_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    type_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    days: Mapped[int]
+    first_date: Mapped[dt.date] = mapped_column(Date)
+
+
+class MarketHistoryPending(Base):
+    """A day a bulk import added to the history whose rows ``market_history_types`` does
+    not count yet (counted in one pass at the end of the import, or by the next reader)."""
+
+    __tablename__ = "market_history_pending"
+
+    region_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
 
 
 class PriceImport(Base):

@@ -18,8 +18,9 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
-from itertools import islice
+from itertools import chain, compress, islice, repeat
 from pathlib import Path
+from typing import IO, Any, cast
 
 from killcli.errors import InputError
 from killcli.prices.store import HistoryTuple
@@ -58,27 +59,31 @@ def expand_price_paths(paths: Iterable[Path]) -> list[Path]:
     return files
 
 
-def open_text(path: Path) -> io.TextIOBase:
-    """The file as text, decompressed by its content (not its name)."""
+def open_bytes(path: Path) -> IO[bytes]:
+    """The file's bytes, decompressed by its content (not its name)."""
     with path.open("rb") as probe:
         magic = probe.read(3)
-    raw: io.BufferedIOBase
-    # The caller closes the wrapper, which closes the file.
+    # The caller closes the file.
     if magic == b"BZh":
-        raw = bz2.open(path, "rb")  # noqa: SIM115 - returned open, closed by the caller
-    elif magic[:2] == b"\x1f\x8b":
-        raw = gzip.open(path, "rb")  # noqa: SIM115 - returned open, closed by the caller
-    else:
-        raw = path.open("rb")
-    return io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        return bz2.open(path, "rb")
+    if magic[:2] == b"\x1f\x8b":
+        return cast("IO[bytes]", gzip.open(path, "rb"))  # a GzipFile reads bytes
+    return path.open("rb")
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    """The file as text, decompressed by its content (not its name)."""
+    return io.TextIOWrapper(open_bytes(path), encoding="utf-8", newline="")
 
 
 class RowReader:
     """Iterate a file's rows in batches of ``HistoryTuple`` (only ``region_id``'s when
     given), collecting the rows it skipped in ``bad`` and counting other regions' rows.
 
-    A batch is converted in one comprehension and checked column by column (C loops);
-    only a batch holding a bad row is converted again row by row, to skip just that row.
+    A file without quotes (EVE Ref's) is cut into lines and fields by ``str.split`` on
+    blocks of text, each column converted by one ``map`` and checked by ``min``/``max``:
+    no Python code runs per row. A block holding a bad row, and a file with quotes, go
+    through :mod:`csv` row by row instead (the bad row is skipped, its line reported).
     """
 
     def __init__(self, path: Path, region_id: int | None, batch_rows: int = 50_000) -> None:
@@ -93,12 +98,13 @@ class RowReader:
     def __iter__(self) -> Iterator[list[HistoryTuple]]:
         try:
             with open_text(self.path) as text:
-                yield from self._batches(csv.reader(text))
+                yield from self._batches(text)
         except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
             raise ArchiveError(f"{self.path}: not a readable market-history CSV ({exc})") from exc
 
-    def _batches(self, reader: Iterator[list[str]]) -> Iterator[list[HistoryTuple]]:
-        header = next(reader, None)
+    def _batches(self, text: io.TextIOBase) -> Iterator[list[HistoryTuple]]:
+        first = text.readline()
+        header = next(csv.reader([first]), None) if first.strip() else None
         if header is None:
             raise ArchiveError(f"{self.path}: empty, no CSV header")
         where = {name.strip().lower(): i for i, name in enumerate(header)}
@@ -107,31 +113,55 @@ class RowReader:
             raise ArchiveError(
                 f"{self.path}: not a market-history CSV (no column {', '.join(missing)})"
             )
-        columns = [where[c] for c in REQUIRED]
-        line = 2
-        while rows := list(islice(reader, self.batch_rows)):
-            yield self._convert(rows, columns, where.get("order_count"), line)
-            line += len(rows)
+        layout = _Layout([where[c] for c in REQUIRED], where.get("order_count"), len(header))
+        line, carry = 2, ""
+        while block := text.read(self.batch_rows * 64):
+            block = (carry + block).replace("\r\n", "\n")
+            if '"' in block or "\r" in block.rstrip("\r"):  # quoting: the csv module's job
+                block += text.readline()  # to a line's end: the reader goes on from there
+                rest = csv.reader(chain(io.StringIO(block, newline=""), text))
+                yield from self._csv_batches(rest, layout, line)
+                return
+            lines = block.split("\n")
+            carry = lines.pop()
+            if lines:
+                yield self._convert(lines, layout, line)
+                line += len(lines)
+        if carry.strip("\r"):
+            yield self._convert([carry.rstrip("\r")], layout, line)
 
-    def _convert(
-        self, rows: list[list[str]], columns: list[int], orders: int | None, line: int
-    ) -> list[HistoryTuple]:
-        width = 1 + max(columns if orders is None else [*columns, orders])
-        by_column = list(zip(*rows, strict=False))  # C loops from here on
-        if min(map(len, rows)) < width or (
-            self.region_id is not None and set(by_column[columns[0]]) != {str(self.region_id)}
-        ):  # short rows, or other regions: row by row
-            return self._one_by_one(rows, columns, orders, line)
+    def _csv_batches(
+        self, rows: Iterator[list[str]], layout: _Layout, line: int
+    ) -> Iterator[list[HistoryTuple]]:
+        while batch := list(islice(rows, self.batch_rows)):
+            yield self._one_by_one(batch, layout, line)
+            line += len(batch)
+
+    def _convert(self, lines: list[str], layout: _Layout, line: int) -> list[HistoryTuple]:
+        if set(map(str.count, lines, repeat(","))) != {layout.width - 1}:
+            return self._one_by_one(list(csv.reader(lines)), layout, line)
+        fields = ",".join(lines).split(",")  # C loops from here on
+        by_column = [fields[i :: layout.width] for i in layout.columns]
+        others = 0
+        if self.region_id is not None:
+            wanted = str(self.region_id)
+            if by_column[0].count(wanted) != len(lines):  # other regions: keep ours
+                keep = list(map(wanted.__eq__, by_column[0]))
+                others = len(lines) - sum(keep)
+                by_column = [list(compress(c, keep)) for c in by_column]
         try:
-            return self._checked(_fast(by_column, columns, orders, len(rows)))
+            batch = self._checked(_fast(by_column, len(by_column[0])))
         except ValueError:
-            return self._one_by_one(rows, columns, orders, line)
+            return self._one_by_one(list(csv.reader(lines)), layout, line)
+        self.other_regions += others
+        return batch
 
-    def _checked(self, batch: list[HistoryTuple]) -> list[HistoryTuple]:
-        """Raise ValueError when a value of the batch is out of range or a bad date."""
-        if not batch:
-            return batch
-        regions, types, days, avg, high, low, volumes, orders = zip(*batch, strict=True)
+    def _checked(self, columns: list[list[Any]]) -> list[HistoryTuple]:
+        """The rows of converted columns; ValueError when a value is out of range or a
+        date is not one."""
+        regions, types, days, avg, high, low, volumes, orders = columns
+        if not regions:
+            return []
         if min(regions) <= 0 or min(types) <= 0 or max(regions) > MAX_ID or max(types) > MAX_ID:
             raise ValueError("id out of range")
         for prices in (avg, high, low):
@@ -143,13 +173,12 @@ class RowReader:
         for day in set(days) - self._days:
             _day(day)
             self._days.add(day)
-        return batch
+        return list(zip(*columns, strict=True))
 
-    def _one_by_one(
-        self, rows: list[list[str]], columns: list[int], orders: int | None, line: int
-    ) -> list[HistoryTuple]:
+    def _one_by_one(self, rows: list[list[str]], layout: _Layout, line: int) -> list[HistoryTuple]:
         out: list[HistoryTuple] = []
         wanted = None if self.region_id is None else str(self.region_id)
+        columns, orders = layout.columns, layout.orders
         for number, row in enumerate(rows, start=line):
             try:
                 if wanted is not None and row[columns[0]] != wanted:
@@ -158,8 +187,7 @@ class RowReader:
                 values = row
                 if orders is not None and len(row) > orders and row[orders] == "":
                     values = [*row[:orders], "0", *row[orders + 1 :]]  # an empty count is 0
-                by_column = list(zip(*[values], strict=False))
-                out.extend(self._checked(_fast(by_column, columns, orders, 1)))
+                out.extend(self._checked(_fast([[values[i]] for i in columns], 1)))
             except (ValueError, IndexError) as exc:
                 self._reject(number, row, columns, exc)
         return out
@@ -171,25 +199,33 @@ class RowReader:
             self.bad.append(BadRow(line, reason[:200]))
 
 
-def _fast(
-    by_column: list[tuple[str, ...]], columns: list[int], orders: int | None, count: int
-) -> list[HistoryTuple]:
-    """Rows from their columns, each converted by one ``map``."""
-    region, type_, day, avg, high, low, vol = columns
-    order_counts = (0,) * count if orders is None else map(int, by_column[orders])
-    return list(
-        zip(
-            map(int, by_column[region]),
-            map(int, by_column[type_]),
-            by_column[day],
-            map(float, by_column[avg]),
-            map(float, by_column[high]),
-            map(float, by_column[low]),
-            map(int, by_column[vol]),
-            order_counts,
-            strict=True,
-        )
-    )
+@dataclass(frozen=True)
+class _Layout:
+    """Where a file's columns are: those of ``REQUIRED`` then ``order_count`` (when the
+    file has one), and how many a row has."""
+
+    required: list[int]
+    orders: int | None
+    width: int
+
+    @property
+    def columns(self) -> list[int]:
+        return self.required if self.orders is None else [*self.required, self.orders]
+
+
+def _fast(by_column: list[list[str]], count: int) -> list[list[Any]]:
+    """Columns (``_Layout.columns``' order) converted, each by one ``map``."""
+    region, type_, day, avg, high, low, vol, *orders = by_column
+    return [
+        list(map(int, region)),
+        list(map(int, type_)),
+        day,
+        list(map(float, avg)),
+        list(map(float, high)),
+        list(map(float, low)),
+        list(map(int, vol)),
+        list(map(int, orders[0])) if orders else [0] * count,
+    ]
 
 
 def _why(row: list[str], columns: list[int]) -> str:
@@ -236,7 +272,9 @@ def _day(text: str) -> str:
     if len(text) != 10:
         raise ValueError(f"not a date (YYYY-MM-DD): {text[:30]!r}")
     try:
-        date.fromisoformat(text)
+        parsed = date.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"not a date (YYYY-MM-DD): {text[:30]!r}") from None
+        parsed = None
+    if parsed is None or parsed.isoformat() != text:  # not "2025-W01-1", which it takes
+        raise ValueError(f"not a date (YYYY-MM-DD): {text[:30]!r}")
     return text

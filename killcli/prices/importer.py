@@ -27,14 +27,16 @@ from killcli.db import Database
 from killcli.db.models import PriceImport, table_of
 from killcli.db.store import dialect_insert
 from killcli.db.types import utcnow
-from killcli.prices.archive import ArchiveError, RowReader, expand_price_paths
-from killcli.prices.store import HistoryTuple, note_change, save_history
+from killcli.prices.archive import ArchiveError, RowReader, expand_price_paths, open_bytes
+from killcli.prices.pgcopy import CopiedFile, copy_price_file
+from killcli.prices.store import HistoryTuple, count_pending_days, note_change, save_history
 
 T = TypeVar("T")
 IMPORTS = table_of(PriceImport)
 BATCH_ROWS = 10_000
 SQLITE_IMPORT_CACHE_KIB = 262_144
 MAX_ERRORS = 20
+READ_AHEAD_BYTES = 64 << 20  # larger files are streamed when their turn comes
 
 
 @dataclass
@@ -96,17 +98,23 @@ def import_price_files(
     files = expand_price_paths(paths)
     collecting = gc.isenabled()
     gc.disable()  # millions of row tuples, no cycles: the collector would only rescan them
+    ahead = (
+        prefetched(((p, read_ahead(p)) for p in files), depth=1)
+        if db.dialect == "postgresql"  # the next file decompressed while this one is stored
+        else ((p, None) for p in files)
+    )
     try:
-        for path in files:
+        for path, chunks in ahead:
             if on_file:
                 on_file(path)
-            _import_file(db, path, region_id, force, result, types, on_rows)
+            _import_file(db, path, region_id, force, result, types, on_rows, chunks)
     finally:
         if collecting:
             gc.enable()
-        if db.dialect == "sqlite":
-            with db.session() as session:
-                _bulk_sqlite(session, on=False)
+        with db.session() as session:
+            _bulk_sqlite(session, on=True)
+            count_pending_days(session)  # the days the files added, counted in one pass
+            _bulk_sqlite(session, on=False)
     if result.rows and db.dialect == "postgresql":
         # Fresh statistics after a bulk load: without them PostgreSQL plans the valuation's
         # window reads as bitmap scans of the whole region (30x slower).
@@ -125,6 +133,7 @@ def _import_file(
     result: PriceImportResult,
     types: set[int],
     on_rows: Callable[[int], None] | None,
+    chunks: list[bytes] | None = None,
 ) -> None:
     try:
         digest = file_digest(path)
@@ -134,6 +143,7 @@ def _import_file(
         return
     reader = RowReader(path, region_id, BATCH_ROWS)
     first_dates: dict[int, str] = {}
+    copied: CopiedFile | None = None
     stored = 0
     try:
         with db.session() as session:
@@ -141,10 +151,18 @@ def _import_file(
             if not force and session.get(PriceImport, digest) is not None:
                 result.skipped_files += 1
                 return
-            for batch in prefetched(reader):
-                stored += _flush(session, batch, first_dates, on_rows)
-            if first_dates:  # a file changes every type's prices from its first day on
-                first = date.fromisoformat(min(first_dates.values()))
+            if db.dialect == "postgresql":
+                copied = copy_price_file(session, path, region_id, chunks)
+            if copied is not None:
+                stored = copied.rows
+                if on_rows:
+                    on_rows(stored)
+                first = copied.first_day
+            else:
+                for batch in prefetched(reader):
+                    stored += _flush(session, batch, first_dates, on_rows)
+                first = date.fromisoformat(min(first_dates.values())) if first_dates else None
+            if first is not None:  # a file changes every type's prices from its first day on
                 note_change(session, region_id, None, first, utcnow())
             _record(session, digest, path.name, stored)
     except ArchiveError as exc:
@@ -153,11 +171,32 @@ def _import_file(
         return
     result.files += 1
     result.rows += stored
+    if copied is not None:
+        result.other_regions += copied.other_regions
+        types.update(copied.type_ids)
+        return
     result.other_regions += reader.other_regions
     result.rejected_rows += reader.bad_count
     types.update(first_dates)
     for bad in reader.bad:
         result.note(f"{path}:{bad.line}: {bad.reason}")
+
+
+def read_ahead(path: Path, limit: int = READ_AHEAD_BYTES) -> list[bytes] | None:
+    """A file's bytes decompressed, in chunks, when it holds at most ``limit`` (else, or
+    when it cannot be read, None: it is then streamed, or fails, when its turn comes)."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        with open_bytes(path) as raw:
+            while chunk := raw.read(1 << 20):
+                size += len(chunk)
+                if size > limit:
+                    return None
+                chunks.append(chunk)
+    except (OSError, EOFError):
+        return None
+    return chunks
 
 
 def _bulk_sqlite(session: Any, *, on: bool) -> None:

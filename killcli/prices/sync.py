@@ -215,7 +215,14 @@ def _store(db: Database, history: HistoryResult, now: datetime) -> int:
     ]
     expires = history.expires if history.expires and history.expires > now else next_refresh(now)
     with db.session() as session:
-        stored = load_averages(session, history.region_id, [history.type_id])[history.type_id]
+        days = [d.day for d in history.days]
+        stored = (
+            load_averages(session, history.region_id, [history.type_id], min(days), max(days))[
+                history.type_id
+            ]
+            if days
+            else {}
+        )
         changed = [d.day for d in history.days if stored.get(d.day) != d.average]
         save_history(session, rows)
         if changed:
