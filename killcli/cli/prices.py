@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -199,17 +200,32 @@ def _value_changed(
     if esi is None:
         esi = make_esi(app_ctx.settings, db)
         app_ctx.on_close(lambda: close_esi(esi))
-    with _progress(app_ctx, no_progress, "valued") as progress:
-        task = progress.add_task("valuing", total=None)
-        result = compute_values(
-            db,
-            app_ctx.settings.price_region_id,
-            esi=esi,
-            on_chunk=lambda n: progress.advance(task, n),
-        )
+    result = _value(app_ctx, db, no_progress, esi=esi)
     if not as_json:
         _say_valued(app_ctx, result)
     return result.as_dict()
+
+
+def _value(
+    app_ctx: AppContext,
+    db: Database,
+    no_progress: bool,
+    *,
+    esi: Any,
+    recompute: bool = False,
+    since: datetime | None = None,
+) -> ValuesResult:
+    """`compute_values` under a progress bar."""
+    with _progress(app_ctx, no_progress, "valued") as progress:
+        task = progress.add_task("valuing", total=None)
+        return compute_values(
+            db,
+            app_ctx.settings.price_region_id,
+            recompute=recompute,
+            since=since,
+            esi=esi,
+            on_chunk=lambda n: progress.advance(task, n),
+        )
 
 
 def _say_valued(app_ctx: AppContext, result: ValuesResult) -> None:
@@ -248,16 +264,7 @@ def values_cmd(
     if not no_fetch:
         esi = make_esi(app_ctx.settings, db)
         app_ctx.on_close(lambda: close_esi(esi))
-    with _progress(app_ctx, no_progress, "valued") as progress:
-        task = progress.add_task("valuing", total=None)
-        result = compute_values(
-            db,
-            app_ctx.settings.price_region_id,
-            recompute=recompute,
-            since=since_at,
-            esi=esi,
-            on_chunk=lambda n: progress.advance(task, n),
-        )
+    result = _value(app_ctx, db, no_progress, esi=esi, recompute=recompute, since=since_at)
     if as_json:
         print_json("values", result.as_dict())
     else:

@@ -233,16 +233,22 @@ def _stored_pairs(
 def _add_counts(session: Session, counts: Sequence[tuple[int, int, int, date]]) -> None:
     """Add ``(region, type, days, first day)`` to the types' counts."""
     stmt = dialect_insert(session, TYPES)
-    earliest = func.least if session.get_bind().dialect.name == "postgresql" else func.min
     session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[TYPES.c.region_id, TYPES.c.type_id],
-            set_={
-                "days": TYPES.c.days + stmt.excluded.days,
-                "first_date": earliest(TYPES.c.first_date, stmt.excluded.first_date),
-            },
-        ),
+        _adding_to_counts(session, stmt),
         [{"region_id": r, "type_id": t, "days": n, "first_date": d} for r, t, n, d in counts],
+    )
+
+
+def _adding_to_counts(session: Session, stmt: Any) -> Any:
+    """``stmt`` (an insert into the types' counts) adding its days to a type's count and
+    keeping the earlier first day when the type has one already."""
+    earliest = func.least if session.get_bind().dialect.name == "postgresql" else func.min
+    return stmt.on_conflict_do_update(
+        index_elements=[TYPES.c.region_id, TYPES.c.type_id],
+        set_={
+            "days": TYPES.c.days + stmt.excluded.days,
+            "first_date": earliest(TYPES.c.first_date, stmt.excluded.first_date),
+        },
     )
 
 
@@ -250,7 +256,6 @@ def count_pending_days(session: Session) -> int:
     """Count the rows of the pending days into their types' day counts (one grouped
     pass a few hundred days at a time); how many days were counted."""
     pending = pending_days(session, session.scalars(select(PENDING.c.region_id).distinct()))
-    earliest = func.least if session.get_bind().dialect.name == "postgresql" else func.min
     for region_id, days in pending.items():
         ordered = sorted(days)
         for start in range(0, len(ordered), _IN_CHUNK):
@@ -265,15 +270,7 @@ def count_pending_days(session: Session) -> int:
             stmt = dialect_insert(session, TYPES).from_select(
                 ["region_id", "type_id", "days", "first_date"], grouped
             )
-            session.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[TYPES.c.region_id, TYPES.c.type_id],
-                    set_={
-                        "days": TYPES.c.days + stmt.excluded.days,
-                        "first_date": earliest(TYPES.c.first_date, stmt.excluded.first_date),
-                    },
-                )
-            )
+            session.execute(_adding_to_counts(session, stmt))
             session.execute(
                 delete(PENDING).where(PENDING.c.region_id == region_id, PENDING.c.date.in_(chunk))
             )
