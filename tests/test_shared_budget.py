@@ -87,7 +87,9 @@ def _delete_queue(queue: str, database_url: str) -> None:
     db.close()
 
 
-def run_workers(sim: SimServer, env: dict[str, str], addresses: list[str | None]) -> None:
+def run_workers(
+    sim: SimServer, env: dict[str, str], addresses: list[str | None], *extra: str
+) -> None:
     """Queue everyone, then one `worker --drain` per address, all at once; all exit 0."""
     db = Database(env["KILLSYNC_DATABASE_URL"])
     try:
@@ -100,7 +102,7 @@ def run_workers(sim: SimServer, env: dict[str, str], addresses: list[str | None]
         worker_env = dict(env)
         if address is not None:
             worker_env["KILLSYNC_SOURCE_ADDRESS"] = address
-        procs.append(worker_process(worker_env, "--drain", "--concurrency", "2"))
+        procs.append(worker_process(worker_env, "--drain", "--concurrency", "2", *extra))
     for proc in procs:
         _, err = proc.communicate(timeout=240)
         assert proc.returncode == 0, err[-3000:]
@@ -162,12 +164,16 @@ def queue_is_empty(env: dict[str, str]) -> bool:
 def test_workers_on_distinct_source_addresses_are_distinct_budgets(
     start_sim: Any, tmp_path: Path
 ) -> None:
-    """SQLite only: the egress is keyed the same way on both databases."""
-    sim = small_sim(start_sim, characters=6, killmails=120)
+    """SQLite only: the egress is keyed the same way on both databases.
+
+    Each worker runs two of the six characters (``--max-jobs 2`` claims only what it runs),
+    so a worker that starts late still fetches bodies of its own.
+    """
+    sim = small_sim(start_sim, characters=6, killmails=120, shared_fraction=0.0)
     addresses = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
     url = f"sqlite:///{tmp_path / 'killsync.db'}"
     env = {**sim_environ(sim, tmp_path / "home", url), "KILLSYNC_BROKER_URL": "database"}
-    run_workers(sim, env, list(addresses))
+    run_workers(sim, env, list(addresses), "--max-jobs", "2")
     stats = sim.stats.snapshot()
     assert stats.rate_limited == 0 and stats.error_limited == 0
     # The simulator keys the killmail bucket by the peer address, as ESI does.
@@ -180,3 +186,4 @@ def test_workers_on_distinct_source_addresses_are_distinct_budgets(
     finally:
         db.close()
     assert egresses == set(addresses)
+    assert queue_is_empty(env)
