@@ -2,7 +2,9 @@
 
 1. Walk the recent list: page 1 with ``If-None-Match`` (a 304 costs one token and ends the
    walk), then pages to ``X-Pages``; stop at the first page whose killmails this character
-   already has (``full`` walks everything). A refresh mid-walk restarts it.
+   already has (``full`` walks everything; so does a walk with no ETag stored: the last
+   one did not end, and may have linked its newest pages only). A refresh mid-walk
+   restarts it.
 2. Plan: link what the database already holds, drop what another sync in this process is
    fetching right now (and wait for its outcome), add pending bodies that are due. Claim
    the rest in the database (:mod:`killcli.sync.claims`): what another worker of the
@@ -15,7 +17,9 @@
    ``killmail.saved`` outbox event per new killmail. A body that fails becomes pending with
    its reason and a jittered backoff (:mod:`killcli.backoff`), and is retried on later runs
    even when the list answers 304.
-5. Only then store the list's ETag and expiry, so a crash never hides a killmail behind a 304.
+5. Only then store the list's ETag and expiry, so a crash never hides a killmail behind a 304
+   (the old ETag is cleared before the first link of a changed list, so a crash never hides
+   one behind a page of linked killmails either).
 """
 
 from __future__ import annotations
@@ -172,7 +176,8 @@ class _Run:
     new_ids: list[int] = field(default_factory=list)
     pending: dict[int, str] = field(default_factory=dict)  # killmail id -> reason
     first_page: ListPageResult | None = None  # page 1, fetched before the sync began
-    keep_old_etag: bool = False  # a body went pending on another owner's row
+    withhold_etag: bool = False  # a body went pending on another owner's row: store no ETag
+    etag_forgotten: bool = False  # this walk cleared the list's ETag before linking
     read: list[KillmailRef] = field(default_factory=list)  # listed on the pages read so far
     flushed: set[int] = field(default_factory=set)  # saved while the walk waited
 
@@ -335,7 +340,7 @@ class SyncEngine:
             progress,
         )
         if list_result is not None:
-            self._store_list_cache(owner, list_result[1], etag=not run.keep_old_etag)
+            self._store_list_cache(owner, list_result[1], etag=not run.withhold_etag)
         if run.pending:
             return "partial"
         if run.figures.skipped_cache:
@@ -358,7 +363,9 @@ class SyncEngine:
                 self._save_what_was_read(run, progress)
 
         def all_known(page: ListPageResult) -> bool:
-            if run.options.full or not page.items:
+            # No ETag: the last walk did not end (it may have saved its newest pages and
+            # died), so a page of linked killmails says nothing about the pages below.
+            if run.options.full or not page.items or owner.list_etag is None:
                 return False
             ids = [ref.killmail_id for ref in page.items]
             # Saved by this walk (while it waited) is not known from before: after a
@@ -425,10 +432,16 @@ class SyncEngine:
             )
             return [KillmailRef(r.killmail_id, r.killmail_hash) for r in rows]
 
-    def _plan(self, run: _Run, refs: Sequence[KillmailRef]) -> list[KillmailRef]:
-        """Link what is stored; return what must be fetched (newest first)."""
+    def _plan(self, run: _Run, refs: Sequence[KillmailRef], *, listed: bool) -> list[KillmailRef]:
+        """Link what is stored; return what must be fetched (newest first). Before the
+        first link of a walk (``listed``), the list's ETag goes: links are made newest
+        first, so until the walk ends and stores the new ETag, only a walk without the
+        early stop may be trusted to find the rest."""
         unique = {ref.killmail_id: ref for ref in refs}
         with self.db.session() as session:
+            if listed and not run.etag_forgotten and run.owner.list_etag is not None:
+                run.owner.forget_list_etag(session)
+                run.etag_forgotten = True
             stored = existing_killmail_ids(session, unique)
             run.owner.link(session, stored)
             session.execute(delete(PENDING).where(PENDING.c.killmail_id.in_(list(stored))))
@@ -452,7 +465,7 @@ class SyncEngine:
         run.figures.pending_retried = len(
             {r.killmail_id for r in due_pending} - {r.killmail_id for r in refs}
         )
-        wanted = self._plan(run, [*refs, *due_pending])
+        wanted = self._plan(run, [*refs, *due_pending], listed=bool(refs))
         claim = Claim()
         mine, theirs = self.inflight.claim(claim, (ref.killmail_id for ref in wanted))
         owned = set(mine)
@@ -659,8 +672,9 @@ class SyncEngine:
                 mine["corporation_id"],
             ):
                 # The row retries the body for another owner; when it lands, nothing
-                # links it to this one unless this list is walked again: keep its old ETag.
-                run.keep_old_etag = True
+                # links it to this one unless this list is walked again whole: store no
+                # ETag (the walk cleared the old one before its first link).
+                run.withhold_etag = True
             attempts = 1 if existing is None else existing.attempts + 1
             delay = PENDING_BACKOFF.wait_s(attempts)
             values = {

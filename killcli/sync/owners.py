@@ -81,6 +81,11 @@ class ListOwner(ABC):
         """The list's expiry, and its ETag when ``etag``."""
 
     @abstractmethod
+    def forget_list_etag(self, session: Session) -> None:
+        """No ETag until a walk is complete again: a walk that links part of a changed list
+        says so first, so that one cut short leaves the next walk no ETag to trust."""
+
+    @abstractmethod
     def record_run(self, session: Session, now: datetime, outcome: RunOutcome) -> None:
         """The finished run, in the caller's transaction."""
 
@@ -127,6 +132,13 @@ class CharacterOwner(ListOwner):
             character.list_etag = first.etag
         character.list_expires_at = first.expires
 
+    def forget_list_etag(self, session: Session) -> None:
+        session.execute(
+            update(CHARACTERS)
+            .where(CHARACTERS.c.character_id == self.owner_id)
+            .values(list_etag=None)
+        )
+
     def record_run(self, session: Session, now: datetime, outcome: RunOutcome) -> None:
         record_runs(session, now, [RunRecord(self.owner_id, **asdict(outcome))])
 
@@ -171,6 +183,13 @@ class CorporationOwner(ListOwner):
         if first.etag and etag:
             corporation.list_etag = first.etag
         corporation.list_expires_at = first.expires
+
+    def forget_list_etag(self, session: Session) -> None:
+        session.execute(
+            update(CORPORATIONS)
+            .where(CORPORATIONS.c.corporation_id == self.owner_id)
+            .values(list_etag=None)
+        )
 
     def record_run(self, session: Session, now: datetime, outcome: RunOutcome) -> None:
         session.execute(

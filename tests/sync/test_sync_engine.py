@@ -11,11 +11,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from killcli.config import load_settings
 from killcli.db import Database
 from killcli.db.models import Event, Name, PendingKillmail, SyncRun
 from killcli.db.store import iter_killmail_bodies
 from killcli.killmail import canonical_json
+from killcli.runtime import build_runtime
 from killcli.sync import SyncOptions
+from killcli.sync.engine import SyncEngine
 from killsim import SimServer
 from tests.conftest import DbTarget, sim_environ
 
@@ -296,3 +299,42 @@ def test_a_sync_caches_the_systems_and_victim_ships_of_what_it_saves(
     assert asked == len(systems)  # each system asked for once
     runtime.engine.sync_character(next(iter(sim.world.ground_truth())), SyncOptions(full=True))
     assert sim.stats.snapshot().count("/universe/systems/{system_id}") == asked  # cached
+
+
+def test_a_walk_cut_short_after_saving_its_newest_page_is_walked_whole_next_time(
+    start_sim: Any, db: Database, db_target: DbTarget, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A sync that dies after saving page 1's bodies (newest first), before the pages
+    below: the next walk must not stop at page 1 because every id on it is linked, or
+    the killmails below it are lost for good (seen after a SIGKILL in bench_fleet)."""
+    sim = start_sim("incremental", killmails=30, page_size=10)
+    settings = load_settings(environ=sim_environ(sim, tmp_path / "home", db_target.url))
+    runtime = build_runtime(settings, db, body_concurrency=1)  # bodies in the plan's order
+    try:
+        victim = max(sim.world.ground_truth(), key=lambda c: len(sim.world.ground_truth()[c]))
+        for cid in sim.world.ground_truth():
+            runtime.accounts.add_refresh_token(sim.issue_refresh_token(cid))
+        assert runtime.engine.sync_character(victim).status == "ok"  # its ETag is stored
+        new_ids = {sim.world.add_kill(victim=victim) for _ in range(25)}  # pages 1-3
+        time.sleep(sim.scenario.list_cache_s + 0.5)
+
+        real_save = SyncEngine._save_batch
+
+        def save_then_die(self: SyncEngine, run: Any, batch: Any) -> None:
+            real_save(self, run, batch)
+            if batch:
+                raise RuntimeError("the process died here")
+
+        monkeypatch.setattr(SyncEngine, "_save_batch", save_then_die)
+        with pytest.raises(RuntimeError, match="died"):
+            runtime.engine.sync_character(victim, SyncOptions(batch_size=10))
+        monkeypatch.setattr(SyncEngine, "_save_batch", real_save)
+        saved = set(exported(db, victim)) & new_ids
+        assert len(saved) == 10  # the newest page, and nothing below it
+
+        again = runtime.engine.sync_character(victim)
+        assert again.status == "ok"
+        assert set(again.new_killmail_ids) == new_ids - saved
+        assert_matches_ground_truth(sim, db, only=victim)
+    finally:
+        runtime.close()
