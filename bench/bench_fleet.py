@@ -15,6 +15,11 @@ included). Figures come from the simulator (requests by status, 429/420, bodies 
 more than once, tokens per address) and from the database (every killmail of the
 scenario stored and linked to each character that received it).
 
+``--running``: the workers run as services do (`killsync worker`, no ``--drain``), started
+and registered on the queue before the timed `queue`, as a fleet is when cron queues a
+round; the wall time then runs from the start of `queue` until every killmail of the
+scenario is stored and linked (polled every 0.1 s), after which the workers get SIGTERM.
+
 Modes:
 - scaling (the default): N = 1 and N = 3 side by side, against the bound of one address.
 - ``--egress K``: K workers on one address, then K workers with ``KILLSYNC_SOURCE_ADDRESS``
@@ -42,12 +47,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import pika  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.pool import NullPool  # noqa: E402
 
@@ -81,6 +88,7 @@ class Options:
     amqp: str
     timeout_s: float
     keep_logs: Path | None = None
+    running: bool = False  # workers started (as services) before `queue`
 
 
 # -- one run: simulator, database, queue, children ----------------------------------------
@@ -168,8 +176,10 @@ class FleetRun:
     def queue(self, name: str = "queue") -> Finished:
         return self.children.run(name, ["queue", "--quiet"], self.env(), self.opts.timeout_s)
 
-    def start_workers(self, addresses: list[str | None], prefix: str = "worker") -> list[Child]:
-        args = ["worker", "--drain"]
+    def start_workers(
+        self, addresses: list[str | None], prefix: str = "worker", *, drain: bool = True
+    ) -> list[Child]:
+        args = ["worker", "--drain"] if drain else ["worker"]
         if self.opts.concurrency:
             args += ["--concurrency", str(self.opts.concurrency)]
         return [
@@ -181,12 +191,59 @@ class FleetRun:
         return self.children.wait_all(workers, deadline)
 
     def sync_phase(self, addresses: list[str | None]) -> tuple[float, Finished, list[Finished]]:
-        """One `queue`, then the workers together; wall time until the last one exits."""
+        """One `queue`, then the workers together; wall time until the last one exits
+        (``--running``: the workers first, then `queue`, until the data is complete)."""
+        if self.opts.running:
+            return self._running_phase(addresses)
         start = time.monotonic()
         queued = self.queue()
         workers = self.start_workers(addresses)
         finished = self.wait(workers, start + self.opts.timeout_s)
         return time.monotonic() - start, queued, finished
+
+    def _running_phase(self, addresses: list[str | None]) -> tuple[float, Finished, list[Finished]]:
+        workers = self.start_workers(addresses, drain=False)
+        deadline = time.monotonic() + self.opts.timeout_s
+        while self.consumers() < len(workers):
+            if time.monotonic() > deadline or any(w.process.poll() is not None for w in workers):
+                raise RuntimeError("the workers did not all start consuming")
+            time.sleep(POLL_S)
+        start = time.monotonic()
+        queued = self.queue()
+        while not self.completeness()["complete"] and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+        wall = time.monotonic() - start
+        for worker in workers:  # SIGTERM: they finish what runs, then exit 0
+            worker.process.terminate()
+        return wall, queued, self.wait(workers, time.monotonic() + 60)
+
+    def consumers(self) -> int:
+        """Consumers on the run's queue: RabbitMQ's count, or the database queue's leases."""
+        if self.database == "postgresql":
+            connection = pika.BlockingConnection(pika.URLParameters(self.opts.amqp))
+            try:
+                frame = connection.channel().queue_declare(self.queue_name, passive=True)
+                return int(frame.method.consumer_count or 0)
+            except pika.exceptions.ChannelClosedByBroker:
+                return 0  # not declared yet
+            finally:
+                with contextlib.suppress(Exception):
+                    connection.close()
+        engine = create_engine(self.url, poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                live = conn.execute(
+                    text(
+                        "SELECT count(*) FROM leases"
+                        " WHERE name LIKE 'consumer:%' AND expires_at > :now"
+                    ),
+                    {"now": datetime.now(UTC).replace(tzinfo=None)},
+                )
+                return int(live.scalar() or 0)
+        except Exception:  # noqa: BLE001 - the table may not be there yet
+            return 0
+        finally:
+            engine.dispose()
 
     # -- what happened ----------------------------------------------------------------------
 
@@ -473,6 +530,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=360.0,
         help="stop the extra rounds after a SIGKILL this long after the kill",
     )
+    p.add_argument(
+        "--running",
+        action="store_true",
+        help="scaling and egress: workers running (no --drain) before `queue`",
+    )
     p.add_argument("--all", action="store_true", help="scaling, --egress 3 and --sigkill")
     p.add_argument("--timeout-s", type=float, default=300.0, help="bound of each sync phase")
     p.add_argument("--pg", default=PG_ADMIN)
@@ -517,6 +579,7 @@ def main(argv: list[str] | None = None) -> None:
         args.amqp,
         args.timeout_s,
         args.keep_logs,
+        args.running,
     )
     overrides = {k: v for k in ("killmails", "characters") if (v := getattr(args, k))}
     run_scaling = args.all or not (args.egress or args.sigkill)

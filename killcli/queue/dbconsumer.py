@@ -4,10 +4,12 @@ Each worker thread claims one job, runs the handler, settles the job, and claims
 an idle thread polls every ``poll_interval_s`` (or returns, when draining). Threads that
 claim at the same moment share one transaction (:mod:`killcli.coalesce`), which also
 claims up to half the concurrency more for the threads to come (given back unstarted
-when the consumer stops; a run with ``max_jobs`` claims only what it runs), and the jobs
-done are acked behind, every :data:`ACK_EVERY_S` in one transaction, so a worker running
-many short jobs at once does not pay one per job (a process killed before an ack is
-written leaves its jobs to run again: handlers are idempotent). The heartbeat
+when the consumer stops; a run with ``max_jobs`` claims only what it runs; no claim
+takes more than this consumer's fair share of the open jobs, the live consumers counted at
+every heartbeat and by a claim after one that found nothing: :meth:`DatabaseBroker.claim`),
+and the jobs done are acked behind, every :data:`ACK_EVERY_S` in one transaction, so a
+worker running many short jobs at once does not pay one per job (a process killed before
+an ack is written leaves its jobs to run again: handlers are idempotent). The heartbeat
 thread extends the claims of running jobs (one statement for all of them), makes the jobs
 of dead consumers of this host claimable (:meth:`DatabaseBroker.reclaim_dead`, also once
 before the first claim, so a round started right after a crash finds them) and keeps this
@@ -26,6 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from killcli.coalesce import Coalescer, WriteBehind
@@ -62,6 +65,20 @@ class _InFlight:
         with self._lock:
             return list(self._items)
 
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
+@dataclass(frozen=True)
+class _Taken:
+    """What a thread's claim gave it: a job or none, poison buried, whether ready jobs
+    were left to the other consumers (then a draining thread polls again)."""
+
+    delivery: Delivery | None
+    poisoned: int = 0
+    deferred: bool = False
+
 
 class DatabaseConsumer:
     """One :meth:`DatabaseBroker.consume` call."""
@@ -93,7 +110,9 @@ class DatabaseConsumer:
         self._lock = threading.Lock()
         self._failing_since: float | None = None
         # Threads that claim at once share one transaction; acks are written behind.
-        self._claims: Coalescer[None, tuple[Delivery | None, int]] = Coalescer(self._claim_many)
+        self._consumers = 1  # live consumers of the queue (the fair share), this one included
+        self._idle = True  # the last claim found nothing
+        self._claims: Coalescer[None, _Taken] = Coalescer(self._claim_many)
         self._acks: WriteBehind[Delivery] = WriteBehind(
             self._ack_many, every_s=ACK_EVERY_S, name="killsync-queue-acks"
         )
@@ -143,37 +162,46 @@ class DatabaseConsumer:
 
     def _claim_loop(self) -> None:
         while not self._halted() and self._budget.take():
-            delivery, poisoned = self._take_ready(), 0
+            taken = _Taken(self._take_ready())
             try:
-                if delivery is None:
-                    delivery, poisoned = self._claims.submit(None)
+                if taken.delivery is None:
+                    taken = self._claims.submit(None)
             except QueueUnavailable as exc:
                 self._budget.give_back()
                 self._wait_out(exc)
                 continue
             self._recovered()
-            self._tally.add("poisoned", poisoned)
-            if delivery is not None:
-                self._process(delivery)
+            self._tally.add("poisoned", taken.poisoned)
+            if taken.delivery is not None:
+                self._process(taken.delivery)
                 continue
             self._budget.give_back()
-            if self._drain and not poisoned:
+            if self._drain and not taken.poisoned and not taken.deferred:
                 return
             self._stop.wait(self._broker.poll_interval_s)
 
-    def _claim_many(self, wanted: Sequence[None]) -> list[tuple[Delivery | None, int]]:
+    def _claim_many(self, wanted: Sequence[None]) -> list[_Taken]:
         """One claim for every thread asking now: a job each while there are enough (the
         poison buried on the way is counted once)."""
         with self._lock:
             ahead = max(0, self._prefetch - len(self._ready))
-        deliveries, poisoned = self._broker.claim(len(wanted) + ahead)
+        if self._idle:  # a round may have begun: count the consumers it finds ready
+            self._consumers = self._broker.live_consumers()
+        claimed = self._broker.claim(
+            len(wanted) + ahead, held=len(self._inflight), consumers=self._consumers
+        )
+        deliveries = claimed.deliveries
+        self._idle = not deliveries
         mine, extra = deliveries[: len(wanted)], deliveries[len(wanted) :]
         for delivery in extra:
             self._inflight.add(delivery)
         with self._lock:
             self._ready.extend(extra)
         found: list[Delivery | None] = [*mine, *[None] * (len(wanted) - len(mine))]
-        return [(delivery, poisoned if i == 0 else 0) for i, delivery in enumerate(found)]
+        return [
+            _Taken(delivery, claimed.poisoned if i == 0 else 0, claimed.deferred)
+            for i, delivery in enumerate(found)
+        ]
 
     def _take_ready(self) -> Delivery | None:
         with self._lock:
@@ -252,6 +280,7 @@ class DatabaseConsumer:
         self._broker.extend(self._inflight.snapshot())
         self._broker.reclaim_dead()
         self._broker.register_consumer(lease_ttl_s)
+        self._consumers = self._broker.live_consumers()
 
     def _wait_out(self, exc: QueueUnavailable) -> None:
         now = time.monotonic()

@@ -16,6 +16,12 @@ or running" is simply "it has a row in ``jobs``".
   its host sees that its process is gone (:meth:`DatabaseBroker.reclaim_dead`, at start and
   on every heartbeat). Settling checks the token, so a worker that lost its claim cannot
   delete a job another one holds.
+* **Fair share**: with other live consumers on the queue, a claim takes no more than
+  this consumer's share of the open jobs (ready or running, over the live consumers,
+  rounded up, less what it holds), so the first worker to poll after a `queue` does not
+  take every job of a small round while the others idle: jobs spread over the workers and
+  with them over their egresses' budgets. A claim held back by it says so (``deferred``):
+  a draining consumer then polls again instead of calling the queue empty.
 * **Attempts**: ``jobs.attempt`` counts claims, so a job that keeps killing its workers is
   counted too and buried once it was lost more than ``max_attempts`` times.
 * **Delays**: a retry clears the lock and sets ``available_at = now + backoff``.
@@ -40,7 +46,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Select, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
@@ -97,6 +103,14 @@ class Delivery:
     def tries(self) -> int:
         """Which try this is (1 for the first)."""
         return self.job.attempt + 1
+
+
+class Claimed(NamedTuple):
+    """What one :meth:`DatabaseBroker.claim` took."""
+
+    deliveries: list[Delivery]
+    poisoned: int  # poison buried on the way
+    deferred: bool = False  # ready jobs left for the other consumers (the fair share)
 
 
 def default_consumer_id() -> str:
@@ -217,16 +231,22 @@ class DatabaseBroker(Broker):
         """Claim up to ``limit`` ready jobs (poison found on the way is buried)."""
         return self.claim(limit)[0]
 
-    def claim(self, limit: int) -> tuple[list[Delivery], int]:
-        """Claim up to ``limit`` ready jobs; returns them and how many poison were buried."""
+    def claim(self, limit: int, *, held: int = 0, consumers: int = 1) -> Claimed:
+        """Claim up to ``limit`` ready jobs, no more than this consumer's fair share when
+        ``consumers`` (live, itself included) share the queue and it ``held`` some."""
         now = self.now()
         token = f"{self.consumer_id}/{new_token()[:10]}"
         with self._session() as session:
+            if consumers > 1:
+                limit = min(limit, self._share(session, now, limit + held, consumers) - held)
+                if limit <= 0:
+                    deferred = session.scalar(self._ready_ids(now).limit(1)) is not None
+                    return Claimed([], 0, deferred)
             ids = list(
                 session.scalars(self._ready_ids(now).limit(limit).with_for_update(skip_locked=True))
             )
             if not ids:
-                return [], 0
+                return Claimed([], 0)
             rows = session.execute(
                 update(JOBS)
                 .where(JOBS.c.id.in_(ids))
@@ -247,7 +267,22 @@ class DatabaseBroker(Broker):
             ).all()
             deliveries = [d for row in rows if (d := self._delivery(session, row, token, now))]
         deliveries.sort(key=lambda d: (-d.priority, d.row_id))
-        return deliveries, len(rows) - len(deliveries)
+        return Claimed(deliveries, len(rows) - len(deliveries))
+
+    def _share(self, session: Session, now: datetime, wanted: int, consumers: int) -> int:
+        """A consumer's share of the open jobs (ready, or running anywhere), rounded up;
+        counted only as far as it could bind (``wanted`` each)."""
+        open_jobs = (
+            select(JOBS.c.id)
+            .where(
+                JOBS.c.queue == self.queue_name,
+                or_(JOBS.c.available_at <= now, JOBS.c.locked_until > now),
+            )
+            .limit(wanted * consumers)
+            .subquery()
+        )
+        count = int(session.scalar(select(func.count()).select_from(open_jobs)) or 0)
+        return -(-count // consumers)
 
     def _ready_ids(self, now: datetime) -> Select[tuple[int]]:
         return (
@@ -471,7 +506,7 @@ class DatabaseBroker(Broker):
             dead = session.scalar(
                 select(func.count()).select_from(DEAD).where(DEAD.c.queue == self.queue_name)
             )
-        consumers = self.leases.count(f"consumer:{lease_scope(self.queue_name)}:")
+        consumers = self.leases.count(self._consumer_prefix)
         return QueueStats(
             ready=ready,
             delayed=delayed,
@@ -545,6 +580,16 @@ class DatabaseBroker(Broker):
         """Announce (or keep announcing) this consumer for :meth:`stats`."""
         name = consumer_lease(self.queue_name, self.consumer_id)
         return self.leases.acquire(name, self.consumer_id, ttl_s)
+
+    @property
+    def _consumer_prefix(self) -> str:
+        return f"consumer:{lease_scope(self.queue_name)}:"
+
+    def live_consumers(self) -> int:
+        """The consumers of this queue whose lease is current, less the dead processes of
+        this host among them (their lease lingers until it expires); at least 1."""
+        holders = self.leases.holders(self._consumer_prefix)
+        return max(1, sum(1 for holder in holders if not holder_is_dead(holder)))
 
     def unregister_consumer(self) -> None:
         self.leases.release(consumer_lease(self.queue_name, self.consumer_id), self.consumer_id)

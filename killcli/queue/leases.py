@@ -254,6 +254,18 @@ class Leases:
             )
             return {str(name): str(owner) for name, owner in rows}
 
+    def holders(self, prefix: str) -> list[str]:
+        """The holders of the unexpired leases whose name starts with ``prefix``."""
+        with self._db.session() as session:
+            return list(
+                session.scalars(
+                    select(LEASES.c.owner).where(
+                        LEASES.c.name.startswith(prefix, autoescape=True),
+                        LEASES.c.expires_at > self._now(),
+                    )
+                )
+            )
+
     def count(self, prefix: str) -> int:
         """How many unexpired leases start with ``prefix``."""
         with self._db.session() as session:

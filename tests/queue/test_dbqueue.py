@@ -17,6 +17,7 @@ from killcli.db.models import Job as JobRow
 from killcli.errors import UsageError
 from killcli.queue import DatabaseBroker, Job, Outcome, OutcomeKind, QueueStats, RetryPolicy
 from tests.queue.conftest import FAST, BackgroundConsumer, consume, done_recording
+from tests.test_holders import dead_owner
 
 
 def jobs(*character_ids: int) -> list[Job]:
@@ -412,4 +413,40 @@ def test_done_jobs_are_acked_behind_and_all_acked_when_consume_returns(db: Datab
     queue.publish(jobs(*range(1, 51)))
     result = consume(queue, lambda job: Outcome.done(), concurrency=8, drain=True)
     assert result.done == 50  # each counted once its ack was written
+    assert rows(db) == 0
+
+
+def test_a_claim_takes_no_more_than_its_share_while_other_consumers_live(db: Database) -> None:
+    """Three live consumers, 12 jobs: a claim of 48 takes 4 (the share of the open jobs,
+    running ones included), a second claim while holding them is deferred, not "empty";
+    a consumer whose process is gone is not counted."""
+    first, second, third = broker(db), broker(db), broker(db)
+    for consumer in (first, second, third):
+        assert consumer.register_consumer(60)
+    first.publish(jobs(*range(1, 13)))
+    assert first.live_consumers() == 3
+    taken = first.claim(48, consumers=3)
+    assert len(taken.deliveries) == 4 and not taken.deferred
+    held_back = first.claim(48, held=4, consumers=3)
+    assert held_back.deliveries == [] and held_back.deferred
+    assert len(second.claim(48, consumers=3).deliveries) == 4  # 12 open: 4 each
+    assert len(third.claim(48, consumers=3).deliveries) == 4
+    assert third.claim(48, held=4, consumers=3) == ([], 0, False)  # nothing ready: empty
+    assert len(broker(db).claim(48).deliveries) == 0  # one consumer: no share, none left
+
+    broker(db, consumer_id=dead_owner("consumer")).register_consumer(60)
+    assert first.live_consumers() == 3  # a dead process of this host: not counted
+    broker(db, consumer_id="elsewhere.example:4242:1.2:consumer").register_consumer(60)
+    assert first.live_consumers() == 4  # another host's: counted until its lease expires
+
+
+def test_a_draining_consumer_runs_everything_beside_an_idle_one(db: Database) -> None:
+    """The fair share holds a consumer back while another is registered: draining, it
+    polls again instead of stopping with jobs left, and runs every job."""
+    idle = broker(db)
+    idle.register_consumer(60)  # alive, never claims
+    queue = broker(db)
+    queue.publish(jobs(*range(1, 21)))
+    result = consume(queue, lambda job: Outcome.done(), concurrency=8, drain=True)
+    assert result.done == 20
     assert rows(db) == 0
