@@ -48,10 +48,11 @@ from killcli.esi.ratelimit import RateLimiter, SpendResult
 from killcli.esi.retry import RetryBudget, RetryPolicy, RetrySignal
 from killcli.esi.routes import character_of, route_of
 from killcli.esi.stats import ClientStats
-from killcli.esi.transport import bound_transport, tls_context
+from killcli.esi.transport import ShardedTransport, tls_context
 from killcli.textsafe import mask_url
 
 COMPATIBILITY_DATE = "2025-08-26"  # pinned: the killmail schema we store was checked against it
+POOL_SHARDS = 8  # connection pools of the client (see ShardedTransport)
 MAX_NAME_IDS = 1000
 MAX_AFFILIATION_IDS = 1000
 Params = Mapping[str, str | int]
@@ -114,7 +115,8 @@ class EsiClient:
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             # local_address: KILLSYNC_SOURCE_ADDRESS, the address ESI keys our budget by
-            transport=transport or bound_transport(local_address, limits),
+            transport=transport
+            or ShardedTransport(shards=POOL_SHARDS, limits=limits, local_address=local_address),
             timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
             limits=limits,
             verify=tls_context(),

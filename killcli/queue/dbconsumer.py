@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from killcli.coalesce import Coalescer, WriteBehind
@@ -166,6 +166,8 @@ class DatabaseConsumer:
             try:
                 if taken.delivery is None:
                     taken = self._claims.submit(None)
+                if taken.delivery is None:  # claimed ahead by the batch that ran before ours
+                    taken = replace(taken, delivery=self._take_ready())
             except QueueUnavailable as exc:
                 self._budget.give_back()
                 self._wait_out(exc)
