@@ -438,7 +438,9 @@ def sigkill(
         if not wait_for_bodies(run, workers, kill_at, start + opts.timeout_s):
             run.wait(workers, start + opts.timeout_s)
             return {**result, "killed": False, **run.completeness()}
-        run.children.sigkill(workers[0])
+        # A worker still running (one that drained its share already has nothing to lose).
+        victim = next((w for w in workers if w.process.poll() is None), workers[0])
+        run.children.sigkill(victim)
         killed = time.monotonic()
         result.update(
             killed=True,
