@@ -7,21 +7,26 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
 from killcli.config import load_settings
 from killcli.errors import ConfigError, SsoError
 from killcli.esi import EsiClient
+from killcli.esi.transport import ShardedTransport
 from killcli.sso.client import SsoClient
 
 
 class _Peers(BaseHTTPRequestHandler):
-    """Answers ``{}`` and notes the peer address of every request."""
+    """Answers ``{}`` and notes the peer address and port of every request (keep-alive,
+    as ESI)."""
 
+    protocol_version = "HTTP/1.1"
     peers: list[str]
 
     def do_GET(self) -> None:
         self.server.peers.append(self.client_address[0])  # type: ignore[attr-defined]
+        self.server.ports.append(self.client_address[1])  # type: ignore[attr-defined]
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", "2")
@@ -36,6 +41,7 @@ class _Peers(BaseHTTPRequestHandler):
 def server() -> Iterator[ThreadingHTTPServer]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Peers)
     httpd.peers = []  # type: ignore[attr-defined]
+    httpd.ports = []  # type: ignore[attr-defined]
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield httpd
@@ -83,3 +89,31 @@ def test_egress_names_are_checked_and_addresses_normalised() -> None:
     assert (settings.source_address, settings.egress) == ("2001:db8::1", "nat-eu-1")
     with pytest.raises(ConfigError, match="KILLSYNC_EGRESS"):
         load_settings(environ={"KILLSYNC_EGRESS": "two words"})
+
+
+def test_sharded_pools_keep_the_connection_limit_and_the_source_address(
+    server: ThreadingHTTPServer,
+) -> None:
+    """8 threads on 4 pools of 2 connections (8 in all, as the client's limit says): every
+    request answered, at most 8 connections opened (kept alive), all from the address."""
+    transport = ShardedTransport(
+        shards=4, limits=httpx.Limits(max_connections=8), local_address="127.0.0.2"
+    )
+    statuses: list[int] = []
+    lock = threading.Lock()
+    with httpx.Client(transport=transport, base_url=base_url(server)) as client:
+
+        def fetch() -> None:
+            for _ in range(5):
+                status = client.get("/status").status_code
+                with lock:
+                    statuses.append(status)
+
+        threads = [threading.Thread(target=fetch) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert statuses == [200] * 40
+    assert server.peers == ["127.0.0.2"] * 40  # type: ignore[attr-defined]
+    assert len(set(server.ports)) <= 8  # type: ignore[attr-defined]
