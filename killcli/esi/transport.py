@@ -44,9 +44,10 @@ class ShardedTransport(httpx.BaseTransport):
     """``shards`` connection pools, each thread keeping to one of them (dealt in turn).
 
     httpcore's pool walks every connection and every waiting request on each request and
-    each response closed, under one lock: with 32 threads on one pool that walk was a
-    tenth of a re-sync worker's CPU. Small pools make it short; the connections a client
-    may open stay about ``limits.max_connections`` in all.
+    each response closed, under one lock: with 32 threads on one pool, that walk and the
+    waits on its lock were the largest cost of a re-sync (8 pools cut a re-sync worker's
+    CPU by about a third, ``bench/bench_resync.py``). Small pools make it short; the
+    connections a client may open stay about ``limits.max_connections`` in all.
     """
 
     def __init__(
