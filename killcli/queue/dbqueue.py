@@ -588,7 +588,10 @@ class DatabaseBroker(Broker):
     def live_consumers(self) -> int:
         """The consumers of this queue whose lease is current, less the dead processes of
         this host among them (their lease lingers until it expires); at least 1."""
-        holders = self.leases.holders(self._consumer_prefix)
+        try:
+            holders = self.leases.holders(self._consumer_prefix)
+        except DatabaseError as exc:  # as a claim's: waited out by the consumer
+            raise QueueUnavailable(f"the database job queue is unavailable: {exc}") from exc
         return max(1, sum(1 for holder in holders if not holder_is_dead(holder)))
 
     def unregister_consumer(self) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import func, insert, select
 from killcli.clock import ManualClock
 from killcli.db import Database
 from killcli.db.models import Job as JobRow
-from killcli.errors import UsageError
+from killcli.errors import QueueUnavailable, UsageError
 from killcli.queue import DatabaseBroker, Job, Outcome, OutcomeKind, QueueStats, RetryPolicy
 from tests.queue.conftest import FAST, BackgroundConsumer, consume, done_recording
 from tests.test_holders import dead_owner
@@ -450,3 +450,14 @@ def test_a_draining_consumer_runs_everything_beside_an_idle_one(db: Database) ->
     result = consume(queue, lambda job: Outcome.done(), concurrency=8, drain=True)
     assert result.done == 20
     assert rows(db) == 0
+
+
+def test_counting_consumers_on_a_database_that_is_down_is_the_queue_unavailable() -> None:
+    """The count a claim may make first fails as the claim would: waited out by the
+    consumer (QueueUnavailable), not a crash of its thread."""
+    down = Database("postgresql+psycopg://postgres@127.0.0.1:9/test")  # nothing listens
+    try:
+        with pytest.raises(QueueUnavailable):
+            broker(down).live_consumers()
+    finally:
+        down.close()
