@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, func, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, CursorResult, and_, delete, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from killcli.clock import SYSTEM_CLOCK, Clock
@@ -257,29 +257,20 @@ class Leases:
     def holders(self, prefix: str) -> list[str]:
         """The holders of the unexpired leases whose name starts with ``prefix``."""
         with self._db.session() as session:
-            return list(
-                session.scalars(
-                    select(LEASES.c.owner).where(
-                        LEASES.c.name.startswith(prefix, autoescape=True),
-                        LEASES.c.expires_at > self._now(),
-                    )
-                )
-            )
+            return list(session.scalars(select(LEASES.c.owner).where(self._current(prefix))))
 
     def count(self, prefix: str) -> int:
         """How many unexpired leases start with ``prefix``."""
         with self._db.session() as session:
-            return int(
-                session.scalar(
-                    select(func.count())
-                    .select_from(LEASES)
-                    .where(
-                        LEASES.c.name.startswith(prefix, autoescape=True),
-                        LEASES.c.expires_at > self._now(),
-                    )
-                )
-                or 0
+            count = session.scalar(
+                select(func.count()).select_from(LEASES).where(self._current(prefix))
             )
+            return int(count or 0)
+
+    def _current(self, prefix: str) -> ColumnElement[bool]:
+        return and_(
+            LEASES.c.name.startswith(prefix, autoescape=True), LEASES.c.expires_at > self._now()
+        )
 
     def purge_expired(self) -> int:
         """Delete expired leases (housekeeping; expired rows are harmless otherwise)."""
