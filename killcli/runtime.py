@@ -106,6 +106,7 @@ def build_runtime(
         esi,
         accounts,
         body_threads=body_concurrency,
+        egress=egress_identity(settings.egress, settings.source_address),
         valuer=SaveTimeValuer(settings.price_region_id),
     )
     corporations = Corporations(db, esi, accounts)

@@ -50,6 +50,7 @@ from killcli.queue.leases import (
 from killcli.runtime import Runtime
 from killcli.sync import SyncOptions, SyncResult
 from killcli.sync.corporation import CorporationSyncResult, sync_corporation
+from killcli.sync.helping import BodyHelper
 from killcli.sync.progress import ProgressRegistry
 from killcli.sync.quick import QuickSync
 from killcli.workerstatus import StatusReporter
@@ -149,12 +150,19 @@ class Worker:
     ) -> ConsumeResult:
         if self.status is not None:
             self.status.write()
+        helper = BodyHelper(self.runtime.engine)
+        helper.start()
         try:
             with self.status.keep_writing() if self.status is not None else nullcontext():
-                return self.broker.consume(
+                result = self.broker.consume(
                     self.handle, concurrency=concurrency, stop=stop, drain=drain, max_jobs=max_jobs
                 )
+                helper.stop()
+                if drain and max_jobs is None:  # the round's other bodies, if we have budget
+                    helper.drain(stop)
+                return result
         finally:
+            helper.stop()
             self.quick.close()  # the run records still behind, and their leases
             self.keeper.close()
             if self.status is not None:

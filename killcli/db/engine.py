@@ -27,7 +27,7 @@ SQLITE_CACHED_STATEMENTS = 16
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # The newest migration (tests/test_migrations.py checks it is alembic's head): a database
 # stamped with it needs no look at the migrations, and alembic is not even loaded.
-SCHEMA_HEAD = "0012"
+SCHEMA_HEAD = "0013"
 SQLITE_HEADER = b"SQLite format 3\x00"
 NO_DATABASE_HINT = "run `killsync db upgrade` to create it, or check KILLSYNC_DATABASE_URL"
 

@@ -457,6 +457,24 @@ class BodyClaim(Base):
     expires_at: Mapped[datetime]
 
 
+class BodyWant(Base):
+    """A body a sync will fetch later, when its egress's budget allows: a worker leaving
+    through another egress, with budget to spare, may claim and fetch it first
+    (:mod:`killcli.sync.helping`). Deleted when the body is saved or the sync ends; lapses
+    with its sync's heartbeat."""
+
+    __tablename__ = "body_wants"
+
+    killmail_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    killmail_hash: Mapped[str] = mapped_column(String(64))
+    # Whose list it came from: a character's, or (character null) a corporation's.
+    character_id: Mapped[int | None]
+    corporation_id: Mapped[int | None]
+    owner: Mapped[str] = mapped_column(String(200), index=True)  # the claims' owner of the sync
+    egress: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime]
+
+
 # -- prices, the universe around killmails, values -------------------------------------------
 
 

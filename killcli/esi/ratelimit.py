@@ -262,6 +262,20 @@ class RateLimiter:
             wait_s = bucket.seconds_until(self._need(bucket), now_s)
             return math.inf if wait_s is None else wait_s
 
+    def available_tokens(self, route: str, owner: int | None = None) -> int | None:
+        """Tokens ``route``'s bucket could spend now beyond the margin, as far as this
+        process knows (``None`` before any response of the bucket; 0 while it is closed).
+        For spending spare budget on other workers' behalf (:mod:`killcli.sync.helping`)."""
+        with self._lock:
+            now_s = self._clock.monotonic()
+            group = self._group_of(route, None)
+            bucket = None if group is None else self._buckets.get(BucketKey(group, owner))
+            if bucket is None or not bucket.known:
+                return None
+            if bucket.blocked_until_s > now_s:
+                return 0
+            return max(0, bucket.available(now_s) - self._need(bucket))
+
     def cancel(self, reservation: Reservation) -> None:
         """Give a reservation back unused (the request got no response at all).
 

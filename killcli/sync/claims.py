@@ -21,6 +21,14 @@ one process (:func:`killcli.holders.this_owner` plus an engine and a sync number
 
 A claim held by a live owner elsewhere means "wait": the engine polls for the body and
 tries the claim again, which takes it over once it lapses.
+
+A sync claims its bodies a block at a time, as its body threads get to them, and publishes
+the rest of its list as **wants** (``body_wants``, :meth:`ClaimSet.want`): a worker that
+leaves through another egress and has budget to spare may claim some of them first and
+fetch them (:mod:`killcli.sync.helping`); the sync then waits for those as for any body
+claimed elsewhere. Wants are deleted with the body's save, by their sync's end, or by the
+helper that could not fetch one (the sync then fetches it itself); those of a sync that
+died lapse after :data:`WANT_TTL_S`.
 """
 
 from __future__ import annotations
@@ -28,25 +36,44 @@ from __future__ import annotations
 import itertools
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.db import Database
-from killcli.db.models import BodyClaim, PendingKillmail, table_of
+from killcli.db.models import BodyClaim, BodyWant, PendingKillmail, table_of
 from killcli.db.store import READ_CHUNK, dialect_insert
+from killcli.esi.ledger import egress_identity
+from killcli.esi.models import KillmailRef
 from killcli.holders import holder_is_dead, this_owner
 from killcli.ticker import Ticker
 
 CLAIMS = table_of(BodyClaim)
+WANTS = table_of(BodyWant)
 PENDING = table_of(PendingKillmail)
 CLAIM_TTL_S = 10.0  # a dead owner's claims lapse this long after its last heartbeat
 HEARTBEATS_PER_TTL = 4  # a beat or two may come late (a busy database) before claims lapse
 CHUNK = 400  # ids per statement, well below every driver's parameter limit
+WANT_TTL_S = 900.0  # a want of a sync that died is not fetched for it after this
+
+
+@dataclass(frozen=True)
+class Want:
+    """A body another sync will fetch when its budget allows, and whose list it is from."""
+
+    killmail_id: int
+    killmail_hash: str
+    character_id: int | None
+    corporation_id: int | None
+
+    @property
+    def ref(self) -> KillmailRef:
+        return KillmailRef(self.killmail_id, self.killmail_hash)
 
 
 class BodyClaims:
@@ -57,6 +84,7 @@ class BodyClaims:
         db: Database,
         *,
         owner: str | None = None,
+        egress: str | None = None,
         ttl_s: float = CLAIM_TTL_S,
         clock: Clock = SYSTEM_CLOCK,
         is_dead: Callable[[str], bool] = holder_is_dead,
@@ -64,6 +92,7 @@ class BodyClaims:
         # Two engines of one process (tests, tools) must not take each other's claims for
         # their own: the random part tells them apart.
         self.owner = owner or this_owner(f"bodies.{secrets.token_hex(3)}")
+        self.egress = egress or egress_identity(None, None)  # whose budget our fetches spend
         self.ttl_s = ttl_s
         self.db = db
         self.now = clock.now
@@ -98,6 +127,30 @@ class BodyClaims:
                 .values(expires_at=self.expiry(self.now()))
             )
             return int(cast(CursorResult[Any], result).rowcount)
+
+    def wanted_elsewhere(self, limit: int) -> list[Want]:
+        """Up to ``limit`` bodies that syncs of other egresses want and nobody claims,
+        oldest first (their syncs fetch newest first)."""
+        now = self.now()
+        claimed = select(CLAIMS.c.killmail_id).where(CLAIMS.c.killmail_id == WANTS.c.killmail_id)
+        with self.db.session() as session:
+            rows = session.execute(
+                select(
+                    WANTS.c.killmail_id,
+                    WANTS.c.killmail_hash,
+                    WANTS.c.character_id,
+                    WANTS.c.corporation_id,
+                )
+                .where(WANTS.c.egress != self.egress, WANTS.c.expires_at > now, ~claimed.exists())
+                .order_by(WANTS.c.killmail_id)
+                .limit(limit)
+            )
+            return [Want(*row) for row in rows]
+
+    def forget_lapsed_wants(self) -> None:
+        """Delete the wants of syncs that died (they lapsed long ago)."""
+        with self.db.session() as session:
+            delete_wants(session, WANTS.c.expires_at <= self.now())
 
     def close(self) -> None:
         """Stop the heartbeat; claims still held lapse by their expiry."""
@@ -142,6 +195,31 @@ class ClaimSet:
         self._claims = claims
         self._lock = threading.Lock()
         self._held: set[int] = set()
+        self._wanting = False  # published wants (deleted by close)
+
+    def want(self, refs: Sequence[KillmailRef], whose: Mapping[str, int | None]) -> None:
+        """Publish bodies this sync will fetch later (``whose``: the list's owner columns,
+        ``character_id`` and ``corporation_id``), for workers of other egresses to fetch
+        first; a body wanted already keeps its first want."""
+        if not refs:
+            return
+        self._wanting = True
+        expires = self._claims.now() + timedelta(seconds=WANT_TTL_S)
+        rows = [
+            {
+                "killmail_id": ref.killmail_id,
+                "killmail_hash": ref.killmail_hash,
+                **whose,
+                "owner": self.owner,
+                "egress": self._claims.egress,
+                "expires_at": expires,
+            }
+            for ref in refs
+        ]
+        with self._claims.db.session() as session:
+            stmt = dialect_insert(session, WANTS).on_conflict_do_nothing()
+            for start in range(0, len(rows), CHUNK):
+                session.execute(stmt, rows[start : start + CHUNK])
 
     def take(self, killmail_ids: Iterable[int]) -> set[int]:
         """Claim these ids; returns those we hold now (the others are held elsewhere)."""
@@ -182,15 +260,26 @@ class ClaimSet:
         with self._lock:
             return len(self._held)
 
+    def give_back(self, killmail_ids: Sequence[int]) -> None:
+        """Bodies we claimed for another sync's wants and could not fetch: drop the wants
+        and our claims, so that the sync waiting for them fetches them itself."""
+        with self._claims.db.session() as session:
+            delete_wants(session, WANTS.c.killmail_id.in_(killmail_ids))
+            self.release_in(session, killmail_ids)
+
     def close(self) -> None:
-        """The sync is over: delete the claims it did not settle (one statement, only when
-        there are some) and stop renewing them."""
+        """The sync is over: delete the claims it did not settle and the wants it
+        published (one statement each, only when there are some) and stop renewing them."""
         self._claims.deactivate(self)  # first: if the delete fails, they are not renewed
         with self._lock:
             left, self._held = self._held, set()
-        if left:
+        wanting, self._wanting = self._wanting, False
+        if left or wanting:
             with self._claims.db.session() as session:
-                session.execute(delete(CLAIMS).where(CLAIMS.c.owner == self.owner))
+                if left:
+                    session.execute(delete(CLAIMS).where(CLAIMS.c.owner == self.owner))
+                if wanting:
+                    delete_wants(session, WANTS.c.owner == self.owner)
 
     def _take_chunk(self, session: Session, ids: Sequence[int], now: datetime) -> set[int]:
         stmt = (
@@ -226,6 +315,13 @@ class ClaimSet:
             .returning(CLAIMS.c.killmail_id)
         )
         return set(session.scalars(stmt))
+
+
+def delete_wants(session: Session, which: ColumnElement[bool]) -> None:
+    """Delete wants, their rows locked in id order (on PostgreSQL) as every deleter does:
+    a sync's end and a helper's save may delete the same rows at once without deadlock."""
+    ids = select(WANTS.c.killmail_id).where(which).order_by(WANTS.c.killmail_id).with_for_update()
+    session.execute(delete(WANTS).where(WANTS.c.killmail_id.in_(ids.scalar_subquery())))
 
 
 def released_as_pending(

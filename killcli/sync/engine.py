@@ -6,11 +6,13 @@
    one did not end, and may have linked its newest pages only). A refresh mid-walk
    restarts it.
 2. Plan: link what the database already holds, drop what another sync in this process is
-   fetching right now (and wait for its outcome), add pending bodies that are due. Claim
-   the rest in the database (:mod:`killcli.sync.claims`): what another worker of the
-   database has claimed is not fetched but waited for, once this sync's own bodies are
-   done, and linked when it lands.
-3. Fetch bodies newest first on the process's body threads, through the client's limiter.
+   fetching right now (and wait for its outcome), add pending bodies that are due.
+3. Fetch bodies newest first on the process's body threads, through the client's limiter,
+   claiming them in the database a block at a time as the threads get to them
+   (:mod:`killcli.sync.claims`); the rest of a long plan is published as wants, which a
+   worker of another egress with budget to spare may fetch first
+   (:mod:`killcli.sync.helping`). What another worker has claimed is not fetched but
+   waited for, once this sync's own bodies are done, and linked when it lands.
    The threads serve the oldest running sync first and hold a bounded number of bodies
    per sync (:mod:`killcli.sync.fetcher`), so memory does not grow with a list's length.
 4. Save in batches, one transaction each: killmails, links, pending rows cleared, one
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -45,13 +48,13 @@ from killcli.db.models import (
     SyncRun,
     table_of,
 )
-from killcli.db.store import dialect_insert, existing_killmail_ids, save_killmails
+from killcli.db.store import SaveResult, dialect_insert, existing_killmail_ids, save_killmails
 from killcli.errors import EsiError, NeedsLogin, UsageError
 from killcli.esi.client import EsiClient, character_killmails_path
 from killcli.esi.models import KillmailRef, ListPageResult
 from killcli.esi.routes import route_of
 from killcli.killmail import KillmailError, KillmailRows, parse_killmail
-from killcli.sync.claims import BodyClaims, ClaimSet, released_as_pending
+from killcli.sync.claims import WANTS, BodyClaims, ClaimSet, delete_wants, released_as_pending
 from killcli.sync.events import killmail_saved_events, save_events
 from killcli.sync.fetcher import BodyFetcher, Fetched, FetcherClosed
 from killcli.sync.inflight import Claim, InflightBodies
@@ -222,6 +225,7 @@ class SyncEngine:
         body_threads: int = DEFAULT_BODY_THREADS,
         inflight: InflightBodies | None = None,
         claims: BodyClaims | None = None,
+        egress: str | None = None,
         claim_poll_s: float = CLAIM_POLL_S,
         clock: Clock = SYSTEM_CLOCK,
         valuer: SaveTimeValuer | None = None,
@@ -231,7 +235,7 @@ class SyncEngine:
         self.esi = esi
         self.tokens = tokens
         self.inflight = inflight or InflightBodies()
-        self.claims = claims or BodyClaims(db, clock=clock)
+        self.claims = claims or BodyClaims(db, egress=egress, clock=clock)
         self._claim_poll_s = claim_poll_s
         self._closed = threading.Event()  # wakes syncs waiting for other workers' bodies
         # One sync may use every thread; twice that leaves room for a save pause.
@@ -472,20 +476,11 @@ class SyncEngine:
         try:
             # Under the process's registry, the database's claims: what another worker
             # fetches is waited for, never fetched twice.
-            taken = run.claims.take(owned)
-            done = self._fetch_ours(
-                run,
-                [ref for ref in wanted if ref.killmail_id in taken],
-                progress,
-                total=len(wanted),
-            )
-            self._await_elsewhere(
-                run,
-                [ref for ref in wanted if ref.killmail_id in owned - taken],
-                progress,
-                done,
-                len(wanted),
-            )
+            ours = [ref for ref in wanted if ref.killmail_id in owned]
+            if len(ours) > self.fetcher.per_stream:  # more than one block: others may help
+                run.claims.want(ours[self.fetcher.per_stream :], run.owner.pending_values())
+            done, elsewhere = self._fetch_ours(run, ours, progress, total=len(wanted))
+            self._await_elsewhere(run, elsewhere, progress, done, len(wanted))
         finally:
             run.claims.close()
             self.inflight.settle(claim, mine, {k: run.pending[k] for k in mine if k in run.pending})
@@ -493,19 +488,34 @@ class SyncEngine:
 
     def _fetch_ours(
         self, run: _Run, ours: list[KillmailRef], progress: SyncProgress, total: int, done: int = 0
-    ) -> int:
-        """Fetch and save bodies we claimed; returns ``done`` plus how many it settled."""
-        # Another sync may have saved some of these between our plan and our claim.
-        with self.db.session() as session:
-            stored = existing_killmail_ids(session, (ref.killmail_id for ref in ours))
-            run.owner.link(session, stored)
-            run.claims.release_in(session, stored)
-        run.figures.already += len(stored)
-        todo = [ref for ref in ours if ref.killmail_id not in stored]
+    ) -> tuple[int, list[KillmailRef]]:
+        """Claim ``ours`` a block at a time as the body threads get to them, fetch and save
+        what we claimed; returns ``done`` plus how many it settled, and the bodies claimed
+        elsewhere meanwhile (to wait for)."""
+        queue = deque(ours)
+        elsewhere: list[KillmailRef] = []
+
+        def claim_next() -> list[KillmailRef]:
+            nonlocal done
+            while queue:
+                block = [queue.popleft() for _ in range(min(self.fetcher.per_stream, len(queue)))]
+                taken = run.claims.take(ref.killmail_id for ref in block)
+                elsewhere.extend(ref for ref in block if ref.killmail_id not in taken)
+                # Another sync may have saved some of these between our plan and our claim.
+                with self.db.session() as session:
+                    stored = existing_killmail_ids(session, taken)
+                    run.owner.link(session, stored)
+                    run.claims.release_in(session, stored)
+                run.figures.already += len(stored)
+                done += len(stored)
+                todo = [ref for ref in block if ref.killmail_id in taken - stored]
+                if todo:
+                    return todo
+            return []
+
         batch: list[KillmailRows] = []
-        done += len(stored)
-        progress.bodies(done, total)
-        with self.fetcher.stream(todo) as bodies:
+        with self.fetcher.stream(claim_next()) as bodies:
+            progress.bodies(done, total)
             for fetched in bodies:
                 rows = self._outcome(run, fetched)
                 if rows is not None:
@@ -516,9 +526,11 @@ class SyncEngine:
                     batch = []
                 done += 1
                 progress.bodies(done, total)
+                if queue and bodies.unstarted < self.fetcher.threads:
+                    bodies.extend(claim_next())
         progress.saving(len(batch))
         self._save_batch(run, batch)
-        return done
+        return done, elsewhere
 
     def _await_elsewhere(
         self, run: _Run, refs: list[KillmailRef], progress: SyncProgress, done: int, total: int
@@ -537,7 +549,8 @@ class SyncEngine:
             lapsed = [waiting.pop(k) for k in sorted(taken & waiting.keys(), reverse=True)]
             if lapsed:
                 run.figures.claims_taken_over += len(lapsed)
-                done = self._fetch_lapsed(run, lapsed, progress, total, done)
+                done, again = self._fetch_lapsed(run, lapsed, progress, total, done)
+                waiting.update((ref.killmail_id, ref) for ref in again)  # claimed meanwhile
             progress.bodies(done, total)
             if waiting and self._closed.wait(self._claim_poll_s):
                 raise FetcherClosed("the sync engine was closed while a sync waited for bodies")
@@ -556,7 +569,7 @@ class SyncEngine:
 
     def _fetch_lapsed(
         self, run: _Run, refs: list[KillmailRef], progress: SyncProgress, total: int, done: int
-    ) -> int:
+    ) -> tuple[int, list[KillmailRef]]:
         """Bodies whose claim we took over. A holder that could not fetch one recorded it
         pending and released it: record it pending too (as for another sync of this
         process, :meth:`Claim.failure`); fetch the others."""
@@ -639,26 +652,35 @@ class SyncEngine:
     def _save_batch(self, run: _Run, batch: list[KillmailRows]) -> None:
         if not batch:
             return
-        self._learn_universe(batch)
-        names, resolved = self.names.resolve(set().union(*map(ids_to_name, batch)))
+        result, resolved = self.save_bodies(run.owner, run.claims, batch)
         run.figures.names_resolved += resolved
-        ids = [rows.killmail_id for rows in batch]
-        with self.db.session() as session:
-            result = save_killmails(session, batch)
-            run.owner.link(session, ids)
-            session.execute(delete(PENDING).where(PENDING.c.killmail_id.in_(ids)))
-            run.claims.release_in(session, ids)
-            new = set(result.new_ids)
-            fresh = [rows for rows in batch if rows.killmail_id in new]
-            values = self.valuer.value_new(session, fresh) if self.valuer and fresh else {}
-            save_events(
-                session,
-                killmail_saved_events(fresh, names, values=values, **run.owner.event_ids()),
-            )
         run.figures.new += result.new
         run.figures.already += result.already
         run.figures.linked += len(batch)
         run.new_ids.extend(result.new_ids)
+
+    def save_bodies(
+        self, owner: ListOwner, claims: ClaimSet, batch: list[KillmailRows]
+    ) -> tuple[SaveResult, int]:
+        """Store fetched bodies for ``owner``'s list in one transaction: the killmails, the
+        links, pending rows and wants cleared, claims released, one event per new
+        killmail. Returns what the save did and how many names it resolved."""
+        self._learn_universe(batch)
+        names, resolved = self.names.resolve(set().union(*map(ids_to_name, batch)))
+        ids = [rows.killmail_id for rows in batch]
+        with self.db.session() as session:
+            result = save_killmails(session, batch)
+            owner.link(session, ids)
+            session.execute(delete(PENDING).where(PENDING.c.killmail_id.in_(ids)))
+            delete_wants(session, WANTS.c.killmail_id.in_(ids))
+            claims.release_in(session, ids)
+            new = set(result.new_ids)
+            fresh = [rows for rows in batch if rows.killmail_id in new]
+            values = self.valuer.value_new(session, fresh) if self.valuer and fresh else {}
+            save_events(
+                session, killmail_saved_events(fresh, names, values=values, **owner.event_ids())
+            )
+        return result, resolved
 
     def _record_pending(self, run: _Run, ref: KillmailRef, reason: str) -> None:
         run.figures.pending += 1

@@ -9,7 +9,8 @@ while every sync walks at the same time.
 Memory is bounded by the fetcher, not by the length of anyone's list: a stream holds at
 most ``per_stream`` bodies in flight or finished-but-not-yet-consumed. A stream whose
 consumer falls behind (saving a batch) stops getting work, and the threads go on with
-the next stream.
+the next stream. A sync that claims its bodies a block at a time extends its stream as it
+goes (:meth:`FetchStream.extend`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class FetchStream(Generic[K, T]):
     def __init__(self, fetcher: BodyFetcher[K, T], keys: Sequence[K], lock: threading.Lock) -> None:
         self._fetcher = fetcher
         self.has_ready = threading.Condition(lock)
-        self.keys = keys
+        self.keys = list(keys)
         self.next = 0  # index of the next key a thread takes
         self.in_flight = 0
         self.ready: deque[Fetched[K, T]] = deque()
@@ -59,6 +60,16 @@ class FetchStream(Generic[K, T]):
     def held(self) -> int:
         return self.in_flight + len(self.ready)
 
+    @property
+    def unstarted(self) -> int:
+        """Keys no thread has taken yet."""
+        with self.has_ready:
+            return len(self.keys) - self.next
+
+    def extend(self, keys: Sequence[K]) -> None:
+        """Fetch these too, after the keys given so far (iterating yields them as well)."""
+        self._fetcher.extend(self, keys)
+
     def __enter__(self) -> FetchStream[K, T]:
         return self
 
@@ -66,8 +77,10 @@ class FetchStream(Generic[K, T]):
         self._fetcher.close_stream(self)
 
     def __iter__(self) -> Iterator[Fetched[K, T]]:
-        for _ in range(len(self.keys)):
+        taken = 0
+        while taken < len(self.keys):  # the consumer may extend the stream meanwhile
             yield self._fetcher.take(self)
+            taken += 1
 
 
 class BodyFetcher(Generic[K, T]):
@@ -104,6 +117,20 @@ class BodyFetcher(Generic[K, T]):
             self._open.append(stream)
             self._has_work.notify(len(keys))
         return stream
+
+    def extend(self, stream: FetchStream[K, T], keys: Sequence[K]) -> None:
+        with self._lock:
+            stream.keys.extend(keys)
+            self._has_work.notify(len(keys))
+
+    @property
+    def per_stream(self) -> int:
+        """The most bodies one stream holds at once (in flight or ready)."""
+        return self._per_stream
+
+    @property
+    def threads(self) -> int:
+        return self._size
 
     def take(self, stream: FetchStream[K, T]) -> Fetched[K, T]:
         """The stream's next finished fetch, waiting for one if needed."""

@@ -20,8 +20,10 @@ def wire(
 ) -> Iterator[Callable[[SimServer], Runtime]]:
     runtimes: list[Runtime] = []
 
-    def make(sim: SimServer) -> Runtime:
-        settings = load_settings(environ=sim_environ(sim, tmp_path / "home", db_target.url))
+    def make(sim: SimServer, **environ: str) -> Runtime:
+        """``environ``: settings over the simulator's (``KILLSYNC_EGRESS="b"``, say)."""
+        env = {**sim_environ(sim, tmp_path / "home", db_target.url), **environ}
+        settings = load_settings(environ=env)
         runtime = build_runtime(settings, db)
         for cid in sim.world.ground_truth():
             runtime.accounts.add_refresh_token(sim.issue_refresh_token(cid))

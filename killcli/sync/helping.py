@@ -1,0 +1,145 @@
+"""Fetch the bodies other workers' syncs want, with budget this egress has to spare.
+
+A sync whose plan is longer than one block of its body threads publishes the rest as
+wants (:meth:`killcli.sync.claims.ClaimSet.want`) and claims them a block at a time as it
+gets to them. When its egress's killmail bucket is spent, the rest waits for the next
+window, while a worker that leaves through another egress may have finished its own
+round with most of its bucket left. A worker runs a :class:`BodyHelper` beside its
+consumer: while the process's body threads serve no sync and its killmail bucket has
+tokens to spare, it claims a block of wants of syncs on **other** egresses (on the same
+egress the budget is one: helping would gain nothing), fetches them on the engine's body
+threads, saves them and links them to the lists that wanted them. The wanting sync waits
+for those as for any body claimed elsewhere, and links them when they land.
+
+A body the helper cannot fetch is given back (its want and our claim dropped): the sync
+that wanted it fetches it itself, and records it pending if it fails again. A helper that
+dies holds its claims until they lapse (:data:`killcli.sync.claims.CLAIM_TTL_S`), after
+which the waiting sync takes them over.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+
+from killcli.errors import EsiError, KillsyncError
+from killcli.esi.routes import route_of
+from killcli.killmail import KillmailError, KillmailRows
+from killcli.sync.claims import ClaimSet, Want
+from killcli.sync.engine import SyncEngine
+from killcli.sync.fetcher import FetcherClosed
+from killcli.sync.owners import CharacterOwner, CorporationOwner, ListOwner
+
+logger = logging.getLogger(__name__)
+HELP_POLL_S = 0.5  # how often an idle worker looks for bodies wanted elsewhere
+BODY_TOKENS = 2  # what a body (a 200) costs its bucket
+PROBE_BODIES = 4  # bodies a process fetches to learn its bucket before it helps more
+FORGET_EVERY_S = 60.0  # how often an idle helper deletes the wants of syncs that died
+KILLMAIL_ROUTE = route_of("/killmails/1/0123456789abcdef0123456789abcdef01234567")
+
+
+class BodyHelper:
+    """One per worker process: fetch other egresses' wanted bodies while idle."""
+
+    def __init__(self, engine: SyncEngine, *, poll_s: float = HELP_POLL_S) -> None:
+        self.engine = engine
+        self.poll_s = poll_s
+        self.helped = 0  # bodies saved for other workers' syncs
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def spare_bodies(self) -> int:
+        """How many bodies this process may fetch now without waiting for its bucket."""
+        limiter = self.engine.esi.limiter
+        available = None if limiter is None else limiter.available_tokens(KILLMAIL_ROUTE)
+        if available is None:  # no body fetched yet: a few, to learn the bucket
+            return PROBE_BODIES
+        return min(self.engine.fetcher.threads, available // BODY_TOKENS)
+
+    def help_once(self) -> int:
+        """Claim, fetch and save one block of bodies wanted elsewhere, if the bucket has
+        room now; how many were saved (0: none wanted, or no room)."""
+        room = self.spare_bodies()
+        if room < 1:
+            return 0
+        wants = self.engine.claims.wanted_elsewhere(room)
+        if not wants:
+            return 0
+        claims = self.engine.claims.open()
+        try:
+            taken = claims.take(want.killmail_id for want in wants)
+            return self._fetch(claims, {w.killmail_id: w for w in wants if w.killmail_id in taken})
+        finally:
+            claims.close()
+
+    def drain(self, stop: threading.Event) -> None:
+        """Help until nobody wants bodies we have budget for (a draining worker's end)."""
+        while not stop.is_set() and self._help_safely() > 0:
+            pass
+
+    def start(self) -> None:
+        """Help in a thread of its own whenever the body threads are idle."""
+        self._thread = threading.Thread(target=self._run, name="killsync-helper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the block in hand (its bodies are saved or given back)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        forget_at = time.monotonic() + FORGET_EVERY_S
+        while not self._stop.is_set():
+            idle = len(self.engine.fetcher) == 0
+            if idle and self._help_safely() > 0:
+                continue
+            if idle and time.monotonic() >= forget_at:
+                forget_at = time.monotonic() + FORGET_EVERY_S
+                try:
+                    self.engine.claims.forget_lapsed_wants()
+                except KillsyncError as exc:
+                    logger.warning("could not delete lapsed body wants: %s", exc)
+            self._stop.wait(self.poll_s)
+
+    def _help_safely(self) -> int:
+        try:
+            return self.help_once()
+        except FetcherClosed:  # the process is stopping
+            return 0
+        except KillsyncError as exc:  # the database blinked: the wanting syncs go on alone
+            logger.warning("could not help other workers with their bodies: %s", exc)
+            return 0
+
+    def _fetch(self, claims: ClaimSet, wants: dict[int, Want]) -> int:
+        batches: defaultdict[tuple[int | None, int | None], list[KillmailRows]] = defaultdict(list)
+        failed: list[int] = []
+        with self.engine.fetcher.stream([want.ref for want in wants.values()]) as bodies:
+            for fetched in bodies:
+                want = wants[fetched.key.killmail_id]
+                try:
+                    rows = fetched.result()
+                except (EsiError, KillmailError) as exc:
+                    logger.info("body %d for another worker failed: %s", want.killmail_id, exc)
+                    failed.append(want.killmail_id)
+                    continue
+                batches[want.character_id, want.corporation_id].append(rows)
+        if failed:
+            claims.give_back(failed)
+        saved = 0
+        for (character_id, corporation_id), batch in batches.items():
+            self.engine.save_bodies(_list_of(character_id, corporation_id), claims, batch)
+            saved += len(batch)
+        self.helped += saved
+        return saved
+
+
+def _list_of(character_id: int | None, corporation_id: int | None) -> ListOwner:
+    """The list a want came from, enough to link its bodies and name it in events."""
+    if character_id is not None:
+        return CharacterOwner(character_id, "", None, None)
+    assert corporation_id is not None, "a want names a character or a corporation"
+    return CorporationOwner(corporation_id, "", None, None)

@@ -1,0 +1,142 @@
+"""A worker of another egress fetches the bodies a sync wants and cannot fetch yet (issue 11).
+
+Two sync engines on one database, as two processes are: the first holds its sync after
+its first block of bodies (its wants published); the second, of another egress, helps.
+Then real worker processes on 127.0.0.1 and 127.0.0.2 against a small killmail bucket:
+the worker with no job of its own spends its address's budget on the other's bodies.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from killcli.db import Database
+from killcli.db.models import BodyClaim, BodyWant, Event
+from killcli.sync.helping import BodyHelper
+from killsim import SimServer
+from tests.conftest import sim_environ
+from tests.sync.test_body_claims import Background, Gate, wait_until
+from tests.sync.test_sync_engine import assert_matches_ground_truth
+from tests.test_shared_budget import SMALL_BUCKETS, queue_is_empty
+from tests.test_worker import assert_ground_truth_stored_once, queue_everyone, worker_process
+
+
+def count(db: Database, model: type) -> int:
+    with db.session() as s:
+        return int(s.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def one_long_list(start_sim: Any, killmails: int = 120) -> tuple[SimServer, int, set[int]]:
+    sim: SimServer = start_sim("smoke", characters=1, killmails=killmails, shared_fraction=0.0)
+    ((cid, ids),) = sim.world.ground_truth().items()
+    return sim, cid, set(ids)
+
+
+def held_after_its_first_block(wire: Any, sim: SimServer, cid: int) -> tuple[Background, Gate]:
+    gate = Gate()
+    return Background(wire(sim, KILLSYNC_EGRESS="host-a"), cid, progress=gate), gate
+
+
+def test_an_idle_worker_of_another_egress_fetches_wanted_bodies_once(
+    start_sim: Any, wire: Any, db: Database
+) -> None:
+    sim, cid, ids = one_long_list(start_sim)
+    held, gate = held_after_its_first_block(wire, sim, cid)
+    assert gate.reached.wait(30)
+    block = 32  # the wanting engine's block: its per-stream bodies, 2 x 16 threads
+    assert count(db, BodyWant) == len(ids) - block
+    same = BodyHelper(wire(sim, KILLSYNC_EGRESS="host-a").engine)
+    assert same.help_once() == 0  # one egress is one budget: nothing to gain
+    helper = BodyHelper(wire(sim, KILLSYNC_EGRESS="host-b").engine)
+    helped = 0
+    while helped < 40:
+        saved = helper.help_once()
+        assert saved > 0
+        helped += saved
+    gate.release.set()
+    result = held.result()
+    assert result.status == "ok"
+    # Stored by the helper before the sync got to them: linked as already stored.
+    assert (result.figures.fetched, result.figures.already) == (len(ids) - helped, helped)
+    assert helped <= len(ids) - block  # only wants: never the block the sync claimed
+    assert max(sim.stats.snapshot().body_fetches.values()) == 1
+    assert_matches_ground_truth(sim, db)
+    assert (count(db, BodyWant), count(db, BodyClaim)) == (0, 0)
+    with db.session() as s:
+        events = s.scalars(select(Event)).all()
+    assert sorted(e.payload["killmail_id"] for e in events) == sorted(ids)
+    assert {e.payload["character_id"] for e in events} == {cid}  # the wanting list's
+
+
+def test_a_body_the_helper_cannot_fetch_is_given_back_to_the_sync(
+    start_sim: Any, wire: Any, db: Database
+) -> None:
+    sim, cid, ids = one_long_list(start_sim, killmails=60)
+    failing = min(ids)  # the oldest: the first a helper takes
+    sim.faults.fail_body(failing, status=422, times=1)
+    held, gate = held_after_its_first_block(wire, sim, cid)
+    assert gate.reached.wait(30)
+    helper = BodyHelper(wire(sim, KILLSYNC_EGRESS="host-b").engine)
+    saved = helper.help_once()  # 4 bodies to learn the bucket: one fails
+    assert saved == 3
+    with db.session() as s:
+        assert failing not in set(s.scalars(select(BodyWant.killmail_id)))
+    gate.release.set()
+    result = held.result()
+    assert result.status == "ok"  # the sync fetched it itself, and it worked this time
+    assert result.figures.claims_taken_over == 0
+    assert max(sim.stats.snapshot().body_fetches.values()) == 1
+    assert_matches_ground_truth(sim, db)
+    assert (count(db, BodyWant), count(db, BodyClaim)) == (0, 0)
+
+
+def test_a_worker_with_no_job_spends_its_own_address_on_another_s_bodies(
+    start_sim: Any, tmp_path: Path
+) -> None:
+    """SQLite and the database queue (the egress is keyed the same way on PostgreSQL):
+    one character, 120 bodies through a 40-token / 2 s bucket per address. The worker on
+    127.0.0.2 runs as a service and gets no job; the one on 127.0.0.1 drains the job."""
+    sim: SimServer = start_sim(
+        "ratelimit",
+        characters=1,
+        killmails=120,
+        shared_fraction=0.0,
+        page_size=10,
+        buckets=SMALL_BUCKETS,
+    )
+    url = f"sqlite:///{tmp_path / 'killsync.db'}"
+    env = {**sim_environ(sim, tmp_path / "home", url), "KILLSYNC_BROKER_URL": "database"}
+    db = Database(url)
+    try:
+        db.upgrade()
+        service = worker_process({**env, "KILLSYNC_SOURCE_ADDRESS": "127.0.0.2"})
+        try:
+            wait_until(lambda: consumers(db) == 1, "the service worker on the queue", 30)
+            queue_everyone(sim, db, env)
+            drain = worker_process({**env, "KILLSYNC_SOURCE_ADDRESS": "127.0.0.1"}, "--drain")
+            _, err = drain.communicate(timeout=120)
+            assert drain.returncode == 0, err[-3000:]
+        finally:
+            service.send_signal(signal.SIGTERM)
+            _, err = service.communicate(timeout=60)
+        assert service.returncode == 0, err[-3000:]
+        stats = sim.stats.snapshot()
+        assert stats.rate_limited == 0 and stats.error_limited == 0
+        per_ip = stats.tokens_spent["killmail"]
+        assert per_ip.get("127.0.0.2", 0) > 0, per_ip  # it had no job: it helped
+        assert per_ip.get("127.0.0.1", 0) > 0, per_ip
+        assert_ground_truth_stored_once(sim, db)
+        assert (count(db, BodyWant), count(db, BodyClaim)) == (0, 0)
+    finally:
+        db.close()
+    assert queue_is_empty(env)
+
+
+def consumers(db: Database) -> int:
+    from killcli.queue.dbqueue import DatabaseBroker
+
+    return DatabaseBroker(db).stats().consumers
