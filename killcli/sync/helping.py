@@ -25,6 +25,7 @@ import time
 from collections import defaultdict
 
 from killcli.errors import EsiError, KillsyncError
+from killcli.esi.models import KillmailRef
 from killcli.esi.routes import route_of
 from killcli.killmail import KillmailError, KillmailRows
 from killcli.sync.claims import ClaimSet, Want
@@ -59,18 +60,12 @@ class BodyHelper:
         return min(self.engine.fetcher.threads, available // BODY_TOKENS)
 
     def help_once(self) -> int:
-        """Claim, fetch and save one block of bodies wanted elsewhere, if the bucket has
-        room now; how many were saved (0: none wanted, or no room)."""
-        room = self.spare_bodies()
-        if room < 1:
-            return 0
-        wants = self.engine.claims.wanted_elsewhere(room)
-        if not wants:
-            return 0
+        """Claim, fetch and save bodies wanted elsewhere while the bucket has room and
+        this process's own syncs leave the body threads idle; how many were saved (0:
+        none wanted, or no room)."""
         claims = self.engine.claims.open()
         try:
-            taken = claims.take(want.killmail_id for want in wants)
-            return self._fetch(claims, {w.killmail_id: w for w in wants if w.killmail_id in taken})
+            return self._fetch(claims)
         finally:
             claims.close()
 
@@ -114,27 +109,49 @@ class BodyHelper:
             logger.warning("could not help other workers with their bodies: %s", exc)
             return 0
 
-    def _fetch(self, claims: ClaimSet, wants: dict[int, Want]) -> int:
-        batches: defaultdict[tuple[int | None, int | None], list[KillmailRows]] = defaultdict(list)
-        failed: list[int] = []
-        with self.engine.fetcher.stream([want.ref for want in wants.values()]) as bodies:
+    def _fetch(self, claims: ClaimSet) -> int:
+        wants: dict[int, Want] = {}
+
+        def claim_more(unstarted: int) -> list[KillmailRef]:
+            room = self.spare_bodies() - unstarted
+            found = self.engine.claims.wanted_elsewhere(room) if room > 0 else []
+            taken = claims.take(want.killmail_id for want in found)
+            mine = [want for want in found if want.killmail_id in taken]
+            wants.update((want.killmail_id, want) for want in mine)
+            return [want.ref for want in mine]
+
+        first = claim_more(0)
+        if not first:
+            return 0
+        saved = 0
+        batch: list[tuple[Want, KillmailRows]] = []
+        with self.engine.fetcher.stream(first) as bodies:
             for fetched in bodies:
                 want = wants[fetched.key.killmail_id]
                 try:
-                    rows = fetched.result()
+                    batch.append((want, fetched.result()))
                 except (EsiError, KillmailError) as exc:
                     logger.info("body %d for another worker failed: %s", want.killmail_id, exc)
-                    failed.append(want.killmail_id)
-                    continue
-                batches[want.character_id, want.corporation_id].append(rows)
-        if failed:
-            claims.give_back(failed)
-        saved = 0
-        for (character_id, corporation_id), batch in batches.items():
-            self.engine.save_bodies(_list_of(character_id, corporation_id), claims, batch)
-            saved += len(batch)
+                    claims.give_back([want.killmail_id])
+                if len(batch) >= self.engine.fetcher.threads:
+                    saved += self._save(claims, batch)
+                    batch = []
+                # Only while no sync of ours has bodies to fetch (the oldest stream is
+                # served first: ours would wait behind these).
+                if bodies.unstarted < self.engine.fetcher.threads and len(self.engine.fetcher) == 1:
+                    bodies.extend(claim_more(bodies.unstarted))
+        saved += self._save(claims, batch)
         self.helped += saved
         return saved
+
+    def _save(self, claims: ClaimSet, batch: list[tuple[Want, KillmailRows]]) -> int:
+        """Save fetched bodies, each for the list that wanted it."""
+        lists: defaultdict[tuple[int | None, int | None], list[KillmailRows]] = defaultdict(list)
+        for want, rows in batch:
+            lists[want.character_id, want.corporation_id].append(rows)
+        for (character_id, corporation_id), rows_of_list in lists.items():
+            self.engine.save_bodies(_list_of(character_id, corporation_id), claims, rows_of_list)
+        return len(batch)
 
 
 def _list_of(character_id: int | None, corporation_id: int | None) -> ListOwner:
