@@ -227,14 +227,20 @@ class ClaimSet:
         if not ids:
             return set()
         taken: set[int] = set()
-        with self._claims.db.session() as session:
-            now = self._claims.now()
-            for start in range(0, len(ids), CHUNK):
-                taken |= self._take_chunk(session, ids[start : start + CHUNK], now)
-        if taken:
+        # Active before the claims exist: a sync of this engine that meets them must see
+        # a running holder, never a finished one whose leftovers it may take over.
+        self._claims.activate(self)
+        try:
+            with self._claims.db.session() as session:
+                now = self._claims.now()
+                for start in range(0, len(ids), CHUNK):
+                    taken |= self._take_chunk(session, ids[start : start + CHUNK], now)
+        finally:
             with self._lock:
                 self._held |= taken
-            self._claims.activate(self)
+                idle = not self._held
+            if idle:
+                self._claims.deactivate(self)
         return taken
 
     def release_in(self, session: Session, killmail_ids: Iterable[int]) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from killcli.clock import ManualClock
 from killcli.config import load_settings
@@ -134,6 +134,30 @@ def test_a_finished_sync_s_leftovers_are_taken_by_the_next_sync(engines: Any) ->
     claims.deactivate(first)  # its sync ended, but the delete did not happen (an error)
     assert other.open().take([1]) == set()  # another process waits for the expiry
     assert claims.open().take([1]) == {1}  # this engine knows that sync is over
+
+
+def test_a_sync_s_claims_are_never_leftovers_while_it_takes_them(
+    engines: Any, db: Database
+) -> None:
+    """Another sync of the engine meeting them between the insert and the commit must see
+    a running holder: a finished one's leftovers are taken over."""
+    claims = engines(ttl_s=3600)
+    taker = claims.open()
+    seen: list[bool] = []
+
+    def at_insert(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO BODY_CLAIMS"):
+            seen.append(claims.has_lapsed(taker.owner))
+
+    event.listen(db.engine, "before_cursor_execute", at_insert)
+    try:
+        assert taker.take([1, 2]) == {1, 2}
+    finally:
+        event.remove(db.engine, "before_cursor_execute", at_insert)
+    assert seen == [False]
+    assert not claims.has_lapsed(taker.owner)  # it holds them now
+    taker.close()
+    assert claims.has_lapsed(taker.owner)
 
 
 # -- two engines on one database ---------------------------------------------------------
