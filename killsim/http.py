@@ -134,6 +134,10 @@ class SimHTTPServer(ThreadingHTTPServer):
     """
 
     daemon_threads = True
+    # ESI sits behind load balancers that accept whatever a client opens at once; the
+    # standard library's backlog of 5 dropped the SYNs of a worker opening 96 connections,
+    # and each waited a second for the kernel's retransmit.
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], app: App, clock: Clock) -> None:
         self.app = app

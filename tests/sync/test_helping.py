@@ -95,7 +95,8 @@ def test_a_worker_with_no_job_spends_its_own_address_on_another_s_bodies(
 ) -> None:
     """SQLite and the database queue (the egress is keyed the same way on PostgreSQL):
     one character, 120 bodies through a 40-token / 2 s bucket per address. The worker on
-    127.0.0.2 runs as a service and gets no job; the one on 127.0.0.1 drains the job."""
+    127.0.0.2 runs as a service on a queue of its own, so it gets no job (wants are in the
+    database, whatever the queue); the one on 127.0.0.1 drains the job."""
     sim: SimServer = start_sim(
         "ratelimit",
         characters=1,
@@ -109,9 +110,11 @@ def test_a_worker_with_no_job_spends_its_own_address_on_another_s_bodies(
     db = Database(url)
     try:
         db.upgrade()
-        service = worker_process({**env, "KILLSYNC_SOURCE_ADDRESS": "127.0.0.2"})
+        service = worker_process(
+            {**env, "KILLSYNC_SOURCE_ADDRESS": "127.0.0.2", "KILLSYNC_QUEUE_NAME": "helpers"}
+        )
         try:
-            wait_until(lambda: consumers(db) == 1, "the service worker on the queue", 30)
+            wait_until(lambda: consumers(db, "helpers") == 1, "the service worker up", 30)
             queue_everyone(sim, db, env)
             drain = worker_process({**env, "KILLSYNC_SOURCE_ADDRESS": "127.0.0.1"}, "--drain")
             _, err = drain.communicate(timeout=120)
@@ -132,7 +135,7 @@ def test_a_worker_with_no_job_spends_its_own_address_on_another_s_bodies(
     assert queue_is_empty(env)
 
 
-def consumers(db: Database) -> int:
+def consumers(db: Database, queue: str) -> int:
     from killcli.queue.dbqueue import DatabaseBroker
 
-    return DatabaseBroker(db).stats().consumers
+    return DatabaseBroker(db, queue_name=queue).stats().consumers
