@@ -284,3 +284,20 @@ def test_a_bucket_smaller_than_margin_plus_cost_is_still_usable() -> None:
     limiter.release(first, status=200, headers=bucket_headers("tiny", "3/10s", 1, 2))
     limiter.acquire(route, group_hint="tiny")  # 1 left < 2: wait for our 2 to come back
     assert clock.sleeps == [10.0]
+
+
+def test_available_tokens_are_what_may_be_spent_beyond_the_margin() -> None:
+    """What a worker may spend on other workers' bodies (``killcli.sync.helping``)."""
+    clock = ManualClock()
+    limiter, _ = make(clock)
+    assert limiter.available_tokens(KILLMAIL) is None  # no answer of the bucket yet
+    reservation = limiter.acquire(KILLMAIL)
+    limiter.release(reservation, status=200, headers=bucket_headers("killmail", "100/15m", 98, 2))
+    assert limiter.available_tokens(KILLMAIL) == 98 - 4  # a success (2) and the margin (2)
+    held = limiter.acquire(KILLMAIL)  # in flight: its cost is reserved
+    assert limiter.available_tokens(KILLMAIL) == 98 - 2 - 4
+    limiter.release(
+        held, status=429, retry_after_s=30.0, headers=bucket_headers("killmail", "100/15m", 0, 0)
+    )
+    assert limiter.available_tokens(KILLMAIL) == 0  # closed until Retry-After
+    assert limiter.available_tokens(LIST, 7) is None  # another bucket: not known
