@@ -19,7 +19,8 @@ from killcli.db.models import Base, KillmailValue, MarketHistory, PriceChange, P
 from killcli.db.store import save_killmails
 from killcli.esi import EsiClient
 from killcli.killmail import parse_killmail
-from killcli.prices.importer import import_price_files, imported_files
+from killcli.prices import importer
+from killcli.prices.importer import import_price_files, imported_files, read_files
 from killcli.prices.store import PENDING, save_history, settle_day_counts, stored_day_counts
 from killcli.prices.sync import WindowPacer, needed_types, sync_prices
 from killcli.universe import fetch_systems, fetch_types, get_types
@@ -202,6 +203,32 @@ def test_a_file_that_is_not_market_history_fails_alone(db: Database, tmp_path: P
     assert (result.files, result.failed_files, result.rows) == (1, 2, 1)
     assert any("no column region_id" in e for e in result.errors)
     assert any("not a readable market-history CSV" in e for e in result.errors)
+
+
+def test_files_read_ahead_and_files_streamed_store_the_same_rows(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    market = Market(())
+    span = [date(2025, 4, 1) + timedelta(days=n) for n in range(3)]
+    files = write_history_archives(tmp_path / "a", market, span, type_ids=range(1, 1501))
+    ahead = list(read_files(files, set()))
+    assert all(r.digest and r.data and r.data.startswith(b"average,") for r in ahead)
+    import_price_files(db, files[:1], THE_FORGE)  # read ahead (the usual road)
+    monkeypatch.setattr(importer, "READ_AHEAD_BYTES", 1000)  # every file is streamed
+    assert all(r.data is None for r in read_files(files, set()))
+    streamed = import_price_files(db, files[1:], THE_FORGE)
+    assert (streamed.files, streamed.rows, streamed.rejected_rows) == (2, 3000, 0)
+    clean = Database(f"sqlite:///{tmp_path / 'clean.db'}")
+    clean.upgrade()
+    monkeypatch.setattr(importer, "READ_AHEAD_BYTES", 64 << 20)
+    import_price_files(clean, files, THE_FORGE)
+    assert _history(db) == _history(clean) and _counts(db) == _recounted(db)
+    clean.close()
+    # a file already stored is hashed, not decompressed again; one gone is reported
+    stored = {r.digest for r in ahead[:1] if r.digest}
+    again = list(read_files([files[0], tmp_path / "gone.csv.bz2"], stored))
+    assert again[0].data is None and again[0].digest in stored
+    assert again[1].digest is None and again[1].error and "cannot read" in again[1].error
 
 
 # -- the universe cache --------------------------------------------------------------------
