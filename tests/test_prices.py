@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from decimal import Decimal
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from killcli.prices.store import PENDING, save_history, settle_day_counts, store
 from killcli.prices.sync import WindowPacer, needed_types, sync_prices
 from killcli.universe import fetch_systems, fetch_types, get_types
 from killcli.valuation import CENT, METHOD, PriceBook, price_date, value_killmail
-from killcli.values import compute_values, get_values
+from killcli.values import StoredPrices, compute_values, get_values
 from killsim import Scenario, SimServer
 from killsim.market import THE_FORGE, Market, write_history_archives
 
@@ -458,3 +459,32 @@ def test_a_sliding_window_values_as_a_window_per_chunk(
     monkeypatch.setattr("killcli.values.CHUNK", 7)  # many chunks, the window moving on
     assert compute_values(db, THE_FORGE, recompute=True).valued == len(per_chunk)
     assert _all_values(db) == per_chunk
+
+
+def test_a_sliding_window_prices_as_the_whole_history_sparse_types_too(db: Database) -> None:
+    """The sliding window drops old days (keeping each type's last 34) and reads a type
+    whole when a walk back reaches before the days held: every price is the one the
+    whole history gives."""
+    first = date(2024, 1, 1)
+    dense = {first + timedelta(days=n): 100.0 + (n * 37 % 23) for n in range(400)}
+    early = {first + timedelta(days=n): 60.0 + n % 7 for n in range(120)}  # then no more
+    sparse = {first + timedelta(days=n): 50.0 + n for n in range(0, 400, 29)}
+    rare = {first + timedelta(days=n): 7.0 + n % 5 for n in (0, 3, 250, 251, 300)}
+    history = {1: dense, 2: early, 3: sparse, 4: rare}
+    rows = [(THE_FORGE, t, d.isoformat(), a, a, a, 1, 1) for t, h in history.items()
+            for d, a in h.items()]  # fmt: skip
+    with db.session() as session:
+        save_history(session, rows)
+        spans = stored_day_counts(session, THE_FORGE)
+    whole = PriceBook(history=history)
+    book = StoredPrices(THE_FORGE, spans, {})
+    priced = 0
+    for chunk_start in range(200, 400, 9):  # chunks of 9 days, in time order
+        days = [first + timedelta(days=chunk_start + n) for n in range(9)]
+        with db.session() as session:
+            book.load(session, [1, 2, 3, 4, *range(10, 2000)], days[0], days[-1])
+            for day, type_id in product(days, history):
+                price = book.market_price(type_id, day)
+                assert price == whole.market_price(type_id, day), (type_id, day)
+                priced += price is not None
+    assert priced > 300 and 2 in book._complete  # the early type was read whole
