@@ -159,8 +159,8 @@ class RowReader:
                 keep = list(map(wanted.__eq__, by_column[0]))
                 others = len(lines) - sum(keep)
                 by_column = [list(compress(c, keep)) for c in by_column]
-        try:
-            batch = self._checked(_fast(by_column, len(by_column[0])))
+        try:  # every row is the price region's now: its ids need no conversion
+            batch = self._checked(_fast(by_column, len(by_column[0]), self.region_id))
         except ValueError:
             return self._one_by_one(list(csv.reader(lines)), layout, line)
         self.other_regions += others
@@ -223,11 +223,12 @@ class _Layout:
         return self.required if self.orders is None else [*self.required, self.orders]
 
 
-def _fast(by_column: list[list[str]], count: int) -> list[list[Any]]:
-    """Columns (``_Layout.columns``' order) converted, each by one ``map``."""
+def _fast(by_column: list[list[str]], count: int, region_id: int | None = None) -> list[list[Any]]:
+    """Columns (``_Layout.columns``' order) converted, each by one ``map`` (``region_id``:
+    every row's region, known)."""
     region, type_, day, avg, high, low, vol, *orders = by_column
     return [
-        list(map(int, region)),
+        list(map(int, region)) if region_id is None else [region_id] * count,
         list(map(int, type_)),
         day,
         list(map(float, avg)),

@@ -34,6 +34,7 @@ from killcli.prices.store import HistoryTuple, count_pending_days, note_change, 
 T = TypeVar("T")
 IMPORTS = table_of(PriceImport)
 BATCH_ROWS = 10_000
+AHEAD_BATCH_ROWS = 50_000  # a file read ahead is in memory already: parsed in fewer batches
 SQLITE_IMPORT_CACHE_KIB = 262_144
 MAX_ERRORS = 20
 READ_AHEAD_BYTES = 64 << 20  # larger files are streamed when their turn comes
@@ -162,7 +163,8 @@ def _import_file(
         result.failed_files += 1
         result.note(f"{path}: {read.error}")
         return
-    reader = RowReader(path, region_id, BATCH_ROWS, read.data)
+    batch_rows = BATCH_ROWS if read.data is None else AHEAD_BATCH_ROWS
+    reader = RowReader(path, region_id, batch_rows, read.data)
     first_dates: dict[int, str] = {}
     copied: CopiedFile | None = None
     stored = 0
