@@ -25,8 +25,15 @@ from killcli.prices.importer import import_price_files, imported_files, read_fil
 from killcli.prices.store import PENDING, save_history, settle_day_counts, stored_day_counts
 from killcli.prices.sync import WindowPacer, needed_types, sync_prices
 from killcli.universe import fetch_systems, fetch_types, get_types
-from killcli.valuation import CENT, METHOD, PriceBook, price_date, value_killmail
-from killcli.values import StoredPrices, compute_values, get_values
+from killcli.valuation import (
+    CENT,
+    METHOD,
+    KillmailValuation,
+    PriceBook,
+    price_date,
+    value_killmail,
+)
+from killcli.values import StoredPrices, compute_values, get_values, save_values
 from killsim import Scenario, SimServer
 from killsim.market import THE_FORGE, Market, write_history_archives
 
@@ -488,3 +495,22 @@ def test_a_sliding_window_prices_as_the_whole_history_sparse_types_too(db: Datab
                 assert price == whole.market_price(type_id, day), (type_id, day)
                 priced += price is not None
     assert priced > 300 and 2 in book._complete  # the early type was read whole
+
+
+def test_values_saved_twice_in_one_transaction_keep_the_last(
+    db: Database, market_sim: SimServer
+) -> None:
+    """`save_values` replaces a stored value, also twice in one transaction (PostgreSQL
+    COPYs them through a temporary table, emptied after each call)."""
+    ids = _store_world(db, market_sim)[:3]
+    day = date(2025, 5, 1)
+    first = [KillmailValuation(k, Decimal("1.10"), Decimal("1.00"), Decimal("0.10"),
+             Decimal("1.00"), Decimal("1.00"), day, METHOD, (34, 35)) for k in ids]  # fmt: skip
+    again = [dataclasses.replace(v, total=Decimal("123456789012.34"), unpriced_type_ids=())
+             for v in first[1:]]  # fmt: skip
+    with db.session() as session:
+        save_values(session, first)
+        save_values(session, again)
+    with db.session() as session:
+        stored = get_values(session, ids)
+    assert stored == {ids[0]: first[0], ids[1]: again[0], ids[2]: again[1]}
