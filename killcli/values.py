@@ -24,7 +24,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, or_, select, text
 from sqlalchemy.orm import Session
 
 from killcli.db import Database
@@ -580,6 +580,11 @@ def _value_chunk(
     type not in the cache is not asked again each chunk: it is valued as a plain type)."""
     killmails: list[tuple[int, datetime, int]] = []
     items: dict[int, list[ItemRow]] = defaultdict(list)
+    if session.get_bind().dialect.name == "postgresql":
+        # Point reads by key. Right after a bulk save, before autovacuum's ANALYZE, the
+        # planner takes 500 keys for millions of rows and JIT-compiles each read (30 ms
+        # apiece: 27 s of 100,000 killmails' 75 s).
+        session.execute(text("SET LOCAL jit = off"))
     for start in range(0, len(chunk), READ_CHUNK):
         ids = chunk[start : start + READ_CHUNK]
         killmails.extend(
