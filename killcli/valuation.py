@@ -82,20 +82,33 @@ def price_from(averages: DailyAverages, day: date, stored_days: int) -> Decimal 
     target = day.toordinal()
     days = averages.days
     end = bisect_right(days, target)
-    start = max(bisect_left(days, target - max(1, stored_days) + 1), end - MAX_DAYS)
+    start = end - MAX_DAYS
+    reach = target - max(1, stored_days) + 1
+    if start < 0 or days[start] < reach:  # fewer than 34 days within reach
+        start = bisect_left(days, reach, max(start, 0), end)
     found = sorted(averages.averages[start:end])
-    if len(found) == MAX_DAYS:
+    count = len(found)
+    if count == MAX_DAYS:
         found = found[2:-2]
-    elif len(found) > 6:
+    elif count > 6:
         found = found[:-2]
-    if not found:
+    elif not count:
         return None
-    price = money(_decimal(sum(found) / len(found)))
+    mean = sum(found) / len(found)
+    # money(_decimal(mean)), inlined: this runs once per (type, day) a run values.
+    price = Decimal(repr(mean)).quantize(CENT, rounding=ROUND_HALF_UP)
     if price <= CENT:  # no usable price (zKillboard would try the build cost here)
         return None
-    if end and days[end - 1] == target:  # capped by the day's own average, as zKillboard
-        price = min(price, _decimal(averages.averages[end - 1]))
+    if days[end - 1] == target:  # capped by the day's own average, as zKillboard
+        own = averages.averages[end - 1]
+        if own <= mean * _CAP_MARGIN + 0.01:  # else it is above the price: no cap
+            price = min(price, _decimal(own))
     return price
+
+
+#: An average above the mean by this factor (and a cent) is above the mean's rounded
+#: price whatever the floats' last bits: the cap need not be computed in Decimal.
+_CAP_MARGIN = 1.000001
 
 
 class Prices(Protocol):

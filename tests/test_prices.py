@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from decimal import Decimal
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,20 @@ from killcli.db.models import Base, KillmailValue, MarketHistory, PriceChange, P
 from killcli.db.store import save_killmails
 from killcli.esi import EsiClient
 from killcli.killmail import parse_killmail
-from killcli.prices.importer import import_price_files, imported_files
+from killcli.prices import importer
+from killcli.prices.importer import import_price_files, imported_files, read_files
 from killcli.prices.store import PENDING, save_history, settle_day_counts, stored_day_counts
 from killcli.prices.sync import WindowPacer, needed_types, sync_prices
 from killcli.universe import fetch_systems, fetch_types, get_types
-from killcli.valuation import CENT, METHOD, PriceBook, price_date, value_killmail
-from killcli.values import compute_values, get_values
+from killcli.valuation import (
+    CENT,
+    METHOD,
+    KillmailValuation,
+    PriceBook,
+    price_date,
+    value_killmail,
+)
+from killcli.values import StoredPrices, compute_values, get_values, save_values
 from killsim import Scenario, SimServer
 from killsim.market import THE_FORGE, Market, write_history_archives
 
@@ -202,6 +211,32 @@ def test_a_file_that_is_not_market_history_fails_alone(db: Database, tmp_path: P
     assert (result.files, result.failed_files, result.rows) == (1, 2, 1)
     assert any("no column region_id" in e for e in result.errors)
     assert any("not a readable market-history CSV" in e for e in result.errors)
+
+
+def test_files_read_ahead_and_files_streamed_store_the_same_rows(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    market = Market(())
+    span = [date(2025, 4, 1) + timedelta(days=n) for n in range(3)]
+    files = write_history_archives(tmp_path / "a", market, span, type_ids=range(1, 1501))
+    ahead = list(read_files(files, set()))
+    assert all(r.digest and r.data and r.data.startswith(b"average,") for r in ahead)
+    import_price_files(db, files[:1], THE_FORGE)  # read ahead (the usual road)
+    monkeypatch.setattr(importer, "READ_AHEAD_BYTES", 1000)  # every file is streamed
+    assert all(r.data is None for r in read_files(files, set()))
+    streamed = import_price_files(db, files[1:], THE_FORGE)
+    assert (streamed.files, streamed.rows, streamed.rejected_rows) == (2, 3000, 0)
+    clean = Database(f"sqlite:///{tmp_path / 'clean.db'}")
+    clean.upgrade()
+    monkeypatch.setattr(importer, "READ_AHEAD_BYTES", 64 << 20)
+    import_price_files(clean, files, THE_FORGE)
+    assert _history(db) == _history(clean) and _counts(db) == _recounted(db)
+    clean.close()
+    # a file already stored is hashed, not decompressed again; one gone is reported
+    stored = {r.digest for r in ahead[:1] if r.digest}
+    again = list(read_files([files[0], tmp_path / "gone.csv.bz2"], stored))
+    assert again[0].data is None and again[0].digest in stored
+    assert again[1].digest is None and again[1].error and "cannot read" in again[1].error
 
 
 # -- the universe cache --------------------------------------------------------------------
@@ -431,3 +466,51 @@ def test_a_sliding_window_values_as_a_window_per_chunk(
     monkeypatch.setattr("killcli.values.CHUNK", 7)  # many chunks, the window moving on
     assert compute_values(db, THE_FORGE, recompute=True).valued == len(per_chunk)
     assert _all_values(db) == per_chunk
+
+
+def test_a_sliding_window_prices_as_the_whole_history_sparse_types_too(db: Database) -> None:
+    """The sliding window drops old days (keeping each type's last 34) and reads a type
+    whole when a walk back reaches before the days held: every price is the one the
+    whole history gives."""
+    first = date(2024, 1, 1)
+    dense = {first + timedelta(days=n): 100.0 + (n * 37 % 23) for n in range(400)}
+    early = {first + timedelta(days=n): 60.0 + n % 7 for n in range(120)}  # then no more
+    sparse = {first + timedelta(days=n): 50.0 + n for n in range(0, 400, 29)}
+    rare = {first + timedelta(days=n): 7.0 + n % 5 for n in (0, 3, 250, 251, 300)}
+    history = {1: dense, 2: early, 3: sparse, 4: rare}
+    rows = [(THE_FORGE, t, d.isoformat(), a, a, a, 1, 1) for t, h in history.items()
+            for d, a in h.items()]  # fmt: skip
+    with db.session() as session:
+        save_history(session, rows)
+        spans = stored_day_counts(session, THE_FORGE)
+    whole = PriceBook(history=history)
+    book = StoredPrices(THE_FORGE, spans, {})
+    priced = 0
+    for chunk_start in range(200, 400, 9):  # chunks of 9 days, in time order
+        days = [first + timedelta(days=chunk_start + n) for n in range(9)]
+        with db.session() as session:
+            book.load(session, [1, 2, 3, 4, *range(10, 2000)], days[0], days[-1])
+            for day, type_id in product(days, history):
+                price = book.market_price(type_id, day)
+                assert price == whole.market_price(type_id, day), (type_id, day)
+                priced += price is not None
+    assert priced > 300 and 2 in book._complete  # the early type was read whole
+
+
+def test_values_saved_twice_in_one_transaction_keep_the_last(
+    db: Database, market_sim: SimServer
+) -> None:
+    """`save_values` replaces a stored value, also twice in one transaction (PostgreSQL
+    COPYs them through a temporary table, emptied after each call)."""
+    ids = _store_world(db, market_sim)[:3]
+    day = date(2025, 5, 1)
+    first = [KillmailValuation(k, Decimal("1.10"), Decimal("1.00"), Decimal("0.10"),
+             Decimal("1.00"), Decimal("1.00"), day, METHOD, (34, 35)) for k in ids]  # fmt: skip
+    again = [dataclasses.replace(v, total=Decimal("123456789012.34"), unpriced_type_ids=())
+             for v in first[1:]]  # fmt: skip
+    with db.session() as session:
+        save_values(session, first)
+        save_values(session, again)
+    with db.session() as session:
+        stored = get_values(session, ids)
+    assert stored == {ids[0]: first[0], ids[1]: again[0], ids[2]: again[1]}

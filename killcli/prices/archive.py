@@ -71,9 +71,11 @@ def open_bytes(path: Path) -> IO[bytes]:
     return path.open("rb")
 
 
-def open_text(path: Path) -> io.TextIOBase:
-    """The file as text, decompressed by its content (not its name)."""
-    return io.TextIOWrapper(open_bytes(path), encoding="utf-8", newline="")
+def open_text(path: Path, data: bytes | None = None) -> io.TextIOBase:
+    """The file as text, decompressed by its content (not its name); ``data``: its bytes
+    already decompressed (read ahead), used instead of the file."""
+    raw = open_bytes(path) if data is None else io.BytesIO(data)
+    return io.TextIOWrapper(raw, encoding="utf-8", newline="")
 
 
 class RowReader:
@@ -86,8 +88,16 @@ class RowReader:
     through :mod:`csv` row by row instead (the bad row is skipped, its line reported).
     """
 
-    def __init__(self, path: Path, region_id: int | None, batch_rows: int = 50_000) -> None:
+    def __init__(
+        self,
+        path: Path,
+        region_id: int | None,
+        batch_rows: int = 50_000,
+        data: bytes | None = None,
+    ) -> None:
+        """``data``: the file's bytes already decompressed (else the file is read)."""
         self.path = path
+        self._data = data
         self.region_id = region_id
         self.batch_rows = batch_rows
         self.bad: list[BadRow] = []
@@ -97,7 +107,7 @@ class RowReader:
 
     def __iter__(self) -> Iterator[list[HistoryTuple]]:
         try:
-            with open_text(self.path) as text:
+            with open_text(self.path, self._data) as text:
                 yield from self._batches(text)
         except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
             raise ArchiveError(f"{self.path}: not a readable market-history CSV ({exc})") from exc
@@ -149,8 +159,8 @@ class RowReader:
                 keep = list(map(wanted.__eq__, by_column[0]))
                 others = len(lines) - sum(keep)
                 by_column = [list(compress(c, keep)) for c in by_column]
-        try:
-            batch = self._checked(_fast(by_column, len(by_column[0])))
+        try:  # every row is the price region's now: its ids need no conversion
+            batch = self._checked(_fast(by_column, len(by_column[0]), self.region_id))
         except ValueError:
             return self._one_by_one(list(csv.reader(lines)), layout, line)
         self.other_regions += others
@@ -213,11 +223,12 @@ class _Layout:
         return self.required if self.orders is None else [*self.required, self.orders]
 
 
-def _fast(by_column: list[list[str]], count: int) -> list[list[Any]]:
-    """Columns (``_Layout.columns``' order) converted, each by one ``map``."""
+def _fast(by_column: list[list[str]], count: int, region_id: int | None = None) -> list[list[Any]]:
+    """Columns (``_Layout.columns``' order) converted, each by one ``map`` (``region_id``:
+    every row's region, known)."""
     region, type_, day, avg, high, low, vol, *orders = by_column
     return [
-        list(map(int, region)),
+        list(map(int, region)) if region_id is None else [region_id] * count,
         list(map(int, type_)),
         day,
         list(map(float, avg)),

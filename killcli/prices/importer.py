@@ -34,6 +34,7 @@ from killcli.prices.store import HistoryTuple, count_pending_days, note_change, 
 T = TypeVar("T")
 IMPORTS = table_of(PriceImport)
 BATCH_ROWS = 10_000
+AHEAD_BATCH_ROWS = 50_000  # a file read ahead is in memory already: parsed in fewer batches
 SQLITE_IMPORT_CACHE_KIB = 262_144
 MAX_ERRORS = 20
 READ_AHEAD_BYTES = 64 << 20  # larger files are streamed when their turn comes
@@ -98,16 +99,16 @@ def import_price_files(
     files = expand_price_paths(paths)
     collecting = gc.isenabled()
     gc.disable()  # millions of row tuples, no cycles: the collector would only rescan them
-    ahead = (
-        prefetched(((p, read_ahead(p)) for p in files), depth=1)
-        if db.dialect == "postgresql"  # the next file decompressed while this one is stored
-        else ((p, None) for p in files)
-    )
+    with db.session() as session:
+        known = set(session.scalars(select(IMPORTS.c.sha256)))
+    # Hashing and bzip2 let go of the GIL: a thread of their own reads the next file while
+    # this one is parsed and stored (parsing there too would only contend for the GIL).
+    ahead = prefetched(read_files(files, set() if force else known), depth=1)
     try:
-        for path, chunks in ahead:
+        for read in ahead:
             if on_file:
-                on_file(path)
-            _import_file(db, path, region_id, force, result, types, on_rows, chunks)
+                on_file(read.path)
+            _import_file(db, read, region_id, force, result, types, on_rows)
     finally:
         if collecting:
             gc.enable()
@@ -125,23 +126,45 @@ def import_price_files(
     return result
 
 
+@dataclass(frozen=True)
+class ReadFile:
+    """A file as :func:`read_files` hands it over: its SHA-256 (None when it cannot be
+    read: ``error`` says why) and its bytes decompressed (None when it is big, stored
+    already, or not a compressed file that opens: then read when its turn comes)."""
+
+    path: Path
+    digest: str | None
+    data: bytes | None = None
+    error: str | None = None
+
+
+def read_files(files: Iterable[Path], stored: set[str]) -> Iterator[ReadFile]:
+    """Each file hashed and, unless its digest is in ``stored``, read ahead."""
+    for path in files:
+        try:
+            digest = file_digest(path)
+        except OSError as exc:
+            yield ReadFile(path, None, error=f"cannot read ({exc.strerror or exc})")
+            continue
+        yield ReadFile(path, digest, None if digest in stored else read_ahead(path))
+
+
 def _import_file(
     db: Database,
-    path: Path,
+    read: ReadFile,
     region_id: int,
     force: bool,
     result: PriceImportResult,
     types: set[int],
     on_rows: Callable[[int], None] | None,
-    chunks: list[bytes] | None = None,
 ) -> None:
-    try:
-        digest = file_digest(path)
-    except OSError as exc:
+    path, digest = read.path, read.digest
+    if digest is None:
         result.failed_files += 1
-        result.note(f"{path}: cannot read ({exc.strerror or exc})")
+        result.note(f"{path}: {read.error}")
         return
-    reader = RowReader(path, region_id, BATCH_ROWS)
+    batch_rows = BATCH_ROWS if read.data is None else AHEAD_BATCH_ROWS
+    reader = RowReader(path, region_id, batch_rows, read.data)
     first_dates: dict[int, str] = {}
     copied: CopiedFile | None = None
     stored = 0
@@ -152,14 +175,16 @@ def _import_file(
                 result.skipped_files += 1
                 return
             if db.dialect == "postgresql":
+                chunks = None if read.data is None else [read.data]
                 copied = copy_price_file(session, path, region_id, chunks)
             if copied is not None:
                 stored = copied.rows
                 if on_rows:
                     on_rows(stored)
                 first = copied.first_day
-            else:
-                for batch in prefetched(reader):
+            else:  # read ahead: parsed here; else streamed, read by a thread of its own
+                batches = reader if read.data is not None else prefetched(reader)
+                for batch in batches:
                     stored += _flush(session, batch, first_dates, on_rows)
                 first = date.fromisoformat(min(first_dates.values())) if first_dates else None
             if first is not None:  # a file changes every type's prices from its first day on
@@ -182,9 +207,11 @@ def _import_file(
         result.note(f"{path}:{bad.line}: {bad.reason}")
 
 
-def read_ahead(path: Path, limit: int = READ_AHEAD_BYTES) -> list[bytes] | None:
-    """A file's bytes decompressed, in chunks, when it holds at most ``limit`` (else, or
-    when it cannot be read, None: it is then streamed, or fails, when its turn comes)."""
+def read_ahead(path: Path, limit: int | None = None) -> bytes | None:
+    """A file's bytes decompressed, when it holds at most ``limit`` (``READ_AHEAD_BYTES``;
+    else, or when it cannot be read, None: it is then streamed, or fails, when its turn
+    comes)."""
+    limit = READ_AHEAD_BYTES if limit is None else limit
     chunks: list[bytes] = []
     size = 0
     try:
@@ -196,7 +223,7 @@ def read_ahead(path: Path, limit: int = READ_AHEAD_BYTES) -> list[bytes] | None:
                 chunks.append(chunk)
     except (OSError, EOFError):
         return None
-    return chunks
+    return b"".join(chunks)
 
 
 def _bulk_sqlite(session: Any, *, on: bool) -> None:

@@ -20,7 +20,7 @@ or for every type), which is how `killsync values` finds the values to recompute
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from operator import itemgetter
 from typing import Any
@@ -390,6 +390,27 @@ def _window(
             when = days[day] = day if isinstance(day, date) else date.fromisoformat(day)
         out.setdefault(type_id, {})[when] = average
     return out
+
+
+# NaN is no price (as in DailyAverages.of): PostgreSQL sorts it above every number,
+# SQLite stores it as NULL.
+_DAY_AVERAGES = (
+    "SELECT type_id, average FROM market_history"
+    " WHERE region_id = ? AND date = ? AND average > 0 AND average <> 'NaN'"
+)
+
+
+def daily_averages(
+    session: Session, region_id: int, first: date, last: date
+) -> Iterator[tuple[date, list[tuple[int, float]]]]:
+    """Every type's averages > 0 a day at a time, from ``first`` to ``last`` (one range
+    of the key each: the rows of a day are contiguous)."""
+    text_days = session.get_bind().dialect.name != "postgresql"
+    day = first
+    while day <= last:
+        bound: Any = day.isoformat() if text_days else day
+        yield day, raw_rows(session, _DAY_AVERAGES, [region_id, bound])
+        day += timedelta(days=1)
 
 
 def stored_day_counts(
