@@ -147,6 +147,16 @@ class BodyClaims:
             )
             return [Want(*row) for row in rows]
 
+    def wanted_by_other_egresses(self) -> bool:
+        """Whether syncs of other egresses still want bodies (claimed or not)."""
+        with self.db.session() as session:
+            found = session.scalar(
+                select(WANTS.c.killmail_id)
+                .where(WANTS.c.egress != self.egress, WANTS.c.expires_at > self.now())
+                .limit(1)
+            )
+        return found is not None
+
     def forget_lapsed_wants(self) -> None:
         """Delete the wants of syncs that died (they lapsed long ago)."""
         with self.db.session() as session:

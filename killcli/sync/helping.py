@@ -70,9 +70,18 @@ class BodyHelper:
             claims.close()
 
     def drain(self, stop: threading.Event) -> None:
-        """Help until nobody wants bodies we have budget for (a draining worker's end)."""
-        while not stop.is_set() and self._help_safely() > 0:
-            pass
+        """Help until syncs of other egresses want no more bodies (a draining worker's
+        end): waits while what they want is claimed, or our bucket is spent, meanwhile."""
+        while not stop.is_set():
+            if self._help_safely() > 0:
+                continue
+            try:
+                if not self.engine.claims.wanted_by_other_egresses():
+                    return
+            except KillsyncError as exc:
+                logger.warning("could not look for bodies other workers want: %s", exc)
+                return
+            stop.wait(self.poll_s)
 
     def start(self) -> None:
         """Help in a thread of its own whenever the body threads are idle."""

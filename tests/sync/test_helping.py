@@ -9,6 +9,8 @@ the worker with no job of its own spends its address's budget on the other's bod
 from __future__ import annotations
 
 import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from sqlalchemy import func, select
 
 from killcli.db import Database
 from killcli.db.models import BodyClaim, BodyWant, Event
+from killcli.sync.claims import BodyClaims
 from killcli.sync.helping import BodyHelper
 from killsim import SimServer
 from tests.conftest import sim_environ
@@ -85,6 +88,36 @@ def test_a_body_the_helper_cannot_fetch_is_given_back_to_the_sync(
     result = held.result()
     assert result.status == "ok"  # the sync fetched it itself, and it worked this time
     assert result.figures.claims_taken_over == 0
+    assert max(sim.stats.snapshot().body_fetches.values()) == 1
+    assert_matches_ground_truth(sim, db)
+    assert (count(db, BodyWant), count(db, BodyClaim)) == (0, 0)
+
+
+def test_a_draining_helper_stays_while_other_egresses_want_bodies(
+    start_sim: Any, wire: Any, db: Database
+) -> None:
+    """`worker --drain` ends once its queue is empty and nothing is wanted elsewhere: while
+    wants are claimed by someone else it waits, and it takes those that come free."""
+    sim, cid, ids = one_long_list(start_sim, killmails=60)
+    held, gate = held_after_its_first_block(wire, sim, cid)
+    assert gate.reached.wait(30)
+    assert count(db, BodyWant) == len(ids) - 32
+    with db.session() as s:
+        wanted = set(s.scalars(select(BodyWant.killmail_id)))
+    other = BodyClaims(db, owner="another-host:1:-:bodies.x", egress="host-c").open()
+    assert other.take(wanted) == wanted  # a helper elsewhere has them all
+    helper = BodyHelper(wire(sim, KILLSYNC_EGRESS="host-b").engine, poll_s=0.05)
+    stop = threading.Event()
+    draining = threading.Thread(target=helper.drain, args=(stop,))
+    draining.start()
+    time.sleep(1.0)
+    assert draining.is_alive() and helper.helped == 0  # wanted, but nothing to take
+    other.close()  # that helper gave up: its claims are gone, the wants stay
+    draining.join(30)
+    assert not draining.is_alive(), "the helper did not end once nothing was wanted"
+    assert helper.helped == len(wanted)
+    gate.release.set()
+    assert held.result().status == "ok"
     assert max(sim.stats.snapshot().body_fetches.values()) == 1
     assert_matches_ground_truth(sim, db)
     assert (count(db, BodyWant), count(db, BodyClaim)) == (0, 0)
