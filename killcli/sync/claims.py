@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, delete, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from killcli.clock import SYSTEM_CLOCK, Clock
@@ -131,7 +131,6 @@ class BodyClaims:
     def wanted_elsewhere(self, limit: int) -> list[Want]:
         """Up to ``limit`` bodies that syncs of other egresses want and nobody claims,
         oldest first (their syncs fetch newest first)."""
-        now = self.now()
         claimed = select(CLAIMS.c.killmail_id).where(CLAIMS.c.killmail_id == WANTS.c.killmail_id)
         with self.db.session() as session:
             rows = session.execute(
@@ -141,7 +140,7 @@ class BodyClaims:
                     WANTS.c.character_id,
                     WANTS.c.corporation_id,
                 )
-                .where(WANTS.c.egress != self.egress, WANTS.c.expires_at > now, ~claimed.exists())
+                .where(self._wanted_by_others(), ~claimed.exists())
                 .order_by(WANTS.c.killmail_id)
                 .limit(limit)
             )
@@ -151,11 +150,13 @@ class BodyClaims:
         """Whether syncs of other egresses still want bodies (claimed or not)."""
         with self.db.session() as session:
             found = session.scalar(
-                select(WANTS.c.killmail_id)
-                .where(WANTS.c.egress != self.egress, WANTS.c.expires_at > self.now())
-                .limit(1)
+                select(WANTS.c.killmail_id).where(self._wanted_by_others()).limit(1)
             )
         return found is not None
+
+    def _wanted_by_others(self) -> ColumnElement[bool]:
+        """Wants of syncs on other egresses that have not lapsed."""
+        return and_(WANTS.c.egress != self.egress, WANTS.c.expires_at > self.now())
 
     def forget_lapsed_wants(self) -> None:
         """Delete the wants of syncs that died (they lapsed long ago)."""

@@ -502,11 +502,7 @@ class SyncEngine:
                 taken = run.claims.take(ref.killmail_id for ref in block)
                 elsewhere.extend(ref for ref in block if ref.killmail_id not in taken)
                 # Another sync may have saved some of these between our plan and our claim.
-                with self.db.session() as session:
-                    stored = existing_killmail_ids(session, taken)
-                    run.owner.link(session, stored)
-                    run.claims.release_in(session, stored)
-                run.figures.already += len(stored)
+                stored = self._link_stored(run, taken)
                 done += len(stored)
                 todo = [ref for ref in block if ref.killmail_id in taken - stored]
                 if todo:
@@ -558,14 +554,20 @@ class SyncEngine:
     def _link_landed(self, run: _Run, waiting: dict[int, KillmailRef]) -> int:
         """Link the waited-for bodies that are stored now and forget them (and our claims
         on them); how many."""
-        with self.db.session() as session:
-            stored = existing_killmail_ids(session, waiting)
-            run.owner.link(session, stored)
-            run.claims.release_in(session, stored)
+        stored = self._link_stored(run, waiting)
         for killmail_id in stored:
             del waiting[killmail_id]
-        run.figures.already += len(stored)
         return len(stored)
+
+    def _link_stored(self, run: _Run, killmail_ids: Iterable[int]) -> set[int]:
+        """Of these ids, link those stored now and drop our claims on them, in one
+        transaction (they count as already stored); returns them."""
+        with self.db.session() as session:
+            stored = existing_killmail_ids(session, killmail_ids)
+            run.owner.link(session, stored)
+            run.claims.release_in(session, stored)
+        run.figures.already += len(stored)
+        return stored
 
     def _fetch_lapsed(
         self, run: _Run, refs: list[KillmailRef], progress: SyncProgress, total: int, done: int
@@ -617,10 +619,7 @@ class SyncEngine:
         run.figures.shared_inflight += len(refs)
         for owner in set(owners.values()):  # each claim once
             owner.wait()
-        with self.db.session() as session:
-            stored = existing_killmail_ids(session, (ref.killmail_id for ref in refs))
-            run.owner.link(session, stored)
-        run.figures.already += len(stored)
+        stored = self._link_stored(run, (ref.killmail_id for ref in refs))
         for ref in refs:
             if ref.killmail_id not in stored:
                 reason = (

@@ -26,7 +26,6 @@ from collections import defaultdict
 
 from killcli.errors import EsiError, KillsyncError
 from killcli.esi.models import KillmailRef
-from killcli.esi.routes import route_of
 from killcli.killmail import KillmailError, KillmailRows
 from killcli.sync.claims import ClaimSet, Want
 from killcli.sync.engine import SyncEngine
@@ -38,7 +37,7 @@ HELP_POLL_S = 0.5  # how often an idle worker looks for bodies wanted elsewhere
 BODY_TOKENS = 2  # what a body (a 200) costs its bucket
 PROBE_BODIES = 4  # bodies a process fetches to learn its bucket before it helps more
 FORGET_EVERY_S = 60.0  # how often an idle helper deletes the wants of syncs that died
-KILLMAIL_ROUTE = route_of("/killmails/1/0123456789abcdef0123456789abcdef01234567")
+KILLMAIL_ROUTE = "/killmails/{id}/{hash}"  # the route template the limiter keys buckets by
 
 
 class BodyHelper:
