@@ -53,7 +53,7 @@ from killcli.sync.corporation import CorporationSyncResult, sync_corporation
 from killcli.sync.helping import BodyHelper
 from killcli.sync.progress import ProgressRegistry
 from killcli.sync.quick import QuickSync
-from killcli.workerstatus import StatusReporter
+from killcli.workerstatus import StatusReporter, live_workers
 
 # The character lease outlives its holder's last heartbeat (every HEARTBEAT_S, by the
 # LeaseKeeper) by at most this long, so a killed worker blocks its characters ~15 s, and
@@ -161,7 +161,7 @@ class Worker:
                 )
                 helper.stop()
                 if drain and max_jobs is None:  # the round's other bodies, if we have budget
-                    helper.drain(stop)
+                    helper.drain(stop, self._other_egresses_live)
                 return result
         finally:
             helper.stop()
@@ -169,6 +169,16 @@ class Worker:
             self.keeper.close()
             if self.status is not None:
                 self.status.remove()
+
+    def _other_egresses_live(self) -> bool:
+        """Whether workers leaving through other egresses reported lately (their syncs
+        may yet want bodies that our budget could fetch)."""
+        mine = self.runtime.engine.claims.egress
+        me = None if self.status is None else self.status.worker_id
+        return any(
+            worker["worker_id"] != me and (worker["esi"] or {}).get("egress") not in (None, mine)
+            for worker in live_workers(self.runtime.db)
+        )
 
     def handle(self, job: Job) -> Outcome:
         if job.corporation_id is not None:

@@ -506,7 +506,7 @@ class DatabaseBroker(Broker):
             dead = session.scalar(
                 select(func.count()).select_from(DEAD).where(DEAD.c.queue == self.queue_name)
             )
-        consumers = self.leases.count(self._consumer_prefix)
+        consumers = self._live_consumer_count()
         return QueueStats(
             ready=ready,
             delayed=delayed,
@@ -588,11 +588,14 @@ class DatabaseBroker(Broker):
     def live_consumers(self) -> int:
         """The consumers of this queue whose lease is current, less the dead processes of
         this host among them (their lease lingers until it expires); at least 1."""
+        return max(1, self._live_consumer_count())
+
+    def _live_consumer_count(self) -> int:
         try:
             holders = self.leases.holders(self._consumer_prefix)
         except DatabaseError as exc:  # as a claim's: waited out by the consumer
             raise QueueUnavailable(f"the database job queue is unavailable: {exc}") from exc
-        return max(1, sum(1 for holder in holders if not holder_is_dead(holder)))
+        return sum(1 for holder in holders if not holder_is_dead(holder))
 
     def unregister_consumer(self) -> None:
         self.leases.release(consumer_lease(self.queue_name, self.consumer_id), self.consumer_id)

@@ -46,8 +46,8 @@ from sqlalchemy.orm import Session
 
 from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.db import Database
-from killcli.db.models import BodyClaim, BodyWant, PendingKillmail, table_of
-from killcli.db.store import READ_CHUNK, dialect_insert
+from killcli.db.models import BodyClaim, BodyWant, Killmail, PendingKillmail, table_of
+from killcli.db.store import READ_CHUNK, dialect_insert, existing_killmail_ids
 from killcli.esi.ledger import egress_identity
 from killcli.esi.models import KillmailRef
 from killcli.holders import holder_is_dead, this_owner
@@ -55,6 +55,7 @@ from killcli.ticker import Ticker
 
 CLAIMS = table_of(BodyClaim)
 WANTS = table_of(BodyWant)
+KILLMAILS = table_of(Killmail)
 PENDING = table_of(PendingKillmail)
 CLAIM_TTL_S = 10.0  # a dead owner's claims lapse this long after its last heartbeat
 HEARTBEATS_PER_TTL = 4  # a beat or two may come late (a busy database) before claims lapse
@@ -129,9 +130,12 @@ class BodyClaims:
             return int(cast(CursorResult[Any], result).rowcount)
 
     def wanted_elsewhere(self, limit: int) -> list[Want]:
-        """Up to ``limit`` bodies that syncs of other egresses want and nobody claims,
-        oldest first (their syncs fetch newest first)."""
+        """Up to ``limit`` bodies that syncs of other egresses want, nobody claims and
+        are not stored yet, oldest first (their syncs fetch newest first)."""
         claimed = select(CLAIMS.c.killmail_id).where(CLAIMS.c.killmail_id == WANTS.c.killmail_id)
+        stored = select(KILLMAILS.c.killmail_id).where(
+            KILLMAILS.c.killmail_id == WANTS.c.killmail_id
+        )
         with self.db.session() as session:
             rows = session.execute(
                 select(
@@ -140,7 +144,7 @@ class BodyClaims:
                     WANTS.c.character_id,
                     WANTS.c.corporation_id,
                 )
-                .where(self._wanted_by_others(), ~claimed.exists())
+                .where(self._wanted_by_others(), ~claimed.exists(), ~stored.exists())
                 .order_by(WANTS.c.killmail_id)
                 .limit(limit)
             )
@@ -253,6 +257,21 @@ class ClaimSet:
             if idle:
                 self._claims.deactivate(self)
         return taken
+
+    def take_wanted(self, killmail_ids: Iterable[int]) -> set[int]:
+        """Claim bodies other syncs want; returns those we hold now that are not stored.
+        A want may outlive its body (published just after another worker saved it, or
+        left by a sync that found it stored): once we hold the claim, nobody can save it
+        unseen, so a body stored by then is dropped here, its want and our claim."""
+        taken = self.take(killmail_ids)
+        if not taken:
+            return taken
+        with self._claims.db.session() as session:
+            stored = existing_killmail_ids(session, taken)
+            if stored:
+                delete_wants(session, WANTS.c.killmail_id.in_(sorted(stored)))
+                self.release_in(session, stored)
+        return taken - stored
 
     def release_in(self, session: Session, killmail_ids: Iterable[int]) -> None:
         """Drop our claims on these ids in the caller's transaction (the one that saves

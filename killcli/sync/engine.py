@@ -477,8 +477,11 @@ class SyncEngine:
             # Under the process's registry, the database's claims: what another worker
             # fetches is waited for, never fetched twice.
             ours = [ref for ref in wanted if ref.killmail_id in owned]
-            if len(ours) > self.fetcher.per_stream:  # more than one block: others may help
-                run.claims.want(ours[self.fetcher.per_stream :], run.owner.pending_values())
+            # What the body threads will not come to at once, workers of other egresses
+            # may fetch first: all of it behind older syncs, else beyond the first block.
+            first = 0 if self.fetcher.backlogged() else self.fetcher.per_stream
+            if len(ours) > first:
+                run.claims.want(ours[first:], run.owner.pending_values())
             done, elsewhere = self._fetch_ours(run, ours, progress, total=len(wanted))
             self._await_elsewhere(run, elsewhere, progress, done, len(wanted))
         finally:
@@ -489,28 +492,30 @@ class SyncEngine:
     def _fetch_ours(
         self, run: _Run, ours: list[KillmailRef], progress: SyncProgress, total: int, done: int = 0
     ) -> tuple[int, list[KillmailRef]]:
-        """Claim ``ours`` a block at a time as the body threads get to them, fetch and save
-        what we claimed; returns ``done`` plus how many it settled, and the bodies claimed
+        """Claim ``ours`` a block at a time as the body threads get to them (on a body
+        thread: a sync behind others claims nothing before its turn), fetch and save what
+        we claimed; returns ``done`` plus how many it settled, and the bodies claimed
         elsewhere meanwhile (to wait for)."""
         queue = deque(ours)
         elsewhere: list[KillmailRef] = []
+        linked = [done]  # what each block found stored already (another sync saved it)
 
         def claim_next() -> list[KillmailRef]:
-            nonlocal done
             while queue:
                 block = [queue.popleft() for _ in range(min(self.fetcher.per_stream, len(queue)))]
                 taken = run.claims.take(ref.killmail_id for ref in block)
                 elsewhere.extend(ref for ref in block if ref.killmail_id not in taken)
                 # Another sync may have saved some of these between our plan and our claim.
                 stored = self._link_stored(run, taken)
-                done += len(stored)
+                linked.append(len(stored))
                 todo = [ref for ref in block if ref.killmail_id in taken - stored]
                 if todo:
                     return todo
             return []
 
         batch: list[KillmailRows] = []
-        with self.fetcher.stream(claim_next()) as bodies:
+        fetched_count = 0
+        with self.fetcher.stream([], more=claim_next) as bodies:
             progress.bodies(done, total)
             for fetched in bodies:
                 rows = self._outcome(run, fetched)
@@ -520,13 +525,11 @@ class SyncEngine:
                     progress.saving(len(batch))
                     self._save_batch(run, batch)
                     batch = []
-                done += 1
-                progress.bodies(done, total)
-                if queue and bodies.unstarted < self.fetcher.threads:
-                    bodies.extend(claim_next())
+                fetched_count += 1
+                progress.bodies(fetched_count + sum(linked), total)
         progress.saving(len(batch))
         self._save_batch(run, batch)
-        return done, elsewhere
+        return fetched_count + sum(linked), elsewhere
 
     def _await_elsewhere(
         self, run: _Run, refs: list[KillmailRef], progress: SyncProgress, done: int, total: int

@@ -9,8 +9,11 @@ while every sync walks at the same time.
 Memory is bounded by the fetcher, not by the length of anyone's list: a stream holds at
 most ``per_stream`` bodies in flight or finished-but-not-yet-consumed. A stream whose
 consumer falls behind (saving a batch) stops getting work, and the threads go on with
-the next stream. A sync that claims its bodies a block at a time extends its stream as it
-goes (:meth:`FetchStream.extend`).
+the next stream. A sync that claims its bodies a block at a time gives its stream a source
+of keys (``more``): a thread that comes to the stream with every key handed out asks it for
+the next block, so a sync waiting behind older ones claims nothing until its turn (what it
+has not claimed, workers of other egresses may fetch meanwhile). A consumer may also add keys
+itself (:meth:`FetchStream.extend`).
 """
 
 from __future__ import annotations
@@ -46,7 +49,13 @@ class Fetched(Generic[K, T]):
 class FetchStream(Generic[K, T]):
     """The fetches of one sync; iterate it for every key's :class:`Fetched`, once each."""
 
-    def __init__(self, fetcher: BodyFetcher[K, T], keys: Sequence[K], lock: threading.Lock) -> None:
+    def __init__(
+        self,
+        fetcher: BodyFetcher[K, T],
+        keys: Sequence[K],
+        lock: threading.Lock,
+        more: Callable[[], Sequence[K]] | None = None,
+    ) -> None:
         self._fetcher = fetcher
         self.has_ready = threading.Condition(lock)
         self.keys = list(keys)
@@ -55,6 +64,20 @@ class FetchStream(Generic[K, T]):
         self.ready: deque[Fetched[K, T]] = deque()
         self.closed = False
         self.peak_held = 0  # the most bodies it held at once (in flight + ready)
+        self.more = more  # the next keys, asked for by a thread (None: no more to come)
+        self.refilling = False  # a thread is asking ``more``
+        self.failure: BaseException | None = None  # what ``more`` raised, for the consumer
+
+    @property
+    def finished(self) -> bool:
+        """Every key fetched and consumed, and no more to come (or its source failed)."""
+        return (
+            self.next >= len(self.keys)
+            and not self.in_flight
+            and not self.ready
+            and self.more is None
+            and not self.refilling
+        )
 
     @property
     def held(self) -> int:
@@ -77,10 +100,9 @@ class FetchStream(Generic[K, T]):
         self._fetcher.close_stream(self)
 
     def __iter__(self) -> Iterator[Fetched[K, T]]:
-        taken = 0
-        while taken < len(self.keys):  # the consumer may extend the stream meanwhile
-            yield self._fetcher.take(self)
-            taken += 1
+        # The consumer may extend the stream meanwhile, and ``more`` add keys.
+        while (fetched := self._fetcher.take(self)) is not None:
+            yield fetched
 
 
 class BodyFetcher(Generic[K, T]):
@@ -101,9 +123,13 @@ class BodyFetcher(Generic[K, T]):
         self._size = threads
         self._threads: list[threading.Thread] = []  # started by the first stream
 
-    def stream(self, keys: Sequence[K]) -> FetchStream[K, T]:
-        """Start fetching ``keys`` (in order, as threads become free); use ``with``."""
-        stream = FetchStream(self, keys, self._lock)
+    def stream(
+        self, keys: Sequence[K], more: Callable[[], Sequence[K]] | None = None
+    ) -> FetchStream[K, T]:
+        """Start fetching ``keys`` (in order, as threads become free), then what ``more``
+        returns each time a thread finds them all handed out, until it returns none (it
+        runs on a fetcher thread; what it raises reaches the consumer); use ``with``."""
+        stream = FetchStream(self, keys, self._lock, more)
         with self._lock:
             if self._closed:
                 raise FetcherClosed("the body fetcher is closed")
@@ -115,7 +141,7 @@ class BodyFetcher(Generic[K, T]):
                 for thread in self._threads:
                     thread.start()
             self._open.append(stream)
-            self._has_work.notify(len(keys))
+            self._has_work.notify(len(keys) if more is None else len(keys) + 1)
         return stream
 
     def extend(self, stream: FetchStream[K, T], keys: Sequence[K]) -> None:
@@ -132,21 +158,42 @@ class BodyFetcher(Generic[K, T]):
     def threads(self) -> int:
         return self._size
 
-    def take(self, stream: FetchStream[K, T]) -> Fetched[K, T]:
-        """The stream's next finished fetch, waiting for one if needed."""
+    def backlogged(self) -> bool:
+        """Whether a stream opened now would wait: the open streams that may take work
+        have at least a fetch per thread still to hand out (a source counts as a block)."""
+        with self._lock:
+            queued = sum(
+                len(s.keys) - s.next + (self._per_stream if s.more is not None else 0)
+                for s in self._open
+                if s.held < self._per_stream
+            )
+        return queued >= self._size
+
+    def take(self, stream: FetchStream[K, T]) -> Fetched[K, T] | None:
+        """The stream's next finished fetch, waiting for one if needed; None once it is
+        finished. What its source raised is raised here, after the fetches before it."""
         with self._lock:
             while not stream.ready:
                 if self._closed:
                     raise FetcherClosed("the body fetcher was closed while a sync waited")
+                if stream.finished:
+                    if stream.failure is not None:
+                        failure, stream.failure = stream.failure, None
+                        raise failure
+                    return None
                 stream.has_ready.wait()
             fetched = stream.ready.popleft()
             self._has_work.notify()  # the stream may take more work now
             return fetched
 
     def close_stream(self, stream: FetchStream[K, T]) -> None:
-        """Fetch no more for this stream (its sync is done or gave up)."""
+        """Fetch no more for this stream (its sync is done or gave up); returns once its
+        source is not running (what the sync claimed is then all known to it)."""
         with self._lock:
             stream.closed = True
+            stream.more = None
+            while stream.refilling:
+                stream.has_ready.wait()
             stream.ready.clear()
             if stream in self._open:
                 self._open.remove(stream)
@@ -170,7 +217,11 @@ class BodyFetcher(Generic[K, T]):
 
     def _serve(self) -> None:
         while (work := self._next_work()) is not None:
-            stream, key = work
+            stream, one = work
+            if one is None:
+                self._refill(stream)
+                continue
+            (key,) = one
             try:
                 fetched: Fetched[K, T] = Fetched(key, self._fetch(key), None)
             except Exception as exc:  # noqa: BLE001 - handed to the consumer, like a Future
@@ -181,15 +232,38 @@ class BodyFetcher(Generic[K, T]):
                     stream.ready.append(fetched)
                     stream.has_ready.notify()
 
-    def _next_work(self) -> tuple[FetchStream[K, T], K] | None:
+    def _refill(self, stream: FetchStream[K, T]) -> None:
+        """Ask a stream's source for its next keys (outside the lock: it may take a while)."""
+        assert stream.more is not None  # only a stream with a source is refilled
+        try:
+            keys, failure = list(stream.more()), None
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, like a fetch's
+            keys, failure = [], exc
+        with self._lock:
+            stream.refilling = False
+            stream.keys.extend(keys)
+            if failure is not None or not keys or stream.closed:
+                stream.more = None
+                stream.failure = failure
+            self._has_work.notify(len(keys))
+            stream.has_ready.notify_all()  # the consumer, or a close waiting for us
+
+    def _next_work(self) -> tuple[FetchStream[K, T], tuple[K] | None] | None:
+        """The oldest stream that may take work, with its next key to fetch (None: the
+        stream's keys are all handed out, ask its source for more)."""
         with self._lock:
             while not self._closed:
                 for stream in self._open:
-                    if stream.next < len(stream.keys) and stream.held < self._per_stream:
+                    if stream.held >= self._per_stream:
+                        continue
+                    if stream.next < len(stream.keys):
                         key = stream.keys[stream.next]
                         stream.next += 1
                         stream.in_flight += 1
                         stream.peak_held = max(stream.peak_held, stream.held)
-                        return stream, key
+                        return stream, (key,)
+                    if stream.more is not None and not stream.refilling:
+                        stream.refilling = True
+                        return stream, None
                 self._has_work.wait()
             return None

@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 from killcli.errors import EsiError, KillsyncError
 from killcli.esi.models import KillmailRef
@@ -38,6 +39,7 @@ BODY_TOKENS = 2  # what a body (a 200) costs its bucket
 PROBE_BODIES = 4  # bodies a process fetches to learn its bucket before it helps more
 FORGET_EVERY_S = 60.0  # how often an idle helper deletes the wants of syncs that died
 KILLMAIL_ROUTE = "/killmails/{id}/{hash}"  # the route template the limiter keys buckets by
+LINGER_S = 10.0  # how long a draining worker waits for wants of other egresses' live workers
 
 
 class BodyHelper:
@@ -68,14 +70,26 @@ class BodyHelper:
         finally:
             claims.close()
 
-    def drain(self, stop: threading.Event) -> None:
+    def drain(
+        self,
+        stop: threading.Event,
+        others_live: Callable[[], bool] = lambda: False,
+        linger_s: float = LINGER_S,
+    ) -> None:
         """Help until syncs of other egresses want no more bodies (a draining worker's
-        end): waits while what they want is claimed, or our bucket is spent, meanwhile."""
+        end): waits while what they want is claimed, or our bucket is spent, meanwhile.
+        While ``others_live`` (workers of other egresses run: syncs of theirs may want
+        bodies soon, as they come to their body phase), waits for wants up to ``linger_s``
+        after the last body it fetched for them."""
+        quiet_since = time.monotonic()
         while not stop.is_set():
             if self._help_safely() > 0:
+                quiet_since = time.monotonic()
                 continue
             try:
-                if not self.engine.claims.wanted_by_other_egresses():
+                if not self.engine.claims.wanted_by_other_egresses() and not (
+                    time.monotonic() - quiet_since < linger_s and others_live()
+                ):
                     return
             except KillsyncError as exc:
                 logger.warning("could not look for bodies other workers want: %s", exc)
@@ -123,7 +137,7 @@ class BodyHelper:
         def claim_more(unstarted: int) -> list[KillmailRef]:
             room = self.spare_bodies() - unstarted
             found = self.engine.claims.wanted_elsewhere(room) if room > 0 else []
-            taken = claims.take(want.killmail_id for want in found)
+            taken = claims.take_wanted(want.killmail_id for want in found)
             mine = [want for want in found if want.killmail_id in taken]
             wants.update((want.killmail_id, want) for want in mine)
             return [want.ref for want in mine]

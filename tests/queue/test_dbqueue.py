@@ -436,8 +436,10 @@ def test_a_claim_takes_no_more_than_its_share_while_other_consumers_live(db: Dat
 
     broker(db, consumer_id=dead_owner("consumer")).register_consumer(60)
     assert first.live_consumers() == 3  # a dead process of this host: not counted
+    assert first.stats().consumers == 3  # nor by `stats`
     broker(db, consumer_id="elsewhere.example:4242:1.2:consumer").register_consumer(60)
     assert first.live_consumers() == 4  # another host's: counted until its lease expires
+    assert first.stats().consumers == 4
 
 
 def test_a_draining_consumer_runs_everything_beside_an_idle_one(db: Database) -> None:

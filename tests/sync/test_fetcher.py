@@ -158,6 +158,114 @@ def test_an_empty_stream_yields_nothing(make_fetcher: MakeFetcher) -> None:
         assert list(stream) == []
 
 
+class Blocks:
+    """A stream's source: ``blocks`` one call at a time, recording which thread asked and
+    what had been fetched by then."""
+
+    def __init__(self, blocks: list[list[int]], fetch: Recorder, fail_at: int | None = None):
+        self.blocks = list(blocks)
+        self.fetch = fetch
+        self.fail_at = fail_at
+        self.calls = 0
+        self.fetched_before: list[list[int]] = []
+        self.threads: set[str] = set()
+
+    def __call__(self) -> list[int]:
+        self.threads.add(threading.current_thread().name)
+        with self.fetch.lock:
+            self.fetched_before.append(list(self.fetch.order))
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("the database is down")
+        return self.blocks.pop(0) if self.blocks else []
+
+
+def test_a_source_is_asked_for_its_blocks_at_the_stream_s_turn(make_fetcher: MakeFetcher) -> None:
+    """A stream opened with a source claims nothing until the threads come to it: behind
+    an older stream, its first block is asked for only once the older stream's keys are
+    all handed out; its blocks come on fetcher threads, and it ends when the source has
+    no more."""
+    fetch = Recorder(delay_s=0.001)
+    fetcher = make_fetcher(fetch, threads=1, per_stream=1000)
+    source = Blocks([[1000, 1001], [1002], [1003, 1004]], fetch)
+    with fetcher.stream(list(range(20))) as older, fetcher.stream([], more=source) as newer:
+        assert [f.key for f in older] == list(range(20))
+        assert [f.result() for f in newer] == [f"body-{k}" for k in range(1000, 1005)]
+    assert source.calls == 4  # three blocks, then the empty answer that ends the stream
+    assert len(source.fetched_before[0]) >= 19  # the older stream's keys were all started
+    assert all(name.startswith("killsync-body") for name in source.threads)
+    assert fetch.order == [*range(20), *range(1000, 1005)]
+
+
+def test_a_failing_source_reaches_the_consumer_after_the_fetches_before_it(
+    make_fetcher: MakeFetcher,
+) -> None:
+    fetch = Recorder()
+    fetcher = make_fetcher(fetch, threads=2, per_stream=4)
+    source = Blocks([[1, 2], [3]], fetch, fail_at=3)
+    seen: list[int] = []
+    with pytest.raises(RuntimeError, match="database is down"), fetcher.stream([], source) as s:
+        seen.extend(f.key for f in s)
+    assert sorted(seen) == [1, 2, 3]
+
+
+def test_closing_a_stream_waits_for_its_source_and_asks_it_no_more(
+    make_fetcher: MakeFetcher,
+) -> None:
+    """A sync that leaves its stream knows every block its source returned: the close
+    waits for a source that is running, and no thread asks it again."""
+    asking, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def slow_source() -> list[int]:
+        calls.append(len(calls))
+        asking.set()
+        release.wait(5)
+        return [len(calls)]
+
+    fetcher = make_fetcher(Recorder(), threads=1, per_stream=4)
+    stream = fetcher.stream([], more=slow_source)
+    assert asking.wait(5)
+    closed = threading.Event()
+
+    def close() -> None:
+        fetcher.close_stream(stream)
+        closed.set()
+
+    closer = threading.Thread(target=close)
+    closer.start()
+    time.sleep(0.05)
+    assert not closed.is_set()  # the source still runs
+    release.set()
+    closer.join(5)
+    assert closed.is_set()
+    time.sleep(0.05)
+    assert calls == [0]
+
+
+def test_a_fetcher_is_backlogged_when_the_open_streams_hold_a_round_of_work(
+    make_fetcher: MakeFetcher,
+) -> None:
+    gate = threading.Event()
+
+    def blocked(key: int) -> str:
+        gate.wait(5)
+        return str(key)
+
+    fetcher = BodyFetcher(blocked, threads=2, per_stream=8)
+    try:
+        assert not fetcher.backlogged()
+        with fetcher.stream([1, 2, 3]):
+            time.sleep(0.05)  # two in flight, one to hand out: less than a round
+            assert not fetcher.backlogged()
+            with fetcher.stream([4, 5]):
+                assert fetcher.backlogged()  # three keys to hand out, two threads
+            gate.set()
+    finally:
+        gate.set()
+        fetcher.close()
+
+
 def test_bad_sizes_are_refused() -> None:
     with pytest.raises(ValueError):
         BodyFetcher(Recorder(), threads=0, per_stream=1)

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from killcli.db import Database
 from killcli.db.models import BodyClaim, BodyWant, Event
+from killcli.esi.models import KillmailRef
 from killcli.sync.claims import BodyClaims
 from killcli.sync.helping import BodyHelper
 from killsim import SimServer
@@ -121,6 +122,72 @@ def test_a_draining_helper_stays_while_other_egresses_want_bodies(
     assert max(sim.stats.snapshot().body_fetches.values()) == 1
     assert_matches_ground_truth(sim, db)
     assert (count(db, BodyWant), count(db, BodyClaim)) == (0, 0)
+
+
+def test_a_sync_behind_others_claims_nothing_before_its_turn_and_is_helped(
+    start_sim: Any, wire: Any, db: Database
+) -> None:
+    """Two syncs of one engine through a 40-token / 2 s killmail bucket: the second plans
+    while the first's bodies hold every body thread (waiting for the bucket), so it
+    publishes all of its bodies as wants and claims none of them; a worker on another
+    address fetches some meanwhile, and the second sync links those when its turn comes."""
+    sim: SimServer = start_sim(
+        "ratelimit", characters=2, killmails=80, shared_fraction=0.0, buckets=SMALL_BUCKETS
+    )
+    truth = sim.world.ground_truth()
+    first, second = truth
+    runtime = wire(sim, KILLSYNC_EGRESS="host-a")
+    ahead = Background(runtime, first)
+    wait_until(runtime.engine.fetcher.backlogged, "the first sync's bodies in the threads")
+    behind = Background(runtime, second)
+
+    def wanted_of(character_id: int) -> set[int]:
+        with db.session() as s:
+            query = select(BodyWant.killmail_id).where(BodyWant.character_id == character_id)
+            return set(s.scalars(query))
+
+    wait_until(lambda: wanted_of(second) == set(truth[second]), "the second sync's wants")
+    with db.session() as s:
+        claimed = set(s.scalars(select(BodyClaim.killmail_id)))
+    assert not claimed & set(truth[second])  # its turn has not come: nothing claimed
+    helper = BodyHelper(
+        wire(sim, KILLSYNC_EGRESS="host-b", KILLSYNC_SOURCE_ADDRESS="127.0.0.2").engine
+    )
+    helped = helper.help_once()
+    ahead_result, behind_result = ahead.result(), behind.result()
+    assert (ahead_result.status, behind_result.status) == ("ok", "ok")
+    fetched = ahead_result.figures.fetched + behind_result.figures.fetched
+    assert helped > 0 and fetched + helped == len(truth[first]) + len(truth[second])
+    assert behind_result.figures.fetched < len(truth[second])  # some came from the helper
+    stats = sim.stats.snapshot()
+    assert max(stats.body_fetches.values()) == 1
+    assert stats.rate_limited == 0
+    assert_matches_ground_truth(sim, db)
+    assert (count(db, BodyWant), count(db, BodyClaim)) == (0, 0)
+
+
+def test_a_want_that_outlived_its_body_is_dropped_not_fetched(
+    start_sim: Any, wire: Any, db: Database
+) -> None:
+    """A want published just after another worker saved its body (or left by a sync that
+    found it stored) is not fetched again: the helper drops it, want and claim."""
+    sim, cid, ids = one_long_list(start_sim, killmails=40)
+    runtime = wire(sim, KILLSYNC_EGRESS="host-a")
+    assert runtime.engine.sync_character(cid).status == "ok"
+    stale = sorted(ids)[:5]
+    claims = BodyClaims(db, owner="another-host:1:-:bodies.y", egress="host-c").open()
+    hashes = sim.world.ground_truth()[cid]
+    refs = [KillmailRef(k, hashes[k]) for k in stale]
+    claims.want(refs, {"character_id": cid, "corporation_id": None})
+    helper = BodyHelper(wire(sim, KILLSYNC_EGRESS="host-b").engine)
+    assert helper.engine.claims.wanted_elsewhere(10) == []  # stored: not offered
+    taker = helper.engine.claims.open()
+    assert taker.take_wanted(stale) == set()  # taken anyway (a race): dropped at once
+    taker.close()
+    assert helper.help_once() == 0
+    assert max(sim.stats.snapshot().body_fetches.values()) == 1
+    assert (count(db, BodyWant), count(db, BodyClaim)) == (0, 0)
+    claims.close()
 
 
 def test_a_worker_with_no_job_spends_its_own_address_on_another_s_bodies(
