@@ -514,8 +514,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--egress-window-s",
         type=int,
-        default=10,
-        help="the killmail bucket's window in the egress scenario",
+        default=30,
+        help="the killmail bucket's window in the egress scenario (ESI's: 900)",
     )
     p.add_argument("--sigkill", action="store_true", help="kill -9 a worker mid-sync")
     p.add_argument("--sigkill-workers", type=int, default=3)

@@ -27,7 +27,9 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import timedelta
 
+from killcli.db.types import utcnow
 from killcli.errors import (
     CorporationDisabled,
     KillsyncError,
@@ -36,7 +38,7 @@ from killcli.errors import (
     PartialFailure,
     UsageError,
 )
-from killcli.holders import this_owner
+from killcli.holders import parse_owner, this_owner
 from killcli.metrics import WorkerMetrics
 from killcli.queue.base import Broker, ConsumeResult, Outcome
 from killcli.queue.jobs import Job
@@ -72,6 +74,9 @@ DONE_WHEN: tuple[tuple[type[KillsyncError], str], ...] = (
 # 2,000 characters with nothing new: 32 -> 297 characters/s on SQLite, 197 on PostgreSQL
 # + RabbitMQ; 64 -> 440 and 322; 96 -> 429 and 374; 128 on PostgreSQL 363.
 DEFAULT_CONCURRENCY = 96
+# A worker of another egress this young may be claiming its first jobs: wait for its wants.
+JUST_STARTED = timedelta(seconds=5)
+SYNC_LEASE_PREFIXES = ("character:", "corporation:")  # character_lease(), corporation_lease()
 
 
 @dataclass(frozen=True)
@@ -161,7 +166,7 @@ class Worker:
                 )
                 helper.stop()
                 if drain and max_jobs is None:  # the round's other bodies, if we have budget
-                    helper.drain(stop, self._other_egresses_live)
+                    helper.drain(stop, self.other_egresses_syncing)
                 return result
         finally:
             helper.stop()
@@ -170,15 +175,28 @@ class Worker:
             if self.status is not None:
                 self.status.remove()
 
-    def _other_egresses_live(self) -> bool:
-        """Whether workers leaving through other egresses reported lately (their syncs
-        may yet want bodies that our budget could fetch)."""
+    def other_egresses_syncing(self) -> bool:
+        """Whether workers leaving through other egresses are syncing (they hold sync
+        leases) or have just started (they may be claiming jobs): their syncs may yet want
+        bodies that our budget could fetch."""
         mine = self.runtime.engine.claims.egress
         me = None if self.status is None else self.status.worker_id
-        return any(
-            worker["worker_id"] != me and (worker["esi"] or {}).get("egress") not in (None, mine)
+        others = [
+            worker
             for worker in live_workers(self.runtime.db)
-        )
+            if worker["worker_id"] != me and (worker["esi"] or {}).get("egress") not in (None, mine)
+        ]
+        if not others:
+            return False
+        if any(utcnow() - worker["started_at"] < JUST_STARTED for worker in others):
+            return True
+        syncing = {
+            (holder.host, holder.pid)
+            for prefix in SYNC_LEASE_PREFIXES
+            for owner in self.leases.holders(prefix)
+            if (holder := parse_owner(owner)) is not None
+        }
+        return any((worker["host"], worker["pid"]) in syncing for worker in others)
 
     def handle(self, job: Job) -> Outcome:
         if job.corporation_id is not None:

@@ -26,6 +26,7 @@ from killcli.db.store import dialect_insert
 from killcli.db.types import utcnow
 from killcli.errors import KillsyncError
 from killcli.esi.ratelimit import LimiterSnapshot, RateLimiter
+from killcli.holders import this_host
 from killcli.ticker import Ticker
 
 STATUS = table_of(WorkerStatus)
@@ -84,7 +85,7 @@ class StatusReporter:
         esi = limiter_view(self.limiter.snapshot()) if self.limiter else None
         row = {
             "worker_id": self.worker_id,
-            "host": socket.gethostname(),
+            "host": this_host(),  # as in lease owners (killcli.holders)
             "pid": os.getpid(),
             "started_at": self.started_at,
             "updated_at": utcnow(),

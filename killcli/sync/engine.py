@@ -8,9 +8,10 @@
 2. Plan: link what the database already holds, drop what another sync in this process is
    fetching right now (and wait for its outcome), add pending bodies that are due.
 3. Fetch bodies newest first on the process's body threads, through the client's limiter,
-   claiming them in the database a block at a time as the threads get to them
-   (:mod:`killcli.sync.claims`); the rest of a long plan is published as wants, which a
-   worker of another egress with budget to spare may fetch first
+   claiming them in the database a block at a time as the threads get to them (on a
+   body thread: a sync waiting behind others claims nothing; :mod:`killcli.sync.claims`);
+   what is not claimed yet (all of it behind others, else the rest of a long plan) is
+   published as wants, which a worker of another egress with budget to spare may fetch first
    (:mod:`killcli.sync.helping`). What another worker has claimed is not fetched but
    waited for, once this sync's own bodies are done, and linked when it lands.
    The threads serve the oldest running sync first and hold a bounded number of bodies

@@ -253,6 +253,7 @@ class BodyFetcher(Generic[K, T]):
         stream's keys are all handed out, ask its source for more)."""
         with self._lock:
             while not self._closed:
+                older_refilling = False  # its keys come soon: no younger stream claims yet
                 for stream in self._open:
                     if stream.held >= self._per_stream:
                         continue
@@ -262,7 +263,9 @@ class BodyFetcher(Generic[K, T]):
                         stream.in_flight += 1
                         stream.peak_held = max(stream.peak_held, stream.held)
                         return stream, (key,)
-                    if stream.more is not None and not stream.refilling:
+                    if stream.refilling:
+                        older_refilling = True
+                    elif stream.more is not None and not older_refilling:
                         stream.refilling = True
                         return stream, None
                 self._has_work.wait()

@@ -39,7 +39,7 @@ BODY_TOKENS = 2  # what a body (a 200) costs its bucket
 PROBE_BODIES = 4  # bodies a process fetches to learn its bucket before it helps more
 FORGET_EVERY_S = 60.0  # how often an idle helper deletes the wants of syncs that died
 KILLMAIL_ROUTE = "/killmails/{id}/{hash}"  # the route template the limiter keys buckets by
-LINGER_S = 10.0  # how long a draining worker waits for wants of other egresses' live workers
+LINGER_S = 10.0  # how long a draining worker waits for wants of other egresses' syncs
 
 
 class BodyHelper:
@@ -73,12 +73,12 @@ class BodyHelper:
     def drain(
         self,
         stop: threading.Event,
-        others_live: Callable[[], bool] = lambda: False,
+        others_syncing: Callable[[], bool] = lambda: False,
         linger_s: float = LINGER_S,
     ) -> None:
         """Help until syncs of other egresses want no more bodies (a draining worker's
         end): waits while what they want is claimed, or our bucket is spent, meanwhile.
-        While ``others_live`` (workers of other egresses run: syncs of theirs may want
+        While ``others_syncing`` (workers of other egresses run syncs: those may want
         bodies soon, as they come to their body phase), waits for wants up to ``linger_s``
         after the last body it fetched for them."""
         quiet_since = time.monotonic()
@@ -88,7 +88,7 @@ class BodyHelper:
                 continue
             try:
                 if not self.engine.claims.wanted_by_other_egresses() and not (
-                    time.monotonic() - quiet_since < linger_s and others_live()
+                    time.monotonic() - quiet_since < linger_s and others_syncing()
                 ):
                     return
             except KillsyncError as exc:

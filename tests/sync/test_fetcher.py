@@ -197,6 +197,32 @@ def test_a_source_is_asked_for_its_blocks_at_the_stream_s_turn(make_fetcher: Mak
     assert fetch.order == [*range(20), *range(1000, 1005)]
 
 
+def test_a_younger_source_waits_while_an_older_stream_claims_its_next_block(
+    make_fetcher: MakeFetcher,
+) -> None:
+    """A thread with nothing to fetch while the oldest stream's source runs waits for its
+    keys: it does not claim the next sync's first block meanwhile."""
+    asking, release = threading.Event(), threading.Event()
+
+    def slow_source() -> list[int]:
+        asking.set()
+        release.wait(5)
+        return []
+
+    fetch = Recorder()
+    fetcher = make_fetcher(fetch, threads=2, per_stream=8)
+    younger = Blocks([[100, 101]], fetch)
+    with fetcher.stream([], more=slow_source) as older:
+        assert asking.wait(5)
+        with fetcher.stream([], more=younger) as newer:
+            time.sleep(0.1)  # the second thread is free all along
+            assert younger.calls == 0
+            release.set()
+            assert list(older) == []
+            assert sorted(f.key for f in newer) == [100, 101]
+    assert younger.calls == 2
+
+
 def test_a_failing_source_reaches_the_consumer_after_the_fetches_before_it(
     make_fetcher: MakeFetcher,
 ) -> None:

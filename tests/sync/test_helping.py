@@ -11,16 +11,22 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 
 from killcli.db import Database
-from killcli.db.models import BodyClaim, BodyWant, Event
+from killcli.db.models import BodyClaim, BodyWant, Event, WorkerStatus
+from killcli.db.types import utcnow
 from killcli.esi.models import KillmailRef
+from killcli.queue.dbqueue import DatabaseBroker
+from killcli.queue.leases import Leases
 from killcli.sync.claims import BodyClaims
 from killcli.sync.helping import BodyHelper
+from killcli.worker import Worker
+from killcli.workerstatus import StatusReporter
 from killsim import SimServer
 from tests.conftest import sim_environ
 from tests.sync.test_body_claims import Background, Gate, wait_until
@@ -132,10 +138,12 @@ def test_a_sync_behind_others_claims_nothing_before_its_turn_and_is_helped(
     publishes all of its bodies as wants and claims none of them; a worker on another
     address fetches some meanwhile, and the second sync links those when its turn comes."""
     sim: SimServer = start_sim(
-        "ratelimit", characters=2, killmails=80, shared_fraction=0.0, buckets=SMALL_BUCKETS
+        "ratelimit", characters=2, killmails=160, shared_fraction=0.0, buckets=SMALL_BUCKETS
     )
     truth = sim.world.ground_truth()
-    first, second = truth
+    first, second = sorted(truth, key=lambda c: len(truth[c]), reverse=True)
+    # The first needs 3 windows or more: its keys wait in the threads for seconds.
+    assert len(truth[first]) >= 3 * 20 and truth[second]
     runtime = wire(sim, KILLSYNC_EGRESS="host-a")
     ahead = Background(runtime, first)
     wait_until(runtime.engine.fetcher.backlogged, "the first sync's bodies in the threads")
@@ -188,6 +196,47 @@ def test_a_want_that_outlived_its_body_is_dropped_not_fetched(
     assert max(sim.stats.snapshot().body_fetches.values()) == 1
     assert (count(db, BodyWant), count(db, BodyClaim)) == (0, 0)
     claims.close()
+
+
+def test_a_draining_worker_waits_for_the_wants_of_other_egresses_only_while_they_sync(
+    start_sim: Any, wire: Any, db: Database
+) -> None:
+    """What keeps a drained worker for wants: a worker of another egress that holds sync
+    leases or has just started; not one that is idle, nor one on our own egress."""
+    sim, _, _ = one_long_list(start_sim, killmails=5)
+    runtime = wire(sim, KILLSYNC_EGRESS="host-a")
+    status = StatusReporter(db, runtime.esi.limiter)
+    worker = Worker(runtime, DatabaseBroker(db), status=status)
+    status.write()
+    leases = Leases(db)
+
+    def other(name: str, egress: str, age_s: float) -> None:
+        with db.session() as s:
+            s.add(
+                WorkerStatus(
+                    worker_id=f"{name}:4242:1",
+                    host=name,
+                    pid=4242,
+                    started_at=utcnow() - timedelta(seconds=age_s),
+                    updated_at=utcnow(),
+                    jobs_handled=0,
+                    esi={"egress": egress},
+                )
+            )
+
+    assert not worker.other_egresses_syncing()  # alone
+    other("same-egress", "host-a", 60)
+    assert leases.acquire("character:1", "same-egress:4242:1.2", 60)
+    assert not worker.other_egresses_syncing()  # syncing, but our budget is theirs
+    other("elsewhere", "host-b", 60)
+    assert not worker.other_egresses_syncing()  # another egress, idle
+    assert leases.acquire("corporation:7", "elsewhere:4242:1.2", 60)
+    assert worker.other_egresses_syncing()  # another egress, syncing
+    assert leases.release("corporation:7", "elsewhere:4242:1.2")
+    other("newcomer", "host-c", 1)
+    assert worker.other_egresses_syncing()  # just started: may be claiming its jobs
+    status.remove()
+    worker.keeper.close()
 
 
 def test_a_worker_with_no_job_spends_its_own_address_on_another_s_bodies(
