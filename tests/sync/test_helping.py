@@ -226,13 +226,13 @@ def test_a_draining_worker_waits_for_the_wants_of_other_egresses_only_while_they
 
     assert not worker.other_egresses_syncing()  # alone
     other("same-egress", "host-a", 60)
-    assert leases.acquire("character:1", "same-egress:4242:1.2", 60)
+    assert leases.acquire("character:1", "same-egress:4242:1.0123abcd:job-1", 60)
     assert not worker.other_egresses_syncing()  # syncing, but our budget is theirs
     other("elsewhere", "host-b", 60)
     assert not worker.other_egresses_syncing()  # another egress, idle
-    assert leases.acquire("corporation:7", "elsewhere:4242:1.2", 60)
+    assert leases.acquire("corporation:7", "elsewhere:4242:1.0123abcd:job-2", 60)
     assert worker.other_egresses_syncing()  # another egress, syncing
-    assert leases.release("corporation:7", "elsewhere:4242:1.2")
+    assert leases.release("corporation:7", "elsewhere:4242:1.0123abcd:job-2")
     other("newcomer", "host-c", 1)
     assert worker.other_egresses_syncing()  # just started: may be claiming its jobs
     status.remove()
