@@ -20,10 +20,10 @@ from killcli.config import Settings
 from killcli.db import Database
 from killcli.events.pump import EventPump
 from killcli.metrics import WorkerMetrics
-from killcli.queue.base import Broker, ConsumeResult
+from killcli.queue.base import Broker
 from killcli.runtime import DEFAULT_BODY_CONCURRENCY, Runtime, build_runtime
 from killcli.sync.progress import ProgressRegistry
-from killcli.worker import DEFAULT_CONCURRENCY, JobReport, Worker
+from killcli.worker import DEFAULT_CONCURRENCY, JobReport, Worker, WorkerResult
 from killcli.workerstatus import StatusReporter
 
 
@@ -50,7 +50,7 @@ def run_worker(
     progress: ProgressRegistry | None = None,
     on_report: Callable[[JobReport], None] | None = None,
     on_problem: Callable[[str], None] = lambda message: None,
-) -> ConsumeResult:
+) -> WorkerResult:
     """Consume jobs from ``broker`` until ``stop`` is set (or the queue drains, or
     ``max_jobs``); returns the counts. A ``runtime`` passed in is used and left open (a
     caller running several rounds); otherwise one is built and closed. ``progress`` gets

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 
 from killcli.db.types import utcnow
@@ -120,6 +120,14 @@ def check_settled(result: ConsumeResult) -> None:
         )
 
 
+@dataclass(frozen=True)
+class WorkerResult(ConsumeResult):
+    """What a worker's run did: its jobs, and the bodies it fetched and saved for syncs
+    of workers on other egresses (:class:`killcli.sync.helping.BodyHelper`)."""
+
+    bodies_for_others: int = 0
+
+
 class Worker:
     """Turns jobs into syncs; one per process."""
 
@@ -154,7 +162,7 @@ class Worker:
         stop: threading.Event,
         drain: bool = False,
         max_jobs: int | None = None,
-    ) -> ConsumeResult:
+    ) -> WorkerResult:
         if self.status is not None:
             self.status.write()
         helper = BodyHelper(self.runtime.engine)
@@ -167,7 +175,7 @@ class Worker:
                 helper.stop()
                 if drain and max_jobs is None:  # the round's other bodies, if we have budget
                     helper.drain(stop, self.other_egresses_syncing)
-                return result
+                return WorkerResult(**asdict(result), bodies_for_others=helper.helped)
         finally:
             helper.stop()
             self.quick.close()  # the run records still behind, and their leases

@@ -280,9 +280,14 @@ def worker_cmd(
             on_problem=app_ctx.console.print,
         )
     view.flush_idle()
+    helped = (
+        f"; {result.bodies_for_others} bodies fetched for workers of other egresses"
+        if result.bodies_for_others
+        else ""
+    )
     app_ctx.info(
         f"worker stopped: {result.handled} jobs ({result.done} done, {result.retried} "
-        f"retried, {result.dead_lettered} dead)"
+        f"retried, {result.dead_lettered} dead){helped}"
     )
     if drain or max_jobs is not None:  # a run that ends by itself: exit 3 if work is left
         check_settled(result)

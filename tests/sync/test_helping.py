@@ -272,6 +272,7 @@ def test_a_worker_with_no_job_spends_its_own_address_on_another_s_bodies(
             service.send_signal(signal.SIGTERM)
             _, err = service.communicate(timeout=60)
         assert service.returncode == 0, err[-3000:]
+        assert "bodies fetched for workers of other egresses" in err  # its stop line says so
         stats = sim.stats.snapshot()
         assert stats.rate_limited == 0 and stats.error_limited == 0
         per_ip = stats.tokens_spent["killmail"]
