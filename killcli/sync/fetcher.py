@@ -12,8 +12,9 @@ consumer falls behind (saving a batch) stops getting work, and the threads go on
 the next stream. A sync that claims its bodies a block at a time gives its stream a source
 of keys (``more``): a thread that comes to the stream with every key handed out asks it for
 the next block, so a sync waiting behind older ones claims nothing until its turn (what it
-has not claimed, workers of other egresses may fetch meanwhile). A consumer may also add keys
-itself (:meth:`FetchStream.extend`).
+has not claimed, workers of other egresses may fetch meanwhile); while an older stream's
+source runs, an idle thread waits for those keys instead of asking a younger stream's. A
+consumer may also add keys itself (:meth:`FetchStream.extend`).
 """
 
 from __future__ import annotations
