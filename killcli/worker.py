@@ -44,6 +44,7 @@ from killcli.queue.base import Broker, ConsumeResult, Outcome
 from killcli.queue.jobs import Job
 from killcli.queue.leases import (
     HOLDER_TIMEOUT_S,
+    SYNC_LEASE_PREFIXES,
     LeaseKeeper,
     Leases,
     character_lease,
@@ -76,7 +77,6 @@ DONE_WHEN: tuple[tuple[type[KillsyncError], str], ...] = (
 DEFAULT_CONCURRENCY = 96
 # A worker of another egress this young may be claiming its first jobs: wait for its wants.
 JUST_STARTED = timedelta(seconds=5)
-SYNC_LEASE_PREFIXES = ("character:", "corporation:")  # character_lease(), corporation_lease()
 
 
 @dataclass(frozen=True)

@@ -70,14 +70,20 @@ def lease_scope(queue: str) -> str:
     return "sha256-" + hashlib.sha256(queue.encode("utf-8")).hexdigest()[:32]
 
 
+CHARACTER_LEASE_PREFIX = "character:"
+CORPORATION_LEASE_PREFIX = "corporation:"
+#: What every lease held while a list is synced starts with.
+SYNC_LEASE_PREFIXES = (CHARACTER_LEASE_PREFIX, CORPORATION_LEASE_PREFIX)
+
+
 def character_lease(character_id: int) -> str:
-    return f"character:{character_id}"
+    return f"{CHARACTER_LEASE_PREFIX}{character_id}"
 
 
 def corporation_lease(corporation_id: int) -> str:
     """Held while a worker syncs the corporation's list (its directors' buckets are one
     corporation's budget)."""
-    return f"corporation:{corporation_id}"
+    return f"{CORPORATION_LEASE_PREFIX}{corporation_id}"
 
 
 def queued_lease(queue: str, owner_key: str) -> str:

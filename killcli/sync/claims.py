@@ -46,8 +46,8 @@ from sqlalchemy.orm import Session
 
 from killcli.clock import SYSTEM_CLOCK, Clock
 from killcli.db import Database
-from killcli.db.models import BodyClaim, BodyWant, Killmail, PendingKillmail, table_of
-from killcli.db.store import READ_CHUNK, dialect_insert, existing_killmail_ids
+from killcli.db.models import BodyClaim, BodyWant, PendingKillmail, table_of
+from killcli.db.store import KILLMAILS, READ_CHUNK, dialect_insert, existing_killmail_ids
 from killcli.esi.ledger import egress_identity
 from killcli.esi.models import KillmailRef
 from killcli.holders import holder_is_dead, this_owner
@@ -55,7 +55,6 @@ from killcli.ticker import Ticker
 
 CLAIMS = table_of(BodyClaim)
 WANTS = table_of(BodyWant)
-KILLMAILS = table_of(Killmail)
 PENDING = table_of(PendingKillmail)
 CLAIM_TTL_S = 10.0  # a dead owner's claims lapse this long after its last heartbeat
 HEARTBEATS_PER_TTL = 4  # a beat or two may come late (a busy database) before claims lapse
