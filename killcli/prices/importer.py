@@ -27,9 +27,15 @@ from killcli.db import Database
 from killcli.db.models import PriceImport, table_of
 from killcli.db.store import dialect_insert
 from killcli.db.types import utcnow
-from killcli.prices.archive import ArchiveError, RowReader, expand_price_paths, open_bytes
+from killcli.prices.archive import (
+    ArchiveError,
+    HistoryBatch,
+    RowReader,
+    expand_price_paths,
+    open_bytes,
+)
 from killcli.prices.pgcopy import CopiedFile, copy_price_file
-from killcli.prices.store import HistoryTuple, count_pending_days, note_change, save_history
+from killcli.prices.store import count_pending_days, note_change, save_history
 
 T = TypeVar("T")
 IMPORTS = table_of(PriceImport)
@@ -165,7 +171,8 @@ def _import_file(
         return
     batch_rows = BATCH_ROWS if read.data is None else AHEAD_BATCH_ROWS
     reader = RowReader(path, region_id, batch_rows, read.data)
-    first_dates: dict[int, str] = {}
+    file_types: set[int] = set()
+    file_days: set[str] = set()
     copied: CopiedFile | None = None
     stored = 0
     try:
@@ -185,8 +192,8 @@ def _import_file(
             else:  # read ahead: parsed here; else streamed, read by a thread of its own
                 batches = reader if read.data is not None else prefetched(reader)
                 for batch in batches:
-                    stored += _flush(session, batch, first_dates, on_rows)
-                first = date.fromisoformat(min(first_dates.values())) if first_dates else None
+                    stored += _flush(session, batch, file_types, file_days, on_rows)
+                first = date.fromisoformat(min(file_days)) if file_days else None
             if first is not None:  # a file changes every type's prices from its first day on
                 note_change(session, region_id, None, first, utcnow())
             _record(session, digest, path.name, stored)
@@ -202,7 +209,7 @@ def _import_file(
         return
     result.other_regions += reader.other_regions
     result.rejected_rows += reader.bad_count
-    types.update(first_dates)
+    types.update(file_types)
     for bad in reader.bad:
         result.note(f"{path}:{bad.line}: {bad.reason}")
 
@@ -277,18 +284,19 @@ def prefetched(batches: Iterable[T], depth: int = 3) -> Iterator[T]:
 
 def _flush(
     session: Any,
-    batch: list[HistoryTuple],
-    first_dates: dict[int, str],
+    batch: HistoryBatch,
+    file_types: set[int],
+    file_days: set[str],
     on_rows: Callable[[int], None] | None,
 ) -> int:
-    if not batch:
+    """Store a batch; the types and days it holds added to the file's."""
+    if not batch.rows:
         return 0
-    save_history(session, batch)
-    _, type_ids, days, *_ = zip(*batch, strict=True)
-    first = min(days)
-    for type_id in set(type_ids) - first_dates.keys():
-        first_dates[type_id] = first
-    count = len(batch)
+    save_history(session, batch.rows, batch.groups)
+    for (_, day), type_ids in batch.groups.items():
+        file_types.update(type_ids)
+        file_days.add(day)
+    count = len(batch.rows)
     if on_rows:
         on_rows(count)
     return count

@@ -54,6 +54,8 @@ HISTORY_COLUMNS = (
     "order_count",
 )
 HistoryTuple = tuple[int, int, str, float, float, float, int, int]
+#: Type ids by (region, day): how rows are counted into ``market_history_types``.
+DayGroups = dict[tuple[int, str], list[int]]
 _VALUES = ("average", "highest", "lowest", "volume", "order_count")
 
 
@@ -90,15 +92,18 @@ BULK_DAY_ROWS = 1_000
 _IN_CHUNK = 400
 
 
-def save_history(session: Session, rows: Sequence[HistoryTuple]) -> None:
+def save_history(
+    session: Session, rows: Sequence[HistoryTuple], groups: DayGroups | None = None
+) -> None:
     """Insert or update history rows in the caller's transaction, keeping each type's
-    day count (``market_history_types``) right."""
+    day count (``market_history_types``) right. ``groups``: the rows' :func:`by_day`,
+    when the caller has it already (a reader that holds the columns)."""
     if not rows:
         return
     driver = session.connection().connection.driver_connection
     assert driver is not None  # a checked-out connection always has one
     if session.get_bind().dialect.name != "postgresql":
-        _count_new_days(session, rows)
+        _count_new_days(session, by_day(rows) if groups is None else groups)
         cursor = driver.cursor()
         try:
             cursor.executemany(_SQLITE_UPSERT, rows)
@@ -153,22 +158,21 @@ def count_loaded_days(session: Session) -> None:
     session.execute(text(_PG_COUNT_LOADED))
 
 
-def _by_day(rows: Sequence[HistoryTuple]) -> dict[tuple[int, str], list[int]]:
+def by_day(rows: Sequence[HistoryTuple]) -> DayGroups:
     """The rows' type ids by (region, day)."""
     regions, days = set(map(itemgetter(0), rows)), set(map(itemgetter(2), rows))
     if len(regions) == 1 and len(days) == 1:  # a daily archive's batch: no loop in Python
         return {(regions.pop(), days.pop()): list(map(itemgetter(1), rows))}
-    out: dict[tuple[int, str], list[int]] = {}
+    out: DayGroups = {}
     for region_id, type_id, day, *_ in rows:
         out.setdefault((region_id, day), []).append(type_id)
     return out
 
 
-def _count_new_days(session: Session, rows: Sequence[HistoryTuple]) -> None:
-    """Before ``rows`` are written: count the days they add to each type. A big batch of
-    a day with no rows yet (a bulk import) only marks the day pending (counted in one
-    pass later); other rows are looked up and counted now."""
-    groups = _by_day(rows)
+def _count_new_days(session: Session, groups: DayGroups) -> None:
+    """Before rows are written (``groups``: their type ids by day): count the days they
+    add to each type. A big batch of a day with no rows yet (a bulk import) only marks
+    the day pending (counted in one pass later); other rows are looked up and counted now."""
     pending = pending_days(session, {r for r, _ in groups})
     small: dict[tuple[int, date], list[int]] = {}
     for (region_id, text_day), type_ids in groups.items():
