@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from killcli.errors import InputError
-from killcli.prices.store import DayGroups, HistoryTuple, by_day
+from killcli.prices.store import HistoryTuple
 
 SUFFIXES = (".csv", ".csv.bz2", ".csv.gz")
 REQUIRED = ("region_id", "type_id", "date", "average", "highest", "lowest", "volume")
@@ -33,16 +33,6 @@ MAX_PRICE = 1e17
 
 class ArchiveError(Exception):
     """A file that cannot be read as a market-history CSV (the message says why)."""
-
-
-@dataclass(frozen=True)
-class HistoryBatch:
-    """Rows read from a file, and their type ids by (region, day) (:func:`by_day`; from
-    the columns the reader holds anyway: the store needs them, and need not transpose the
-    rows back)."""
-
-    rows: list[HistoryTuple]
-    groups: DayGroups
 
 
 @dataclass(frozen=True)
@@ -89,7 +79,7 @@ def open_text(path: Path, data: bytes | None = None) -> io.TextIOBase:
 
 
 class RowReader:
-    """Iterate a file's rows in batches (:class:`HistoryBatch`; only ``region_id``'s when
+    """Iterate a file's rows in batches of ``HistoryTuple`` (only ``region_id``'s when
     given), collecting the rows it skipped in ``bad`` and counting other regions' rows.
 
     A file without quotes (EVE Ref's) is cut into lines and fields by ``str.split`` on
@@ -115,14 +105,14 @@ class RowReader:
         self.other_regions = 0
         self._days: set[str] = set()  # dates already checked (a daily file has one)
 
-    def __iter__(self) -> Iterator[HistoryBatch]:
+    def __iter__(self) -> Iterator[list[HistoryTuple]]:
         try:
             with open_text(self.path, self._data) as text:
                 yield from self._batches(text)
         except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
             raise ArchiveError(f"{self.path}: not a readable market-history CSV ({exc})") from exc
 
-    def _batches(self, text: io.TextIOBase) -> Iterator[HistoryBatch]:
+    def _batches(self, text: io.TextIOBase) -> Iterator[list[HistoryTuple]]:
         first = text.readline()
         header = next(csv.reader([first]), None) if first.strip() else None
         if header is None:
@@ -152,12 +142,12 @@ class RowReader:
 
     def _csv_batches(
         self, rows: Iterator[list[str]], layout: _Layout, line: int
-    ) -> Iterator[HistoryBatch]:
+    ) -> Iterator[list[HistoryTuple]]:
         while batch := list(islice(rows, self.batch_rows)):
             yield self._one_by_one(batch, layout, line)
             line += len(batch)
 
-    def _convert(self, lines: list[str], layout: _Layout, line: int) -> HistoryBatch:
+    def _convert(self, lines: list[str], layout: _Layout, line: int) -> list[HistoryTuple]:
         if set(map(str.count, lines, repeat(","))) != {layout.width - 1}:
             return self._one_by_one(list(csv.reader(lines)), layout, line)
         fields = ",".join(lines).split(",")  # C loops from here on
@@ -170,15 +160,11 @@ class RowReader:
                 others = len(lines) - sum(keep)
                 by_column = [list(compress(c, keep)) for c in by_column]
         try:  # every row is the price region's now: its ids need no conversion
-            columns = _fast(by_column, len(by_column[0]), self.region_id)
-            rows = self._checked(columns)
+            batch = self._checked(_fast(by_column, len(by_column[0]), self.region_id))
         except ValueError:
             return self._one_by_one(list(csv.reader(lines)), layout, line)
         self.other_regions += others
-        regions, types, days = columns[:3]
-        if rows and (self.region_id is not None or len(set(regions)) == 1) and len(set(days)) == 1:
-            return HistoryBatch(rows, {(regions[0], days[0]): types})  # a daily archive's
-        return HistoryBatch(rows, by_day(rows))
+        return batch
 
     def _checked(self, columns: list[list[Any]]) -> list[HistoryTuple]:
         """The rows of converted columns; ValueError when a value is out of range or a
@@ -199,7 +185,7 @@ class RowReader:
             self._days.add(day)
         return list(zip(*columns, strict=True))
 
-    def _one_by_one(self, rows: list[list[str]], layout: _Layout, line: int) -> HistoryBatch:
+    def _one_by_one(self, rows: list[list[str]], layout: _Layout, line: int) -> list[HistoryTuple]:
         out: list[HistoryTuple] = []
         wanted = None if self.region_id is None else str(self.region_id)
         columns, orders = layout.columns, layout.orders
@@ -214,7 +200,7 @@ class RowReader:
                 out.extend(self._checked(_fast([[values[i]] for i in columns], 1)))
             except (ValueError, IndexError) as exc:
                 self._reject(number, row, columns, exc)
-        return HistoryBatch(out, by_day(out))
+        return out
 
     def _reject(self, line: int, row: list[str], columns: list[int], exc: Exception) -> None:
         self.bad_count += 1

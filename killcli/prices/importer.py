@@ -27,15 +27,15 @@ from killcli.db import Database
 from killcli.db.models import PriceImport, table_of
 from killcli.db.store import dialect_insert
 from killcli.db.types import utcnow
-from killcli.prices.archive import (
-    ArchiveError,
-    HistoryBatch,
-    RowReader,
-    expand_price_paths,
-    open_bytes,
-)
+from killcli.prices.archive import ArchiveError, RowReader, expand_price_paths, open_bytes
 from killcli.prices.pgcopy import CopiedFile, copy_price_file
-from killcli.prices.store import count_pending_days, note_change, save_history
+from killcli.prices.store import (
+    HistoryTuple,
+    by_day,
+    count_pending_days,
+    note_change,
+    save_history,
+)
 
 T = TypeVar("T")
 IMPORTS = table_of(PriceImport)
@@ -284,19 +284,21 @@ def prefetched(batches: Iterable[T], depth: int = 3) -> Iterator[T]:
 
 def _flush(
     session: Any,
-    batch: HistoryBatch,
+    batch: list[HistoryTuple],
     file_types: set[int],
     file_days: set[str],
     on_rows: Callable[[int], None] | None,
 ) -> int:
-    """Store a batch; the types and days it holds added to the file's."""
-    if not batch.rows:
+    """Store a batch; the types and days it holds added to the file's (grouped once, for
+    the store's day counts and for these)."""
+    if not batch:
         return 0
-    save_history(session, batch.rows, batch.groups)
-    for (_, day), type_ids in batch.groups.items():
+    groups = by_day(batch)
+    save_history(session, batch, groups)
+    for (_, day), type_ids in groups.items():
         file_types.update(type_ids)
         file_days.add(day)
-    count = len(batch.rows)
+    count = len(batch)
     if on_rows:
         on_rows(count)
     return count

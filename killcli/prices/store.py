@@ -97,7 +97,7 @@ def save_history(
 ) -> None:
     """Insert or update history rows in the caller's transaction, keeping each type's
     day count (``market_history_types``) right. ``groups``: the rows' :func:`by_day`,
-    when the caller has it already (a reader that holds the columns)."""
+    when the caller has it already."""
     if not rows:
         return
     driver = session.connection().connection.driver_connection
